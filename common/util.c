@@ -1,0 +1,131 @@
+/* util.c — small helpers shared by the programs: time, strings, whole-file I/O. */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+double util_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t util_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double util_monotonic(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int util_strlcpy(char *dst, const char *src, size_t size) {
+  size_t length = strlen(src);
+  if (size == 0) return -ENAMETOOLONG;
+  if (length >= size) {
+    memcpy(dst, src, size - 1);
+    dst[size - 1] = '\0';
+    return -ENAMETOOLONG;
+  }
+  memcpy(dst, src, length + 1);
+  return 0;
+}
+
+int util_read_file(const char *path, size_t limit, char **data, size_t *length) {
+  int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t capacity = 4096, used = 0;
+  char *buffer = malloc(capacity + 1);
+  int result = 0;
+  if (buffer == NULL) {
+    result = -ENOMEM;
+    goto fail;
+  }
+  for (;;) {
+    if (used == capacity) {
+      if (capacity > limit) {
+        result = -EFBIG;
+        goto fail;
+      }
+      size_t grown = capacity * 2;
+      char *bigger = realloc(buffer, grown + 1);
+      if (bigger == NULL) {
+        result = -ENOMEM;
+        goto fail;
+      }
+      buffer = bigger;
+      capacity = grown;
+    }
+    ssize_t n = read(fd, buffer + used, capacity - used);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      result = -errno;
+      goto fail;
+    }
+    if (n == 0) break;
+    used += (size_t)n;
+  }
+  if (used > limit) {
+    result = -EFBIG;
+    goto fail;
+  }
+  buffer[used] = '\0';
+  if (fd != STDIN_FILENO) close(fd);
+  *data = buffer;
+  *length = used;
+  return 0;
+fail:
+  free(buffer);
+  if (fd != STDIN_FILENO) close(fd);
+  return result;
+}
+
+int util_write_file_atomic(const char *path, const void *data, size_t length) {
+  char temporary[PATH_MAX];
+  if (snprintf(temporary, sizeof temporary, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof temporary)
+    return -ENAMETOOLONG;
+  int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return -errno;
+  const char *cursor = data;
+  size_t left = length;
+  int result = 0;
+  while (left > 0) {
+    ssize_t n = write(fd, cursor, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      result = -errno;
+      goto fail;
+    }
+    cursor += n;
+    left -= (size_t)n;
+  }
+  if (fsync(fd) != 0) {
+    result = -errno;
+    goto fail;
+  }
+  if (close(fd) != 0) {
+    fd = -1;
+    result = -errno;
+    goto fail;
+  }
+  fd = -1;
+  if (rename(temporary, path) != 0) {
+    result = -errno;
+    goto fail;
+  }
+  return 0;
+fail:
+  if (fd >= 0) close(fd);
+  unlink(temporary);
+  return result;
+}

@@ -1,0 +1,27 @@
+/* util.h — small helpers shared by the programs: time, formatting, files. */
+#ifndef MAPSAGE_UTIL_H
+#define MAPSAGE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Wall-clock time in seconds (with fractions) and milliseconds since the epoch. */
+double util_now(void);
+int64_t util_now_ms(void);
+/* Monotonic seconds, for measuring durations. */
+double util_monotonic(void);
+
+/* Copies `src` into `dst` of `size` bytes, always NUL-terminated; returns -ENAMETOOLONG
+ * when it had to cut. */
+int util_strlcpy(char *dst, const char *src, size_t size);
+
+/* Reads a whole file (or stdin for "-") into a NUL-terminated buffer the caller frees.
+ * Refuses files larger than `limit`. Returns 0 or -errno (-EFBIG when over the limit). */
+int util_read_file(const char *path, size_t limit, char **data, size_t *length);
+
+/* Writes `length` bytes to `path` atomically: a temporary file beside it, fsync, rename. */
+int util_write_file_atomic(const char *path, const void *data, size_t length);
+
+#endif

@@ -1,0 +1,189 @@
+/* api.c — one handler per route of the HTTP API (docs/api.md). Handlers check their input
+ * and answer with a JSON error naming the parameter and the reason; the work itself is in
+ * db.c, sched.c and sse.c. */
+#include "api.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "util.h"
+
+#define MAPSAGE_VERSION "0.1.0"
+
+static api_t *app(const http_request_t *request) { return http_app(request); }
+
+/* Parses an optional integer query parameter in [minimum, maximum]; answers 400 itself
+ * and returns -EINVAL when it is not one. */
+static int query_integer(http_request_t *request, const char *key, long long minimum, long long maximum,
+                         long long *out) {
+  const char *text = http_query(request, key);
+  if (text == NULL) return 0;
+  char *end;
+  errno = 0;
+  long long value = strtoll(text, &end, 10);
+  if (errno || end == text || *end != '\0' || value < minimum || value > maximum) {
+    http_respond_error(request, MHD_HTTP_BAD_REQUEST, "%s: must be an integer between %lld and %lld, not \"%s\"", key,
+                       minimum, maximum, text);
+    return -EINVAL;
+  }
+  *out = value;
+  return 0;
+}
+
+static int respond_no_experiment(http_request_t *request) {
+  return http_respond_error(request, MHD_HTTP_NOT_FOUND, "no experiment %lld", (long long)http_path_id(request));
+}
+
+// ---------------------------------------------------------------------------------------
+
+static int submit_experiment(http_request_t *request) {
+  size_t length;
+  const char *body = http_body(request, &length);
+  cfg_experiment_t config;
+  cfg_errors_t errors;
+  if (cfg_parse(body, length, &config, &errors) != 0) {
+    json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
+    return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);
+  }
+  json_t *normalized = cfg_to_json(&config);
+  char *text = json_dumps(normalized, JSON_COMPACT);
+  json_decref(normalized);
+  if (text == NULL) return -ENOMEM;
+  int64_t id;
+  int result = db_experiment_insert(app(request)->db, config.name, config.priority, text, &id);
+  free(text);
+  if (result != 0)
+    return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",
+                              strerror(-result));
+  sched_kick(app(request)->sched);
+  char status[32] = DB_QUEUED;
+  db_experiment_status(app(request)->db, id, status, sizeof status);
+  char *answer = NULL;
+  json_t *json = json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", status);
+  answer = json_dumps(json, JSON_COMPACT);
+  json_decref(json);
+  if (answer == NULL) return -ENOMEM;
+  struct MHD_Response *response = MHD_create_response_from_buffer(strlen(answer), answer, MHD_RESPMEM_MUST_FREE);
+  if (response == NULL) {
+    free(answer);
+    return -ENOMEM;
+  }
+  char location[64];
+  snprintf(location, sizeof location, "/api/experiments/%lld", (long long)id);
+  MHD_add_response_header(response, "Location", location);
+  MHD_add_response_header(response, "Content-Type", "application/json");
+  return http_respond(request, MHD_HTTP_CREATED, response);
+}
+
+static int list_experiments(http_request_t *request) {
+  static const char *const statuses[] = {DB_QUEUED, DB_RUNNING, DB_SUCCEEDED, DB_FAILED, DB_CANCELLED, DB_INTERRUPTED};
+  db_list_filter_t filter = {.statuses = http_query(request, "status"), .name = http_query(request, "name"), .limit = 100};
+  long long limit = 100, before = 0;
+  if (query_integer(request, "limit", 1, 500, &limit) || query_integer(request, "before", 1, INT64_MAX, &before))
+    return 0;
+  filter.limit = (int)limit;
+  filter.before = before;
+  if (filter.statuses) { /* every listed status must exist: a typo must not list nothing */
+    char copy[256];
+    util_strlcpy(copy, filter.statuses, sizeof copy);
+    for (char *save, *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+      int known = 0;
+      for (size_t i = 0; i < ARRAY_SIZE(statuses); i++) known |= strcmp(item, statuses[i]) == 0;
+      if (!known)
+        return http_respond_error(request, MHD_HTTP_BAD_REQUEST,
+                                  "status: \"%s\" is not a status (queued, running, succeeded, failed, cancelled, "
+                                  "interrupted)",
+                                  item);
+    }
+  }
+  json_t *list = db_experiment_list(app(request)->db, &filter);
+  return list ? http_respond_json(request, MHD_HTTP_OK, list) : -EIO;
+}
+
+static int get_experiment(http_request_t *request) {
+  json_t *experiment = db_experiment_get(app(request)->db, http_path_id(request), 1);
+  return experiment ? http_respond_json(request, MHD_HTTP_OK, experiment) : respond_no_experiment(request);
+}
+
+static int cancel_experiment(http_request_t *request) {
+  int64_t id = http_path_id(request);
+  int running = 0;
+  int result = sched_cancel(app(request)->sched, id, &running);
+  if (result == -ENOENT) return respond_no_experiment(request);
+  if (result == -EALREADY) {
+    char status[32] = "";
+    db_experiment_status(app(request)->db, id, status, sizeof status);
+    return http_respond_error(request, MHD_HTTP_CONFLICT, "experiment %lld has already ended (%s)", (long long)id,
+                              status);
+  }
+  if (result != 0) return result;
+  if (running)
+    return http_respond_json(request, MHD_HTTP_ACCEPTED,
+                             json_pack("{s:I, s:s, s:b}", "id", (json_int_t)id, "status", DB_RUNNING,
+                                       "cancel_requested", 1));
+  return http_respond_json(request, MHD_HTTP_OK, json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", DB_CANCELLED));
+}
+
+static int experiment_exists(http_request_t *request) {
+  char status[32];
+  return db_experiment_status(app(request)->db, http_path_id(request), status, sizeof status) == 0;
+}
+
+static int get_metrics(http_request_t *request) {
+  if (!experiment_exists(request)) return respond_no_experiment(request);
+  long long since_step = 0;
+  if (query_integer(request, "since_step", 0, INT64_MAX, &since_step)) return 0;
+  /* Rows still in the batch would be missing from the answer: write them first. */
+  db_flush(app(request)->db);
+  json_t *curves = db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step);
+  return curves ? http_respond_json(request, MHD_HTTP_OK, curves) : -EIO;
+}
+
+static int get_stream(http_request_t *request) {
+  if (!experiment_exists(request)) return respond_no_experiment(request);
+  const char *cursor = http_header(request, "Last-Event-ID");
+  if (cursor == NULL) cursor = http_query(request, "last_event_id");
+  int64_t step;
+  int phase;
+  if (sse_parse_cursor(cursor, &step, &phase) != 0)
+    return http_respond_error(request, MHD_HTTP_BAD_REQUEST,
+                              "Last-Event-ID: \"%s\" is not an event id of this stream (\"<step>\" or "
+                              "\"<step>.<n>\")",
+                              cursor);
+  return sse_subscribe(app(request)->hub, request, http_path_id(request), step, phase);
+}
+
+static int get_log(http_request_t *request) {
+  if (!experiment_exists(request)) return respond_no_experiment(request);
+  db_flush(app(request)->db);
+  size_t length = 0;
+  char *text = db_log_text(app(request)->db, http_path_id(request), &length);
+  if (text == NULL) return -EIO;
+  int result = http_respond_data(request, MHD_HTTP_OK, "text/plain; charset=utf-8", text, length);
+  free(text);
+  return result;
+}
+
+static int get_health(http_request_t *request) {
+  api_t *api = app(request);
+  return http_respond_json(
+      request, MHD_HTTP_OK,
+      json_pack("{s:s, s:s, s:f, s:{s:i, s:i}, s:i, s:i}", "status", "ok", "version", MAPSAGE_VERSION, "uptime_s",
+                util_monotonic() - api->started_at, "workers", "running", sched_running(api->sched), "max",
+                sched_max_workers(api->sched), "queued", db_count_status(api->db, DB_QUEUED), "streams",
+                sse_subscriber_count(api->hub)));
+}
+
+const http_route_t api_routes[] = {
+    {"POST", "/api/experiments", submit_experiment},
+    {"GET", "/api/experiments", list_experiments},
+    {"GET", "/api/experiments/{id}", get_experiment},
+    {"POST", "/api/experiments/{id}/cancel", cancel_experiment},
+    {"GET", "/api/experiments/{id}/metrics", get_metrics},
+    {"GET", "/api/experiments/{id}/stream", get_stream},
+    {"GET", "/api/experiments/{id}/log", get_log},
+    {"GET", "/api/health", get_health},
+};
+const size_t api_route_count = ARRAY_SIZE(api_routes);

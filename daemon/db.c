@@ -1,0 +1,721 @@
+/* db.c — the daemon's SQLite layer (see db.h): schema, experiments, the write batch, and
+ * the reads behind the curves API and the stream's replay.
+ *
+ * The write batch. Workers report a metric event per step, each with several values; the
+ * daemon turns them into rows and keeps them here until db_flush() commits them in one
+ * transaction with prepared statements (INSERT OR REPLACE, so a repeated step overwrites).
+ * Row names live in one growing text arena so a row costs no allocation of its own. A
+ * failed flush keeps the batch: nothing acknowledged to a subscriber is lost because the
+ * disk was briefly full or a reader held a lock. */
+#include "db.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "util.h"
+
+extern const unsigned char schema_sql[];
+extern const size_t schema_sql_len;
+
+#define SCHEMA_VERSION 1
+#define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+typedef enum { ROW_METRIC, ROW_EVAL, ROW_LOG } row_kind_t;
+
+typedef struct {
+  row_kind_t kind;
+  int split;            /* eval */
+  int64_t experiment_id;
+  int64_t step;         /* log: the attempt */
+  int64_t epoch;        /* log: the line number */
+  int64_t stage;
+  double value;
+  size_t text;          /* offset of the name (or log line) in the arena */
+  size_t text_length;
+} row_t;
+
+typedef struct {
+  int64_t experiment_id, step, epoch, stage;
+} progress_t;
+
+/* (experiment, metric name) pairs already in `series`, so a flush inserts each only once. */
+#define SEEN_SLOTS 4096
+typedef struct {
+  uint64_t hash;
+  int64_t experiment_id;
+  char *name;
+} seen_t;
+
+struct db {
+  sqlite3 *sql;
+  sqlite3_stmt *insert_metric, *insert_eval, *insert_log, *insert_series, *update_progress;
+  row_t *rows;
+  size_t n_rows, rows_capacity;
+  char *arena;
+  size_t arena_used, arena_capacity;
+  progress_t progress[64];
+  int n_progress;
+  seen_t seen[SEEN_SLOTS];
+  int n_seen;
+};
+
+static const char *const terminal_statuses[] = {DB_SUCCEEDED, DB_FAILED, DB_CANCELLED};
+
+int db_status_is_terminal(const char *status) {
+  for (size_t i = 0; i < ARRAY_SIZE(terminal_statuses); i++)
+    if (strcmp(status, terminal_statuses[i]) == 0) return 1;
+  return 0;
+}
+
+static int fail_sql(db_t *db, const char *what) {
+  fprintf(stderr, "mapsaged: database: %s: %s\n", what, sqlite3_errmsg(db->sql));
+  int code = sqlite3_errcode(db->sql);
+  if (code == SQLITE_FULL) return -ENOSPC;
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return -EBUSY;
+  if (code == SQLITE_NOMEM) return -ENOMEM;
+  return -EIO;
+}
+
+static int prepare(db_t *db, sqlite3_stmt **statement, const char *text) {
+  if (sqlite3_prepare_v3(db->sql, text, -1, SQLITE_PREPARE_PERSISTENT, statement, NULL) != SQLITE_OK)
+    return fail_sql(db, text);
+  return 0;
+}
+
+static int apply_schema(db_t *db, char *error, size_t error_size) {
+  sqlite3_stmt *statement = NULL;
+  int version = 0;
+  if (sqlite3_prepare_v2(db->sql, "PRAGMA user_version", -1, &statement, NULL) != SQLITE_OK) goto sql_fail;
+  if (sqlite3_step(statement) == SQLITE_ROW) version = sqlite3_column_int(statement, 0);
+  sqlite3_finalize(statement);
+  if (version > SCHEMA_VERSION) {
+    snprintf(error, error_size, "the database has schema version %d, newer than this mapsaged (%d)", version,
+             SCHEMA_VERSION);
+    return -EPROTO;
+  }
+  if (version == SCHEMA_VERSION) return 0;
+  char *message = NULL;
+  char set_version[64];
+  snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d", SCHEMA_VERSION);
+  if (sqlite3_exec(db->sql, "BEGIN IMMEDIATE", NULL, NULL, &message) != SQLITE_OK ||
+      sqlite3_exec(db->sql, (const char *)schema_sql, NULL, NULL, &message) != SQLITE_OK ||
+      sqlite3_exec(db->sql, set_version, NULL, NULL, &message) != SQLITE_OK ||
+      sqlite3_exec(db->sql, "COMMIT", NULL, NULL, &message) != SQLITE_OK) {
+    snprintf(error, error_size, "applying schema.sql: %s", message ? message : sqlite3_errmsg(db->sql));
+    sqlite3_free(message);
+    sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+    return -EIO;
+  }
+  return 0;
+sql_fail:
+  snprintf(error, error_size, "%s", sqlite3_errmsg(db->sql));
+  return -EIO;
+}
+
+int db_open(const char *path, db_t **out, char *error, size_t error_size) {
+  db_t *db = calloc(1, sizeof *db);
+  if (db == NULL) return -ENOMEM;
+  int result = -EIO;
+  if (sqlite3_open_v2(path, &db->sql, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK) {
+    snprintf(error, error_size, "cannot open %s: %s", path, db->sql ? sqlite3_errmsg(db->sql) : "out of memory");
+    goto fail;
+  }
+  /* A reader (sqlite3 in a terminal) may briefly hold a lock; wait rather than fail. But
+   * never long: this connection runs on the event loop. */
+  sqlite3_busy_timeout(db->sql, 200);
+  char *message = NULL;
+  if (sqlite3_exec(db->sql,
+                   "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                   NULL, NULL, &message) != SQLITE_OK) {
+    snprintf(error, error_size, "cannot set up %s: %s", path, message ? message : "?");
+    sqlite3_free(message);
+    goto fail;
+  }
+  if ((result = apply_schema(db, error, error_size)) != 0) goto fail;
+  result = -EIO;
+  if (prepare(db, &db->insert_metric,
+              "INSERT OR REPLACE INTO metrics (experiment_id, name, step, epoch, stage, value) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)") ||
+      prepare(db, &db->insert_eval,
+              "INSERT OR REPLACE INTO evals (experiment_id, split, split_order, name, epoch, step, stage, value) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") ||
+      prepare(db, &db->insert_log,
+              "INSERT OR REPLACE INTO logs (experiment_id, attempt, line_number, at, line) "
+              "VALUES (?1, ?2, ?3, " NOW_SQL ", ?4)") ||
+      prepare(db, &db->insert_series, "INSERT OR IGNORE INTO series (experiment_id, name) VALUES (?1, ?2)") ||
+      prepare(db, &db->update_progress,
+              "UPDATE experiments SET step = max(coalesce(step, 0), ?2), epoch = ?3, stage = ?4 WHERE id = ?1")) {
+    snprintf(error, error_size, "preparing statements: %s", sqlite3_errmsg(db->sql));
+    goto fail;
+  }
+  *out = db;
+  return 0;
+fail:
+  db_close(db);
+  return result;
+}
+
+void db_close(db_t *db) {
+  if (db == NULL) return;
+  if (db->sql) db_flush(db);
+  sqlite3_finalize(db->insert_metric);
+  sqlite3_finalize(db->insert_eval);
+  sqlite3_finalize(db->insert_log);
+  sqlite3_finalize(db->insert_series);
+  sqlite3_finalize(db->update_progress);
+  sqlite3_close(db->sql);
+  for (int i = 0; i < SEEN_SLOTS; i++) free(db->seen[i].name);
+  free(db->rows);
+  free(db->arena);
+  free(db);
+}
+
+// ---------------------------------------------------------------------------------------
+// experiments
+
+/* The columns every experiment query selects, in the order experiment_from_row reads. */
+#define EXPERIMENT_COLUMNS                                                                      \
+  "id, name, status, priority, created_at, started_at, finished_at, attempts, error, epoch, "   \
+  "step, stage, summary, "                                                                      \
+  "(SELECT sum(json_extract(s.value, '$.epochs')) FROM json_each(config, '$.stages') AS s), "   \
+  "json_array_length(config, '$.stages'), config, worker"
+
+static json_t *column_json_text(sqlite3_stmt *statement, int column) {
+  const unsigned char *text = sqlite3_column_text(statement, column);
+  if (text == NULL) return json_null();
+  json_t *parsed = json_loads((const char *)text, 0, NULL);
+  return parsed ? parsed : json_null();
+}
+
+static json_t *column_string(sqlite3_stmt *statement, int column) {
+  const unsigned char *text = sqlite3_column_text(statement, column);
+  return text ? json_string((const char *)text) : json_null();
+}
+
+static json_t *column_integer(sqlite3_stmt *statement, int column) {
+  return sqlite3_column_type(statement, column) == SQLITE_NULL ? json_null()
+                                                               : json_integer(sqlite3_column_int64(statement, column));
+}
+
+static json_t *experiment_from_row(sqlite3_stmt *statement, int with_config) {
+  json_t *experiment = json_object();
+  json_object_set_new(experiment, "id", json_integer(sqlite3_column_int64(statement, 0)));
+  json_object_set_new(experiment, "name", column_string(statement, 1));
+  json_object_set_new(experiment, "status", column_string(statement, 2));
+  json_object_set_new(experiment, "priority", json_integer(sqlite3_column_int64(statement, 3)));
+  json_object_set_new(experiment, "created_at", column_string(statement, 4));
+  json_object_set_new(experiment, "started_at", column_string(statement, 5));
+  json_object_set_new(experiment, "finished_at", column_string(statement, 6));
+  json_object_set_new(experiment, "attempts", json_integer(sqlite3_column_int64(statement, 7)));
+  json_object_set_new(experiment, "error", column_string(statement, 8));
+  json_object_set_new(experiment, "progress",
+                      json_pack("{s:o, s:o, s:o, s:o, s:o}", "epoch", column_integer(statement, 9), "epochs",
+                                column_integer(statement, 13), "step", column_integer(statement, 10), "stage",
+                                column_integer(statement, 11), "stages", column_integer(statement, 14)));
+  json_object_set_new(experiment, "summary", column_json_text(statement, 12));
+  if (with_config) {
+    json_object_set_new(experiment, "config", column_json_text(statement, 15));
+    json_object_set_new(experiment, "worker", column_json_text(statement, 16));
+  }
+  return experiment;
+}
+
+int db_experiment_insert(db_t *db, const char *name, int priority, const char *config_json, int64_t *id) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "INSERT INTO experiments (name, priority, config) VALUES (?1, ?2, ?3)", -1,
+                         &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "insert experiment");
+  sqlite3_bind_text(statement, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(statement, 2, priority);
+  sqlite3_bind_text(statement, 3, config_json, -1, SQLITE_STATIC);
+  int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "insert experiment");
+  sqlite3_finalize(statement);
+  if (result == 0) *id = sqlite3_last_insert_rowid(db->sql);
+  return result;
+}
+
+json_t *db_experiment_get(db_t *db, int64_t id, int with_config) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1", -1, &statement,
+                         NULL) != SQLITE_OK) {
+    fail_sql(db, "get experiment");
+    return NULL;
+  }
+  sqlite3_bind_int64(statement, 1, id);
+  json_t *experiment = sqlite3_step(statement) == SQLITE_ROW ? experiment_from_row(statement, with_config) : NULL;
+  sqlite3_finalize(statement);
+  return experiment;
+}
+
+int db_experiment_status(db_t *db, int64_t id, char *status, size_t size) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT status FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "experiment status");
+  sqlite3_bind_int64(statement, 1, id);
+  int result = -ENOENT;
+  if (sqlite3_step(statement) == SQLITE_ROW) {
+    util_strlcpy(status, (const char *)sqlite3_column_text(statement, 0), size);
+    result = 0;
+  }
+  sqlite3_finalize(statement);
+  return result;
+}
+
+json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT " EXPERIMENT_COLUMNS " FROM experiments "
+                         "WHERE (?1 IS NULL OR instr(',' || ?1 || ',', ',' || status || ',') > 0) "
+                         "  AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0) "
+                         "  AND (?3 = 0 OR id < ?3) "
+                         "ORDER BY id DESC LIMIT ?4",
+                         -1, &statement, NULL) != SQLITE_OK) {
+    fail_sql(db, "list experiments");
+    return NULL;
+  }
+  sqlite3_bind_text(statement, 1, filter->statuses, -1, SQLITE_STATIC);
+  sqlite3_bind_text(statement, 2, filter->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(statement, 3, filter->before);
+  sqlite3_bind_int(statement, 4, filter->limit + 1); /* one more tells whether a next page exists */
+  json_t *list = json_array();
+  int64_t last_id = 0;
+  int more = 0, step;
+  while ((step = sqlite3_step(statement)) == SQLITE_ROW) {
+    if ((int)json_array_size(list) == filter->limit) {
+      more = 1;
+      break;
+    }
+    last_id = sqlite3_column_int64(statement, 0);
+    json_array_append_new(list, experiment_from_row(statement, 0));
+  }
+  if (step != SQLITE_ROW && step != SQLITE_DONE) {
+    fail_sql(db, "list experiments");
+    json_decref(list);
+    sqlite3_finalize(statement);
+    return NULL;
+  }
+  sqlite3_finalize(statement);
+  return json_pack("{s:o, s:o}", "experiments", list, "next_before", more ? json_integer(last_id) : json_null());
+}
+
+int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
+  sqlite3_stmt *statement = NULL;
+  /* Two index range scans, one per runnable status, merged: the queue index serves both. */
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT id, config FROM experiments WHERE status IN ('queued', 'interrupted') "
+                         "ORDER BY priority DESC, id LIMIT 1",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "next experiment");
+  int result = -ENOENT;
+  if (sqlite3_step(statement) == SQLITE_ROW) {
+    *id = sqlite3_column_int64(statement, 0);
+    *config_json = strdup((const char *)sqlite3_column_text(statement, 1));
+    result = *config_json ? 0 : -ENOMEM;
+  }
+  sqlite3_finalize(statement);
+  return result;
+}
+
+/* Runs one UPDATE with up to three text parameters (?2…) about experiment ?1. */
+static int update_experiment(db_t *db, const char *text, int64_t id, const char *a, const char *b, const char *c) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, text, -1, &statement, NULL) != SQLITE_OK) return fail_sql(db, text);
+  sqlite3_bind_int64(statement, 1, id);
+  const char *texts[] = {a, b, c};
+  for (int i = 0; i < 3 && i + 2 <= sqlite3_bind_parameter_count(statement); i++)
+    sqlite3_bind_text(statement, i + 2, texts[i], -1, SQLITE_STATIC);
+  int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, text);
+  sqlite3_finalize(statement);
+  if (result == 0 && sqlite3_changes(db->sql) == 0) result = -ENOENT;
+  return result;
+}
+
+int db_experiment_start(db_t *db, int64_t id, int *attempt) {
+  int result = update_experiment(db,
+                                 "UPDATE experiments SET status = 'running', attempts = attempts + 1, "
+                                 "started_at = " NOW_SQL ", finished_at = NULL, error = NULL WHERE id = ?1",
+                                 id, NULL, NULL, NULL);
+  if (result != 0) return result;
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT attempts FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "attempts");
+  sqlite3_bind_int64(statement, 1, id);
+  *attempt = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 1;
+  sqlite3_finalize(statement);
+  return 0;
+}
+
+int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json) {
+  return update_experiment(db, "UPDATE experiments SET worker = ?2 WHERE id = ?1", id, worker_json, NULL, NULL);
+}
+
+int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *error, const char *summary_json) {
+  if (strcmp(status, DB_INTERRUPTED) == 0)
+    return update_experiment(db, "UPDATE experiments SET status = ?2, error = ?3 WHERE id = ?1", id, status, error,
+                             NULL);
+  return update_experiment(db,
+                           "UPDATE experiments SET status = ?2, error = ?3, summary = coalesce(?4, summary), "
+                           "finished_at = " NOW_SQL " WHERE id = ?1",
+                           id, status, error, summary_json);
+}
+
+int db_mark_running_interrupted(db_t *db) {
+  char *message = NULL;
+  if (sqlite3_exec(db->sql,
+                   "UPDATE experiments SET status = 'interrupted', "
+                   "error = 'the daemon stopped while it ran; it will run again' WHERE status = 'running'",
+                   NULL, NULL, &message) != SQLITE_OK) {
+    fprintf(stderr, "mapsaged: database: marking interrupted runs: %s\n", message);
+    sqlite3_free(message);
+    return -EIO;
+  }
+  return sqlite3_changes(db->sql);
+}
+
+int db_count_status(db_t *db, const char *status) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM experiments WHERE status = ?1", -1, &statement, NULL) !=
+      SQLITE_OK)
+    return fail_sql(db, "count");
+  sqlite3_bind_text(statement, 1, status, -1, SQLITE_STATIC);
+  int count = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
+  sqlite3_finalize(statement);
+  return count;
+}
+
+int64_t db_max_step(db_t *db, int64_t id) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT coalesce(max(step), 0) FROM experiments WHERE id = ?1", -1, &statement,
+                         NULL) != SQLITE_OK)
+    return fail_sql(db, "max step");
+  sqlite3_bind_int64(statement, 1, id);
+  int64_t step = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : 0;
+  sqlite3_finalize(statement);
+  return step;
+}
+
+// ---------------------------------------------------------------------------------------
+// the batch
+
+static int arena_append(db_t *db, const char *text, size_t length, size_t *offset) {
+  if (db->arena_used + length + 1 > db->arena_capacity) {
+    size_t capacity = db->arena_capacity ? db->arena_capacity : 65536;
+    while (db->arena_used + length + 1 > capacity) capacity *= 2;
+    char *grown = realloc(db->arena, capacity);
+    if (grown == NULL) return -ENOMEM;
+    db->arena = grown;
+    db->arena_capacity = capacity;
+  }
+  *offset = db->arena_used;
+  memcpy(db->arena + db->arena_used, text, length);
+  db->arena[db->arena_used + length] = '\0';
+  db->arena_used += length + 1;
+  return 0;
+}
+
+static row_t *append_row(db_t *db) {
+  if (db->n_rows == db->rows_capacity) {
+    size_t capacity = db->rows_capacity ? db->rows_capacity * 2 : 4096;
+    row_t *grown = realloc(db->rows, capacity * sizeof *grown);
+    if (grown == NULL) return NULL;
+    db->rows = grown;
+    db->rows_capacity = capacity;
+  }
+  return &db->rows[db->n_rows++];
+}
+
+static void note_progress(db_t *db, int64_t id, int64_t step, int64_t epoch, int64_t stage) {
+  for (int i = 0; i < db->n_progress; i++) {
+    if (db->progress[i].experiment_id == id) {
+      if (step >= db->progress[i].step) db->progress[i] = (progress_t){id, step, epoch, stage};
+      return;
+    }
+  }
+  if (db->n_progress < (int)ARRAY_SIZE(db->progress)) db->progress[db->n_progress++] = (progress_t){id, step, epoch, stage};
+}
+
+int db_batch_event(db_t *db, int64_t id, const ev_t *event) {
+  const char *name;
+  json_t *value;
+  json_object_foreach(event->values, name, value) {
+    size_t offset;
+    if (arena_append(db, name, strlen(name), &offset) != 0) return -ENOMEM;
+    row_t *row = append_row(db);
+    if (row == NULL) return -ENOMEM;
+    *row = (row_t){.kind = event->type == EV_EVAL ? ROW_EVAL : ROW_METRIC,
+                   .split = event->split,
+                   .experiment_id = id,
+                   .step = event->step,
+                   .epoch = event->epoch,
+                   .stage = event->stage,
+                   .value = json_number_value(value),
+                   .text = offset,
+                   .text_length = strlen(name)};
+  }
+  note_progress(db, id, event->step, event->epoch, event->stage);
+  return 0;
+}
+
+int db_batch_log(db_t *db, int64_t id, int attempt, int64_t line_number, const char *line, size_t length) {
+  size_t offset;
+  if (arena_append(db, line, length, &offset) != 0) return -ENOMEM;
+  row_t *row = append_row(db);
+  if (row == NULL) return -ENOMEM;
+  *row = (row_t){.kind = ROW_LOG, .experiment_id = id, .step = attempt, .epoch = line_number, .text = offset,
+                 .text_length = length};
+  return 0;
+}
+
+size_t db_batch_rows(const db_t *db) { return db->n_rows; }
+
+static uint64_t hash_series(int64_t id, const char *name) {
+  uint64_t hash = 1469598103934665603ull ^ (uint64_t)id;
+  for (const char *c = name; *c; c++) hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+  return hash ? hash : 1;
+}
+
+/* Whether (id, name) was already put in `series`; remembers it if not. When the table is
+ * nearly full it is simply cleared: forgetting costs one INSERT OR IGNORE, never a row. */
+static int series_seen(db_t *db, int64_t id, const char *name) {
+  uint64_t hash = hash_series(id, name);
+  for (size_t i = hash % SEEN_SLOTS;; i = (i + 1) % SEEN_SLOTS) {
+    seen_t *slot = &db->seen[i];
+    if (slot->hash == 0) {
+      if (db->n_seen >= SEEN_SLOTS / 2) {
+        for (int j = 0; j < SEEN_SLOTS; j++) free(db->seen[j].name);
+        memset(db->seen, 0, sizeof db->seen);
+        db->n_seen = 0;
+        return series_seen(db, id, name);
+      }
+      char *copy = strdup(name);
+      if (copy == NULL) return 0;
+      *slot = (seen_t){hash, id, copy};
+      db->n_seen++;
+      return 0;
+    }
+    if (slot->hash == hash && slot->experiment_id == id && strcmp(slot->name, name) == 0) return 1;
+  }
+}
+
+static int step_done(db_t *db, sqlite3_stmt *statement) {
+  int code = sqlite3_step(statement);
+  sqlite3_reset(statement);
+  return code == SQLITE_DONE ? 0 : fail_sql(db, "writing the batch");
+}
+
+int db_flush(db_t *db) {
+  if (db->n_rows == 0 && db->n_progress == 0) return 0;
+  if (sqlite3_exec(db->sql, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail_sql(db, "begin batch");
+  int result = 0;
+  for (size_t i = 0; i < db->n_rows && result == 0; i++) {
+    const row_t *row = &db->rows[i];
+    const char *text = db->arena + row->text;
+    sqlite3_stmt *statement;
+    switch (row->kind) {
+    case ROW_METRIC:
+      statement = db->insert_metric;
+      sqlite3_bind_int64(statement, 1, row->experiment_id);
+      sqlite3_bind_text(statement, 2, text, (int)row->text_length, SQLITE_STATIC);
+      sqlite3_bind_int64(statement, 3, row->step);
+      sqlite3_bind_int64(statement, 4, row->epoch);
+      sqlite3_bind_int64(statement, 5, row->stage);
+      sqlite3_bind_double(statement, 6, row->value);
+      result = step_done(db, statement);
+      if (result == 0 && !series_seen(db, row->experiment_id, text)) {
+        sqlite3_bind_int64(db->insert_series, 1, row->experiment_id);
+        sqlite3_bind_text(db->insert_series, 2, text, (int)row->text_length, SQLITE_STATIC);
+        result = step_done(db, db->insert_series);
+      }
+      break;
+    case ROW_EVAL:
+      statement = db->insert_eval;
+      sqlite3_bind_int64(statement, 1, row->experiment_id);
+      sqlite3_bind_text(statement, 2, ev_split_name(row->split), -1, SQLITE_STATIC);
+      sqlite3_bind_int(statement, 3, row->split);
+      sqlite3_bind_text(statement, 4, text, (int)row->text_length, SQLITE_STATIC);
+      sqlite3_bind_int64(statement, 5, row->epoch);
+      sqlite3_bind_int64(statement, 6, row->step);
+      sqlite3_bind_int64(statement, 7, row->stage);
+      sqlite3_bind_double(statement, 8, row->value);
+      result = step_done(db, statement);
+      break;
+    case ROW_LOG:
+      statement = db->insert_log;
+      sqlite3_bind_int64(statement, 1, row->experiment_id);
+      sqlite3_bind_int64(statement, 2, row->step);
+      sqlite3_bind_int64(statement, 3, row->epoch);
+      sqlite3_bind_text(statement, 4, text, (int)row->text_length, SQLITE_STATIC);
+      result = step_done(db, statement);
+      break;
+    }
+  }
+  for (int i = 0; i < db->n_progress && result == 0; i++) {
+    sqlite3_stmt *statement = db->update_progress;
+    sqlite3_bind_int64(statement, 1, db->progress[i].experiment_id);
+    sqlite3_bind_int64(statement, 2, db->progress[i].step);
+    sqlite3_bind_int64(statement, 3, db->progress[i].epoch);
+    sqlite3_bind_int64(statement, 4, db->progress[i].stage);
+    result = step_done(db, statement);
+  }
+  if (result == 0 && sqlite3_exec(db->sql, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) result = fail_sql(db, "commit");
+  if (result != 0) {
+    sqlite3_exec(db->sql, "ROLLBACK", NULL, NULL, NULL);
+    /* The series cache may now name rows that were rolled back: forget it. */
+    for (int j = 0; j < SEEN_SLOTS; j++) free(db->seen[j].name);
+    memset(db->seen, 0, sizeof db->seen);
+    db->n_seen = 0;
+    return result;
+  }
+  db->n_rows = 0;
+  db->arena_used = 0;
+  db->n_progress = 0;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// reading curves
+
+/* {"step": [], "value": []} (and "epoch": [] for evals) for `name`, created on first use. */
+static json_t *curve_for(json_t *curves, const char *name, int with_epoch) {
+  json_t *curve = json_object_get(curves, name);
+  if (curve == NULL) {
+    curve = json_pack("{s:[], s:[]}", "step", "value");
+    if (with_epoch) json_object_set_new(curve, "epoch", json_array());
+    json_object_set_new(curves, name, curve);
+  }
+  return curve;
+}
+
+json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step) {
+  sqlite3_stmt *metrics = NULL, *evals = NULL;
+  json_t *curves = NULL;
+  /* `names` is matched as a comma-separated list inside SQL, so the statement stays fixed. */
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT m.name, m.step, m.value FROM series s CROSS JOIN metrics m "
+                         "ON m.experiment_id = s.experiment_id AND m.name = s.name "
+                         "WHERE s.experiment_id = ?1 AND m.step > ?2 "
+                         "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || s.name || ',') > 0) "
+                         "ORDER BY s.name, m.step",
+                         -1, &metrics, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(db->sql,
+                         "SELECT split || '/' || name AS full_name, step, value, epoch FROM evals "
+                         "WHERE experiment_id = ?1 AND step > ?2 "
+                         "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || full_name || ',') > 0) "
+                         "ORDER BY full_name, epoch",
+                         -1, &evals, NULL) != SQLITE_OK) {
+    fail_sql(db, "metrics");
+    goto done;
+  }
+  curves = json_object();
+  sqlite3_stmt *statements[2] = {metrics, evals};
+  for (int s = 0; s < 2; s++) {
+    sqlite3_stmt *statement = statements[s];
+    sqlite3_bind_int64(statement, 1, id);
+    sqlite3_bind_int64(statement, 2, since_step);
+    sqlite3_bind_text(statement, 3, names, -1, SQLITE_STATIC);
+    json_t *curve = NULL, *steps = NULL, *values = NULL, *epochs = NULL;
+    const char *current = NULL;
+    while (sqlite3_step(statement) == SQLITE_ROW) {
+      const char *name = (const char *)sqlite3_column_text(statement, 0);
+      if (current == NULL || strcmp(current, name) != 0) {
+        curve = curve_for(curves, name, s == 1);
+        current = json_object_iter_key(json_object_iter_at(curves, name));
+        steps = json_object_get(curve, "step");
+        values = json_object_get(curve, "value");
+        epochs = json_object_get(curve, "epoch");
+      }
+      json_array_append_new(steps, json_integer(sqlite3_column_int64(statement, 1)));
+      json_array_append_new(values, json_real(sqlite3_column_double(statement, 2)));
+      if (epochs) json_array_append_new(epochs, json_integer(sqlite3_column_int64(statement, 3)));
+    }
+  }
+done:
+  sqlite3_finalize(metrics);
+  sqlite3_finalize(evals);
+  return curves;
+}
+
+int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context) {
+  sqlite3_stmt *metrics = NULL, *evals = NULL;
+  int result = 0;
+  /* Series first (CROSS JOIN fixes the order): one index range per curve, then a sort of
+   * the window's rows by step. */
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT m.step, m.epoch, m.stage, m.name, m.value FROM series s CROSS JOIN metrics m "
+                         "ON m.experiment_id = s.experiment_id AND m.name = s.name "
+                         "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
+                         -1, &metrics, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(db->sql,
+                         "SELECT step, epoch, stage, name, value, split_order FROM evals "
+                         "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
+                         "ORDER BY step, split_order",
+                         -1, &evals, NULL) != SQLITE_OK) {
+    result = fail_sql(db, "replay");
+    goto done;
+  }
+  sqlite3_bind_int64(metrics, 1, id);
+  sqlite3_bind_int64(metrics, 2, step);
+  sqlite3_bind_int64(metrics, 3, last_step);
+  sqlite3_bind_int64(evals, 1, id);
+  sqlite3_bind_int64(evals, 2, step);
+  sqlite3_bind_int64(evals, 3, last_step);
+  sqlite3_bind_int(evals, 4, phase);
+
+  /* Merge the two ordered streams by (step, phase), grouping rows into events. */
+  int have_metric = sqlite3_step(metrics) == SQLITE_ROW;
+  int have_eval = sqlite3_step(evals) == SQLITE_ROW;
+  while (have_metric || have_eval) {
+    int64_t metric_step = have_metric ? sqlite3_column_int64(metrics, 0) : INT64_MAX;
+    int64_t eval_step = have_eval ? sqlite3_column_int64(evals, 0) : INT64_MAX;
+    int take_metric = metric_step <= eval_step; /* a step's metrics precede its evals */
+    sqlite3_stmt *statement = take_metric ? metrics : evals;
+    ev_t event = {.type = take_metric ? EV_METRIC : EV_EVAL,
+                  .step = sqlite3_column_int64(statement, 0),
+                  .epoch = sqlite3_column_int64(statement, 1),
+                  .stage = sqlite3_column_int64(statement, 2),
+                  .split = take_metric ? 0 : (ev_split_t)sqlite3_column_int(statement, 5)};
+    event.values = json_object();
+    int *have = take_metric ? &have_metric : &have_eval;
+    while (*have && sqlite3_column_int64(statement, 0) == event.step &&
+           (take_metric || sqlite3_column_int(statement, 5) == (int)event.split)) {
+      json_object_set_new(event.values, (const char *)sqlite3_column_text(statement, 3),
+                          json_real(sqlite3_column_double(statement, 4)));
+      *have = sqlite3_step(statement) == SQLITE_ROW;
+    }
+    emit(context, &event);
+    json_decref(event.values);
+  }
+done:
+  sqlite3_finalize(metrics);
+  sqlite3_finalize(evals);
+  return result;
+}
+
+char *db_log_text(db_t *db, int64_t id, size_t *length) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT attempt, line FROM logs WHERE experiment_id = ?1 ORDER BY attempt, line_number", -1,
+                         &statement, NULL) != SQLITE_OK) {
+    fail_sql(db, "log");
+    return NULL;
+  }
+  sqlite3_bind_int64(statement, 1, id);
+  char *text = NULL;
+  size_t size = 0;
+  FILE *out = open_memstream(&text, &size);
+  if (out == NULL) {
+    sqlite3_finalize(statement);
+    return NULL;
+  }
+  while (sqlite3_step(statement) == SQLITE_ROW)
+    fprintf(out, "attempt %d | %s\n", sqlite3_column_int(statement, 0), (const char *)sqlite3_column_text(statement, 1));
+  fclose(out);
+  sqlite3_finalize(statement);
+  *length = size;
+  return text;
+}

@@ -1,0 +1,103 @@
+/* db.h — the daemon's SQLite layer: the only code that writes the database.
+ *
+ * Everything here runs on the event loop thread, which owns the one writable connection,
+ * so no locking is needed. Metric, eval and log rows are not written one by one: they are
+ * appended to an in-memory batch that db_flush() commits in one transaction (the caller
+ * flushes on a short timer or when db_batch_rows() grows large). Functions return 0 or a
+ * negative errno-style code; SQLite's own message is logged. */
+#ifndef MAPSAGE_DB_H
+#define MAPSAGE_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "event.h"
+
+typedef struct db db_t;
+
+/* Statuses as stored. */
+#define DB_QUEUED "queued"
+#define DB_RUNNING "running"
+#define DB_SUCCEEDED "succeeded"
+#define DB_FAILED "failed"
+#define DB_CANCELLED "cancelled"
+#define DB_INTERRUPTED "interrupted"
+int db_status_is_terminal(const char *status);
+
+/* Opens (creating if needed) the database at `path`, in WAL mode, and applies schema.sql.
+ * On failure `error` says why. */
+int db_open(const char *path, db_t **out, char *error, size_t error_size);
+void db_close(db_t *db);
+
+/* --- experiments ----------------------------------------------------------------------- */
+
+int db_experiment_insert(db_t *db, const char *name, int priority, const char *config_json, int64_t *id);
+
+/* The experiment as the API shows it (docs/api.md), or NULL when there is none. With
+ * `with_config`, also its config and the worker's start report. */
+json_t *db_experiment_get(db_t *db, int64_t id, int with_config);
+
+/* Its status ("queued", …) into `status`; -ENOENT when there is no such experiment. */
+int db_experiment_status(db_t *db, int64_t id, char *status, size_t size);
+
+typedef struct {
+  const char *statuses;  /* comma-separated, or NULL for all */
+  const char *name;      /* substring, or NULL */
+  int64_t before;        /* only ids below it; 0 for no bound */
+  int limit;
+} db_list_filter_t;
+/* {"experiments": […], "next_before": id|null}, newest first. */
+json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter);
+
+/* The next experiment to run: queued or interrupted, highest priority first, then oldest.
+ * Returns 0 with its id and config (caller frees), -ENOENT when there is none. */
+int db_experiment_next(db_t *db, int64_t *id, char **config_json);
+
+/* A worker starts on it: status running, attempts + 1, started_at now. Returns the attempt. */
+int db_experiment_start(db_t *db, int64_t id, int *attempt);
+int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json);
+
+/* Ends it: status (succeeded, failed, cancelled or interrupted), error (or NULL), summary
+ * JSON (or NULL). Interrupted experiments get no finished_at: they will run again. */
+int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *error, const char *summary_json);
+
+/* At start-up: experiments left running by a daemon that died become interrupted. Returns
+ * how many, or a negative code. */
+int db_mark_running_interrupted(db_t *db);
+
+/* Counts experiments with `status`. */
+int db_count_status(db_t *db, const char *status);
+
+/* The highest metric step stored for the experiment (0 when none). */
+int64_t db_max_step(db_t *db, int64_t id);
+
+/* --- the batch ------------------------------------------------------------------------- */
+
+/* Appends a metric or eval event's values, a log line, or progress. Nothing is written
+ * until db_flush. */
+int db_batch_event(db_t *db, int64_t id, const ev_t *event);
+int db_batch_log(db_t *db, int64_t id, int attempt, int64_t line_number, const char *line, size_t length);
+size_t db_batch_rows(const db_t *db);
+/* Commits the batch in one transaction. On failure the batch is kept for the next try. */
+int db_flush(db_t *db);
+
+/* --- reading curves -------------------------------------------------------------------- */
+
+/* Columnar curves: {name: {"step": […], "value": […] (, "epoch": […])}} for the names in
+ * the comma-separated `names` (NULL for all), steps above `since_step`. */
+json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step);
+
+/* The stream's replay: calls `emit` for each stored event after the cursor (`step`,
+ * `phase`: 0 the metric event of a step, 1 + split an eval) up to and including step
+ * `last_step`, in stream order. The event passed is EV_METRIC or EV_EVAL with step, epoch,
+ * stage, split and values set; it is only valid during the call. Returns 0 or a negative
+ * code. */
+typedef void (*db_replay_cb)(void *context, const ev_t *event);
+int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context);
+
+/* The run's log as text: "attempt N | line\n" for every line. Caller frees. */
+char *db_log_text(db_t *db, int64_t id, size_t *length);
+
+#endif

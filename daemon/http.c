@@ -1,0 +1,394 @@
+/* http.c — libmicrohttpd on the libuv loop, request bodies, routing, JSON responses.
+ *
+ * How MHD and libuv meet (the pitfalls are MHD's, found the hard way; see STYLE.md):
+ * - MHD_USE_EPOLL without an internal thread; its epoll fd is watched by `poll`.
+ * - After every MHD_run, MHD_get_timeout decides the next run: none → stop the timer,
+ *   > 0 → arm it, 0 → run again on the next loop iteration (the `idle` handle).
+ * - A response is queued on the second call of the access handler, never the first:
+ *   MHD 0.9.75 would answer "Connection: close" and lose keep-alive.
+ * - MHD_resume_connection does not wake MHD in this mode: http_wake() schedules a run. */
+#include "http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "util.h"
+
+struct http_server {
+  uv_loop_t *loop;
+  struct MHD_Daemon *mhd;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  uv_idle_t idle;
+  int open_handles;
+  http_options_t options;
+  int port;
+  void (*stopped)(void *data);
+  void *stopped_data;
+};
+
+struct http_request {
+  http_server_t *server;
+  struct MHD_Connection *connection;
+  const char *method;
+  const char *path;
+  char *body;
+  size_t body_length, body_capacity;
+  int too_large;
+  int routed;
+  int64_t id;
+  void (*on_complete)(void *data);
+  void *on_complete_data;
+};
+
+static void run(http_server_t *server);
+
+static void on_poll(uv_poll_t *poll, int status, int events) {
+  (void)status;
+  (void)events;
+  run(poll->data);
+}
+
+static void on_timer(uv_timer_t *timer) { run(timer->data); }
+
+static void on_idle(uv_idle_t *idle) {
+  uv_idle_stop(idle);
+  run(idle->data);
+}
+
+static void run(http_server_t *server) {
+  if (server->mhd == NULL) return;
+  MHD_run(server->mhd);
+  MHD_UNSIGNED_LONG_LONG timeout;
+  if (MHD_get_timeout(server->mhd, &timeout) != MHD_YES) {
+    uv_timer_stop(&server->timer);
+  } else if (timeout == 0) {
+    uv_idle_start(&server->idle, on_idle);
+  } else {
+    uv_timer_start(&server->timer, on_timer, timeout, 0);
+  }
+}
+
+void http_wake(http_server_t *server) {
+  if (server->mhd) uv_idle_start(&server->idle, on_idle);
+}
+
+// ---------------------------------------------------------------------------------------
+// responses
+
+int http_respond(http_request_t *request, unsigned status, struct MHD_Response *response) {
+  if (response == NULL) return -ENOMEM;
+  MHD_add_response_header(response, "Cache-Control", "no-store");
+  enum MHD_Result queued = MHD_queue_response(request->connection, status, response);
+  MHD_destroy_response(response);
+  return queued == MHD_YES ? 0 : -EIO;
+}
+
+int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,
+                      size_t length) {
+  struct MHD_Response *response =
+      MHD_create_response_from_buffer(length, (void *)data, MHD_RESPMEM_MUST_COPY);
+  if (response == NULL) return -ENOMEM;
+  MHD_add_response_header(response, "Content-Type", content_type);
+  return http_respond(request, status, response);
+}
+
+int http_respond_json(http_request_t *request, unsigned status, json_t *body) {
+  if (body == NULL) return -ENOMEM;
+  /* Ten digits: every stored value started as a float (nine suffice), and 0.05 stays 0.05. */
+  char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  json_decref(body);
+  if (text == NULL) return -ENOMEM;
+  size_t length = strlen(text);
+  struct MHD_Response *response = MHD_create_response_from_buffer(length, text, MHD_RESPMEM_MUST_FREE);
+  if (response == NULL) {
+    free(text);
+    return -ENOMEM;
+  }
+  MHD_add_response_header(response, "Content-Type", "application/json");
+  return http_respond(request, status, response);
+}
+
+int http_respond_error(http_request_t *request, unsigned status, const char *format, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  return http_respond_json(request, status, json_pack("{s:s}", "error", message));
+}
+
+// ---------------------------------------------------------------------------------------
+// routing
+
+/* Whether `path` matches `pattern`; a "{id}" segment takes a positive integer. */
+static int route_matches(const char *pattern, const char *path, int64_t *id) {
+  while (*pattern && *path) {
+    if (strncmp(pattern, "{id}", 4) == 0) {
+      char *end;
+      if (*path < '1' || *path > '9') return 0;
+      errno = 0;
+      long long value = strtoll(path, &end, 10);
+      if (errno != 0 || value <= 0) return 0;
+      *id = value;
+      path = end;
+      pattern += 4;
+      continue;
+    }
+    if (*pattern++ != *path++) return 0;
+  }
+  return *pattern == '\0' && *path == '\0';
+}
+
+/* Constant-time comparison of the bearer token: the time taken does not tell how many
+ * leading characters of a guess were right. */
+static int token_matches(const char *expected, const char *header) {
+  static const char prefix[] = "Bearer ";
+  if (header == NULL || strncmp(header, prefix, sizeof prefix - 1) != 0) return 0;
+  const char *given = header + sizeof prefix - 1;
+  size_t expected_length = strlen(expected), given_length = strlen(given);
+  unsigned char difference = expected_length != given_length;
+  for (size_t i = 0; i < expected_length; i++)
+    difference |= (unsigned char)expected[i] ^ (unsigned char)given[i < given_length ? i : 0];
+  return difference == 0;
+}
+
+static int dispatch(http_request_t *request) {
+  const http_options_t *options = &request->server->options;
+  if (request->too_large)
+    return http_respond_error(request, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is larger than %d bytes",
+                              HTTP_BODY_LIMIT);
+  char allowed[64] = "";
+  for (size_t i = 0; i < options->n_routes; i++) {
+    const http_route_t *route = &options->routes[i];
+    int64_t id = 0;
+    if (!route_matches(route->pattern, request->path, &id)) continue;
+    if (strcmp(route->method, request->method) != 0) {
+      if (!strstr(allowed, route->method) && strlen(allowed) + strlen(route->method) + 3 < sizeof allowed) {
+        if (allowed[0]) strcat(allowed, ", ");
+        strcat(allowed, route->method);
+      }
+      continue;
+    }
+    request->id = id;
+    int is_read = strcmp(request->method, "GET") == 0 || strcmp(request->method, "HEAD") == 0;
+    if (options->token && !is_read && !token_matches(options->token, http_header(request, "Authorization")))
+      return http_respond_error(request, MHD_HTTP_UNAUTHORIZED,
+                                "this daemon needs a token: send \"Authorization: Bearer <token>\"");
+    return route->handler(request);
+  }
+  if (allowed[0]) {
+    struct MHD_Response *response = NULL;
+    char text[256];
+    int length = snprintf(text, sizeof text, "{\"error\":\"%s is not allowed on %s; use %s\"}", request->method,
+                          strncmp(request->path, "/api/", 5) == 0 ? "this route" : "this path", allowed);
+    response = MHD_create_response_from_buffer((size_t)length, text, MHD_RESPMEM_MUST_COPY);
+    if (response == NULL) return -ENOMEM;
+    MHD_add_response_header(response, "Allow", allowed);
+    MHD_add_response_header(response, "Content-Type", "application/json");
+    return http_respond(request, MHD_HTTP_METHOD_NOT_ALLOWED, response);
+  }
+  if (options->fallback && strncmp(request->path, "/api/", 5) != 0 &&
+      (strcmp(request->method, "GET") == 0 || strcmp(request->method, "HEAD") == 0))
+    return options->fallback(request);
+  json_t *body = json_pack("{s:s}", "error", "no such route");
+  json_object_set_new(body, "path", json_string(request->path));
+  return http_respond_json(request, MHD_HTTP_NOT_FOUND, body);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size,
+                                 void **request_slot) {
+  (void)version;
+  http_server_t *server = cls;
+  http_request_t *request = *request_slot;
+  if (request == NULL) { /* first call: headers only; answering now would cost keep-alive */
+    request = calloc(1, sizeof *request);
+    if (request == NULL) return MHD_NO;
+    request->server = server;
+    request->connection = connection;
+    request->method = method;
+    request->path = url;
+    const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
+    *request_slot = request;
+    if (length && strtoull(length, NULL, 10) > HTTP_BODY_LIMIT) {
+      /* Refuse before the body is sent (no "100 Continue"); the connection then closes. */
+      request->too_large = 1;
+      request->routed = 1;
+      return dispatch(request) == 0 ? MHD_YES : MHD_NO;
+    }
+    return MHD_YES;
+  }
+  if (request->routed) return MHD_YES; /* a stream's connection, resumed, or a refused body */
+  if (*upload_data_size > 0) {
+    size_t needed = request->body_length + *upload_data_size;
+    if (request->too_large || needed > HTTP_BODY_LIMIT) {
+      /* A chunked body past the limit: read and drop the rest, answer 413 at the end. */
+      request->too_large = 1;
+      *upload_data_size = 0;
+      return MHD_YES;
+    }
+    if (needed + 1 > request->body_capacity) {
+      size_t capacity = request->body_capacity ? request->body_capacity : 4096;
+      while (capacity < needed + 1) capacity *= 2;
+      char *grown = realloc(request->body, capacity);
+      if (grown == NULL) return MHD_NO;
+      request->body = grown;
+      request->body_capacity = capacity;
+    }
+    memcpy(request->body + request->body_length, upload_data, *upload_data_size);
+    request->body_length = needed;
+    request->body[needed] = '\0';
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  request->routed = 1;
+  int result = dispatch(request);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: %s %s: %s\n", method, url, strerror(-result));
+    if (http_respond_error(request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error: %s", strerror(-result)) != 0)
+      return MHD_NO;
+  }
+  return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *connection, void **request_slot,
+                         enum MHD_RequestTerminationCode code) {
+  (void)cls;
+  (void)connection;
+  (void)code;
+  http_request_t *request = *request_slot;
+  if (request == NULL) return;
+  if (request->on_complete) request->on_complete(request->on_complete_data);
+  free(request->body);
+  free(request);
+  *request_slot = NULL;
+}
+
+static void on_log(void *cls, const char *format, va_list args) {
+  (void)cls;
+  /* MHD reports every client that goes away; only its own failures are worth a line. */
+  if (strstr(format, "closed") || strstr(format, "reset") || strstr(format, "timed out")) return;
+  fputs("mapsaged: http: ", stderr);
+  vfprintf(stderr, format, args);
+}
+
+// ---------------------------------------------------------------------------------------
+
+static int parse_listen(const char *listen, struct sockaddr_storage *address, socklen_t *length, char *error,
+                        size_t error_size) {
+  char host[256];
+  const char *colon = strrchr(listen, ':');
+  if (colon == NULL || colon == listen || (size_t)(colon - listen) >= sizeof host || !colon[1]) {
+    snprintf(error, error_size, "--listen: expected HOST:PORT, like 127.0.0.1:8787, not \"%s\"", listen);
+    return -EINVAL;
+  }
+  memcpy(host, listen, (size_t)(colon - listen));
+  host[colon - listen] = '\0';
+  if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:8787 */
+    memmove(host, host + 1, strlen(host));
+    host[strlen(host) - 1] = '\0';
+  }
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+  struct addrinfo *found = NULL;
+  int code = getaddrinfo(host, colon + 1, &hints, &found);
+  if (code != 0) {
+    snprintf(error, error_size, "--listen %s: %s", listen, gai_strerror(code));
+    return -EINVAL;
+  }
+  memcpy(address, found->ai_addr, found->ai_addrlen);
+  *length = found->ai_addrlen;
+  freeaddrinfo(found);
+  return 0;
+}
+
+int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **out, char *error, size_t error_size) {
+  struct sockaddr_storage address;
+  socklen_t address_length;
+  int result = parse_listen(options->listen, &address, &address_length, error, error_size);
+  if (result != 0) return result;
+  http_server_t *server = calloc(1, sizeof *server);
+  if (server == NULL) return -ENOMEM;
+  server->loop = loop;
+  server->options = *options;
+  unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+  if (address.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+  server->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, server,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_log, server,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, server,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                                 MHD_OPTION_END);
+  if (server->mhd == NULL) {
+    snprintf(error, error_size, "cannot listen on %s (is the port in use?)", options->listen);
+    free(server);
+    return -EADDRINUSE;
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(server->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  server->port = info ? info->port : 0;
+  info = MHD_get_daemon_info(server->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+  uv_poll_init(loop, &server->poll, info->epoll_fd);
+  uv_timer_init(loop, &server->timer);
+  uv_idle_init(loop, &server->idle);
+  server->poll.data = server->timer.data = server->idle.data = server;
+  server->open_handles = 3;
+  uv_poll_start(&server->poll, UV_READABLE, on_poll);
+  run(server);
+  *out = server;
+  return 0;
+}
+
+int http_port(const http_server_t *server) { return server->port; }
+
+static void on_handle_closed(uv_handle_t *handle) {
+  http_server_t *server = handle->data;
+  if (--server->open_handles > 0) return;
+  /* The poll is closed, so MHD's epoll fd may go now. */
+  MHD_stop_daemon(server->mhd);
+  void (*done)(void *) = server->stopped;
+  void *data = server->stopped_data;
+  free(server);
+  if (done) done(data);
+}
+
+void http_stop(http_server_t *server, void (*done)(void *data), void *data) {
+  server->stopped = done;
+  server->stopped_data = data;
+  MHD_quiesce_daemon(server->mhd); /* no new connections */
+  uv_close((uv_handle_t *)&server->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&server->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&server->idle, on_handle_closed);
+}
+
+// ---------------------------------------------------------------------------------------
+
+void *http_app(const http_request_t *request) { return request->server->options.app; }
+http_server_t *http_server_of(const http_request_t *request) { return request->server; }
+struct MHD_Connection *http_connection(const http_request_t *request) { return request->connection; }
+const char *http_method(const http_request_t *request) { return request->method; }
+const char *http_path(const http_request_t *request) { return request->path; }
+int64_t http_path_id(const http_request_t *request) { return request->id; }
+
+const char *http_query(const http_request_t *request, const char *key) {
+  return MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *http_header(const http_request_t *request, const char *name) {
+  return MHD_lookup_connection_value(request->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_body(const http_request_t *request, size_t *length) {
+  *length = request->body_length;
+  return request->body ? request->body : "";
+}
+
+void http_on_complete(http_request_t *request, void (*callback)(void *data), void *data) {
+  request->on_complete = callback;
+  request->on_complete_data = data;
+}

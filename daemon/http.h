@@ -1,0 +1,72 @@
+/* http.h — libmicrohttpd driven by the daemon's libuv loop, with a route table.
+ *
+ * MHD runs in external-epoll mode: its epoll fd is watched by a uv_poll, MHD_run is called
+ * on readiness, and a uv_timer follows MHD_get_timeout, so HTTP shares the one thread that
+ * owns the database. A request is routed once its body is complete; the handler answers
+ * with one of the http_respond_* calls (or hands the connection to a stream, see sse.h).
+ * Every error response has one JSON shape: {"error": "…"}. */
+#ifndef MAPSAGE_HTTP_H
+#define MAPSAGE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <uv.h>
+
+#define HTTP_BODY_LIMIT (1 << 20)
+
+typedef struct http_server http_server_t;
+typedef struct http_request http_request_t;
+
+/* A handler queues a response and returns 0, or returns a negative errno (answered 500). */
+typedef int (*http_handler_cb)(http_request_t *request);
+
+typedef struct {
+  const char *method;     /* "GET", "POST", … */
+  const char *pattern;    /* "/api/experiments/{id}/cancel": {id} matches a positive integer */
+  http_handler_cb handler;
+} http_route_t;
+
+typedef struct {
+  const char *listen;           /* "host:port"; port 0 picks a free one */
+  const http_route_t *routes;
+  size_t n_routes;
+  http_handler_cb fallback;     /* GET requests no route matched (static files), or NULL */
+  const char *token;            /* when set, mutating requests need "Authorization: Bearer <token>" */
+  void *app;                    /* handed to handlers through http_app() */
+} http_options_t;
+
+int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **out, char *error, size_t error_size);
+int http_port(const http_server_t *server);
+/* Lets MHD run soon, from the loop: needed after MHD_resume_connection, which does not
+ * wake MHD in external-epoll mode. Safe to call from anywhere, including MHD callbacks. */
+void http_wake(http_server_t *server);
+/* Stops accepting, closes every connection, frees the server, then calls `done`. */
+void http_stop(http_server_t *server, void (*done)(void *data), void *data);
+
+/* --- inside a handler ------------------------------------------------------------------ */
+
+void *http_app(const http_request_t *request);
+http_server_t *http_server_of(const http_request_t *request);
+struct MHD_Connection *http_connection(const http_request_t *request);
+const char *http_method(const http_request_t *request);
+const char *http_path(const http_request_t *request);
+int64_t http_path_id(const http_request_t *request);   /* the {id} of the route, or 0 */
+const char *http_query(const http_request_t *request, const char *key);
+const char *http_header(const http_request_t *request, const char *name);
+const char *http_body(const http_request_t *request, size_t *length);
+
+/* Called once when the request is over (the client left or the response was sent). */
+void http_on_complete(http_request_t *request, void (*callback)(void *data), void *data);
+
+int http_respond_json(http_request_t *request, unsigned status, json_t *body); /* steals body */
+int http_respond_error(http_request_t *request, unsigned status, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,
+                      size_t length); /* copies data */
+/* Queues a response built by the caller (a stream); takes the reference. */
+int http_respond(http_request_t *request, unsigned status, struct MHD_Response *response);
+
+#endif

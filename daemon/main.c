@@ -1,0 +1,271 @@
+/* main.c — mapsaged: reads its settings (flags, each also an environment variable), opens
+ * the database, starts the scheduler, the streams and the HTTP server on one libuv loop,
+ * and stops them in order on SIGTERM or SIGINT. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "api.h"
+#include "db.h"
+#include "http.h"
+#include "scheduler.h"
+#include "sse.h"
+#include "util.h"
+
+#define SHUTDOWN_GRACE_MS 5000
+
+typedef struct {
+  const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file;
+  int workers;
+} settings_t;
+
+typedef struct {
+  uv_loop_t *loop;
+  settings_t settings;
+  api_t api;
+  http_server_t *http;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t drain_timer;
+  int stopping;
+  char *token;
+} daemon_t;
+
+static void usage(FILE *out) {
+  fputs("usage: mapsaged [options]\n"
+        "\n"
+        "Runs the MapSage daemon: the HTTP API and its live streams, the experiment queue and\n"
+        "the workers that train. Every option also reads an environment variable.\n"
+        "\n"
+        "  --listen HOST:PORT   where to serve HTTP (MAPSAGE_LISTEN; default 127.0.0.1:8787;\n"
+        "                       port 0 picks a free one). A non-loopback address needs a token.\n"
+        "  --db PATH            the SQLite database (MAPSAGE_DB; default ./mapsage.db)\n"
+        "  --data-dir DIR       checkpoints and run files (MAPSAGE_DATA_DIR; default ./mapsage-data)\n"
+        "  --workers N          experiments run at once (MAPSAGE_WORKERS; default one per two cores)\n"
+        "  --worker-bin PATH    the worker program (MAPSAGE_WORKER_BIN; default mapsage-worker\n"
+        "                       beside mapsaged, else from PATH)\n"
+        "  --dataset-dir DIR    Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
+        "                       default /usr/share/datasets/fashion-mnist)\n"
+        "  --token-file FILE    require \"Authorization: Bearer <token>\" on every request that\n"
+        "                       changes something (MAPSAGE_TOKEN_FILE)\n"
+        "  -h, --help           show this help\n",
+        out);
+}
+
+static const char *env_or(const char *name, const char *fallback) {
+  const char *value = getenv(name);
+  return value && value[0] ? value : fallback;
+}
+
+static int parse_settings(int argc, char **argv, settings_t *settings) {
+  static char worker_bin[PATH_MAX];
+  settings->listen = env_or("MAPSAGE_LISTEN", "127.0.0.1:8787");
+  settings->db_path = env_or("MAPSAGE_DB", "./mapsage.db");
+  settings->data_dir = env_or("MAPSAGE_DATA_DIR", "./mapsage-data");
+  settings->dataset_dir = env_or("MAPSAGE_DATASET_DIR", "/usr/share/datasets/fashion-mnist");
+  settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
+  settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
+  const char *workers = env_or("MAPSAGE_WORKERS", NULL);
+
+  static const struct option options[] = {
+      {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
+      {"data-dir", required_argument, NULL, 'D'},    {"workers", required_argument, NULL, 'w'},
+      {"worker-bin", required_argument, NULL, 'W'},  {"dataset-dir", required_argument, NULL, 'S'},
+      {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  int option;
+  while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+    switch (option) {
+    case 'l': settings->listen = optarg; break;
+    case 'd': settings->db_path = optarg; break;
+    case 'D': settings->data_dir = optarg; break;
+    case 'w': workers = optarg; break;
+    case 'W': settings->worker_bin = optarg; break;
+    case 'S': settings->dataset_dir = optarg; break;
+    case 't': settings->token_file = optarg; break;
+    case 'h': usage(stdout); exit(0);
+    default: usage(stderr); return -EINVAL;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "mapsaged: unexpected argument \"%s\"\n", argv[optind]);
+    return -EINVAL;
+  }
+  int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (cores < 1) cores = 1;
+  settings->workers = cores / 2 > 0 ? cores / 2 : 1;
+  if (workers) {
+    char *end;
+    long value = strtol(workers, &end, 10);
+    if (*end != '\0' || end == workers || value < 0 || value > 256) {
+      fprintf(stderr, "mapsaged: --workers: must be an integer from 0 to 256, not \"%s\"\n", workers);
+      return -EINVAL;
+    }
+    settings->workers = (int)value;
+  }
+  if (settings->worker_bin == NULL) {
+    /* Beside our own executable first, so a build tree runs its own worker. */
+    size_t size = sizeof worker_bin;
+    settings->worker_bin = "mapsage-worker";
+    if (uv_exepath(worker_bin, &size) == 0) {
+      char *slash = strrchr(worker_bin, '/');
+      if (slash && (size_t)(slash - worker_bin) + sizeof "/mapsage-worker" < sizeof worker_bin) {
+        strcpy(slash, "/mapsage-worker");
+        if (access(worker_bin, X_OK) == 0) settings->worker_bin = worker_bin;
+      }
+    }
+  }
+  return 0;
+}
+
+static int is_loopback(const char *listen) {
+  return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
+         strncmp(listen, "[::1]:", 6) == 0;
+}
+
+static int read_token(const char *path, char **token) {
+  char *text;
+  size_t length;
+  int result = util_read_file(path, 4096, &text, &length);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, strerror(-result));
+    return result;
+  }
+  while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == ' '))
+    text[--length] = '\0';
+  if (length < 16) {
+    fprintf(stderr, "mapsaged: --token-file %s: the token must have at least 16 characters\n", path);
+    free(text);
+    return -EINVAL;
+  }
+  *token = text;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// stopping, in order: workers (their runs become interrupted, the batch is flushed), then
+// the streams, then HTTP, then the database.
+
+static void on_handle_closed_noop(uv_handle_t *handle) { (void)handle; }
+
+static void on_http_stopped(void *data) {
+  daemon_t *daemon = data;
+  sse_hub_destroy(daemon->api.hub);
+  uv_close((uv_handle_t *)&daemon->sigterm, on_handle_closed_noop);
+  uv_close((uv_handle_t *)&daemon->sigint, on_handle_closed_noop);
+  uv_close((uv_handle_t *)&daemon->drain_timer, on_handle_closed_noop);
+}
+
+static void on_streams_drained(uv_timer_t *timer) {
+  daemon_t *daemon = timer->data;
+  http_stop(daemon->http, on_http_stopped, daemon);
+}
+
+static void on_scheduler_stopped(void *data) {
+  daemon_t *daemon = data;
+  daemon->api.sched = NULL;
+  /* Let streams send their last events and end before the connections are closed. */
+  sse_end_all(daemon->api.hub);
+  http_wake(daemon->http);
+  uv_timer_start(&daemon->drain_timer, on_streams_drained, 200, 0);
+}
+
+static void on_signal(uv_signal_t *handle, int signal_number) {
+  daemon_t *daemon = handle->data;
+  if (daemon->stopping) {
+    fprintf(stderr, "mapsaged: %s again: exiting now\n", strsignal(signal_number));
+    db_close(daemon->api.db); /* flushes what it can */
+    _exit(1);
+  }
+  daemon->stopping = 1;
+  fprintf(stderr, "mapsaged: %s: stopping workers and closing\n", strsignal(signal_number));
+  sched_stop(daemon->api.sched, on_scheduler_stopped, daemon);
+}
+
+int main(int argc, char **argv) {
+  daemon_t daemon = {0};
+  char error[512] = "";
+  if (parse_settings(argc, argv, &daemon.settings) != 0) return 2;
+  settings_t *settings = &daemon.settings;
+  if (!is_loopback(settings->listen) && settings->token_file == NULL) {
+    fprintf(stderr, "mapsaged: refusing to listen on %s without --token-file: anyone who can reach it could run "
+                    "and cancel experiments\n", settings->listen);
+    return 2;
+  }
+  if (settings->token_file && read_token(settings->token_file, &daemon.token) != 0) return 2;
+  signal(SIGPIPE, SIG_IGN); /* a client or worker that goes away is an error code, not a death */
+
+  char probe[PATH_MAX];
+  snprintf(probe, sizeof probe, "%s/train-images-idx3-ubyte.gz", settings->dataset_dir);
+  if (access(probe, R_OK) != 0)
+    fprintf(stderr, "mapsaged: warning: %s is missing: fashion-mnist experiments will fail (apt-get install "
+                    "dataset-fashion-mnist, or --dataset-dir)\n", probe);
+
+  daemon.loop = uv_default_loop();
+  daemon.api.started_at = util_monotonic();
+  int result = db_open(settings->db_path, &daemon.api.db, error, sizeof error);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
+  int interrupted = db_mark_running_interrupted(daemon.api.db);
+  if (interrupted > 0)
+    fprintf(stderr, "mapsaged: %d experiment(s) were running when the daemon last stopped; queued again\n",
+            interrupted);
+
+  if (sse_hub_create(daemon.loop, daemon.api.db, &daemon.api.hub) != 0) return 1;
+  int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  sched_options_t scheduler = {
+      .loop = daemon.loop,
+      .db = daemon.api.db,
+      .hub = daemon.api.hub,
+      .max_workers = settings->workers,
+      .threads_per_worker = settings->workers > 0 && cores / settings->workers > 1 ? cores / settings->workers : 1,
+      .worker_bin = settings->worker_bin,
+      .dataset_dir = settings->dataset_dir,
+      .data_dir = settings->data_dir,
+      .cancel_grace_ms = SHUTDOWN_GRACE_MS,
+  };
+  if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;
+
+  http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
+                         .token = daemon.token, .app = &daemon.api};
+  if ((result = http_start(daemon.loop, &http, &daemon.http, error, sizeof error)) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
+  sse_hub_set_server(daemon.api.hub, daemon.http);
+
+  uv_signal_init(daemon.loop, &daemon.sigterm);
+  uv_signal_init(daemon.loop, &daemon.sigint);
+  uv_timer_init(daemon.loop, &daemon.drain_timer);
+  daemon.sigterm.data = daemon.sigint.data = daemon.drain_timer.data = &daemon;
+  uv_signal_start(&daemon.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&daemon.sigint, on_signal, SIGINT);
+
+  /* Tests and scripts read this line to learn the port (with --listen …:0). */
+  char host[256];
+  util_strlcpy(host, settings->listen, sizeof host);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = '\0';
+  printf("mapsaged listening on http://%s:%d\n", host, http_port(daemon.http));
+  fflush(stdout);
+  fprintf(stderr, "mapsaged: database %s, %d worker(s) of %d thread(s), worker %s, dataset %s\n", settings->db_path,
+          settings->workers, scheduler.threads_per_worker, settings->worker_bin, settings->dataset_dir);
+
+  sched_kick(daemon.api.sched);
+  uv_run(daemon.loop, UV_RUN_DEFAULT);
+
+  db_close(daemon.api.db);
+  uv_loop_close(daemon.loop);
+  free(daemon.token);
+  fprintf(stderr, "mapsaged: stopped\n");
+  return 0;
+}

@@ -1,0 +1,526 @@
+/* scheduler.c — the queue, the worker processes and their event pipes (see scheduler.h).
+ *
+ * A worker is a child process with three pipes. Its stdout carries protocol lines, its
+ * stderr the run's log; both are split into lines by a line_reader_t that never holds
+ * more than EV_LINE_MAX bytes, so a worker that prints an endless line or garbage costs
+ * bounded memory and ends up, marked, in the log. The outcome of a run is decided in
+ * finish_worker() once three things have happened, in any order: the process exited and
+ * both pipes reached end-of-file. Deciding at exit alone would lose the last events still
+ * in the pipe. */
+#include "scheduler.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "event.h"
+#include "util.h"
+
+#define READ_BUFFER_SIZE 65536
+#define LAST_ERROR_SIZE 512
+
+typedef struct {
+  char *data;
+  size_t length;
+  int overlong; /* the current line passed EV_LINE_MAX: the rest of it is dropped */
+} line_reader_t;
+
+typedef struct worker worker_t;
+
+struct worker {
+  sched_t *sched;
+  worker_t *next;
+  int64_t experiment_id;
+  int attempt;
+  uv_process_t process;
+  uv_pipe_t input, output, errors;
+  uv_timer_t kill_timer;
+  uv_write_t write_request;
+  char *config_json;
+  int open_handles;
+  line_reader_t output_lines, error_lines;
+  char read_buffer[READ_BUFFER_SIZE];
+  int64_t log_lines;
+  int exited, output_done, errors_done;
+  int64_t exit_status;
+  int term_signal;
+  int cancel_requested, stop_requested;
+  char *finished_status, *finished_error, *summary_json;
+  char last_error_line[LAST_ERROR_SIZE];
+};
+
+struct sched {
+  sched_options_t options;
+  worker_t *workers;
+  int running;
+  int alive;               /* worker structs not yet freed (some may be closing) */
+  int stopping;
+  uv_timer_t flush_timer;
+  void (*stopped)(void *data);
+  void *stopped_data;
+};
+
+static void flush_batch(sched_t *sched);
+
+static void on_flush_timer(uv_timer_t *timer) { flush_batch(timer->data); }
+
+static void flush_batch(sched_t *sched) {
+  uv_timer_stop(&sched->flush_timer);
+  int result = db_flush(sched->options.db);
+  /* The batch is kept on failure (a full disk, a reader's lock): try again shortly. */
+  if (result != 0 || db_batch_rows(sched->options.db) > 0)
+    uv_timer_start(&sched->flush_timer, on_flush_timer, result != 0 ? 1000 : SCHED_FLUSH_MS, 0);
+}
+
+/* Called after rows were added to the batch. */
+static void batch_grew(sched_t *sched) {
+  if (db_batch_rows(sched->options.db) >= SCHED_FLUSH_ROWS) flush_batch(sched);
+  else if (!uv_is_active((uv_handle_t *)&sched->flush_timer))
+    uv_timer_start(&sched->flush_timer, on_flush_timer, SCHED_FLUSH_MS, 0);
+}
+
+int sched_create(const sched_options_t *options, sched_t **out) {
+  sched_t *sched = calloc(1, sizeof *sched);
+  if (sched == NULL) return -ENOMEM;
+  sched->options = *options;
+  uv_timer_init(options->loop, &sched->flush_timer);
+  sched->flush_timer.data = sched;
+  *out = sched;
+  return 0;
+}
+
+int sched_running(const sched_t *sched) { return sched->running; }
+int sched_max_workers(const sched_t *sched) { return sched->options.max_workers; }
+
+static worker_t *find_worker(sched_t *sched, int64_t id) {
+  for (worker_t *w = sched->workers; w; w = w->next)
+    if (w->experiment_id == id) return w;
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------
+// the run's log
+
+static void log_line(worker_t *worker, const char *line, size_t length) {
+  db_batch_log(worker->sched->options.db, worker->experiment_id, worker->attempt, ++worker->log_lines, line, length);
+  batch_grew(worker->sched);
+}
+
+static void log_printf(worker_t *worker, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void log_printf(worker_t *worker, const char *format, ...) {
+  char line[1024];
+  va_list args;
+  va_start(args, format);
+  int length = vsnprintf(line, sizeof line, format, args);
+  va_end(args);
+  log_line(worker, line, length < (int)sizeof line ? (size_t)length : sizeof line - 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// events from the worker
+
+static void replace_string(char **slot, const char *value) {
+  free(*slot);
+  *slot = value ? strdup(value) : NULL;
+}
+
+static void handle_event_line(worker_t *worker, const char *line, size_t length) {
+  sched_t *sched = worker->sched;
+  ev_t event;
+  char error[256];
+  if (ev_parse(line, length, &event, error, sizeof error) != 0) {
+    log_printf(worker, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
+    return;
+  }
+  switch (event.type) {
+  case EV_METRIC:
+  case EV_EVAL:
+    if (db_batch_event(sched->options.db, worker->experiment_id, &event) != 0) {
+      log_printf(worker, "[mapsaged] out of memory: an event was not stored");
+      break;
+    }
+    sse_publish_event(sched->options.hub, worker->experiment_id, &event);
+    batch_grew(sched);
+    break;
+  case EV_STARTED: {
+    json_object_del(event.root, "event");
+    char *text = json_dumps(event.root, JSON_COMPACT);
+    if (text) db_experiment_set_worker(sched->options.db, worker->experiment_id, text);
+    free(text);
+    break;
+  }
+  case EV_FINISHED: {
+    replace_string(&worker->finished_status, event.status);
+    replace_string(&worker->finished_error, event.error);
+    json_t *summary = json_object_get(event.root, "summary");
+    free(worker->summary_json);
+    worker->summary_json = json_is_object(summary) ? json_dumps(summary, JSON_COMPACT) : NULL;
+    break;
+  }
+  case EV_LOG: {
+    const char *level = json_string_value(json_object_get(event.root, "level"));
+    log_printf(worker, "[%s] %s", level ? level : "info", json_string_value(json_object_get(event.root, "message")));
+    break;
+  }
+  case EV_CHECKPOINT:
+    log_printf(worker, "[mapsaged] checkpoint at epoch %lld: %s (%lld bytes)", (long long)event.epoch, event.path,
+               (long long)event.bytes);
+    break;
+  case EV_UNKNOWN:
+    log_printf(worker, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
+    break;
+  }
+  ev_release(&event);
+}
+
+static void handle_error_line(worker_t *worker, const char *line, size_t length) {
+  log_line(worker, line, length);
+  if (length > 0) {
+    size_t kept = length < LAST_ERROR_SIZE - 1 ? length : LAST_ERROR_SIZE - 1;
+    memcpy(worker->last_error_line, line, kept);
+    worker->last_error_line[kept] = '\0';
+  }
+}
+
+typedef void (*line_cb)(worker_t *worker, const char *line, size_t length);
+
+/* Splits `data` into lines, carrying a partial line over to the next read. */
+static void feed_lines(worker_t *worker, line_reader_t *reader, const char *data, size_t length, line_cb handle) {
+  while (length > 0) {
+    const char *newline = memchr(data, '\n', length);
+    size_t chunk = newline ? (size_t)(newline - data) : length;
+    if (!reader->overlong) {
+      if (reader->length + chunk > EV_LINE_MAX) {
+        log_printf(worker, "[mapsaged] a line longer than %d bytes was cut; it began: %.200s", EV_LINE_MAX,
+                   reader->length ? reader->data : data);
+        reader->overlong = 1;
+        reader->length = 0;
+      } else if (newline && reader->length == 0) {
+        handle(worker, data, chunk); /* the common case: a whole line in one read, no copy */
+      } else {
+        char *grown = realloc(reader->data, reader->length + chunk + 1);
+        if (grown == NULL) {
+          reader->overlong = 1;
+          reader->length = 0;
+        } else {
+          reader->data = grown;
+          memcpy(reader->data + reader->length, data, chunk);
+          reader->length += chunk;
+          reader->data[reader->length] = '\0';
+          if (newline) {
+            handle(worker, reader->data, reader->length);
+            reader->length = 0;
+          }
+        }
+      }
+    }
+    if (!newline) break;
+    reader->overlong = 0;
+    data = newline + 1;
+    length -= chunk + 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// the process
+
+static void finish_worker(worker_t *worker);
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer) {
+  (void)suggested;
+  worker_t *worker = handle->data;
+  *buffer = uv_buf_init(worker->read_buffer, sizeof worker->read_buffer);
+}
+
+static void on_output(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
+  worker_t *worker = stream->data;
+  if (n > 0) {
+    feed_lines(worker, &worker->output_lines, buffer->base, (size_t)n, handle_event_line);
+  } else if (n < 0) {
+    if (worker->output_lines.length > 0) /* a last line without its newline */
+      handle_event_line(worker, worker->output_lines.data, worker->output_lines.length);
+    worker->output_lines.length = 0;
+    uv_read_stop(stream);
+    worker->output_done = 1;
+    finish_worker(worker);
+  }
+}
+
+static void on_errors(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
+  worker_t *worker = stream->data;
+  if (n > 0) {
+    feed_lines(worker, &worker->error_lines, buffer->base, (size_t)n, handle_error_line);
+  } else if (n < 0) {
+    if (worker->error_lines.length > 0)
+      handle_error_line(worker, worker->error_lines.data, worker->error_lines.length);
+    worker->error_lines.length = 0;
+    uv_read_stop(stream);
+    worker->errors_done = 1;
+    finish_worker(worker);
+  }
+}
+
+static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
+  worker_t *worker = process->data;
+  worker->exited = 1;
+  worker->exit_status = exit_status;
+  worker->term_signal = term_signal;
+  uv_timer_stop(&worker->kill_timer);
+  finish_worker(worker);
+}
+
+static void on_sched_closed(uv_handle_t *handle) {
+  sched_t *sched = handle->data;
+  void (*done)(void *) = sched->stopped;
+  void *data = sched->stopped_data;
+  free(sched);
+  if (done) done(data);
+}
+
+/* Every worker is gone: write what is left and free the scheduler (once its timer has
+ * closed, since the timer's memory is the scheduler's). */
+static void stop_finished(sched_t *sched) {
+  flush_batch(sched);
+  uv_timer_stop(&sched->flush_timer);
+  uv_close((uv_handle_t *)&sched->flush_timer, on_sched_closed);
+}
+
+static void on_worker_handle_closed(uv_handle_t *handle) {
+  worker_t *worker = handle->data;
+  if (--worker->open_handles > 0) return;
+  sched_t *sched = worker->sched;
+  free(worker->output_lines.data);
+  free(worker->error_lines.data);
+  free(worker->finished_status);
+  free(worker->finished_error);
+  free(worker->summary_json);
+  free(worker->config_json);
+  free(worker);
+  sched->alive--;
+  if (sched->stopping && sched->alive == 0) stop_finished(sched);
+}
+
+static void close_worker_handles(worker_t *worker) {
+  uv_handle_t *handles[] = {(uv_handle_t *)&worker->process, (uv_handle_t *)&worker->input,
+                            (uv_handle_t *)&worker->output, (uv_handle_t *)&worker->errors,
+                            (uv_handle_t *)&worker->kill_timer};
+  for (size_t i = 0; i < ARRAY_SIZE(handles); i++)
+    if (!uv_is_closing(handles[i])) uv_close(handles[i], on_worker_handle_closed);
+}
+
+/* The outcome of a run, in words a researcher can act on. */
+static void decide_outcome(worker_t *worker, const char **status, char *error, size_t error_size) {
+  const char *tail = worker->last_error_line[0] ? worker->last_error_line : NULL;
+  error[0] = '\0';
+  if (worker->stop_requested) {
+    *status = DB_INTERRUPTED;
+    snprintf(error, error_size, "the daemon stopped while it ran; it will run again");
+  } else if (worker->cancel_requested) {
+    *status = DB_CANCELLED;
+    snprintf(error, error_size, "cancelled");
+  } else if (worker->term_signal) {
+    *status = DB_FAILED;
+    snprintf(error, error_size, "the worker was killed by signal %d (%s)%s%s", worker->term_signal,
+             strsignal(worker->term_signal), tail ? "; last log line: " : "", tail ? tail : "");
+  } else if (worker->finished_status && strcmp(worker->finished_status, "succeeded") == 0 && worker->exit_status == 0) {
+    *status = DB_SUCCEEDED;
+  } else if (worker->finished_status && worker->finished_error) {
+    *status = DB_FAILED;
+    snprintf(error, error_size, "%s", worker->finished_error);
+  } else if (worker->exit_status != 0) {
+    *status = DB_FAILED;
+    snprintf(error, error_size, "the worker exited with status %lld%s%s", (long long)worker->exit_status,
+             tail ? "; last log line: " : "", tail ? tail : "");
+  } else {
+    *status = DB_FAILED;
+    snprintf(error, error_size, "the worker exited without reporting a result%s%s", tail ? "; last log line: " : "",
+             tail ? tail : "");
+  }
+}
+
+static void finish_worker(worker_t *worker) {
+  if (!worker->exited || !worker->output_done || !worker->errors_done) return;
+  sched_t *sched = worker->sched;
+  const char *status;
+  char error[1024];
+  decide_outcome(worker, &status, error, sizeof error);
+  if (worker->term_signal || worker->exit_status)
+    log_printf(worker, "[mapsaged] worker exited (status %lld, signal %d): %s", (long long)worker->exit_status,
+               worker->term_signal, status);
+  flush_batch(sched);
+  db_experiment_finish(sched->options.db, worker->experiment_id, status, error[0] ? error : NULL,
+                       strcmp(status, DB_SUCCEEDED) == 0 ? worker->summary_json : NULL);
+  sse_publish_status(sched->options.hub, worker->experiment_id);
+  fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->experiment_id, status,
+          error[0] ? ": " : "", error);
+
+  for (worker_t **link = &sched->workers; *link; link = &(*link)->next) {
+    if (*link == worker) {
+      *link = worker->next;
+      break;
+    }
+  }
+  sched->running--;
+  close_worker_handles(worker);
+  sched_kick(sched);
+}
+
+static void on_input_written(uv_write_t *request, int status) {
+  worker_t *worker = request->data;
+  if (status < 0 && status != UV_ECANCELED)
+    log_printf(worker, "[mapsaged] could not hand the config to the worker: %s", uv_strerror(status));
+  free(worker->config_json);
+  worker->config_json = NULL;
+  if (!uv_is_closing((uv_handle_t *)&worker->input)) uv_close((uv_handle_t *)&worker->input, on_worker_handle_closed);
+}
+
+static int make_directory(const char *path) {
+  char copy[4096];
+  if (util_strlcpy(copy, path, sizeof copy) != 0) return -ENAMETOOLONG;
+  for (char *slash = copy + 1; *slash; slash++) {
+    if (*slash != '/') continue;
+    *slash = '\0';
+    if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
+    *slash = '/';
+  }
+  if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
+  return 0;
+}
+
+/* Starts a worker on experiment `id`, taking ownership of `config_json`. */
+static int start_worker(sched_t *sched, int64_t id, char *config_json) {
+  const sched_options_t *options = &sched->options;
+  worker_t *worker = calloc(1, sizeof *worker);
+  if (worker == NULL) {
+    free(config_json);
+    return -ENOMEM;
+  }
+  worker->sched = sched;
+  worker->experiment_id = id;
+  worker->config_json = config_json;
+  int result = db_experiment_start(options->db, id, &worker->attempt);
+  if (result != 0) {
+    free(config_json);
+    free(worker);
+    return result;
+  }
+
+  char id_text[32], threads_text[16], checkpoint_dir[4096];
+  snprintf(id_text, sizeof id_text, "%lld", (long long)id);
+  snprintf(threads_text, sizeof threads_text, "%d", options->threads_per_worker);
+  snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/experiments/%lld", options->data_dir, (long long)id);
+  if ((result = make_directory(checkpoint_dir)) != 0) {
+    char error[4200];
+    snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", checkpoint_dir, strerror(-result));
+    db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
+    sse_publish_status(options->hub, id);
+    free(config_json);
+    free(worker);
+    return 0;
+  }
+  char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
+                       "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir, NULL};
+
+  uv_loop_t *loop = options->loop;
+  uv_pipe_init(loop, &worker->input, 0);
+  uv_pipe_init(loop, &worker->output, 0);
+  uv_pipe_init(loop, &worker->errors, 0);
+  uv_timer_init(loop, &worker->kill_timer);
+  worker->input.data = worker->output.data = worker->errors.data = worker->kill_timer.data = worker;
+  worker->process.data = worker->write_request.data = worker;
+  worker->open_handles = 5;
+  sched->alive++;
+
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&worker->input},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&worker->output},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&worker->errors},
+  };
+  uv_process_options_t process_options = {
+      .exit_cb = on_process_exit, .file = options->worker_bin, .args = arguments, .stdio_count = 3, .stdio = stdio};
+  result = uv_spawn(loop, &worker->process, &process_options);
+  if (result != 0) {
+    char error[4200];
+    snprintf(error, sizeof error, "cannot start the worker %s: %s", options->worker_bin, uv_strerror(result));
+    fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
+    db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
+    sse_publish_status(options->hub, id);
+    /* The process handle is closed too: uv_spawn leaves it initialised on failure. */
+    close_worker_handles(worker);
+    return 0;
+  }
+  worker->next = sched->workers;
+  sched->workers = worker;
+  sched->running++;
+  fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d)\n", (long long)id, worker->attempt,
+          worker->process.pid);
+  sse_publish_status(options->hub, id);
+
+  uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
+  uv_read_start((uv_stream_t *)&worker->errors, on_alloc, on_errors);
+  uv_buf_t buffer = uv_buf_init(worker->config_json, (unsigned)strlen(worker->config_json));
+  if (uv_write(&worker->write_request, (uv_stream_t *)&worker->input, &buffer, 1, on_input_written) != 0)
+    on_input_written(&worker->write_request, UV_EPIPE);
+  return 0;
+}
+
+void sched_kick(sched_t *sched) {
+  while (!sched->stopping && sched->running < sched->options.max_workers) {
+    int64_t id;
+    char *config_json;
+    if (db_experiment_next(sched->options.db, &id, &config_json) != 0) return;
+    if (start_worker(sched, id, config_json) != 0) return;
+  }
+}
+
+static void on_kill_timer(uv_timer_t *timer) {
+  worker_t *worker = timer->data;
+  if (!worker->exited) {
+    log_printf(worker, "[mapsaged] the worker did not stop after SIGTERM; sending SIGKILL");
+    uv_process_kill(&worker->process, SIGKILL);
+  }
+}
+
+static void terminate(worker_t *worker) {
+  if (worker->exited) return;
+  uv_process_kill(&worker->process, SIGTERM);
+  if (!uv_is_active((uv_handle_t *)&worker->kill_timer))
+    uv_timer_start(&worker->kill_timer, on_kill_timer, worker->sched->options.cancel_grace_ms, 0);
+}
+
+int sched_cancel(sched_t *sched, int64_t id, int *running) {
+  worker_t *worker = find_worker(sched, id);
+  if (worker) {
+    *running = 1;
+    worker->cancel_requested = 1;
+    log_printf(worker, "[mapsaged] cancel requested");
+    terminate(worker);
+    return 0;
+  }
+  *running = 0;
+  char status[32];
+  int result = db_experiment_status(sched->options.db, id, status, sizeof status);
+  if (result != 0) return result;
+  if (db_status_is_terminal(status)) return -EALREADY;
+  result = db_experiment_finish(sched->options.db, id, DB_CANCELLED, "cancelled before it ran", NULL);
+  if (result == 0) sse_publish_status(sched->options.hub, id);
+  return result;
+}
+
+void sched_stop(sched_t *sched, void (*done)(void *data), void *data) {
+  sched->stopping = 1;
+  sched->stopped = done;
+  sched->stopped_data = data;
+  if (sched->alive == 0) {
+    stop_finished(sched);
+    return;
+  }
+  for (worker_t *w = sched->workers; w; w = w->next) {
+    w->stop_requested = 1;
+    terminate(w);
+  }
+}

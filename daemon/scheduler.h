@@ -1,0 +1,54 @@
+/* scheduler.h — the queue and the workers: which experiment runs next, the worker processes,
+ * and what their events mean.
+ *
+ * An experiment's life:  queued ──▶ running ──▶ succeeded | failed | cancelled
+ *                          ▲           │
+ *                          └─ interrupted (the daemon stopped or died while it ran)
+ * The scheduler starts up to max_workers `mapsage-worker` processes (uv_spawn: config on
+ * stdin, events on stdout, stderr kept as the run's log), highest priority first, then
+ * oldest. Events go to the database batch and, at once, to live streams. The outcome is
+ * decided when the process has exited and both its pipes are drained, never before. */
+#ifndef MAPSAGE_SCHED_H
+#define MAPSAGE_SCHED_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "db.h"
+#include "sse.h"
+
+#define SCHED_FLUSH_MS 25          /* the batch is committed at least this often */
+#define SCHED_FLUSH_ROWS 8192      /* or as soon as it holds this many rows */
+
+typedef struct sched sched_t;
+
+typedef struct {
+  uv_loop_t *loop;
+  db_t *db;
+  sse_hub_t *hub;
+  int max_workers;
+  int threads_per_worker;
+  const char *worker_bin;
+  const char *dataset_dir;
+  const char *data_dir;          /* checkpoints go under <data_dir>/experiments/<id>/ */
+  unsigned cancel_grace_ms;      /* SIGTERM, then SIGKILL after this long */
+} sched_options_t;
+
+int sched_create(const sched_options_t *options, sched_t **out);
+/* Starts whatever can start now. Call after anything that may free a slot or queue work. */
+void sched_kick(sched_t *sched);
+int sched_running(const sched_t *sched);
+int sched_max_workers(const sched_t *sched);
+
+/* Cancels a queued experiment at once (returns 0, *running = 0) or asks a running one to
+ * stop (returns 0, *running = 1). -ENOENT when there is no such experiment, -EALREADY
+ * when it has already ended. */
+int sched_cancel(sched_t *sched, int64_t id, int *running);
+
+/* Stops every worker (SIGTERM, SIGKILL after the grace period); their experiments become
+ * interrupted, to run again on the next start. Calls `done` when all have exited and the
+ * batch is flushed; then frees the scheduler. */
+void sched_stop(sched_t *sched, void (*done)(void *data), void *data);
+
+#endif

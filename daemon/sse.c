@@ -1,0 +1,332 @@
+/* sse.c — Server-Sent Events over suspended libmicrohttpd connections (see sse.h).
+ *
+ * Each subscriber owns a byte queue. MHD pulls from it through a content-reader callback;
+ * when the queue is empty the reader suspends the connection (returning 0 without
+ * suspending would make MHD spin), and whoever appends resumes it and wakes MHD (see
+ * http_wake). While a subscriber replays history it ignores live events: the replay reads
+ * the database after flushing the batch, so it sees everything published so far, and the
+ * cursor then filters what is published twice. A subscriber that stops reading is dropped
+ * once its queue passes SSE_QUEUE_LIMIT; it can reconnect with its Last-Event-ID and lose
+ * nothing. A subscriber is freed when both MHD's response free callback and the request's
+ * completion have run. */
+#include "sse.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSE_QUEUE_LIMIT (8u << 20)   /* bytes queued for a client before it is dropped */
+#define SSE_REPLAY_LOW_WATER 65536   /* refill from the database below this */
+#define SSE_REPLAY_WINDOW 256        /* steps per database read while replaying */
+
+typedef struct sse_subscriber sse_subscriber_t;
+
+struct sse_subscriber {
+  sse_hub_t *hub;
+  sse_subscriber_t *prev, *next;
+  struct MHD_Connection *connection;
+  int64_t experiment_id;
+  char *queue;
+  size_t queue_start, queue_end, queue_capacity;
+  int64_t cursor_step;   /* the last event queued: (step, phase) */
+  int cursor_phase;
+  int replaying;
+  int ending;            /* the end event is queued: finish once the queue drains */
+  int dropped;           /* too slow, or the daemon is stopping: end with an error */
+  int suspended;
+  int references;        /* response free callback + request completion */
+};
+
+struct sse_hub {
+  uv_loop_t *loop;
+  db_t *db;
+  http_server_t *server;
+  uv_timer_t heartbeat;
+  sse_subscriber_t *subscribers;
+  int count;
+  int destroying;
+};
+
+static void on_heartbeat(uv_timer_t *timer);
+
+int sse_hub_create(uv_loop_t *loop, db_t *db, sse_hub_t **out) {
+  sse_hub_t *hub = calloc(1, sizeof *hub);
+  if (hub == NULL) return -ENOMEM;
+  hub->loop = loop;
+  hub->db = db;
+  uv_timer_init(loop, &hub->heartbeat);
+  hub->heartbeat.data = hub;
+  uv_timer_start(&hub->heartbeat, on_heartbeat, SSE_HEARTBEAT_MS, SSE_HEARTBEAT_MS);
+  *out = hub;
+  return 0;
+}
+
+void sse_hub_set_server(sse_hub_t *hub, http_server_t *server) { hub->server = server; }
+int sse_subscriber_count(const sse_hub_t *hub) { return hub->count; }
+
+// ---------------------------------------------------------------------------------------
+// the queue
+
+static int queue_append(sse_subscriber_t *subscriber, const char *text, size_t length) {
+  size_t used = subscriber->queue_end - subscriber->queue_start;
+  if (used + length > SSE_QUEUE_LIMIT) {
+    subscriber->dropped = 1;
+    return -ENOBUFS;
+  }
+  if (subscriber->queue_end + length > subscriber->queue_capacity) {
+    memmove(subscriber->queue, subscriber->queue + subscriber->queue_start, used);
+    subscriber->queue_start = 0;
+    subscriber->queue_end = used;
+    if (used + length > subscriber->queue_capacity) {
+      size_t capacity = subscriber->queue_capacity ? subscriber->queue_capacity : 16384;
+      while (capacity < used + length) capacity *= 2;
+      char *grown = realloc(subscriber->queue, capacity);
+      if (grown == NULL) {
+        subscriber->dropped = 1;
+        return -ENOMEM;
+      }
+      subscriber->queue = grown;
+      subscriber->queue_capacity = capacity;
+    }
+  }
+  memcpy(subscriber->queue + subscriber->queue_end, text, length);
+  subscriber->queue_end += length;
+  return 0;
+}
+
+/* Appends "id: …\nevent: …\ndata: …\n\n"; `id` may be NULL. */
+static void queue_event(sse_subscriber_t *subscriber, const char *id, const char *type, const char *data) {
+  char head[96];
+  int length = id ? snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type)
+                  : snprintf(head, sizeof head, "event: %s\ndata: ", type);
+  if (queue_append(subscriber, head, (size_t)length) == 0 && queue_append(subscriber, data, strlen(data)) == 0)
+    queue_append(subscriber, "\n\n", 2);
+}
+
+static void wake(sse_subscriber_t *subscriber) {
+  if (!subscriber->suspended) return;
+  subscriber->suspended = 0;
+  MHD_resume_connection(subscriber->connection);
+  if (subscriber->hub->server) http_wake(subscriber->hub->server);
+}
+
+// ---------------------------------------------------------------------------------------
+// events
+
+/* The event's id and its JSON data, as live and replayed streams both send them. */
+static char *format_event(const ev_t *event, char *id, size_t id_size) {
+  json_t *data = json_pack("{s:I, s:I, s:I}", "step", (json_int_t)event->step, "epoch", (json_int_t)event->epoch,
+                           "stage", (json_int_t)event->stage);
+  if (event->type == EV_EVAL) {
+    json_object_set_new(data, "split", json_string(ev_split_name(event->split)));
+    snprintf(id, id_size, "%lld.%d", (long long)event->step, 1 + (int)event->split);
+  } else {
+    snprintf(id, id_size, "%lld", (long long)event->step);
+  }
+  json_object_set(data, "values", event->values);
+  char *text = json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(9));
+  json_decref(data);
+  return text;
+}
+
+static int event_phase(const ev_t *event) { return event->type == EV_EVAL ? 1 + (int)event->split : 0; }
+
+static void queue_stream_event(sse_subscriber_t *subscriber, const ev_t *event) {
+  char id[48];
+  char *data = format_event(event, id, sizeof id);
+  if (data == NULL) {
+    subscriber->dropped = 1;
+    return;
+  }
+  queue_event(subscriber, id, event->type == EV_EVAL ? "eval" : "metric", data);
+  free(data);
+  subscriber->cursor_step = event->step;
+  subscriber->cursor_phase = event_phase(event);
+}
+
+/* Queues the experiment's status and, when `may_end`, the end of the stream if the
+ * experiment has ended. */
+static void queue_status(sse_subscriber_t *subscriber, int may_end) {
+  json_t *experiment = db_experiment_get(subscriber->hub->db, subscriber->experiment_id, 0);
+  if (experiment == NULL) {
+    subscriber->dropped = 1;
+    return;
+  }
+  const char *status = json_string_value(json_object_get(experiment, "status"));
+  json_t *data = json_pack("{s:O, s:s, s:O, s:O}", "id", json_object_get(experiment, "id"), "status", status,
+                           "error", json_object_get(experiment, "error"), "attempts",
+                           json_object_get(experiment, "attempts"));
+  char *text = json_dumps(data, JSON_COMPACT);
+  if (text) queue_event(subscriber, NULL, "status", text);
+  free(text);
+  json_decref(data);
+  if (may_end && db_status_is_terminal(status)) {
+    char end[64];
+    snprintf(end, sizeof end, "{\"status\":\"%s\"}", status);
+    queue_event(subscriber, NULL, "end", end);
+    subscriber->ending = 1;
+  }
+  json_decref(experiment);
+}
+
+static void on_replayed(void *context, const ev_t *event) { queue_stream_event(context, event); }
+
+/* Reads the next window of history into the queue; leaves replay mode when caught up. */
+static void replay_some(sse_subscriber_t *subscriber) {
+  db_t *db = subscriber->hub->db;
+  /* Whatever was published but sits in the batch must be readable first. If the flush
+   * fails the rows stay in the batch, and the replay will reach them on a later call. */
+  db_flush(db);
+  int64_t last = db_max_step(db, subscriber->experiment_id);
+  while (subscriber->queue_end - subscriber->queue_start < SSE_REPLAY_LOW_WATER && !subscriber->dropped) {
+    if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_SPLIT_COUNT) break;
+    int64_t until = subscriber->cursor_step + SSE_REPLAY_WINDOW;
+    if (until > last) until = last;
+    if (db_replay(db, subscriber->experiment_id, subscriber->cursor_step, subscriber->cursor_phase, until,
+                  on_replayed, subscriber) != 0) {
+      subscriber->dropped = 1;
+      return;
+    }
+    subscriber->cursor_step = until;
+    subscriber->cursor_phase = EV_SPLIT_COUNT; /* everything up to `until` is queued */
+  }
+  if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_SPLIT_COUNT) {
+    subscriber->replaying = 0;
+    queue_status(subscriber, 1);
+  }
+}
+
+void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event) {
+  int phase = event_phase(event);
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->experiment_id != experiment_id || s->replaying || s->ending || s->dropped) continue;
+    if (event->step < s->cursor_step || (event->step == s->cursor_step && phase <= s->cursor_phase)) continue;
+    queue_stream_event(s, event);
+    wake(s);
+  }
+}
+
+void sse_publish_status(sse_hub_t *hub, int64_t experiment_id) {
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->experiment_id != experiment_id || s->replaying || s->ending || s->dropped) continue;
+    queue_status(s, 1);
+    wake(s);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// MHD side
+
+static ssize_t on_read(void *cls, uint64_t position, char *buffer, size_t max) {
+  (void)position;
+  sse_subscriber_t *subscriber = cls;
+  if (subscriber->dropped) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (subscriber->queue_start == subscriber->queue_end && subscriber->replaying) replay_some(subscriber);
+  size_t available = subscriber->queue_end - subscriber->queue_start;
+  if (available > 0) {
+    size_t n = available < max ? available : max;
+    memcpy(buffer, subscriber->queue + subscriber->queue_start, n);
+    subscriber->queue_start += n;
+    return (ssize_t)n;
+  }
+  if (subscriber->ending) return MHD_CONTENT_READER_END_OF_STREAM;
+  if (subscriber->dropped) return MHD_CONTENT_READER_END_WITH_ERROR;
+  MHD_suspend_connection(subscriber->connection);
+  subscriber->suspended = 1;
+  return 0;
+}
+
+static void release(sse_subscriber_t *subscriber) {
+  if (--subscriber->references > 0) return;
+  sse_hub_t *hub = subscriber->hub;
+  if (subscriber->prev) subscriber->prev->next = subscriber->next;
+  else hub->subscribers = subscriber->next;
+  if (subscriber->next) subscriber->next->prev = subscriber->prev;
+  hub->count--;
+  free(subscriber->queue);
+  free(subscriber);
+  if (hub->destroying && hub->count == 0) free(hub);
+}
+
+static void on_response_freed(void *cls) { release(cls); }
+static void on_request_done(void *data) { release(data); }
+
+int sse_parse_cursor(const char *text, int64_t *step, int *phase) {
+  *step = 0;
+  *phase = 0;
+  if (text == NULL || text[0] == '\0') return 0;
+  char *end;
+  errno = 0;
+  long long value = strtoll(text, &end, 10);
+  if (errno || end == text || value < 0 || text[0] == '-' || text[0] == '+') return -EINVAL;
+  *step = value;
+  if (*end == '.') {
+    char *after;
+    long split = strtol(end + 1, &after, 10);
+    if (after == end + 1 || *after != '\0' || split < 1 || split > EV_SPLIT_COUNT) return -EINVAL;
+    *phase = (int)split;
+  } else if (*end != '\0') {
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase) {
+  if (hub->count >= SSE_MAX_SUBSCRIBERS)
+    return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "too many open streams (%d); close one and retry", SSE_MAX_SUBSCRIBERS);
+  sse_subscriber_t *subscriber = calloc(1, sizeof *subscriber);
+  if (subscriber == NULL) return -ENOMEM;
+  subscriber->hub = hub;
+  subscriber->connection = http_connection(request);
+  subscriber->experiment_id = experiment_id;
+  subscriber->cursor_step = step;
+  subscriber->cursor_phase = phase;
+  subscriber->replaying = 1;
+  subscriber->references = 2;
+  struct MHD_Response *response =
+      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, on_read, subscriber, on_response_freed);
+  if (response == NULL) {
+    free(subscriber);
+    return -ENOMEM;
+  }
+  subscriber->next = hub->subscribers;
+  if (hub->subscribers) hub->subscribers->prev = subscriber;
+  hub->subscribers = subscriber;
+  hub->count++;
+  http_on_complete(request, on_request_done, subscriber);
+  queue_status(subscriber, 0); /* first, so a client knows where the run stands */
+  MHD_add_response_header(response, "Content-Type", "text/event-stream");
+  MHD_add_response_header(response, "X-Accel-Buffering", "no");
+  return http_respond(request, MHD_HTTP_OK, response);
+}
+
+static void on_heartbeat(uv_timer_t *timer) {
+  sse_hub_t *hub = timer->data;
+  /* Also how a client that left is found: suspended sockets are out of MHD's sight until a
+   * write to them fails. */
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->queue_start != s->queue_end || s->ending) continue;
+    queue_append(s, ": ping\n\n", 8);
+    wake(s);
+  }
+}
+
+void sse_end_all(sse_hub_t *hub) {
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    s->dropped = 1;
+    wake(s);
+  }
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+  sse_hub_t *hub = handle->data;
+  if (hub->count == 0) free(hub);
+  else hub->destroying = 1;
+}
+
+void sse_hub_destroy(sse_hub_t *hub) {
+  sse_end_all(hub);
+  uv_close((uv_handle_t *)&hub->heartbeat, on_timer_closed);
+}

@@ -1,0 +1,43 @@
+/* sse.h — live streams of an experiment's events (Server-Sent Events).
+ *
+ * A subscriber first gets the experiment's status, then every stored event after its
+ * cursor (the Last-Event-ID it sent), read from the database in windows, then live events
+ * as workers report them, then "end" once the experiment has ended. Metric events have id
+ * "<step>", eval events "<step>.<1+split>"; the cursor makes replay and live meet exactly,
+ * without gaps or duplicates. */
+#ifndef MAPSAGE_SSE_H
+#define MAPSAGE_SSE_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "db.h"
+#include "event.h"
+#include "http.h"
+
+#define SSE_MAX_SUBSCRIBERS 256
+#define SSE_HEARTBEAT_MS 15000
+
+typedef struct sse_hub sse_hub_t;
+
+int sse_hub_create(uv_loop_t *loop, db_t *db, sse_hub_t **out);
+void sse_hub_set_server(sse_hub_t *hub, http_server_t *server);
+/* Ends every stream (their clients see the end of the response); the hub stays usable. */
+void sse_end_all(sse_hub_t *hub);
+int sse_subscriber_count(const sse_hub_t *hub);
+/* Closes the hub's timer and frees it once every stream has ended. */
+void sse_hub_destroy(sse_hub_t *hub);
+
+/* Parses a Last-Event-ID ("" or NULL: from the start). Returns 0 or -EINVAL. */
+int sse_parse_cursor(const char *text, int64_t *step, int *phase);
+
+/* Answers `request` with the experiment's stream, starting after the cursor. */
+int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase);
+
+/* A metric or eval event a worker just reported (already in the database batch). */
+void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event);
+/* The experiment's status changed; `terminal` ends its streams after this event. */
+void sse_publish_status(sse_hub_t *hub, int64_t experiment_id);
+
+#endif

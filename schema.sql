@@ -1,0 +1,127 @@
+-- schema.sql — the MapSage database, built into mapsaged and applied when it starts.
+--
+-- One plain SQLite file in WAL mode: `sqlite3 mapsage.db` can read it while the daemon
+-- runs. The daemon is the only writer. Times are UTC text in ISO 8601 with milliseconds
+-- ('2026-11-27T19:30:00.123Z'): they sort as text and julianday() reads them.
+-- docs/sql.md explains every table and view, with queries.
+--
+-- Versioned with PRAGMA user_version: version 1 is this file. A later change adds a
+-- migration below that brings version N to N+1, never edits what is already released.
+
+CREATE TABLE IF NOT EXISTS experiments (
+  id           INTEGER PRIMARY KEY,
+  name         TEXT NOT NULL DEFAULT '',
+  status       TEXT NOT NULL DEFAULT 'queued'
+               CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
+  priority     INTEGER NOT NULL DEFAULT 0,     -- higher runs first, then older first
+  config       TEXT NOT NULL,                  -- the config as JSON, every default filled in
+  created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at   TEXT,                           -- when its latest attempt started
+  finished_at  TEXT,
+  attempts     INTEGER NOT NULL DEFAULT 0,     -- worker processes started for it
+  error        TEXT,                           -- why it failed, in words
+  worker       TEXT,                           -- JSON the worker reported at start (host, pid, params…)
+  summary      TEXT,                           -- JSON the worker reported at the end
+  epoch        INTEGER,                        -- progress: the latest epoch, step and stage seen
+  step         INTEGER,
+  stage        INTEGER
+);
+CREATE INDEX IF NOT EXISTS experiments_by_queue ON experiments (status, priority DESC, id);
+
+-- Every per-step value, one row per (experiment, name, step). Written idempotently: a run
+-- that repeats steps (resumed from a checkpoint) overwrites rather than duplicates.
+CREATE TABLE IF NOT EXISTS metrics (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  name          TEXT NOT NULL,                 -- 'loss/total', 'lr', 'grad_norm/fc1', …
+  step          INTEGER NOT NULL,              -- optimizer updates, from 1
+  epoch         INTEGER NOT NULL,              -- from 1
+  stage         INTEGER NOT NULL,              -- index into the config's stages, from 0
+  value         REAL NOT NULL,
+  PRIMARY KEY (experiment_id, name, step)
+) WITHOUT ROWID;
+
+-- The names of each experiment's curves, one row each: what there is to plot, and the
+-- index by which the live stream replays metrics in step order.
+CREATE TABLE IF NOT EXISTS series (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  name          TEXT NOT NULL,
+  PRIMARY KEY (experiment_id, name)
+) WITHOUT ROWID;
+
+-- Per-epoch evaluations: split 'train', 'val', 'test' (and 'teacher'), name 'accuracy',
+-- 'loss', …; the full metric name is split || '/' || name.
+CREATE TABLE IF NOT EXISTS evals (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  split         TEXT NOT NULL,
+  split_order   INTEGER NOT NULL,              -- train 0, val 1, test 2, teacher 3: stream order
+  name          TEXT NOT NULL,
+  epoch         INTEGER NOT NULL,
+  step          INTEGER NOT NULL,              -- the step after which it was computed
+  stage         INTEGER NOT NULL,
+  value         REAL NOT NULL,
+  PRIMARY KEY (experiment_id, split, name, epoch)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evals_by_step ON evals (experiment_id, step, split_order);
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  epoch         INTEGER NOT NULL,
+  step          INTEGER NOT NULL,
+  path          TEXT NOT NULL,
+  bytes         INTEGER NOT NULL,
+  created_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (experiment_id, epoch)
+) WITHOUT ROWID;
+
+-- The worker's standard error (and protocol lines the daemon could not use), per attempt.
+CREATE TABLE IF NOT EXISTS logs (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  attempt       INTEGER NOT NULL,
+  line_number   INTEGER NOT NULL,
+  at            TEXT NOT NULL,
+  line          TEXT NOT NULL,
+  PRIMARY KEY (experiment_id, attempt, line_number)
+) WITHOUT ROWID;
+
+-- ---------------------------------------------------------------------------------------
+-- Views for people writing SQL by hand.
+
+-- All curves in one long table: per-step metrics and per-epoch evaluations under their
+-- full names ('loss/total', 'test/accuracy').
+CREATE VIEW IF NOT EXISTS curves AS
+  SELECT experiment_id, name, step, epoch, stage, value FROM metrics
+  UNION ALL
+  SELECT experiment_id, split || '/' || name, step, epoch, stage, value FROM evals;
+
+-- One row per experiment with its key config fields and its final and best figures.
+CREATE VIEW IF NOT EXISTS experiment_summary AS
+  SELECT
+    e.id,
+    e.name,
+    e.status,
+    json_extract(e.config, '$.dataset.name')                 AS dataset,
+    json_extract(e.config, '$.seed')                         AS seed,
+    json_extract(e.config, '$.optimizer.type')               AS optimizer,
+    json_extract(e.config, '$.batch_size')                   AS batch_size,
+    (SELECT sum(json_extract(s.value, '$.epochs'))
+       FROM json_each(e.config, '$.stages') AS s)            AS epochs,
+    (SELECT group_concat(json_extract(s.value, '$.name') || ':' || json_extract(s.value, '$.epochs'), ' → ')
+       FROM json_each(e.config, '$.stages') AS s)            AS stage_plan,
+    (SELECT value FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'
+        AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS final_test_accuracy,
+    (SELECT max(value) FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'
+        AND v.name = 'accuracy')                             AS best_test_accuracy,
+    (SELECT max(value) FROM evals v WHERE v.experiment_id = e.id AND v.split = 'val'
+        AND v.name = 'accuracy')                             AS best_val_accuracy,
+    (SELECT value FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'
+        AND v.name = 'loss' ORDER BY v.epoch DESC LIMIT 1)   AS final_test_loss,
+    e.epoch                                                  AS epochs_done,
+    e.step                                                   AS steps_done,
+    round((julianday(coalesce(e.finished_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
+           - julianday(e.started_at)) * 86400.0, 1)          AS duration_s,
+    e.attempts,
+    e.error,
+    e.created_at,
+    e.started_at,
+    e.finished_at
+  FROM experiments e;

@@ -1,0 +1,184 @@
+/* test_db.c — the daemon's SQLite layer on a real temporary database file: experiments'
+ * life cycle, the batch (one transaction, idempotent), the curves API and the stream's
+ * replay order and cursor. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "db.h"
+
+static char directory[] = "/tmp/mapsage-test-db-XXXXXX";
+static char path[256];
+
+static ev_t make_event(ev_type_t type, int64_t step, int64_t epoch, ev_split_t split, json_t *values) {
+  return (ev_t){.type = type, .step = step, .epoch = epoch, .stage = 0, .split = split, .values = values};
+}
+
+static void add(db_t *db, int64_t id, ev_type_t type, int64_t step, int64_t epoch, ev_split_t split, json_t *values) {
+  ev_t event = make_event(type, step, epoch, split, values);
+  CHECK_INT(0, db_batch_event(db, id, &event));
+  json_decref(values);
+}
+
+static void test_life_cycle(db_t *db) {
+  int64_t first, second, third;
+  CHECK_INT(0, db_experiment_insert(db, "low", 0, "{\"stages\":[{\"epochs\":2},{\"epochs\":3}]}", &first));
+  CHECK_INT(0, db_experiment_insert(db, "high", 5, "{\"stages\":[]}", &second));
+  CHECK_INT(0, db_experiment_insert(db, "low-later", 0, "{\"stages\":[]}", &third));
+  int64_t next;
+  char *config;
+  CHECK_INT(0, db_experiment_next(db, &next, &config)); /* highest priority first */
+  CHECK_INT(second, next);
+  free(config);
+  int attempt = 0;
+  CHECK_INT(0, db_experiment_start(db, second, &attempt));
+  CHECK_INT(1, attempt);
+  CHECK_INT(0, db_experiment_next(db, &next, &config)); /* then the oldest */
+  CHECK_INT(first, next);
+  free(config);
+
+  json_t *experiment = db_experiment_get(db, first, 1);
+  CHECK(experiment != NULL);
+  CHECK_STR("queued", json_string_value(json_object_get(experiment, "status")));
+  CHECK_INT(5, json_integer_value(json_object_get(json_object_get(experiment, "progress"), "epochs")));
+  CHECK_INT(2, json_integer_value(json_object_get(json_object_get(experiment, "progress"), "stages")));
+  CHECK(json_is_object(json_object_get(experiment, "config")));
+  json_decref(experiment);
+  CHECK(db_experiment_get(db, 999, 0) == NULL);
+
+  /* A daemon that died: running becomes interrupted, and runs before newer work. */
+  CHECK_INT(1, db_mark_running_interrupted(db));
+  char status[32];
+  CHECK_INT(0, db_experiment_status(db, second, status, sizeof status));
+  CHECK_STR("interrupted", status);
+  CHECK_INT(0, db_experiment_next(db, &next, &config));
+  CHECK_INT(second, next);
+  free(config);
+  CHECK_INT(0, db_experiment_start(db, second, &attempt));
+  CHECK_INT(2, attempt);
+  CHECK_INT(0, db_experiment_finish(db, second, DB_SUCCEEDED, NULL, "{\"final_test_accuracy\":0.9}"));
+  experiment = db_experiment_get(db, second, 0);
+  CHECK_NEAR(0.9, json_real_value(json_object_get(json_object_get(experiment, "summary"), "final_test_accuracy")), 1e-12);
+  CHECK(json_is_string(json_object_get(experiment, "finished_at")));
+  json_decref(experiment);
+  CHECK_INT(-ENOENT, db_experiment_status(db, 999, status, sizeof status));
+  CHECK_INT(-ENOENT, db_experiment_finish(db, 999, DB_FAILED, "x", NULL));
+
+  db_list_filter_t filter = {.limit = 2};
+  json_t *list = db_experiment_list(db, &filter);
+  json_t *items = json_object_get(list, "experiments");
+  CHECK_INT(2, json_array_size(items));
+  CHECK_INT(third, json_integer_value(json_object_get(json_array_get(items, 0), "id"))); /* newest first */
+  CHECK_INT(second, json_integer_value(json_object_get(list, "next_before")));
+  json_decref(list);
+  filter = (db_list_filter_t){.statuses = "succeeded,failed", .limit = 10};
+  list = db_experiment_list(db, &filter);
+  CHECK_INT(1, json_array_size(json_object_get(list, "experiments")));
+  CHECK(json_is_null(json_object_get(list, "next_before")));
+  json_decref(list);
+  filter = (db_list_filter_t){.name = "LATER", .limit = 10};
+  list = db_experiment_list(db, &filter);
+  CHECK_INT(1, json_array_size(json_object_get(list, "experiments")));
+  json_decref(list);
+}
+
+typedef struct {
+  char ids[64][32];
+  int count;
+} replayed_t;
+
+static void on_replayed(void *context, const ev_t *event) {
+  replayed_t *replayed = context;
+  if (replayed->count < 64) {
+    if (event->type == EV_EVAL)
+      snprintf(replayed->ids[replayed->count], 32, "%lld.%d", (long long)event->step, 1 + (int)event->split);
+    else
+      snprintf(replayed->ids[replayed->count], 32, "%lld", (long long)event->step);
+  }
+  replayed->count++;
+}
+
+static void test_batch_and_curves(db_t *db) {
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "curves", 0, "{\"stages\":[]}", &id));
+  for (int step = 1; step <= 4; step++)
+    add(db, id, EV_METRIC, step, (step + 1) / 2, 0, json_pack("{s:f, s:f}", "loss/total", 1.0 / step, "lr", 0.1));
+  add(db, id, EV_EVAL, 2, 1, EV_SPLIT_VAL, json_pack("{s:f}", "accuracy", 0.5));
+  add(db, id, EV_EVAL, 2, 1, EV_SPLIT_TEST, json_pack("{s:f, s:f}", "accuracy", 0.4, "loss", 1.5));
+  add(db, id, EV_EVAL, 4, 2, EV_SPLIT_TEST, json_pack("{s:f, s:f}", "accuracy", 0.6, "loss", 1.2));
+  CHECK_INT(8 + 1 + 2 + 2, db_batch_rows(db));
+  json_t *before = db_metrics(db, id, NULL, 0);
+  CHECK_INT(0, json_object_size(before)); /* nothing is visible before the flush */
+  json_decref(before);
+  CHECK_INT(0, db_flush(db));
+  CHECK_INT(0, db_batch_rows(db));
+  CHECK_INT(4, db_max_step(db, id));
+
+  /* The same step again (a resumed run) overwrites. */
+  add(db, id, EV_METRIC, 3, 2, 0, json_pack("{s:f}", "loss/total", 0.25));
+  CHECK_INT(0, db_flush(db));
+
+  json_t *curves = db_metrics(db, id, NULL, 0);
+  json_t *loss = json_object_get(curves, "loss/total");
+  CHECK_INT(4, json_array_size(json_object_get(loss, "step")));
+  CHECK_NEAR(0.25, json_real_value(json_array_get(json_object_get(loss, "value"), 2)), 1e-12);
+  json_t *accuracy = json_object_get(curves, "test/accuracy");
+  CHECK_INT(2, json_array_size(json_object_get(accuracy, "epoch")));
+  CHECK_INT(2, json_integer_value(json_array_get(json_object_get(accuracy, "epoch"), 1)));
+  CHECK_INT(5, json_object_size(curves)); /* loss/total, lr, val/accuracy, test/accuracy, test/loss */
+  json_decref(curves);
+  curves = db_metrics(db, id, "lr,test/loss", 2);
+  CHECK_INT(2, json_object_size(curves));
+  CHECK_INT(2, json_array_size(json_object_get(json_object_get(curves, "lr"), "step")));
+  json_decref(curves);
+
+  /* Replay: stream order, a step's metric before its evals, evals in split order. */
+  replayed_t replayed = {0};
+  CHECK_INT(0, db_replay(db, id, 0, 0, 4, on_replayed, &replayed));
+  const char *expected[] = {"1", "2", "2.2", "2.3", "3", "4", "4.3"};
+  CHECK_INT(7, replayed.count);
+  for (int i = 0; i < 7 && i < replayed.count; i++) CHECK_STR(expected[i], replayed.ids[i]);
+  /* From a cursor in the middle of a step's evals. */
+  replayed = (replayed_t){0};
+  CHECK_INT(0, db_replay(db, id, 2, 2, 3, on_replayed, &replayed));
+  CHECK_INT(2, replayed.count);
+  CHECK_STR("2.3", replayed.ids[0]);
+  CHECK_STR("3", replayed.ids[1]);
+
+  CHECK_INT(0, db_batch_log(db, id, 1, 1, "hello", 5));
+  CHECK_INT(0, db_batch_log(db, id, 1, 2, "world", 5));
+  CHECK_INT(0, db_flush(db));
+  size_t length;
+  char *log = db_log_text(db, id, &length);
+  CHECK_STR("attempt 1 | hello\nattempt 1 | world\n", log);
+  free(log);
+}
+
+static void test_reopen_keeps_everything(void) {
+  db_t *db = NULL;
+  char error[256];
+  CHECK_INT(0, db_open(path, &db, error, sizeof error));
+  CHECK_INT(1, db_count_status(db, DB_SUCCEEDED));
+  db_close(db);
+}
+
+int main(void) {
+  if (mkdtemp(directory) == NULL) return 1;
+  snprintf(path, sizeof path, "%s/test.db", directory);
+  db_t *db = NULL;
+  char error[256];
+  CHECK_INT(0, db_open(path, &db, error, sizeof error));
+  if (db == NULL) {
+    fprintf(stderr, "%s\n", error);
+    return 1;
+  }
+  test_life_cycle(db);
+  test_batch_and_curves(db);
+  db_close(db);
+  test_reopen_keeps_everything();
+  char command[512];
+  snprintf(command, sizeof command, "rm -rf %s", directory);
+  if (system(command) != 0) fprintf(stderr, "could not remove %s\n", directory);
+  return check_summary();
+}

@@ -1,0 +1,109 @@
+/* test_event.c — the event protocol: what a worker writes parses back, and every malformed
+ * or hostile line is refused with its reason instead of reaching the database. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "event.h"
+
+static ev_t event;
+static char error[256];
+
+static int parse(const char *line) { return ev_parse(line, strlen(line), &event, error, sizeof error); }
+
+static void check_refused(const char *line, const char *reason) {
+  CHECK_INT(-EINVAL, parse(line));
+  if (strstr(error, reason) == NULL) {
+    check_failures++;
+    fprintf(stderr, "%s: expected an error containing \"%s\", got \"%s\"\n", line, reason, error);
+  }
+  CHECK(event.root == NULL);
+}
+
+static void test_metric(void) {
+  CHECK_INT(0, parse("{\"event\":\"metric\",\"step\":12,\"epoch\":1,\"stage\":0,\"values\":{\"loss/total\":0.5,\"lr\":1}}"));
+  CHECK_INT(EV_METRIC, event.type);
+  CHECK_INT(12, event.step);
+  CHECK_INT(1, event.epoch);
+  CHECK_INT(0, event.stage);
+  CHECK_NEAR(0.5, json_number_value(json_object_get(event.values, "loss/total")), 0);
+  ev_release(&event);
+}
+
+static void test_eval_and_splits(void) {
+  CHECK_INT(0, parse("{\"event\":\"eval\",\"step\":430,\"epoch\":1,\"stage\":0,\"split\":\"test\",\"values\":{\"accuracy\":0.8}}"));
+  CHECK_INT(EV_EVAL, event.type);
+  CHECK_INT(EV_SPLIT_TEST, event.split);
+  ev_release(&event);
+  for (int split = 0; split < EV_SPLIT_COUNT; split++) CHECK_INT(split, ev_split_from_name(ev_split_name(split)));
+  CHECK_INT(-1, ev_split_from_name("holdout"));
+}
+
+static void test_other_events(void) {
+  CHECK_INT(0, parse("{\"event\":\"finished\",\"status\":\"failed\"}"));
+  CHECK_INT(EV_FINISHED, event.type);
+  CHECK(event.error != NULL); /* a failure always has a reason */
+  ev_release(&event);
+  CHECK_INT(0, parse("{\"event\":\"checkpoint\",\"step\":5,\"epoch\":1,\"path\":\"/x/y.ckpt\",\"bytes\":100}"));
+  CHECK_STR("/x/y.ckpt", event.path);
+  ev_release(&event);
+  CHECK_INT(0, parse("{\"event\":\"hello-from-the-future\",\"x\":1}"));
+  CHECK_INT(EV_UNKNOWN, event.type);
+  ev_release(&event);
+}
+
+static void test_refused(void) {
+  check_refused("", "not JSON");
+  check_refused("{\"event\":\"metric\",\"step\":1", "not JSON");
+  check_refused("[1]", "not a JSON object");
+  check_refused("{\"step\":1}", "event: must be a string");
+  check_refused("{\"event\":\"metric\",\"epoch\":1,\"stage\":0,\"values\":{}}", "step: is missing");
+  check_refused("{\"event\":\"metric\",\"step\":0,\"epoch\":1,\"stage\":0,\"values\":{}}", "step: must be at least 1");
+  check_refused("{\"event\":\"metric\",\"step\":\"1\",\"epoch\":1,\"stage\":0,\"values\":{}}", "step: must be an integer");
+  check_refused("{\"event\":\"metric\",\"step\":1,\"epoch\":1,\"stage\":0,\"values\":[]}", "values: must be an object");
+  check_refused("{\"event\":\"metric\",\"step\":1,\"epoch\":1,\"stage\":0,\"values\":{\"a\":\"x\"}}", "values.a: must be a finite number");
+  check_refused("{\"event\":\"metric\",\"step\":1,\"epoch\":1,\"stage\":0,\"values\":{\"\":1}}", "metric name");
+  check_refused("{\"event\":\"eval\",\"step\":1,\"epoch\":1,\"stage\":0,\"split\":\"x\",\"values\":{}}", "split: must be one of");
+  check_refused("{\"event\":\"finished\",\"status\":\"great\"}", "status: must be");
+  check_refused("{\"event\":\"log\",\"level\":\"info\"}", "message: must be a string");
+  check_refused("{\"event\":\"metric\",\"event\":\"eval\"}", "not JSON"); /* duplicate keys */
+  char name[EV_NAME_MAX + 64];
+  memset(name, 'a', EV_NAME_MAX);
+  name[EV_NAME_MAX] = '\0';
+  char line[EV_NAME_MAX + 128];
+  snprintf(line, sizeof line, "{\"event\":\"metric\",\"step\":1,\"epoch\":1,\"stage\":0,\"values\":{\"%s\":1}}", name);
+  check_refused(line, "metric name");
+}
+
+/* What ev_write_* produce is what ev_parse accepts, numbers to float precision. */
+static void test_write_then_parse(void) {
+  char *text = NULL;
+  size_t size = 0;
+  FILE *out = open_memstream(&text, &size);
+  CHECK_INT(0, ev_write_metric(out, 3, 1, 0, json_pack("{s:f, s:f}", "loss/total", 0.123456789f, "lr", 0.05)));
+  CHECK_INT(0, ev_write_eval(out, 3, 1, 0, EV_SPLIT_VAL, json_pack("{s:f}", "accuracy", 0.75)));
+  CHECK_INT(0, ev_write_log(out, "info", "epoch %d done", 1));
+  fclose(out);
+  char *line = text;
+  int types[3] = {EV_METRIC, EV_EVAL, EV_LOG};
+  for (int i = 0; i < 3; i++) {
+    char *end = strchr(line, '\n');
+    CHECK(end != NULL);
+    if (!end) break;
+    CHECK_INT(0, ev_parse(line, (size_t)(end - line), &event, error, sizeof error));
+    CHECK_INT(types[i], event.type);
+    if (i == 0) CHECK((float)json_number_value(json_object_get(event.values, "loss/total")) == 0.123456789f);
+    ev_release(&event);
+    line = end + 1;
+  }
+  free(text);
+}
+
+int main(void) {
+  test_metric();
+  test_eval_and_splits();
+  test_other_events();
+  test_refused();
+  test_write_then_parse();
+  return check_summary();
+}
