@@ -1,0 +1,263 @@
+"""test_api.py — the daemon end to end: the real mapsaged, real mapsage-worker processes,
+real HTTP and a real SQLite file. Submit → queue → worker → live stream → SQL, cancel,
+crashes, a daemon killed mid-run, and every kind of bad request."""
+import os
+import signal
+import sqlite3
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mapsage_testlib import Daemon, synthetic_config  # noqa: E402
+
+LONG = dict(epochs=400, train_size=4096)  # runs for many seconds: something to cancel or kill
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    def test_submit_stream_and_sql_agree(self):
+        d = self.daemon
+        status, response, body = d.request("POST", "/api/experiments", synthetic_config("e2e", epochs=3))
+        self.assertEqual(201, status, body)
+        self.assertEqual({"id", "status"}, set(body))
+        experiment_id = body["id"]
+        self.assertEqual("/api/experiments/%d" % experiment_id, response.getheader("Location"))
+
+        stream = d.stream(experiment_id)
+        self.assertEqual(200, stream.status)
+        self.assertEqual("text/event-stream", stream.content_type)
+        events = list(stream)
+        stream.close()
+        self.assertEqual("status", events[0]["event"])
+        self.assertEqual("end", events[-1]["event"])
+        self.assertEqual("succeeded", events[-1]["data"]["status"])
+
+        metrics = [e for e in events if e["event"] == "metric"]
+        steps = [e["data"]["step"] for e in metrics]
+        self.assertEqual(list(range(1, len(steps) + 1)), steps, "every step once, in order")
+        self.assertEqual([str(s) for s in steps], [e["id"] for e in metrics])
+        for e in metrics:
+            self.assertTrue({"loss/total", "loss/task", "lr", "examples_per_s"} <= set(e["data"]["values"]))
+        evals = [e for e in events if e["event"] == "eval"]
+        self.assertEqual(3 * 3, len(evals), "train, val and test after each of 3 epochs")
+        self.assertEqual(["train", "val", "test"] * 3, [e["data"]["split"] for e in evals])
+        final_test = [e for e in evals if e["data"]["split"] == "test"][-1]["data"]["values"]["accuracy"]
+        self.assertGreater(final_test, 0.9)
+
+        # The curves API and the database file hold the very numbers the stream sent.
+        _, _, curves = d.get("/api/experiments/%d/metrics" % experiment_id)
+        self.assertEqual(steps, curves["loss/total"]["step"])
+        streamed = [e["data"]["values"]["loss/total"] for e in metrics]
+        self.assertEqual(streamed, curves["loss/total"]["value"])
+        self.assertEqual([1, 2, 3], curves["test/accuracy"]["epoch"])
+        with sqlite3.connect("file:%s?mode=ro" % d.db_path, uri=True) as db:
+            self.assertEqual("wal", db.execute("PRAGMA journal_mode").fetchone()[0])
+            rows = db.execute("SELECT step, value FROM metrics WHERE experiment_id = ? AND name = 'loss/total' "
+                              "ORDER BY step", (experiment_id,)).fetchall()
+            self.assertEqual(list(zip(steps, streamed)), [(s, float("%.9g" % v)) for s, v in rows])
+            summary = db.execute("SELECT status, final_test_accuracy, epochs, stage_plan FROM experiment_summary "
+                                 "WHERE id = ?", (experiment_id,)).fetchone()
+            self.assertEqual(("succeeded", 3, "train:3"), (summary[0], summary[2], summary[3]))
+            self.assertAlmostEqual(final_test, summary[1], places=6)
+
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("succeeded", experiment["status"])
+        self.assertEqual(1, experiment["attempts"])
+        self.assertEqual(3, experiment["progress"]["epoch"])
+        self.assertAlmostEqual(final_test, experiment["summary"]["final_test_accuracy"], places=6)
+        self.assertEqual("synthetic", experiment["worker"]["dataset"]["name"])
+        self.assertEqual(2048, experiment["config"]["dataset"]["train_size"], "defaults are stored")
+
+        # Resuming from any event id continues exactly after it.
+        resumed = list(d.stream(experiment_id, last_event_id="10"))
+        first = [e for e in resumed if e["id"]][0]
+        self.assertEqual("11", first["id"])
+        eval_id = [e for e in evals if e["data"]["split"] == "val"][0]["id"]  # "<step>.2"
+        resumed = [e for e in d.stream(experiment_id, last_event_id=eval_id) if e["id"]]
+        self.assertEqual(eval_id.split(".")[0] + ".3", resumed[0]["id"])
+        self.assertEqual(len([e for e in events if e["id"]]) - 1 - [e["id"] for e in events if e["id"]].index(eval_id),
+                         len(resumed))
+
+    def test_live_stream_sees_a_running_experiment(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("live", epochs=30))
+        stream = d.stream(experiment_id)
+        seen_running = False
+        steps = []
+        for event in stream:
+            if event["event"] == "status" and event["data"]["status"] == "running":
+                seen_running = True
+            if event["event"] == "metric":
+                steps.append(event["data"]["step"])
+        stream.close()
+        self.assertTrue(seen_running)
+        self.assertEqual(list(range(1, len(steps) + 1)), steps)
+        self.assertEqual("succeeded", d.experiment(experiment_id)["status"])
+
+    def test_cancel_running_and_queued(self):
+        d = self.daemon
+        running = d.submit(synthetic_config("to-cancel", **LONG))
+        queued = d.submit(synthetic_config("queued-behind"))
+        d.wait_status(running, ["running"])
+        stream = d.stream(running)
+        for event in stream:  # wait for training to be under way
+            if event["event"] == "metric":
+                break
+        self.assertEqual("queued", d.experiment(queued)["status"])
+        status, _, body = d.request("POST", "/api/experiments/%d/cancel" % queued)
+        self.assertEqual((200, "cancelled"), (status, body["status"]))
+        status, _, body = d.request("POST", "/api/experiments/%d/cancel" % running)
+        self.assertEqual(202, status, body)
+        self.assertTrue(body["cancel_requested"])
+        rest = list(stream)
+        self.assertEqual({"status": "cancelled"}, rest[-1]["data"])
+        experiment = d.wait_status(running, ["cancelled"], timeout=10)
+        self.assertEqual("cancelled", experiment["error"])
+        status, _, body = d.request("POST", "/api/experiments/%d/cancel" % running)
+        self.assertEqual(409, status)
+        self.assertIn("already ended (cancelled)", body["error"])
+        self.assertEqual(404, d.request("POST", "/api/experiments/999999/cancel")[0])
+
+    def test_worker_killed_by_a_signal_fails_the_run(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("to-kill", **LONG))
+        experiment = d.wait_status(experiment_id, ["running"])
+        deadline = time.time() + 30
+        while experiment.get("worker") is None and time.time() < deadline:
+            time.sleep(0.05)
+            experiment = d.experiment(experiment_id)
+        os.kill(experiment["worker"]["pid"], signal.SIGKILL)
+        experiment = d.wait_status(experiment_id, ["failed"], timeout=10)
+        self.assertIn("killed by signal 9", experiment["error"])
+        status, _, log = d.get("/api/experiments/%d/log" % experiment_id)
+        self.assertEqual(200, status)
+        self.assertIn("attempt 1 |", log)
+
+    def test_priority_then_age(self):
+        d = self.daemon
+        blocker = d.submit(synthetic_config("blocker", **LONG))
+        d.wait_status(blocker, ["running"])
+        low = d.submit(synthetic_config("low"))
+        high = d.submit(synthetic_config("high", priority=10))
+        d.request("POST", "/api/experiments/%d/cancel" % blocker)
+        d.wait_status(low, ["succeeded"])
+        self.assertLess(d.experiment(high)["started_at"], d.experiment(low)["started_at"])
+
+    def test_list_filters_and_pages(self):
+        d = self.daemon
+        ids = [d.submit(synthetic_config("page-%d" % i, epochs=1)) for i in range(3)]
+        for experiment_id in ids:
+            d.wait_status(experiment_id, ["succeeded"])
+        status, _, body = d.get("/api/experiments?name=page-&limit=2")
+        self.assertEqual(200, status)
+        self.assertEqual([ids[2], ids[1]], [e["id"] for e in body["experiments"]])
+        _, _, rest = d.get("/api/experiments?name=page-&limit=2&before=%d" % body["next_before"])
+        self.assertEqual([ids[0]], [e["id"] for e in rest["experiments"]])
+        self.assertIsNone(rest["next_before"])
+        _, _, body = d.get("/api/experiments?status=cancelled,failed&name=page-")
+        self.assertEqual([], body["experiments"])
+
+    def test_bad_requests_get_clear_errors(self):
+        d = self.daemon
+        cases = [
+            ("POST", "/api/experiments", "{\"name\": ", 400, "invalid config"),
+            ("POST", "/api/experiments", "", 400, "invalid config"),
+            ("GET", "/api/nothing", None, 404, "no such route"),
+            ("DELETE", "/api/experiments", None, 405, "not allowed"),
+            ("GET", "/api/experiments/0", None, 404, "no such route"),
+            ("GET", "/api/experiments/abc", None, 404, "no such route"),
+            ("GET", "/api/experiments/999999", None, 404, "no experiment 999999"),
+            ("GET", "/api/experiments/999999/metrics", None, 404, "no experiment"),
+            ("GET", "/api/experiments?limit=0", None, 400, "limit: must be an integer between 1 and 500"),
+            ("GET", "/api/experiments?status=done", None, 400, "status: \"done\" is not a status"),
+        ]
+        for method, path, body, expected, words in cases:
+            status, _, answer = d.request(method, path, body)
+            self.assertEqual(expected, status, (method, path, answer))
+            self.assertIn(words, answer["error"], (method, path))
+
+        status, _, answer = d.request("POST", "/api/experiments", "{\"name\": ")
+        self.assertEqual("", answer["errors"][0]["path"])
+        self.assertIn("line 1", answer["errors"][0]["message"])
+
+        bad = synthetic_config(epochs="3", lr=0.1)
+        bad["stages_typo"] = []
+        bad["dataset"]["val_size"] = -1
+        status, _, answer = d.request("POST", "/api/experiments", bad)
+        self.assertEqual(400, status)
+        paths = {e["path"]: e["message"] for e in answer["errors"]}
+        self.assertEqual({"epochs", "lr", "stages_typo", "dataset.val_size"}, set(paths))
+        self.assertIn("must be an integer, not a string", paths["epochs"])
+        self.assertIn("unknown field", paths["lr"])
+
+        status, response, answer = d.request("POST", "/api/experiments", "x" * (1024 * 1024 + 1))
+        self.assertEqual(413, status)
+        self.assertIn("larger than 1048576 bytes", answer["error"])
+
+        experiment_id = d.submit(synthetic_config("for-bad-cursors", epochs=1))
+        for cursor in ["abc", "-1", "5.9", "5.", "1e3"]:
+            status, _, answer = d.request("GET", "/api/experiments/%d/stream" % experiment_id,
+                                          headers={"Last-Event-ID": cursor})
+            self.assertEqual(400, status, cursor)
+            self.assertIn("Last-Event-ID", answer["error"])
+        status, _, answer = d.get("/api/experiments/%d/metrics?since_step=x" % experiment_id)
+        self.assertEqual(400, status)
+        self.assertIn("since_step", answer["error"])
+        # The daemon is still well.
+        self.assertEqual("ok", d.get("/api/health")[2]["status"])
+
+
+class Restart(unittest.TestCase):
+    def test_daemon_killed_mid_run_requeues_and_completes(self):
+        d = Daemon(workers=1)
+        try:
+            experiment_id = d.submit(synthetic_config("survivor", epochs=60))
+            stream = d.stream(experiment_id)
+            for event in stream:
+                if event["event"] == "metric" and event["data"]["step"] >= 50:
+                    break
+            stream.close()
+            d.kill(signal.SIGKILL)  # no chance to clean up
+            with sqlite3.connect(d.db_path) as db:
+                status, committed = db.execute(
+                    "SELECT status, (SELECT count(*) FROM metrics WHERE experiment_id = ?1 AND name = 'loss/total') "
+                    "FROM experiments WHERE id = ?1", (experiment_id,)).fetchone()
+            self.assertEqual("running", status)
+            self.assertGreater(committed, 0, "metrics committed before the kill are kept")
+
+            d.start()
+            self.assertIn("queued again", d.log())
+            experiment = d.wait_status(experiment_id, ["succeeded"])
+            self.assertEqual(2, experiment["attempts"])
+            steps = [e["data"]["step"] for e in d.stream(experiment_id) if e["event"] == "metric"]
+            self.assertEqual(list(range(1, len(steps) + 1)), steps, "no gap, no duplicate after the restart")
+            self.assertEqual(60, experiment["progress"]["epoch"])
+        finally:
+            d.close()
+
+    def test_sigterm_marks_running_work_interrupted(self):
+        d = Daemon(workers=1)
+        try:
+            experiment_id = d.submit(synthetic_config("stopped", **LONG))
+            d.wait_status(experiment_id, ["running"])
+            started = time.time()
+            d.kill(signal.SIGTERM)
+            self.assertLess(time.time() - started, 10)
+            self.assertEqual(0, d.process.returncode)
+            with sqlite3.connect(d.db_path) as db:
+                status, = db.execute("SELECT status FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+            self.assertEqual("interrupted", status)
+        finally:
+            d.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
