@@ -160,13 +160,15 @@ static void queue_status(sse_subscriber_t *subscriber, int may_end) {
   char *text = json_dumps(data, JSON_COMPACT);
   if (text) queue_event(subscriber, NULL, "status", text);
   free(text);
-  json_decref(data);
   if (may_end && db_status_is_terminal(status)) {
-    char end[64];
-    snprintf(end, sizeof end, "{\"status\":\"%s\"}", status);
-    queue_event(subscriber, NULL, "end", end);
+    json_object_del(data, "id");
+    json_object_del(data, "attempts");
+    char *end = json_dumps(data, JSON_COMPACT);
+    if (end) queue_event(subscriber, NULL, "end", end);
+    free(end);
     subscriber->ending = 1;
   }
+  json_decref(data);
   json_decref(experiment);
 }
 
@@ -314,8 +316,11 @@ static void on_heartbeat(uv_timer_t *timer) {
 }
 
 void sse_end_all(sse_hub_t *hub) {
+  /* A clean end of the response, without an "end" event: clients know the experiment has
+   * not ended and reconnect with their Last-Event-ID. */
   for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
-    s->dropped = 1;
+    s->ending = 1;
+    s->replaying = 0;
     wake(s);
   }
 }

@@ -118,7 +118,7 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(202, status, body)
         self.assertTrue(body["cancel_requested"])
         rest = list(stream)
-        self.assertEqual({"status": "cancelled"}, rest[-1]["data"])
+        self.assertEqual({"status": "cancelled", "error": "cancelled"}, rest[-1]["data"])
         experiment = d.wait_status(running, ["cancelled"], timeout=10)
         self.assertEqual("cancelled", experiment["error"])
         status, _, body = d.request("POST", "/api/experiments/%d/cancel" % running)

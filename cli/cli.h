@@ -1,0 +1,181 @@
+/* cli.h — what the files of `mapsage`, the command-line client of mapsaged, share: exit
+ * codes, a growable byte buffer, the HTTP client (client.c), output formatting (format.c)
+ * and the commands themselves (commands.c, watch.c), dispatched from mapsage.c.
+ * Only mapsage.c's main() exits; everything else returns one of the CLI_EXIT_* codes after
+ * printing its own message on stderr. */
+#ifndef MAPSAGE_CLI_H
+#define MAPSAGE_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+/* The exit codes are part of the interface: scripts test them, --help and docs/cli.md list
+ * them. */
+enum {
+  CLI_EXIT_OK = 0,
+  CLI_EXIT_FAILED = 1,      /* the server refused, the config is invalid, the run failed */
+  CLI_EXIT_USAGE = 2,       /* a bad command line or an unreadable file */
+  CLI_EXIT_UNREACHABLE = 3, /* no answer from the server */
+  CLI_EXIT_INTERRUPTED = 130,
+  CLI_PROCEED = -1,         /* never an exit code: the arguments are fine, go on */
+};
+
+#define CLI_DEFAULT_SERVER "http://127.0.0.1:8787"
+
+/* ---------------------------------------------------------------------------------------
+ * buffer_: bytes that grow as needed, always NUL-terminated once anything was added.
+ * Every function returns 0, -ENOMEM, or -E2BIG when the buffer's `limit` (0: none) would
+ * be exceeded, so a misbehaving server cannot make the client eat all memory. */
+typedef struct {
+  char *data;
+  size_t length;
+  size_t capacity;
+  size_t limit;
+} buffer_t;
+
+int buffer_append(buffer_t *buffer, const void *bytes, size_t length);
+int buffer_append_text(buffer_t *buffer, const char *text);
+int buffer_printf(buffer_t *buffer, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Appends `text` percent-encoded for a URL query value (RFC 3986 unreserved characters
+ * and the comma, which separates a list of statuses, are kept). */
+int buffer_append_query_value(buffer_t *buffer, const char *text);
+void buffer_clear(buffer_t *buffer);
+void buffer_free(buffer_t *buffer);
+/* The contents as a string; "" for a buffer nothing was added to. */
+const char *buffer_text(const buffer_t *buffer);
+
+/* ---------------------------------------------------------------------------------------
+ * client_: talking to mapsaged. */
+
+/* Where the global options say the server is and how to authenticate. */
+typedef struct {
+  const char *server;     /* --server, or NULL */
+  const char *token_file; /* --token-file, or NULL */
+} cli_global_t;
+
+typedef struct {
+  char *server;        /* base URL without a trailing '/', e.g. http://127.0.0.1:8787 */
+  char *authorization; /* "Authorization: Bearer <token>", or NULL without a token */
+} client_t;
+
+typedef struct {
+  long status; /* the HTTP status */
+  buffer_t body;
+} client_response_t;
+
+/* One HTTP exchange being set up; client_request() is the common case, watch.c builds its
+ * stream on this directly. */
+typedef struct {
+  CURL *curl;
+  struct curl_slist *headers;
+  buffer_t url;
+  char error[CURL_ERROR_SIZE];
+} client_call_t;
+
+/* Resolves the server (--server, $MAPSAGE_SERVER, the default) and reads the token
+ * (--token-file, $MAPSAGE_TOKEN_FILE). Returns a CLI_EXIT_* code, having printed why. */
+int client_open(client_t *client, const cli_global_t *global);
+void client_close(client_t *client);
+
+/* Prepares `call` for `path` (which starts with "/api/"): URL, authorization, timeouts.
+ * Returns 0 or -ENOMEM. client_call_free() is safe after a failed init. */
+int client_call_init(const client_t *client, client_call_t *call, const char *path);
+int client_call_add_header(client_call_t *call, const char *header);
+/* Runs the transfer with the headers added so far; returns libcurl's code. */
+CURLcode client_call_perform(client_call_t *call);
+/* Prints why a transfer failed, in the user's terms, and returns the exit code it means. */
+int client_call_report(const client_t *client, const client_call_t *call, CURLcode code);
+void client_call_free(client_call_t *call);
+
+/* Sends `method path` with an optional JSON body and collects the answer, whatever its
+ * status. Returns CLI_EXIT_OK when an answer arrived, otherwise the code for why not. */
+int client_request(const client_t *client, const char *method, const char *path,
+                   const char *body, size_t body_length, client_response_t *response);
+void client_response_free(client_response_t *response);
+
+/* For an answer that is not 2xx: prints the server's "error" (and its "errors", one
+ * `  path: message` line each) and returns CLI_EXIT_FAILED. Returns CLI_EXIT_OK for 2xx. */
+int client_check(const client_response_t *response);
+
+/* Parses a 2xx answer's body as a JSON object into `*root` (the caller owns it). */
+int client_parse(const client_response_t *response, const char *what, json_t **root);
+
+/* client_request + client_check + client_parse. */
+int client_get_json(const client_t *client, const char *path, json_t **root);
+
+/* ---------------------------------------------------------------------------------------
+ * format_: turning API values into text for people. Outputs go to caller buffers of a
+ * given size and are cut, never overrun. */
+
+/* Parses the API's "2026-11-27T19:30:00.123Z" into seconds since the epoch. */
+int format_parse_time(const char *text, double *seconds);
+/* "0.25s", "4.5s", "45s", "3m12s", "2h05m", "3d4h" */
+void format_duration(double seconds, char *out, size_t size);
+/* The same, coarser, for an age column: "45s", "3m", "2h", "3d" */
+void format_age(double seconds, char *out, size_t size);
+/* "2026-11-27 20:30:00" in the local time zone. */
+void format_local_time(double seconds, char *out, size_t size);
+/* A JSON number as a person reads it: integers whole, reals with up to 6 significant digits. */
+void format_number(const json_t *value, char *out, size_t size);
+/* Terminal columns `text` (UTF-8) occupies: East Asian wide characters count two. */
+size_t format_text_width(const char *text);
+/* Appends `text` cut to at most `columns` terminal columns, with "…" where it was cut. */
+int format_append_cut(buffer_t *buffer, const char *text, size_t columns);
+/* JSON field helpers that tolerate absent and null fields. */
+const char *format_json_string(const json_t *object, const char *key); /* NULL if not a string */
+int format_json_integer(const json_t *object, const char *key, long long *value);
+int format_json_number(const json_t *object, const char *key, double *value);
+
+/* table_: columns aligned by display width, like `docker ps`. */
+#define TABLE_MAX_COLUMNS 16
+typedef enum { TABLE_LEFT, TABLE_RIGHT } table_align_t;
+typedef struct {
+  size_t columns;
+  const table_align_t *align;
+  size_t rows;
+  size_t capacity;
+  char **cells; /* rows × columns strings, row-major */
+} table_t;
+
+void table_init(table_t *table, size_t columns, const table_align_t *align);
+/* Adds a row of `table->columns` strings (copied). Returns 0 or -ENOMEM. */
+int table_add_row(table_t *table, const char *const *cells);
+void table_print(const table_t *table, FILE *out);
+void table_free(table_t *table);
+
+/* ---------------------------------------------------------------------------------------
+ * mapsage.c: help and usage errors, shared by every command. */
+
+/* Prints `mapsage COMMAND --help` on stdout; returns CLI_EXIT_OK. */
+int cli_help(const char *command);
+/* Prints "mapsage: <message>", the command's usage line and a pointer to its help on stderr;
+ * returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *command, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Matches argv[*index] as `--name VALUE` or `--name=VALUE`. Returns 1 (and the value,
+ * advancing *index past a separate value), 0 when it is another argument, -1 when the
+ * value is missing. */
+int cli_option_value(int argc, char **argv, int *index, const char *name, const char **value);
+/* Parses an experiment id; returns 0 or -EINVAL. */
+int cli_parse_id(const char *text, long long *id);
+/* Parses the arguments of the commands that take one experiment: `COMMAND ID`, plus
+ * `--json` when `json` is not NULL. Returns CLI_PROCEED with *id set, or the exit code to
+ * return at once (after --help, or a usage error it printed). */
+int cli_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json);
+
+/* ---------------------------------------------------------------------------------------
+ * The commands: argv[0] is the command's name. Each returns a CLI_EXIT_* code. */
+int command_submit(const cli_global_t *global, int argc, char **argv);
+int command_ls(const cli_global_t *global, int argc, char **argv);
+int command_show(const cli_global_t *global, int argc, char **argv);
+int command_cancel(const cli_global_t *global, int argc, char **argv);
+int command_watch(const cli_global_t *global, int argc, char **argv);
+
+/* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)
+ * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit
+ * with rules of its own. */
+int submit_set(json_t *config, const char *assignment, char *error, size_t error_size);
+
+#endif

@@ -1,0 +1,585 @@
+/* commands.c — the one-request commands of `mapsage`: submit (with --set), ls, show and
+ * cancel. Each parses its own arguments, makes its request through client.c and prints for
+ * people (or the server's raw JSON with --json). Scripts get what they need on stdout
+ * (submit prints only the id there); everything meant for a person's eyes alone goes to
+ * stderr. `watch` lives in watch.c. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+/* Well above the daemon's 1 MiB body limit, so the daemon, not the client, words the 413. */
+#define SUBMIT_FILE_LIMIT (16u << 20)
+
+static int commands_out_of_memory(void) {
+  fprintf(stderr, "mapsage: out of memory\n");
+  return CLI_EXIT_FAILED;
+}
+
+/* Writes a raw answer for --json, ending it with a newline for the shell's sake. */
+static void commands_print_raw(const client_response_t *response) {
+  fwrite(buffer_text(&response->body), 1, response->body.length, stdout);
+  if (response->body.length == 0 || response->body.data[response->body.length - 1] != '\n')
+    putchar('\n');
+}
+
+/* ---------------------------------------------------------------------------------------
+ * submit --set: `path=value` edits the parsed config before it is sent.
+ *
+ * A path is a key, then any sequence of `.key` and `[index]`: `name`, `optimizer.lr`,
+ * `stages[1].epochs`. Missing object keys are created on the way (as objects); arrays are
+ * never grown, because an index past the end has no value to copy the rest from. */
+
+static const char *submit_type_name(const json_t *value) {
+  switch (json_typeof(value)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "an array";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER:
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  case JSON_NULL: return "null";
+  }
+  return "a value";
+}
+
+/* jansson's *_new setters release the value when they fail: nothing left to free. */
+static int submit_no_memory(char *error, size_t error_size) {
+  snprintf(error, error_size, "out of memory");
+  return -ENOMEM;
+}
+
+/* The value: JSON if it parses as JSON (numbers, true, null, quoted strings, objects,
+ * arrays), otherwise the text itself as a string, so `--set name=baseline` needs no quotes. */
+static json_t *submit_parse_value(const char *text) {
+  json_t *value = json_loads(text, JSON_DECODE_ANY, NULL);
+  return value != NULL ? value : json_string(text);
+}
+
+int submit_set(json_t *config, const char *assignment, char *error, size_t error_size) {
+  const char *equals = strchr(assignment, '=');
+  if (equals == NULL || equals == assignment) {
+    snprintf(error, error_size, "--set %s: expected path=value, e.g. stages[0].epochs=5", assignment);
+    return -EINVAL;
+  }
+  const char *path = assignment;
+  int path_length = (int)(equals - assignment);
+  json_t *value = submit_parse_value(equals + 1);
+  if (value == NULL) {
+    snprintf(error, error_size, "--set %.*s: the value is not valid UTF-8", path_length, path);
+    return -EINVAL;
+  }
+
+  json_t *node = config;
+  const char *cursor = path;
+  for (;;) {
+    /* `segment` is the text naming this step; `done` is the path up to it, for messages. */
+    const char *segment = cursor;
+    int done = (int)(segment - path);
+    if (done > 0 && path[done - 1] == '.') done--;
+    const char *parent = done == 0 ? "the config" : NULL;
+    int is_index = *cursor == '[';
+    size_t index = 0;
+    const char *key = NULL;
+    size_t key_length = 0;
+    if (is_index) {
+      cursor++;
+      if (*cursor < '0' || *cursor > '9') goto syntax;
+      while (*cursor >= '0' && *cursor <= '9') {
+        if (index > 100000000) goto syntax;
+        index = index * 10 + (size_t)(*cursor++ - '0');
+      }
+      if (*cursor++ != ']') goto syntax;
+    } else {
+      key = cursor;
+      while (cursor < equals && *cursor != '.' && *cursor != '[' && *cursor != ']') cursor++;
+      key_length = (size_t)(cursor - key);
+      if (key_length == 0) goto syntax;
+    }
+    int last = cursor == equals;
+    if (!last && *cursor != '.' && *cursor != '[') goto syntax;
+
+    if (is_index) {
+      if (!json_is_array(node)) {
+        snprintf(error, error_size, "--set %.*s: %s%.*s is %s, not an array", path_length, path,
+                 parent != NULL ? parent : "", done, path, submit_type_name(node));
+        goto fail;
+      }
+      size_t size = json_array_size(node);
+      if (index >= size) {
+        snprintf(error, error_size, "--set %.*s: index %zu is out of range: %.*s has %zu element%s",
+                 path_length, path, index, done, path, size, size == 1 ? "" : "s");
+        goto fail;
+      }
+      if (last) return json_array_set_new(node, index, value) == 0 ? 0 : submit_no_memory(error, error_size);
+      node = json_array_get(node, index);
+    } else {
+      if (!json_is_object(node)) {
+        snprintf(error, error_size, "--set %.*s: %s%.*s is %s, not an object", path_length, path,
+                 parent != NULL ? parent : "", done, path, submit_type_name(node));
+        goto fail;
+      }
+      if (last)
+        return json_object_setn_new(node, key, key_length, value) == 0 ? 0 : submit_no_memory(error, error_size);
+      json_t *child = json_object_getn(node, key, key_length);
+      if (child == NULL) {
+        if (*cursor == '[') {
+          snprintf(error, error_size, "--set %.*s: %.*s does not exist, so it has no element to set",
+                   path_length, path, (int)(cursor - path), path);
+          goto fail;
+        }
+        child = json_object();
+        if (child == NULL || json_object_setn_new(node, key, key_length, child) != 0) {
+          snprintf(error, error_size, "out of memory");
+          goto fail;
+        }
+      }
+      node = child;
+    }
+    if (*cursor == '.') cursor++;
+  }
+syntax:
+  snprintf(error, error_size, "--set %.*s: not a path like name, optimizer.lr or stages[1].epochs",
+           path_length, path);
+fail:
+  json_decref(value);
+  return -EINVAL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * submit */
+
+int command_submit(const cli_global_t *global, int argc, char **argv) {
+  const char *file = NULL;
+  const char **assignments = calloc((size_t)argc, sizeof *assignments);
+  int n_assignments = 0;
+  int options_done = 0;
+  char *text = NULL;
+  json_t *config = NULL, *answer = NULL;
+  char *body = NULL;
+  client_t client = {0};
+  client_response_t response = {0};
+  int exit_code = CLI_EXIT_FAILED;
+  if (assignments == NULL) return commands_out_of_memory();
+
+  for (int i = 1; i < argc; i++) {
+    const char *value;
+    int matched = options_done ? 0 : cli_option_value(argc, argv, &i, "--set", &value);
+    if (matched < 0) {
+      exit_code = cli_usage_error("submit", "--set needs path=value");
+      goto done;
+    }
+    if (matched > 0) {
+      if (strchr(value, '=') == NULL || value[0] == '=') {
+        exit_code = cli_usage_error("submit", "--set %s: expected path=value, e.g. stages[0].epochs=5", value);
+        goto done;
+      }
+      assignments[n_assignments++] = value;
+    } else if (!options_done && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
+      exit_code = cli_help("submit");
+      goto done;
+    } else if (!options_done && strcmp(argv[i], "--") == 0) {
+      options_done = 1;
+    } else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
+      exit_code = cli_usage_error("submit", "unknown option %s", argv[i]);
+      goto done;
+    } else if (file != NULL) {
+      exit_code = cli_usage_error("submit", "one config at a time: got %s and %s", file, argv[i]);
+      goto done;
+    } else {
+      file = argv[i];
+    }
+  }
+  if (file == NULL) {
+    exit_code = cli_usage_error("submit", "which config? give a FILE, or - for standard input");
+    goto done;
+  }
+
+  const char *shown = strcmp(file, "-") == 0 ? "standard input" : file;
+  if (strcmp(file, "-") == 0 && isatty(STDIN_FILENO))
+    fprintf(stderr, "mapsage: reading the config from standard input (end it with Ctrl-D)\n");
+  size_t length = 0;
+  int result = util_read_file(file, SUBMIT_FILE_LIMIT, &text, &length);
+  if (result != 0) {
+    fprintf(stderr, "mapsage: cannot read %s: %s\n", shown,
+            result == -EFBIG ? "larger than 16 MiB, so not a config" : strerror(-result));
+    exit_code = CLI_EXIT_USAGE;
+    goto done;
+  }
+
+  /* Without --set the file goes as it is, so the daemon's line and column numbers in an
+   * error point into the user's own file. */
+  const char *to_send = text;
+  size_t send_length = length;
+  if (n_assignments > 0) {
+    json_error_t parse_error;
+    config = json_loadb(text, length, 0, &parse_error);
+    if (config == NULL) {
+      fprintf(stderr, "mapsage: invalid config:\n  %s is not JSON: line %d, column %d: %s\n",
+              shown, parse_error.line, parse_error.column, parse_error.text);
+      goto done;
+    }
+    if (!json_is_object(config)) {
+      fprintf(stderr, "mapsage: invalid config:\n  the config in %s must be a JSON object\n", shown);
+      goto done;
+    }
+    for (int i = 0; i < n_assignments; i++) {
+      char error[512];
+      int result = submit_set(config, assignments[i], error, sizeof error);
+      if (result != 0) {
+        fprintf(stderr, "mapsage: %s\n", error);
+        exit_code = result == -ENOMEM ? CLI_EXIT_FAILED : CLI_EXIT_USAGE;
+        goto done;
+      }
+    }
+    body = json_dumps(config, JSON_COMPACT);
+    if (body == NULL) {
+      exit_code = commands_out_of_memory();
+      goto done;
+    }
+    to_send = body;
+    send_length = strlen(body);
+  }
+
+  exit_code = client_open(&client, global);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  exit_code = client_request(&client, "POST", "/api/experiments", to_send, send_length, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, "POST /api/experiments", &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  long long id;
+  if (format_json_integer(answer, "id", &id) != 0) {
+    fprintf(stderr, "mapsage: the server accepted the config but did not say its id\n");
+    exit_code = CLI_EXIT_FAILED;
+    goto done;
+  }
+  const char *status = format_json_string(answer, "status");
+  printf("%lld\n", id);
+  fprintf(stderr, "submitted experiment %lld (%s)\n", id, status != NULL ? status : "status unknown");
+
+done:
+  free(assignments);
+  free(text);
+  free(body);
+  json_decref(config);
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * ls */
+
+#define LS_NAME_COLUMNS 40
+
+/* One experiment as the row ID NAME STATUS EPOCH TEST-ACC AGE DURATION. */
+static int ls_add_row(table_t *table, const json_t *experiment, double now) {
+  char id[32], epoch[48], accuracy[32], age[32], duration[32];
+  buffer_t name = {0};
+  long long number;
+  if (format_json_integer(experiment, "id", &number) == 0)
+    snprintf(id, sizeof id, "%lld", number);
+  else
+    snprintf(id, sizeof id, "?");
+
+  const char *title = format_json_string(experiment, "name");
+  if (buffer_append_text(&name, "") != 0 ||
+      format_append_cut(&name, title != NULL && title[0] != '\0' ? title : "-", LS_NAME_COLUMNS) != 0) {
+    buffer_free(&name);
+    return -ENOMEM;
+  }
+
+  const char *status = format_json_string(experiment, "status");
+  const json_t *progress = json_object_get(experiment, "progress");
+  long long done, total;
+  if (format_json_integer(progress, "epoch", &done) == 0 && format_json_integer(progress, "epochs", &total) == 0)
+    snprintf(epoch, sizeof epoch, "%lld/%lld", done, total);
+  else
+    snprintf(epoch, sizeof epoch, "-");
+
+  double value;
+  if (format_json_number(json_object_get(experiment, "summary"), "final_test_accuracy", &value) == 0)
+    snprintf(accuracy, sizeof accuracy, "%.2f%%", value * 100);
+  else
+    snprintf(accuracy, sizeof accuracy, "-");
+
+  double created, started, finished;
+  if (format_parse_time(format_json_string(experiment, "created_at"), &created) == 0)
+    format_age(now - created, age, sizeof age);
+  else
+    snprintf(age, sizeof age, "-");
+  if (format_parse_time(format_json_string(experiment, "started_at"), &started) == 0) {
+    if (format_parse_time(format_json_string(experiment, "finished_at"), &finished) != 0) finished = now;
+    format_duration(finished - started, duration, sizeof duration);
+  } else {
+    snprintf(duration, sizeof duration, "-");
+  }
+
+  const char *cells[] = {id, name.data, status != NULL ? status : "?", epoch, accuracy, age, duration};
+  int result = table_add_row(table, cells);
+  buffer_free(&name);
+  return result;
+}
+
+int command_ls(const cli_global_t *global, int argc, char **argv) {
+  const char *status = NULL, *name = NULL, *limit = NULL;
+  int json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *value;
+    int matched;
+    if ((matched = cli_option_value(argc, argv, &i, "--status", &value)) != 0) {
+      if (matched < 0) return cli_usage_error("ls", "--status needs a status, e.g. running");
+      status = value;
+    } else if ((matched = cli_option_value(argc, argv, &i, "--name", &value)) != 0) {
+      if (matched < 0) return cli_usage_error("ls", "--name needs some text to look for");
+      name = value;
+    } else if ((matched = cli_option_value(argc, argv, &i, "--limit", &value)) != 0) {
+      long long count;
+      if (matched < 0 || cli_parse_id(value, &count) != 0)
+        return cli_usage_error("ls", "--limit needs a positive number");
+      limit = value;
+    } else if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      return cli_help("ls");
+    } else {
+      return cli_usage_error("ls", argv[i][0] == '-' ? "unknown option %s" : "unexpected argument %s", argv[i]);
+    }
+  }
+
+  buffer_t path = {0};
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *answer = NULL;
+  table_t table = {0};
+  int exit_code = CLI_EXIT_FAILED;
+  /* The filters go to the server as they are: it knows the statuses and limits, and words
+   * the error when one is wrong. */
+  char separator = '?';
+  const char *names[] = {"status", "name", "limit"};
+  const char *values[] = {status, name, limit};
+  int result = buffer_append_text(&path, "/api/experiments");
+  for (size_t i = 0; i < ARRAY_SIZE(names) && result == 0; i++) {
+    if (values[i] == NULL) continue;
+    result = buffer_printf(&path, "%c%s=", separator, names[i]);
+    if (result == 0) result = buffer_append_query_value(&path, values[i]);
+    separator = '&';
+  }
+  if (result != 0) {
+    exit_code = commands_out_of_memory();
+    goto done;
+  }
+
+  exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path.data, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    commands_print_raw(&response);
+    goto done;
+  }
+  exit_code = client_parse(&response, "GET /api/experiments", &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  const json_t *experiments = json_object_get(answer, "experiments");
+  if (!json_is_array(experiments)) {
+    fprintf(stderr, "mapsage: the server's list has no \"experiments\" array\n");
+    exit_code = CLI_EXIT_FAILED;
+    goto done;
+  }
+
+  static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT,
+                                        TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const header[] = {"ID", "NAME", "STATUS", "EPOCH", "TEST-ACC", "AGE", "DURATION"};
+  table_init(&table, ARRAY_SIZE(header), align);
+  double now = util_now();
+  size_t i;
+  const json_t *experiment;
+  if (table_add_row(&table, header) != 0) goto out_of_memory;
+  json_array_foreach(experiments, i, experiment) {
+    if (ls_add_row(&table, experiment, now) != 0) goto out_of_memory;
+  }
+  table_print(&table, stdout);
+  const json_t *next_before = json_object_get(answer, "next_before");
+  if (next_before != NULL && !json_is_null(next_before))
+    fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n",
+            json_array_size(experiments));
+  goto done;
+out_of_memory:
+  exit_code = commands_out_of_memory();
+done:
+  table_free(&table);
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  buffer_free(&path);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * show */
+
+/* A line "  label    text" of the summary block. */
+static void show_field(const char *label, const char *text) {
+  printf("  %-10s %s\n", label, text);
+}
+
+static void show_time(const json_t *experiment, const char *label, const char *key, double now,
+                      const char *since_key, const char *since_word) {
+  double when, since;
+  char local[64], age[32], gap[32];
+  const char *text = format_json_string(experiment, key);
+  if (text == NULL) return;
+  if (format_parse_time(text, &when) != 0) {
+    show_field(label, text);
+    return;
+  }
+  format_local_time(when, local, sizeof local);
+  format_age(now - when, age, sizeof age);
+  if (since_key != NULL && format_parse_time(format_json_string(experiment, since_key), &since) == 0) {
+    format_duration(when - since, gap, sizeof gap);
+    printf("  %-10s %s  (%s ago; %s %s)\n", label, local, age, since_word, gap);
+  } else {
+    printf("  %-10s %s  (%s ago)\n", label, local, age);
+  }
+}
+
+/* Prints an object's fields one a line, numbers readable, nested values as compact JSON. */
+static void show_object(const char *title, const json_t *object) {
+  if (!json_is_object(object) || json_object_size(object) == 0) return;
+  int width = 0;
+  const char *key;
+  const json_t *value;
+  json_object_foreach((json_t *)object, key, value) {
+    int length = (int)format_text_width(key);
+    if (length > width) width = length;
+  }
+  printf("%s\n", title);
+  json_object_foreach((json_t *)object, key, value) {
+    char number[64];
+    if (json_is_number(value)) {
+      format_number(value, number, sizeof number);
+      /* Accuracies are fractions; people think of them in percent. */
+      if (strstr(key, "accuracy") != NULL && json_is_real(value))
+        printf("  %-*s  %s  (%.2f%%)\n", width, key, number, json_real_value(value) * 100);
+      else
+        printf("  %-*s  %s\n", width, key, number);
+    } else if (json_is_string(value)) {
+      printf("  %-*s  %s\n", width, key, json_string_value(value));
+    } else {
+      char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+      printf("  %-*s  %s\n", width, key, text != NULL ? text : "?");
+      free(text);
+    }
+  }
+}
+
+int command_show(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int json = 0;
+  int parsed = cli_parse_id_command("show", argc, argv, &id, &json);
+  if (parsed != CLI_PROCEED) return parsed;
+
+  char path[64];
+  snprintf(path, sizeof path, "/api/experiments/%lld", id);
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *experiment = NULL;
+  char *config = NULL;
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    commands_print_raw(&response);
+    goto done;
+  }
+  exit_code = client_parse(&response, path, &experiment);
+  if (exit_code != CLI_EXIT_OK) goto done;
+
+  const char *name = format_json_string(experiment, "name");
+  const char *status = format_json_string(experiment, "status");
+  const char *error = format_json_string(experiment, "error");
+  long long attempts = 0, priority = 0;
+  char line[256];
+  printf("experiment %lld%s%s\n", id, name != NULL && name[0] != '\0' ? ": " : "", name != NULL ? name : "");
+  if (format_json_integer(experiment, "attempts", &attempts) == 0 && attempts > 1)
+    snprintf(line, sizeof line, "%s (attempt %lld)", status != NULL ? status : "?", attempts);
+  else
+    snprintf(line, sizeof line, "%s", status != NULL ? status : "?");
+  show_field("status", line);
+  if (error != NULL) show_field("error", error);
+  double now = util_now();
+  show_time(experiment, "created", "created_at", now, NULL, NULL);
+  show_time(experiment, "started", "started_at", now, "created_at", "waited");
+  show_time(experiment, "finished", "finished_at", now, "started_at", "ran");
+  if (format_json_integer(experiment, "priority", &priority) == 0 && priority != 0) {
+    snprintf(line, sizeof line, "%lld", priority);
+    show_field("priority", line);
+  }
+  const json_t *progress = json_object_get(experiment, "progress");
+  long long epoch, epochs, step, stage, stages;
+  if (format_json_integer(progress, "epoch", &epoch) == 0 && format_json_integer(progress, "epochs", &epochs) == 0) {
+    int used = snprintf(line, sizeof line, "epoch %lld/%lld", epoch, epochs);
+    if (format_json_integer(progress, "step", &step) == 0 && used < (int)sizeof line)
+      used += snprintf(line + used, sizeof line - (size_t)used, ", step %lld", step);
+    if (format_json_integer(progress, "stage", &stage) == 0 &&
+        format_json_integer(progress, "stages", &stages) == 0 && stages > 1 && used < (int)sizeof line)
+      snprintf(line + used, sizeof line - (size_t)used, ", stage %lld/%lld", stage + 1, stages);
+    show_field("progress", line);
+  }
+  show_object("summary", json_object_get(experiment, "summary"));
+  show_object("worker", json_object_get(experiment, "worker"));
+  const json_t *stored = json_object_get(experiment, "config");
+  if (stored != NULL) {
+    /* 15 significant digits print 0.1 as 0.1; --json has the exact stored text. */
+    config = json_dumps(stored, JSON_INDENT(2) | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY);
+    if (config == NULL) {
+      exit_code = commands_out_of_memory();
+      goto done;
+    }
+    printf("config\n%s\n", config);
+  }
+done:
+  free(config);
+  json_decref(experiment);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * cancel */
+
+int command_cancel(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int parsed = cli_parse_id_command("cancel", argc, argv, &id, NULL);
+  if (parsed != CLI_PROCEED) return parsed;
+
+  char path[80];
+  snprintf(path, sizeof path, "/api/experiments/%lld/cancel", id);
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *answer = NULL;
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "POST", path, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, path, &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  const char *status = format_json_string(answer, "status");
+  if (status == NULL) status = "status unknown";
+  if (json_is_true(json_object_get(answer, "cancel_requested")) || response.status == 202)
+    printf("experiment %lld: %s; cancel requested, it stops when its worker exits\n", id, status);
+  else
+    printf("experiment %lld: %s\n", id, status);
+done:
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}

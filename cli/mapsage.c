@@ -1,0 +1,237 @@
+/* mapsage.c — `mapsage`, the command-line client of the mapsaged HTTP API (docs/api.md):
+ * global options, the command table, help texts, usage errors, and main(), the only place
+ * that exits. The commands themselves live in commands.c and watch.c; the exit codes are
+ * an interface (see CLI_EXIT_* in cli.h and docs/cli.md). */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef struct {
+  const char *name;
+  int (*run)(const cli_global_t *global, int argc, char **argv);
+  const char *usage;   /* what follows "usage: mapsage " */
+  const char *help;    /* the rest of `mapsage COMMAND --help` */
+} cli_command_t;
+
+static const cli_command_t cli_commands[] = {
+  {"submit", command_submit, "submit FILE|- [--set PATH=VALUE]...",
+   "Queues the experiment config in FILE, or on standard input for -. Prints the new\n"
+   "experiment's id on stdout and \"submitted experiment 7 (queued)\" on stderr. An\n"
+   "invalid config is refused with every bad field listed by its path (exit 1).\n"
+   "\n"
+   "   --set PATH=VALUE   change one field before sending; repeatable. PATH is a key\n"
+   "                      followed by .key or [index] steps: name, optimizer.lr,\n"
+   "                      stages[1].epochs; missing object keys are created. VALUE is\n"
+   "                      JSON when it parses as JSON (5, 0.01, true, null,\n"
+   "                      '{\"type\":\"relu\"}', '\"42\"'), otherwise a string (baseline)\n"
+   "\n"
+   "Examples:\n"
+   "   mapsage submit examples/baseline.json\n"
+   "   ID=$(mapsage submit base.json --set name=lr-0.01 --set optimizer.lr=0.01)\n"
+   "   generate-config | mapsage submit -\n"},
+  {"ls", command_ls, "ls [--status STATUS] [--name TEXT] [--limit N] [--json]",
+   "Lists experiments, newest first: ID, NAME, STATUS, EPOCH (done/total), TEST-ACC\n"
+   "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far).\n"
+   "\n"
+   "   --status STATUS   only these: queued, running, succeeded, failed, cancelled,\n"
+   "                     interrupted; several separated by commas\n"
+   "   --name TEXT       only experiments whose name contains TEXT\n"
+   "   --limit N         at most N experiments (1 to 500; the server's default is 100)\n"
+   "   --json            print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage ls --status queued,running --name kd\n"},
+  {"show", command_show, "show ID [--json]",
+   "Shows one experiment: name, status, error, times, attempts, progress, the summary\n"
+   "its worker reported, the worker's details and the stored config, with every\n"
+   "default filled in.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage show 7 --json | jq .summary.final_test_accuracy\n"},
+  {"watch", command_watch, "watch ID",
+   "Follows an experiment live until it ends. On a terminal one line is kept up to\n"
+   "date: status, epoch, step, latest loss, accuracies, examples/s. Each finished\n"
+   "epoch and each status change also leaves a line of its own; those lines are all\n"
+   "that is printed when the output is not a terminal. A broken connection is resumed\n"
+   "where it left off (up to 5 tries in a row). Ctrl-C stops the watching, not the\n"
+   "experiment.\n"
+   "\n"
+   "Exit status: 0 if the run succeeded; 1 if it failed or was cancelled (its error\n"
+   "is printed); 3 if the server cannot be reached; 130 after Ctrl-C.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage watch \"$(mapsage submit examples/baseline.json)\" && echo trained\n"},
+  {"cancel", command_cancel, "cancel ID",
+   "Stops an experiment. A queued one is cancelled at once. A running one is asked\n"
+   "to stop and becomes cancelled once its worker has exited ('mapsage watch ID'\n"
+   "follows it). An experiment that has already ended is refused (exit 1).\n"
+   "\n"
+   "Example:\n"
+   "   mapsage cancel 7\n"},
+};
+
+static const char cli_usage[] =
+  "usage: mapsage [--server URL] [--token-file FILE] COMMAND [ARGS]\n";
+
+static const char cli_main_help[] =
+  "\n"
+  "The command-line client of mapsaged, the MapSage experiment daemon: queue\n"
+  "knowledge-distillation experiments, follow them live, look at their results.\n"
+  "\n"
+  "Commands:\n"
+  "   submit FILE|-      queue an experiment config; prints the new experiment's id\n"
+  "   ls                 list experiments, newest first\n"
+  "   show ID            one experiment: status, times, progress, summary, config\n"
+  "   watch ID           follow a run live until it ends\n"
+  "   cancel ID          stop a queued or running experiment\n"
+  "   help [COMMAND]     this help, or one command's\n"
+  "\n"
+  "Options:\n"
+  "   --server URL       the daemon to talk to (default: $MAPSAGE_SERVER, else\n"
+  "                      " CLI_DEFAULT_SERVER ")\n"
+  "   --token-file FILE  send the token in FILE as \"Authorization: Bearer\" with every\n"
+  "                      request (default: $MAPSAGE_TOKEN_FILE)\n"
+  "   -h, --help         show this help\n"
+  "\n"
+  "Exit status:\n"
+  "   0  success\n"
+  "   1  the server refused the request (its error is printed), the config is\n"
+  "      invalid, or the watched run failed or was cancelled\n"
+  "   2  usage error: unknown command or option, missing argument, unreadable file\n"
+  "   3  cannot reach the server\n"
+  "\n"
+  "Example:\n"
+  "   ID=$(mapsage submit examples/baseline.json --set optimizer.lr=0.01)\n"
+  "   mapsage watch \"$ID\" && mapsage show \"$ID\"\n"
+  "\n"
+  "See 'mapsage COMMAND --help' for one command's options.\n";
+
+static const cli_command_t *cli_find(const char *name) {
+  for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
+    if (strcmp(cli_commands[i].name, name) == 0) return &cli_commands[i];
+  return NULL;
+}
+
+int cli_help(const char *name) {
+  const cli_command_t *command = cli_find(name);
+  if (command == NULL) return CLI_EXIT_USAGE;
+  printf("usage: mapsage %s\n\n%s", command->usage, command->help);
+  return CLI_EXIT_OK;
+}
+
+int cli_usage_error(const char *name, const char *format, ...) {
+  const cli_command_t *command = cli_find(name);
+  va_list arguments;
+  va_start(arguments, format);
+  fputs("mapsage: ", stderr);
+  vfprintf(stderr, format, arguments);
+  va_end(arguments);
+  if (command != NULL)
+    fprintf(stderr, "\nusage: mapsage %s\nTry 'mapsage %s --help' for more.\n", command->usage, name);
+  else
+    fprintf(stderr, "\n%sTry 'mapsage --help' for more.\n", cli_usage);
+  return CLI_EXIT_USAGE;
+}
+
+int cli_option_value(int argc, char **argv, int *index, const char *name, const char **value) {
+  const char *argument = argv[*index];
+  size_t length = strlen(name);
+  if (strncmp(argument, name, length) != 0) return 0;
+  if (argument[length] == '=') {
+    *value = argument + length + 1;
+    return 1;
+  }
+  if (argument[length] != '\0') return 0;
+  if (*index + 1 >= argc) return -1;
+  *value = argv[++*index];
+  return 1;
+}
+
+int cli_parse_id(const char *text, long long *id) {
+  if (text[0] < '0' || text[0] > '9') return -EINVAL;
+  char *end;
+  errno = 0;
+  long long value = strtoll(text, &end, 10);
+  if (errno != 0 || *end != '\0' || value <= 0) return -EINVAL;
+  *id = value;
+  return 0;
+}
+
+int cli_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json) {
+  const char *id_text = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (json != NULL && strcmp(argv[i], "--json") == 0)
+      *json = 1;
+    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+      return cli_help(command);
+    else if (argv[i][0] == '-')
+      return cli_usage_error(command, "unknown option %s", argv[i]);
+    else if (id_text != NULL)
+      return cli_usage_error(command, "one experiment at a time: got %s and %s", id_text, argv[i]);
+    else
+      id_text = argv[i];
+  }
+  if (id_text == NULL) return cli_usage_error(command, "which experiment? give its ID");
+  if (cli_parse_id(id_text, id) != 0) return cli_usage_error(command, "an ID is a positive number, not %s", id_text);
+  return CLI_PROCEED;
+}
+
+int main(int argc, char **argv) {
+  cli_global_t global = {0};
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *value;
+    int matched;
+    if ((matched = cli_option_value(argc, argv, &i, "--server", &value)) != 0) {
+      if (matched < 0) return cli_usage_error("", "--server needs a URL, e.g. http://127.0.0.1:8787");
+      global.server = value;
+    } else if ((matched = cli_option_value(argc, argv, &i, "--token-file", &value)) != 0) {
+      if (matched < 0) return cli_usage_error("", "--token-file needs a FILE");
+      global.token_file = value;
+    } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      printf("%s%s", cli_usage, cli_main_help);
+      return CLI_EXIT_OK;
+    } else if (argv[i][0] == '-') {
+      return cli_usage_error("", "unknown option %s", argv[i]);
+    } else {
+      break;
+    }
+  }
+  if (i == argc) {
+    fprintf(stderr, "%s%s", cli_usage, cli_main_help);
+    return CLI_EXIT_USAGE;
+  }
+
+  const char *name = argv[i];
+  if (strcmp(name, "help") == 0) {
+    if (i + 1 >= argc) {
+      printf("%s%s", cli_usage, cli_main_help);
+      return CLI_EXIT_OK;
+    }
+    if (cli_find(argv[i + 1]) == NULL)
+      return cli_usage_error("", "'%s' is not a mapsage command", argv[i + 1]);
+    return cli_help(argv[i + 1]);
+  }
+  const cli_command_t *command = cli_find(name);
+  if (command == NULL) return cli_usage_error("", "'%s' is not a mapsage command", name);
+
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    fprintf(stderr, "mapsage: cannot initialise libcurl\n");
+    return CLI_EXIT_FAILED;
+  }
+  int exit_code = command->run(&global, argc - i, argv + i);
+  curl_global_cleanup();
+  /* A full disk or a closed pipe must not pass for success: scripts read our stdout. */
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "mapsage: cannot write the output: %s\n", strerror(errno));
+    if (exit_code == CLI_EXIT_OK) exit_code = CLI_EXIT_FAILED;
+  }
+  return exit_code;
+}

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""test_cli.py — the `mapsage` client driven as a user drives it: real processes, real HTTP.
+
+Most tests start the real mapsaged (with --listen 127.0.0.1:0, a temporary database and data
+directory, and the real mapsage-worker), run `mapsage` against it and check its output and
+exit codes (docs/cli.md). One test serves a hand-written event stream from this process,
+because a real daemon cannot be asked to drop a connection in the middle of an event: it
+checks that `watch` parses awkward but valid SSE and resumes with Last-Event-ID.
+
+CTest sets MAPSAGE_BIN_DIR (the build directory) and MAPSAGE_SOURCE_DIR (the repository);
+run by hand, it defaults to <repo>/build. Python standard library only.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mapsage_testlib import BIN_DIR, Daemon, synthetic_config  # noqa: E402
+
+MAPSAGE = os.path.join(BIN_DIR, "mapsage")
+
+# A tiny run on generated data: a fraction of a second of training.
+CONFIG = synthetic_config("t", epochs=2)
+
+
+def free_port():
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix="mapsage-test-cli-")
+        self.daemons = []
+        self.config_path = self.write("t.json", json.dumps(CONFIG))
+
+    def tearDown(self):
+        for daemon in self.daemons:
+            daemon.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def write(self, name, text):
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_daemon(self, workers=1, token_file=None):
+        directory = os.path.join(self.directory, "daemon%d" % len(self.daemons))
+        os.makedirs(directory)
+        daemon = Daemon(workers=workers, directory=directory,
+                        extra_args=["--token-file", token_file] if token_file else [])
+        self.daemons.append(daemon)
+        return daemon.url
+
+    def mapsage(self, *arguments, server=None, stdin=None, timeout=30, extra_env=None):
+        """Runs mapsage; returns (exit code, stdout, stderr)."""
+        env = dict(os.environ)
+        env.pop("MAPSAGE_TOKEN_FILE", None)
+        env["MAPSAGE_SERVER"] = server or (self.daemons[0].url if self.daemons else "http://127.0.0.1:9")
+        env.update(extra_env or {})
+        done = subprocess.run([MAPSAGE, *arguments], input=stdin, capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+    def check(self, expected_code, result, what):
+        code, out, err = result
+        self.assertEqual(code, expected_code, "%s: exit %d, expected %d\nstdout: %s\nstderr: %s"
+                         % (what, code, expected_code, out, err))
+        return out, err
+
+    def submit(self, *arguments, stdin=None, server=None):
+        out, err = self.check(0, self.mapsage("submit", *arguments, stdin=stdin, server=server), "submit")
+        self.assertRegex(out, r"^\d+\n$", "submit prints just the id on stdout")
+        self.assertRegex(err, r"submitted experiment %s \((queued|running)\)" % out.strip())
+        return int(out)
+
+    # --- tests ------------------------------------------------------------------------
+
+    def test_submit_ls_watch_show(self):
+        self.start_daemon(workers=1)
+        id = self.submit(self.config_path)
+
+        out, _ = self.check(0, self.mapsage("ls"), "ls")
+        header, *rows = out.splitlines()
+        self.assertEqual(header.split(), ["ID", "NAME", "STATUS", "EPOCH", "TEST-ACC", "AGE", "DURATION"])
+        self.assertTrue(any(row.split()[:2] == [str(id), "t"] for row in rows), out)
+
+        out, err = self.check(0, self.mapsage("watch", str(id)), "watch of a run that succeeds")
+        self.assertIn("epoch 1/2", out)
+        self.assertIn("epoch 2/2", out)
+        self.assertNotIn("\r", out, "no live line when stdout is not a terminal")
+        self.assertRegex(out.splitlines()[-1], r"^experiment %d succeeded .*test accuracy \d+\.\d\d%%" % id)
+
+        out, _ = self.check(0, self.mapsage("show", str(id)), "show")
+        self.assertRegex(out, r"status\s+succeeded")
+        self.assertRegex(out, r"final_test_accuracy\s+0\.\d+\s+\(\d+\.\d\d%\)")
+        self.assertIn('"layers"', out, "show prints the config")
+
+        out, _ = self.check(0, self.mapsage("show", str(id), "--json"), "show --json")
+        self.assertEqual(json.loads(out)["status"], "succeeded")
+        out, _ = self.check(0, self.mapsage("ls", "--json", "--status", "succeeded", "--limit", "5"), "ls --json")
+        self.assertEqual([e["id"] for e in json.loads(out)["experiments"]], [id])
+        out, _ = self.check(0, self.mapsage("ls", "--name", "no such name"), "ls --name")
+        self.assertEqual(len(out.splitlines()), 1, "only the header: " + out)
+
+    def test_config_from_stdin_and_set(self):
+        self.start_daemon(workers=0)
+        id = self.submit("-", "--set", "name=renamed", "--set", "epochs=1", "--set", "optimizer.lr=0.01",
+                         stdin=json.dumps(CONFIG))
+        out, _ = self.check(0, self.mapsage("show", str(id), "--json"), "show --json")
+        config = json.loads(out)["config"]
+        self.assertEqual(config["name"], "renamed")
+        self.assertEqual(config["optimizer"]["lr"], 0.01)
+        self.assertEqual(sum(stage["epochs"] for stage in config["stages"]), 1)
+
+        _, err = self.check(2, self.mapsage("submit", self.config_path, "--set", "model.layers[7].out=3"),
+                            "--set past the end of an array")
+        self.assertIn("model.layers[7].out", err)
+        self.assertIn("out of range", err)
+        _, err = self.check(2, self.mapsage("submit", self.config_path, "--set", "name.first=x"),
+                            "--set through a string")
+        self.assertIn("name is a string, not an object", err)
+
+    def test_invalid_config_lists_each_path(self):
+        self.start_daemon(workers=0)
+        bad = dict(CONFIG, epochs=0)
+        bad["model"] = {"layers": [{"type": "conv"}]}
+        out, err = self.check(1, self.mapsage("submit", "-", stdin=json.dumps(bad)), "an invalid config")
+        self.assertEqual(out, "")
+        self.assertTrue(err.startswith("mapsage: invalid config:\n"), err)
+        self.assertRegex(err, r"(?m)^  epochs: ")
+        self.assertRegex(err, r"(?m)^  model\.layers\[0\]\.type: ")
+        out, err = self.check(1, self.mapsage("submit", "-", stdin="{\"name\": "), "text that is not JSON")
+        self.assertIn("mapsage: invalid config:", err)
+
+    def test_cancel_queued_and_watch_it(self):
+        self.start_daemon(workers=0)  # nothing runs: what is submitted stays queued
+        id = self.submit(self.config_path)
+        watcher = subprocess.Popen([MAPSAGE, "watch", str(id)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=dict(os.environ, MAPSAGE_SERVER=self.daemons[0].url))
+        try:
+            time.sleep(0.5)
+            out, _ = self.check(0, self.mapsage("cancel", str(id)), "cancel of a queued experiment")
+            self.assertEqual(out, "experiment %d: cancelled\n" % id)
+            out, err = watcher.communicate(timeout=15)
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.communicate()
+        self.assertEqual(watcher.returncode, 1, "watch of a cancelled run\nstdout: %s\nstderr: %s" % (out, err))
+        self.assertIn("experiment %d (t): queued" % id, out)
+        self.assertIn("experiment %d cancelled" % id, out)
+
+        _, err = self.check(1, self.mapsage("cancel", str(id)), "cancel of an ended experiment")
+        self.assertIn("already ended", err)
+        _, err = self.check(1, self.mapsage("show", "999"), "show of an unknown id")
+        self.assertIn("mapsage: no experiment 999", err)
+
+    def test_token(self):
+        token = self.write("token", "s3cret-s3cret-s3cret\n")
+        url = self.start_daemon(workers=0, token_file=token)
+        _, err = self.check(1, self.mapsage("submit", self.config_path, server=url), "submit without the token")
+        self.assertIn("Authorization", err)
+        self.check(0, self.mapsage("--token-file", token, "submit", self.config_path, server=url), "--token-file")
+        self.check(0, self.mapsage("submit", self.config_path, server=url, extra_env={"MAPSAGE_TOKEN_FILE": token}),
+                   "MAPSAGE_TOKEN_FILE")
+
+    def test_unreachable_server(self):
+        url = "http://127.0.0.1:%d" % free_port()
+        for arguments in (["ls"], ["show", "1"], ["watch", "1"], ["cancel", "1"], ["submit", self.config_path]):
+            _, err = self.check(3, self.mapsage(*arguments, server=url), " ".join(arguments) + " with no server")
+            self.assertIn("cannot reach the server at " + url, err)
+        self.check(3, self.mapsage("--server", url, "ls"), "--server")
+
+    def test_usage(self):
+        out, _ = self.check(0, self.mapsage("--help"), "--help")
+        self.assertTrue(out.startswith("usage: mapsage "))
+        self.assertIn("Exit status", out)
+        for command in ("submit", "ls", "show", "watch", "cancel"):
+            out, _ = self.check(0, self.mapsage(command, "--help"), command + " --help")
+            self.assertTrue(out.startswith("usage: mapsage " + command), out)
+            self.assertIn("Example", out)
+        self.check(2, self.mapsage(), "no command")
+        self.check(2, self.mapsage("frobnicate"), "an unknown command")
+        self.check(2, self.mapsage("ls", "--bogus"), "an unknown option")
+        self.check(2, self.mapsage("show", "seven"), "an id that is not a number")
+        self.check(2, self.mapsage("submit"), "submit without a file")
+        _, err = self.check(2, self.mapsage("submit", os.path.join(self.directory, "missing.json")), "a missing file")
+        self.assertIn("missing.json", err)
+
+    def test_watch_parses_sse_and_resumes(self):
+        server = FakeStreamServer()
+        try:
+            out, err = self.check(1, self.mapsage("watch", "4", server=server.url), "watch of a stream that breaks")
+        finally:
+            server.close()
+        self.assertEqual(server.last_event_ids, [None, "3"], "the second connection resumes after event 3")
+        self.assertIn("reconnecting", err)
+        self.assertIn("epoch 1/2  step 3  loss 0.5  val 80.00%  test 79.00%", out)
+        self.assertIn("experiment 4 failed", out)
+        self.assertIn("mapsage: experiment 4 failed: the loss became NaN", err)
+
+
+class FakeStreamServer:
+    """Serves experiment 4 and its stream: the first connection breaks inside event 4 (which
+    must not count as received); the second must carry Last-Event-ID: 3. The stream mixes
+    CRLF, CR and LF line endings, a byte-order mark, comments, multi-line data and an event
+    type the client does not know, each valid SSE."""
+
+    def __init__(self):
+        self.last_event_ids = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *arguments):
+                pass
+
+            def do_GET(self):
+                if self.path == "/api/experiments/4":
+                    body = json.dumps({"id": 4, "name": "", "status": "running", "attempts": 1, "error": None,
+                                       "progress": {"epoch": 1, "epochs": 2, "step": 3, "stage": 0, "stages": 1},
+                                       "summary": None}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                owner.last_event_ids.append(self.headers.get("Last-Event-ID"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                if len(owner.last_event_ids) == 1:
+                    self.send_first()
+                else:
+                    self.send_second()
+
+            def send(self, text):
+                self.wfile.write(text.encode())
+                self.wfile.flush()
+
+            def send_first(self):
+                self.send("\ufeffretry: 50\r\nevent: status\r\ndata: {\"id\":4,\"status\":\"running\",")
+                self.send("\r\ndata: \"error\":null,\"attempts\":1}\r")
+                self.send("\n\r\n: ping\n\n")
+                for step in (1, 2, 3):
+                    self.send("event: metric\rid: %d\rdata:{\"step\":%d,\"epoch\":1,\"stage\":0,"
+                              "\"values\":{\"loss/total\":0.5}}\r\r" % (step, step))
+                self.send("event: something-new\ndata: not json at all\n\n")
+                self.send("event: metric\nid: 4\ndata: {\"step\":4,")  # and the connection drops
+
+            def send_second(self):
+                self.send("event: status\ndata: {\"id\":4,\"status\":\"running\",\"error\":null,\"attempts\":1}\n\n")
+                for n, split, accuracy in ((2, "val", 0.8), (3, "test", 0.79)):
+                    self.send("event: eval\nid: 3.%d\ndata: {\"step\":3,\"epoch\":1,\"stage\":0,\"split\":\"%s\","
+                              "\"values\":{\"accuracy\":%s}}\n\n" % (n, split, accuracy))
+                self.send("event: status\ndata: {\"id\":4,\"status\":\"failed\",\"error\":\"the loss became NaN\","
+                          "\"attempts\":1}\n\n")
+                self.send("event: end\ndata: {\"status\":\"failed\"}\n\n")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
