@@ -57,6 +57,7 @@ static int submit_experiment(http_request_t *request) {
   if (result != 0)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",
                               strerror(-result));
+  sse_publish_experiment(app(request)->hub, id);
   sched_kick(app(request)->sched);
   char status[32] = DB_QUEUED;
   db_experiment_status(app(request)->db, id, status, sizeof status);
@@ -155,6 +156,10 @@ static int get_stream(http_request_t *request) {
   return sse_subscribe(app(request)->hub, request, http_path_id(request), step, phase);
 }
 
+static int get_all_events(http_request_t *request) {
+  return sse_subscribe(app(request)->hub, request, SSE_ALL_EXPERIMENTS, 0, 0);
+}
+
 static int get_log(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
   db_flush(app(request)->db);
@@ -184,6 +189,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/metrics", get_metrics},
     {"GET", "/api/experiments/{id}/stream", get_stream},
     {"GET", "/api/experiments/{id}/log", get_log},
+    {"GET", "/api/events", get_all_events},
     {"GET", "/api/health", get_health},
 };
 const size_t api_route_count = ARRAY_SIZE(api_routes);

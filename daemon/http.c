@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "util.h"
@@ -217,10 +218,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
     const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
     *request_slot = request;
     if (length && strtoull(length, NULL, 10) > HTTP_BODY_LIMIT) {
-      /* Refuse before the body is sent (no "100 Continue"); the connection then closes. */
       request->too_large = 1;
-      request->routed = 1;
-      return dispatch(request) == 0 ? MHD_YES : MHD_NO;
+      /* A client that waits for "100 Continue" is refused before it sends the body. Others
+       * are already sending: the body is read and dropped, then refused, since a client
+       * that is cut off mid-send sees a broken pipe instead of the 413. */
+      const char *expect = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Expect");
+      if (expect && strcasecmp(expect, "100-continue") == 0) {
+        request->routed = 1;
+        return dispatch(request) == 0 ? MHD_YES : MHD_NO;
+      }
     }
     return MHD_YES;
   }
@@ -228,7 +234,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
   if (*upload_data_size > 0) {
     size_t needed = request->body_length + *upload_data_size;
     if (request->too_large || needed > HTTP_BODY_LIMIT) {
-      /* A chunked body past the limit: read and drop the rest, answer 413 at the end. */
+      /* Past the limit: read and drop the rest, answer 413 at the end. */
       request->too_large = 1;
       *upload_data_size = 0;
       return MHD_YES;

@@ -145,6 +145,10 @@ static void handle_event_line(worker_t *worker, const char *line, size_t length)
     }
     sse_publish_event(sched->options.hub, worker->experiment_id, &event);
     batch_grew(sched);
+    if (event.type == EV_EVAL && event.split == EV_SPLIT_TEST) { /* the last evaluation of an epoch */
+      flush_batch(sched);
+      sse_publish_experiment(sched->options.hub, worker->experiment_id);
+    }
     break;
   case EV_STARTED: {
     json_object_del(event.root, "event");

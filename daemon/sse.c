@@ -209,12 +209,29 @@ void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event)
   }
 }
 
+void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id) {
+  char *text = NULL;
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->experiment_id != SSE_ALL_EXPERIMENTS || s->ending || s->dropped) continue;
+    if (text == NULL) { /* read only when someone listens */
+      json_t *experiment = db_experiment_get(hub->db, experiment_id, 0);
+      text = experiment ? json_dumps(experiment, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+      json_decref(experiment);
+      if (text == NULL) return;
+    }
+    queue_event(s, NULL, "experiment", text);
+    wake(s);
+  }
+  free(text);
+}
+
 void sse_publish_status(sse_hub_t *hub, int64_t experiment_id) {
   for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
     if (s->experiment_id != experiment_id || s->replaying || s->ending || s->dropped) continue;
     queue_status(s, 1);
     wake(s);
   }
+  sse_publish_experiment(hub, experiment_id);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,7 +315,12 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   hub->subscribers = subscriber;
   hub->count++;
   http_on_complete(request, on_request_done, subscriber);
-  queue_status(subscriber, 0); /* first, so a client knows where the run stands */
+  if (experiment_id == SSE_ALL_EXPERIMENTS) {
+    subscriber->replaying = 0; /* no history: clients list the experiments first */
+    queue_append(subscriber, ": connected\n\n", 13);
+  } else {
+    queue_status(subscriber, 0); /* first, so a client knows where the run stands */
+  }
   MHD_add_response_header(response, "Content-Type", "text/event-stream");
   MHD_add_response_header(response, "X-Accel-Buffering", "no");
   return http_respond(request, MHD_HTTP_OK, response);

@@ -32,12 +32,19 @@ void sse_hub_destroy(sse_hub_t *hub);
 /* Parses a Last-Event-ID ("" or NULL: from the start). Returns 0 or -EINVAL. */
 int sse_parse_cursor(const char *text, int64_t *step, int *phase);
 
-/* Answers `request` with the experiment's stream, starting after the cursor. */
+/* Answers `request` with the experiment's stream, starting after the cursor; with
+ * SSE_ALL_EXPERIMENTS, with the stream of every experiment's changes ("experiment" events
+ * carrying the experiment as GET /api/experiments lists it), live only. */
+#define SSE_ALL_EXPERIMENTS 0
 int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase);
 
 /* A metric or eval event a worker just reported (already in the database batch). */
 void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event);
-/* The experiment's status changed; `terminal` ends its streams after this event. */
+/* The experiment's status changed: tells its streams (ending them if it has ended) and the
+ * streams of all experiments. */
 void sse_publish_status(sse_hub_t *hub, int64_t experiment_id);
+/* The experiment was created or made progress (an epoch ended): tells the streams of all
+ * experiments. Reads the database, so call it at most once per epoch, not per step. */
+void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id);
 
 #endif

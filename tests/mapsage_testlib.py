@@ -108,18 +108,22 @@ class Daemon:
         raise AssertionError("experiment %d still %s after %ds" % (experiment_id, experiment["status"], timeout))
 
     def stream(self, experiment_id, last_event_id=None, timeout=120):
-        return SseReader(self.port, experiment_id, last_event_id, timeout)
+        return SseReader(self.port, "/api/experiments/%d/stream" % experiment_id, last_event_id, timeout)
+
+    def events(self, timeout=120):
+        """The stream of every experiment's changes."""
+        return SseReader(self.port, "/api/events", None, timeout)
 
 
 class SseReader:
     """Reads a stream event by event: each is a dict with id, event and parsed data."""
 
-    def __init__(self, port, experiment_id, last_event_id=None, timeout=120):
+    def __init__(self, port, path, last_event_id=None, timeout=120):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        self.connection.request("GET", "/api/experiments/%d/stream" % experiment_id, headers=headers)
+        self.connection.request("GET", path, headers=headers)
         self.response = self.connection.getresponse()
         self.status = self.response.status
         self.content_type = self.response.getheader("Content-Type")

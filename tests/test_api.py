@@ -102,6 +102,25 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(list(range(1, len(steps) + 1)), steps)
         self.assertEqual("succeeded", d.experiment(experiment_id)["status"])
 
+    def test_global_stream_follows_every_experiment(self):
+        d = self.daemon
+        events = d.events()
+        self.assertEqual(200, events.status)
+        experiment_id = d.submit(synthetic_config("watched-globally", epochs=2))
+        seen = []
+        for event in events:
+            self.assertEqual("experiment", event["event"])
+            if event["data"]["id"] != experiment_id:
+                continue
+            seen.append((event["data"]["status"], event["data"]["progress"]["epoch"]))
+            if event["data"]["status"] == "succeeded":
+                break
+        events.close()
+        self.assertEqual("queued", seen[0][0])
+        self.assertIn(("running", 1), seen)
+        self.assertIn(("running", 2), seen)
+        self.assertEqual(("succeeded", 2), seen[-1])
+
     def test_cancel_running_and_queued(self):
         d = self.daemon
         running = d.submit(synthetic_config("to-cancel", **LONG))
