@@ -171,14 +171,16 @@ static int get_log(http_request_t *request) {
   return result;
 }
 
+static int run_sql(http_request_t *request) { return sql_handle(app(request)->sql, request); }
+
 static int get_health(http_request_t *request) {
   api_t *api = app(request);
   return http_respond_json(
       request, MHD_HTTP_OK,
-      json_pack("{s:s, s:s, s:f, s:{s:i, s:i}, s:i, s:i}", "status", "ok", "version", MAPSAGE_VERSION, "uptime_s",
-                util_monotonic() - api->started_at, "workers", "running", sched_running(api->sched), "max",
-                sched_max_workers(api->sched), "queued", db_count_status(api->db, DB_QUEUED), "streams",
-                sse_subscriber_count(api->hub)));
+      json_pack("{s:s, s:s, s:f, s:{s:i, s:i}, s:i, s:i, s:b}", "status", "ok", "version", MAPSAGE_VERSION,
+                "uptime_s", util_monotonic() - api->started_at, "workers", "running", sched_running(api->sched),
+                "max", sched_max_workers(api->sched), "queued", db_count_status(api->db, DB_QUEUED), "streams",
+                sse_subscriber_count(api->hub), "sql", api->sql != NULL));
 }
 
 const http_route_t api_routes[] = {
@@ -190,6 +192,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/stream", get_stream},
     {"GET", "/api/experiments/{id}/log", get_log},
     {"GET", "/api/events", get_all_events},
+    {"POST", "/api/sql", run_sql},
     {"GET", "/api/health", get_health},
 };
 const size_t api_route_count = ARRAY_SIZE(api_routes);

@@ -7,6 +7,7 @@
 #include "db.h"
 #include "http.h"
 #include "scheduler.h"
+#include "sql.h"
 #include "sse.h"
 
 /* What every handler reaches through http_app(). */
@@ -14,6 +15,7 @@ typedef struct {
   db_t *db;
   sched_t *sched;
   sse_hub_t *hub;
+  sql_t *sql;
   double started_at;   /* util_monotonic() at start */
 } api_t;
 

@@ -45,6 +45,8 @@ struct http_request {
   int64_t id;
   void (*on_complete)(void *data);
   void *on_complete_data;
+  http_handler_cb on_resume;  /* set while suspended by http_suspend */
+  void *context;
 };
 
 static void run(http_server_t *server);
@@ -230,6 +232,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
     }
     return MHD_YES;
   }
+  if (request->on_resume) { /* back from http_suspend: answer now */
+    http_handler_cb on_resume = request->on_resume;
+    request->on_resume = NULL;
+    int result = on_resume(request);
+    if (result != 0 &&
+        http_respond_error(request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error: %s", strerror(-result)) != 0)
+      return MHD_NO;
+    return MHD_YES;
+  }
   if (request->routed) return MHD_YES; /* a stream's connection, resumed, or a refused body */
   if (*upload_data_size > 0) {
     size_t needed = request->body_length + *upload_data_size;
@@ -393,6 +404,19 @@ const char *http_body(const http_request_t *request, size_t *length) {
   *length = request->body_length;
   return request->body ? request->body : "";
 }
+
+void http_suspend(http_request_t *request, http_handler_cb on_resume) {
+  request->on_resume = on_resume;
+  MHD_suspend_connection(request->connection);
+}
+
+void http_resume(http_request_t *request) {
+  MHD_resume_connection(request->connection);
+  http_wake(request->server);
+}
+
+void http_set_context(http_request_t *request, void *context) { request->context = context; }
+void *http_context(const http_request_t *request) { return request->context; }
 
 void http_on_complete(http_request_t *request, void (*callback)(void *data), void *data) {
   request->on_complete = callback;

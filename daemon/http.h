@@ -58,6 +58,14 @@ const char *http_query(const http_request_t *request, const char *key);
 const char *http_header(const http_request_t *request, const char *name);
 const char *http_body(const http_request_t *request, size_t *length);
 
+/* Parks the request while slow work runs elsewhere (the thread pool): MHD stops serving
+ * the connection until http_resume(), then calls `on_resume`, which answers it. */
+void http_suspend(http_request_t *request, http_handler_cb on_resume);
+void http_resume(http_request_t *request);
+/* Data for the code that suspended the request. */
+void http_set_context(http_request_t *request, void *context);
+void *http_context(const http_request_t *request);
+
 /* Called once when the request is over (the client left or the response was sent). */
 void http_on_complete(http_request_t *request, void (*callback)(void *data), void *data);
 

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "http.h"
 #include "scheduler.h"
+#include "sql.h"
 #include "sse.h"
 #include "util.h"
 
@@ -24,6 +25,7 @@
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file;
   int workers;
+  unsigned sql_timeout_ms, sql_max_rows;
 } settings_t;
 
 typedef struct {
@@ -54,6 +56,10 @@ static void usage(FILE *out) {
         "                       default /usr/share/datasets/fashion-mnist)\n"
         "  --token-file FILE    require \"Authorization: Bearer <token>\" on every request that\n"
         "                       changes something (MAPSAGE_TOKEN_FILE)\n"
+        "  --sql-timeout-ms MS  interrupt a POST /api/sql query after this long (MAPSAGE_SQL_TIMEOUT_MS;\n"
+        "                       default 5000)\n"
+        "  --sql-max-rows N     return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
+        "                       default 10000)\n"
         "  -h, --help           show this help\n",
         out);
 }
@@ -61,6 +67,18 @@ static void usage(FILE *out) {
 static const char *env_or(const char *name, const char *fallback) {
   const char *value = getenv(name);
   return value && value[0] ? value : fallback;
+}
+
+static int parse_count(const char *flag, const char *text, unsigned minimum, unsigned maximum, unsigned *out) {
+  char *end;
+  errno = 0;
+  unsigned long value = strtoul(text, &end, 10);
+  if (errno || end == text || *end != '\0' || text[0] == '-' || value < minimum || value > maximum) {
+    fprintf(stderr, "mapsaged: %s: must be an integer from %u to %u, not \"%s\"\n", flag, minimum, maximum, text);
+    return -EINVAL;
+  }
+  *out = (unsigned)value;
+  return 0;
 }
 
 static int parse_settings(int argc, char **argv, settings_t *settings) {
@@ -72,12 +90,15 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
   settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
+  const char *sql_timeout = env_or("MAPSAGE_SQL_TIMEOUT_MS", "5000");
+  const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
 
   static const struct option options[] = {
       {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
       {"data-dir", required_argument, NULL, 'D'},    {"workers", required_argument, NULL, 'w'},
       {"worker-bin", required_argument, NULL, 'W'},  {"dataset-dir", required_argument, NULL, 'S'},
       {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
+      {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -90,6 +111,8 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'W': settings->worker_bin = optarg; break;
     case 'S': settings->dataset_dir = optarg; break;
     case 't': settings->token_file = optarg; break;
+    case 'T': sql_timeout = optarg; break;
+    case 'R': sql_rows = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -110,6 +133,9 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     }
     settings->workers = (int)value;
   }
+  if (parse_count("--sql-timeout-ms", sql_timeout, 1, 3600000, &settings->sql_timeout_ms) != 0 ||
+      parse_count("--sql-max-rows", sql_rows, 1, 10000000, &settings->sql_max_rows) != 0)
+    return -EINVAL;
   if (settings->worker_bin == NULL) {
     /* Beside our own executable first, so a build tree runs its own worker. */
     size_t size = sizeof worker_bin;
@@ -234,6 +260,9 @@ int main(int argc, char **argv) {
       .cancel_grace_ms = SHUTDOWN_GRACE_MS,
   };
   if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;
+  sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,
+                       .max_rows = settings->sql_max_rows};
+  if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
                          .token = daemon.token, .app = &daemon.api};
@@ -264,6 +293,7 @@ int main(int argc, char **argv) {
   uv_run(daemon.loop, UV_RUN_DEFAULT);
 
   db_close(daemon.api.db);
+  sql_destroy(daemon.api.sql);
   uv_loop_close(daemon.loop);
   free(daemon.token);
   fprintf(stderr, "mapsaged: stopped\n");

@@ -1,0 +1,171 @@
+"""test_sql.py — POST /api/sql against the real daemon: reads work, nothing can write
+(the database files stay identical byte for byte), limits stop runaway queries with a clear
+error, and a slow query does not stall a live stream."""
+import hashlib
+import os
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mapsage_testlib import Daemon, synthetic_config  # noqa: E402
+
+ENDLESS = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c"
+
+WRITES = [
+    ("INSERT INTO experiments (config) VALUES ('{}')", "INSERT is not allowed"),
+    ("UPDATE experiments SET name = 'x'", "UPDATE is not allowed"),
+    ("DELETE FROM metrics", "DELETE is not allowed"),
+    ("DROP TABLE metrics", "DROP is not allowed"),
+    ("DROP VIEW curves", "DROP is not allowed"),
+    ("CREATE TABLE t (a)", "CREATE is not allowed"),
+    ("CREATE TEMP TABLE t AS SELECT * FROM metrics", "CREATE is not allowed"),
+    ("CREATE INDEX i ON metrics (value)", "CREATE is not allowed"),
+    ("ALTER TABLE experiments ADD COLUMN x", "not allowed"),
+    ("ATTACH 'evil.db' AS evil", "ATTACH (or VACUUM INTO) is not allowed"),
+    ("VACUUM INTO 'copy.db'", "VACUUM is not allowed"),
+    ("VACUUM", "not allowed"),
+    ("PRAGMA user_version = 99", "PRAGMA that sets something is not allowed"),
+    ("PRAGMA journal_mode = DELETE", "PRAGMA that sets something is not allowed"),
+    ("PRAGMA writable_schema = ON", "PRAGMA that sets something is not allowed"),
+    ("SELECT load_extension('/tmp/x.so')", "load_extension() is not allowed"),
+    ("BEGIN IMMEDIATE", "a transaction is not allowed"),
+    ("REINDEX", "not allowed"),
+    ("ANALYZE", "not allowed"),
+    ("SELECT 1; DELETE FROM metrics", "one statement per request"),
+    ("SELECT 1; SELECT 2", "one statement per request"),
+]
+
+
+def file_digests(db_path):
+    digests = {}
+    for suffix in ("", "-wal"):
+        path = db_path + suffix
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                digests[suffix] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+class Sql(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=1, extra_args=["--sql-timeout-ms", "500", "--sql-max-rows", "50"])
+        cls.finished = []
+        for seed in (1, 2):
+            experiment_id = cls.daemon.submit(synthetic_config("sql-%d" % seed, epochs=2, seed=seed))
+            cls.finished.append(cls.daemon.wait_status(experiment_id, ["succeeded"]))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    def sql(self, text, params=None, expected=200):
+        body = {"sql": text} if params is None else {"sql": text, "params": params}
+        status, _, answer = self.daemon.request("POST", "/api/sql", body)
+        self.assertEqual(expected, status, (text, answer))
+        return answer
+
+    def test_reads_and_views(self):
+        answer = self.sql("SELECT id, status, final_test_accuracy, epochs, stage_plan FROM experiment_summary "
+                          "ORDER BY id")
+        self.assertEqual(["id", "status", "final_test_accuracy", "epochs", "stage_plan"], answer["columns"])
+        self.assertFalse(answer["truncated"])
+        self.assertGreaterEqual(answer["elapsed_ms"], 0)
+        by_id = {row[0]: row for row in answer["rows"]}
+        for experiment in self.finished:
+            row = by_id[experiment["id"]]
+            self.assertEqual("succeeded", row[1])
+            self.assertAlmostEqual(experiment["summary"]["final_test_accuracy"], row[2], places=6)
+            self.assertEqual((2, "train:2"), (row[3], row[4]))
+        # The long view has every eval under its full name, and agrees with the evals table.
+        answer = self.sql("SELECT count(*) FROM curves WHERE experiment_id = ?1 AND name = 'test/accuracy'",
+                          [self.finished[0]["id"]])
+        self.assertEqual([[2]], answer["rows"])
+
+    def test_params_types_and_introspection(self):
+        answer = self.sql("SELECT ?1 + ?2, ?3, ?4, ?5", [1, 2.5, "text", None, True])
+        self.assertEqual([[3.5, "text", None, 1]], answer["rows"])
+        answer = self.sql("PRAGMA table_info(metrics)")
+        self.assertIn("name", [row[1] for row in answer["rows"]])
+        self.assertEqual([[1]], self.sql("PRAGMA user_version")["rows"])
+
+    def test_row_limit(self):
+        answer = self.sql("SELECT step FROM metrics ORDER BY step")
+        self.assertEqual(50, len(answer["rows"]))
+        self.assertTrue(answer["truncated"])
+        self.assertIn("row limit of 50", answer["warning"])
+
+    def test_nothing_can_write(self):
+        before = file_digests(self.daemon.db_path)
+        for text, words in WRITES:
+            status, _, answer = self.daemon.request("POST", "/api/sql", {"sql": text})
+            self.assertIn(status, (400, 403), text)
+            self.assertIn(words, answer["error"], text)
+        self.assertEqual(before, file_digests(self.daemon.db_path), "the database files are unchanged")
+        self.assertFalse(os.path.exists(os.path.join(self.daemon.directory, "copy.db")))
+        self.assertFalse(os.path.exists("copy.db"))
+
+    def test_bad_bodies(self):
+        cases = [
+            ("not json", "must be a JSON object"),
+            ({"query": "SELECT 1"}, "query: unknown field"),
+            ({"sql": 1}, "sql: must be a string"),
+            ({"sql": "SELECT ?1", "params": "x"}, "params: must be an array"),
+            ({"sql": "SELECT ?1", "params": [[1]]}, "params: each value"),
+            ({"sql": "SELECT ?1, ?2", "params": [1]}, "has 2 parameters but 1 were given"),
+            ({"sql": "  -- nothing\n"}, "there is no statement"),
+            ({"sql": "SELEC 1"}, "syntax error"),
+            ({"sql": "SELECT * FROM nowhere"}, "no such table: nowhere"),
+        ]
+        for body, words in cases:
+            status, _, answer = self.daemon.request("POST", "/api/sql", body)
+            self.assertEqual(400, status, body)
+            self.assertIn(words, answer["error"], body)
+        self.assertEqual(405, self.daemon.request("GET", "/api/sql")[0])
+
+    def test_time_limit_does_not_stall_streams(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("streams-on", epochs=300, train_size=4096))
+        stream = d.stream(experiment_id)
+        arrivals = []
+
+        def follow():
+            for event in stream:
+                if event["event"] == "metric":
+                    arrivals.append(time.monotonic())
+                if len(arrivals) > 5000 or event["event"] == "end":
+                    return
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        while len(arrivals) < 10:
+            time.sleep(0.01)
+        started = time.monotonic()
+        answers = []
+        slow = threading.Thread(target=lambda: answers.append(d.request("POST", "/api/sql", {"sql": ENDLESS})))
+        slow.start()
+        time.sleep(0.1)
+        before_health = time.monotonic()
+        self.assertEqual(200, d.get("/api/health")[0])
+        health_latency = time.monotonic() - before_health
+        slow.join()
+        ended = time.monotonic()
+        self.assertLess(health_latency, 0.2, "other requests are answered while a query runs")
+        self.assertEqual(1, len(answers))
+        for status, _, answer in answers:
+            self.assertEqual(400, status)
+            self.assertIn("longer than the time limit of 500 ms", answer["error"])
+        self.assertGreaterEqual(ended - started, 0.45)
+        during = [t for t in arrivals if started <= t <= ended]
+        self.assertGreater(len(during), 4, "metric events kept arriving while the query ran")
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        self.assertLess(max(gaps), 0.25, "no stall of the stream")
+        d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
+        reader.join(timeout=30)
+        stream.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
