@@ -24,7 +24,7 @@ def synthetic_config(name="synthetic", epochs=2, train_size=2048, **extra):
     config = {"name": name, "dataset": {"name": "synthetic", "train_size": train_size},
               "model": MLP, "epochs": epochs}
     config.update(extra)
-    return config
+    return {key: value for key, value in config.items() if value is not None}
 
 
 class Daemon:

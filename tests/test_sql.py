@@ -84,6 +84,23 @@ class Sql(unittest.TestCase):
                           [self.finished[0]["id"]])
         self.assertEqual([[2]], answer["rows"])
 
+    def test_stage_summary(self):
+        d = self.daemon
+        staged = d.submit(synthetic_config("staged", epochs=None, stages=[
+            {"name": "warm", "epochs": 1}, {"name": "main", "epochs": 2, "task_weight": 0.5}]))
+        d.wait_status(staged, ["succeeded"])
+        rows = self.sql("SELECT stage, stage_name, name, first_step, last_step, steps, start_value, end_value "
+                        "FROM stage_summary WHERE experiment_id = ?1 ORDER BY stage, name", [staged])["rows"]
+        by_key = {(row[1], row[2]): row for row in rows}
+        self.assertEqual({"warm", "main"}, {row[1] for row in rows})
+        warm, main = by_key[("warm", "loss/task")], by_key[("main", "loss/task")]
+        self.assertEqual(1, warm[3])
+        self.assertEqual(warm[4] + 1, main[3], "stages meet without a gap")
+        self.assertEqual(main[4] - main[3] + 1, main[5])
+        self.assertLess(main[7], warm[6], "the task loss fell")
+        weighted = by_key[("main", "weighted/task")]
+        self.assertAlmostEqual(0.5 * main[7], weighted[7], places=5)
+
     def test_params_types_and_introspection(self):
         answer = self.sql("SELECT ?1 + ?2, ?3, ?4, ?5", [1, 2.5, "text", None, True])
         self.assertEqual([[3.5, "text", None, 1]], answer["rows"])
