@@ -176,6 +176,18 @@ static int is_identifier(const char *name) {
   return 1;
 }
 
+/* Unnamed layers are known by kind and position ("linear0", "relu1"; see the worker's
+ * nn.c): a layer named like that could be mistaken for another. */
+static int is_automatic_name(const char *name) {
+  for (int kind = 0; kind <= CFG_LAYER_RELU; kind++) {
+    const char *kind_name = cfg_layer_kind_name(kind);
+    size_t length = strlen(kind_name);
+    if (strncmp(name, kind_name, length) == 0 && name[length] && strspn(name + length, "0123456789") == strlen(name + length))
+      return 1;
+  }
+  return 0;
+}
+
 // ---------------------------------------------------------------------------------------
 // sections
 
@@ -246,10 +258,14 @@ static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors
     }
     out->kind = get_choice(layer, prefix, "type", layer_kinds, CFG_LAYER_RELU, errors);
     check_known_keys(layer, prefix, out->kind == CFG_LAYER_LINEAR ? known_linear : known_activation, errors);
-    if (get_string(layer, prefix, "name", out->name, sizeof out->name, errors) && !is_identifier(out->name)) {
+    if (get_string(layer, prefix, "name", out->name, sizeof out->name, errors)) {
       char path[96];
-      add_error(errors, join(path, sizeof path, prefix, "name"),
-                "must use only letters, digits, '_', '-' and '.'");
+      join(path, sizeof path, prefix, "name");
+      if (!is_identifier(out->name))
+        add_error(errors, path, "must use only letters, digits, '_', '-' and '.'");
+      else if (is_automatic_name(out->name))
+        add_error(errors, path, "\"%s\" is how unnamed layers are called (kind and number); choose another name",
+                  out->name);
     }
     for (int j = 0; j < i && out->name[0]; j++) {
       if (strcmp(config->layers[j].name, out->name) == 0) {

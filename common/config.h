@@ -65,7 +65,6 @@ typedef struct {
   int batch_size;
   int n_stages;
   cfg_stage_t stages[CFG_MAX_STAGES];
-  int checkpoint_every;      /* epochs between checkpoints; 0 = only the final one */
 } cfg_experiment_t;
 
 /* One validation error: where and why. */

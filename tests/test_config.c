@@ -132,6 +132,9 @@ static void test_model_rules(void) {
                            "{\"type\": \"relu\", \"name\": \"a\"}, {\"type\": \"linear\", \"out\": 10, \"name\": \"b c\"}]}}"));
   CHECK(has_error("model.layers[1].name", "already the name of model.layers[0]"));
   CHECK(has_error("model.layers[2].name", "only letters"));
+  CHECK_INT(-EINVAL, parse("{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 10, \"name\": \"relu3\"}]}}"));
+  CHECK(has_error("model.layers[0].name", "how unnamed layers are called"));
+  CHECK_INT(0, parse("{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 10, \"name\": \"linear_head\"}]}}"));
   CHECK_INT(-EINVAL, parse("{\"model\": {\"layers\": [{\"type\": \"relu\", \"out\": 3}, {\"type\": \"linear\", \"out\": 10}]}}"));
   CHECK(has_error("model.layers[0].out", "unknown field"));
 }

@@ -1,0 +1,261 @@
+/* main.c — mapsage-worker: runs one experiment and reports it as events on stdout.
+ *
+ * The daemon spawns it with the experiment's config on stdin and reads one JSON event per
+ * line from stdout (started, metric…, eval…, finished); stderr is the run's human log. Exit
+ * status: 0 succeeded, 1 failed (a `finished` event says why), 2 bad command line, 128+N
+ * stopped by signal N (SIGTERM → 143, with no `finished` event: the daemon, which sent the
+ * signal, decides the run was cancelled). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "data.h"
+#include "event.h"
+#include "nn.h"
+#include "train.h"
+#include "util.h"
+
+#define WORKER_VERSION "0.1.0"
+#define WORKER_CONFIG_LIMIT (1 << 20)
+#define WORKER_MAX_THREADS 256
+
+/* The signal that asked us to stop (SIGTERM or SIGINT), 0 while none did. The training loop
+ * reads it before every step. */
+static volatile sig_atomic_t worker_stop;
+
+static void worker_on_signal(int signal_number) { worker_stop = signal_number; }
+
+static void worker_usage(FILE *out) {
+  fprintf(out,
+          "usage: mapsage-worker --experiment ID [--checkpoint-dir DIR] [--dataset-dir DIR]\n"
+          "                      [--threads N] [--resume PATH]\n"
+          "\n"
+          "Runs one MapSage experiment. The experiment config (JSON) is read from stdin; events\n"
+          "(one JSON object per line) go to stdout; progress goes to stderr.\n"
+          "\n"
+          "  --experiment ID       the experiment's id in the daemon (required)\n"
+          "  --checkpoint-dir DIR  where checkpoints go (accepted; checkpoints come later)\n"
+          "  --dataset-dir DIR     Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
+          "                        default " DATA_DEFAULT_DIR ")\n"
+          "  --threads N           OpenBLAS threads (default 1)\n"
+          "  --resume PATH         resume from a checkpoint (not implemented yet)\n"
+          "  --help                this text\n");
+}
+
+/* Reports a failure as the `finished` event (and on stderr unless `quiet`: the caller has
+ * said it there already); returns main's exit status. */
+static int worker_fail(int quiet, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+static int worker_fail(int quiet, const char *format, ...) {
+  char message[1024];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  if (!quiet) fprintf(stderr, "mapsage-worker: %s\n", message);
+  ev_write(stdout, json_pack("{s:s, s:s, s:s}", "event", "finished", "status", "failed", "error",
+                             message));
+  return 1;
+}
+
+/* Parses a whole decimal integer in [minimum, maximum]; -1 when it is not one. */
+static int worker_parse_integer(const char *text, long long minimum, long long maximum,
+                                long long *out) {
+  char *end;
+  errno = 0;
+  long long value = strtoll(text, &end, 10);
+  if (errno || end == text || *end || value < minimum || value > maximum) return -1;
+  *out = value;
+  return 0;
+}
+
+static json_t *worker_params_json(const nn_model_t *model) {
+  json_t *params = json_pack("{s:I}", "total", (json_int_t)model->n_params);
+  for (int l = 0; l < model->n_layers && params; l++) {
+    size_t count = nn_layer_param_count(&model->layers[l]);
+    if (count) json_object_set_new(params, model->layers[l].name, json_integer((json_int_t)count));
+  }
+  return params;
+}
+
+int main(int argc, char **argv) {
+  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME };
+  static const struct option options[] = {
+      {"experiment", required_argument, NULL, 'e'},
+      {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
+      {"dataset-dir", required_argument, NULL, OPT_DATASET_DIR},
+      {"threads", required_argument, NULL, 't'},
+      {"resume", required_argument, NULL, OPT_RESUME},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  long long experiment = 0, threads = 1;
+  const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
+  const char *resume = NULL;
+  int option;
+  while ((option = getopt_long(argc, argv, "e:t:h", options, NULL)) != -1) {
+    switch (option) {
+    case 'e':
+      if (worker_parse_integer(optarg, 1, INT64_MAX, &experiment) != 0) {
+        fprintf(stderr, "mapsage-worker: --experiment: expected a positive integer, not \"%s\"\n",
+                optarg);
+        return 2;
+      }
+      break;
+    case 't':
+      if (worker_parse_integer(optarg, 1, WORKER_MAX_THREADS, &threads) != 0) {
+        fprintf(stderr, "mapsage-worker: --threads: expected an integer in 1–%d, not \"%s\"\n",
+                WORKER_MAX_THREADS, optarg);
+        return 2;
+      }
+      break;
+    case OPT_CHECKPOINT_DIR:
+      break; /* accepted so the daemon can always pass it; nothing is written yet */
+    case OPT_DATASET_DIR:
+      dataset_dir = optarg;
+      break;
+    case OPT_RESUME:
+      resume = optarg;
+      break;
+    case 'h':
+      worker_usage(stdout);
+      return 0;
+    default:
+      worker_usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "mapsage-worker: unexpected argument \"%s\"\n", argv[optind]);
+    worker_usage(stderr);
+    return 2;
+  }
+  if (resume) {
+    fprintf(stderr, "mapsage-worker: --resume %s: resuming from a checkpoint is not implemented "
+                    "in this version\n", resume);
+    return 2;
+  }
+  if (experiment == 0) {
+    fprintf(stderr, "mapsage-worker: --experiment ID is required\n");
+    worker_usage(stderr);
+    return 2;
+  }
+  if (!dataset_dir || !dataset_dir[0]) dataset_dir = DATA_DEFAULT_DIR;
+
+  /* SIGTERM (the daemon's cancel) and SIGINT stop training at the next step. A daemon that
+   * went away must not kill us silently mid-write: EPIPE is reported instead. */
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = worker_on_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, NULL);
+  sigaction(SIGINT, &action, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  openblas_set_num_threads((int)threads);
+
+  char *text = NULL;
+  size_t length = 0;
+  cfg_experiment_t *config = NULL; /* ~10 KiB: on the heap rather than the stack */
+  data_set_t data = {0};
+  nn_model_t model = {0};
+  int have_data = 0, have_model = 0, status = 1;
+  char error[1024];
+
+  int rc = util_read_file("-", WORKER_CONFIG_LIMIT, &text, &length);
+  if (rc) {
+    status = worker_fail(0, "cannot read the config from stdin: %s",
+                         rc == -EFBIG ? "larger than 1 MiB" : strerror(-rc));
+    goto out;
+  }
+  config = malloc(sizeof *config);
+  cfg_errors_t *errors = malloc(sizeof *errors);
+  if (!config || !errors) {
+    free(errors);
+    status = worker_fail(0, "out of memory");
+    goto out;
+  }
+  if (cfg_parse(text, length, config, errors) != 0) {
+    int kept = errors->count < CFG_MAX_ERRORS ? errors->count : CFG_MAX_ERRORS;
+    for (int i = 0; i < kept; i++)
+      fprintf(stderr, "mapsage-worker: invalid config: %s%s%s\n", errors->items[i].path,
+              errors->items[i].path[0] ? ": " : "", errors->items[i].message);
+    const cfg_error_t *first = &errors->items[0];
+    status = worker_fail(1, "invalid config: %s%s%s", first->path, first->path[0] ? ": " : "",
+                         first->message);
+    free(errors);
+    goto out;
+  }
+  free(errors);
+
+  fprintf(stderr, "mapsage-worker %s: experiment %lld \"%s\", %d OpenBLAS thread%s\n",
+          WORKER_VERSION, experiment, config->name, (int)threads, threads == 1 ? "" : "s");
+  rc = data_load(&data, config, dataset_dir, error, sizeof error);
+  if (rc) {
+    status = worker_fail(0, "cannot load the dataset: %s", error);
+    goto out;
+  }
+  have_data = 1;
+  rc = nn_model_create(&model, config, config->batch_size);
+  if (rc) {
+    status = worker_fail(0, "cannot build the model: %s", strerror(-rc));
+    goto out;
+  }
+  have_model = 1;
+
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  json_t *dataset = json_pack("{s:s, s:i, s:i, s:i}", "name", data.name, "train", data.train.n,
+                              "val", data.val.n, "test", data.test.n);
+  if (ev_write(stdout, json_pack("{s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event", "started",
+                                 "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
+                                 "host", host, "threads", (int)threads, "version", WORKER_VERSION,
+                                 "params", worker_params_json(&model), "dataset", dataset)) != 0) {
+    fprintf(stderr, "mapsage-worker: cannot write to stdout\n");
+    goto out;
+  }
+  fprintf(stderr, "%s: %d train, %d val, %d test examples; %zu parameters; %d epochs\n", data.name,
+          data.train.n, data.val.n, data.test.n, model.n_params, cfg_total_epochs(config));
+
+  train_summary_t summary;
+  train_options_t train_options = {.events = stdout, .log = stderr, .stop = &worker_stop};
+  rc = train_run(&model, config, &data, &train_options, &summary, error, sizeof error);
+  if (rc) {
+    status = worker_fail(0, "%s", error);
+    goto out;
+  }
+  if (summary.stopped) {
+    int signal_number = (int)worker_stop;
+    fprintf(stderr, "mapsage-worker: stopped by signal %d (%s) after step %lld\n", signal_number,
+            strsignal(signal_number), (long long)summary.steps);
+    ev_write_log(stdout, "warning", "stopped by signal %d (%s) after step %lld", signal_number,
+                 strsignal(signal_number), (long long)summary.steps);
+    status = 128 + signal_number;
+    goto out;
+  }
+  fprintf(stderr, "finished: %d epochs, %lld steps in %.1f s (%.0f examples/s); test accuracy %.4f\n",
+          summary.epochs, (long long)summary.steps, summary.seconds, summary.examples_per_s,
+          summary.final_test_accuracy);
+  if (ev_write(stdout, json_pack("{s:s, s:s, s:o}", "event", "finished", "status", "succeeded",
+                                 "summary", train_summary_to_json(&summary))) != 0) {
+    fprintf(stderr, "mapsage-worker: cannot write to stdout\n");
+    goto out;
+  }
+  status = 0;
+
+out:
+  if (have_model) nn_model_free(&model);
+  if (have_data) data_free(&data);
+  free(config);
+  free(text);
+  return status;
+}
