@@ -75,7 +75,7 @@ static int queue_append(sse_subscriber_t *subscriber, const char *text, size_t l
     return -ENOBUFS;
   }
   if (subscriber->queue_end + length > subscriber->queue_capacity) {
-    memmove(subscriber->queue, subscriber->queue + subscriber->queue_start, used);
+    if (used > 0) memmove(subscriber->queue, subscriber->queue + subscriber->queue_start, used);
     subscriber->queue_start = 0;
     subscriber->queue_end = used;
     if (used + length > subscriber->queue_capacity) {
