@@ -325,8 +325,9 @@ int sql_handle(sql_t *sql, http_request_t *request) {
   json_t *value;
   json_object_foreach(root, key, value) {
     if (strcmp(key, "sql") != 0 && strcmp(key, "params") != 0) {
-      json_decref(root);
-      return http_respond_error(request, MHD_HTTP_BAD_REQUEST, "%s: unknown field (expected sql, params)", key);
+      int result = http_respond_error(request, MHD_HTTP_BAD_REQUEST, "%s: unknown field (expected sql, params)", key);
+      json_decref(root); /* `key` lives in it */
+      return result;
     }
   }
   json_t *text = json_object_get(root, "sql"), *params = json_object_get(root, "params");

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -65,7 +66,11 @@ class Daemon:
         self.stderr.close()
 
     def close(self):
+        died = self.process and self.process.poll() is not None
         self.kill(signal.SIGTERM)
+        if died or (self.process and self.process.returncode not in (0, None)):
+            # A daemon that died on its own (a sanitizer report, a crash): show why.
+            sys.stderr.write("mapsaged exited with %s; its log:\n%s\n" % (self.process.returncode, self.log()))
         if self.owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
