@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -179,7 +180,7 @@ static int is_identifier(const char *name) {
 /* Unnamed layers are known by kind and position ("linear0", "relu1"; see the worker's
  * nn.c): a layer named like that could be mistaken for another. */
 static int is_automatic_name(const char *name) {
-  for (int kind = 0; kind <= CFG_LAYER_RELU; kind++) {
+  for (int kind = 0; kind < CFG_LAYER_KIND_COUNT; kind++) {
     const char *kind_name = cfg_layer_kind_name(kind);
     size_t length = strlen(kind_name);
     if (strncmp(name, kind_name, length) == 0 && name[length] && strspn(name + length, "0123456789") == strlen(name + length))
@@ -222,12 +223,125 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
     get_int(dataset, "dataset", "train_limit", 1, config->dataset.train_size, &config->dataset.train_limit, errors);
 }
 
-static const char *const layer_kinds[] = {"linear", "relu", NULL};
+static const char *const layer_kinds[] = {"linear", "relu", "conv2d", "maxpool", "flatten", "dropout", NULL};
+
+/* Works out the layer's output shape from its input's, or says why it cannot. */
+static void infer_shape(cfg_layer_t *layer, const cfg_shape_t *in, const char *prefix, cfg_errors_t *errors) {
+  char path[96];
+  layer->shape = *in;
+  switch (layer->kind) {
+  case CFG_LAYER_LINEAR:
+    layer->shape = (cfg_shape_t){layer->out, 1, 1, 0};
+    break;
+  case CFG_LAYER_FLATTEN:
+    layer->shape = (cfg_shape_t){cfg_shape_size(in), 1, 1, 0};
+    break;
+  case CFG_LAYER_RELU:
+  case CFG_LAYER_DROPOUT:
+    break;
+  case CFG_LAYER_CONV2D:
+  case CFG_LAYER_MAXPOOL: {
+    if (!in->image) {
+      add_error(errors, prefix, "%s needs an image-shaped input (channels × height × width), but it follows a flat "
+                "layer (linear or flatten)", cfg_layer_kind_name(layer->kind));
+      layer->shape = (cfg_shape_t){1, 1, 1, 0};
+      return;
+    }
+    int padding = layer->kind == CFG_LAYER_CONV2D ? layer->padding : 0;
+    int height = (in->height + 2 * padding - layer->kernel) / layer->stride + 1;
+    int width = (in->width + 2 * padding - layer->kernel) / layer->stride + 1;
+    if (in->height + 2 * padding < layer->kernel || in->width + 2 * padding < layer->kernel || height < 1 ||
+        width < 1) {
+      add_error(errors, join(path, sizeof path, prefix, layer->kind == CFG_LAYER_CONV2D ? "kernel" : "size"),
+                "%d is larger than its %d×%d input", layer->kernel, in->height, in->width);
+      layer->shape = (cfg_shape_t){1, 1, 1, 0};
+      return;
+    }
+    layer->shape = (cfg_shape_t){layer->kind == CFG_LAYER_CONV2D ? layer->out : in->channels, height, width, 1};
+    break;
+  }
+  case CFG_LAYER_KIND_COUNT:
+    break;
+  }
+}
+
+static void parse_layer(const json_t *layer, int i, cfg_experiment_t *config, const cfg_shape_t *in,
+                        cfg_errors_t *errors) {
+  static const char *const known[CFG_LAYER_KIND_COUNT][7] = {
+      [CFG_LAYER_LINEAR] = {"type", "name", "out", NULL},
+      [CFG_LAYER_RELU] = {"type", "name", NULL},
+      [CFG_LAYER_CONV2D] = {"type", "name", "out", "kernel", "stride", "padding", NULL},
+      [CFG_LAYER_MAXPOOL] = {"type", "name", "size", "stride", NULL},
+      [CFG_LAYER_FLATTEN] = {"type", "name", NULL},
+      [CFG_LAYER_DROPOUT] = {"type", "name", "p", NULL},
+  };
+  cfg_layer_t *out = &config->layers[i];
+  char prefix[64], path[96];
+  snprintf(prefix, sizeof prefix, "model.layers[%d]", i);
+  out->shape = *in;
+  if (!json_is_object(layer)) {
+    add_error(errors, prefix, "must be an object like {\"type\": \"linear\", \"out\": 128}, not %s",
+              json_type_name(layer));
+    return;
+  }
+  if (json_object_get(layer, "type") == NULL) {
+    add_error(errors, join(path, sizeof path, prefix, "type"),
+              "is required (one of linear, relu, conv2d, maxpool, flatten, dropout)");
+    return;
+  }
+  out->kind = get_choice(layer, prefix, "type", layer_kinds, CFG_LAYER_KIND_COUNT, errors);
+  if (out->kind == CFG_LAYER_KIND_COUNT) {
+    out->kind = CFG_LAYER_RELU; /* reported; go on as if it changed nothing */
+    return;
+  }
+  check_known_keys(layer, prefix, known[out->kind], errors);
+  if (get_string(layer, prefix, "name", out->name, sizeof out->name, errors)) {
+    join(path, sizeof path, prefix, "name");
+    if (!is_identifier(out->name))
+      add_error(errors, path, "must use only letters, digits, '_', '-' and '.'");
+    else if (is_automatic_name(out->name))
+      add_error(errors, path, "\"%s\" is how unnamed layers are called (kind and number); choose another name",
+                out->name);
+  }
+  for (int j = 0; j < i && out->name[0]; j++)
+    if (strcmp(config->layers[j].name, out->name) == 0)
+      add_error(errors, join(path, sizeof path, prefix, "name"), "\"%s\" is already the name of model.layers[%d]",
+                out->name, j);
+  switch (out->kind) {
+  case CFG_LAYER_LINEAR:
+  case CFG_LAYER_CONV2D:
+    if (json_object_get(layer, "out") == NULL)
+      add_error(errors, join(path, sizeof path, prefix, "out"), "is required for a %s layer (%s)",
+                cfg_layer_kind_name(out->kind), out->kind == CFG_LAYER_LINEAR ? "output features" : "output channels");
+    out->out = 1;
+    get_int(layer, prefix, "out", 1, out->kind == CFG_LAYER_LINEAR ? 65536 : 1024, &out->out, errors);
+    if (out->kind == CFG_LAYER_CONV2D) {
+      out->kernel = 3;
+      out->stride = 1;
+      get_int(layer, prefix, "kernel", 1, 11, &out->kernel, errors);
+      get_int(layer, prefix, "stride", 1, 8, &out->stride, errors);
+      out->padding = out->kernel / 2; /* "same" for odd kernels at stride 1 */
+      get_int(layer, prefix, "padding", 0, 5, &out->padding, errors);
+    }
+    break;
+  case CFG_LAYER_MAXPOOL:
+    out->kernel = 2;
+    get_int(layer, prefix, "size", 1, 8, &out->kernel, errors);
+    out->stride = out->kernel;
+    get_int(layer, prefix, "stride", 1, 8, &out->stride, errors);
+    break;
+  case CFG_LAYER_DROPOUT:
+    out->p = 0.5;
+    get_number(layer, prefix, "p", 0.0, 0, 0.95, &out->p, errors);
+    break;
+  default:
+    break;
+  }
+  infer_shape(out, in, prefix, errors);
+}
 
 static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
   static const char *const known[] = {"layers", NULL};
-  static const char *const known_linear[] = {"type", "name", "out", NULL};
-  static const char *const known_activation[] = {"type", "name", NULL};
   const json_t *model = get_object(root, "", "model", errors);
   if (json_object_get(root, "model") == NULL) {
     add_error(errors, "model", "is required: give model.layers, e.g. [{\"type\": \"linear\", \"out\": 10}]");
@@ -241,46 +355,10 @@ static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors
     return;
   }
   config->n_layers = (int)json_array_size(layers);
+  cfg_shape_t shape = {1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
   for (int i = 0; i < config->n_layers; i++) {
-    const json_t *layer = json_array_get(layers, (size_t)i);
-    cfg_layer_t *out = &config->layers[i];
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "model.layers[%d]", i);
-    if (!json_is_object(layer)) {
-      add_error(errors, prefix, "must be an object like {\"type\": \"linear\", \"out\": 128}, not %s",
-                json_type_name(layer));
-      continue;
-    }
-    if (json_object_get(layer, "type") == NULL) {
-      char path[96];
-      add_error(errors, join(path, sizeof path, prefix, "type"), "is required (one of linear, relu)");
-      continue;
-    }
-    out->kind = get_choice(layer, prefix, "type", layer_kinds, CFG_LAYER_RELU, errors);
-    check_known_keys(layer, prefix, out->kind == CFG_LAYER_LINEAR ? known_linear : known_activation, errors);
-    if (get_string(layer, prefix, "name", out->name, sizeof out->name, errors)) {
-      char path[96];
-      join(path, sizeof path, prefix, "name");
-      if (!is_identifier(out->name))
-        add_error(errors, path, "must use only letters, digits, '_', '-' and '.'");
-      else if (is_automatic_name(out->name))
-        add_error(errors, path, "\"%s\" is how unnamed layers are called (kind and number); choose another name",
-                  out->name);
-    }
-    for (int j = 0; j < i && out->name[0]; j++) {
-      if (strcmp(config->layers[j].name, out->name) == 0) {
-        char path[96];
-        add_error(errors, join(path, sizeof path, prefix, "name"), "\"%s\" is already the name of model.layers[%d]",
-                  out->name, j);
-      }
-    }
-    if (out->kind == CFG_LAYER_LINEAR) {
-      if (json_object_get(layer, "out") == NULL) {
-        char path[96];
-        add_error(errors, join(path, sizeof path, prefix, "out"), "is required for a linear layer");
-      }
-      get_int(layer, prefix, "out", 1, 65536, &out->out, errors);
-    }
+    parse_layer(json_array_get(layers, (size_t)i), i, config, &shape, errors);
+    shape = config->layers[i].shape;
   }
   const cfg_layer_t *last = &config->layers[config->n_layers - 1];
   char path[96], out_path[128];
@@ -288,15 +366,43 @@ static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors
   if (last->kind != CFG_LAYER_LINEAR)
     add_error(errors, path, "the last layer must be linear with out %d (one logit per class)", CFG_CLASSES);
   else if (last->out != CFG_CLASSES && last->out != 0)
-    add_error(errors, join(out_path, sizeof out_path, path, "out"), "the last layer must output %d logits (one per class), not %d",
-              CFG_CLASSES, last->out);
+    add_error(errors, join(out_path, sizeof out_path, path, "out"),
+              "the last layer must output %d logits (one per class), not %d", CFG_CLASSES, last->out);
 }
 
 static const char *const optimizer_kinds[] = {"sgd", "adam", NULL};
 
+static const char *const lr_schedules[] = {"constant", "step", "cosine", NULL};
+
+static void parse_lr_schedule(const json_t *optimizer, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"type", "warmup_epochs", "step_epochs", "gamma", "min_lr", NULL};
+  config->optimizer.schedule.kind = CFG_LR_CONSTANT;
+  config->optimizer.schedule.step_epochs = 10;
+  config->optimizer.schedule.gamma = 0.1;
+  const json_t *schedule = optimizer ? get_object(optimizer, "optimizer", "schedule", errors) : NULL;
+  if (!schedule) return;
+  check_known_keys(schedule, "optimizer.schedule", known, errors);
+  config->optimizer.schedule.kind =
+      get_choice(schedule, "optimizer.schedule", "type", lr_schedules, CFG_LR_CONSTANT, errors);
+  get_number(schedule, "optimizer.schedule", "warmup_epochs", 0.0, 0, 1000.0, &config->optimizer.schedule.warmup_epochs,
+             errors);
+  if (config->optimizer.schedule.kind == CFG_LR_STEP) {
+    get_int(schedule, "optimizer.schedule", "step_epochs", 1, 10000, &config->optimizer.schedule.step_epochs, errors);
+    get_number(schedule, "optimizer.schedule", "gamma", 0.0, 1, 1.0, &config->optimizer.schedule.gamma, errors);
+  } else {
+    if (json_object_get(schedule, "step_epochs"))
+      add_error(errors, "optimizer.schedule.step_epochs", "only for the step schedule");
+    if (json_object_get(schedule, "gamma")) add_error(errors, "optimizer.schedule.gamma", "only for the step schedule");
+  }
+  if (config->optimizer.schedule.kind == CFG_LR_COSINE)
+    get_number(schedule, "optimizer.schedule", "min_lr", 0.0, 0, 1.0, &config->optimizer.schedule.min_lr, errors);
+  else if (json_object_get(schedule, "min_lr"))
+    add_error(errors, "optimizer.schedule.min_lr", "only for the cosine schedule");
+}
+
 static void parse_optimizer(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known_sgd[] = {"type", "lr", "momentum", "weight_decay", NULL};
-  static const char *const known_adam[] = {"type", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
+  static const char *const known_sgd[] = {"type", "lr", "momentum", "weight_decay", "schedule", NULL};
+  static const char *const known_adam[] = {"type", "lr", "beta1", "beta2", "eps", "weight_decay", "schedule", NULL};
   const json_t *optimizer = get_object(root, "", "optimizer", errors);
   config->optimizer.kind = CFG_OPTIMIZER_SGD;
   if (optimizer)
@@ -308,6 +414,7 @@ static void parse_optimizer(const json_t *root, cfg_experiment_t *config, cfg_er
   config->optimizer.beta1 = 0.9;
   config->optimizer.beta2 = 0.999;
   config->optimizer.eps = 1e-8;
+  parse_lr_schedule(optimizer, config, errors);
   if (!optimizer) return;
   check_known_keys(optimizer, "optimizer", adam ? known_adam : known_sgd, errors);
   get_number(optimizer, "optimizer", "lr", 0.0, 1, 10.0, &config->optimizer.lr, errors);
@@ -322,7 +429,8 @@ static void parse_optimizer(const json_t *root, cfg_experiment_t *config, cfg_er
 }
 
 static void parse_stages(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known[] = {"name", "epochs", "task_weight", "lr", NULL};
+  static const char *const known[] = {"name", "epochs", "task_weight", "distill_weight", "feature_weight",
+                                      "adversarial_weight", "lr", NULL};
   const json_t *stages = json_object_get(root, "stages");
   const json_t *epochs = json_object_get(root, "epochs");
   if (stages && epochs) {
@@ -366,17 +474,216 @@ static void parse_stages(const json_t *root, cfg_experiment_t *config, cfg_error
       add_error(errors, join(path, sizeof path, prefix, "epochs"), "is required");
     get_int(item, prefix, "epochs", 1, 10000, &stage->epochs, errors);
     get_number(item, prefix, "task_weight", 0.0, 0, 1.0, &stage->task_weight, errors);
+    get_number(item, prefix, "distill_weight", 0.0, 0, 1.0, &stage->distill_weight, errors);
+    get_number(item, prefix, "feature_weight", 0.0, 0, 1.0, &stage->feature_weight, errors);
+    get_number(item, prefix, "adversarial_weight", 0.0, 0, 1.0, &stage->adversarial_weight, errors);
     get_number(item, prefix, "lr", 0.0, 1, 10.0, &stage->lr, errors);
     total += stage->epochs;
   }
   if (total > 10000) add_error(errors, "stages", "may have at most 10000 epochs in all, not %lld", total);
 }
 
+static void parse_teacher(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"experiment", "checkpoint", NULL};
+  const json_t *teacher = get_object(root, "", "teacher", errors);
+  config->teacher.kind = CFG_TEACHER_NONE;
+  if (!teacher) return;
+  check_known_keys(teacher, "teacher", known, errors);
+  long long experiment = 0;
+  int has_experiment = get_integer(teacher, "teacher", "experiment", 1, INT64_MAX / 2, &experiment, errors);
+  int has_checkpoint =
+      get_string(teacher, "teacher", "checkpoint", config->teacher.checkpoint, sizeof config->teacher.checkpoint, errors);
+  if (has_checkpoint && config->teacher.checkpoint[0] == '\0') {
+    add_error(errors, "teacher.checkpoint", "must be a path to a checkpoint file");
+    has_checkpoint = 0;
+  }
+  if (has_experiment) {
+    /* {"experiment": N} as submitted; with "checkpoint" too once the daemon has resolved it. */
+    config->teacher.kind = CFG_TEACHER_EXPERIMENT;
+    config->teacher.experiment = experiment;
+  } else if (has_checkpoint) {
+    config->teacher.kind = CFG_TEACHER_CHECKPOINT;
+  } else if (!json_object_get(teacher, "experiment") && !json_object_get(teacher, "checkpoint")) {
+    add_error(errors, "teacher", "give {\"experiment\": N} (a finished run) or {\"checkpoint\": \"path\"}");
+  }
+}
+
+static const char *const temperature_schedules[] = {"constant", "linear", "cosine", "step", NULL};
+
+static void parse_temperature(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"schedule", "start", "end", "every_epochs", NULL};
+  config->temperature.kind = CFG_TEMPERATURE_CONSTANT;
+  config->temperature.start = 4.0;
+  config->temperature.every_epochs = 5;
+  const json_t *temperature = get_object(root, "", "temperature", errors);
+  if (temperature) {
+    check_known_keys(temperature, "temperature", known, errors);
+    config->temperature.kind =
+        get_choice(temperature, "temperature", "schedule", temperature_schedules, CFG_TEMPERATURE_CONSTANT, errors);
+    get_number(temperature, "temperature", "start", 0.0, 1, 100.0, &config->temperature.start, errors);
+  }
+  config->temperature.end = config->temperature.start;
+  if (!temperature) return;
+  if (config->temperature.kind == CFG_TEMPERATURE_CONSTANT) {
+    if (json_object_get(temperature, "end"))
+      add_error(errors, "temperature.end", "a constant temperature has only a start");
+  } else {
+    if (json_object_get(temperature, "end") == NULL)
+      add_error(errors, "temperature.end", "is required for a %s schedule", temperature_schedules[config->temperature.kind]);
+    get_number(temperature, "temperature", "end", 0.0, 1, 100.0, &config->temperature.end, errors);
+  }
+  if (config->temperature.kind == CFG_TEMPERATURE_STEP)
+    get_int(temperature, "temperature", "every_epochs", 1, 10000, &config->temperature.every_epochs, errors);
+  else if (json_object_get(temperature, "every_epochs"))
+    add_error(errors, "temperature.every_epochs", "only for the step schedule");
+}
+
+static const char *const gates[] = {"none", "softmax", "mean_one", NULL};
+
+/* The output shape a feature adapter can start from: flat features, or a feature map. */
+static void parse_features(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"student", "teacher", "normalize", "gate", NULL};
+  const json_t *features = json_object_get(root, "features");
+  if (features == NULL) return;
+  if (!json_is_array(features) || json_array_size(features) > CFG_MAX_FEATURES) {
+    add_error(errors, "features", "must be an array of up to %d {\"student\": layer, \"teacher\": layer} pairs",
+              CFG_MAX_FEATURES);
+    return;
+  }
+  config->n_features = (int)json_array_size(features);
+  for (int i = 0; i < config->n_features; i++) {
+    const json_t *item = json_array_get(features, (size_t)i);
+    cfg_feature_t *feature = &config->features[i];
+    char prefix[64], path[96];
+    snprintf(prefix, sizeof prefix, "features[%d]", i);
+    feature->student_layer = -1;
+    if (!json_is_object(item)) {
+      add_error(errors, prefix, "must be an object like {\"student\": \"fc1\", \"teacher\": \"fc2\"}");
+      continue;
+    }
+    check_known_keys(item, prefix, known, errors);
+    const char *sides[2] = {"student", "teacher"};
+    char *names[2] = {feature->student, feature->teacher};
+    for (int side = 0; side < 2; side++)
+      if (!get_string(item, prefix, sides[side], names[side], CFG_NAME_MAX, errors) && !json_object_get(item, sides[side]))
+        add_error(errors, join(path, sizeof path, prefix, sides[side]), "is required: the name of a %s layer", sides[side]);
+    if (feature->student[0]) {
+      feature->student_layer = cfg_layer_index(config, feature->student);
+      if (feature->student_layer < 0)
+        add_error(errors, join(path, sizeof path, prefix, "student"), "the model has no layer named \"%s\"",
+                  feature->student);
+      else if (feature->student_layer == config->n_layers - 1)
+        add_error(errors, join(path, sizeof path, prefix, "student"),
+                  "\"%s\" is the output layer: align a hidden layer (the logits are what distill_weight is for)",
+                  feature->student);
+    }
+    const json_t *normalize = json_object_get(item, "normalize");
+    if (normalize && !json_is_boolean(normalize))
+      add_error(errors, join(path, sizeof path, prefix, "normalize"), "must be true or false");
+    feature->normalize = json_is_true(normalize);
+    feature->gate = get_choice(item, prefix, "gate", gates, CFG_GATE_NONE, errors);
+  }
+}
+
+static const char *const adversarial_losses[] = {"lsgan", "bce", NULL};
+
+static void parse_adversarial(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"feature", "loss", "lr", "hidden", NULL};
+  const json_t *adversarial = get_object(root, "", "adversarial", errors);
+  config->adversarial.loss = CFG_ADVERSARIAL_LSGAN;
+  config->adversarial.lr = 1e-4;
+  config->adversarial.hidden = 128;
+  if (!adversarial) return;
+  config->adversarial.enabled = 1;
+  check_known_keys(adversarial, "adversarial", known, errors);
+  get_int(adversarial, "adversarial", "feature", 0, CFG_MAX_FEATURES - 1, &config->adversarial.feature, errors);
+  if (config->adversarial.feature >= config->n_features)
+    add_error(errors, "adversarial.feature", "names features[%d], but there %s %d feature pair%s",
+              config->adversarial.feature, config->n_features == 1 ? "is" : "are", config->n_features,
+              config->n_features == 1 ? "" : "s");
+  config->adversarial.loss = get_choice(adversarial, "adversarial", "loss", adversarial_losses, CFG_ADVERSARIAL_LSGAN, errors);
+  get_number(adversarial, "adversarial", "lr", 0.0, 1, 1.0, &config->adversarial.lr, errors);
+  get_int(adversarial, "adversarial", "hidden", 1, 4096, &config->adversarial.hidden, errors);
+}
+
+static void parse_grow(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"epoch", "after", "hidden", "name", NULL};
+  const json_t *grow = json_object_get(root, "grow");
+  if (grow == NULL) return;
+  if (!json_is_array(grow) || json_array_size(grow) > CFG_MAX_GROW) {
+    add_error(errors, "grow", "must be an array of up to %d {\"epoch\": E, \"after\": layer} blocks", CFG_MAX_GROW);
+    return;
+  }
+  config->n_grow = (int)json_array_size(grow);
+  int total = cfg_total_epochs(config);
+  for (int i = 0; i < config->n_grow; i++) {
+    const json_t *item = json_array_get(grow, (size_t)i);
+    cfg_grow_t *block = &config->grow[i];
+    char prefix[64], path[96];
+    snprintf(prefix, sizeof prefix, "grow[%d]", i);
+    snprintf(block->name, sizeof block->name, "grow%d", i + 1);
+    block->after_layer = -1;
+    if (!json_is_object(item)) {
+      add_error(errors, prefix, "must be an object like {\"epoch\": 5, \"after\": \"fc1\"}");
+      continue;
+    }
+    check_known_keys(item, prefix, known, errors);
+    if (json_object_get(item, "epoch") == NULL)
+      add_error(errors, join(path, sizeof path, prefix, "epoch"), "is required: the epoch at whose start it joins");
+    block->epoch = 2;
+    get_int(item, prefix, "epoch", 2, total > 2 ? total : 2, &block->epoch, errors);
+    if (get_string(item, prefix, "after", block->after, sizeof block->after, errors)) {
+      block->after_layer = cfg_layer_index(config, block->after);
+      join(path, sizeof path, prefix, "after");
+      if (block->after_layer < 0)
+        add_error(errors, path, "the model has no layer named \"%s\"", block->after);
+      else if (block->after_layer == config->n_layers - 1)
+        add_error(errors, path, "a block cannot follow the output layer");
+      else if (config->layers[block->after_layer].shape.image)
+        add_error(errors, path, "\"%s\" outputs a feature map; blocks join after flat layers", block->after);
+    } else if (!json_object_get(item, "after")) {
+      add_error(errors, join(path, sizeof path, prefix, "after"), "is required: the layer the block follows");
+    }
+    block->hidden = block->after_layer >= 0 ? config->layers[block->after_layer].shape.channels : 1;
+    get_int(item, prefix, "hidden", 1, 65536, &block->hidden, errors);
+    if (get_string(item, prefix, "name", block->name, sizeof block->name, errors) &&
+        (!is_identifier(block->name) || cfg_layer_index(config, block->name) >= 0))
+      add_error(errors, join(path, sizeof path, prefix, "name"), "must be a new name of letters, digits, '_', '-', '.'");
+    for (int j = 0; j < i; j++)
+      if (strcmp(config->grow[j].name, block->name) == 0)
+        add_error(errors, join(path, sizeof path, prefix, "name"), "\"%s\" is already grow[%d]", block->name, j);
+  }
+}
+
+/* Rules between sections: a term with a weight needs what computes it. */
+static void check_terms(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  int has_teacher = config->teacher.kind != CFG_TEACHER_NONE;
+  for (int i = 0; i < config->n_stages; i++) {
+    const cfg_stage_t *stage = &config->stages[i];
+    char path[96];
+    if (stage->distill_weight > 0 && !has_teacher)
+      add_error(errors, (snprintf(path, sizeof path, "stages[%d].distill_weight", i), path),
+                "distillation needs a teacher: add \"teacher\": {\"experiment\": N}");
+    if (stage->feature_weight > 0 && config->n_features == 0)
+      add_error(errors, (snprintf(path, sizeof path, "stages[%d].feature_weight", i), path),
+                "feature alignment needs \"features\": [{\"student\": layer, \"teacher\": layer}]");
+    if (stage->adversarial_weight > 0 && !config->adversarial.enabled)
+      add_error(errors, (snprintf(path, sizeof path, "stages[%d].adversarial_weight", i), path),
+                "needs an \"adversarial\" section (the discriminator)");
+  }
+  if (config->n_features > 0 && !has_teacher) add_error(errors, "features", "feature alignment needs a teacher");
+  if (json_object_get(root, "temperature") && !has_teacher)
+    add_error(errors, "temperature", "the temperature softens the teacher's targets: it needs a teacher");
+  if (config->adversarial.enabled && !has_teacher) add_error(errors, "adversarial", "needs a teacher");
+}
+
 // ---------------------------------------------------------------------------------------
 
 int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
   static const char *const known[] = {"name", "seed", "priority", "dataset", "model", "optimizer",
-                                      "batch_size", "epochs", "stages", NULL};
+                                      "batch_size", "epochs", "stages", "teacher", "temperature",
+                                      "features", "adversarial", "grow", "checkpoint_every",
+                                      "grad_norm_every", NULL};
   memset(config, 0, sizeof *config);
   memset(errors, 0, sizeof *errors);
   if (!json_is_object(root)) {
@@ -395,6 +702,16 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   parse_model(root, config, errors);
   parse_optimizer(root, config, errors); /* before the stages: they inherit its lr */
   parse_stages(root, config, errors);
+  parse_teacher(root, config, errors);
+  parse_temperature(root, config, errors);
+  parse_features(root, config, errors);
+  parse_adversarial(root, config, errors); /* after the features it refers to */
+  parse_grow(root, config, errors);        /* after the stages: it knows the epochs */
+  check_terms(root, config, errors);
+  config->checkpoint_every = 1;
+  get_int(root, "", "checkpoint_every", 0, 10000, &config->checkpoint_every, errors);
+  config->grad_norm_every = 50;
+  get_int(root, "", "grad_norm_every", 1, 1000000, &config->grad_norm_every, errors);
   return errors->count == 0 ? 0 : -EINVAL;
 }
 
@@ -412,20 +729,39 @@ int cfg_parse(const char *text, size_t length, cfg_experiment_t *config, cfg_err
   return result;
 }
 
+static json_t *layer_to_json(const cfg_layer_t *layer) {
+  json_t *item = json_pack("{s:s}", "type", cfg_layer_kind_name(layer->kind));
+  if (layer->name[0]) json_object_set_new(item, "name", json_string(layer->name));
+  switch (layer->kind) {
+  case CFG_LAYER_LINEAR:
+    json_object_set_new(item, "out", json_integer(layer->out));
+    break;
+  case CFG_LAYER_CONV2D:
+    json_object_update_new(item, json_pack("{s:i, s:i, s:i, s:i}", "out", layer->out, "kernel", layer->kernel,
+                                           "stride", layer->stride, "padding", layer->padding));
+    break;
+  case CFG_LAYER_MAXPOOL:
+    json_object_update_new(item, json_pack("{s:i, s:i}", "size", layer->kernel, "stride", layer->stride));
+    break;
+  case CFG_LAYER_DROPOUT:
+    json_object_set_new(item, "p", json_real(layer->p));
+    break;
+  default:
+    break;
+  }
+  return item;
+}
+
 json_t *cfg_to_json(const cfg_experiment_t *config) {
   json_t *layers = json_array();
-  for (int i = 0; i < config->n_layers; i++) {
-    const cfg_layer_t *layer = &config->layers[i];
-    json_t *item = json_pack("{s:s}", "type", cfg_layer_kind_name(layer->kind));
-    if (layer->name[0]) json_object_set_new(item, "name", json_string(layer->name));
-    if (layer->kind == CFG_LAYER_LINEAR) json_object_set_new(item, "out", json_integer(layer->out));
-    json_array_append_new(layers, item);
-  }
+  for (int i = 0; i < config->n_layers; i++) json_array_append_new(layers, layer_to_json(&config->layers[i]));
   json_t *stages = json_array();
   for (int i = 0; i < config->n_stages; i++) {
     const cfg_stage_t *stage = &config->stages[i];
-    json_array_append_new(stages, json_pack("{s:s, s:i, s:f, s:f}", "name", stage->name, "epochs", stage->epochs,
-                                            "task_weight", stage->task_weight, "lr", stage->lr));
+    json_array_append_new(stages, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f}", "name", stage->name, "epochs",
+                                            stage->epochs, "task_weight", stage->task_weight, "distill_weight",
+                                            stage->distill_weight, "feature_weight", stage->feature_weight,
+                                            "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
   }
   json_t *dataset = json_pack("{s:s, s:i}", "name", dataset_names[config->dataset.kind], "val_size",
                               config->dataset.val_size);
@@ -435,8 +771,14 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
     json_object_set_new(dataset, "train_size", json_integer(config->dataset.train_size));
     json_object_set_new(dataset, "test_size", json_integer(config->dataset.test_size));
   }
-  json_t *optimizer = json_pack("{s:s, s:f, s:f}", "type", optimizer_kinds[config->optimizer.kind], "lr",
-                                config->optimizer.lr, "weight_decay", config->optimizer.weight_decay);
+  const typeof(config->optimizer.schedule) *lr = &config->optimizer.schedule;
+  json_t *schedule = json_pack("{s:s, s:f}", "type", lr_schedules[lr->kind], "warmup_epochs", lr->warmup_epochs);
+  if (lr->kind == CFG_LR_STEP)
+    json_object_update_new(schedule, json_pack("{s:i, s:f}", "step_epochs", lr->step_epochs, "gamma", lr->gamma));
+  if (lr->kind == CFG_LR_COSINE) json_object_set_new(schedule, "min_lr", json_real(lr->min_lr));
+  json_t *optimizer = json_pack("{s:s, s:f, s:f, s:o}", "type", optimizer_kinds[config->optimizer.kind], "lr",
+                                config->optimizer.lr, "weight_decay", config->optimizer.weight_decay, "schedule",
+                                schedule);
   if (config->optimizer.kind == CFG_OPTIMIZER_ADAM) {
     json_object_set_new(optimizer, "beta1", json_real(config->optimizer.beta1));
     json_object_set_new(optimizer, "beta2", json_real(config->optimizer.beta2));
@@ -444,10 +786,99 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
   } else {
     json_object_set_new(optimizer, "momentum", json_real(config->optimizer.momentum));
   }
-  return json_pack("{s:s, s:I, s:i, s:o, s:{s:o}, s:o, s:i, s:o}", "name", config->name, "seed",
-                   (json_int_t)config->seed, "priority", config->priority, "dataset", dataset, "model", "layers",
-                   layers, "optimizer", optimizer, "batch_size", config->batch_size, "stages", stages);
+  json_t *root = json_pack("{s:s, s:I, s:i, s:o, s:{s:o}, s:o, s:i, s:o, s:i, s:i}", "name", config->name, "seed",
+                           (json_int_t)config->seed, "priority", config->priority, "dataset", dataset, "model",
+                           "layers", layers, "optimizer", optimizer, "batch_size", config->batch_size, "stages",
+                           stages, "checkpoint_every", config->checkpoint_every, "grad_norm_every",
+                           config->grad_norm_every);
+  if (config->teacher.kind != CFG_TEACHER_NONE) {
+    json_t *teacher = json_object();
+    if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)
+      json_object_set_new(teacher, "experiment", json_integer(config->teacher.experiment));
+    if (config->teacher.checkpoint[0]) json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
+    json_object_set_new(root, "teacher", teacher);
+    json_t *temperature = json_pack("{s:s, s:f}", "schedule", temperature_schedules[config->temperature.kind], "start",
+                                    config->temperature.start);
+    if (config->temperature.kind != CFG_TEMPERATURE_CONSTANT)
+      json_object_set_new(temperature, "end", json_real(config->temperature.end));
+    if (config->temperature.kind == CFG_TEMPERATURE_STEP)
+      json_object_set_new(temperature, "every_epochs", json_integer(config->temperature.every_epochs));
+    json_object_set_new(root, "temperature", temperature);
+  }
+  if (config->n_features > 0) {
+    json_t *features = json_array();
+    for (int i = 0; i < config->n_features; i++) {
+      const cfg_feature_t *feature = &config->features[i];
+      json_array_append_new(features, json_pack("{s:s, s:s, s:b, s:s}", "student", feature->student, "teacher",
+                                                feature->teacher, "normalize", feature->normalize, "gate",
+                                                gates[feature->gate]));
+    }
+    json_object_set_new(root, "features", features);
+  }
+  if (config->adversarial.enabled)
+    json_object_set_new(root, "adversarial",
+                        json_pack("{s:i, s:s, s:f, s:i}", "feature", config->adversarial.feature, "loss",
+                                  adversarial_losses[config->adversarial.loss], "lr", config->adversarial.lr, "hidden",
+                                  config->adversarial.hidden));
+  if (config->n_grow > 0) {
+    json_t *grow = json_array();
+    for (int i = 0; i < config->n_grow; i++) {
+      const cfg_grow_t *block = &config->grow[i];
+      json_array_append_new(grow, json_pack("{s:i, s:s, s:i, s:s}", "epoch", block->epoch, "after", block->after,
+                                            "hidden", block->hidden, "name", block->name));
+    }
+    json_object_set_new(root, "grow", grow);
+  }
+  return root;
 }
+
+int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors) {
+  int before = errors->count;
+  if (teacher->teacher.kind != CFG_TEACHER_NONE)
+    add_error(errors, "teacher", "a teacher must be trained without a teacher of its own");
+  for (int i = 0; i < student->n_features; i++) {
+    const cfg_feature_t *feature = &student->features[i];
+    char path[64];
+    snprintf(path, sizeof path, "features[%d].teacher", i);
+    int index = cfg_layer_index(teacher, feature->teacher);
+    if (index < 0) {
+      add_error(errors, path, "the teacher has no layer named \"%s\"", feature->teacher);
+      continue;
+    }
+    if (feature->student_layer < 0) continue;
+    const cfg_shape_t *from = &student->layers[feature->student_layer].shape, *to = &teacher->layers[index].shape;
+    if (from->image != to->image)
+      add_error(errors, path, "\"%s\" is %s but the student's \"%s\" is %s: align flat with flat, maps with maps",
+                feature->teacher, to->image ? "a feature map" : "flat", feature->student,
+                from->image ? "a feature map" : "flat");
+    else if (from->image && (from->height != to->height || from->width != to->width))
+      add_error(errors, path, "\"%s\" is %d×%d but the student's \"%s\" is %d×%d: a 1×1 adapter keeps height and width",
+                feature->teacher, to->height, to->width, feature->student, from->height, from->width);
+  }
+  return errors->count == before ? 0 : -EINVAL;
+}
+
+int cfg_layer_index(const cfg_experiment_t *config, const char *name) {
+  char display[CFG_NAME_MAX];
+  for (int i = 0; i < config->n_layers; i++) {
+    cfg_layer_display_name(config, i, display, sizeof display);
+    if (strcmp(display, name) == 0) return i;
+  }
+  return -1;
+}
+
+void cfg_layer_display_name(const cfg_experiment_t *config, int layer, char *out, size_t size) {
+  const cfg_layer_t *spec = &config->layers[layer];
+  if (spec->name[0]) {
+    snprintf(out, size, "%s", spec->name);
+    return;
+  }
+  int position = 0;
+  for (int i = 0; i < layer; i++) position += config->layers[i].kind == spec->kind;
+  snprintf(out, size, "%s%d", cfg_layer_kind_name(spec->kind), position);
+}
+
+int cfg_shape_size(const cfg_shape_t *shape) { return shape->channels * shape->height * shape->width; }
 
 json_t *cfg_errors_to_json(const cfg_errors_t *errors) {
   json_t *list = json_array();
@@ -477,6 +908,61 @@ int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch) {
   return config->n_stages - 1;
 }
 
+double cfg_temperature_at(const cfg_experiment_t *config, double epoch) {
+  double start = config->temperature.start, end = config->temperature.end;
+  int total = cfg_total_epochs(config);
+  double done = total > 0 ? epoch / total : 1.0;
+  if (done < 0) done = 0;
+  if (done > 1) done = 1;
+  switch (config->temperature.kind) {
+  case CFG_TEMPERATURE_LINEAR: return start + (end - start) * done;
+  case CFG_TEMPERATURE_COSINE: return end + (start - end) * 0.5 * (1.0 + cos(M_PI * done));
+  case CFG_TEMPERATURE_STEP: {
+    /* Equal jumps every every_epochs epochs, the last one landing on `end`. */
+    int every = config->temperature.every_epochs;
+    int jumps = (total - 1) / every;
+    if (jumps < 1) return start;
+    double k = floor(epoch / every);
+    return start + (end - start) * (k < jumps ? k : jumps) / jumps;
+  }
+  default: return start;
+  }
+}
+
+double cfg_lr_factor_at(const cfg_experiment_t *config, double epoch) {
+  const typeof(config->optimizer.schedule) *schedule = &config->optimizer.schedule;
+  int total = cfg_total_epochs(config);
+  double factor = 1.0;
+  switch (schedule->kind) {
+  case CFG_LR_STEP: factor = pow(schedule->gamma, floor(epoch / schedule->step_epochs)); break;
+  case CFG_LR_COSINE: {
+    double done = total > 0 ? epoch / total : 1.0;
+    if (done > 1) done = 1;
+    factor = schedule->min_lr + (1.0 - schedule->min_lr) * 0.5 * (1.0 + cos(M_PI * done));
+    break;
+  }
+  default: break;
+  }
+  if (schedule->warmup_epochs > 0 && epoch < schedule->warmup_epochs) factor *= epoch / schedule->warmup_epochs;
+  return factor;
+}
+
+static int any_stage_weight(const cfg_experiment_t *config, size_t offset) {
+  for (int i = 0; i < config->n_stages; i++)
+    if (*(const double *)((const char *)&config->stages[i] + offset) > 0) return 1;
+  return 0;
+}
+
+int cfg_uses_distillation(const cfg_experiment_t *config) {
+  return any_stage_weight(config, offsetof(cfg_stage_t, distill_weight));
+}
+int cfg_uses_features(const cfg_experiment_t *config) {
+  return any_stage_weight(config, offsetof(cfg_stage_t, feature_weight));
+}
+int cfg_uses_adversarial(const cfg_experiment_t *config) {
+  return any_stage_weight(config, offsetof(cfg_stage_t, adversarial_weight));
+}
+
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind) {
-  return (unsigned)kind < CFG_LAYER_RELU + 1 ? layer_kinds[kind] : "?";
+  return (unsigned)kind < CFG_LAYER_KIND_COUNT ? layer_kinds[kind] : "?";
 }

@@ -22,21 +22,75 @@
 #define CFG_INPUTS (CFG_IMAGE_SIDE * CFG_IMAGE_SIDE)
 
 typedef enum { CFG_DATASET_FASHION_MNIST, CFG_DATASET_SYNTHETIC } cfg_dataset_kind_t;
-typedef enum { CFG_LAYER_LINEAR, CFG_LAYER_RELU } cfg_layer_kind_t;
+typedef enum {
+  CFG_LAYER_LINEAR,
+  CFG_LAYER_RELU,
+  CFG_LAYER_CONV2D,
+  CFG_LAYER_MAXPOOL,
+  CFG_LAYER_FLATTEN,
+  CFG_LAYER_DROPOUT,
+  CFG_LAYER_KIND_COUNT
+} cfg_layer_kind_t;
 typedef enum { CFG_OPTIMIZER_SGD, CFG_OPTIMIZER_ADAM } cfg_optimizer_kind_t;
+typedef enum { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_COSINE } cfg_lr_schedule_t;
+typedef enum { CFG_TEMPERATURE_CONSTANT, CFG_TEMPERATURE_LINEAR, CFG_TEMPERATURE_COSINE, CFG_TEMPERATURE_STEP } cfg_temperature_schedule_t;
+typedef enum { CFG_TEACHER_NONE, CFG_TEACHER_EXPERIMENT, CFG_TEACHER_CHECKPOINT } cfg_teacher_kind_t;
+typedef enum { CFG_GATE_NONE, CFG_GATE_SOFTMAX, CFG_GATE_MEAN_ONE } cfg_gate_t;
+typedef enum { CFG_ADVERSARIAL_LSGAN, CFG_ADVERSARIAL_BCE } cfg_adversarial_loss_t;
+
+/* The shape of a layer's output for one example. Image-shaped outputs (after conv2d or
+ * maxpool, and the input itself) have channels × height × width; flat ones (after linear or
+ * flatten) have `channels` features and height = width = 1. A linear layer flattens an
+ * image-shaped input itself. */
+typedef struct {
+  int channels, height, width;
+  int image;                 /* 1 when conv2d and maxpool may follow */
+} cfg_shape_t;
 
 typedef struct {
   cfg_layer_kind_t kind;
-  int out;                   /* linear: number of output features */
+  int out;                   /* linear: output features; conv2d: output channels */
+  int kernel, stride, padding; /* conv2d (padding defaults to kernel / 2); maxpool: kernel = size */
+  double p;                  /* dropout: the probability of zeroing, in [0, 1) */
   char name[CFG_NAME_MAX];   /* "" for an unnamed layer; names are unique */
+  cfg_shape_t shape;         /* filled by validation: the output shape */
 } cfg_layer_t;
 
 typedef struct {
   char name[CFG_NAME_MAX];
   int epochs;                /* >= 1 */
-  double task_weight;        /* in [0, 1] */
+  double task_weight;        /* each in [0, 1]: the weight of each loss term in this stage */
+  double distill_weight;
+  double feature_weight;
+  double adversarial_weight;
   double lr;                 /* > 0; the optimizer's lr unless the stage sets its own */
 } cfg_stage_t;
+
+/* A feature-alignment pair: the student layer's output, through a learned adapter (linear
+ * for flat features, 1×1 convolution for feature maps of the same height and width), is
+ * pulled toward the teacher layer's output by a per-element mean squared error. */
+typedef struct {
+  char student[CFG_NAME_MAX];
+  char teacher[CFG_NAME_MAX];
+  int student_layer;         /* index into layers, filled by validation */
+  int normalize;             /* L2-normalise both sides per example first */
+  cfg_gate_t gate;           /* selective distillation: a learned per-example weight */
+} cfg_feature_t;
+
+/* A block that joins the student at the start of `epoch` (1-based, >= 2), right after the
+ * layer named `after` (flat output): out = h + W2·relu(W1·h + b1) + b2 with W2 = b2 = 0, so
+ * the network computes the same function when it joins. */
+typedef struct {
+  int epoch;
+  char after[CFG_NAME_MAX];
+  int after_layer;           /* index into layers, filled by validation */
+  int hidden;                /* width of W1; default the width of `after` */
+  char name[CFG_NAME_MAX];   /* default "grow<i+1>" */
+} cfg_grow_t;
+
+#define CFG_MAX_FEATURES 8
+#define CFG_MAX_GROW 8
+#define CFG_PATH_MAX 1024
 
 typedef struct {
   char name[CFG_TITLE_MAX];  /* free text for people; may be "" */
@@ -60,11 +114,47 @@ typedef struct {
     double momentum;         /* sgd */
     double weight_decay;     /* both; L2 added to the gradient */
     double beta1, beta2, eps;/* adam */
+    struct {
+      cfg_lr_schedule_t kind;
+      double warmup_epochs;  /* linear from 0 to the lr over this many epochs (fractions allowed) */
+      int step_epochs;       /* step: multiply by gamma every step_epochs epochs */
+      double gamma;
+      double min_lr;         /* cosine: the floor, as a fraction of the lr */
+    } schedule;
   } optimizer;
+
+  struct {
+    cfg_teacher_kind_t kind;
+    int64_t experiment;      /* CFG_TEACHER_EXPERIMENT */
+    char checkpoint[CFG_PATH_MAX]; /* CFG_TEACHER_CHECKPOINT; for an experiment teacher, the
+                                      daemon fills in its final checkpoint when the run starts */
+  } teacher;
+
+  struct {
+    cfg_temperature_schedule_t kind;
+    double start, end;       /* the soft-target temperature moves from start to end over the run */
+    int every_epochs;        /* step: one equal jump every this many epochs */
+  } temperature;
+
+  int n_features;
+  cfg_feature_t features[CFG_MAX_FEATURES];
+
+  struct {
+    int enabled;
+    int feature;             /* index into features: the pair whose features it judges */
+    cfg_adversarial_loss_t loss;
+    double lr;               /* the discriminator's own Adam learning rate */
+    int hidden;              /* feature → hidden → 1 */
+  } adversarial;
+
+  int n_grow;
+  cfg_grow_t grow[CFG_MAX_GROW];
 
   int batch_size;
   int n_stages;
   cfg_stage_t stages[CFG_MAX_STAGES];
+  int checkpoint_every;      /* epochs between checkpoints; 0 = only the final one */
+  int grad_norm_every;       /* steps between per-layer gradient norms */
 } cfg_experiment_t;
 
 /* One validation error: where and why. */
@@ -95,9 +185,35 @@ json_t *cfg_to_json(const cfg_experiment_t *config);
 /* The errors as [{"path": …, "message": …}, …]. The caller owns the reference. */
 json_t *cfg_errors_to_json(const cfg_errors_t *errors);
 
+/* Checks a distillation config against its teacher's config: the teacher trains without a
+ * teacher of its own, and every feature pair names a teacher layer whose output an adapter
+ * can reach. Errors are added to `errors` (paths into the student's config). Returns 0 or
+ * -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
+ * with the config stored in a teacher checkpoint. */
+int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors);
+
+/* The index of the layer called `name` (its own name, or the automatic one: "linear1"), or
+ * -1. */
+int cfg_layer_index(const cfg_experiment_t *config, const char *name);
+/* The layer's name as metrics and features know it: its own, else kind and position among
+ * the layers of its kind ("linear0", "relu2"). */
+void cfg_layer_display_name(const cfg_experiment_t *config, int layer, char *out, size_t size);
+/* Floats in a layer's output for one example. */
+int cfg_shape_size(const cfg_shape_t *shape);
+
 /* Total epochs over all stages, and the stage an epoch (0-based) belongs to. */
 int cfg_total_epochs(const cfg_experiment_t *config);
 int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch);
+
+/* Schedules. `progress` is the fraction of the whole run done, in [0, 1]; `epoch` is
+ * 0-based and may carry the fraction of the epoch done. */
+double cfg_temperature_at(const cfg_experiment_t *config, double epoch);
+/* The learning-rate factor (multiplying the stage's lr) at a 0-based fractional epoch. */
+double cfg_lr_factor_at(const cfg_experiment_t *config, double epoch);
+/* Whether any stage gives the term a weight: what the worker needs to compute. */
+int cfg_uses_distillation(const cfg_experiment_t *config);
+int cfg_uses_features(const cfg_experiment_t *config);
+int cfg_uses_adversarial(const cfg_experiment_t *config);
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind);
 

@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "util.h"
 
 #define MLP "\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 32, \"name\": \"fc1\"}, {\"type\": \"relu\"}, " \
             "{\"type\": \"linear\", \"out\": 10}]}"
@@ -113,7 +114,7 @@ static void test_every_bad_field_is_reported(void) {
   CHECK(has_error("optimizer.beta1", "unknown field"));
   CHECK(has_error("stages[1].epochs", "between 1 and"));
   CHECK(has_error("stages[1].task_weight", "at most 1"));
-  CHECK(has_error("stages[1].distill_weight", "unknown field"));
+  CHECK(has_error("stages[1].distill_weight", "needs a teacher"));
   CHECK(has_error("stages[2]", "must be an object"));
   CHECK(has_error("model.layers[0].out", "is required"));
   CHECK(has_error("model.layers[1].type", "must be one of linear, relu"));
@@ -173,6 +174,134 @@ static void test_errors_to_json(void) {
   json_decref(list);
 }
 
+#define CNN "\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 8, \"name\": \"conv1\"}, {\"type\": \"relu\"}," \
+            "{\"type\": \"maxpool\"}, {\"type\": \"conv2d\", \"out\": 16, \"kernel\": 5, \"padding\": 0}," \
+            "{\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.25}, {\"type\": \"linear\", \"out\": 32, \"name\": \"fc1\"}," \
+            "{\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]}"
+
+static void test_cnn_shapes(void) {
+  CHECK_INT(0, parse("{" CNN "}"));
+  CHECK_INT(8, config.layers[0].shape.channels); /* 3×3, padding 1: same size */
+  CHECK_INT(28, config.layers[0].shape.height);
+  CHECK_INT(1, config.layers[0].padding);
+  CHECK_INT(14, config.layers[2].shape.height); /* 2×2 pool */
+  CHECK_INT(10, config.layers[3].shape.width);  /* 5×5, no padding: 14 − 4 */
+  CHECK_INT(16 * 10 * 10, config.layers[4].shape.channels);
+  CHECK_INT(0, config.layers[4].shape.image);
+  CHECK_NEAR(0.25, config.layers[5].p, 1e-12);
+  char name[CFG_NAME_MAX];
+  cfg_layer_display_name(&config, 3, name, sizeof name);
+  CHECK_STR("conv2d1", name);
+  cfg_layer_display_name(&config, 7, name, sizeof name);
+  CHECK_STR("relu1", name);
+  CHECK_INT(3, cfg_layer_index(&config, "conv2d1"));
+  CHECK_INT(6, cfg_layer_index(&config, "fc1"));
+  CHECK_INT(-1, cfg_layer_index(&config, "linear0")); /* fc1 has a name of its own */
+  CHECK_INT(-EINVAL, parse("{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 64}, {\"type\": \"conv2d\", \"out\": 4},"
+                           "{\"type\": \"maxpool\", \"size\": 9}, {\"type\": \"linear\", \"out\": 10}]}}"));
+  CHECK(has_error("model.layers[1]", "needs an image-shaped input"));
+  CHECK_INT(-EINVAL, parse("{\"model\": {\"layers\": [{\"type\": \"maxpool\", \"size\": 8}, {\"type\": \"maxpool\", \"size\": 8},"
+                           "{\"type\": \"linear\", \"out\": 10}]}}"));
+  CHECK(has_error("model.layers[1].size", "larger than its 3×3 input"));
+  CHECK_INT(-EINVAL, parse("{\"model\": {\"layers\": [{\"type\": \"dropout\", \"p\": 1}, {\"type\": \"linear\", \"out\": 10}]}}"));
+  CHECK(has_error("model.layers[0].p", "at most 0.95"));
+}
+
+#define KD "\"teacher\": {\"experiment\": 3}, "
+
+static void test_distillation(void) {
+  const char *text = "{" KD "\"temperature\": {\"schedule\": \"linear\", \"start\": 6, \"end\": 3},"
+                     "\"features\": [{\"student\": \"fc1\", \"teacher\": \"fc2\", \"normalize\": true, \"gate\": \"mean_one\"}],"
+                     "\"adversarial\": {\"loss\": \"bce\"},"
+                     "\"stages\": [{\"name\": \"task\", \"epochs\": 5}, {\"name\": \"kd\", \"epochs\": 10, \"task_weight\": 0.6,"
+                     "\"distill_weight\": 0.3, \"feature_weight\": 0.1, \"adversarial_weight\": 0.05}]," MLP "}";
+  CHECK_INT(0, parse(text));
+  CHECK_INT(CFG_TEACHER_EXPERIMENT, config.teacher.kind);
+  CHECK_INT(3, config.teacher.experiment);
+  CHECK_INT(1, config.n_features);
+  CHECK_INT(0, config.features[0].student_layer);
+  CHECK_INT(CFG_GATE_MEAN_ONE, config.features[0].gate);
+  CHECK_INT(1, config.adversarial.enabled);
+  CHECK_INT(CFG_ADVERSARIAL_BCE, config.adversarial.loss);
+  CHECK_NEAR(0.3, config.stages[1].distill_weight, 1e-12);
+  CHECK(cfg_uses_distillation(&config) && cfg_uses_features(&config) && cfg_uses_adversarial(&config));
+  /* The temperature moves from 6 to 3 over the 15 epochs. */
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 0), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 7.5), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 15), 1e-12);
+
+  /* The daemon fills in the teacher's checkpoint; the stored form parses back the same. */
+  json_t *json = cfg_to_json(&config);
+  json_object_set_new(json_object_get(json, "teacher"), "checkpoint", json_string("/data/3/final.ckpt"));
+  cfg_experiment_t first = config;
+  CHECK_INT(0, cfg_from_json(json, &config, &errors));
+  CHECK_STR("/data/3/final.ckpt", config.teacher.checkpoint);
+  CHECK_INT(CFG_TEACHER_EXPERIMENT, config.teacher.kind);
+  util_strlcpy(first.teacher.checkpoint, config.teacher.checkpoint, sizeof first.teacher.checkpoint);
+  CHECK(memcmp(&first, &config, sizeof config) == 0);
+  json_decref(json);
+
+  CHECK_INT(-EINVAL, parse("{\"temperature\": {\"start\": 4}, \"features\": [{\"student\": \"nope\"}],"
+                           "\"adversarial\": {\"feature\": 2}, \"stages\": [{\"epochs\": 1, \"feature_weight\": 0.5}]," MLP "}"));
+  CHECK(has_error("temperature", "needs a teacher"));
+  CHECK(has_error("features", "needs a teacher"));
+  CHECK(has_error("features[0].student", "no layer named \"nope\""));
+  CHECK(has_error("features[0].teacher", "is required"));
+  CHECK(has_error("adversarial.feature", "there is 1 feature pair"));
+  CHECK(has_error("adversarial", "needs a teacher"));
+  CHECK_INT(-EINVAL, parse("{" KD "\"features\": [{\"student\": \"out\", \"teacher\": \"x\"}],"
+                           "\"stages\": [{\"epochs\": 1, \"adversarial_weight\": 0.5}], \"temperature\": {\"schedule\": \"step\", \"start\": 4},"
+                           "\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 10, \"name\": \"out\"}]}}"));
+  CHECK(has_error("features[0].student", "is the output layer"));
+  CHECK(has_error("stages[0].adversarial_weight", "needs an \"adversarial\" section"));
+  CHECK(has_error("temperature.end", "is required for a step schedule"));
+  CHECK_INT(-EINVAL, parse("{\"teacher\": {}," MLP "}"));
+  CHECK(has_error("teacher", "give {\"experiment\": N}"));
+}
+
+static void test_teacher_check(void) {
+  cfg_experiment_t teacher, student;
+  CHECK_INT(0, parse("{" CNN "}"));
+  teacher = config;
+  CHECK_INT(0, parse("{" KD "\"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\"}, {\"student\": \"fc1\", "
+                     "\"teacher\": \"conv1\"}, {\"student\": \"fc1\", \"teacher\": \"fc9\"}]," MLP "}"));
+  student = config;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(2, errors.count);
+  CHECK(has_error("features[1].teacher", "a feature map but the student's \"fc1\" is flat"));
+  CHECK(has_error("features[2].teacher", "the teacher has no layer named \"fc9\""));
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&teacher, &student, &errors)); /* a student cannot teach */
+  CHECK(has_error("teacher", "without a teacher of its own"));
+}
+
+static void test_schedules_and_growth(void) {
+  CHECK_INT(0, parse("{\"optimizer\": {\"lr\": 0.1, \"schedule\": {\"type\": \"cosine\", \"warmup_epochs\": 1, \"min_lr\": 0.1}},"
+                     "\"epochs\": 10, \"grow\": [{\"epoch\": 3, \"after\": \"fc1\"}]," MLP "}"));
+  CHECK_NEAR(0.0, cfg_lr_factor_at(&config, 0), 1e-12);   /* warm-up from zero */
+  CHECK_NEAR(0.5 * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * 0.05))), cfg_lr_factor_at(&config, 0.5), 1e-9);
+  CHECK_NEAR(0.1, cfg_lr_factor_at(&config, 10), 1e-12);  /* the floor */
+  CHECK_INT(1, config.n_grow);
+  CHECK_INT(0, config.grow[0].after_layer);
+  CHECK_INT(32, config.grow[0].hidden);                    /* the width of fc1 by default */
+  CHECK_STR("grow1", config.grow[0].name);
+  CHECK_INT(0, parse("{\"optimizer\": {\"schedule\": {\"type\": \"step\", \"step_epochs\": 3, \"gamma\": 0.5}}," MLP "}"));
+  CHECK_NEAR(0.25, cfg_lr_factor_at(&config, 6.5), 1e-12);
+  CHECK_INT(-EINVAL, parse("{\"optimizer\": {\"schedule\": {\"type\": \"cosine\", \"gamma\": 0.5}}, \"epochs\": 4,"
+                           "\"grow\": [{\"epoch\": 1, \"after\": \"linear1\"}, {\"epoch\": 9, \"after\": \"out\"}],"
+                           "\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2}, {\"type\": \"linear\", \"out\": 10, \"name\": \"out\"}]}}"));
+  CHECK(has_error("optimizer.schedule.gamma", "only for the step schedule"));
+  CHECK(has_error("grow[0].epoch", "between 2 and 4"));
+  CHECK(has_error("grow[0].after", "no layer named \"linear1\""));
+  CHECK(has_error("grow[1].after", "cannot follow the output layer"));
+  CHECK_INT(0, parse("{\"temperature\": {\"schedule\": \"step\", \"start\": 6, \"end\": 3, \"every_epochs\": 5}," KD
+                     "\"epochs\": 15," MLP "}"));
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 4.9), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 5), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 14.5), 1e-12);
+}
+
 int main(void) {
   test_minimal_config_gets_defaults();
   test_full_config();
@@ -183,5 +312,9 @@ int main(void) {
   test_dataset_rules();
   test_epochs_or_stages();
   test_errors_to_json();
+  test_cnn_shapes();
+  test_distillation();
+  test_teacher_check();
+  test_schedules_and_growth();
   return check_summary();
 }

@@ -304,6 +304,8 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B) {
     case CFG_LAYER_RELU:
       relu_forward(out, x, B * layer->in);
       break;
+    default: /* nn_model_create refuses the kinds it cannot build */
+      break;
     }
     x = out;
   }
@@ -333,6 +335,8 @@ void nn_backward(nn_model_t *model, const float *inputs, int B) {
       break;
     case CFG_LAYER_RELU:
       if (dx) relu_backward(dx, dout, model->activations + layer->activation, B * layer->in);
+      break;
+    default:
       break;
     }
   }
