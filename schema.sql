@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS experiments (
   status       TEXT NOT NULL DEFAULT 'queued'
                CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted')),
   priority     INTEGER NOT NULL DEFAULT 0,     -- higher runs first, then older first
+  teacher_id   INTEGER REFERENCES experiments (id), -- waits for this run to succeed; NULL: none
+                                               -- (or a teacher given as a checkpoint file)
   config       TEXT NOT NULL,                  -- the config as JSON, every default filled in
   created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   started_at   TEXT,                           -- when its latest attempt started
@@ -27,6 +29,7 @@ CREATE TABLE IF NOT EXISTS experiments (
   stage        INTEGER
 );
 CREATE INDEX IF NOT EXISTS experiments_by_queue ON experiments (status, priority DESC, id);
+CREATE INDEX IF NOT EXISTS experiments_by_teacher ON experiments (teacher_id) WHERE teacher_id IS NOT NULL;
 
 -- Every per-step value, one row per (experiment, name, step). Written idempotently: a run
 -- that repeats steps (resumed from a checkpoint) overwrites rather than duplicates.
@@ -62,6 +65,17 @@ CREATE TABLE IF NOT EXISTS evals (
   PRIMARY KEY (experiment_id, split, name, epoch)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS evals_by_step ON evals (experiment_id, step, split_order);
+
+-- Where each stage begins: the dashboard's stage markers. `step` is the number of steps
+-- done before the stage starts (its first step is step + 1).
+CREATE TABLE IF NOT EXISTS stage_starts (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  stage         INTEGER NOT NULL,
+  name          TEXT NOT NULL,
+  epoch         INTEGER NOT NULL,              -- its first epoch, from 1
+  step          INTEGER NOT NULL,
+  PRIMARY KEY (experiment_id, stage)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS checkpoints (
   experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
@@ -99,6 +113,7 @@ CREATE VIEW IF NOT EXISTS experiment_summary AS
     e.id,
     e.name,
     e.status,
+    e.teacher_id                                             AS teacher,
     json_extract(e.config, '$.dataset.name')                 AS dataset,
     json_extract(e.config, '$.seed')                         AS seed,
     json_extract(e.config, '$.optimizer.type')               AS optimizer,
@@ -107,6 +122,13 @@ CREATE VIEW IF NOT EXISTS experiment_summary AS
        FROM json_each(e.config, '$.stages') AS s)            AS epochs,
     (SELECT group_concat(json_extract(s.value, '$.name') || ':' || json_extract(s.value, '$.epochs'), ' → ')
        FROM json_each(e.config, '$.stages') AS s)            AS stage_plan,
+    (SELECT group_concat(printf('%g/%g/%g', json_extract(s.value, '$.task_weight'),
+                                json_extract(s.value, '$.distill_weight'), json_extract(s.value, '$.feature_weight')), ' → ')
+       FROM json_each(e.config, '$.stages') AS s)            AS weights,
+    json_extract(e.config, '$.temperature.schedule')         AS temperature_schedule,
+    json_extract(e.config, '$.temperature.start')            AS temperature_start,
+    json_extract(e.config, '$.temperature.end')              AS temperature_end,
+    json_array_length(e.config, '$.features')                AS feature_pairs,
     (SELECT value FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'
         AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS final_test_accuracy,
     (SELECT max(value) FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'

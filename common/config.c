@@ -19,10 +19,9 @@
 
 #define FASHION_MNIST_TRAIN 60000
 
-static void add_error(cfg_errors_t *errors, const char *path, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
+#define add_error cfg_add_error
 
-static void add_error(cfg_errors_t *errors, const char *path, const char *format, ...) {
+void cfg_add_error(cfg_errors_t *errors, const char *path, const char *format, ...) {
   if (errors->count < CFG_MAX_ERRORS) {
     cfg_error_t *error = &errors->items[errors->count];
     util_strlcpy(error->path, path, sizeof error->path);

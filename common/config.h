@@ -182,6 +182,9 @@ int cfg_parse(const char *text, size_t length, cfg_experiment_t *out, cfg_errors
  * worker, and what SQL views pull fields from. The caller owns the reference. */
 json_t *cfg_to_json(const cfg_experiment_t *config);
 
+/* Adds an error found outside this file (the daemon's checks against its database). */
+void cfg_add_error(cfg_errors_t *errors, const char *path, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
 /* The errors as [{"path": …, "message": …}, …]. The caller owns the reference. */
 json_t *cfg_errors_to_json(const cfg_errors_t *errors);
 

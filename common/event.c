@@ -25,7 +25,7 @@ static const struct {
   ev_type_t type;
 } event_types[] = {
     {"started", EV_STARTED}, {"metric", EV_METRIC}, {"eval", EV_EVAL},
-    {"checkpoint", EV_CHECKPOINT}, {"log", EV_LOG}, {"finished", EV_FINISHED},
+    {"checkpoint", EV_CHECKPOINT}, {"log", EV_LOG}, {"finished", EV_FINISHED}, {"stage", EV_STAGE},
 };
 
 /* Reads a non-negative integer member; a real with an integral value is accepted too. */
@@ -126,6 +126,17 @@ int ev_parse(const char *line, size_t length, ev_t *out, char *error, size_t err
     out->error = json_string_value(json_object_get(root, "error"));
     if (strcmp(out->status, "failed") == 0 && out->error == NULL) out->error = "the worker reported a failure without a reason";
     break;
+  case EV_STAGE:
+    out->name = json_string_value(json_object_get(root, "name"));
+    if (out->name == NULL || out->name[0] == '\0' || strlen(out->name) >= EV_NAME_MAX) {
+      snprintf(error, error_size, "name: must be the stage's name");
+      goto fail;
+    }
+    if (get_count(root, "step", 0, &out->step, error, error_size) ||
+        get_count(root, "epoch", 1, &out->epoch, error, error_size) ||
+        get_count(root, "stage", 0, &out->stage, error, error_size))
+      goto fail;
+    break;
   case EV_LOG:
     if (!json_is_string(json_object_get(root, "message"))) {
       snprintf(error, error_size, "message: must be a string");
@@ -166,6 +177,11 @@ int ev_write_eval(FILE *out, int64_t step, int64_t epoch, int64_t stage, ev_spli
   return ev_write(out, json_pack("{s:s, s:I, s:I, s:I, s:s, s:o}", "event", "eval", "step", (json_int_t)step,
                                  "epoch", (json_int_t)epoch, "stage", (json_int_t)stage, "split",
                                  ev_split_name(split), "values", values));
+}
+
+int ev_write_stage(FILE *out, int64_t step, int64_t epoch, int64_t stage, const char *name) {
+  return ev_write(out, json_pack("{s:s, s:I, s:I, s:I, s:s}", "event", "stage", "step", (json_int_t)step, "epoch",
+                                 (json_int_t)epoch, "stage", (json_int_t)stage, "name", name));
 }
 
 int ev_write_log(FILE *out, const char *level, const char *format, ...) {

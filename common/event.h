@@ -8,6 +8,7 @@
  *   metric      step, epoch, stage, values {name: number}
  *   eval        step, epoch, stage, split ("train"|"val"|"test"|"teacher"), values {name: number}
  *   checkpoint  step, epoch, path, bytes
+ *   stage       step (steps done before it), epoch (its first, 1-based), stage, name
  *   log         level, message
  *   finished    status ("succeeded"|"failed"), summary {…}, error
  *
@@ -36,11 +37,19 @@ typedef enum {
   EV_CHECKPOINT,
   EV_LOG,
   EV_FINISHED,
+  EV_STAGE,
 } ev_type_t;
 
 /* Splits in the order a worker evaluates them after an epoch; the SSE stream and its replay
  * order eval events by this index. */
 typedef enum { EV_SPLIT_TRAIN = 0, EV_SPLIT_VAL, EV_SPLIT_TEST, EV_SPLIT_TEACHER, EV_SPLIT_COUNT } ev_split_t;
+
+/* Where an event stands among those of the same step, in stream order: the step's metric
+ * event, its evals (1 + split), then the start of the next stage. An SSE id is
+ * "<step>.<phase>" ("<step>" for phase 0). */
+#define EV_PHASE_METRIC 0
+#define EV_PHASE_STAGE (EV_SPLIT_COUNT + 1)
+#define EV_PHASE_LAST EV_PHASE_STAGE
 const char *ev_split_name(ev_split_t split);
 int ev_split_from_name(const char *name); /* the ev_split_t, or -1 */
 
@@ -56,6 +65,7 @@ typedef struct {
   const char *status;  /* finished */
   const char *error;   /* finished: NULL when it succeeded */
   const char *path;    /* checkpoint */
+  const char *name;    /* stage */
   int64_t bytes;       /* checkpoint */
 } ev_t;
 
@@ -73,6 +83,7 @@ int ev_write(FILE *out, json_t *event);
 /* Conveniences over ev_write for the frequent events; `values` is stolen. */
 int ev_write_metric(FILE *out, int64_t step, int64_t epoch, int64_t stage, json_t *values);
 int ev_write_eval(FILE *out, int64_t step, int64_t epoch, int64_t stage, ev_split_t split, json_t *values);
+int ev_write_stage(FILE *out, int64_t step, int64_t epoch, int64_t stage, const char *name);
 int ev_write_log(FILE *out, const char *level, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 

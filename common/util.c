@@ -90,6 +90,19 @@ fail:
   return result;
 }
 
+int util_make_directories(const char *path) {
+  char copy[PATH_MAX];
+  if (util_strlcpy(copy, path, sizeof copy) != 0) return -ENAMETOOLONG;
+  for (char *slash = copy + 1; *slash; slash++) {
+    if (*slash != '/') continue;
+    *slash = '\0';
+    if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
+    *slash = '/';
+  }
+  if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
+  return 0;
+}
+
 int util_write_file_atomic(const char *path, const void *data, size_t length) {
   char temporary[PATH_MAX];
   if (snprintf(temporary, sizeof temporary, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof temporary)

@@ -21,6 +21,9 @@ int util_strlcpy(char *dst, const char *src, size_t size);
  * Refuses files larger than `limit`. Returns 0 or -errno (-EFBIG when over the limit). */
 int util_read_file(const char *path, size_t limit, char **data, size_t *length);
 
+/* Creates a directory and its missing parents (mkdir -p). Returns 0 or -errno. */
+int util_make_directories(const char *path);
+
 /* Writes `length` bytes to `path` atomically: a temporary file beside it, fsync, rename. */
 int util_write_file_atomic(const char *path, const void *data, size_t length);
 

@@ -4,6 +4,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,12 +39,59 @@ static int respond_no_experiment(http_request_t *request) {
 
 // ---------------------------------------------------------------------------------------
 
+/* What only the daemon can check: that an experiment teacher exists, can still succeed,
+ * trains without a teacher and has the layers the feature pairs name; that a checkpoint
+ * teacher is a file inside the data directory (the worker reads it: nothing else on the
+ * machine is any client's business). */
+static void check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
+  if (config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
+    int64_t id = config->teacher.experiment;
+    json_t *teacher = db_experiment_get(api->db, id, 1);
+    if (teacher == NULL) {
+      cfg_add_error(errors, "teacher.experiment", "there is no experiment %lld", (long long)id);
+      return;
+    }
+    const char *status = json_string_value(json_object_get(teacher, "status"));
+    if (strcmp(status, DB_FAILED) == 0 || strcmp(status, DB_CANCELLED) == 0) {
+      const char *error = json_string_value(json_object_get(teacher, "error"));
+      cfg_add_error(errors, "teacher.experiment", "experiment %lld %s%s%s: it cannot teach", (long long)id,
+                    strcmp(status, DB_FAILED) == 0 ? "failed" : "was cancelled", error ? ": " : "", error ? error : "");
+    } else {
+      cfg_experiment_t *teacher_config = malloc(sizeof *teacher_config);
+      cfg_errors_t *ignored = malloc(sizeof *ignored);
+      if (teacher_config && ignored && cfg_from_json(json_object_get(teacher, "config"), teacher_config, ignored) == 0)
+        cfg_check_teacher(config, teacher_config, errors);
+      free(teacher_config);
+      free(ignored);
+    }
+    json_decref(teacher);
+  } else if (config->teacher.kind == CFG_TEACHER_CHECKPOINT) {
+    char directory[PATH_MAX], file[PATH_MAX], joined[PATH_MAX * 2];
+    const char *path = config->teacher.checkpoint;
+    if (path[0] != '/') { /* relative to the data directory */
+      snprintf(joined, sizeof joined, "%s/%s", api->data_dir, path);
+      path = joined;
+    }
+    if (realpath(api->data_dir, directory) == NULL || realpath(path, file) == NULL) {
+      cfg_add_error(errors, "teacher.checkpoint", "%s: %s", config->teacher.checkpoint, strerror(errno));
+      return;
+    }
+    size_t length = strlen(directory);
+    if (strncmp(file, directory, length) != 0 || file[length] != '/') {
+      cfg_add_error(errors, "teacher.checkpoint", "must be inside the daemon's data directory (%s)", directory);
+      return;
+    }
+    util_strlcpy(config->teacher.checkpoint, file, sizeof config->teacher.checkpoint);
+  }
+}
+
 static int submit_experiment(http_request_t *request) {
   size_t length;
   const char *body = http_body(request, &length);
   cfg_experiment_t config;
   cfg_errors_t errors;
-  if (cfg_parse(body, length, &config, &errors) != 0) {
+  if (cfg_parse(body, length, &config, &errors) == 0) check_teacher(app(request), &config, &errors);
+  if (errors.count > 0) {
     json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
     return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);
   }
@@ -52,7 +100,8 @@ static int submit_experiment(http_request_t *request) {
   json_decref(normalized);
   if (text == NULL) return -ENOMEM;
   int64_t id;
-  int result = db_experiment_insert(app(request)->db, config.name, config.priority, text, &id);
+  int64_t teacher_id = config.teacher.kind == CFG_TEACHER_EXPERIMENT ? config.teacher.experiment : 0;
+  int result = db_experiment_insert(app(request)->db, config.name, config.priority, teacher_id, text, &id);
   free(text);
   if (result != 0)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",

@@ -16,6 +16,7 @@ typedef struct {
   sched_t *sched;
   sse_hub_t *hub;
   sql_t *sql;
+  const char *data_dir;  /* checkpoints given as teachers must be inside it */
   double started_at;   /* util_monotonic() at start */
 } api_t;
 

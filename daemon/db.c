@@ -24,7 +24,7 @@ extern const size_t schema_sql_len;
 #define SCHEMA_VERSION 1
 #define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
-typedef enum { ROW_METRIC, ROW_EVAL, ROW_LOG } row_kind_t;
+typedef enum { ROW_METRIC, ROW_EVAL, ROW_STAGE, ROW_LOG } row_kind_t;
 
 typedef struct {
   row_kind_t kind;
@@ -52,7 +52,7 @@ typedef struct {
 
 struct db {
   sqlite3 *sql;
-  sqlite3_stmt *insert_metric, *insert_eval, *insert_log, *insert_series, *update_progress;
+  sqlite3_stmt *insert_metric, *insert_eval, *insert_stage, *insert_log, *insert_series, *update_progress;
   row_t *rows;
   size_t n_rows, rows_capacity;
   char *arena;
@@ -144,6 +144,9 @@ int db_open(const char *path, db_t **out, char *error, size_t error_size) {
       prepare(db, &db->insert_eval,
               "INSERT OR REPLACE INTO evals (experiment_id, split, split_order, name, epoch, step, stage, value) "
               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") ||
+      prepare(db, &db->insert_stage,
+              "INSERT OR REPLACE INTO stage_starts (experiment_id, stage, name, epoch, step) "
+              "VALUES (?1, ?2, ?3, ?4, ?5)") ||
       prepare(db, &db->insert_log,
               "INSERT OR REPLACE INTO logs (experiment_id, attempt, line_number, at, line) "
               "VALUES (?1, ?2, ?3, " NOW_SQL ", ?4)") ||
@@ -165,6 +168,7 @@ void db_close(db_t *db) {
   if (db->sql) db_flush(db);
   sqlite3_finalize(db->insert_metric);
   sqlite3_finalize(db->insert_eval);
+  sqlite3_finalize(db->insert_stage);
   sqlite3_finalize(db->insert_log);
   sqlite3_finalize(db->insert_series);
   sqlite3_finalize(db->update_progress);
@@ -183,7 +187,7 @@ void db_close(db_t *db) {
   "id, name, status, priority, created_at, started_at, finished_at, attempts, error, epoch, "   \
   "step, stage, summary, "                                                                      \
   "(SELECT sum(json_extract(s.value, '$.epochs')) FROM json_each(config, '$.stages') AS s), "   \
-  "json_array_length(config, '$.stages'), config, worker"
+  "json_array_length(config, '$.stages'), teacher_id, config, worker"
 
 static json_t *column_json_text(sqlite3_stmt *statement, int column) {
   const unsigned char *text = sqlite3_column_text(statement, column);
@@ -218,21 +222,25 @@ static json_t *experiment_from_row(sqlite3_stmt *statement, int with_config) {
                                 column_integer(statement, 13), "step", column_integer(statement, 10), "stage",
                                 column_integer(statement, 11), "stages", column_integer(statement, 14)));
   json_object_set_new(experiment, "summary", column_json_text(statement, 12));
+  json_object_set_new(experiment, "teacher", column_integer(statement, 15));
   if (with_config) {
-    json_object_set_new(experiment, "config", column_json_text(statement, 15));
-    json_object_set_new(experiment, "worker", column_json_text(statement, 16));
+    json_object_set_new(experiment, "config", column_json_text(statement, 16));
+    json_object_set_new(experiment, "worker", column_json_text(statement, 17));
   }
   return experiment;
 }
 
-int db_experiment_insert(db_t *db, const char *name, int priority, const char *config_json, int64_t *id) {
+int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
+                         int64_t *id) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "INSERT INTO experiments (name, priority, config) VALUES (?1, ?2, ?3)", -1,
+  if (sqlite3_prepare_v2(db->sql,
+                         "INSERT INTO experiments (name, priority, config, teacher_id) VALUES (?1, ?2, ?3, ?4)", -1,
                          &statement, NULL) != SQLITE_OK)
     return fail_sql(db, "insert experiment");
   sqlite3_bind_text(statement, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int(statement, 2, priority);
   sqlite3_bind_text(statement, 3, config_json, -1, SQLITE_STATIC);
+  if (teacher_id > 0) sqlite3_bind_int64(statement, 4, teacher_id);
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "insert experiment");
   sqlite3_finalize(statement);
   if (result == 0) *id = sqlite3_last_insert_rowid(db->sql);
@@ -307,7 +315,9 @@ int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
   sqlite3_stmt *statement = NULL;
   /* Two index range scans, one per runnable status, merged: the queue index serves both. */
   if (sqlite3_prepare_v2(db->sql,
-                         "SELECT id, config FROM experiments WHERE status IN ('queued', 'interrupted') "
+                         "SELECT id, config FROM experiments e WHERE status IN ('queued', 'interrupted') "
+                         "AND (teacher_id IS NULL OR "
+                         "     (SELECT status FROM experiments t WHERE t.id = e.teacher_id) = 'succeeded') "
                          "ORDER BY priority DESC, id LIMIT 1",
                          -1, &statement, NULL) != SQLITE_OK)
     return fail_sql(db, "next experiment");
@@ -377,6 +387,57 @@ int db_mark_running_interrupted(db_t *db) {
   return sqlite3_changes(db->sql);
 }
 
+int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*each)(void *context, int64_t id),
+                       void *context) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql,
+                         "UPDATE experiments SET status = 'failed', error = ?2, finished_at = " NOW_SQL
+                         " WHERE teacher_id = ?1 AND status IN ('queued', 'interrupted') RETURNING id",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "fail dependents");
+  sqlite3_bind_int64(statement, 1, teacher_id);
+  sqlite3_bind_text(statement, 2, error, -1, SQLITE_STATIC);
+  int count = 0, code;
+  int64_t ids[256];
+  while ((code = sqlite3_step(statement)) == SQLITE_ROW)
+    if (count < (int)ARRAY_SIZE(ids)) ids[count++] = sqlite3_column_int64(statement, 0);
+  sqlite3_finalize(statement);
+  if (code != SQLITE_DONE) return fail_sql(db, "fail dependents");
+  /* Told only once the statement is finished: the callback may read the database. */
+  for (int i = 0; i < count; i++) each(context, ids[i]);
+  return count;
+}
+
+int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const char *path, int64_t bytes) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql,
+                         "INSERT OR REPLACE INTO checkpoints (experiment_id, epoch, step, path, bytes) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5)",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "checkpoint");
+  sqlite3_bind_int64(statement, 1, id);
+  sqlite3_bind_int64(statement, 2, epoch);
+  sqlite3_bind_int64(statement, 3, step);
+  sqlite3_bind_text(statement, 4, path, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(statement, 5, bytes);
+  int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint");
+  sqlite3_finalize(statement);
+  return result;
+}
+
+int db_checkpoint_latest(db_t *db, int64_t id, char *path, size_t size) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT path FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch DESC LIMIT 1",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "latest checkpoint");
+  sqlite3_bind_int64(statement, 1, id);
+  int result = -ENOENT;
+  if (sqlite3_step(statement) == SQLITE_ROW)
+    result = util_strlcpy(path, (const char *)sqlite3_column_text(statement, 0), size) == 0 ? 0 : -ENAMETOOLONG;
+  sqlite3_finalize(statement);
+  return result;
+}
+
 int db_count_status(db_t *db, const char *status) {
   sqlite3_stmt *statement = NULL;
   if (sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM experiments WHERE status = ?1", -1, &statement, NULL) !=
@@ -440,6 +501,15 @@ static void note_progress(db_t *db, int64_t id, int64_t step, int64_t epoch, int
 }
 
 int db_batch_event(db_t *db, int64_t id, const ev_t *event) {
+  if (event->type == EV_STAGE) {
+    size_t offset, length = strlen(event->name);
+    if (arena_append(db, event->name, length, &offset) != 0) return -ENOMEM;
+    row_t *row = append_row(db);
+    if (row == NULL) return -ENOMEM;
+    *row = (row_t){.kind = ROW_STAGE, .experiment_id = id, .step = event->step, .epoch = event->epoch,
+                   .stage = event->stage, .text = offset, .text_length = length};
+    return 0;
+  }
   const char *name;
   json_t *value;
   json_object_foreach(event->values, name, value) {
@@ -544,6 +614,15 @@ int db_flush(db_t *db) {
       sqlite3_bind_double(statement, 8, row->value);
       result = step_done(db, statement);
       break;
+    case ROW_STAGE:
+      statement = db->insert_stage;
+      sqlite3_bind_int64(statement, 1, row->experiment_id);
+      sqlite3_bind_int64(statement, 2, row->stage);
+      sqlite3_bind_text(statement, 3, text, (int)row->text_length, SQLITE_STATIC);
+      sqlite3_bind_int64(statement, 4, row->epoch);
+      sqlite3_bind_int64(statement, 5, row->step);
+      result = step_done(db, statement);
+      break;
     case ROW_LOG:
       statement = db->insert_log;
       sqlite3_bind_int64(statement, 1, row->experiment_id);
@@ -640,6 +719,10 @@ done:
   return curves;
 }
 
+static ev_split_t event_split_of_phase(int phase) {
+  return phase >= 1 && phase <= EV_SPLIT_COUNT ? (ev_split_t)(phase - 1) : EV_SPLIT_TRAIN;
+}
+
 int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context) {
   sqlite3_stmt *metrics = NULL, *evals = NULL;
   int result = 0;
@@ -651,9 +734,12 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
                          "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
                          -1, &metrics, NULL) != SQLITE_OK ||
       sqlite3_prepare_v2(db->sql,
-                         "SELECT step, epoch, stage, name, value, split_order FROM evals "
+                         "SELECT step, epoch, stage, name, value, split_order + 1 AS phase FROM evals "
                          "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
-                         "ORDER BY step, split_order",
+                         "UNION ALL "
+                         "SELECT step, epoch, stage, name, NULL, ?5 FROM stage_starts "
+                         "WHERE experiment_id = ?1 AND (step, ?5) > (?2, ?4) AND step <= ?3 "
+                         "ORDER BY step, phase",
                          -1, &evals, NULL) != SQLITE_OK) {
     result = fail_sql(db, "replay");
     goto done;
@@ -665,8 +751,10 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
   sqlite3_bind_int64(evals, 2, step);
   sqlite3_bind_int64(evals, 3, last_step);
   sqlite3_bind_int(evals, 4, phase);
+  sqlite3_bind_int(evals, 5, EV_PHASE_STAGE);
 
-  /* Merge the two ordered streams by (step, phase), grouping rows into events. */
+  /* Merge the two ordered streams by (step, phase), grouping rows into events: a metric
+   * event per step, an eval event per (step, split), a stage event per row. */
   int have_metric = sqlite3_step(metrics) == SQLITE_ROW;
   int have_eval = sqlite3_step(evals) == SQLITE_ROW;
   while (have_metric || have_eval) {
@@ -674,15 +762,24 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
     int64_t eval_step = have_eval ? sqlite3_column_int64(evals, 0) : INT64_MAX;
     int take_metric = metric_step <= eval_step; /* a step's metrics precede its evals */
     sqlite3_stmt *statement = take_metric ? metrics : evals;
-    ev_t event = {.type = take_metric ? EV_METRIC : EV_EVAL,
+    int row_phase = take_metric ? EV_PHASE_METRIC : sqlite3_column_int(statement, 5);
+    ev_t event = {.type = take_metric ? EV_METRIC : row_phase == EV_PHASE_STAGE ? EV_STAGE : EV_EVAL,
                   .step = sqlite3_column_int64(statement, 0),
                   .epoch = sqlite3_column_int64(statement, 1),
                   .stage = sqlite3_column_int64(statement, 2),
-                  .split = take_metric ? 0 : (ev_split_t)sqlite3_column_int(statement, 5)};
+                  .split = event_split_of_phase(row_phase)};
+    if (event.type == EV_STAGE) {
+      char name[EV_NAME_MAX];
+      util_strlcpy(name, (const char *)sqlite3_column_text(statement, 3), sizeof name);
+      event.name = name;
+      have_eval = sqlite3_step(statement) == SQLITE_ROW;
+      emit(context, &event);
+      continue;
+    }
     event.values = json_object();
     int *have = take_metric ? &have_metric : &have_eval;
     while (*have && sqlite3_column_int64(statement, 0) == event.step &&
-           (take_metric || sqlite3_column_int(statement, 5) == (int)event.split)) {
+           (take_metric || sqlite3_column_int(statement, 5) == row_phase)) {
       json_object_set_new(event.values, (const char *)sqlite3_column_text(statement, 3),
                           json_real(sqlite3_column_double(statement, 4)));
       *have = sqlite3_step(statement) == SQLITE_ROW;

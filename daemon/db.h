@@ -33,7 +33,9 @@ void db_close(db_t *db);
 
 /* --- experiments ----------------------------------------------------------------------- */
 
-int db_experiment_insert(db_t *db, const char *name, int priority, const char *config_json, int64_t *id);
+/* `teacher_id` is the experiment it waits for (0: none). */
+int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
+                         int64_t *id);
 
 /* The experiment as the API shows it (docs/api.md), or NULL when there is none. With
  * `with_config`, also its config and the worker's start report. */
@@ -51,8 +53,9 @@ typedef struct {
 /* {"experiments": […], "next_before": id|null}, newest first. */
 json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter);
 
-/* The next experiment to run: queued or interrupted, highest priority first, then oldest.
- * Returns 0 with its id and config (caller frees), -ENOENT when there is none. */
+/* The next experiment to run: queued or interrupted, whose teacher (if any) has succeeded,
+ * highest priority first, then oldest. Returns 0 with its id and config (caller frees),
+ * -ENOENT when there is none. */
 int db_experiment_next(db_t *db, int64_t *id, char **config_json);
 
 /* A worker starts on it: status running, attempts + 1, started_at now. Returns the attempt. */
@@ -67,6 +70,15 @@ int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *e
  * how many, or a negative code. */
 int db_mark_running_interrupted(db_t *db);
 
+/* Fails every experiment still waiting for `teacher_id` with `error`; calls `each` with
+ * the id of each. Returns how many, or a negative code. */
+int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*each)(void *context, int64_t id),
+                       void *context);
+
+/* Checkpoints: record one the worker wrote; the latest one's path (-ENOENT: none). */
+int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const char *path, int64_t bytes);
+int db_checkpoint_latest(db_t *db, int64_t id, char *path, size_t size);
+
 /* Counts experiments with `status`. */
 int db_count_status(db_t *db, const char *status);
 
@@ -75,8 +87,8 @@ int64_t db_max_step(db_t *db, int64_t id);
 
 /* --- the batch ------------------------------------------------------------------------- */
 
-/* Appends a metric or eval event's values, a log line, or progress. Nothing is written
- * until db_flush. */
+/* Appends a metric or eval event's values, a stage start, a log line, or progress. Nothing
+ * is written until db_flush. */
 int db_batch_event(db_t *db, int64_t id, const ev_t *event);
 int db_batch_log(db_t *db, int64_t id, int attempt, int64_t line_number, const char *line, size_t length);
 size_t db_batch_rows(const db_t *db);
@@ -90,9 +102,9 @@ int db_flush(db_t *db);
 json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step);
 
 /* The stream's replay: calls `emit` for each stored event after the cursor (`step`,
- * `phase`: 0 the metric event of a step, 1 + split an eval) up to and including step
- * `last_step`, in stream order. The event passed is EV_METRIC or EV_EVAL with step, epoch,
- * stage, split and values set; it is only valid during the call. Returns 0 or a negative
+ * `phase`, see EV_PHASE_*) up to and including step `last_step`, in stream order. The
+ * event passed is EV_METRIC or EV_EVAL (step, epoch, stage, split, values) or EV_STAGE
+ * (step, epoch, stage, name); it is only valid during the call. Returns 0 or a negative
  * code. */
 typedef void (*db_replay_cb)(void *context, const ev_t *event);
 int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context);

@@ -234,9 +234,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mapsaged: warning: %s is missing: fashion-mnist experiments will fail (apt-get install "
                     "dataset-fashion-mnist, or --dataset-dir)\n", probe);
 
+  int result = util_make_directories(settings->data_dir);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: --data-dir %s: %s\n", settings->data_dir, strerror(-result));
+    return 1;
+  }
   daemon.loop = uv_default_loop();
   daemon.api.started_at = util_monotonic();
-  int result = db_open(settings->db_path, &daemon.api.db, error, sizeof error);
+  daemon.api.data_dir = settings->data_dir;
+  result = db_open(settings->db_path, &daemon.api.db, error, sizeof error);
   if (result != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
     return 1;

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "event.h"
 #include "util.h"
@@ -150,6 +149,14 @@ static void handle_event_line(worker_t *worker, const char *line, size_t length)
       sse_publish_experiment(sched->options.hub, worker->experiment_id);
     }
     break;
+  case EV_STAGE:
+    if (db_batch_event(sched->options.db, worker->experiment_id, &event) != 0) {
+      log_printf(worker, "[mapsaged] out of memory: a stage start was not stored");
+      break;
+    }
+    sse_publish_event(sched->options.hub, worker->experiment_id, &event);
+    batch_grew(sched);
+    break;
   case EV_STARTED: {
     json_object_del(event.root, "event");
     char *text = json_dumps(event.root, JSON_COMPACT);
@@ -171,8 +178,11 @@ static void handle_event_line(worker_t *worker, const char *line, size_t length)
     break;
   }
   case EV_CHECKPOINT:
-    log_printf(worker, "[mapsaged] checkpoint at epoch %lld: %s (%lld bytes)", (long long)event.epoch, event.path,
-               (long long)event.bytes);
+    /* Written at once, not batched: a restart must find it even if the batch is lost. */
+    flush_batch(sched);
+    if (db_checkpoint_add(sched->options.db, worker->experiment_id, event.epoch, event.step, event.path, event.bytes) !=
+        0)
+      log_printf(worker, "[mapsaged] could not record the checkpoint %s", event.path);
     break;
   case EV_UNKNOWN:
     log_printf(worker, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
@@ -361,6 +371,8 @@ static void finish_worker(worker_t *worker) {
   sse_publish_status(sched->options.hub, worker->experiment_id);
   fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->experiment_id, status,
           error[0] ? ": " : "", error);
+  if (strcmp(status, DB_FAILED) == 0 || strcmp(status, DB_CANCELLED) == 0)
+    sched_teacher_ended(sched, worker->experiment_id, status, error);
 
   for (worker_t **link = &sched->workers; *link; link = &(*link)->next) {
     if (*link == worker) {
@@ -373,6 +385,47 @@ static void finish_worker(worker_t *worker) {
   sched_kick(sched);
 }
 
+static void on_dependent_failed(void *context, int64_t id) {
+  sched_t *sched = context;
+  sse_publish_status(sched->options.hub, id);
+}
+
+void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status, const char *error) {
+  char reason[1200];
+  snprintf(reason, sizeof reason, "its teacher, experiment %lld, %s%s%s", (long long)teacher_id,
+           strcmp(status, DB_CANCELLED) == 0 ? "was cancelled" : "failed", error && error[0] ? ": " : "",
+           error ? error : "");
+  db_fail_dependents(sched->options.db, teacher_id, reason, on_dependent_failed, sched);
+}
+
+/* The config the worker gets: the stored one, with an experiment teacher's final
+ * checkpoint filled in. Returns NULL (and fails the experiment, saying why) when the
+ * teacher has none. */
+static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
+  json_t *config = json_loads(config_json, 0, NULL);
+  json_t *teacher = json_object_get(config, "teacher");
+  json_t *teacher_id = json_object_get(teacher, "experiment");
+  if (!json_is_integer(teacher_id)) {
+    json_decref(config);
+    return config_json;
+  }
+  char path[4096], error[256];
+  if (db_checkpoint_latest(sched->options.db, json_integer_value(teacher_id), path, sizeof path) != 0) {
+    snprintf(error, sizeof error, "its teacher, experiment %lld, left no checkpoint to learn from",
+             (long long)json_integer_value(teacher_id));
+    db_experiment_finish(sched->options.db, id, DB_FAILED, error, NULL);
+    sse_publish_status(sched->options.hub, id);
+    json_decref(config);
+    free(config_json);
+    return NULL;
+  }
+  json_object_set_new(teacher, "checkpoint", json_string(path));
+  char *resolved = json_dumps(config, JSON_COMPACT);
+  json_decref(config);
+  free(config_json);
+  return resolved;
+}
+
 static void on_input_written(uv_write_t *request, int status) {
   worker_t *worker = request->data;
   if (status < 0 && status != UV_ECANCELED)
@@ -382,22 +435,11 @@ static void on_input_written(uv_write_t *request, int status) {
   if (!uv_is_closing((uv_handle_t *)&worker->input)) uv_close((uv_handle_t *)&worker->input, on_worker_handle_closed);
 }
 
-static int make_directory(const char *path) {
-  char copy[4096];
-  if (util_strlcpy(copy, path, sizeof copy) != 0) return -ENAMETOOLONG;
-  for (char *slash = copy + 1; *slash; slash++) {
-    if (*slash != '/') continue;
-    *slash = '\0';
-    if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
-    *slash = '/';
-  }
-  if (mkdir(copy, 0755) != 0 && errno != EEXIST) return -errno;
-  return 0;
-}
-
 /* Starts a worker on experiment `id`, taking ownership of `config_json`. */
 static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   const sched_options_t *options = &sched->options;
+  config_json = config_for_worker(sched, id, config_json);
+  if (config_json == NULL) return 0; /* failed, said why; the next one may start */
   worker_t *worker = calloc(1, sizeof *worker);
   if (worker == NULL) {
     free(config_json);
@@ -417,7 +459,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   snprintf(id_text, sizeof id_text, "%lld", (long long)id);
   snprintf(threads_text, sizeof threads_text, "%d", options->threads_per_worker);
   snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/experiments/%lld", options->data_dir, (long long)id);
-  if ((result = make_directory(checkpoint_dir)) != 0) {
+  if ((result = util_make_directories(checkpoint_dir)) != 0) {
     char error[4200];
     snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", checkpoint_dir, strerror(-result));
     db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
@@ -426,8 +468,12 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     free(worker);
     return 0;
   }
+  /* A run that was interrupted goes on from its last checkpoint. */
+  char resume[4096] = "";
+  int resuming = worker->attempt > 1 && db_checkpoint_latest(options->db, id, resume, sizeof resume) == 0;
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
-                       "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir, NULL};
+                       "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
+                       resuming ? "--resume" : NULL, resume, NULL};
 
   uv_loop_t *loop = options->loop;
   uv_pipe_init(loop, &worker->input, 0);
@@ -460,8 +506,9 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   worker->next = sched->workers;
   sched->workers = worker;
   sched->running++;
-  fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d)\n", (long long)id, worker->attempt,
-          worker->process.pid);
+  fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->attempt,
+          worker->process.pid, resuming ? ", resuming from " : "", resuming ? resume : "");
+  if (resuming) log_printf(worker, "[mapsaged] resuming from %s", resume);
   sse_publish_status(options->hub, id);
 
   uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
@@ -511,7 +558,10 @@ int sched_cancel(sched_t *sched, int64_t id, int *running) {
   if (result != 0) return result;
   if (db_status_is_terminal(status)) return -EALREADY;
   result = db_experiment_finish(sched->options.db, id, DB_CANCELLED, "cancelled before it ran", NULL);
-  if (result == 0) sse_publish_status(sched->options.hub, id);
+  if (result == 0) {
+    sse_publish_status(sched->options.hub, id);
+    sched_teacher_ended(sched, id, DB_CANCELLED, NULL);
+  }
   return result;
 }
 

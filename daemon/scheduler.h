@@ -46,6 +46,10 @@ int sched_max_workers(const sched_t *sched);
  * when it has already ended. */
 int sched_cancel(sched_t *sched, int64_t id, int *running);
 
+/* An experiment ended without success: the runs waiting for it as their teacher fail,
+ * saying why. */
+void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status, const char *error);
+
 /* Stops every worker (SIGTERM, SIGKILL after the grace period); their experiments become
  * interrupted, to run again on the next start. Calls `done` when all have exited and the
  * batch is flushed; then frees the scheduler. */

@@ -118,6 +118,13 @@ static void wake(sse_subscriber_t *subscriber) {
 static char *format_event(const ev_t *event, char *id, size_t id_size) {
   json_t *data = json_pack("{s:I, s:I, s:I}", "step", (json_int_t)event->step, "epoch", (json_int_t)event->epoch,
                            "stage", (json_int_t)event->stage);
+  if (event->type == EV_STAGE) {
+    json_object_set_new(data, "name", json_string(event->name));
+    snprintf(id, id_size, "%lld.%d", (long long)event->step, EV_PHASE_STAGE);
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    return text;
+  }
   if (event->type == EV_EVAL) {
     json_object_set_new(data, "split", json_string(ev_split_name(event->split)));
     snprintf(id, id_size, "%lld.%d", (long long)event->step, 1 + (int)event->split);
@@ -130,7 +137,13 @@ static char *format_event(const ev_t *event, char *id, size_t id_size) {
   return text;
 }
 
-static int event_phase(const ev_t *event) { return event->type == EV_EVAL ? 1 + (int)event->split : 0; }
+static int event_phase(const ev_t *event) {
+  return event->type == EV_STAGE ? EV_PHASE_STAGE : event->type == EV_EVAL ? 1 + (int)event->split : EV_PHASE_METRIC;
+}
+
+static const char *event_name(ev_type_t type) {
+  return type == EV_STAGE ? "stage" : type == EV_EVAL ? "eval" : "metric";
+}
 
 static void queue_stream_event(sse_subscriber_t *subscriber, const ev_t *event) {
   char id[48];
@@ -139,7 +152,7 @@ static void queue_stream_event(sse_subscriber_t *subscriber, const ev_t *event) 
     subscriber->dropped = 1;
     return;
   }
-  queue_event(subscriber, id, event->type == EV_EVAL ? "eval" : "metric", data);
+  queue_event(subscriber, id, event_name(event->type), data);
   free(data);
   subscriber->cursor_step = event->step;
   subscriber->cursor_phase = event_phase(event);
@@ -182,7 +195,7 @@ static void replay_some(sse_subscriber_t *subscriber) {
   db_flush(db);
   int64_t last = db_max_step(db, subscriber->experiment_id);
   while (subscriber->queue_end - subscriber->queue_start < SSE_REPLAY_LOW_WATER && !subscriber->dropped) {
-    if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_SPLIT_COUNT) break;
+    if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_PHASE_LAST) break;
     int64_t until = subscriber->cursor_step + SSE_REPLAY_WINDOW;
     if (until > last) until = last;
     if (db_replay(db, subscriber->experiment_id, subscriber->cursor_step, subscriber->cursor_phase, until,
@@ -191,9 +204,9 @@ static void replay_some(sse_subscriber_t *subscriber) {
       return;
     }
     subscriber->cursor_step = until;
-    subscriber->cursor_phase = EV_SPLIT_COUNT; /* everything up to `until` is queued */
+    subscriber->cursor_phase = EV_PHASE_LAST; /* everything up to `until` is queued */
   }
-  if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_SPLIT_COUNT) {
+  if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_PHASE_LAST) {
     subscriber->replaying = 0;
     queue_status(subscriber, 1);
   }
@@ -283,7 +296,7 @@ int sse_parse_cursor(const char *text, int64_t *step, int *phase) {
   if (*end == '.') {
     char *after;
     long split = strtol(end + 1, &after, 10);
-    if (after == end + 1 || *after != '\0' || split < 1 || split > EV_SPLIT_COUNT) return -EINVAL;
+    if (after == end + 1 || *after != '\0' || split < 1 || split > EV_PHASE_LAST) return -EINVAL;
     *phase = (int)split;
   } else if (*end != '\0') {
     return -EINVAL;

@@ -4,7 +4,7 @@
  * cursor (the Last-Event-ID it sent), read from the database in windows, then live events
  * as workers report them, then "end" once the experiment has ended. Metric events have id
  * "<step>", eval events "<step>.<1+split>"; the cursor makes replay and live meet exactly,
- * without gaps or duplicates. */
+ * without gaps or duplicates. A stage event ("<step>.5") marks where a stage begins. */
 #ifndef MAPSAGE_SSE_H
 #define MAPSAGE_SSE_H
 

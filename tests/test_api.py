@@ -184,6 +184,55 @@ class EndToEnd(unittest.TestCase):
         _, _, body = d.get("/api/experiments?status=cancelled,failed&name=page-")
         self.assertEqual([], body["experiments"])
 
+    def test_teacher_references_are_checked(self):
+        d = self.daemon
+        student = synthetic_config("student", stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}])
+        student.pop("epochs")
+        cases = [
+            ({"experiment": 999999}, "teacher.experiment", "there is no experiment 999999"),
+            ({"checkpoint": "/etc/passwd"}, "teacher.checkpoint", "must be inside the daemon's data directory"),
+            ({"checkpoint": "../../../../../../../../etc/passwd"}, "teacher.checkpoint", "must be inside the daemon's data directory"),
+            ({"checkpoint": "missing.ckpt"}, "teacher.checkpoint", "No such file or directory"),
+        ]
+        for teacher, path, words in cases:
+            status, _, answer = d.request("POST", "/api/experiments", dict(student, teacher=teacher))
+            self.assertEqual(400, status, teacher)
+            self.assertEqual(path, answer["errors"][0]["path"])
+            self.assertIn(words, answer["errors"][0]["message"])
+
+        # A teacher that cannot succeed any more is refused; the layers named must exist.
+        failed = d.submit(synthetic_config("doomed", **LONG))
+        d.wait_status(failed, ["running"])
+        d.request("POST", "/api/experiments/%d/cancel" % failed)
+        d.wait_status(failed, ["cancelled"])
+        status, _, answer = d.request("POST", "/api/experiments", dict(student, teacher={"experiment": failed}))
+        self.assertEqual(400, status)
+        self.assertIn("was cancelled", answer["errors"][0]["message"])
+        done = d.submit(synthetic_config("teacher-ok", epochs=1))
+        d.wait_status(done, ["succeeded"])
+        bad_pair = dict(student, teacher={"experiment": done}, features=[{"student": "fc1", "teacher": "conv9"}])
+        status, _, answer = d.request("POST", "/api/experiments", bad_pair)
+        self.assertEqual(400, status)
+        self.assertEqual("features[0].teacher", answer["errors"][0]["path"])
+        self.assertIn("the teacher has no layer named \"conv9\"", answer["errors"][0]["message"])
+
+    def test_students_wait_for_their_teacher_and_fail_with_it(self):
+        d = self.daemon
+        teacher = d.submit(synthetic_config("slow-teacher", **LONG))
+        d.wait_status(teacher, ["running"])
+        config = synthetic_config("waiting-student", priority=50, teacher={"experiment": teacher},
+                                  stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}])
+        config.pop("epochs")
+        student = d.submit(config)
+        other = d.submit(synthetic_config("runs-meanwhile", epochs=1))
+        d.wait_status(other, ["queued"])  # the one worker is busy with the teacher
+        self.assertEqual("queued", d.experiment(student)["status"])
+        self.assertEqual(teacher, d.experiment(student)["teacher"])
+        d.request("POST", "/api/experiments/%d/cancel" % teacher)
+        experiment = d.wait_status(student, ["failed"], timeout=30)
+        self.assertIn("its teacher, experiment %d, was cancelled" % teacher, experiment["error"])
+        d.wait_status(other, ["succeeded"])  # the student's priority did not block the rest
+
     def test_bad_requests_get_clear_errors(self):
         d = self.daemon
         cases = [

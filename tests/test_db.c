@@ -23,9 +23,9 @@ static void add(db_t *db, int64_t id, ev_type_t type, int64_t step, int64_t epoc
 
 static void test_life_cycle(db_t *db) {
   int64_t first, second, third;
-  CHECK_INT(0, db_experiment_insert(db, "low", 0, "{\"stages\":[{\"epochs\":2},{\"epochs\":3}]}", &first));
-  CHECK_INT(0, db_experiment_insert(db, "high", 5, "{\"stages\":[]}", &second));
-  CHECK_INT(0, db_experiment_insert(db, "low-later", 0, "{\"stages\":[]}", &third));
+  CHECK_INT(0, db_experiment_insert(db, "low", 0, 0, "{\"stages\":[{\"epochs\":2},{\"epochs\":3}]}", &first));
+  CHECK_INT(0, db_experiment_insert(db, "high", 5, 0, "{\"stages\":[]}", &second));
+  CHECK_INT(0, db_experiment_insert(db, "low-later", 0, 0, "{\"stages\":[]}", &third));
   int64_t next;
   char *config;
   CHECK_INT(0, db_experiment_next(db, &next, &config)); /* highest priority first */
@@ -91,7 +91,9 @@ typedef struct {
 static void on_replayed(void *context, const ev_t *event) {
   replayed_t *replayed = context;
   if (replayed->count < 64) {
-    if (event->type == EV_EVAL)
+    if (event->type == EV_STAGE)
+      snprintf(replayed->ids[replayed->count], 32, "%lld.%d", (long long)event->step, EV_PHASE_STAGE);
+    else if (event->type == EV_EVAL)
       snprintf(replayed->ids[replayed->count], 32, "%lld.%d", (long long)event->step, 1 + (int)event->split);
     else
       snprintf(replayed->ids[replayed->count], 32, "%lld", (long long)event->step);
@@ -101,7 +103,7 @@ static void on_replayed(void *context, const ev_t *event) {
 
 static void test_batch_and_curves(db_t *db) {
   int64_t id;
-  CHECK_INT(0, db_experiment_insert(db, "curves", 0, "{\"stages\":[]}", &id));
+  CHECK_INT(0, db_experiment_insert(db, "curves", 0, 0, "{\"stages\":[]}", &id));
   for (int step = 1; step <= 4; step++)
     add(db, id, EV_METRIC, step, (step + 1) / 2, 0, json_pack("{s:f, s:f}", "loss/total", 1.0 / step, "lr", 0.1));
   add(db, id, EV_EVAL, 2, 1, EV_SPLIT_VAL, json_pack("{s:f}", "accuracy", 0.5));
@@ -155,11 +157,78 @@ static void test_batch_and_curves(db_t *db) {
   free(log);
 }
 
+static void on_dependent(void *context, int64_t id) { *(int64_t *)context = id; }
+
+static void test_teachers_and_checkpoints(db_t *db) {
+  int64_t teacher, student, other;
+  CHECK_INT(0, db_experiment_insert(db, "teacher", 0, 0, "{\"stages\":[]}", &teacher));
+  CHECK_INT(0, db_experiment_insert(db, "student", 9, teacher, "{\"stages\":[]}", &student));
+  CHECK_INT(0, db_experiment_insert(db, "student2", 9, teacher, "{\"stages\":[]}", &other));
+  /* Drain what earlier tests left queued, so only these three are runnable candidates. */
+  int64_t next;
+  char *config;
+  while (db_experiment_next(db, &next, &config) == 0) {
+    free(config);
+    if (next == teacher) break;
+    db_experiment_finish(db, next, DB_CANCELLED, NULL, NULL);
+  }
+  CHECK_INT(teacher, next); /* the students outrank it but wait for it */
+  int attempt;
+  CHECK_INT(0, db_experiment_start(db, teacher, &attempt));
+  CHECK_INT(-ENOENT, db_experiment_next(db, &next, &config));
+  CHECK_INT(0, db_checkpoint_add(db, teacher, 1, 10, "/x/epoch-1.ckpt", 100));
+  CHECK_INT(0, db_checkpoint_add(db, teacher, 2, 20, "/x/epoch-2.ckpt", 100));
+  char path[64];
+  CHECK_INT(0, db_checkpoint_latest(db, teacher, path, sizeof path));
+  CHECK_STR("/x/epoch-2.ckpt", path);
+  CHECK_INT(-ENOENT, db_checkpoint_latest(db, student, path, sizeof path));
+  CHECK_INT(0, db_experiment_finish(db, teacher, DB_SUCCEEDED, NULL, NULL));
+  CHECK_INT(0, db_experiment_next(db, &next, &config));
+  CHECK_INT(student, next);
+  free(config);
+  json_t *experiment = db_experiment_get(db, student, 0);
+  CHECK_INT(teacher, json_integer_value(json_object_get(experiment, "teacher")));
+  json_decref(experiment);
+
+  /* A teacher that fails takes its waiting students with it, saying why. */
+  int64_t failing, waiting, told = 0;
+  CHECK_INT(0, db_experiment_insert(db, "failing", 0, 0, "{\"stages\":[]}", &failing));
+  CHECK_INT(0, db_experiment_insert(db, "waiting", 0, failing, "{\"stages\":[]}", &waiting));
+  CHECK_INT(0, db_experiment_finish(db, failing, DB_FAILED, "boom", NULL));
+  CHECK_INT(1, db_fail_dependents(db, failing, "its teacher failed: boom", on_dependent, &told));
+  CHECK_INT(waiting, told);
+  char status[32];
+  db_experiment_status(db, waiting, status, sizeof status);
+  CHECK_STR("failed", status);
+}
+
+static void test_stage_replay(db_t *db) {
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "stages", 0, 0, "{\"stages\":[]}", &id));
+  ev_t stage = {.type = EV_STAGE, .step = 0, .epoch = 1, .stage = 0, .name = "warm"};
+  CHECK_INT(0, db_batch_event(db, id, &stage));
+  add(db, id, EV_METRIC, 1, 1, 0, json_pack("{s:f}", "loss/total", 1.0));
+  add(db, id, EV_EVAL, 1, 1, EV_SPLIT_TEST, json_pack("{s:f}", "accuracy", 0.5));
+  stage = (ev_t){.type = EV_STAGE, .step = 1, .epoch = 2, .stage = 1, .name = "kd"};
+  CHECK_INT(0, db_batch_event(db, id, &stage));
+  add(db, id, EV_METRIC, 2, 2, 1, json_pack("{s:f}", "loss/total", 0.5));
+  CHECK_INT(0, db_flush(db));
+  replayed_t replayed = {0};
+  CHECK_INT(0, db_replay(db, id, 0, 0, 2, on_replayed, &replayed));
+  const char *expected[] = {"0.5", "1", "1.3", "1.5", "2"};
+  CHECK_INT(5, replayed.count);
+  for (int i = 0; i < 5 && i < replayed.count; i++) CHECK_STR(expected[i], replayed.ids[i]);
+  replayed = (replayed_t){0};
+  CHECK_INT(0, db_replay(db, id, 1, 3, 2, on_replayed, &replayed));
+  CHECK_INT(2, replayed.count);
+  CHECK_STR("1.5", replayed.ids[0]);
+}
+
 static void test_reopen_keeps_everything(void) {
   db_t *db = NULL;
   char error[256];
   CHECK_INT(0, db_open(path, &db, error, sizeof error));
-  CHECK_INT(1, db_count_status(db, DB_SUCCEEDED));
+  CHECK_INT(2, db_count_status(db, DB_SUCCEEDED));
   db_close(db);
 }
 
@@ -175,6 +244,8 @@ int main(void) {
   }
   test_life_cycle(db);
   test_batch_and_curves(db);
+  test_teachers_and_checkpoints(db);
+  test_stage_replay(db);
   db_close(db);
   test_reopen_keeps_everything();
   char command[512];

@@ -47,6 +47,13 @@ static void test_other_events(void) {
   CHECK_INT(0, parse("{\"event\":\"checkpoint\",\"step\":5,\"epoch\":1,\"path\":\"/x/y.ckpt\",\"bytes\":100}"));
   CHECK_STR("/x/y.ckpt", event.path);
   ev_release(&event);
+  CHECK_INT(0, parse("{\"event\":\"stage\",\"step\":430,\"epoch\":2,\"stage\":1,\"name\":\"kd\"}"));
+  CHECK_INT(EV_STAGE, event.type);
+  CHECK_STR("kd", event.name);
+  CHECK_INT(430, event.step);
+  ev_release(&event);
+  check_refused("{\"event\":\"stage\",\"step\":0,\"epoch\":1,\"stage\":0}", "name: must be");
+  check_refused("{\"event\":\"stage\",\"step\":0,\"epoch\":0,\"stage\":0,\"name\":\"a\"}", "epoch: must be at least 1");
   CHECK_INT(0, parse("{\"event\":\"hello-from-the-future\",\"x\":1}"));
   CHECK_INT(EV_UNKNOWN, event.type);
   ev_release(&event);
