@@ -129,19 +129,22 @@ const char *format_json_string(const json_t *object, const char *key); /* NULL i
 int format_json_integer(const json_t *object, const char *key, long long *value);
 int format_json_number(const json_t *object, const char *key, double *value);
 
-/* table_: columns aligned by display width, like `docker ps`. */
-#define TABLE_MAX_COLUMNS 16
+/* table_: columns aligned by display width, like `docker ps` (and, with a rule under the
+ * header, like sqlite3's -header -column). Any number of columns; each column's width is
+ * kept up to date as rows are added. */
 typedef enum { TABLE_LEFT, TABLE_RIGHT } table_align_t;
 typedef struct {
   size_t columns;
-  const table_align_t *align;
+  const table_align_t *align; /* `columns` entries, owned by the caller */
+  int rule;                   /* draw a line of '-' under the first row, the header */
   size_t rows;
   size_t capacity;
-  char **cells; /* rows × columns strings, row-major */
+  char **cells;   /* rows × columns strings, row-major */
+  size_t *widths; /* per column: the widest cell's display width */
 } table_t;
 
 void table_init(table_t *table, size_t columns, const table_align_t *align);
-/* Adds a row of `table->columns` strings (copied). Returns 0 or -ENOMEM. */
+/* Adds a row of `table->columns` strings (copied; NULL counts as ""). Returns 0 or -ENOMEM. */
 int table_add_row(table_t *table, const char *const *cells);
 void table_print(const table_t *table, FILE *out);
 void table_free(table_t *table);
@@ -172,6 +175,7 @@ int command_ls(const cli_global_t *global, int argc, char **argv);
 int command_show(const cli_global_t *global, int argc, char **argv);
 int command_cancel(const cli_global_t *global, int argc, char **argv);
 int command_watch(const cli_global_t *global, int argc, char **argv);
+int command_sql(const cli_global_t *global, int argc, char **argv);
 
 /* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit

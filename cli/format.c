@@ -173,13 +173,17 @@ int format_append_cut(buffer_t *buffer, const char *text, size_t columns) {
  * table_ */
 
 void table_init(table_t *table, size_t columns, const table_align_t *align) {
-  assert(columns >= 1 && columns <= TABLE_MAX_COLUMNS);
+  assert(columns >= 1);
   memset(table, 0, sizeof *table);
   table->columns = columns;
   table->align = align;
 }
 
 int table_add_row(table_t *table, const char *const *cells) {
+  if (table->widths == NULL) {
+    table->widths = calloc(table->columns, sizeof *table->widths);
+    if (table->widths == NULL) return -ENOMEM;
+  }
   if (table->rows == table->capacity) {
     size_t capacity = table->capacity != 0 ? table->capacity * 2 : 16;
     if (capacity > SIZE_MAX / sizeof(char *) / table->columns) return -ENOMEM;
@@ -196,25 +200,31 @@ int table_add_row(table_t *table, const char *const *cells) {
       return -ENOMEM;
     }
   }
+  /* Widths only once the whole row is in, so a failed row leaves them as they were. */
+  for (size_t column = 0; column < table->columns; column++) {
+    size_t width = format_text_width(row[column]);
+    if (width > table->widths[column]) table->widths[column] = width;
+  }
   table->rows++;
   return 0;
 }
 
 void table_print(const table_t *table, FILE *out) {
-  size_t widths[TABLE_MAX_COLUMNS] = {0};
-  for (size_t i = 0; i < table->rows * table->columns; i++) {
-    size_t width = format_text_width(table->cells[i]);
-    if (width > widths[i % table->columns]) widths[i % table->columns] = width;
-  }
   for (size_t row = 0; row < table->rows; row++) {
     for (size_t column = 0; column < table->columns; column++) {
       const char *cell = table->cells[row * table->columns + column];
-      size_t padding = widths[column] - format_text_width(cell);
+      size_t padding = table->widths[column] - format_text_width(cell);
       int last = column + 1 == table->columns;
       if (table->align[column] == TABLE_RIGHT) fprintf(out, "%*s", (int)padding, "");
       fputs(cell, out);
       if (table->align[column] == TABLE_LEFT && !last) fprintf(out, "%*s", (int)padding, "");
       fputs(last ? "\n" : "   ", out);
+    }
+    if (row == 0 && table->rule) {
+      for (size_t column = 0; column < table->columns; column++) {
+        for (size_t i = 0; i < table->widths[column]; i++) fputc('-', out);
+        fputs(column + 1 == table->columns ? "\n" : "   ", out);
+      }
     }
   }
 }
@@ -222,5 +232,6 @@ void table_print(const table_t *table, FILE *out) {
 void table_free(table_t *table) {
   for (size_t i = 0; i < table->rows * table->columns; i++) free(table->cells[i]);
   free(table->cells);
+  free(table->widths);
   memset(table, 0, sizeof *table);
 }

@@ -75,6 +75,27 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage cancel 7\n"},
+  {"sql", command_sql, "sql STATEMENT|- [--param VALUE]... [--csv | --json]",
+   "Runs one read-only SQL statement over the whole history (tables and views in\n"
+   "docs/sql.md) and prints the result as an aligned table: a header, a rule, one\n"
+   "line per row; numbers right-aligned, reals to 6 significant digits, NULL empty,\n"
+   "control characters escaped, cells cut to 80 columns. \"(3 rows, 1.2 ms)\" follows\n"
+   "on stderr, and a note when the server's row limit cut the answer. With - the\n"
+   "statement is read from standard input; put -- before one that starts with -.\n"
+   "Anything but reading is refused with the server's reason (exit 1).\n"
+   "\n"
+   "   --param VALUE   bind ?1, ?2, ... in order; repeatable. VALUE goes as a number,\n"
+   "                   true, false or null when it is one in JSON, as the string\n"
+   "                   inside a JSON string literal ('\"42\"'), else as text\n"
+   "   --csv           RFC 4180 CSV with a header line: numbers in full, NULL an\n"
+   "                   empty field, the empty string \"\"\n"
+   "   --json          the server's answer as it came, laid out one row a line\n"
+   "\n"
+   "Examples:\n"
+   "   mapsage sql \"SELECT id, name, best_test_accuracy FROM experiment_summary\"\n"
+   "   mapsage sql \"SELECT step, value FROM metrics WHERE experiment_id = ?1 AND name = ?2\" \\\n"
+   "       --param 7 --param loss/total --csv > curve.csv\n"
+   "   mapsage sql - < best-per-dataset.sql\n"},
 };
 
 static const char cli_usage[] =
@@ -91,6 +112,7 @@ static const char cli_main_help[] =
   "   show ID            one experiment: status, times, progress, summary, config\n"
   "   watch ID           follow a run live until it ends\n"
   "   cancel ID          stop a queued or running experiment\n"
+  "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
   "   help [COMMAND]     this help, or one command's\n"
   "\n"
   "Options:\n"

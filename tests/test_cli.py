@@ -10,6 +10,8 @@ checks that `watch` parses awkward but valid SSE and resumes with Last-Event-ID.
 CTest sets MAPSAGE_BIN_DIR (the build directory) and MAPSAGE_SOURCE_DIR (the repository);
 run by hand, it defaults to <repo>/build. Python standard library only.
 """
+import csv
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,6 +32,22 @@ MAPSAGE = os.path.join(BIN_DIR, "mapsage")
 
 # A tiny run on generated data: a fraction of a second of training.
 CONFIG = synthetic_config("t", epochs=2)
+
+
+def display_cells(line, widths):
+    """Cuts a table line into its cells by terminal columns (East Asian wide characters
+    count two), the cells separated by three spaces."""
+    cells, column, start = [], 0, 0
+    for width in widths:
+        end, used = start, 0
+        while end < len(line) and used < width:
+            used += 2 if unicodedata.east_asian_width(line[end]) in "WF" else 1
+            end += 1
+        cells.append(line[start:end])
+        if line[end:end + 3] not in ("   ", ""):
+            raise AssertionError("column %d of %r does not end at display column %d" % (column, line, width))
+        start, column = end + 3, column + 1
+    return cells
 
 
 def free_port():
@@ -57,11 +76,11 @@ class CliTest(unittest.TestCase):
             f.write(text)
         return path
 
-    def start_daemon(self, workers=1, token_file=None):
+    def start_daemon(self, workers=1, token_file=None, extra_args=()):
         directory = os.path.join(self.directory, "daemon%d" % len(self.daemons))
         os.makedirs(directory)
         daemon = Daemon(workers=workers, directory=directory,
-                        extra_args=["--token-file", token_file] if token_file else [])
+                        extra_args=(["--token-file", token_file] if token_file else []) + list(extra_args))
         self.daemons.append(daemon)
         return daemon.url
 
@@ -180,7 +199,8 @@ class CliTest(unittest.TestCase):
 
     def test_unreachable_server(self):
         url = "http://127.0.0.1:%d" % free_port()
-        for arguments in (["ls"], ["show", "1"], ["watch", "1"], ["cancel", "1"], ["submit", self.config_path]):
+        for arguments in (["ls"], ["show", "1"], ["watch", "1"], ["cancel", "1"], ["submit", self.config_path],
+                          ["sql", "SELECT 1"]):
             _, err = self.check(3, self.mapsage(*arguments, server=url), " ".join(arguments) + " with no server")
             self.assertIn("cannot reach the server at " + url, err)
         self.check(3, self.mapsage("--server", url, "ls"), "--server")
@@ -189,7 +209,7 @@ class CliTest(unittest.TestCase):
         out, _ = self.check(0, self.mapsage("--help"), "--help")
         self.assertTrue(out.startswith("usage: mapsage "))
         self.assertIn("Exit status", out)
-        for command in ("submit", "ls", "show", "watch", "cancel"):
+        for command in ("submit", "ls", "show", "watch", "cancel", "sql"):
             out, _ = self.check(0, self.mapsage(command, "--help"), command + " --help")
             self.assertTrue(out.startswith("usage: mapsage " + command), out)
             self.assertIn("Example", out)
@@ -200,6 +220,103 @@ class CliTest(unittest.TestCase):
         self.check(2, self.mapsage("submit"), "submit without a file")
         _, err = self.check(2, self.mapsage("submit", os.path.join(self.directory, "missing.json")), "a missing file")
         self.assertIn("missing.json", err)
+
+    def test_sql(self):
+        self.start_daemon(workers=1, extra_args=["--sql-max-rows", "5"])
+        id = self.submit(self.config_path)
+        self.daemons[0].wait_status(id, ["succeeded"])
+
+        # The table: header, rule, rows aligned by display width; numbers right-aligned to
+        # 6 significant digits, NULL empty, a wide (Chinese) name counted as two columns.
+        query = ("SELECT id, name, status, final_test_accuracy AS acc, error FROM experiment_summary "
+                 "UNION ALL SELECT 100, '学生-模型', 'x', 0.5, NULL ORDER BY id")
+        out, err = self.check(0, self.mapsage("sql", query), "sql")
+        self.assertRegex(err, r"^\(2 rows, \d+\.\d+ ms\)\n$")
+        header, rule, *rows = out.splitlines()
+        widths = [len(dashes) for dashes in rule.split("   ")]
+        self.assertTrue(all(set(dashes) == {"-"} for dashes in rule.split("   ")), rule)
+        table = [display_cells(line, widths) for line in [header] + rows]
+        self.assertEqual([cell.strip() for cell in table[0]], ["id", "name", "status", "acc", "error"])
+        self.assertEqual(table[1][0], " " * (widths[0] - len(str(id))) + str(id), "ids are right-aligned")
+        self.assertEqual(table[1][1].rstrip(), "t", "text is left-aligned")
+        self.assertEqual(table[2][1], "学生-模型", "the widest name sets the width: 4 × 2 + 1 columns")
+        self.assertEqual(widths[1], 9)
+        self.assertEqual(table[2][4], "", "NULL is empty")
+        accuracy = self.daemons[0].experiment(id)["summary"]["final_test_accuracy"]
+        self.assertEqual(table[1][3].strip(), "%.6g" % accuracy)
+        self.assertEqual(table[2][3].strip(), "0.5")
+
+        # Control characters (and NULs, which JSON carries as \u0000) are escaped in the table.
+        out, _ = self.check(0, self.mapsage("sql", "SELECT 'a' || char(0) || char(27) || '[31mb' || char(10) AS raw"),
+                            "sql of text with control characters")
+        self.assertEqual(out.splitlines()[2], "a\\x00\\x1b[31mb\\n")
+
+        # --csv holds the same values as --json, with NULL and '' apart, and quotes what needs it.
+        query = ("SELECT id, name, final_test_accuracy, NULL AS missing, '' AS empty, "
+                 "'a,b \"c\"' || char(10) || 'd' AS tricky, 0.1 + 0.2 AS sum, 1.0 AS one "
+                 "FROM experiment_summary WHERE id = ?1")
+        out, _ = self.check(0, self.mapsage("sql", query, "--json", "--param", str(id)), "sql --json")
+        answer = json.loads(out)
+        self.assertEqual(answer["columns"], ["id", "name", "final_test_accuracy", "missing", "empty", "tricky",
+                                             "sum", "one"])
+        self.assertFalse(answer["truncated"])
+        self.assertIsInstance(answer["elapsed_ms"], float)
+        self.assertEqual(len(answer["rows"]), 1)
+        row = answer["rows"][0]
+        self.assertEqual(row[:2] + row[3:6], [id, "t", None, "", 'a,b "c"\nd'])
+        self.assertEqual(out.count("\n"), 8, "one member of the answer a line, one row a line:\n" + out)
+        status, _, direct = self.daemons[0].request("POST", "/api/sql", {"sql": query, "params": [id]})
+        self.assertEqual((status, direct["rows"]), (200, answer["rows"]), "--json is the server's answer")
+
+        done = subprocess.run([MAPSAGE, "sql", query, "--csv", "--param", str(id)], capture_output=True,
+                              env=dict(os.environ, MAPSAGE_SERVER=self.daemons[0].url))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stderr, b"", "--csv prints nothing else")
+        raw = done.stdout.decode()
+        self.assertTrue(raw.endswith("\r\n") and raw.count("\r\n") == 2, repr(raw))
+        self.assertIn(',,"",', raw, "NULL is an empty field, the empty string a quoted one")
+        records = list(csv.reader(io.StringIO(raw, newline="")))
+        self.assertEqual(records[0], answer["columns"])
+        self.assertEqual(len(records), 2)
+        for column, (text, value) in enumerate(zip(records[1], row)):
+            if value is None or isinstance(value, str):
+                self.assertEqual(text, value or "", answer["columns"][column])
+            else:
+                self.assertEqual(float(text), value, "%s: every digit" % answer["columns"][column])
+        self.assertEqual(records[1][7], "1.0", "a whole REAL stays a REAL")
+
+        # --param: JSON numbers, booleans and null as such, a JSON string literal as its
+        # contents, anything else as text.
+        out, _ = self.check(0, self.mapsage("sql", "SELECT ?1, typeof(?1), typeof(?2), ?3, typeof(?4), ?5, ?6, typeof(?6)",
+                                            "--param", "7", "--param", "2.5", "--param", "loss/total",
+                                            "--param=null", "--param", "true", "--param", '"42"', "--json"),
+                            "sql --param")
+        self.assertEqual(json.loads(out)["rows"], [[7, "integer", "real", "loss/total", "null", 1, "42", "text"]])
+        _, err = self.check(1, self.mapsage("sql", "SELECT ?1"), "a parameter missing")
+        self.assertIn("params: the statement has 1 parameters but 0 were given", err)
+
+        # Writing is refused in the server's words, and nothing changes.
+        out, err = self.check(1, self.mapsage("sql", "DELETE FROM experiments"), "sql DELETE")
+        self.assertEqual((out, err), ("", "mapsage: sql: DELETE is not allowed: this endpoint only reads\n"))
+        self.check(1, self.mapsage("sql", "SELECT 1; DROP TABLE metrics"), "two statements")
+        self.assertEqual(self.daemons[0].experiment(id)["status"], "succeeded")
+
+        # The statement from standard input, and a cut answer said so.
+        out, err = self.check(0, self.mapsage("sql", "-", "--param", str(id),
+                                              stdin="SELECT count(*) AS n\n  FROM metrics WHERE experiment_id = ?1;\n"),
+                              "sql -")
+        self.assertEqual(out.splitlines()[0].strip(), "n")
+        self.assertGreater(int(out.splitlines()[2]), 0)
+        out, err = self.check(0, self.mapsage("sql", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                                              "LIMIT 50) SELECT x FROM c", "--csv"), "a query past the row limit")
+        self.assertEqual(out.split(), ["x", "1", "2", "3", "4", "5"])
+        self.assertIn("truncated at the server's row limit of 5 rows", err)
+
+        # Usage errors.
+        self.check(2, self.mapsage("sql"), "sql without a statement")
+        self.check(2, self.mapsage("sql", "SELECT 1", "--csv", "--json"), "--csv and --json")
+        self.check(2, self.mapsage("sql", "SELECT 1", "SELECT 2"), "two statement arguments")
+        self.check(2, self.mapsage("sql", "SELECT ?1", "--param"), "--param without a value")
 
     def test_watch_parses_sse_and_resumes(self):
         server = FakeStreamServer()
