@@ -5,8 +5,11 @@
 -- ('2026-11-27T19:30:00.123Z'): they sort as text and julianday() reads them.
 -- docs/sql.md explains every table and view, with queries.
 --
--- Versioned with PRAGMA user_version: version 1 is this file. A later change adds a
--- migration below that brings version N to N+1, never edits what is already released.
+-- The daemon runs this whole file at every start, in one transaction: tables and indexes
+-- are created if missing, and views are dropped and made again, so a database always has
+-- the views of the daemon that opened it. PRAGMA user_version counts the versions of the
+-- tables: version 1 is this file; a change to a released table adds a migration (in
+-- daemon/db.c) that brings version N to N+1.
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS evals (
   step          INTEGER NOT NULL,              -- the step after which it was computed
   stage         INTEGER NOT NULL,
   value         REAL NOT NULL,
+  at            TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), -- when it was stored
   PRIMARY KEY (experiment_id, split, name, epoch)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS evals_by_step ON evals (experiment_id, step, split_order);
@@ -102,13 +106,15 @@ CREATE TABLE IF NOT EXISTS logs (
 
 -- All curves in one long table: per-step metrics and per-epoch evaluations under their
 -- full names ('loss/total', 'test/accuracy').
-CREATE VIEW IF NOT EXISTS curves AS
+DROP VIEW IF EXISTS curves;
+CREATE VIEW curves AS
   SELECT experiment_id, name, step, epoch, stage, value FROM metrics
   UNION ALL
   SELECT experiment_id, split || '/' || name, step, epoch, stage, value FROM evals;
 
 -- One row per experiment with its key config fields and its final and best figures.
-CREATE VIEW IF NOT EXISTS experiment_summary AS
+DROP VIEW IF EXISTS experiment_summary;
+CREATE VIEW experiment_summary AS
   SELECT
     e.id,
     e.name,
@@ -137,10 +143,11 @@ CREATE VIEW IF NOT EXISTS experiment_summary AS
         AND v.name = 'accuracy')                             AS best_val_accuracy,
     (SELECT value FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test'
         AND v.name = 'loss' ORDER BY v.epoch DESC LIMIT 1)   AS final_test_loss,
-    e.epoch                                                  AS epochs_done,
+    (SELECT max(epoch) FROM evals v WHERE v.experiment_id = e.id AND v.split = 'test') AS epochs_done,
     e.step                                                   AS steps_done,
-    round((julianday(coalesce(e.finished_at, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))
-           - julianday(e.started_at)) * 86400.0, 1)          AS duration_s,
+    round((julianday(CASE WHEN e.status = 'running' THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                          ELSE e.finished_at END)
+           - julianday(e.started_at)) * 86400.0, 3)          AS duration_s, -- NULL until it ends
     e.attempts,
     e.error,
     e.created_at,
@@ -152,7 +159,8 @@ CREATE VIEW IF NOT EXISTS experiment_summary AS
 -- term's mean over the first and the last 20 steps of the stage (single steps are noisy),
 -- so "did the task loss fall during distillation?" is one query. Covers loss/* and
 -- weighted/* (each term times its weight in that stage).
-CREATE VIEW IF NOT EXISTS stage_summary AS
+DROP VIEW IF EXISTS stage_summary;
+CREATE VIEW stage_summary AS
   WITH spans AS (
     SELECT experiment_id, stage, name, min(step) AS first_step, max(step) AS last_step,
            count(*) AS steps, avg(value) AS mean_value

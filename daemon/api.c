@@ -96,7 +96,8 @@ static int submit_experiment(http_request_t *request) {
     return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);
   }
   json_t *normalized = cfg_to_json(&config);
-  char *text = json_dumps(normalized, JSON_COMPACT);
+  /* Fifteen digits: 0.05 is stored as 0.05, not 0.050000000000000003. */
+  char *text = json_dumps(normalized, JSON_COMPACT | JSON_REAL_PRECISION(15));
   json_decref(normalized);
   if (text == NULL) return -ENOMEM;
   int64_t id;

@@ -97,7 +97,8 @@ static int apply_schema(db_t *db, char *error, size_t error_size) {
              SCHEMA_VERSION);
     return -EPROTO;
   }
-  if (version == SCHEMA_VERSION) return 0;
+  /* Tables are created only if missing and views made again: running it on a current
+   * database changes no data. Migrations of released tables go here, by version. */
   char *message = NULL;
   char set_version[64];
   snprintf(set_version, sizeof set_version, "PRAGMA user_version = %d", SCHEMA_VERSION);

@@ -15,6 +15,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,10 +68,14 @@ void sql_destroy(sql_t *sql) {
 // ---------------------------------------------------------------------------------------
 // the worker thread's side
 
+/* Pragmas that only describe; read without an argument (or, for the *_info and *_list
+ * ones, with a table's name). Others may act (optimize, wal_checkpoint, shrink_memory). */
 static const char *const readable_pragmas[] = {
     "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list",
-    "function_list", "pragma_list", "collation_list", "compile_options", "user_version", "schema_version",
-    "page_count", "page_size", "freelist_count", "journal_mode", "encoding", "data_version", NULL};
+    "function_list", "pragma_list", "collation_list", "module_list", "database_list", "compile_options",
+    "user_version", "schema_version", "application_id", "page_count", "page_size", "freelist_count",
+    "journal_mode", "journal_size_limit", "synchronous", "auto_vacuum", "cache_size", "temp_store", "encoding",
+    "data_version", "foreign_keys", "busy_timeout", "integrity_check", "quick_check", "foreign_key_check", NULL};
 
 /* Names for what the authorizer refuses, so the error says what was refused. */
 static const char *action_name(int action) {
@@ -108,6 +113,13 @@ static int first_keyword(sql_job_t *job) {
  * which says more than "INSERT". */
 static int deny(sql_job_t *job, int action, const char *table) {
   if (job->denied) return SQLITE_DENY;
+  if (action == SQLITE_UPDATE && table && strcmp(table, "sqlite_master") == 0 && first_keyword(job) &&
+      strcmp(job->denied_text, "SELECT") == 0) {
+    /* A SELECT only touches the schema to set up a table-valued function like
+     * pragma_table_info(), which SQLite registers through an internal schema update. */
+    job->denied = "a table-valued pragma function (use PRAGMA table_info(t) and the like instead)";
+    return SQLITE_DENY;
+  }
   if (table && (strcmp(table, "sqlite_master") == 0 || strcmp(table, "sqlite_temp_master") == 0) &&
       first_keyword(job)) {
     job->denied = job->denied_text;
@@ -158,7 +170,10 @@ static void fail(sql_job_t *job, unsigned status, const char *format, const char
 static json_t *column_value(sqlite3_stmt *statement, int column) {
   switch (sqlite3_column_type(statement, column)) {
   case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(statement, column));
-  case SQLITE_FLOAT: return json_real(sqlite3_column_double(statement, column));
+  case SQLITE_FLOAT: {
+    double value = sqlite3_column_double(statement, column);
+    return isfinite(value) ? json_real(value) : json_null(); /* JSON has no infinity */
+  }
   case SQLITE_TEXT: return json_stringn((const char *)sqlite3_column_text(statement, column),
                                         (size_t)sqlite3_column_bytes(statement, column));
   case SQLITE_BLOB: {
@@ -293,9 +308,14 @@ done:
 static int answer(http_request_t *request) {
   sql_job_t *job = http_context(request);
   http_set_context(request, NULL);
-  int result = http_respond_json(request, job->status, json_incref(job->answer));
+  /* Every digit: a researcher's numbers (julianday(), large sums) must come back exact. */
+  char *text = json_dumps(job->answer, JSON_COMPACT | JSON_REAL_PRECISION(17));
   json_decref(job->answer);
+  unsigned status = job->status;
   free(job);
+  if (text == NULL) return -ENOMEM;
+  int result = http_respond_data(request, status, "application/json", text, strlen(text));
+  free(text);
   return result;
 }
 

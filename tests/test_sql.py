@@ -107,6 +107,11 @@ class Sql(unittest.TestCase):
         answer = self.sql("PRAGMA table_info(metrics)")
         self.assertIn("name", [row[1] for row in answer["rows"]])
         self.assertEqual([[1]], self.sql("PRAGMA user_version")["rows"])
+        self.assertEqual([[0]], self.sql("PRAGMA foreign_keys")["rows"])  # per connection: reading is allowed
+        answer = self.sql("SELECT * FROM pragma_table_info('metrics')", expected=403)
+        self.assertIn("use PRAGMA table_info(t)", answer["error"])
+        # Every digit comes back, and what JSON cannot say becomes null rather than vanish.
+        self.assertEqual([[123456789012.5, None, 2]], self.sql("SELECT 123456789012.5, 1e999, 2")["rows"])
 
     def test_row_limit(self):
         answer = self.sql("SELECT step FROM metrics ORDER BY step")
