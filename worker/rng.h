@@ -16,6 +16,7 @@ enum {
   RNG_STREAM_SPLIT = 2,     /* which training examples become the validation set */
   RNG_STREAM_SHUFFLE = 3,   /* per-epoch batch order; the epoch is mixed in too */
   RNG_STREAM_SYNTHETIC = 4, /* the generated dataset */
+  RNG_STREAM_DISTILL = 16,  /* adapters, gates, discriminator (index = the piece); spaced from the rest */
 };
 
 typedef struct {

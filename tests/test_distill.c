@@ -1,0 +1,795 @@
+/* test_distill.c — checks worker/distill.c: every backward against central differences of a
+ * double-precision reference written here from the formulas (KD at T = 1, 4, 8; feature
+ * pairs through linear and 1×1 adapters, with and without normalisation, ungated and in both
+ * gate modes; the discriminator and the generator loss, LSGAN and BCE; the adversarial
+ * gradient through a pair into the student), KD against a hand-worked value, that no gate
+ * can drive the selective loss to zero where the report's sigmoid-times-target can, and that
+ * discriminator steps learn separable data. Each gradient check prints its largest relative
+ * error. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "distill.h"
+#include "nn.h"
+#include "rng.h"
+
+static rng_t test_rng;
+
+static void fill_uniform(float *x, int n, float low, float high) {
+  for (int i = 0; i < n; i++) x[i] = low + (high - low) * rng_uniform(&test_rng);
+}
+
+static void to_double(double *out, const float *in, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = in[i];
+}
+
+/* |a − n| / max(|a|, |n|, floor): relative where the gradient is large, absolute (scaled
+ * by floor) where it is near zero and relative error means nothing. */
+static double relative_error(double analytic, double numeric, double floor) {
+  double scale = fabs(analytic) > fabs(numeric) ? fabs(analytic) : fabs(numeric);
+  if (scale < floor) scale = floor;
+  return fabs(analytic - numeric) / scale;
+}
+
+/* Compares two gradients element by element; prints and checks the worst relative error. A
+ * gradient that is zero everywhere would pass trivially, so it must have some size too. */
+static void check_gradient(const char *name, const float *analytic, const double *numeric, int n,
+                           double tolerance) {
+  double worst = 0.0, largest = 0.0;
+  int worst_index = 0;
+  for (int i = 0; i < n; i++) {
+    double error = relative_error(analytic[i], numeric[i], 1e-4);
+    largest = fmax(largest, fabs(numeric[i]));
+    if (error > worst) {
+      worst = error;
+      worst_index = i;
+    }
+  }
+  printf("    %-26s %4d values, max relative error %.2e (analytic %.6g, numeric %.6g)\n", name, n,
+         worst, n ? analytic[worst_index] : 0.0, n ? numeric[worst_index] : 0.0);
+  CHECK(worst <= tolerance);
+  CHECK(largest > 1e-6);
+}
+
+/* Central differences of objective(context) with respect to each of x[0..n). The reference
+ * functions are in double, so a small step is both accurate and free of rounding noise. */
+typedef double (*objective_fn)(void *context);
+
+static void numeric_gradient(double *numeric, double *x, int n, objective_fn objective,
+                             void *context, double scale) {
+  const double step = 1e-5;
+  for (int i = 0; i < n; i++) {
+    double saved = x[i];
+    x[i] = saved + step;
+    double plus = objective(context);
+    x[i] = saved - step;
+    double minus = objective(context);
+    x[i] = saved;
+    numeric[i] = scale * (plus - minus) / (2.0 * step);
+  }
+}
+
+static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* ---------------------------------------------------------------------------------------
+ * Soft targets */
+
+enum { KB = 4, KC = 10 };
+
+typedef struct {
+  double s[KB * KC], t[KB * KC];
+  double T;
+  int B;
+} kd_context_t;
+
+/* T² · mean_b Σ_c p_t (log p_t − log p_s), straight from the definition. */
+static double kd_reference(void *context) {
+  kd_context_t *k = context;
+  double total = 0.0;
+  for (int b = 0; b < k->B; b++) {
+    double log_zs = 0.0, log_zt = 0.0, max_s = -INFINITY, max_t = -INFINITY;
+    for (int c = 0; c < KC; c++) {
+      max_s = fmax(max_s, k->s[b * KC + c] / k->T);
+      max_t = fmax(max_t, k->t[b * KC + c] / k->T);
+    }
+    for (int c = 0; c < KC; c++) {
+      log_zs += exp(k->s[b * KC + c] / k->T - max_s);
+      log_zt += exp(k->t[b * KC + c] / k->T - max_t);
+    }
+    log_zs = max_s + log(log_zs);
+    log_zt = max_t + log(log_zt);
+    for (int c = 0; c < KC; c++) {
+      double log_ps = k->s[b * KC + c] / k->T - log_zs, log_pt = k->t[b * KC + c] / k->T - log_zt;
+      total += exp(log_pt) * (log_pt - log_ps);
+    }
+  }
+  return k->T * k->T * total / k->B;
+}
+
+static void test_kd_value(void) {
+  printf("KD against a hand-worked value\n");
+  /* Row 0: student (0, 0) → p_s = (½, ½); teacher (2 ln 3, 0) at T = 2 → p_t = (¾, ¼).
+   * KL = ¾ ln(¾ / ½) + ¼ ln(¼ / ½) = ¾ ln 1.5 − ¼ ln 2. Row 1: identical logits, KL = 0.
+   * Loss = T² · (KL + 0) / 2 = 2 (¾ ln 1.5 − ¼ ln 2) = 0.2616240… */
+  float s[4] = {0.0f, 0.0f, 1.0f, -1.0f}, t[4] = {(float)(2.0 * log(3.0)), 0.0f, 1.0f, -1.0f};
+  float ps[4], pt[4];
+  double expected = 2.0 * (0.75 * log(1.5) - 0.25 * log(2.0));
+  float loss = kd_loss_forward(ps, pt, s, t, 2.0f, 2, 2);
+  printf("  loss %.7f, by hand %.7f\n", loss, expected);
+  CHECK_NEAR(expected, loss, 1e-6);
+  CHECK_NEAR(0.75, pt[0], 1e-6);
+  CHECK_NEAR(0.5, ps[1], 1e-6);
+  /* dlogits = dloss · T (p_s − p_t) / B = 1 · 2 · (½ − ¾) / 2 = −¼ on row 0, class 0; 0 on
+   * row 1; accumulated onto what was there. */
+  float d[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+  kd_loss_backward(d, ps, pt, 2.0f, 1.0f, 2, 2);
+  CHECK_NEAR(0.75, d[0], 1e-6);
+  CHECK_NEAR(1.25, d[1], 1e-6);
+  CHECK_NEAR(1.0, d[2], 1e-6);
+
+  /* A teacher so confident that p_t underflows to 0 in two classes: finite, and equal to the
+   * reference; a student equal to the teacher gives 0. */
+  kd_context_t k = {.T = 1.0, .B = 1};
+  float s1[KC], t1[KC], ps1[KC], pt1[KC];
+  fill_uniform(s1, KC, -2, 2);
+  for (int c = 0; c < KC; c++) t1[c] = 0.0f;
+  t1[0] = 1000.0f;
+  t1[1] = -1000.0f;
+  to_double(k.s, s1, KC);
+  to_double(k.t, t1, KC);
+  float confident = kd_loss_forward(ps1, pt1, s1, t1, 1.0f, 1, KC);
+  CHECK(isfinite(confident));
+  CHECK(pt1[1] == 0.0f);
+  CHECK_NEAR(kd_reference(&k), confident, 1e-5);
+  CHECK_NEAR(0.0, kd_loss_forward(ps1, pt1, t1, t1, 3.0f, 1, KC), 1e-7);
+
+  /* Agreement: top-1 equal in rows 0 and 2, ties to the lowest index (row 2: both 0). */
+  float a[3 * 3] = {0, 5, 1, 2, 1, 0, 1, 1, 0}, b[3 * 3] = {1, 3, 2, 0, 1, 0, 4, 4, 4};
+  CHECK_INT(2, kd_agreement(a, b, 3, 3));
+}
+
+static void test_kd_gradient(void) {
+  printf("KD gradient (B=%d, C=%d) at T = 1, 4, 8\n", KB, KC);
+  float s[KB * KC], t[KB * KC], ps[KB * KC], pt[KB * KC];
+  fill_uniform(s, KB * KC, -2, 2);
+  fill_uniform(t, KB * KC, -3, 3);
+  const float temperatures[3] = {1.0f, 4.0f, 8.0f};
+  double norms[3];
+  for (int i = 0; i < 3; i++) {
+    float T = temperatures[i];
+    kd_context_t k = {.T = T, .B = KB};
+    to_double(k.s, s, KB * KC);
+    to_double(k.t, t, KB * KC);
+    float loss = kd_loss_forward(ps, pt, s, t, T, KB, KC);
+    double reference = kd_reference(&k);
+    printf("  T=%g: loss %.7f, reference %.7f\n", T, loss, reference);
+    CHECK_NEAR(reference, loss, 1e-5);
+    /* Weighted by 0.3, as a stage's distill_weight would. */
+    float d[KB * KC] = {0};
+    kd_loss_backward(d, ps, pt, T, 0.3f, KB, KC);
+    double numeric[KB * KC];
+    numeric_gradient(numeric, k.s, KB * KC, kd_reference, &k, 0.3);
+    check_gradient("dlogits", d, numeric, KB * KC, 1e-4);
+    double sum = 0.0;
+    for (int j = 0; j < KB * KC; j++) sum += (double)d[j] * d[j];
+    norms[i] = sqrt(sum);
+  }
+  /* With T², the gradient tends to (s − t, centred) / (C·B) as T grows, whatever T: the
+   * norms at 4 and 8 are close, and T = 1 is within a small factor. Without T² (norm / T²)
+   * doubling T would divide the gradient by ~4. */
+  printf("  |grad| with T²: %.4f %.4f %.4f; without: %.4f %.5f %.5f\n", norms[0], norms[1],
+         norms[2], norms[0], norms[1] / 16, norms[2] / 64);
+  CHECK(norms[2] / norms[1] > 0.8 && norms[2] / norms[1] < 1.25);
+  CHECK(norms[0] / norms[2] > 0.25 && norms[0] / norms[2] < 4.0);
+  CHECK((norms[1] / 16) / (norms[2] / 64) > 3.0);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * 1×1 convolution against the definition */
+
+static void test_conv1x1(void) {
+  printf("1x1 convolution forward\n");
+  enum { B = 3, CIN = 4, COUT = 5, P = 6 };
+  float x[B * CIN * P], w[COUT * CIN], bias[COUT], out[B * COUT * P];
+  fill_uniform(x, B * CIN * P, -1, 1);
+  fill_uniform(w, COUT * CIN, -1, 1);
+  fill_uniform(bias, COUT, -1, 1);
+  feature_conv1x1_forward(out, x, w, bias, B, CIN, COUT, P);
+  double worst = 0.0;
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < COUT; o++)
+      for (int p = 0; p < P; p++) {
+        double e = bias[o];
+        for (int i = 0; i < CIN; i++) e += (double)w[o * CIN + i] * x[(b * CIN + i) * P + p];
+        worst = fmax(worst, fabs(e - out[(b * COUT + o) * P + p]));
+      }
+  printf("  max |error| %.2e\n", worst);
+  CHECK(worst < 1e-5);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Feature pairs */
+
+enum { FB = 5, FMAX = 512 };
+
+typedef struct {
+  const distill_feature_t *f;
+  double params[FMAX], student[FMAX], teacher[FMAX];
+  int B;
+  double mse;  /* out: the ungated MSE */
+} feature_context_t;
+
+/* The pair's loss in double from the formulas in distill.h, reading the parameters at the
+ * pair's offsets. Flat features are the P = 1 case of the same arithmetic. When `aligned`
+ * is given it receives y (B,D). */
+static double feature_reference_aligned(feature_context_t *k, double *aligned, double *target) {
+  const distill_feature_t *f = k->f;
+  const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
+  static double y[FMAX], z[FMAX];
+  for (int b = 0; b < k->B; b++) {
+    for (int c = 0; c < Ct; c++)
+      for (int p = 0; p < P; p++) {
+        double sum = k->params[f->adapter_bias + c];
+        for (int i = 0; i < Cs; i++)
+          sum += k->params[f->adapter_weight + c * Cs + i] * k->student[(b * Cs + i) * P + p];
+        y[b * D + c * P + p] = sum;
+      }
+    for (int i = 0; i < D; i++) z[b * D + i] = k->teacher[b * D + i];
+    if (f->normalize) {
+      double ny = 0.0, nz = 0.0;
+      for (int i = 0; i < D; i++) {
+        ny += y[b * D + i] * y[b * D + i];
+        nz += z[b * D + i] * z[b * D + i];
+      }
+      ny = sqrt(D / (ny + FEATURE_NORM_EPS));
+      nz = sqrt(D / (nz + FEATURE_NORM_EPS));
+      for (int i = 0; i < D; i++) {
+        y[b * D + i] *= ny;
+        z[b * D + i] *= nz;
+      }
+    }
+  }
+  if (aligned) memcpy(aligned, y, sizeof(double) * k->B * D);
+  if (target) memcpy(target, z, sizeof(double) * k->B * D);
+  double e[FB * 2], total = 0.0;
+  for (int b = 0; b < k->B; b++) {
+    e[b] = 0.0;
+    for (int i = 0; i < D; i++) e[b] += (y[b * D + i] - z[b * D + i]) * (y[b * D + i] - z[b * D + i]);
+    total += e[b];
+  }
+  k->mse = total / (k->B * D);
+  if (f->gate == CFG_GATE_NONE) return k->mse;
+  /* softmax: a = B softmax(g); mean_one: a = σ(g) / mean σ(g), literally. */
+  double g[FB * 2], sum = 0.0;
+  for (int b = 0; b < k->B; b++) {
+    g[b] = k->params[f->gate_bias];
+    for (int i = 0; i < D; i++) g[b] += k->params[f->gate_weight + i] * k->teacher[b * D + i];
+    sum += f->gate == CFG_GATE_SOFTMAX ? exp(g[b]) : sigmoid(g[b]);
+  }
+  double weighted = 0.0;
+  for (int b = 0; b < k->B; b++)
+    weighted += k->B * (f->gate == CFG_GATE_SOFTMAX ? exp(g[b]) : sigmoid(g[b])) / sum * e[b];
+  return weighted / (k->B * D);
+}
+
+static double feature_reference(void *context) {
+  return feature_reference_aligned(context, NULL, NULL);
+}
+
+static void check_feature_pair(int Cs, int Ct, int P, int normalize, cfg_gate_t gate) {
+  static const char *const gates[] = {"none", "softmax", "mean_one"};
+  printf("  %s %d->%d%s, normalize %d, gate %s\n", P == 1 ? "flat" : "map", Cs, Ct,
+         P == 1 ? "" : " (1x1 conv, 2x3 pixels)", normalize, gates[gate]);
+  /* The pair starts at nonzero offsets, as the second piece of a slab would. */
+  size_t n_params = 7, n_scratch = 3;
+  distill_feature_t f;
+  CHECK_INT(0, distill_feature_layout(&f, Cs, Ct, P, normalize, gate, FB + 2, &n_params, &n_scratch));
+  CHECK_INT(7, f.first_param);
+  CHECK_INT(n_params, f.first_param + f.n_params);
+  const int D = Ct * P;
+  float *params = calloc(n_params, sizeof(float)), *grads = calloc(n_params, sizeof(float));
+  float *scratch = calloc(n_scratch, sizeof(float));
+  float student[FMAX], teacher[FMAX], dstudent[FMAX];
+  distill_feature_init(&f, params, 11, 0);
+  fill_uniform(params + f.adapter_bias, Ct, -0.3f, 0.3f);
+  if (gate != CFG_GATE_NONE) {
+    fill_uniform(params + f.gate_weight, D, -0.4f, 0.4f); /* weights far from uniform */
+    params[f.gate_bias] = 0.3f;
+  }
+  fill_uniform(student, FB * Cs * P, -1, 1);
+  fill_uniform(teacher, FB * D, -1.5f, 1.5f);
+
+  distill_feature_stats_t stats;
+  float loss = distill_feature_forward(&f, scratch, params, student, teacher, FB, &stats);
+  feature_context_t *k = calloc(1, sizeof *k);
+  k->f = &f;
+  k->B = FB;
+  to_double(k->params, params, n_params);
+  to_double(k->student, student, (size_t)FB * Cs * P);
+  to_double(k->teacher, teacher, (size_t)FB * D);
+  double reference = feature_reference(k);
+  printf("    loss %.7f (reference %.7f), ungated mse %.7f (reference %.7f)\n", loss, reference,
+         stats.mse, k->mse);
+  CHECK_NEAR(reference, loss, 1e-5);
+  CHECK_NEAR(k->mse, stats.mse, 1e-5);
+  if (gate != CFG_GATE_NONE) {
+    const float *w = scratch + f.weights;
+    double sum = 0.0;
+    for (int b = 0; b < FB; b++) sum += w[b];
+    CHECK_NEAR(1.0, sum / FB, 1e-6);
+    CHECK(stats.gate.weight_min < 0.95 && stats.gate.weight_max > 1.05);
+    CHECK(stats.gate.effective_fraction > 0.2 && stats.gate.effective_fraction < 1.0);
+  }
+
+  /* Backward weighted by 0.7, accumulating onto 0.25 everywhere. */
+  for (size_t i = 0; i < n_params; i++) grads[i] = 0.25f;
+  for (int i = 0; i < FB * Cs * P; i++) dstudent[i] = 0.25f;
+  distill_feature_backward(&f, dstudent, grads, scratch, params, student, teacher, 0.7f, FB);
+  for (size_t i = 0; i < n_params; i++) grads[i] -= 0.25f;
+  for (int i = 0; i < FB * Cs * P; i++) dstudent[i] -= 0.25f;
+  CHECK(grads[0] == 0.0f && grads[6] == 0.0f); /* outside the pair: untouched */
+
+  double *numeric = calloc(FMAX, sizeof(double));
+  numeric_gradient(numeric, k->params + f.adapter_weight, Ct * Cs, feature_reference, k, 0.7);
+  check_gradient("adapter weight", grads + f.adapter_weight, numeric, Ct * Cs, 2e-3);
+  numeric_gradient(numeric, k->params + f.adapter_bias, Ct, feature_reference, k, 0.7);
+  check_gradient("adapter bias", grads + f.adapter_bias, numeric, Ct, 2e-3);
+  if (gate != CFG_GATE_NONE) {
+    numeric_gradient(numeric, k->params + f.gate_weight, D, feature_reference, k, 0.7);
+    check_gradient("gate weight", grads + f.gate_weight, numeric, D, 2e-3);
+    numeric_gradient(numeric, k->params + f.gate_bias, 1, feature_reference, k, 0.7);
+    if (gate == CFG_GATE_SOFTMAX) {
+      /* softmax(g + c) does not depend on c: the bias gets exactly no gradient. */
+      printf("    gate bias: %.3g (numeric %.3g): softmax is shift-invariant\n", grads[f.gate_bias],
+             numeric[0]);
+      CHECK(fabs(grads[f.gate_bias]) < 1e-6 && fabs(numeric[0]) < 1e-7);
+    } else {
+      check_gradient("gate bias", grads + f.gate_bias, numeric, 1, 2e-3);
+    }
+  }
+  numeric_gradient(numeric, k->student, FB * Cs * P, feature_reference, k, 0.7);
+  check_gradient("student feature", dstudent, numeric, FB * Cs * P, 2e-3);
+
+  free(numeric);
+  free(k);
+  free(params);
+  free(grads);
+  free(scratch);
+}
+
+static void test_feature_pairs(void) {
+  printf("feature pairs (B=%d): loss and gradients against a double reference\n", FB);
+  for (int gate = CFG_GATE_NONE; gate <= CFG_GATE_MEAN_ONE; gate++) {
+    for (int normalize = 0; normalize <= 1; normalize++) {
+      check_feature_pair(5, 4, 1, normalize, (cfg_gate_t)gate);
+      check_feature_pair(3, 4, 6, normalize, (cfg_gate_t)gate);
+    }
+  }
+}
+
+/* The per-element mean is the fix for the report's symptom: the same per-element mismatch
+ * gives the same loss at width 8 and 1024, where a sum over dimensions grows 128×. */
+static void test_feature_scale(void) {
+  printf("feature loss scale does not grow with the width\n");
+  enum { B = 4 };
+  double losses[2];
+  const int widths[2] = {8, 1024};
+  for (int w = 0; w < 2; w++) {
+    const int D = widths[w];
+    float *a = malloc(sizeof(float) * B * D), *t = malloc(sizeof(float) * B * D), errors[B];
+    for (int i = 0; i < B * D; i++) {
+      a[i] = (i % 2) ? 0.5f : -0.5f; /* every element off by exactly 1 */
+      t[i] = -a[i];
+    }
+    losses[w] = feature_mse_forward(errors, a, t, B, D);
+    printf("  D=%4d: per-element mse %.4f, per-example sum %.1f\n", D, losses[w], (double)errors[0]);
+    free(a);
+    free(t);
+  }
+  CHECK_NEAR(1.0, losses[0], 1e-6);
+  CHECK_NEAR(1.0, losses[1], 1e-6);
+
+  /* Normalised, the loss is 2 − 2 cos: 0 for parallel, 2 for orthogonal, 4 for opposite. */
+  enum { D = 6 };
+  float x[3 * D] = {1, 2, 3, 4, 5, 6, 1, -1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0};
+  float y[3 * D] = {2, 4, 6, 8, 10, 12, 1, 1, 0, 0, 0, 0, -0.1f, 0, 0, 0, 0, 0};
+  float nx[3 * D], ny[3 * D], norms[3], errors[3];
+  feature_normalize_forward(nx, norms, x, 3, D);
+  feature_normalize_forward(ny, norms, y, 3, D);
+  feature_mse_forward(errors, nx, ny, 3, D);
+  printf("  normalised: parallel %.6f, orthogonal %.6f, opposite %.6f\n", errors[0] / D,
+         errors[1] / D, errors[2] / D);
+  CHECK_NEAR(0.0, errors[0] / D, 1e-6);
+  CHECK_NEAR(2.0, errors[1] / D, 1e-6);
+  CHECK_NEAR(4.0, errors[2] / D, 1e-6);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The gate cannot collapse */
+
+/* The report's selective loss: mse(y, t · σ(g)), mean over B·D. */
+static double report_selective_loss(const float *y, const float *t, const float *g, int B, int D) {
+  double total = 0.0;
+  for (int b = 0; b < B; b++) {
+    double gate = sigmoid(g[b]);
+    for (int i = 0; i < D; i++) {
+      double diff = y[b * D + i] - gate * t[b * D + i];
+      total += diff * diff;
+    }
+  }
+  return total / ((double)B * D);
+}
+
+static void test_gate_cannot_collapse(void) {
+  printf("the gate cannot drive the loss to zero (B=8, flat 4->6)\n");
+  enum { B = 8, Cs = 4, Ct = 6 };
+  for (int mode = CFG_GATE_SOFTMAX; mode <= CFG_GATE_MEAN_ONE; mode++) {
+    size_t n_params = 0, n_scratch = 0;
+    distill_feature_t f;
+    CHECK_INT(0, distill_feature_layout(&f, Cs, Ct, 1, 0, (cfg_gate_t)mode, B, &n_params, &n_scratch));
+    float params[64], *scratch = calloc(n_scratch, sizeof(float));
+    float student[B * Cs], teacher[B * Ct];
+    distill_feature_init(&f, params, 5, 0);
+    fill_uniform(student, B * Cs, -1, 1);
+    fill_uniform(teacher, B * Ct, -1, 1);
+    printf("  %s\n", mode == CFG_GATE_SOFTMAX ? "softmax" : "mean_one");
+
+    /* A zero gate scores every example the same: the weights are exactly 1, the loss is the
+     * plain MSE, and gate/mean shows the raw gate is ~0 (σ(−50) ≈ 2e-22). */
+    params[f.gate_bias] = -50.0f;
+    distill_feature_stats_t stats;
+    float loss = distill_feature_forward(&f, scratch, params, student, teacher, B, &stats);
+    printf("    bias -50, zero weight: loss %.6f, ungated mse %.6f, gate/mean %.3g\n", loss,
+           stats.mse, stats.gate.mean);
+    CHECK_NEAR(stats.mse, loss, 1e-6);
+    CHECK(stats.mse > 0.1);
+    CHECK(stats.gate.mean < 1e-20);
+    CHECK_NEAR(1.0, stats.gate.weight_min, 1e-6);
+    CHECK_NEAR(1.0, stats.gate.effective_fraction, 1e-6);
+
+    /* Far beyond float's range for σ (σ(−200) underflows): still exact. */
+    params[f.gate_bias] = -200.0f;
+    loss = distill_feature_forward(&f, scratch, params, student, teacher, B, &stats);
+    CHECK(isfinite(loss));
+    CHECK_NEAR(stats.mse, loss, 1e-6);
+
+    /* A gate that prefers some examples, still at bias −50: the loss is the weighted MSE
+     * Σ a_b e_b / (B·D) with weights averaging 1, so it stays between the smallest and the
+     * largest per-example error — never near zero while the errors are not. */
+    params[f.gate_bias] = -50.0f;
+    fill_uniform(params + f.gate_weight, Ct, -1.5f, 1.5f);
+    loss = distill_feature_forward(&f, scratch, params, student, teacher, B, &stats);
+    const float *a = scratch + f.weights, *e = scratch + f.errors;
+    double weighted = 0.0, lo = INFINITY, hi = 0.0, sum = 0.0;
+    for (int b = 0; b < B; b++) {
+      weighted += (double)a[b] * e[b];
+      sum += a[b];
+      lo = fmin(lo, e[b] / Ct);
+      hi = fmax(hi, e[b] / Ct);
+    }
+    weighted /= B * Ct;
+    printf("    bias -50, some weight: loss %.6f = weighted mse %.6f, per-example [%.4f, %.4f], "
+           "weights [%.3f, %.3f], effective fraction %.3f\n",
+           loss, weighted, lo, hi, stats.gate.weight_min, stats.gate.weight_max,
+           stats.gate.effective_fraction);
+    CHECK_NEAR(weighted, loss, 1e-6);
+    CHECK_NEAR((double)B, sum, 1e-5);
+    CHECK(loss >= lo * (1 - 1e-6) && loss <= hi * (1 + 1e-6));
+    CHECK(stats.gate.weight_max > 1.2); /* the weights really are uneven */
+
+    /* The report's formulation at the same place: its target t·σ(g) is ~0, so a student (here
+     * the adapter) that outputs zero scores ~0 — the trivial minimum the report's gate finds.
+     * Ours at the same point: the plain MSE of 0 against the teacher. */
+    memset(params + f.adapter_weight, 0, sizeof(float) * Ct * Cs);
+    memset(params + f.adapter_bias, 0, sizeof(float) * Ct);
+    memset(params + f.gate_weight, 0, sizeof(float) * Ct);
+    loss = distill_feature_forward(&f, scratch, params, student, teacher, B, &stats);
+    const float *y = scratch + f.aligned, *g = scratch + f.scores;
+    float g_zero[B] = {0};
+    double report_open = report_selective_loss(y, teacher, g_zero, B, Ct);
+    double report_closed = report_selective_loss(y, teacher, g, B, Ct);
+    double mean_square = 0.0;
+    for (int i = 0; i < B * Ct; i++) mean_square += (double)teacher[i] * teacher[i];
+    mean_square /= B * Ct;
+    printf("    zero adapter: report-style loss %.4f at gate 0.5, %.3g at gate ~0; ours %.4f "
+           "(= mean t² %.4f)\n",
+           report_open, report_closed, loss, mean_square);
+    CHECK(report_closed < 1e-30);
+    CHECK(report_open > 0.01);
+    CHECK_NEAR(mean_square, loss, 1e-6);
+    free(scratch);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Discriminator */
+
+enum { DB = 4, DD = 6, DH = 5 };
+
+typedef struct {
+  const disc_t *d;
+  double params[DD * DH + 2 * DH + 1];
+  double real[DB * DD], fake[DB * DD];
+} disc_context_t;
+
+static double disc_reference_score(const disc_context_t *k, const double *x) {
+  const disc_t *d = k->d;
+  double score = k->params[d->bias2];
+  for (int h = 0; h < DH; h++) {
+    double pre = k->params[d->bias1 + h];
+    for (int i = 0; i < DD; i++) pre += k->params[d->weight1 + h * DD + i] * x[i];
+    score += k->params[d->weight2 + h] * fmax(0.0, pre);
+  }
+  return score;
+}
+
+static double disc_reference_loss(void *context) {
+  disc_context_t *k = context;
+  double total = 0.0;
+  for (int b = 0; b < DB; b++) {
+    double r = disc_reference_score(k, k->real + b * DD), f = disc_reference_score(k, k->fake + b * DD);
+    if (k->d->loss == CFG_ADVERSARIAL_LSGAN)
+      total += ((r - 1) * (r - 1) + f * f) / 2;
+    else
+      total += (-log(sigmoid(r)) - log(1 - sigmoid(f))) / 2; /* BCE, literally */
+  }
+  return total / DB;
+}
+
+static double generator_reference_loss(void *context) {
+  disc_context_t *k = context;
+  double total = 0.0;
+  for (int b = 0; b < DB; b++) {
+    double f = disc_reference_score(k, k->fake + b * DD);
+    total += k->d->loss == CFG_ADVERSARIAL_LSGAN ? (f - 1) * (f - 1) / 2 : -log(sigmoid(f));
+  }
+  return total / DB;
+}
+
+static void test_discriminator(cfg_adversarial_loss_t loss_kind) {
+  const char *name = loss_kind == CFG_ADVERSARIAL_LSGAN ? "lsgan" : "bce";
+  printf("discriminator %s (B=%d, %d -> %d -> 1)\n", name, DB, DD, DH);
+  size_t n_params = 3, n_scratch = 2; /* not at the start of the slabs */
+  disc_t d;
+  CHECK_INT(0, disc_layout(&d, DD, DH, loss_kind, DB, &n_params, &n_scratch));
+  CHECK_INT(DD * DH + 2 * DH + 1, d.n_params);
+  float *params = calloc(n_params + 4, sizeof(float)), *grads = calloc(n_params + 4, sizeof(float));
+  float *scratch = calloc(n_scratch, sizeof(float));
+  disc_init(&d, params + 0, 3, 9);
+  fill_uniform(params + d.bias1, DH, -0.2f, 0.2f);
+  params[d.bias2] = 0.1f;
+  float real[DB * DD], fake[DB * DD];
+  fill_uniform(real, DB * DD, -1, 1);
+  fill_uniform(fake, DB * DD, -1, 1);
+
+  disc_context_t *k = calloc(1, sizeof *k);
+  k->d = &d;
+  /* The reference reads offsets relative to the discriminator's first parameter. */
+  disc_t shifted = d;
+  shifted.weight1 -= d.first_param;
+  shifted.bias1 -= d.first_param;
+  shifted.weight2 -= d.first_param;
+  shifted.bias2 -= d.first_param;
+  k->d = &shifted;
+  to_double(k->params, params + d.first_param, d.n_params);
+  to_double(k->real, real, DB * DD);
+  to_double(k->fake, fake, DB * DD);
+
+  disc_stats_t stats;
+  float loss = disc_forward(&d, scratch, params, real, fake, DB, &stats);
+  double reference = disc_reference_loss(k);
+  printf("  disc loss %.7f (reference %.7f), accuracy %.3f\n", loss, reference, stats.accuracy);
+  CHECK_NEAR(reference, loss, 1e-5);
+  disc_backward(&d, grads, scratch, params, real, fake, DB);
+  double numeric[DD * DH + 2 * DH + 1];
+  numeric_gradient(numeric, k->params, (int)d.n_params, disc_reference_loss, k, 1.0);
+  check_gradient("discriminator params", grads + d.first_param, numeric, (int)d.n_params, 1e-3);
+  CHECK(grads[0] == 0.0f && grads[n_params] == 0.0f);
+
+  /* The generator's loss and its gradient w.r.t. the student's feature, weighted 0.4 and
+   * accumulated onto 0.25; the discriminator's parameters and gradients stay as they were. */
+  float *params_before = malloc(sizeof(float) * (n_params + 4)), *grads_before = malloc(sizeof(float) * (n_params + 4));
+  memcpy(params_before, params, sizeof(float) * (n_params + 4));
+  memcpy(grads_before, grads, sizeof(float) * (n_params + 4));
+  float gen = disc_generator_forward(&d, scratch, params, fake, DB);
+  double gen_reference = generator_reference_loss(k);
+  printf("  generator loss %.7f (reference %.7f)\n", gen, gen_reference);
+  CHECK_NEAR(gen_reference, gen, 1e-5);
+  float dfake[DB * DD];
+  for (int i = 0; i < DB * DD; i++) dfake[i] = 0.25f;
+  disc_generator_backward(&d, dfake, scratch, params, 0.4f, DB);
+  for (int i = 0; i < DB * DD; i++) dfake[i] -= 0.25f;
+  double numeric_fake[DB * DD];
+  numeric_gradient(numeric_fake, k->fake, DB * DD, generator_reference_loss, k, 0.4);
+  check_gradient("student feature", dfake, numeric_fake, DB * DD, 2e-3);
+  CHECK(memcmp(params, params_before, sizeof(float) * (n_params + 4)) == 0);
+  CHECK(memcmp(grads, grads_before, sizeof(float) * (n_params + 4)) == 0);
+
+  /* A discriminator step touches only its own range of the slabs. */
+  float *m = calloc(n_params + 4, sizeof(float)), *v = calloc(n_params + 4, sizeof(float));
+  for (size_t i = 0; i < n_params + 4; i++) grads[i] = 9.0f;
+  disc_step(&d, params, grads, m, v, scratch, real, fake, 1e-2f, DB, &stats);
+  CHECK_INT(1, d.steps);
+  CHECK(grads[0] == 9.0f && grads[d.first_param - 1] == 9.0f && grads[n_params] == 9.0f);
+  CHECK(params[0] == params_before[0] && params[n_params] == params_before[n_params]);
+  CHECK(params[d.weight1] != params_before[d.weight1]);
+
+  free(m);
+  free(v);
+  free(params_before);
+  free(grads_before);
+  free(k);
+  free(params);
+  free(grads);
+  free(scratch);
+}
+
+/* Teacher features and student features that differ in the mean of their first dimension:
+ * a few steps must teach the discriminator to tell them apart. */
+static void test_discriminator_learns(cfg_adversarial_loss_t loss_kind) {
+  enum { B = 32, D = 8, H = 16, STEPS = 60 };
+  size_t n_params = 0, n_scratch = 0;
+  disc_t d;
+  CHECK_INT(0, disc_layout(&d, D, H, loss_kind, B, &n_params, &n_scratch));
+  float *params = calloc(n_params, sizeof(float)), *grads = calloc(n_params, sizeof(float));
+  float *m = calloc(n_params, sizeof(float)), *v = calloc(n_params, sizeof(float));
+  float *scratch = calloc(n_scratch, sizeof(float));
+  disc_init(&d, params, 1, 0);
+  float real[B * D], fake[B * D];
+  rng_t rng;
+  rng_seed(&rng, 77, 0, 0);
+  for (int i = 0; i < B * D; i++) {
+    real[i] = (float)(0.5 * rng_normal(&rng) + (i % D == 0 ? 1.0 : 0.0));
+    fake[i] = (float)(0.5 * rng_normal(&rng) - (i % D == 0 ? 1.0 : 0.0));
+  }
+  disc_stats_t first, last;
+  disc_forward(&d, scratch, params, real, fake, B, &first);
+  for (int s = 0; s < STEPS; s++) disc_step(&d, params, grads, m, v, scratch, real, fake, 1e-2f, B, NULL);
+  disc_forward(&d, scratch, params, real, fake, B, &last);
+  printf("discriminator %s learns separable features: accuracy %.3f -> %.3f, loss %.4f -> %.4f "
+         "(%d steps); scores real %.3f fake %.3f\n",
+         loss_kind == CFG_ADVERSARIAL_LSGAN ? "lsgan" : "bce", first.accuracy, last.accuracy,
+         first.loss, last.loss, STEPS, last.real_score, last.fake_score);
+  CHECK(last.accuracy >= 0.95);
+  CHECK(last.accuracy > first.accuracy);
+  CHECK(last.loss < 0.5 * first.loss);
+  CHECK(last.real_score > last.fake_score);
+  free(params);
+  free(grads);
+  free(m);
+  free(v);
+  free(scratch);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Adversarial gradient through a feature pair into the student */
+
+typedef struct {
+  feature_context_t pair;
+  disc_context_t disc;
+  float w_feature, w_adv;
+} combined_context_t;
+
+/* w_feature · pair loss + w_adv · generator loss on the pair's aligned student feature. */
+static double combined_reference(void *context) {
+  combined_context_t *k = context;
+  double aligned[FMAX];
+  double feature = feature_reference_aligned(&k->pair, aligned, NULL);
+  memcpy(k->disc.fake, aligned, sizeof(double) * DB * DD);
+  return k->w_feature * feature + k->w_adv * generator_reference_loss(&k->disc);
+}
+
+static void test_adversarial_through_pair(cfg_adversarial_loss_t loss_kind) {
+  printf("adversarial %s through a normalised map pair into the student (B=%d, 1x1 conv 2->3, "
+         "2 pixels)\n", loss_kind == CFG_ADVERSARIAL_LSGAN ? "lsgan" : "bce", DB);
+  enum { Cs = 2, Ct = 3, P = 2 }; /* D = Ct·P = DD */
+  size_t n_params = 0, n_scratch = 0;
+  distill_feature_t f;
+  disc_t d;
+  CHECK_INT(0, distill_feature_layout(&f, Cs, Ct, P, 1, CFG_GATE_NONE, DB, &n_params, &n_scratch));
+  size_t disc_start = n_params;
+  CHECK_INT(0, disc_layout(&d, Ct * P, DH, loss_kind, DB, &n_params, &n_scratch));
+  float *params = calloc(n_params, sizeof(float)), *grads = calloc(n_params, sizeof(float));
+  float *scratch = calloc(n_scratch, sizeof(float));
+  distill_feature_init(&f, params, 4, 0);
+  disc_init(&d, params, 4, 1);
+  float student[DB * Cs * P], teacher[DB * DD], dstudent[DB * Cs * P] = {0};
+  fill_uniform(student, DB * Cs * P, -1, 1);
+  fill_uniform(teacher, DB * DD, -1, 1);
+
+  const float w_feature = 0.1f, w_adv = 0.5f;
+  distill_feature_forward(&f, scratch, params, student, teacher, DB, NULL);
+  disc_generator_forward(&d, scratch, params, distill_feature_aligned(&f, scratch), DB);
+  disc_generator_backward(&d, distill_feature_daligned(&f, scratch), scratch, params, w_adv, DB);
+  distill_feature_backward(&f, dstudent, grads, scratch, params, student, teacher, w_feature, DB);
+
+  combined_context_t *k = calloc(1, sizeof *k);
+  k->pair.f = &f;
+  k->pair.B = DB;
+  to_double(k->pair.params, params, n_params);
+  to_double(k->pair.student, student, DB * Cs * P);
+  to_double(k->pair.teacher, teacher, DB * DD);
+  disc_t shifted = d;
+  shifted.weight1 -= disc_start;
+  shifted.bias1 -= disc_start;
+  shifted.weight2 -= disc_start;
+  shifted.bias2 -= disc_start;
+  k->disc.d = &shifted;
+  to_double(k->disc.params, params + disc_start, d.n_params);
+  k->w_feature = w_feature;
+  k->w_adv = w_adv;
+  double numeric[FMAX];
+  numeric_gradient(numeric, k->pair.student, DB * Cs * P, combined_reference, k, 1.0);
+  check_gradient("student feature", dstudent, numeric, DB * Cs * P, 2e-3);
+  numeric_gradient(numeric, k->pair.params + f.adapter_weight, Ct * Cs, combined_reference, k, 1.0);
+  check_gradient("adapter weight", grads + f.adapter_weight, numeric, Ct * Cs, 2e-3);
+  /* The discriminator's gradients stay zero through the student's step. */
+  int untouched = 1;
+  for (size_t i = disc_start; i < n_params; i++) untouched &= grads[i] == 0.0f;
+  CHECK(untouched);
+  free(k);
+  free(params);
+  free(grads);
+  free(scratch);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Layout and initialisation */
+
+static void test_layout_and_init(void) {
+  printf("layout and deterministic initialisation\n");
+  size_t n_params = 0, n_scratch = 0;
+  distill_feature_t a, b;
+  disc_t d;
+  CHECK_INT(0, distill_feature_layout(&a, 16, 32, 1, 1, CFG_GATE_MEAN_ONE, 8, &n_params, &n_scratch));
+  CHECK_INT(32 * 16 + 32 + 32 + 1, a.n_params);
+  CHECK_INT(0, distill_feature_layout(&b, 4, 8, 9, 0, CFG_GATE_NONE, 8, &n_params, &n_scratch));
+  CHECK_INT(a.first_param + a.n_params, b.first_param);
+  CHECK_INT(a.first_scratch + a.n_scratch, b.first_scratch);
+  CHECK_INT(8 * 4 + 8, b.n_params);
+  CHECK_INT(0, disc_layout(&d, 72, 16, CFG_ADVERSARIAL_BCE, 8, &n_params, &n_scratch));
+  CHECK_INT(b.first_param + b.n_params, d.first_param);
+  CHECK_INT(n_params, d.first_param + d.n_params);
+  CHECK_INT(n_scratch, d.first_scratch + d.n_scratch);
+  CHECK_INT(-EINVAL, distill_feature_layout(&a, 0, 3, 1, 0, CFG_GATE_NONE, 8, &n_params, &n_scratch));
+  CHECK_INT(-EINVAL, disc_layout(&d, 3, 0, CFG_ADVERSARIAL_BCE, 8, &n_params, &n_scratch));
+
+  n_params = n_scratch = 0;
+  distill_feature_layout(&a, 16, 32, 1, 1, CFG_GATE_MEAN_ONE, 8, &n_params, &n_scratch);
+  float *p1 = calloc(n_params, sizeof(float)), *p2 = calloc(n_params, sizeof(float));
+  float *p3 = calloc(n_params, sizeof(float));
+  distill_feature_init(&a, p1, 42, 0);
+  distill_feature_init(&a, p2, 42, 0);
+  distill_feature_init(&a, p3, 42, 1);
+  CHECK(memcmp(p1, p2, n_params * sizeof(float)) == 0);
+  CHECK(memcmp(p1, p3, n_params * sizeof(float)) != 0);
+  double max = 0.0;
+  for (int i = 0; i < 32 * 16; i++) max = fmax(max, fabs(p1[a.adapter_weight + i]));
+  CHECK(max <= 0.25 && max > 0.2); /* U(−1/√16, 1/√16) */
+  CHECK(p1[a.gate_bias] == 0.0f && p1[a.gate_weight + 3] == 0.0f);
+  free(p1);
+  free(p2);
+  free(p3);
+}
+
+int main(void) {
+  rng_seed(&test_rng, 2024, 0, 0);
+  test_kd_value();
+  test_kd_gradient();
+  test_conv1x1();
+  test_feature_pairs();
+  test_feature_scale();
+  test_gate_cannot_collapse();
+  test_discriminator(CFG_ADVERSARIAL_LSGAN);
+  test_discriminator(CFG_ADVERSARIAL_BCE);
+  test_discriminator_learns(CFG_ADVERSARIAL_LSGAN);
+  test_discriminator_learns(CFG_ADVERSARIAL_BCE);
+  test_adversarial_through_pair(CFG_ADVERSARIAL_LSGAN);
+  test_adversarial_through_pair(CFG_ADVERSARIAL_BCE);
+  test_layout_and_init();
+  return check_summary();
+}
