@@ -103,6 +103,26 @@ int util_make_directories(const char *path) {
   return 0;
 }
 
+/* Makes a completed rename durable: fsync the directory that holds `path`. Like SQLite's
+ * unixSync, a failure here is ignored: the file is already in place and whole, and some
+ * file systems cannot open or sync a directory at all. */
+static void sync_directory_of(const char *path) {
+  char directory[PATH_MAX];
+  if (util_strlcpy(directory, path, sizeof directory) != 0) return;
+  char *slash = strrchr(directory, '/');
+  if (slash == NULL) {
+    strcpy(directory, ".");
+  } else if (slash == directory) {
+    slash[1] = '\0'; /* "/file" lives in "/" */
+  } else {
+    *slash = '\0';
+  }
+  int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)fsync(fd);
+  close(fd);
+}
+
 int util_write_file_atomic(const char *path, const void *data, size_t length) {
   char temporary[PATH_MAX];
   if (snprintf(temporary, sizeof temporary, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof temporary)
@@ -136,6 +156,7 @@ int util_write_file_atomic(const char *path, const void *data, size_t length) {
     result = -errno;
     goto fail;
   }
+  sync_directory_of(path);
   return 0;
 fail:
   if (fd >= 0) close(fd);

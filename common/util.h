@@ -24,7 +24,8 @@ int util_read_file(const char *path, size_t limit, char **data, size_t *length);
 /* Creates a directory and its missing parents (mkdir -p). Returns 0 or -errno. */
 int util_make_directories(const char *path);
 
-/* Writes `length` bytes to `path` atomically: a temporary file beside it, fsync, rename. */
+/* Writes `length` bytes to `path` atomically and durably: a temporary file beside it,
+ * fsync, rename, fsync of the directory. */
 int util_write_file_atomic(const char *path, const void *data, size_t length);
 
 #endif

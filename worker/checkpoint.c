@@ -256,26 +256,6 @@ fail:
   return NULL;
 }
 
-/* Makes a completed rename durable: fsync the directory that holds `path`. Like SQLite's
- * unixSync, a failure here is ignored: the file is already in place and whole, and some
- * file systems cannot open or sync a directory at all. */
-static void ckpt__sync_directory(const char *path) {
-  char directory[PATH_MAX];
-  if (util_strlcpy(directory, path, sizeof directory) != 0) return;
-  char *slash = strrchr(directory, '/');
-  if (slash == NULL) {
-    strcpy(directory, ".");
-  } else if (slash == directory) {
-    slash[1] = '\0'; /* "/file" lives in "/" */
-  } else {
-    *slash = '\0';
-  }
-  int fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  (void)fsync(fd);
-  close(fd);
-}
-
 int64_t ckpt_write(const ckpt_writer_t *writer, const char *path, char *error, size_t error_size) {
   unsigned char *buffer = NULL;
   char *text = NULL;
@@ -343,7 +323,6 @@ int64_t ckpt_write(const ckpt_writer_t *writer, const char *path, char *error, s
     result = rc;
     goto done;
   }
-  ckpt__sync_directory(path);
   result = (int64_t)file_length;
   goto done;
 
