@@ -18,12 +18,13 @@
 #include "scheduler.h"
 #include "sql.h"
 #include "sse.h"
+#include "static.h"
 #include "util.h"
 
 #define SHUTDOWN_GRACE_MS 5000
 
 typedef struct {
-  const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file;
+  const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
   int workers;
   unsigned sql_timeout_ms, sql_max_rows;
 } settings_t;
@@ -60,6 +61,8 @@ static void usage(FILE *out) {
         "                       default 5000)\n"
         "  --sql-max-rows N     return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
         "                       default 10000)\n"
+        "  --web-dir DIR        serve the dashboard from DIR (web/ of a source tree) instead of the\n"
+        "                       copy built in, while developing it (MAPSAGE_WEB_DIR)\n"
         "  -h, --help           show this help\n",
         out);
 }
@@ -89,6 +92,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   settings->dataset_dir = env_or("MAPSAGE_DATASET_DIR", "/usr/share/datasets/fashion-mnist");
   settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
   settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
+  settings->web_dir = env_or("MAPSAGE_WEB_DIR", NULL);
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
   const char *sql_timeout = env_or("MAPSAGE_SQL_TIMEOUT_MS", "5000");
   const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
@@ -99,6 +103,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"worker-bin", required_argument, NULL, 'W'},  {"dataset-dir", required_argument, NULL, 'S'},
       {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
       {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
+      {"web-dir", required_argument, NULL, 'g'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -113,6 +118,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 't': settings->token_file = optarg; break;
     case 'T': sql_timeout = optarg; break;
     case 'R': sql_rows = optarg; break;
+    case 'g': settings->web_dir = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -226,6 +232,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (settings->token_file && read_token(settings->token_file, &daemon.token) != 0) return 2;
+  if (static_set_dir(settings->web_dir, error, sizeof error) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 2;
+  }
   signal(SIGPIPE, SIG_IGN); /* a client or worker that goes away is an error code, not a death */
 
   char probe[PATH_MAX];
@@ -271,7 +281,7 @@ int main(int argc, char **argv) {
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
-                         .token = daemon.token, .app = &daemon.api};
+                         .fallback = static_serve, .token = daemon.token, .app = &daemon.api};
   if ((result = http_start(daemon.loop, &http, &daemon.http, error, sizeof error)) != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
     return 1;

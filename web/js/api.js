@@ -1,0 +1,77 @@
+// api.js — the dashboard's one client for mapsaged's HTTP API (docs/api.md). Views never
+// call fetch themselves: every call here returns the parsed JSON (text for the log) or
+// throws an ApiError carrying the status and the server's {error, errors}. When the daemon
+// wants a token (401 on a change), the user is asked once and it is kept in localStorage.
+
+const TOKEN_KEY = 'mapsage.token';
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+    this.errors = (body && body.errors) || []; // [{path, message}] for an invalid config
+  }
+}
+
+function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null; // storage can be disabled; then every change asks again
+  }
+}
+
+async function call(method, path, {body, retry = true, text = false} = {}) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const token = storedToken();
+  if (token && method !== 'GET') headers.Authorization = `Bearer ${token}`;
+  const payload = body === undefined || typeof body === 'string' ? body : JSON.stringify(body);
+  const response = await fetch(path, {method, headers, body: payload, cache: 'no-store'});
+  if (response.status === 401 && retry && method !== 'GET') {
+    const given = prompt('This daemon needs a token for changes (the content of its --token-file):');
+    if (given) {
+      try {
+        localStorage.setItem(TOKEN_KEY, given.trim());
+      } catch { /* kept for nothing: asked again next time */ }
+      return call(method, path, {body, text, retry: false});
+    }
+  }
+  const type = response.headers.get('Content-Type') || '';
+  const json = type.startsWith('application/json') && !(text && response.ok);
+  const data = json ? await response.json() : await response.text();
+  if (!response.ok) throw new ApiError(response.status, typeof data === 'object' ? data : {error: data});
+  return data;
+}
+
+function query(parameters) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(parameters)) if (value != null && value !== '') search.set(key, value);
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+export const api = {
+  health: () => call('GET', '/api/health'),
+  // {experiments: [...], next_before}; status: one status or several joined by commas.
+  experiments: ({status, name, limit, before} = {}) =>
+    call('GET', `/api/experiments${query({status, name, limit, before})}`),
+  experiment: (id) => call('GET', `/api/experiments/${id}`),
+  // {name: {step: [], value: [], epoch?: []}}; names: an array of metric names.
+  metrics: (id, {names, sinceStep} = {}) =>
+    call('GET', `/api/experiments/${id}/metrics${query({names: names && names.join(','), since_step: sinceStep})}`),
+  log: (id) => call('GET', `/api/experiments/${id}/log`),
+  // The config goes as the user wrote it: the server names the line of a JSON error.
+  submit: (configText) => call('POST', '/api/experiments', {body: configText}),
+  cancel: (id) => call('POST', `/api/experiments/${id}/cancel`),
+  sql: (sql, params = []) => call('POST', '/api/sql', {body: {sql, params}}),
+  examples: () => call('GET', '/examples/index.json'),
+  // The file as written (its layout is the template), not reparsed.
+  example: (file) => call('GET', `/examples/${encodeURIComponent(file)}`, {text: true}),
+};
+
+export const streamUrl = {
+  experiment: (id) => `/api/experiments/${id}/stream`,
+  events: () => '/api/events',
+};

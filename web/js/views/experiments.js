@@ -1,0 +1,240 @@
+// views/experiments.js — the experiments page (#/experiments): every experiment, newest first,
+// with status, progress, age, duration and key figures; filters by status and name; cancel
+// and pick runs to compare. Follows /api/events: each `experiment` event carries the row as
+// the list shows it, so a row is replaced in place, never refetched.
+//
+// The global stream is live only, so the page listens and lists at the same time and keeps,
+// for each experiment, whichever of the two is fresher (see fresher()): nothing that
+// happens between the list and the first event is lost, and an event that overtakes the
+// list is not undone by it.
+
+import {api, streamUrl} from '../api.js';
+import {openStream} from '../stream.js';
+import {h, append, clear, confirmButton, formatAgo, formatDuration, formatPercent, runSeconds, statusBadge, STATUSES,
+  ACTIVE} from '../dom.js';
+
+const PAGE = 100;
+
+// Whether row `a` is newer than row `b` of the same experiment: a later attempt, then a
+// later state (queued < running < ended), then more steps.
+function fresher(a, b) {
+  const rank = (e) => (e.status === 'running' ? 1 : ACTIVE.has(e.status) ? 0 : 2);
+  const key = (e) => [e.attempts || 0, rank(e), (e.progress && e.progress.step) || 0];
+  const [ka, kb] = [key(a), key(b)];
+  for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return ka[i] > kb[i];
+  return false;
+}
+
+export function mount(root, {query}) {
+  document.title = 'Experiments · MapSage';
+  const state = {
+    status: query.get('status') || '',
+    name: query.get('name') || '',
+    rows: new Map(), // id → {experiment, tr, cells, cancel}
+    selected: new Set(),
+    nextBefore: null,
+  };
+
+  const statusSelect = h('select', {name: 'status', 'aria-label': 'status', onchange: () => {
+    state.status = statusSelect.value;
+    reload();
+  }}, h('option', {value: ''}, 'all statuses'), STATUSES.map((s) => h('option', {value: s}, s)));
+  statusSelect.value = state.status;
+  let typing = null;
+  const nameInput = h('input', {type: 'search', name: 'name', placeholder: 'filter by name', value: state.name,
+    'aria-label': 'name', oninput: () => {
+      clearTimeout(typing);
+      typing = setTimeout(() => {
+        state.name = nameInput.value.trim();
+        reload();
+      }, 200);
+    }});
+  const compareButton = h('button', {type: 'button', class: 'secondary', disabled: true, onclick: () => {
+    location.hash = `#/compare?ids=${[...state.selected].sort((a, b) => a - b).join(',')}`;
+  }}, 'Compare selected');
+  const tbody = h('tbody');
+  const empty = h('p', {class: 'empty', hidden: true});
+  const more = h('button', {type: 'button', class: 'secondary', hidden: true, onclick: () => load(state.nextBefore)},
+    'Load older');
+  const error = h('p', {class: 'error', hidden: true});
+
+  append(root,
+    h('div', {class: 'toolbar'}, h('h1', {}, 'Experiments'), h('div', {class: 'filters'}, statusSelect, nameInput,
+      compareButton), h('a', {class: 'button', href: '#/submit'}, 'New experiment')),
+    error,
+    h('div', {class: 'table-wrap'}, h('table', {class: 'experiments'},
+      h('thead', {}, h('tr', {}, h('th', {class: 'pick'}, ''), h('th', {}, 'id'), h('th', {}, 'name'),
+        h('th', {}, 'status'), h('th', {}, 'progress'), h('th', {}, 'age'), h('th', {}, 'duration'),
+        h('th', {}, 'test acc.'), h('th', {}, 'best val'), h('th', {}, ''))),
+      tbody)),
+    empty, more);
+
+  function matches(experiment) {
+    if (state.status && !state.status.split(',').includes(experiment.status)) return false;
+    return !state.name || (experiment.name || '').toLowerCase().includes(state.name.toLowerCase());
+  }
+
+  function updateUrl() {
+    const search = new URLSearchParams();
+    if (state.status) search.set('status', state.status);
+    if (state.name) search.set('name', state.name);
+    const text = search.toString();
+    history.replaceState(null, '', `#/experiments${text ? `?${text}` : ''}`);
+  }
+
+  // A row's cells are made once and updated in place: a run reports an epoch many times a
+  // second, and a checkbox or an armed Cancel button must survive that.
+  function makeRow(experiment) {
+    const row = {experiment, tr: h('tr'), cancel: null, shownStatus: null};
+    const check = h('input', {type: 'checkbox', 'aria-label': `select ${experiment.id}`,
+      checked: state.selected.has(experiment.id), onchange: () => {
+        if (check.checked) state.selected.add(experiment.id);
+        else state.selected.delete(experiment.id);
+        compareButton.disabled = state.selected.size < 1;
+        compareButton.textContent = state.selected.size ? `Compare ${state.selected.size}` : 'Compare selected';
+      }});
+    const link = (text) => h('a', {href: `#/experiments/${experiment.id}`}, text);
+    row.cells = {
+      pick: h('td', {class: 'pick'}, check),
+      id: h('td', {class: 'id'}, link(`#${experiment.id}`)),
+      name: h('td', {class: 'name'}),
+      status: h('td', {class: 'status-cell'}),
+      progress: h('td', {class: 'progress'}),
+      age: h('td', {class: 'age', dataset: {label: 'age'}}),
+      duration: h('td', {class: 'duration', dataset: {label: 'ran'}}),
+      test: h('td', {class: 'num', dataset: {label: 'test'}}),
+      val: h('td', {class: 'num', dataset: {label: 'val'}}),
+      actions: h('td', {class: 'actions'}),
+    };
+    row.link = link;
+    append(row.tr, Object.values(row.cells));
+    row.tr.dataset.id = String(experiment.id);
+    renderRow(row);
+    return row;
+  }
+
+  function renderRow(row) {
+    const {experiment, cells} = row;
+    const p = experiment.progress || {};
+    const summary = experiment.summary || {};
+    clear(cells.name, row.link(experiment.name || '(unnamed)'),
+      experiment.error ? h('div', {class: 'row-error', title: experiment.error}, experiment.error) : null);
+    if (row.shownStatus !== experiment.status) { // a new badge would restart its animation
+      clear(cells.status, statusBadge(experiment.status));
+      row.shownStatus = experiment.status;
+    }
+    const progressText = p.epoch
+      ? `epoch ${p.epoch}/${p.epochs ?? '?'}${p.stages > 1 ? ` · stage ${p.stage + 1}/${p.stages}` : ''}`
+      : (experiment.status === 'queued' ? 'waiting' : '—');
+    const fraction = p.epochs ? Math.min(1, (p.epoch || 0) / p.epochs) : 0;
+    clear(cells.progress, h('span', {}, progressText),
+      p.epochs ? h('span', {class: 'bar'}, h('span', {style: `width:${(fraction * 100).toFixed(1)}%`})) : null);
+    cells.age.textContent = formatAgo(experiment.created_at);
+    cells.duration.textContent = formatDuration(runSeconds(experiment));
+    cells.test.textContent = formatPercent(summary.final_test_accuracy);
+    cells.val.textContent = formatPercent(summary.best_val_accuracy);
+    const active = ACTIVE.has(experiment.status);
+    if (active && !row.cancel) {
+      row.cancel = confirmButton('Cancel', 'Really cancel?',
+        () => api.cancel(experiment.id).catch((e) => showError(`cancel #${experiment.id}: ${e.message}`)),
+        {class: 'danger small', dataset: {action: 'cancel'}});
+      cells.actions.append(row.cancel);
+    } else if (!active && row.cancel) {
+      row.cancel.remove();
+      row.cancel = null;
+    }
+    row.tr.dataset.status = experiment.status;
+  }
+
+  // From an event (live) or from the list (fromList): insert, replace or drop the row.
+  function upsert(experiment, fromList = false) {
+    const known = state.rows.get(experiment.id);
+    if (known && fresher(known.experiment, experiment)) return; // a stale copy
+    // Only inside the pages loaded so far: an old run's change must not pull it in alone.
+    if (!known && !fromList && state.nextBefore != null && experiment.id < state.nextBefore) return;
+    if (!matches(experiment)) {
+      if (known) {
+        known.tr.remove();
+        state.rows.delete(experiment.id);
+        updateEmpty();
+      }
+      return;
+    }
+    if (known) {
+      const changed = known.experiment.status !== experiment.status;
+      known.experiment = experiment;
+      renderRow(known);
+      if (changed && !fromList) flash(known.tr);
+      return;
+    }
+    const row = makeRow(experiment);
+    state.rows.set(experiment.id, row);
+    // Newest first: before the first row with a smaller id.
+    const after = [...tbody.children].find((tr) => Number(tr.dataset.id) < experiment.id);
+    tbody.insertBefore(row.tr, after || null);
+    if (!fromList) flash(row.tr);
+    updateEmpty();
+  }
+
+  function flash(tr) {
+    tr.classList.remove('flash');
+    void tr.offsetWidth; // restart the animation
+    tr.classList.add('flash');
+  }
+
+  function updateEmpty() {
+    const none = state.rows.size === 0;
+    empty.hidden = !none;
+    empty.replaceChildren(state.status || state.name ? 'No experiment matches these filters.'
+      : h('span', {}, 'No experiments yet. ', h('a', {href: '#/submit'}, 'Submit one'), '.'));
+  }
+
+  function showError(message) {
+    error.textContent = message;
+    error.hidden = !message;
+  }
+
+  // The first page (before = null: the filters changed, or the stream came back) or the page
+  // after `before`.
+  async function load(before) {
+    if (!before) {
+      tbody.replaceChildren();
+      state.rows.clear();
+      state.nextBefore = null;
+    }
+    try {
+      const page = await api.experiments({status: state.status, name: state.name, limit: PAGE, before});
+      state.nextBefore = page.next_before;
+      for (const experiment of page.experiments) upsert(experiment, true);
+      more.hidden = page.next_before == null;
+      showError('');
+      updateEmpty();
+    } catch (e) {
+      showError(`Could not list the experiments: ${e.message}`);
+    }
+  }
+
+  function reload() {
+    updateUrl();
+    return load(null);
+  }
+
+  const stream = openStream(streamUrl.events(), {experiment: (experiment) => upsert(experiment)},
+    {onReopen: () => load(null)});
+  load(null);
+
+  // Ages and running durations move with the clock.
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    for (const {experiment, cells} of state.rows.values()) {
+      cells.age.textContent = formatAgo(experiment.created_at, now);
+      if (experiment.status === 'running') cells.duration.textContent = formatDuration(runSeconds(experiment, now));
+    }
+  }, 1000);
+
+  return () => {
+    clearInterval(ticker);
+    clearTimeout(typing);
+    stream.close();
+  };
+}
