@@ -290,7 +290,9 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
 static void on_log(void *cls, const char *format, va_list args) {
   (void)cls;
   /* MHD reports every client that goes away; only its own failures are worth a line. */
-  if (strstr(format, "closed") || strstr(format, "reset") || strstr(format, "timed out")) return;
+  if (strstr(format, "closed") || strstr(format, "reset") || strstr(format, "timed out") ||
+      strstr(format, "no longer available"))
+    return;
   fputs("mapsaged: http: ", stderr);
   vfprintf(stderr, format, args);
 }

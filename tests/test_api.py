@@ -75,6 +75,8 @@ class EndToEnd(unittest.TestCase):
         self.assertAlmostEqual(final_test, experiment["summary"]["final_test_accuracy"], places=6)
         self.assertEqual("synthetic", experiment["worker"]["dataset"]["name"])
         self.assertEqual(2048, experiment["config"]["dataset"]["train_size"], "defaults are stored")
+        self.assertLessEqual({"loss/total", "lr", "test/accuracy", "val/loss"}, set(experiment["series"]))
+        self.assertIsNone(experiment["teacher"])
 
         # Resuming from any event id continues exactly after it.
         resumed = list(d.stream(experiment_id, last_event_id="10"))
