@@ -197,6 +197,254 @@ static void test_relu(void) {
 }
 
 /* ---------------------------------------------------------------------------------------
+ * conv2d: the float kernels against a direct convolution in double */
+
+/* out (B,OC,OH,OW) = Σ inp · weight + bias, the definition: six nested loops, zero padding. */
+static void conv_reference(double *out, const double *inp, const double *weight, const double *bias, int B, int C,
+                           int H, int W, int OC, int K, int stride, int pad) {
+  int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
+  for (int b = 0; b < B; b++)
+    for (int o = 0; o < OC; o++)
+      for (int oh = 0; oh < OH; oh++)
+        for (int ow = 0; ow < OW; ow++) {
+          double sum = bias ? bias[o] : 0.0;
+          for (int c = 0; c < C; c++)
+            for (int i = 0; i < K; i++)
+              for (int j = 0; j < K; j++) {
+                int ih = oh * stride - pad + i, iw = ow * stride - pad + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                sum += inp[((b * C + c) * H + ih) * W + iw] * weight[((o * C + c) * K + i) * K + j];
+              }
+          out[((b * OC + o) * OH + oh) * OW + ow] = sum;
+        }
+}
+
+typedef struct {
+  int B, C, H, W, OC, K, stride, pad;
+} conv_case_t;
+
+/* Σ out·R of the reference with inp, weight, bias given in double. */
+static double conv_objective(const conv_case_t *k, const double *inp, const double *weight, const double *bias,
+                             const float *r, double *out) {
+  conv_reference(out, inp, weight, bias, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  int n = k->B * k->OC * conv2d_out_size(k->H, k->K, k->stride, k->pad) * conv2d_out_size(k->W, k->K, k->stride, k->pad);
+  double sum = 0.0;
+  for (int i = 0; i < n; i++) sum += out[i] * r[i];
+  return sum;
+}
+
+static void test_conv2d_case(const conv_case_t *k) {
+  const int OH = conv2d_out_size(k->H, k->K, k->stride, k->pad), OW = conv2d_out_size(k->W, k->K, k->stride, k->pad);
+  const int n_in = k->B * k->C * k->H * k->W, n_w = k->OC * k->C * k->K * k->K, n_out = k->B * k->OC * OH * OW;
+  const int CKK = k->C * k->K * k->K, N = k->B * OH * OW;
+  printf("conv2d B=%d C=%d %dx%d -> OC=%d K=%d stride %d pad %d (%dx%d)\n", k->B, k->C, k->H, k->W, k->OC, k->K,
+         k->stride, k->pad, OH, OW);
+  float *inp = malloc(n_in * sizeof *inp), *weight = malloc(n_w * sizeof *weight), *bias = malloc(k->OC * sizeof *bias);
+  float *r = malloc(n_out * sizeof *r), *out = malloc(n_out * sizeof *out);
+  float *col = malloc((size_t)CKK * N * sizeof *col), *scratch = malloc((size_t)(k->OC + CKK) * N * sizeof *scratch);
+  float *dinp = calloc(n_in, sizeof *dinp), *dweight = calloc(n_w, sizeof *dweight), *dbias = calloc(k->OC, sizeof *dbias);
+  double *x = malloc(n_in * sizeof *x), *w = malloc(n_w * sizeof *w), *bb = malloc(k->OC * sizeof *bb);
+  double *expected = malloc(n_out * sizeof *expected), *numeric = malloc((n_in > n_w ? n_in : n_w) * sizeof *numeric);
+  fill_uniform(inp, n_in, -1, 1);
+  fill_uniform(weight, n_w, -1, 1);
+  fill_uniform(bias, k->OC, -1, 1);
+  fill_uniform(r, n_out, -1, 1);
+  for (int i = 0; i < n_in; i++) x[i] = inp[i];
+  for (int i = 0; i < n_w; i++) w[i] = weight[i];
+  for (int i = 0; i < k->OC; i++) bb[i] = bias[i];
+
+  /* Poison the output buffers: the forward must write every element. */
+  for (int i = 0; i < n_out; i++) out[i] = NAN;
+  conv2d_forward(out, col, scratch, inp, weight, bias, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  conv_objective(k, x, w, bb, r, expected);
+  double worst = 0.0;
+  for (int i = 0; i < n_out; i++) worst = fmax(worst, isnan(out[i]) ? INFINITY : fabs(expected[i] - out[i]));
+  printf("  forward against the direct convolution: max |error| %.2e\n", worst);
+  CHECK(worst < 1e-5);
+
+  conv2d_backward(dinp, dweight, dbias, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+                  k->pad);
+  /* Σ out·R is linear in each argument: a central difference of 0.5 is exact in double. */
+  const double step = 0.5;
+  double *vectors[3] = {x, w, bb};
+  int sizes[3] = {n_in, n_w, k->OC};
+  const float *analytic[3] = {dinp, dweight, dbias};
+  const char *names[3] = {"dinp", "dweight", "dbias"};
+  for (int v = 0; v < 3; v++) {
+    for (int i = 0; i < sizes[v]; i++) {
+      double saved = vectors[v][i];
+      vectors[v][i] = saved + step;
+      double plus = conv_objective(k, x, w, bb, r, expected);
+      vectors[v][i] = saved - step;
+      double minus = conv_objective(k, x, w, bb, r, expected);
+      vectors[v][i] = saved;
+      numeric[i] = (plus - minus) / (2.0 * step);
+    }
+    check_gradient(names[v], analytic[v], numeric, sizes[v], 1e-4);
+  }
+
+  /* Backward accumulates (col is only read: a second backward on one forward is fine), and
+   * without dinp (a first layer) the parameter gradients are the same. */
+  float *dweight1 = malloc(n_w * sizeof *dweight1), *dinp1 = malloc(n_in * sizeof *dinp1);
+  memcpy(dweight1, dweight, n_w * sizeof *dweight1);
+  memcpy(dinp1, dinp, n_in * sizeof *dinp1);
+  conv2d_backward(dinp, dweight, dbias, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+                  k->pad);
+  int doubled = 1;
+  for (int i = 0; i < n_w; i++) doubled &= fabsf(dweight[i] - 2 * dweight1[i]) <= 1e-5f * (1 + fabsf(dweight1[i]));
+  for (int i = 0; i < n_in; i++) doubled &= fabsf(dinp[i] - 2 * dinp1[i]) <= 1e-5f * (1 + fabsf(dinp1[i]));
+  CHECK(doubled);
+  float *dweight2 = calloc(n_w, sizeof *dweight2);
+  conv2d_backward(NULL, dweight2, NULL, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+                  k->pad);
+  CHECK(memcmp(dweight2, dweight1, n_w * sizeof *dweight2) == 0);
+
+  /* Without a bias the output is the bare convolution. */
+  conv2d_forward(out, col, scratch, inp, weight, NULL, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  conv_reference(expected, x, w, NULL, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  worst = 0.0;
+  for (int i = 0; i < n_out; i++) worst = fmax(worst, fabs(expected[i] - out[i]));
+  CHECK(worst < 1e-5);
+
+  free(dweight2);
+  free(dweight1);
+  free(dinp1);
+  free(inp), free(weight), free(bias), free(r), free(out), free(col), free(scratch);
+  free(dinp), free(dweight), free(dbias), free(x), free(w), free(bb), free(expected), free(numeric);
+}
+
+static void test_conv2d(void) {
+  /* Non-square inputs catch a swapped height and width; odd sizes, windows that do not tile
+   * the input, padding larger than needed and a 1×1 kernel catch the edges of im2col. */
+  static const conv_case_t cases[] = {
+      {2, 2, 7, 6, 3, 3, 1, 1}, /* "same" */
+      {2, 2, 7, 6, 3, 3, 2, 0}, /* stride 2, no padding: the last row and column unused */
+      {2, 3, 8, 5, 4, 3, 2, 1}, /* stride 2 with padding */
+      {1, 2, 6, 7, 2, 5, 3, 2}, /* kernel 5, stride 3 */
+      {3, 4, 5, 5, 3, 1, 1, 0}, /* 1×1: a per-pixel linear map */
+      {2, 1, 4, 4, 2, 3, 1, 3}, /* padding wider than the kernel reaches */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_conv2d_case(&cases[i]);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * max-pool */
+
+static void test_maxpool(void) {
+  printf("maxpool\n");
+  /* Ties: a 4×4 plane of equal values pools to its top-left element of each window, and the
+   * gradient goes there only. */
+  float flat[16], pooled[4], dflat[16] = {0}, ones[4] = {1, 1, 1, 1};
+  int32_t argmax[4];
+  for (int i = 0; i < 16; i++) flat[i] = 0.5f;
+  flat[5] = 0.5f; /* (1,1), inside the first window, equal to (0,0) */
+  flat[15] = 0.75f;
+  maxpool_forward(pooled, argmax, flat, 1, 1, 4, 4, 2, 2);
+  CHECK_INT(0, argmax[0]);
+  CHECK_INT(2, argmax[1]);
+  CHECK_INT(8, argmax[2]);
+  CHECK_INT(15, argmax[3]); /* a strict maximum wins wherever it is */
+  maxpool_backward(dflat, ones, argmax, 1, 1, 4, 4, 2, 2);
+  CHECK(dflat[0] == 1.0f && dflat[5] == 0.0f && dflat[1] == 0.0f && dflat[15] == 1.0f && dflat[10] == 0.0f);
+
+  /* Against the definition and central differences, with overlapping windows (3, stride 2:
+   * a corner element belongs to several) and sizes the windows do not tile. Values are a
+   * shuffled grid 0.05 apart, so a step of 0.01 never changes which element wins. */
+  enum { B = 2, C = 3, H = 7, W = 8, K = 3, S = 2, OH = (H - K) / S + 1, OW = (W - K) / S + 1 };
+  enum { N_IN = B * C * H * W, N_OUT = B * C * OH * OW };
+  float inp[N_IN], out[N_OUT], r[N_OUT], dinp[N_IN] = {0};
+  int32_t index[N_OUT];
+  int order[N_IN];
+  for (int i = 0; i < N_IN; i++) order[i] = i;
+  rng_shuffle(&test_rng, order, N_IN);
+  for (int i = 0; i < N_IN; i++) inp[i] = 0.05f * (float)order[i] - 8.0f;
+  fill_uniform(r, N_OUT, -1, 1);
+  maxpool_forward(out, index, inp, B, C, H, W, K, S);
+  int exact = 1;
+  for (int bc = 0; bc < B * C; bc++)
+    for (int oh = 0; oh < OH; oh++)
+      for (int ow = 0; ow < OW; ow++) {
+        float max = -INFINITY;
+        for (int i = 0; i < K; i++)
+          for (int j = 0; j < K; j++) max = fmaxf(max, inp[(bc * H + oh * S + i) * W + ow * S + j]);
+        int at = (bc * OH + oh) * OW + ow;
+        exact &= out[at] == max && inp[bc * H * W + index[at]] == max;
+      }
+  CHECK(exact);
+  maxpool_backward(dinp, r, index, B, C, H, W, K, S);
+  double numeric[N_IN];
+  const float step = 1e-2f;
+  for (int i = 0; i < N_IN; i++) {
+    float saved = inp[i], plus_out[N_OUT], minus_out[N_OUT];
+    int32_t scratch[N_OUT];
+    inp[i] = saved + step;
+    maxpool_forward(plus_out, scratch, inp, B, C, H, W, K, S);
+    inp[i] = saved - step;
+    maxpool_forward(minus_out, scratch, inp, B, C, H, W, K, S);
+    inp[i] = saved;
+    double plus = 0.0, minus = 0.0;
+    for (int o = 0; o < N_OUT; o++) {
+      plus += (double)plus_out[o] * r[o];
+      minus += (double)minus_out[o] * r[o];
+    }
+    numeric[i] = (plus - minus) / (2.0 * step);
+  }
+  check_gradient("dinp (overlapping windows)", dinp, numeric, N_IN, 1e-3);
+  int shared = 0; /* some input won more than one window: the accumulation was exercised */
+  for (int i = 0; i < N_OUT; i++)
+    for (int j = i + 1; j < N_OUT; j++) shared += index[i] == index[j] && i / (OH * OW) == j / (OH * OW);
+  CHECK(shared > 0);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * dropout */
+
+static void test_dropout(void) {
+  printf("dropout\n");
+  enum { N = 200000 };
+  float *inp = malloc(N * sizeof *inp), *out = malloc(N * sizeof *out), *mask = malloc(N * sizeof *mask);
+  float *again = malloc(N * sizeof *again), *other = malloc(N * sizeof *other), *dinp = calloc(N, sizeof *dinp);
+  fill_uniform(inp, N, 0.5f, 1.5f);
+  const float p = 0.3f;
+  uint64_t key = nn_dropout_key(7, 12, 3);
+  dropout_forward(out, mask, inp, N, p, key);
+  int kept = 0, scaled = 1;
+  for (int i = 0; i < N; i++) {
+    kept += mask[i] != 0.0f;
+    scaled &= mask[i] == 0.0f ? out[i] == 0.0f : out[i] == inp[i] * (1.0f / (1.0f - p));
+  }
+  printf("  p = %.1f: kept %.4f of %d (expected %.4f)\n", p, (double)kept / N, N, 1.0 - p);
+  CHECK_NEAR(1.0 - p, (double)kept / N, 0.005);
+  CHECK(scaled);
+
+  /* The mask is a function of the key alone: the same (seed, step, layer) gives it again;
+   * another step, layer or seed gives another. */
+  dropout_forward(again, mask, inp, N, p, nn_dropout_key(7, 12, 3));
+  CHECK(memcmp(again, out, N * sizeof *out) == 0);
+  int differs[3] = {0, 0, 0};
+  uint64_t keys[3] = {nn_dropout_key(7, 13, 3), nn_dropout_key(7, 12, 4), nn_dropout_key(8, 12, 3)};
+  for (int k = 0; k < 3; k++) {
+    dropout_forward(other, mask, inp, N, p, keys[k]);
+    for (int i = 0; i < N; i++) differs[k] += (other[i] == 0.0f) != (out[i] == 0.0f);
+  }
+  printf("  masks of another step / layer / seed differ at %d / %d / %d of %d\n", differs[0], differs[1], differs[2], N);
+  for (int k = 0; k < 3; k++) CHECK(differs[k] > N / 3); /* independent masks: 2·p·(1−p) = 42% */
+
+  /* Backward: exactly dout × mask, accumulated. */
+  dropout_forward(out, mask, inp, N, p, key);
+  dropout_backward(dinp, inp, mask, N);
+  dropout_backward(dinp, inp, mask, N);
+  int exact = 1;
+  for (int i = 0; i < N; i++) exact &= dinp[i] == 2.0f * (inp[i] * mask[i]);
+  CHECK(exact);
+
+  /* p = 0 keeps everything unscaled. */
+  dropout_forward(out, mask, inp, N, 0.0f, key);
+  CHECK(memcmp(out, inp, N * sizeof *out) == 0);
+  free(inp), free(out), free(mask), free(again), free(other), free(dinp);
+}
+
+/* ---------------------------------------------------------------------------------------
  * softmax cross-entropy */
 
 enum { CB = 4, CC = 10 };
@@ -384,7 +632,7 @@ static void test_model(void) {
   fill_uniform(model.params + model.n_decayed, (int)(model.n_params - model.n_decayed), -0.1f, 0.1f);
 
   float probs[B * CFG_CLASSES];
-  const float *logits = nn_forward(&model, inputs, B);
+  const float *logits = nn_forward(&model, inputs, B, 1);
   float loss = loss_crossentropy_forward(probs, NULL, logits, labels, B, CFG_CLASSES);
   nn_zero_grad(&model);
   loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
@@ -457,7 +705,7 @@ static void test_model(void) {
   /* A few SGD steps on one batch drive its loss down. */
   float before = loss;
   for (int step = 0; step < 20; step++) {
-    logits = nn_forward(&model, inputs, B);
+    logits = nn_forward(&model, inputs, B, 1);
     loss = loss_crossentropy_forward(probs, NULL, logits, labels, B, CFG_CLASSES);
     nn_zero_grad(&model);
     loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
@@ -477,6 +725,525 @@ static void test_model(void) {
   bad.layers[4].out = 7;
   CHECK_INT(-EINVAL, nn_model_create(&model, &bad, 4));
   CHECK_INT(-EINVAL, nn_model_create(&model, &config, 0));
+}
+
+/* ---------------------------------------------------------------------------------------
+ * any model, in double: the reference for CNNs, dropout, blocks and injected gradients */
+
+/* The model's function in double, from `params` (a double copy of its slab), following its
+ * own order (active blocks included) with textbook loops for every kind, and the dropout
+ * masks of the model's last forward when that forward was a training one. Returns the mean
+ * cross-entropy plus Σ probe_r · (the output of layer `probe`) when probe >= 0: a loss on a
+ * hidden layer, as feature distillation adds. */
+static double reference_loss(const nn_model_t *model, const double *params, const float *inputs, const int *labels,
+                             int B, int probe, const float *probe_r, double *logits_out) {
+  double *outputs[NN_MAX_NODES] = {0};
+  double *x = malloc((size_t)B * CFG_INPUTS * sizeof *x);
+  for (int i = 0; i < B * CFG_INPUTS; i++) x[i] = inputs[i];
+  double *first = x, extra = 0.0;
+  for (int n = 0; n < model->n_order; n++) {
+    const int l = model->order[n];
+    const nn_layer_t *layer = &model->layers[l];
+    const int in = layer->in, out_size = layer->out;
+    double *out = malloc((size_t)B * out_size * sizeof *out);
+    const double *w = params + layer->weight, *bias = params + layer->bias;
+    const cfg_shape_t *s = &layer->in_shape;
+    switch (layer->kind) {
+    case CFG_LAYER_LINEAR:
+      for (int b = 0; b < B; b++)
+        for (int o = 0; o < out_size; o++) {
+          double sum = bias[o];
+          for (int i = 0; i < in; i++) sum += w[(size_t)o * in + i] * x[(size_t)b * in + i];
+          out[(size_t)b * out_size + o] = sum;
+        }
+      break;
+    case CFG_LAYER_RELU:
+      for (int i = 0; i < B * in; i++) out[i] = fmax(0.0, x[i]);
+      break;
+    case CFG_LAYER_CONV2D:
+      conv_reference(out, x, w, bias, B, s->channels, s->height, s->width, layer->shape.channels, layer->kernel,
+                     layer->stride, layer->padding);
+      break;
+    case CFG_LAYER_MAXPOOL: {
+      const int OH = layer->shape.height, OW = layer->shape.width, K = layer->kernel, S = layer->stride;
+      for (int bc = 0; bc < B * s->channels; bc++)
+        for (int oh = 0; oh < OH; oh++)
+          for (int ow = 0; ow < OW; ow++) {
+            double max = -INFINITY;
+            for (int i = 0; i < K; i++)
+              for (int j = 0; j < K; j++) max = fmax(max, x[((size_t)bc * s->height + oh * S + i) * s->width + ow * S + j]);
+            out[((size_t)bc * OH + oh) * OW + ow] = max;
+          }
+      break;
+    }
+    case CFG_LAYER_FLATTEN:
+      memcpy(out, x, (size_t)B * in * sizeof *out);
+      break;
+    case CFG_LAYER_DROPOUT:
+      for (int i = 0; i < B * in; i++) out[i] = model->training ? x[i] * model->workspace[layer->mask + i] : x[i];
+      break;
+    case NN_GROW_BLOCK: {
+      const int D = in, Hd = layer->hidden;
+      const double *w1 = w, *w2 = w + (size_t)Hd * D, *b1 = bias, *b2 = bias + Hd;
+      double *h = malloc((size_t)Hd * sizeof *h);
+      for (int b = 0; b < B; b++) {
+        for (int j = 0; j < Hd; j++) {
+          double sum = b1[j];
+          for (int i = 0; i < D; i++) sum += w1[(size_t)j * D + i] * x[(size_t)b * D + i];
+          h[j] = fmax(0.0, sum);
+        }
+        for (int i = 0; i < D; i++) {
+          double sum = x[(size_t)b * D + i] + b2[i];
+          for (int j = 0; j < Hd; j++) sum += w2[(size_t)i * Hd + j] * h[j];
+          out[(size_t)b * D + i] = sum;
+        }
+      }
+      free(h);
+      break;
+    }
+    }
+    if (l == probe)
+      for (int i = 0; i < B * out_size; i++) extra += probe_r[i] * out[i];
+    outputs[n] = out;
+    x = out;
+  }
+  if (logits_out) memcpy(logits_out, x, (size_t)B * CFG_CLASSES * sizeof *x);
+  double loss = crossentropy_reference(x, labels, B, CFG_CLASSES) + extra;
+  for (int n = 0; n < model->n_order; n++) free(outputs[n]);
+  free(first);
+  return loss;
+}
+
+/* One training forward/backward of `model` on the batch (with probe_r added to the output
+ * gradient of layer `probe` when probe >= 0, between nn_zero_grad and nn_backward, as a
+ * feature loss would), then: logits against the reference, and every active layer's
+ * parameter gradient — `samples` weights and up to 32 biases each — against central
+ * differences of the reference. */
+static void check_model(const char *what, nn_model_t *model, const float *inputs, const int *labels, int B,
+                        int training, int probe, const float *probe_r, int samples) {
+  printf("%s\n", what);
+  float *probs = malloc((size_t)B * CFG_CLASSES * sizeof *probs);
+  const float *logits = nn_forward(model, inputs, B, training);
+  float loss = loss_crossentropy_forward(probs, NULL, logits, labels, B, CFG_CLASSES);
+  nn_zero_grad(model);
+  loss_crossentropy_backward(nn_dlogits(model), probs, labels, 1.0f, B, CFG_CLASSES);
+  if (probe >= 0) {
+    float *d = nn_layer_doutput(model, probe);
+    const int n = B * model->layers[probe].out;
+    for (int i = 0; i < n; i++) d[i] += probe_r[i];
+  }
+  nn_backward(model, inputs, B);
+
+  double *params = malloc(model->n_params * sizeof *params);
+  for (size_t i = 0; i < model->n_params; i++) params[i] = model->params[i];
+  double *reference_logits = malloc((size_t)B * CFG_CLASSES * sizeof *reference_logits);
+  double reference = reference_loss(model, params, inputs, labels, B, -1, NULL, reference_logits);
+  double worst = 0.0;
+  for (int i = 0; i < B * CFG_CLASSES; i++) worst = fmax(worst, fabs(reference_logits[i] - logits[i]));
+  printf("  forward: loss %.7f, reference %.7f, max |logit error| %.2e\n", loss, reference, worst);
+  CHECK(worst < 1e-4);
+  CHECK_NEAR(reference, loss, 1e-5);
+
+  for (int n = 0; n < model->n_order; n++) {
+    const nn_layer_t *layer = &model->layers[model->order[n]];
+    if (nn_layer_param_count(layer) == 0) continue;
+    enum { MAX = 96 };
+    float analytic[MAX];
+    double numeric[MAX];
+    size_t index[MAX];
+    int count = 0;
+    for (int s = 0; s < samples && count < MAX - 32; s++)
+      index[count++] = layer->weight + rng_below(&test_rng, (uint32_t)layer->n_weight);
+    for (size_t i = 0; i < layer->n_bias && i < 32; i++) index[count++] = layer->bias + i;
+    for (int s = 0; s < count; s++) {
+      const double step = 1e-6;
+      double saved = params[index[s]];
+      params[index[s]] = saved + step;
+      double plus = reference_loss(model, params, inputs, labels, B, probe, probe_r, NULL);
+      params[index[s]] = saved - step;
+      double minus = reference_loss(model, params, inputs, labels, B, probe, probe_r, NULL);
+      params[index[s]] = saved;
+      numeric[s] = (plus - minus) / (2.0 * step);
+      analytic[s] = model->grads[index[s]];
+    }
+    char name[96];
+    snprintf(name, sizeof name, "d%s (%s)", layer->name, cfg_layer_kind_name(layer->kind));
+    if (layer->kind == NN_GROW_BLOCK) snprintf(name, sizeof name, "d%s (block)", layer->name);
+    check_gradient(name, analytic, numeric, count, 2e-3);
+  }
+  free(reference_logits);
+  free(params);
+  free(probs);
+}
+
+/* A config from JSON through the real validation, so shapes and names are the ones the
+ * daemon computed (nn_model_create refuses a model whose shapes disagree with them). */
+static cfg_experiment_t parse_config(const char *json) {
+  cfg_experiment_t config;
+  cfg_errors_t errors;
+  if (cfg_parse(json, strlen(json), &config, &errors) != 0) {
+    fprintf(stderr, "test config rejected: %s: %s\n", errors.items[0].path, errors.items[0].message);
+    CHECK(0);
+  }
+  return config;
+}
+
+static float *random_batch(int B) {
+  float *inputs = malloc((size_t)B * CFG_INPUTS * sizeof *inputs);
+  for (int i = 0; i < B * CFG_INPUTS; i++) inputs[i] = (float)rng_normal(&test_rng);
+  return inputs;
+}
+
+/* Non-zero biases everywhere, so that every bias gradient is exercised in general. */
+static void perturb_biases(nn_model_t *model) {
+  fill_uniform(model->params + model->n_decayed, (int)(model->n_params - model->n_decayed), -0.1f, 0.1f);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * a small CNN, end to end */
+
+#define SMALL_CNN                                                                                         \
+  "{\"seed\": 11, \"model\": {\"layers\": ["                                                              \
+  "{\"type\": \"conv2d\", \"out\": 4, \"kernel\": 3, \"name\": \"conv1\"}, {\"type\": \"relu\"},"         \
+  "{\"type\": \"maxpool\", \"size\": 2},"                                                                 \
+  "{\"type\": \"conv2d\", \"out\": 6, \"kernel\": 3, \"stride\": 2, \"padding\": 1}, {\"type\": \"relu\"}," \
+  "{\"type\": \"maxpool\", \"size\": 3, \"stride\": 2}, {\"type\": \"flatten\", \"name\": \"flat\"},"      \
+  "{\"type\": \"linear\", \"out\": 16, \"name\": \"fc\"}, {\"type\": \"relu\"},"                          \
+  "{\"type\": \"dropout\", \"p\": 0.25}, {\"type\": \"linear\", \"out\": 10}]}}"
+
+static void test_cnn(void) {
+  cfg_experiment_t config = parse_config(SMALL_CNN);
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create(&model, &config, 3));
+  if (model.params == NULL) return;
+
+  /* Names as the config knows them, shapes as validation computed them. */
+  static const char *const names[] = {"conv1", "relu0", "maxpool0", "conv2d1", "relu1", "maxpool1",
+                                      "flat", "fc", "relu2", "dropout0", "linear1"};
+  for (int l = 0; l < model.n_layers; l++) {
+    CHECK_STR(names[l], model.layers[l].name);
+    CHECK(memcmp(&config.layers[l].shape, &model.layers[l].shape, sizeof(cfg_shape_t)) == 0);
+  }
+  CHECK_INT(4 * 28 * 28, model.layers[0].out);
+  CHECK_INT(6 * 7 * 7, model.layers[3].out); /* 14 → stride 2, pad 1 → 7 */
+  CHECK_INT(6 * 3 * 3, model.layers[6].out); /* 7 → size 3, stride 2 → 3 */
+  CHECK_INT(4 * 1 * 9 + 4 + 6 * 4 * 9 + 6 + 54 * 16 + 16 + 16 * 10 + 10, model.n_params);
+  CHECK_INT(4 * 9, model.layers[0].n_weight);
+  /* Flatten is a view: the same memory as its input, and no buffer of its own. */
+  CHECK(nn_layer_output(&model, 6) == nn_layer_output(&model, 5));
+  CHECK(nn_layer_doutput(&model, 6) == nn_layer_doutput(&model, 5));
+  CHECK(nn_layer_shape(&model, 6).image == 0 && nn_layer_shape(&model, 5).image == 1);
+
+  enum { B = 3 };
+  float *inputs = random_batch(B);
+  int labels[B] = {2, 7, 7};
+  perturb_biases(&model);
+  check_model("small CNN, training (dropout on), against the double reference", &model, inputs, labels, B, 1, -1,
+              NULL, 24);
+  /* Dropout really dropped something in that forward, with the mask the reference used. */
+  int dropped = 0;
+  for (int i = 0; i < B * 16; i++) dropped += model.workspace[model.layers[9].mask + i] == 0.0f;
+  CHECK(dropped > 0 && dropped < B * 16);
+
+  /* Evaluation: dropout is the identity, so its output is its input, and the gradient
+   * check holds without any mask. */
+  check_model("small CNN, evaluation mode", &model, inputs, labels, B, 0, -1, NULL, 8);
+  CHECK(memcmp(nn_layer_output(&model, 9), nn_layer_output(&model, 8), B * 16 * sizeof(float)) == 0);
+
+  /* The same step redraws the same masks; the next step draws others. */
+  float *first = malloc(B * 16 * sizeof *first);
+  nn_forward(&model, inputs, B, 1);
+  memcpy(first, nn_layer_output(&model, 9), B * 16 * sizeof *first);
+  nn_forward(&model, inputs, B, 1);
+  CHECK(memcmp(first, nn_layer_output(&model, 9), B * 16 * sizeof *first) == 0);
+  model.optimizer.t++;
+  nn_forward(&model, inputs, B, 1);
+  CHECK(memcmp(first, nn_layer_output(&model, 9), B * 16 * sizeof *first) != 0);
+  model.optimizer.t--;
+  free(first);
+
+  /* Training steps on one batch drive its loss down. */
+  float probs[B * CFG_CLASSES];
+  float before = loss_crossentropy_forward(probs, NULL, nn_forward(&model, inputs, B, 0), labels, B, CFG_CLASSES);
+  for (int step = 0; step < 30; step++) {
+    const float *logits = nn_forward(&model, inputs, B, 1);
+    loss_crossentropy_forward(probs, NULL, logits, labels, B, CFG_CLASSES);
+    nn_zero_grad(&model);
+    loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
+    nn_backward(&model, inputs, B);
+    nn_optimizer_step(&model, 0.02f);
+  }
+  float after = loss_crossentropy_forward(probs, NULL, nn_forward(&model, inputs, B, 0), labels, B, CFG_CLASSES);
+  printf("  30 SGD steps on one batch: loss %.4f -> %.4f\n", before, after);
+  CHECK(after < 0.5f * before);
+
+  /* A teacher: the same network forward only, sharing its scratch buffers, gives the same
+   * logits bit for bit, with a fraction of the memory and nothing for the backward. */
+  nn_model_t teacher;
+  CHECK_INT(0, nn_model_create_inference(&teacher, &config, B));
+  memcpy(teacher.params, model.params, model.n_params * sizeof(float));
+  const float *student_logits = nn_forward(&model, inputs, B, 0);
+  const float *teacher_logits = nn_forward(&teacher, inputs, B, 1); /* training is ignored */
+  CHECK(memcmp(student_logits, teacher_logits, B * CFG_CLASSES * sizeof(float)) == 0);
+  CHECK(memcmp(nn_layer_output(&model, 9), nn_layer_output(&teacher, 9), B * 16 * sizeof(float)) == 0);
+  CHECK(teacher.grads == NULL && teacher.optim_state == NULL && teacher.dactivations == NULL);
+  CHECK(nn_layer_doutput(&teacher, 3) == NULL);
+  CHECK(teacher.n_workspace < model.n_workspace);
+  printf("  inference model: workspace %zu floats (training: %zu), activations %zu (training: 2 × %zu)\n",
+         teacher.n_workspace, model.n_workspace, teacher.n_activations, model.n_activations);
+  nn_model_free(&teacher);
+
+  /* A layer list validation would not have produced is refused. */
+  cfg_experiment_t bad = config;
+  bad.layers[3].stride = 1; /* the recorded shapes no longer follow */
+  nn_model_t refused;
+  CHECK_INT(-EINVAL, nn_model_create(&refused, &bad, 3));
+  bad = config;
+  bad.layers[7].kind = CFG_LAYER_MAXPOOL; /* a pool after flatten */
+  bad.layers[7].shape.channels = 0;
+  CHECK_INT(-EINVAL, nn_model_create(&refused, &bad, 3));
+  free(inputs);
+  nn_model_free(&model);
+}
+
+/* A linear layer flattens an image-shaped input itself: with the same parameters, conv →
+ * linear and conv → flatten → linear compute the same logits, and its gradients check. */
+static void test_linear_on_image(void) {
+  cfg_experiment_t direct = parse_config(
+      "{\"seed\": 3, \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"kernel\": 3, \"stride\": 2},"
+      "{\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]}}");
+  cfg_experiment_t flattened = parse_config(
+      "{\"seed\": 3, \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"kernel\": 3, \"stride\": 2},"
+      "{\"type\": \"relu\"}, {\"type\": \"flatten\"}, {\"type\": \"linear\", \"out\": 10}]}}");
+  nn_model_t a, b;
+  CHECK_INT(0, nn_model_create(&a, &direct, 2));
+  CHECK_INT(0, nn_model_create(&b, &flattened, 2));
+  if (!a.params || !b.params) return;
+  CHECK_INT(2 * 14 * 14, a.layers[2].in);
+  CHECK_INT(a.n_params, b.n_params);
+  perturb_biases(&a);
+  memcpy(b.params, a.params, a.n_params * sizeof(float));
+  float *inputs = random_batch(2);
+  int labels[2] = {4, 0};
+  const float *la = nn_forward(&a, inputs, 2, 1), *lb = nn_forward(&b, inputs, 2, 1);
+  CHECK(memcmp(la, lb, 2 * CFG_CLASSES * sizeof(float)) == 0);
+  check_model("linear on an image-shaped input (conv → relu → linear)", &a, inputs, labels, 2, 1, -1, NULL, 32);
+  free(inputs);
+  nn_model_free(&a);
+  nn_model_free(&b);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * gradients injected into hidden layers (feature losses) */
+
+static void test_injected_gradients(void) {
+  cfg_experiment_t config = parse_config(SMALL_CNN);
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create(&model, &config, 2));
+  if (!model.params) return;
+  perturb_biases(&model);
+  enum { B = 2 };
+  float *inputs = random_batch(B);
+  int labels[B] = {1, 9};
+  /* A feature map after the first conv's relu, the flattened features (a view: the gradient
+   * lands in the pool's buffer), and the hidden fc layer. */
+  static const int probes[] = {1, 6, 7};
+  for (size_t p = 0; p < sizeof probes / sizeof probes[0]; p++) {
+    int layer = probes[p], n = B * model.layers[layer].out;
+    float *r = malloc(n * sizeof *r);
+    fill_uniform(r, n, -0.05f, 0.05f);
+    char what[128];
+    snprintf(what, sizeof what, "cross-entropy + Σ r·%s, r injected into nn_layer_doutput(%s)", model.layers[layer].name,
+             model.layers[layer].name);
+    check_model(what, &model, inputs, labels, B, 1, layer, r, 16);
+    free(r);
+  }
+  free(inputs);
+  nn_model_free(&model);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * a growing student */
+
+#define GROWING_MLP(optimizer)                                                                         \
+  "{\"seed\": 21, \"epochs\": 6, \"optimizer\": " optimizer ","                                         \
+  " \"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 12, \"name\": \"fc1\"}, {\"type\": \"relu\"}," \
+  " {\"type\": \"linear\", \"out\": 10}]},"                                                            \
+  " \"grow\": [{\"epoch\": 3, \"after\": \"fc1\", \"hidden\": 8}, {\"epoch\": 5, \"after\": \"relu0\"},"   \
+  "          {\"epoch\": 3, \"after\": \"fc1\", \"name\": \"deep\"}]}"
+
+static void test_grow(void) {
+  printf("growing student: blocks after fc1 (epoch 3, twice) and relu0 (epoch 5)\n");
+  cfg_experiment_t config = parse_config(GROWING_MLP("{\"type\": \"sgd\", \"lr\": 0.1, \"momentum\": 0.9, \"weight_decay\": 0.01}"));
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create(&model, &config, 4));
+  if (!model.params) return;
+  CHECK_INT(3, model.n_blocks);
+  CHECK_STR("grow1", model.layers[3].name);
+  CHECK_STR("grow2", model.layers[4].name);
+  CHECK_STR("deep", model.layers[5].name);
+  CHECK_INT(8, model.layers[3].hidden);
+  CHECK_INT(12, model.layers[4].hidden); /* the width of relu0 by default */
+  const size_t base = 784 * 12 + 12 + 12 * 10 + 10;
+  const size_t block1 = 2 * 8 * 12 + 8 + 12, block2 = 2 * 12 * 12 + 12 + 12;
+  CHECK_INT(base + block1 + 2 * block2, model.n_params);
+  CHECK_INT(base, nn_model_active_params(&model));
+  CHECK_INT(3, model.n_order);
+  /* Every weight before every bias, blocks' too: weight decay is one leading range. */
+  CHECK_INT(784 * 12 + 12 * 10 + 2 * 8 * 12 + 2 * 2 * 12 * 12, model.n_decayed);
+  for (int l = 0; l < model.n_layers + model.n_blocks; l++)
+    if (model.layers[l].n_bias) CHECK(model.layers[l].bias >= model.n_decayed);
+  /* W1 random (its own stream), W2 and both biases zero. */
+  const nn_layer_t *g1 = &model.layers[3];
+  double w1_norm = 0.0, rest = 0.0;
+  for (size_t i = 0; i < 8 * 12; i++) w1_norm += fabs(model.params[g1->weight + i]);
+  for (size_t i = 8 * 12; i < g1->n_weight; i++) rest += fabs(model.params[g1->weight + i]);
+  for (size_t i = 0; i < g1->n_bias; i++) rest += fabs(model.params[g1->bias + i]);
+  CHECK(w1_norm > 0.0 && rest == 0.0);
+  /* Adding blocks to a config changes none of the other layers' initial weights. */
+  cfg_experiment_t plain = config;
+  plain.n_grow = 0;
+  nn_model_t without;
+  CHECK_INT(0, nn_model_create(&without, &plain, 4));
+  CHECK(memcmp(without.params, model.params, model.n_layer_weights * sizeof(float)) == 0);
+  nn_model_free(&without);
+
+  enum { B = 4 };
+  float *inputs = random_batch(B);
+  int labels[B] = {0, 3, 3, 9};
+  perturb_biases(&model);
+  /* perturb_biases touched the blocks' biases too: put b1, b2 back to their zero start. */
+  for (int g = 0; g < model.n_blocks; g++) {
+    const nn_layer_t *block = &model.layers[model.n_layers + g];
+    memset(model.params + block->bias, 0, block->n_bias * sizeof(float));
+  }
+
+  /* Two steps before any block joins; then the inactive blocks are exactly as created. */
+  float probs[B * CFG_CLASSES];
+  float *blocks_before = malloc(model.n_params * sizeof *blocks_before);
+  memcpy(blocks_before, model.params, model.n_params * sizeof *blocks_before);
+  for (int step = 0; step < 2; step++) {
+    loss_crossentropy_forward(probs, NULL, nn_forward(&model, inputs, B, 1), labels, B, CFG_CLASSES);
+    nn_zero_grad(&model);
+    loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
+    nn_backward(&model, inputs, B);
+    /* Even with a gradient there (nothing should put one), an inactive block must not move:
+     * neither the gradient nor weight decay may reach it. */
+    for (int g = 0; g < model.n_blocks; g++) {
+      const nn_layer_t *block = &model.layers[model.n_layers + g];
+      for (size_t i = 0; i < block->n_weight; i++) model.grads[block->weight + i] = 1.0f;
+      for (size_t i = 0; i < block->n_bias; i++) model.grads[block->bias + i] = 1.0f;
+    }
+    nn_optimizer_step(&model, 0.1f);
+  }
+  int untouched = 1, moved = 0;
+  for (int g = 0; g < model.n_blocks; g++) {
+    const nn_layer_t *block = &model.layers[model.n_layers + g];
+    untouched &= memcmp(model.params + block->weight, blocks_before + block->weight, block->n_weight * sizeof(float)) == 0;
+    untouched &= memcmp(model.params + block->bias, blocks_before + block->bias, block->n_bias * sizeof(float)) == 0;
+    for (size_t i = 0; i < block->n_weight; i++) untouched &= model.optim_state[block->weight + i] == 0.0f;
+    for (size_t i = 0; i < block->n_bias; i++) untouched &= model.optim_state[block->bias + i] == 0.0f;
+    untouched &= block->t == 0;
+  }
+  for (size_t i = 0; i < model.n_layer_weights; i++) moved += model.params[i] != blocks_before[i];
+  CHECK(untouched);
+  CHECK(moved > 0);
+
+  /* Epoch 2: nothing joins. Epoch 3: two blocks join, and the logits do not change by a bit. */
+  float logits_before[B * CFG_CLASSES];
+  memcpy(logits_before, nn_forward(&model, inputs, B, 1), sizeof logits_before);
+  CHECK_INT(0, nn_model_grow(&model, 2));
+  CHECK_INT(2, nn_model_grow(&model, 3));
+  CHECK_INT(0, nn_model_grow(&model, 3)); /* again: nothing new */
+  CHECK_INT(5, model.n_order);
+  /* fc1, then its blocks in config order (grow1, deep), then relu0 and the output layer. */
+  static const int order[] = {0, 3, 5, 1, 2};
+  for (int i = 0; i < 5; i++) CHECK_INT(order[i], model.order[i]);
+  CHECK_INT(base + block1 + block2, nn_model_active_params(&model));
+  const float *logits_after = nn_forward(&model, inputs, B, 1);
+  CHECK(memcmp(logits_before, logits_after, sizeof logits_before) == 0);
+  printf("  blocks joined: logits before and after %s\n",
+         memcmp(logits_before, logits_after, sizeof logits_before) == 0 ? "bit-identical" : "DIFFERENT");
+  /* fc1's own output is still fc1's, not the blocks'. */
+  CHECK(nn_layer_output(&model, 0) != nn_layer_output(&model, 5));
+
+  /* One step: the joined blocks start from zero velocity and weight decay reaches them;
+   * the one still waiting does not move. */
+  float *before = malloc(model.n_params * sizeof *before);
+  memcpy(before, model.params, model.n_params * sizeof *before);
+  loss_crossentropy_forward(probs, NULL, nn_forward(&model, inputs, B, 1), labels, B, CFG_CLASSES);
+  nn_zero_grad(&model);
+  loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
+  nn_backward(&model, inputs, B);
+  const nn_layer_t *joined = &model.layers[3], *waiting = &model.layers[4];
+  CHECK(nn_layer_grad_norm(&model, 3) > 0.0);
+  /* W2 = 0 the first time: the gradient of W1 is zero (nothing flows through W2 yet), the
+   * gradient of W2 is not. SGD from zero velocity: W1 moves by weight decay alone. */
+  const size_t w1 = joined->weight, w2 = joined->weight + 8 * 12;
+  CHECK(model.grads[w1] == 0.0f);
+  nn_optimizer_step(&model, 0.1f);
+  CHECK_NEAR(before[w1] * (1.0 - 0.1 * 0.01), model.params[w1], 1e-7);
+  int w2_moved = 0;
+  for (size_t i = 0; i < 12 * 8; i++) w2_moved += model.params[w2 + i] != 0.0f;
+  CHECK(w2_moved > 0);
+  CHECK(memcmp(model.params + waiting->weight, before + waiting->weight, waiting->n_weight * sizeof(float)) == 0);
+  CHECK_INT(1, joined->t);
+  CHECK_INT(0, waiting->t);
+  free(before);
+
+  /* With W2 no longer zero, gradients through the blocks check against the reference. */
+  for (int g = 0; g < model.n_blocks; g++) {
+    const nn_layer_t *block = &model.layers[model.n_layers + g];
+    fill_uniform(model.params + block->weight, (int)block->n_weight, -0.3f, 0.3f);
+    fill_uniform(model.params + block->bias, (int)block->n_bias, -0.1f, 0.1f);
+  }
+  check_model("growing student, two blocks active, against the double reference", &model, inputs, labels, B, 1, -1,
+              NULL, 24);
+  CHECK_INT(1, nn_model_grow(&model, 6));
+  check_model("growing student, all three blocks", &model, inputs, labels, B, 1, -1, NULL, 24);
+  free(blocks_before);
+  free(inputs);
+  nn_model_free(&model);
+
+  /* Adam: a block that joins late starts its own bias correction, so its first update is
+   * lr · g / (|g| + eps) ≈ lr whatever the model's step count. */
+  printf("growing student with adam\n");
+  config = parse_config(GROWING_MLP("{\"type\": \"adam\", \"lr\": 0.01}"));
+  CHECK_INT(0, nn_model_create(&model, &config, 4));
+  if (!model.params) return;
+  for (int step = 0; step < 50; step++) nn_optimizer_step(&model, 0.01f); /* zero grads: t advances */
+  CHECK_INT(50, model.optimizer.t);
+  CHECK_INT(2, nn_model_grow(&model, 4));
+  nn_zero_grad(&model);
+  const nn_layer_t *block = &model.layers[3];
+  float *w = model.params + block->weight;
+  float saved[4] = {w[0], w[1], w[2], w[3]};
+  model.grads[block->weight + 0] = 0.5f;
+  model.grads[block->weight + 1] = -2e-3f;
+  model.grads[block->weight + 2] = 40.0f;
+  nn_optimizer_step(&model, 0.01f);
+  CHECK_NEAR(saved[0] - 0.01, w[0], 1e-6);
+  CHECK_NEAR(saved[1] + 0.01, w[1], 1e-6);
+  CHECK_NEAR(saved[2] - 0.01, w[2], 1e-6);
+  CHECK(w[3] == saved[3]);
+  CHECK_INT(1, block->t);
+  nn_model_free(&model);
+}
+
+/* Inactive blocks stay out of the gradient norms. */
+static void test_grad_norms(void) {
+  printf("gradient norms\n");
+  cfg_experiment_t config = parse_config(GROWING_MLP("{\"type\": \"sgd\"}"));
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create(&model, &config, 2));
+  if (!model.params) return;
+  for (size_t i = 0; i < model.n_params; i++) model.grads[i] = 1.0f;
+  CHECK_NEAR(sqrt(784.0 * 12 + 12), nn_layer_grad_norm(&model, 0), 1e-12);
+  CHECK_NEAR(sqrt(2.0 * 8 * 12 + 8 + 12), nn_layer_grad_norm(&model, 3), 1e-12);
+  CHECK(!nn_layer_active(&model.layers[3]) && nn_layer_active(&model.layers[0]));
+  nn_model_grow(&model, 3);
+  CHECK(nn_layer_active(&model.layers[3]) && !nn_layer_active(&model.layers[4]));
+  nn_model_free(&model);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -564,8 +1331,16 @@ int main(void) {
   rng_seed(&test_rng, 2024, 99, 0);
   test_linear();
   test_relu();
+  test_conv2d();
+  test_maxpool();
+  test_dropout();
   test_crossentropy();
   test_model();
+  test_cnn();
+  test_linear_on_image();
+  test_injected_gradients();
+  test_grow();
+  test_grad_norms();
   test_sgd();
   test_adam();
   test_optimizer_step();

@@ -148,7 +148,15 @@ static void test_small_run(run_t *run) {
       expected_step = event.step + 1;
       epoch_ok &= event.epoch == (event.step - 1) / SMALL_STEPS_PER_EPOCH + 1 && event.stage == 0;
       epoch_ok &= expected_split == 0; /* no metric in the middle of an epoch's evals */
-      values_ok &= json_object_size(event.values) == 5;
+      /* Five values, and on step 1 and every 50th (grad_norm_every's default) the gradient
+       * norm of each layer with parameters and their total. */
+      int norms = event.step == 1 || event.step % 50 == 0;
+      values_ok &= json_object_size(event.values) == (norms ? 8u : 5u);
+      if (norms) {
+        double hidden = value_of(&event, "grad_norm/hidden"), out = value_of(&event, "grad_norm/linear1");
+        values_ok &= hidden > 0.0 && out > 0.0;
+        values_ok &= fabs(value_of(&event, "grad_norm/total") - sqrt(hidden * hidden + out * out)) <= 1e-6 * hidden;
+      }
       double task = value_of(&event, "loss/task");
       values_ok &= task > 0.0 && value_of(&event, "loss/total") == task &&
                    value_of(&event, "weighted/task") == task;
@@ -368,6 +376,59 @@ static void test_adam_run(void) {
   run_free(&run);
 }
 
+/* The learning rate of each step is the stage's lr times the schedule's factor at the
+ * step's fractional epoch, and grad_norm_every sets where the gradient norms are. */
+static void test_lr_schedule(void) {
+  printf("lr schedule: cosine with a one-epoch warm-up over two stages; grad norms every 3 steps\n");
+  /* 200 examples in batches of 64: starts 0, 64, 128, 192 — four steps per epoch. */
+  const char *json =
+      "{\"seed\": 9, \"dataset\": {\"name\": \"synthetic\", \"train_limit\": 200},"
+      " \"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 16, \"name\": \"fc1\"}, {\"type\": \"relu\"},"
+      "                          {\"type\": \"linear\", \"out\": 10}]},"
+      " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1, \"schedule\": {\"type\": \"cosine\", \"warmup_epochs\": 1,"
+      "                \"min_lr\": 0.1}},"
+      " \"batch_size\": 64, \"grad_norm_every\": 3,"
+      " \"stages\": [{\"epochs\": 2}, {\"epochs\": 1, \"lr\": 0.05}]}";
+  cfg_experiment_t config;
+  cfg_errors_t errors;
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  run_t run;
+  CHECK_INT(0, run_config(json, NULL, &run));
+  CHECK_INT(0, run.rc);
+  CHECK_INT(12, run.summary.steps);
+  static const int starts[4] = {0, 64, 128, 192};
+  int metrics = 0, lr_ok = 1, norms_ok = 1;
+  for (int i = 0; i < run.n_lines; i++) {
+    ev_t event;
+    char error[256];
+    if (ev_parse(run.lines[i], strlen(run.lines[i]), &event, error, sizeof error) != 0) continue;
+    if (event.type == EV_METRIC) {
+      metrics++;
+      double position = (double)(event.epoch - 1) + starts[(event.step - 1) % 4] / 200.0;
+      double expected = (event.epoch <= 2 ? 0.1 : 0.05) * cfg_lr_factor_at(&config, position);
+      if (fabs(value_of(&event, "lr") - expected) > 1e-8 * expected) { /* events keep 9 digits */
+        fprintf(stderr, "  step %lld: lr %.9g, expected %.9g\n", (long long)event.step, value_of(&event, "lr"), expected);
+        lr_ok = 0;
+      }
+      int norms = event.step == 1 || event.step % 3 == 0;
+      norms_ok &= (!isnan(value_of(&event, "grad_norm/fc1"))) == norms;
+      norms_ok &= (!isnan(value_of(&event, "grad_norm/linear1"))) == norms;
+      norms_ok &= (!isnan(value_of(&event, "grad_norm/total"))) == norms;
+      norms_ok &= isnan(value_of(&event, "grad_norm/relu0")); /* no parameters, no norm */
+      if (event.step == 1) lr_ok &= value_of(&event, "lr") == 0.0;  /* the warm-up starts at 0 */
+      /* Worked by hand: epoch 2 starts a third into the run, 0.1 + 0.9 · (1 + cos(π/3)) / 2;
+       * the second stage's own lr at two thirds, 0.05 · (0.1 + 0.9 · (1 + cos(2π/3)) / 2). */
+      if (event.step == 5) lr_ok &= fabs(value_of(&event, "lr") - 0.0775) < 1e-9;
+      if (event.step == 9) lr_ok &= fabs(value_of(&event, "lr") - 0.01625) < 1e-9;
+    }
+    ev_release(&event);
+  }
+  CHECK_INT(12, metrics);
+  CHECK(lr_ok);
+  CHECK(norms_ok);
+  run_free(&run);
+}
+
 static void test_summary_json(const run_t *run) {
   json_t *summary = train_summary_to_json(&run->summary);
   static const char *const keys[] = {"final_test_accuracy", "final_test_loss", "best_val_accuracy",
@@ -393,5 +454,6 @@ int main(void) {
   test_stop();
   test_divergence();
   test_adam_run();
+  test_lr_schedule();
   return check_summary();
 }

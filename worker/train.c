@@ -4,7 +4,9 @@
  * A step: gather the batch's examples by the epoch's shuffled order, forward, task loss,
  * zero the gradients, accumulate each loss's weighted gradient into the logits' gradient
  * (only the task loss for now; distillation terms will add theirs beside it), backward,
- * optimizer update, then report. Every buffer is allocated before the first step. */
+ * optimizer update at the scheduled learning rate (stage lr × the schedule's factor at this
+ * step's fractional epoch), then report, with every layer's gradient norm on step 1 and
+ * every grad_norm_every steps. Every buffer is allocated before the first step. */
 #include "train.h"
 
 #include <errno.h>
@@ -37,7 +39,7 @@ int train_evaluate(nn_model_t *model, const data_split_t *split, float *probs, i
   for (int start = 0; start < split->n; start += model->max_batch) {
     int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
     const int *labels = split->labels + start;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B);
+    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
     total += (double)loss_crossentropy_forward(probs, predictions, logits, labels, B, CFG_CLASSES) * B;
     for (int b = 0; b < B; b++) correct += predictions[b] == labels[b];
   }
@@ -45,6 +47,26 @@ int train_evaluate(nn_model_t *model, const data_split_t *split, float *probs, i
   *accuracy = (double)correct / n;
   *loss = total / n;
   return isfinite(*loss) ? 0 : -ERANGE;
+}
+
+/* grad_norm/<layer> for every layer with parameters that takes part (the config's layers
+ * and the blocks that have joined), named as the config names them, and grad_norm/total;
+ * into `values`. Returns the total, which is not finite when the gradients blew up. One
+ * pass over the gradient slab: cheap next to the step that filled it. */
+static double train__add_grad_norms(json_t *values, const nn_model_t *model) {
+  double total = 0.0;
+  char name[sizeof "grad_norm/" + CFG_NAME_MAX];
+  for (int l = 0; l < model->n_layers + model->n_blocks; l++) {
+    const nn_layer_t *layer = &model->layers[l];
+    if (nn_layer_param_count(layer) == 0 || !nn_layer_active(layer)) continue;
+    double norm = nn_layer_grad_norm(model, l);
+    total += norm * norm;
+    snprintf(name, sizeof name, "grad_norm/%s", layer->name);
+    json_object_set_new(values, name, json_real(norm));
+  }
+  total = sqrt(total);
+  json_object_set_new(values, "grad_norm/total", json_real(total));
+  return total;
 }
 
 /* {"accuracy": …, "loss": …} as one eval event. */
@@ -91,7 +113,6 @@ int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_
 
   for (int s = 0; s < config->n_stages; s++) {
     const cfg_stage_t *stage = &config->stages[s];
-    const float lr = (float)stage->lr;
     const float task_weight = (float)stage->task_weight;
 
     for (int e = 0; e < stage->epochs; e++) {
@@ -120,7 +141,7 @@ int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_
           labels[b] = train->labels[source];
         }
 
-        const float *logits = nn_forward(model, inputs, B);
+        const float *logits = nn_forward(model, inputs, B, 1);
         float task = loss_crossentropy_forward(probs, predictions, logits, labels, B, CFG_CLASSES);
         if (!isfinite(task)) {
           rc = train__error(error, error_size, -ERANGE,
@@ -132,7 +153,10 @@ int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_
         nn_zero_grad(model);
         loss_crossentropy_backward(nn_dlogits(model), probs, labels, task_weight, B, CFG_CLASSES);
         nn_backward(model, inputs, B);
-        nn_optimizer_step(model, lr);
+        /* The schedule at this step's place in the run: the 0-based epoch plus the fraction
+         * of it done before this batch (so a warm-up starts from 0 at step 1). */
+        const double lr = stage->lr * cfg_lr_factor_at(config, (epoch - 1) + (double)start / train->n);
+        nn_optimizer_step(model, (float)lr);
         step++;
         const double elapsed = util_monotonic() - step_started;
         step_seconds += elapsed;
@@ -143,8 +167,18 @@ int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_
 
         double total = (double)task_weight * task;
         json_t *values = json_pack("{s:f, s:f, s:f, s:f, s:f}", "loss/total", total, "loss/task",
-                                   (double)task, "weighted/task", total, "lr", stage->lr,
+                                   (double)task, "weighted/task", total, "lr", lr,
                                    "examples_per_s", elapsed > 0 ? B / elapsed : 0.0);
+        /* Per-layer gradient norms on step 1 and every grad_norm_every steps. The optimizer
+         * step reads the gradients without changing them, so they are still this step's. */
+        if ((step == 1 || (config->grad_norm_every > 0 && step % config->grad_norm_every == 0)) &&
+            !isfinite(train__add_grad_norms(values, model))) {
+          json_decref(values);
+          rc = train__error(error, error_size, -ERANGE,
+                            "the gradient is not finite at step %lld (epoch %d): the run "
+                            "diverged; try a lower lr", (long long)step, epoch);
+          goto fail;
+        }
         if (ev_write_metric(options->events, step, epoch, s, values) != 0) {
           rc = train__error(error, error_size, -EIO, "cannot write the metric event of step %lld",
                             (long long)step);
