@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS experiments (
   started_at   TEXT,                           -- when its latest attempt started
   finished_at  TEXT,
   attempts     INTEGER NOT NULL DEFAULT 0,     -- worker processes started for it
+  crashes      INTEGER NOT NULL DEFAULT 0,     -- of those, how many crashed (and were retried)
   error        TEXT,                           -- why it failed, in words
   worker       TEXT,                           -- JSON the worker reported at start (host, pid, params…)
   summary      TEXT,                           -- JSON the worker reported at the end

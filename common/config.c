@@ -682,7 +682,7 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   static const char *const known[] = {"name", "seed", "priority", "dataset", "model", "optimizer",
                                       "batch_size", "epochs", "stages", "teacher", "temperature",
                                       "features", "adversarial", "grow", "checkpoint_every",
-                                      "grad_norm_every", NULL};
+                                      "grad_norm_every", "max_attempts", NULL};
   memset(config, 0, sizeof *config);
   memset(errors, 0, sizeof *errors);
   if (!json_is_object(root)) {
@@ -711,6 +711,8 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   get_int(root, "", "checkpoint_every", 0, 10000, &config->checkpoint_every, errors);
   config->grad_norm_every = 50;
   get_int(root, "", "grad_norm_every", 1, 1000000, &config->grad_norm_every, errors);
+  config->max_attempts = 2;
+  get_int(root, "", "max_attempts", 1, 10, &config->max_attempts, errors);
   return errors->count == 0 ? 0 : -EINVAL;
 }
 
@@ -790,6 +792,7 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                            "layers", layers, "optimizer", optimizer, "batch_size", config->batch_size, "stages",
                            stages, "checkpoint_every", config->checkpoint_every, "grad_norm_every",
                            config->grad_norm_every);
+  json_object_set_new(root, "max_attempts", json_integer(config->max_attempts));
   if (config->teacher.kind != CFG_TEACHER_NONE) {
     json_t *teacher = json_object();
     if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)

@@ -420,6 +420,22 @@ int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *e
                            id, status, error, summary_json);
 }
 
+int db_experiment_retry(db_t *db, int64_t id, const char *error) {
+  return update_experiment(db, "UPDATE experiments SET status = 'interrupted', error = ?2, crashes = crashes + 1 "
+                               "WHERE id = ?1",
+                           id, error, NULL, NULL);
+}
+
+int db_experiment_crashes(db_t *db, int64_t id) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, "SELECT crashes FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "crashes");
+  sqlite3_bind_int64(statement, 1, id);
+  int crashes = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
+  sqlite3_finalize(statement);
+  return crashes;
+}
+
 int db_mark_running_interrupted(db_t *db) {
   char *message = NULL;
   if (sqlite3_exec(db->sql,

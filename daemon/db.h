@@ -66,6 +66,12 @@ int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json);
  * JSON (or NULL). Interrupted experiments get no finished_at: they will run again. */
 int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *error, const char *summary_json);
 
+/* A worker crashed and the run will be tried again: status interrupted, crashes + 1,
+ * `error` saying what happened. */
+int db_experiment_retry(db_t *db, int64_t id, const char *error);
+/* How many times its workers crashed so far. */
+int db_experiment_crashes(db_t *db, int64_t id);
+
 /* At start-up: experiments left running by a daemon that died become interrupted. Returns
  * how many, or a negative code. */
 int db_mark_running_interrupted(db_t *db);

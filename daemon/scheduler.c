@@ -20,7 +20,8 @@
 #include "util.h"
 
 #define READ_BUFFER_SIZE 65536
-#define LAST_ERROR_SIZE 512
+#define LOG_TAIL_LINES 5     /* stderr lines quoted when a worker dies */
+#define LOG_TAIL_WIDTH 240
 
 typedef struct {
   char *data;
@@ -29,6 +30,16 @@ typedef struct {
 } line_reader_t;
 
 typedef struct worker worker_t;
+
+/* How a run ended, waiting to be written when the database refused it (locked, full):
+ * retried after each successful flush, so an outcome is never lost while the daemon runs. */
+typedef struct outcome {
+  struct outcome *next;
+  int64_t experiment_id;
+  const char *status;     /* one of the DB_* constants */
+  char *error, *summary;  /* owned; may be NULL */
+  int retry;              /* a crash that will be tried again (db_experiment_retry) */
+} outcome_t;
 
 struct worker {
   sched_t *sched;
@@ -49,7 +60,10 @@ struct worker {
   int term_signal;
   int cancel_requested, stop_requested;
   char *finished_status, *finished_error, *summary_json;
-  char last_error_line[LAST_ERROR_SIZE];
+  char log_tail[LOG_TAIL_LINES][LOG_TAIL_WIDTH]; /* the last non-empty stderr lines, a ring */
+  int log_tail_next;
+  int max_attempts;        /* from the config: starts allowed for a worker that crashes */
+  int reading;             /* both pipes are being read (not paused by backpressure) */
 };
 
 struct sched {
@@ -57,6 +71,9 @@ struct sched {
   worker_t *workers;
   int running;
   int alive;               /* worker structs not yet freed (some may be closing) */
+  int reading;             /* workers' pipes are read (0 while the batch is over its limit) */
+  int flush_failing;       /* the last flush failed: retried by the timer, said once */
+  outcome_t *pending;      /* outcomes not yet written */
   int stopping;
   uv_timer_t flush_timer;
   void (*stopped)(void *data);
@@ -64,20 +81,43 @@ struct sched {
 };
 
 static void flush_batch(sched_t *sched);
+static void set_reading(sched_t *sched, int reading);
 
 static void on_flush_timer(uv_timer_t *timer) { flush_batch(timer->data); }
+
+static int write_outcome(sched_t *sched, const outcome_t *outcome);
 
 static void flush_batch(sched_t *sched) {
   uv_timer_stop(&sched->flush_timer);
   int result = db_flush(sched->options.db);
-  /* The batch is kept on failure (a full disk, a reader's lock): try again shortly. */
-  if (result != 0 || db_batch_rows(sched->options.db) > 0)
+  for (outcome_t **link = &sched->pending; result == 0 && *link;) {
+    outcome_t *outcome = *link;
+    if (write_outcome(sched, outcome) != 0) break;
+    *link = outcome->next;
+    free(outcome->error);
+    free(outcome->summary);
+    free(outcome);
+  }
+  if (sched->pending && result == 0) result = -EBUSY; /* keep the retry timer going */
+  size_t rows = db_batch_rows(sched->options.db);
+  /* The batch is kept on failure (a full disk, a reader's lock): try again every second.
+   * Past SCHED_BATCH_LIMIT rows the workers' pipes stop being read, so the daemon's memory
+   * stays bounded and the workers block on their writes until the database takes rows
+   * again. Nothing is dropped. */
+  if (result != 0 && !sched->flush_failing)
+    fprintf(stderr, "mapsaged: the database refused the batch (%s); %zu rows kept, retrying every second\n",
+            strerror(-result), rows);
+  sched->flush_failing = result != 0;
+  if (result != 0 || rows > 0)
     uv_timer_start(&sched->flush_timer, on_flush_timer, result != 0 ? 1000 : SCHED_FLUSH_MS, 0);
+  set_reading(sched, rows < SCHED_BATCH_LIMIT);
 }
 
 /* Called after rows were added to the batch. */
 static void batch_grew(sched_t *sched) {
-  if (db_batch_rows(sched->options.db) >= SCHED_FLUSH_ROWS) flush_batch(sched);
+  size_t rows = db_batch_rows(sched->options.db);
+  if (rows >= SCHED_BATCH_LIMIT) set_reading(sched, 0); /* the retry timer is already set */
+  else if (rows >= SCHED_FLUSH_ROWS && !sched->flush_failing) flush_batch(sched);
   else if (!uv_is_active((uv_handle_t *)&sched->flush_timer))
     uv_timer_start(&sched->flush_timer, on_flush_timer, SCHED_FLUSH_MS, 0);
 }
@@ -86,6 +126,7 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   sched_t *sched = calloc(1, sizeof *sched);
   if (sched == NULL) return -ENOMEM;
   sched->options = *options;
+  sched->reading = 1;
   uv_timer_init(options->loop, &sched->flush_timer);
   sched->flush_timer.data = sched;
   *out = sched;
@@ -194,9 +235,24 @@ static void handle_event_line(worker_t *worker, const char *line, size_t length)
 static void handle_error_line(worker_t *worker, const char *line, size_t length) {
   log_line(worker, line, length);
   if (length > 0) {
-    size_t kept = length < LAST_ERROR_SIZE - 1 ? length : LAST_ERROR_SIZE - 1;
-    memcpy(worker->last_error_line, line, kept);
-    worker->last_error_line[kept] = '\0';
+    char *slot = worker->log_tail[worker->log_tail_next];
+    worker->log_tail_next = (worker->log_tail_next + 1) % LOG_TAIL_LINES;
+    size_t kept = length < LOG_TAIL_WIDTH - 1 ? length : LOG_TAIL_WIDTH - 1;
+    memcpy(slot, line, kept);
+    slot[kept] = '\0';
+  }
+}
+
+/* "; log tail: a | b | c", oldest first, or "" when the worker wrote nothing. */
+static void format_log_tail(const worker_t *worker, char *out, size_t size) {
+  size_t used = 0;
+  out[0] = '\0';
+  for (int i = 0; i < LOG_TAIL_LINES; i++) {
+    const char *line = worker->log_tail[(worker->log_tail_next + i) % LOG_TAIL_LINES];
+    if (!line[0]) continue;
+    int n = snprintf(out + used, size - used, "%s%s", used ? " | " : "; log tail: ", line);
+    if (n < 0 || (size_t)n >= size - used) break;
+    used += (size_t)n;
   }
 }
 
@@ -278,6 +334,24 @@ static void on_errors(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
   }
 }
 
+static void set_reading(sched_t *sched, int reading) {
+  if (sched->reading == reading) return;
+  sched->reading = reading;
+  if (!reading)
+    fprintf(stderr, "mapsaged: %zu rows wait for the database: reading workers' events paused\n",
+            db_batch_rows(sched->options.db));
+  for (worker_t *w = sched->workers; w; w = w->next) {
+    if (!w->output_done) {
+      if (reading) uv_read_start((uv_stream_t *)&w->output, on_alloc, on_output);
+      else uv_read_stop((uv_stream_t *)&w->output);
+    }
+    if (!w->errors_done) {
+      if (reading) uv_read_start((uv_stream_t *)&w->errors, on_alloc, on_errors);
+      else uv_read_stop((uv_stream_t *)&w->errors);
+    }
+  }
+}
+
 static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
   worker_t *worker = process->data;
   worker->exited = 1;
@@ -289,6 +363,15 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
 
 static void on_sched_closed(uv_handle_t *handle) {
   sched_t *sched = handle->data;
+  while (sched->pending) { /* still refused at exit: the next start marks these runs interrupted */
+    outcome_t *outcome = sched->pending;
+    sched->pending = outcome->next;
+    fprintf(stderr, "mapsaged: could not record that experiment %lld %s\n", (long long)outcome->experiment_id,
+            outcome->status);
+    free(outcome->error);
+    free(outcome->summary);
+    free(outcome);
+  }
   void (*done)(void *) = sched->stopped;
   void *data = sched->stopped_data;
   free(sched);
@@ -326,9 +409,12 @@ static void close_worker_handles(worker_t *worker) {
     if (!uv_is_closing(handles[i])) uv_close(handles[i], on_worker_handle_closed);
 }
 
-/* The outcome of a run, in words a researcher can act on. */
-static void decide_outcome(worker_t *worker, const char **status, char *error, size_t error_size) {
-  const char *tail = worker->last_error_line[0] ? worker->last_error_line : NULL;
+/* The outcome of a run, in words a researcher can act on. Returns 1 when the worker
+ * crashed (a signal, or an exit without a result): worth another attempt from the last
+ * checkpoint. A run that reported its own failure (divergence, a bad teacher) is not. */
+static int decide_outcome(worker_t *worker, const char **status, char *error, size_t error_size) {
+  char tail[LOG_TAIL_LINES * (LOG_TAIL_WIDTH + 3) + 16];
+  format_log_tail(worker, tail, sizeof tail);
   error[0] = '\0';
   if (worker->stop_requested) {
     *status = DB_INTERRUPTED;
@@ -338,41 +424,60 @@ static void decide_outcome(worker_t *worker, const char **status, char *error, s
     snprintf(error, error_size, "cancelled");
   } else if (worker->term_signal) {
     *status = DB_FAILED;
-    snprintf(error, error_size, "the worker was killed by signal %d (%s)%s%s", worker->term_signal,
-             strsignal(worker->term_signal), tail ? "; last log line: " : "", tail ? tail : "");
+    snprintf(error, error_size, "the worker was killed by signal %d (%s)%s", worker->term_signal,
+             strsignal(worker->term_signal), tail);
+    return 1;
   } else if (worker->finished_status && strcmp(worker->finished_status, "succeeded") == 0 && worker->exit_status == 0) {
     *status = DB_SUCCEEDED;
   } else if (worker->finished_status && worker->finished_error) {
     *status = DB_FAILED;
     snprintf(error, error_size, "%s", worker->finished_error);
-  } else if (worker->exit_status != 0) {
-    *status = DB_FAILED;
-    snprintf(error, error_size, "the worker exited with status %lld%s%s", (long long)worker->exit_status,
-             tail ? "; last log line: " : "", tail ? tail : "");
   } else {
     *status = DB_FAILED;
-    snprintf(error, error_size, "the worker exited without reporting a result%s%s", tail ? "; last log line: " : "",
-             tail ? tail : "");
+    if (worker->exit_status != 0)
+      snprintf(error, error_size, "the worker exited with status %lld without reporting a result%s",
+               (long long)worker->exit_status, tail);
+    else
+      snprintf(error, error_size, "the worker exited without reporting a result%s", tail);
+    return 1;
   }
+  return 0;
 }
 
 static void finish_worker(worker_t *worker) {
   if (!worker->exited || !worker->output_done || !worker->errors_done) return;
   sched_t *sched = worker->sched;
+  db_t *db = sched->options.db;
   const char *status;
-  char error[1024];
-  decide_outcome(worker, &status, error, sizeof error);
+  char error[2048];
+  int crashed = decide_outcome(worker, &status, error, sizeof error);
   if (worker->term_signal || worker->exit_status)
     log_printf(worker, "[mapsaged] worker exited (status %lld, signal %d): %s", (long long)worker->exit_status,
                worker->term_signal, status);
   flush_batch(sched);
-  db_experiment_finish(sched->options.db, worker->experiment_id, status, error[0] ? error : NULL,
-                       strcmp(status, DB_SUCCEEDED) == 0 ? worker->summary_json : NULL);
-  sse_publish_status(sched->options.hub, worker->experiment_id);
-  fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->experiment_id, status,
-          error[0] ? ": " : "", error);
-  if (strcmp(status, DB_FAILED) == 0 || strcmp(status, DB_CANCELLED) == 0)
-    sched_teacher_ended(sched, worker->experiment_id, status, error);
+  int crashes = crashed ? db_experiment_crashes(db, worker->experiment_id) : 0;
+  outcome_t outcome = {.experiment_id = worker->experiment_id, .status = status, .error = error[0] ? error : NULL,
+                       .summary = strcmp(status, DB_SUCCEEDED) == 0 ? worker->summary_json : NULL};
+  char retry[2200];
+  if (crashed && crashes + 1 < worker->max_attempts) {
+    snprintf(retry, sizeof retry, "attempt %d: %s; trying again (%d of max_attempts %d)", worker->attempt, error,
+             crashes + 2, worker->max_attempts);
+    log_printf(worker, "[mapsaged] %s", retry);
+    outcome = (outcome_t){.experiment_id = worker->experiment_id, .status = DB_INTERRUPTED, .error = retry, .retry = 1};
+  }
+  fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->experiment_id, outcome.status,
+          outcome.error ? ": " : "", outcome.error ? outcome.error : "");
+  if (write_outcome(sched, &outcome) != 0) { /* kept, and written after a later flush */
+    outcome_t *kept = calloc(1, sizeof *kept);
+    if (kept) {
+      *kept = outcome;
+      kept->error = outcome.error ? strdup(outcome.error) : NULL;
+      kept->summary = outcome.summary ? strdup(outcome.summary) : NULL;
+      kept->next = sched->pending;
+      sched->pending = kept;
+    }
+    uv_timer_start(&sched->flush_timer, on_flush_timer, 1000, 0);
+  }
 
   for (worker_t **link = &sched->workers; *link; link = &(*link)->next) {
     if (*link == worker) {
@@ -383,6 +488,20 @@ static void finish_worker(worker_t *worker) {
   sched->running--;
   close_worker_handles(worker);
   sched_kick(sched);
+}
+
+/* Writes how a run ended, then tells its streams and, if it cannot teach any more, the
+ * runs waiting for it. Returns 0, or the database's refusal (the caller keeps it). */
+static int write_outcome(sched_t *sched, const outcome_t *outcome) {
+  db_t *db = sched->options.db;
+  int64_t id = outcome->experiment_id;
+  int result = outcome->retry ? db_experiment_retry(db, id, outcome->error)
+                              : db_experiment_finish(db, id, outcome->status, outcome->error, outcome->summary);
+  if (result != 0 && result != -ENOENT) return result;
+  sse_publish_status(sched->options.hub, id);
+  if (strcmp(outcome->status, DB_FAILED) == 0 || strcmp(outcome->status, DB_CANCELLED) == 0)
+    sched_teacher_ended(sched, id, outcome->status, outcome->error);
+  return 0;
 }
 
 static void on_dependent_failed(void *context, int64_t id) {
@@ -448,6 +567,10 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   worker->sched = sched;
   worker->experiment_id = id;
   worker->config_json = config_json;
+  json_t *parsed = json_loads(config_json, 0, NULL);
+  json_t *max_attempts = json_object_get(parsed, "max_attempts");
+  worker->max_attempts = json_is_integer(max_attempts) ? (int)json_integer_value(max_attempts) : 2;
+  json_decref(parsed);
   int result = db_experiment_start(options->db, id, &worker->attempt);
   if (result != 0) {
     free(config_json);
@@ -511,8 +634,10 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   if (resuming) log_printf(worker, "[mapsaged] resuming from %s", resume);
   sse_publish_status(options->hub, id);
 
-  uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
-  uv_read_start((uv_stream_t *)&worker->errors, on_alloc, on_errors);
+  if (sched->reading) {
+    uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
+    uv_read_start((uv_stream_t *)&worker->errors, on_alloc, on_errors);
+  }
   uv_buf_t buffer = uv_buf_init(worker->config_json, (unsigned)strlen(worker->config_json));
   if (uv_write(&worker->write_request, (uv_stream_t *)&worker->input, &buffer, 1, on_input_written) != 0)
     on_input_written(&worker->write_request, UV_EPIPE);

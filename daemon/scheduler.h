@@ -20,6 +20,7 @@
 
 #define SCHED_FLUSH_MS 25          /* the batch is committed at least this often */
 #define SCHED_FLUSH_ROWS 8192      /* or as soon as it holds this many rows */
+#define SCHED_BATCH_LIMIT 1000000  /* rows held while the database refuses them; then workers wait */
 
 typedef struct sched sched_t;
 

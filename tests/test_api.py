@@ -147,20 +147,72 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("already ended (cancelled)", body["error"])
         self.assertEqual(404, d.request("POST", "/api/experiments/999999/cancel")[0])
 
-    def test_worker_killed_by_a_signal_fails_the_run(self):
-        d = self.daemon
-        experiment_id = d.submit(synthetic_config("to-kill", **LONG))
-        experiment = d.wait_status(experiment_id, ["running"])
+    def wait_worker_pid(self, experiment_id, attempt):
         deadline = time.time() + 30
-        while experiment.get("worker") is None and time.time() < deadline:
+        while time.time() < deadline:
+            experiment = self.daemon.experiment(experiment_id)
+            worker = experiment.get("worker") or {}
+            if experiment["status"] == "running" and experiment["attempts"] == attempt and worker.get("pid"):
+                # The worker report is from this attempt once its pid is alive and is ours.
+                try:
+                    os.kill(worker["pid"], 0)
+                    return worker["pid"]
+                except ProcessLookupError:
+                    pass
             time.sleep(0.05)
-            experiment = d.experiment(experiment_id)
-        os.kill(experiment["worker"]["pid"], signal.SIGKILL)
+        raise AssertionError("attempt %d of experiment %d never ran" % (attempt, experiment_id))
+
+    def test_a_crashed_worker_is_retried_then_fails(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("to-kill", **LONG))  # max_attempts defaults to 2
+        os.kill(self.wait_worker_pid(experiment_id, 1), signal.SIGKILL)
+        second = self.wait_worker_pid(experiment_id, 2)
+        log = d.get("/api/experiments/%d/log" % experiment_id)[2]
+        self.assertIn("attempt 1: the worker was killed by signal 9", log)
+        self.assertIn("trying again (2 of max_attempts 2)", log)
+        os.kill(second, signal.SIGKILL)
         experiment = d.wait_status(experiment_id, ["failed"], timeout=10)
-        self.assertIn("killed by signal 9", experiment["error"])
+        self.assertIn("the worker was killed by signal 9 (Killed)", experiment["error"])
+        self.assertIn("log tail:", experiment["error"])
+        self.assertEqual(2, experiment["attempts"])
         status, _, log = d.get("/api/experiments/%d/log" % experiment_id)
         self.assertEqual(200, status)
         self.assertIn("attempt 1 |", log)
+        self.assertIn("attempt 2 |", log)
+
+        once = d.submit(synthetic_config("no-retry", max_attempts=1, **LONG))
+        os.kill(self.wait_worker_pid(once, 1), signal.SIGKILL)
+        experiment = d.wait_status(once, ["failed"], timeout=10)
+        self.assertEqual(1, experiment["attempts"])
+
+    def test_a_locked_database_delays_writes_and_loses_nothing(self):
+        d = self.daemon
+        # Short enough to end while the lock is held: its outcome must wait too.
+        experiment_id = d.submit(synthetic_config("while-locked", epochs=8))
+        stream = d.stream(experiment_id)
+        for event in stream:
+            if event["event"] == "metric":
+                break
+        blocker = sqlite3.connect(d.db_path, timeout=5, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock, as a careless reader might
+        time.sleep(3)
+        self.assertEqual("ok", d.get("/api/health")[2]["status"], "the daemon answers meanwhile")
+        with sqlite3.connect("file:%s?mode=ro" % d.db_path, uri=True) as db:
+            status, = db.execute("SELECT status FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+        self.assertEqual("running", status, "nothing could be written while locked")
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        steps = [e["data"]["step"] for e in stream if e["event"] == "metric"]
+        stream.close()
+        experiment = d.wait_status(experiment_id, ["succeeded"])
+        with sqlite3.connect("file:%s?mode=ro" % d.db_path, uri=True) as db:
+            stored = [row[0] for row in db.execute(
+                "SELECT step FROM metrics WHERE experiment_id = ? AND name = 'loss/total' ORDER BY step",
+                (experiment_id,))]
+            self.assertEqual("ok", db.execute("PRAGMA integrity_check").fetchone()[0])
+        self.assertEqual(list(range(1, experiment["progress"]["step"] + 1)), stored, "every step was written")
+        self.assertEqual(stored[-len(steps):], steps)
+        self.assertIn("the database refused the batch", d.log())
 
     def test_priority_then_age(self):
         d = self.daemon
