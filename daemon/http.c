@@ -6,7 +6,12 @@
  *   > 0 → arm it, 0 → run again on the next loop iteration (the `idle` handle).
  * - A response is queued on the second call of the access handler, never the first:
  *   MHD 0.9.75 would answer "Connection: close" and lose keep-alive.
- * - MHD_resume_connection does not wake MHD in this mode: http_wake() schedules a run. */
+ * - MHD_resume_connection does not wake MHD in this mode: http_wake() schedules a run.
+ * - MHD's connection timeout counts idle time, so a client sending a byte a second is never
+ *   idle. Each TCP connection therefore gets a deadline (http_peer_t): its request must have
+ *   arrived whole within request_timeout_s of the connection opening or of its previous
+ *   response; a sweep shuts down the sockets of those that have not. Requests being
+ *   answered (streams, suspended SQL) are exempt. */
 #include "http.h"
 
 #include <errno.h>
@@ -20,12 +25,24 @@
 
 #include "util.h"
 
+#include <unistd.h>
+
+/* One TCP connection, for the slow-client deadline. */
+typedef struct http_peer {
+  struct http_peer *prev, *next;
+  struct MHD_Connection *connection;
+  double waiting_since;   /* util_monotonic() when it opened or its last request ended */
+  int answering;          /* a request is routed and being answered */
+} http_peer_t;
+
 struct http_server {
   uv_loop_t *loop;
   struct MHD_Daemon *mhd;
   uv_poll_t poll;
   uv_timer_t timer;
   uv_idle_t idle;
+  uv_timer_t sweep;
+  http_peer_t *peers;
   int open_handles;
   http_options_t options;
   int port;
@@ -204,6 +221,56 @@ static int dispatch(http_request_t *request) {
   return http_respond_json(request, MHD_HTTP_NOT_FOUND, body);
 }
 
+static http_peer_t *peer_of(struct MHD_Connection *connection) {
+  const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return info ? info->socket_context : NULL;
+}
+
+static void set_answering(struct MHD_Connection *connection, int answering) {
+  http_peer_t *peer = peer_of(connection);
+  if (peer == NULL) return;
+  peer->answering = answering;
+  if (!answering) peer->waiting_since = util_monotonic(); /* the next request's clock starts */
+}
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  http_server_t *server = cls;
+  http_peer_t *peer = *socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    peer = calloc(1, sizeof *peer);
+    if (peer == NULL) return; /* without a record it simply has no deadline */
+    peer->connection = connection;
+    peer->waiting_since = util_monotonic();
+    peer->next = server->peers;
+    if (server->peers) server->peers->prev = peer;
+    server->peers = peer;
+    *socket_context = peer;
+  } else if (peer) {
+    if (peer->prev) peer->prev->next = peer->next;
+    else server->peers = peer->next;
+    if (peer->next) peer->next->prev = peer->prev;
+    free(peer);
+    *socket_context = NULL;
+  }
+}
+
+/* Shuts down the sockets of connections whose request is overdue; MHD then sees the
+ * socket fail and closes the connection itself (we never free MHD's objects). */
+static void on_sweep(uv_timer_t *timer) {
+  http_server_t *server = timer->data;
+  double now = util_monotonic();
+  double limit = server->options.request_timeout_s ? server->options.request_timeout_s : 30;
+  int closed = 0;
+  for (http_peer_t *peer = server->peers; peer; peer = peer->next) {
+    if (peer->answering || now - peer->waiting_since < limit) continue;
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(peer->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info && shutdown(info->connect_fd, SHUT_RDWR) == 0) closed++;
+    peer->waiting_since = now; /* once is enough */
+  }
+  if (closed) http_wake(server);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_data_size,
                                  void **request_slot) {
@@ -265,6 +332,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
     return MHD_YES;
   }
   request->routed = 1;
+  set_answering(connection, 1);
   int result = dispatch(request);
   if (result != 0) {
     fprintf(stderr, "mapsaged: %s %s: %s\n", method, url, strerror(-result));
@@ -277,8 +345,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
 static void on_completed(void *cls, struct MHD_Connection *connection, void **request_slot,
                          enum MHD_RequestTerminationCode code) {
   (void)cls;
-  (void)connection;
   (void)code;
+  set_answering(connection, 0);
   http_request_t *request = *request_slot;
   if (request == NULL) return;
   if (request->on_complete) request->on_complete(request->on_complete_data);
@@ -341,6 +409,7 @@ int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **o
                                  MHD_OPTION_EXTERNAL_LOGGER, on_log, server,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, server,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, server,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
                                  MHD_OPTION_END);
@@ -355,9 +424,11 @@ int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **o
   uv_poll_init(loop, &server->poll, info->epoll_fd);
   uv_timer_init(loop, &server->timer);
   uv_idle_init(loop, &server->idle);
-  server->poll.data = server->timer.data = server->idle.data = server;
-  server->open_handles = 3;
+  uv_timer_init(loop, &server->sweep);
+  server->poll.data = server->timer.data = server->idle.data = server->sweep.data = server;
+  server->open_handles = 4;
   uv_poll_start(&server->poll, UV_READABLE, on_poll);
+  uv_timer_start(&server->sweep, on_sweep, 1000, 1000);
   run(server);
   *out = server;
   return 0;
@@ -383,6 +454,7 @@ void http_stop(http_server_t *server, void (*done)(void *data), void *data) {
   uv_close((uv_handle_t *)&server->poll, on_handle_closed);
   uv_close((uv_handle_t *)&server->timer, on_handle_closed);
   uv_close((uv_handle_t *)&server->idle, on_handle_closed);
+  uv_close((uv_handle_t *)&server->sweep, on_handle_closed);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ typedef struct {
   size_t n_routes;
   http_handler_cb fallback;     /* GET requests no route matched (static files), or NULL */
   const char *token;            /* when set, mutating requests need "Authorization: Bearer <token>" */
+  unsigned request_timeout_s;   /* a request (headers and body) must arrive within this; 0: 30 s */
   void *app;                    /* handed to handlers through http_app() */
 } http_options_t;
 

@@ -26,7 +26,7 @@
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
   int workers;
-  unsigned sql_timeout_ms, sql_max_rows;
+  unsigned sql_timeout_ms, sql_max_rows, request_timeout_s;
 } settings_t;
 
 typedef struct {
@@ -61,6 +61,8 @@ static void usage(FILE *out) {
         "                       default 5000)\n"
         "  --sql-max-rows N     return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
         "                       default 10000)\n"
+        "  --request-timeout S  drop a client whose request has not arrived whole after S seconds\n"
+        "                       (MAPSAGE_REQUEST_TIMEOUT; default 30)\n"
         "  --web-dir DIR        serve the dashboard from DIR (web/ of a source tree) instead of the\n"
         "                       copy built in, while developing it (MAPSAGE_WEB_DIR)\n"
         "  -h, --help           show this help\n",
@@ -96,6 +98,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
   const char *sql_timeout = env_or("MAPSAGE_SQL_TIMEOUT_MS", "5000");
   const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
+  const char *request_timeout = env_or("MAPSAGE_REQUEST_TIMEOUT", "30");
 
   static const struct option options[] = {
       {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
@@ -103,7 +106,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"worker-bin", required_argument, NULL, 'W'},  {"dataset-dir", required_argument, NULL, 'S'},
       {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
       {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
-      {"web-dir", required_argument, NULL, 'g'},
+      {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -119,6 +122,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'T': sql_timeout = optarg; break;
     case 'R': sql_rows = optarg; break;
     case 'g': settings->web_dir = optarg; break;
+    case 'q': request_timeout = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -140,7 +144,8 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     settings->workers = (int)value;
   }
   if (parse_count("--sql-timeout-ms", sql_timeout, 1, 3600000, &settings->sql_timeout_ms) != 0 ||
-      parse_count("--sql-max-rows", sql_rows, 1, 10000000, &settings->sql_max_rows) != 0)
+      parse_count("--sql-max-rows", sql_rows, 1, 10000000, &settings->sql_max_rows) != 0 ||
+      parse_count("--request-timeout", request_timeout, 1, 3600, &settings->request_timeout_s) != 0)
     return -EINVAL;
   if (settings->worker_bin == NULL) {
     /* Beside our own executable first, so a build tree runs its own worker. */
@@ -281,7 +286,8 @@ int main(int argc, char **argv) {
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
-                         .fallback = static_serve, .token = daemon.token, .app = &daemon.api};
+                         .fallback = static_serve, .token = daemon.token, .app = &daemon.api,
+                         .request_timeout_s = settings->request_timeout_s};
   if ((result = http_start(daemon.loop, &http, &daemon.http, error, sizeof error)) != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
     return 1;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define SSE_QUEUE_LIMIT (8u << 20)   /* bytes queued for a client before it is dropped */
 #define SSE_REPLAY_LOW_WATER 65536   /* refill from the database below this */
@@ -42,13 +43,15 @@ struct sse_hub {
   uv_loop_t *loop;
   db_t *db;
   http_server_t *server;
-  uv_timer_t heartbeat;
+  uv_timer_t heartbeat, liveness;
   sse_subscriber_t *subscribers;
   int count;
   int destroying;
+  int timers_closed;
 };
 
 static void on_heartbeat(uv_timer_t *timer);
+static void on_liveness(uv_timer_t *timer);
 
 int sse_hub_create(uv_loop_t *loop, db_t *db, sse_hub_t **out) {
   sse_hub_t *hub = calloc(1, sizeof *hub);
@@ -58,6 +61,9 @@ int sse_hub_create(uv_loop_t *loop, db_t *db, sse_hub_t **out) {
   uv_timer_init(loop, &hub->heartbeat);
   hub->heartbeat.data = hub;
   uv_timer_start(&hub->heartbeat, on_heartbeat, SSE_HEARTBEAT_MS, SSE_HEARTBEAT_MS);
+  uv_timer_init(loop, &hub->liveness);
+  hub->liveness.data = hub;
+  uv_timer_start(&hub->liveness, on_liveness, SSE_LIVENESS_MS, SSE_LIVENESS_MS);
   *out = hub;
   return 0;
 }
@@ -339,6 +345,21 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   return http_respond(request, MHD_HTTP_OK, response);
 }
 
+/* MHD takes a suspended socket out of its epoll set, so it cannot see the client leave:
+ * peek at each one; end-of-file means the client has gone. */
+static void on_liveness(uv_timer_t *timer) {
+  sse_hub_t *hub = timer->data;
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (!s->suspended) continue;
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(s->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char byte;
+    if (info && recv(info->connect_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+      s->dropped = 1;
+      wake(s);
+    }
+  }
+}
+
 static void on_heartbeat(uv_timer_t *timer) {
   sse_hub_t *hub = timer->data;
   /* Also how a client that left is found: suspended sockets are out of MHD's sight until a
@@ -362,6 +383,7 @@ void sse_end_all(sse_hub_t *hub) {
 
 static void on_timer_closed(uv_handle_t *handle) {
   sse_hub_t *hub = handle->data;
+  if (++hub->timers_closed < 2) return;
   if (hub->count == 0) free(hub);
   else hub->destroying = 1;
 }
@@ -369,4 +391,5 @@ static void on_timer_closed(uv_handle_t *handle) {
 void sse_hub_destroy(sse_hub_t *hub) {
   sse_end_all(hub);
   uv_close((uv_handle_t *)&hub->heartbeat, on_timer_closed);
+  uv_close((uv_handle_t *)&hub->liveness, on_timer_closed);
 }

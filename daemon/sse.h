@@ -18,6 +18,7 @@
 
 #define SSE_MAX_SUBSCRIBERS 256
 #define SSE_HEARTBEAT_MS 15000
+#define SSE_LIVENESS_MS 2000  /* how often suspended streams are checked for a client gone */
 
 typedef struct sse_hub sse_hub_t;
 

@@ -1,0 +1,143 @@
+"""test_robustness.py — what a hostile network and a broken worker get from the daemon:
+slow clients dropped on a deadline, malformed, deeply nested and oversized input refused
+with a clear error, traversal refused, idle streams capped, and a worker that writes
+garbage, endless lines and floods of events: the daemon stays up, keeps the garbage in the
+run's log, stores the valid events and bounds its memory."""
+import http.client
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mapsage_testlib import SOURCE_DIR, Daemon, synthetic_config  # noqa: E402
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class HostileClients(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=1, extra_args=["--request-timeout", "2"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    def test_a_slow_client_is_dropped(self):
+        sock = socket.create_connection(("127.0.0.1", self.daemon.port))
+        started = time.monotonic()
+        request = b"POST /api/experiments HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 100
+        dropped = False
+        for byte in request:
+            try:
+                sock.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 8:
+                break
+        if not dropped:
+            sock.settimeout(3)
+            try:
+                dropped = sock.recv(100) == b""
+            except (ConnectionResetError, socket.timeout):
+                dropped = True
+        sock.close()
+        self.assertTrue(dropped, "a client sending a byte every 0.2 s is cut off")
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertEqual("ok", self.daemon.get("/api/health")[2]["status"])
+
+    def test_malformed_input_gets_clear_errors(self):
+        d = self.daemon
+        cases = [
+            ("[" * 5000 + "]" * 5000, "", "maximum parsing depth"),
+            ('{"epochs": 1e400, "model": {}}', "", "invalid JSON"),
+            ('{"seed": 99999999999999999999999999}', "", "too big"),
+            (b'{"name": "\xff\xfe"}', "", "unable to decode byte 0xff"),
+            ('{"name": "a\\u0000b", "model": {"layers": [{"type": "linear", "out": 10}]}}', "", "invalid JSON"),
+        ]
+        for body, path, words in cases:
+            status, _, answer = d.request("POST", "/api/experiments", body)
+            self.assertEqual(400, status, body[:40])
+            self.assertEqual(path, answer["errors"][0]["path"])
+            self.assertIn(words, answer["errors"][0]["message"], body[:40])
+        status, _, answer = d.request("POST", "/api/experiments", synthetic_config(epochs=2 ** 40))
+        self.assertEqual(400, status)
+        self.assertEqual("epochs", answer["errors"][0]["path"])
+
+    def test_traversal_and_strange_paths(self):
+        d = self.daemon
+        for path in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/css/../../schema.sql", "/a//b",
+                     "/..%2f..%2fetc%2fpasswd", "/.git/config"]:
+            status, _, answer = d.get(path)
+            self.assertIn(status, (400, 404), path)
+            self.assertNotIn("root:", str(answer))
+        connection = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        connection.request("BREW", "/api/health")
+        self.assertIn(connection.getresponse().status, (400, 405, 501))
+        connection.close()
+
+    def test_idle_streams_are_capped(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("streams", epochs=1))
+        d.wait_status(experiment_id, ["succeeded"])
+        live = d.events()
+        opened = [live]
+        try:
+            for _ in range(300):
+                stream = d.events(timeout=10)
+                opened.append(stream)
+                if stream.status == 503:
+                    break
+            self.assertEqual(503, opened[-1].status)
+            self.assertEqual(256, len(opened) - 1, "the cap is 256 streams")
+            self.assertEqual("ok", d.get("/api/health")[2]["status"], "requests still work at the cap")
+        finally:
+            for stream in opened:
+                stream.close()
+        deadline = time.time() + 20
+        while d.get("/api/health")[2]["streams"] > 0 and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(0, d.get("/api/health")[2]["streams"], "closed streams are noticed and freed")
+
+
+class BrokenWorker(unittest.TestCase):
+    def test_garbage_endless_lines_and_floods(self):
+        fake = os.path.join(SOURCE_DIR, "tests", "fixtures", "misbehaving-worker.py")
+        d = Daemon(workers=1, extra_args=["--worker-bin", fake])
+        try:
+            experiment_id = d.submit(synthetic_config("misbehaving"))
+            peak = 0
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                peak = max(peak, rss_kib(d.process.pid))
+                if d.experiment(experiment_id)["status"] != "running" and \
+                        d.experiment(experiment_id)["status"] != "queued":
+                    break
+                time.sleep(0.05)
+            experiment = d.experiment(experiment_id)
+            self.assertEqual("succeeded", experiment["status"], experiment["error"])
+            self.assertLess(peak, 200 * 1024, "the daemon's memory stays bounded (KiB)")
+            log = d.get("/api/experiments/%d/log" % experiment_id)[2]
+            self.assertIn("not a protocol event", log)
+            self.assertIn("this is not json", log)
+            self.assertIn("longer than 1048576 bytes was cut", log)
+            self.assertIn("a log line from the misbehaving worker", log)
+            _, _, curves = d.get("/api/experiments/%d/metrics?names=loss/total" % experiment_id)
+            self.assertEqual(list(range(1, 50001)), curves["loss/total"]["step"], "every valid event was stored")
+            self.assertEqual("ok", d.get("/api/health")[2]["status"])
+        finally:
+            d.close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
