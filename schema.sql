@@ -157,14 +157,16 @@ CREATE VIEW experiment_summary AS
   FROM experiments e;
 
 -- Each loss term per stage of each experiment: where the stage starts and ends, and the
--- term's mean over the first and the last 20 steps of the stage (single steps are noisy),
+-- term's mean over the first and the last 20 steps of the stage (single steps are noisy;
+-- a fifth of the stage when that is shorter),
 -- so "did the task loss fall during distillation?" is one query. Covers loss/* and
 -- weighted/* (each term times its weight in that stage).
 DROP VIEW IF EXISTS stage_summary;
 CREATE VIEW stage_summary AS
   WITH spans AS (
     SELECT experiment_id, stage, name, min(step) AS first_step, max(step) AS last_step,
-           count(*) AS steps, avg(value) AS mean_value
+           count(*) AS steps, avg(value) AS mean_value,
+           max(1, min(20, count(*) / 5)) AS window  -- a short stage still shows movement
       FROM metrics
      WHERE name LIKE 'loss/%' OR name LIKE 'weighted/%'
      GROUP BY experiment_id, stage, name)
@@ -176,8 +178,8 @@ CREATE VIEW stage_summary AS
          s.last_step,
          s.steps,
          (SELECT avg(value) FROM metrics f WHERE f.experiment_id = s.experiment_id AND f.name = s.name
-             AND f.step BETWEEN s.first_step AND min(s.first_step + 19, s.last_step)) AS start_value,
+             AND f.step BETWEEN s.first_step AND s.first_step + s.window - 1) AS start_value,
          (SELECT avg(value) FROM metrics l WHERE l.experiment_id = s.experiment_id AND l.name = s.name
-             AND l.step BETWEEN max(s.last_step - 19, s.first_step) AND s.last_step) AS end_value,
+             AND l.step BETWEEN s.last_step - s.window + 1 AND s.last_step) AS end_value,
          s.mean_value
     FROM spans s JOIN experiments e ON e.id = s.experiment_id;

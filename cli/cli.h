@@ -176,6 +176,7 @@ int command_show(const cli_global_t *global, int argc, char **argv);
 int command_cancel(const cli_global_t *global, int argc, char **argv);
 int command_watch(const cli_global_t *global, int argc, char **argv);
 int command_sql(const cli_global_t *global, int argc, char **argv);
+int command_report(const cli_global_t *global, int argc, char **argv);
 
 /* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit

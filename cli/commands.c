@@ -586,6 +586,83 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------
+ * report: the run's analysis (GET /api/experiments/{id}/report) as text: each stage's loss
+ * terms, start → end and their share of the total, the run against its teacher and its
+ * baseline, then the findings. */
+
+static void print_percent(const char *label, const json_t *value) {
+  if (json_is_number(value)) printf("  %-22s %.2f%%\n", label, 100 * json_number_value(value));
+}
+
+int command_report(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int json = 0;
+  int parsed = cli_parse_id_command("report", argc, argv, &id, &json);
+  if (parsed != CLI_PROCEED) return parsed;
+  char path[80];
+  snprintf(path, sizeof path, "/api/experiments/%lld/report", id);
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *report = NULL;
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, path, &report);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    json_dumpf(report, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    putchar('\n');
+    goto done;
+  }
+  const char *name = format_json_string(report, "name");
+  printf("experiment %lld%s%s%s: %s\n", id, name && name[0] ? " (" : "", name && name[0] ? name : "",
+         name && name[0] ? ")" : "", format_json_string(report, "status"));
+  json_t *final = json_object_get(report, "final");
+  print_percent("test accuracy", json_object_get(final, "test_accuracy"));
+  print_percent("train accuracy", json_object_get(final, "train_accuracy"));
+  print_percent("best val accuracy", json_object_get(final, "best_val_accuracy"));
+  print_percent("teacher agreement", json_object_get(final, "agreement"));
+  json_t *teacher = json_object_get(report, "teacher");
+  if (json_is_object(teacher)) print_percent("teacher test accuracy", json_object_get(teacher, "test_accuracy"));
+  json_t *baseline = json_object_get(report, "baseline");
+  if (json_is_object(baseline)) {
+    char label[64];
+    snprintf(label, sizeof label, "baseline (#%lld)", (long long)json_integer_value(json_object_get(baseline, "id")));
+    print_percent(label, json_object_get(baseline, "test_accuracy"));
+  }
+  size_t index;
+  json_t *stage;
+  json_array_foreach(json_object_get(report, "stages"), index, stage) {
+    printf("\nstage %lld %s (steps %lld-%lld)\n", (long long)json_integer_value(json_object_get(stage, "stage")) + 1,
+           format_json_string(stage, "name"), (long long)json_integer_value(json_object_get(stage, "first_step")),
+           (long long)json_integer_value(json_object_get(stage, "last_step")));
+    const char *term;
+    json_t *values;
+    json_object_foreach(json_object_get(stage, "terms"), term, values) {
+      const json_t *share = json_object_get(json_object_get(stage, "share"), term + 5); /* after "loss/" */
+      printf("  %-18s %10.4g -> %-10.4g (%+6.1f%%)", term, json_number_value(json_object_get(values, "start")),
+             json_number_value(json_object_get(values, "end")),
+             100 * json_number_value(json_object_get(values, "change")));
+      if (json_is_number(share)) printf("   %3.0f%% of the total", 100 * json_number_value(share));
+      putchar('\n');
+    }
+  }
+  json_t *findings = json_object_get(report, "findings");
+  if (json_array_size(findings) > 0) printf("\nfindings\n");
+  json_t *finding;
+  json_array_foreach(findings, index, finding) {
+    const char *where = format_json_string(finding, "stage");
+    printf("  %s%s%s%s: %s\n", format_json_string(finding, "severity"), where ? " (" : "", where ? where : "",
+           where ? ")" : "", format_json_string(finding, "message"));
+  }
+done:
+  json_decref(report);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
  * sql: one read-only statement over the history (POST /api/sql, docs/sql.md), printed as
  * an aligned table for people, as RFC 4180 CSV, or as the server's JSON laid out to read.
  * The table is for eyes: numbers to 6 significant digits, NULL empty, control characters

@@ -75,6 +75,17 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage cancel 7\n"},
+  {"report", command_report, "report ID [--json]",
+   "Analyses an experiment: for each stage, how each loss term moved (the mean of\n"
+   "its first and last 20 steps) and what share of the total loss it took; the run\n"
+   "against its teacher and its baseline (the latest run of the same student and\n"
+   "data without a teacher); and findings in words: a term that dominates, a task\n"
+   "loss that stalls while imitation improves, a gate that concentrates, overfitting.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage report 12\n"},
   {"sql", command_sql, "sql STATEMENT|- [--param VALUE]... [--csv | --json]",
    "Runs one read-only SQL statement over the whole history (tables and views in\n"
    "docs/sql.md) and prints the result as an aligned table: a header, a rule, one\n"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "report.h"
 #include "util.h"
 
 #define MAPSAGE_VERSION "0.1.0"
@@ -210,6 +211,12 @@ static int get_all_events(http_request_t *request) {
   return sse_subscribe(app(request)->hub, request, SSE_ALL_EXPERIMENTS, 0, 0);
 }
 
+static int get_report(http_request_t *request) {
+  db_flush(app(request)->db); /* the report reads the curves: include what is in the batch */
+  json_t *report = report_build(app(request)->db, http_path_id(request));
+  return report ? http_respond_json(request, MHD_HTTP_OK, report) : respond_no_experiment(request);
+}
+
 static int get_log(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
   db_flush(app(request)->db);
@@ -241,6 +248,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/metrics", get_metrics},
     {"GET", "/api/experiments/{id}/stream", get_stream},
     {"GET", "/api/experiments/{id}/log", get_log},
+    {"GET", "/api/experiments/{id}/report", get_report},
     {"GET", "/api/events", get_all_events},
     {"POST", "/api/sql", run_sql},
     {"GET", "/api/health", get_health},

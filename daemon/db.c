@@ -248,22 +248,26 @@ int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teach
   return result;
 }
 
-/* Rows of a one-parameter query (?1 = the experiment) as an array of objects whose keys
- * are the column names. */
-static json_t *query_objects(db_t *db, const char *text, int64_t id) {
+json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
   sqlite3_stmt *statement = NULL;
   json_t *rows = json_array();
   if (sqlite3_prepare_v2(db->sql, text, -1, &statement, NULL) != SQLITE_OK) {
     fail_sql(db, text);
     return rows;
   }
-  sqlite3_bind_int64(statement, 1, id);
+  if (sqlite3_bind_parameter_count(statement) >= 1) sqlite3_bind_int64(statement, 1, first);
+  if (sqlite3_bind_parameter_count(statement) >= 2) sqlite3_bind_int64(statement, 2, second);
   while (sqlite3_step(statement) == SQLITE_ROW) {
     json_t *row = json_object();
     for (int i = 0; i < sqlite3_column_count(statement); i++) {
-      json_t *value = sqlite3_column_type(statement, i) == SQLITE_INTEGER ? json_integer(sqlite3_column_int64(statement, i))
-                                                                           : column_string(statement, i);
-      json_object_set_new(row, sqlite3_column_name(statement, i), value);
+      json_t *value;
+      switch (sqlite3_column_type(statement, i)) {
+      case SQLITE_INTEGER: value = json_integer(sqlite3_column_int64(statement, i)); break;
+      case SQLITE_FLOAT: value = json_real(sqlite3_column_double(statement, i)); break;
+      case SQLITE_NULL: value = json_null(); break;
+      default: value = column_string(statement, i); break;
+      }
+      json_object_set_new(row, sqlite3_column_name(statement, i), value ? value : json_null());
     }
     json_array_append_new(rows, row);
   }
@@ -275,21 +279,21 @@ static json_t *query_objects(db_t *db, const char *text, int64_t id) {
  * names of its curves, its checkpoints. */
 static void add_details(db_t *db, int64_t id, json_t *experiment) {
   json_object_set_new(experiment, "stages",
-                      query_objects(db, "SELECT stage, name, epoch, step FROM stage_starts WHERE experiment_id = ?1 "
-                                        "ORDER BY stage", id));
+                      db_select(db, "SELECT stage, name, epoch, step FROM stage_starts WHERE experiment_id = ?1 "
+                                    "ORDER BY stage", id, 0));
   json_t *names = json_array();
-  json_t *rows = query_objects(db,
-                               "SELECT name FROM series WHERE experiment_id = ?1 UNION "
-                               "SELECT DISTINCT split || '/' || name FROM evals WHERE experiment_id = ?1 ORDER BY 1",
-                               id);
+  json_t *rows = db_select(db,
+                           "SELECT name FROM series WHERE experiment_id = ?1 UNION "
+                           "SELECT DISTINCT split || '/' || name FROM evals WHERE experiment_id = ?1 ORDER BY 1",
+                           id, 0);
   size_t index;
   json_t *row;
   json_array_foreach(rows, index, row) json_array_append(names, json_object_get(row, "name"));
   json_decref(rows);
   json_object_set_new(experiment, "series", names);
   json_object_set_new(experiment, "checkpoints",
-                      query_objects(db, "SELECT epoch, step, path, bytes, created_at FROM checkpoints "
-                                        "WHERE experiment_id = ?1 ORDER BY epoch", id));
+                      db_select(db, "SELECT epoch, step, path, bytes, created_at FROM checkpoints "
+                                    "WHERE experiment_id = ?1 ORDER BY epoch", id, 0));
 }
 
 json_t *db_experiment_get(db_t *db, int64_t id, int with_config) {

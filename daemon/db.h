@@ -115,6 +115,11 @@ json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step);
 typedef void (*db_replay_cb)(void *context, const ev_t *event);
 int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context);
 
+/* Rows of a read-only query with up to two integer parameters (?1, ?2) as an array of
+ * objects keyed by column name; an empty array when the query fails (logged). For the
+ * daemon's own reports, never for user SQL (that is sql.c, off the loop). */
+json_t *db_select(db_t *db, const char *sql, int64_t first, int64_t second);
+
 /* The run's log as text: "attempt N | line\n" for every line. Caller frees. */
 char *db_log_text(db_t *db, int64_t id, size_t *length);
 

@@ -88,6 +88,28 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(len([e for e in events if e["id"]]) - 1 - [e["id"] for e in events if e["id"]].index(eval_id),
                          len(resumed))
 
+    def test_report_per_stage(self):
+        d = self.daemon
+        config = synthetic_config("reported", stages=[{"name": "warm", "epochs": 2},
+                                                      {"name": "main", "epochs": 2, "task_weight": 0.5}])
+        config.pop("epochs")
+        experiment_id = d.submit(config)
+        experiment = d.wait_status(experiment_id, ["succeeded"])
+        status, _, report = d.get("/api/experiments/%d/report" % experiment_id)
+        self.assertEqual(200, status)
+        self.assertEqual(["warm", "main"], [stage["name"] for stage in report["stages"]])
+        warm, main = report["stages"]
+        self.assertEqual(1, warm["first_step"])
+        self.assertEqual(warm["last_step"] + 1, main["first_step"])
+        self.assertEqual(0.5, main["weights"]["task"])
+        self.assertAlmostEqual(1.0, main["share"]["task"], places=5)  # the only term
+        task = warm["terms"]["loss/task"]
+        self.assertLess(task["end"], task["start"])
+        self.assertAlmostEqual((task["end"] - task["start"]) / task["start"], task["change"], places=6)
+        self.assertAlmostEqual(experiment["summary"]["final_test_accuracy"], report["final"]["test_accuracy"], places=6)
+        self.assertIsNone(report["baseline"])  # it has no teacher: it is a baseline itself
+        self.assertEqual(404, d.get("/api/experiments/999999/report")[0])
+
     def test_live_stream_sees_a_running_experiment(self):
         d = self.daemon
         experiment_id = d.submit(synthetic_config("live", epochs=30))

@@ -221,6 +221,22 @@ class CliTest(unittest.TestCase):
         _, err = self.check(2, self.mapsage("submit", os.path.join(self.directory, "missing.json")), "a missing file")
         self.assertIn("missing.json", err)
 
+    def test_report(self):
+        self.start_daemon(workers=1)
+        config = dict(CONFIG, stages=[{"name": "warm", "epochs": 1}, {"name": "main", "epochs": 1, "task_weight": 0.5}])
+        config.pop("epochs")
+        id = self.submit("-", stdin=json.dumps(config))
+        self.check(0, self.mapsage("watch", str(id)), "watch")
+        out, _ = self.check(0, self.mapsage("report", str(id)), "report")
+        self.assertIn("experiment %d (t): succeeded" % id, out)
+        self.assertRegex(out, r"stage 1 warm \(steps 1-\d+\)")
+        self.assertRegex(out, r"stage 2 main")
+        self.assertRegex(out, r"loss/task +[\d.e-]+ -> [\d.e-]+ +\( *-[\d.]+%\) +100% of the total")
+        out, _ = self.check(0, self.mapsage("report", str(id), "--json"), "report --json")
+        self.assertEqual(["warm", "main"], [stage["name"] for stage in json.loads(out)["stages"]])
+        _, err = self.check(1, self.mapsage("report", "99999"), "report of nothing")
+        self.assertIn("no experiment 99999", err)
+
     def test_sql(self):
         self.start_daemon(workers=1, extra_args=["--sql-max-rows", "5"])
         id = self.submit(self.config_path)

@@ -1,0 +1,218 @@
+/* report.c — a run's analysis from what the database holds (see report.h). Everything is
+ * derived from the stored curves with a few small queries, so a report is as current as
+ * the last flushed batch and costs milliseconds; nothing is stored. */
+#include "report.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DOMINANT_SHARE 0.8      /* a non-task term above this share of the total dominates */
+#define STALL_CHANGE -0.01      /* the task loss fell by less than 1 %… */
+#define IMITATION_CHANGE -0.2   /* …while another term fell by more than 20 % */
+#define GATE_CONCENTRATED 0.2   /* effective fraction of the batch the gate weights */
+#define DISC_WINS 0.95          /* discriminator accuracy: the student's features are obvious */
+#define OVERFIT_GAP 0.05        /* train accuracy above test accuracy by this much */
+
+static void add_finding(json_t *findings, const char *severity, const char *stage, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_finding(json_t *findings, const char *severity, const char *stage, const char *format, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  json_array_append_new(findings, json_pack("{s:s, s:s?, s:s}", "severity", severity, "stage", stage, "message",
+                                            message));
+}
+
+static double number(const json_t *object, const char *key) {
+  const json_t *value = json_object_get(object, key);
+  return json_is_number(value) ? json_number_value(value) : NAN;
+}
+
+/* {"stage", "name", "first_step", "last_step", "weights", "terms", "share"} for each stage
+ * that ran, and the findings about it. */
+static json_t *analyse_stages(db_t *db, int64_t id, const json_t *config, json_t *findings) {
+  json_t *stages = json_array();
+  json_t *rows = db_select(db,
+                           "SELECT stage, stage_name, name, first_step, last_step, start_value, end_value, mean_value "
+                           "FROM stage_summary WHERE experiment_id = ?1 ORDER BY stage, name",
+                           id, 0);
+  json_t *shares = db_select(db,
+                             "SELECT w.stage, substr(w.name, 10) AS term, avg(w.value / t.value) AS share "
+                             "FROM metrics w JOIN metrics t ON t.experiment_id = w.experiment_id "
+                             "AND t.step = w.step AND t.name = 'loss/total' "
+                             "WHERE w.experiment_id = ?1 AND w.name LIKE 'weighted/%' AND t.value > 0 "
+                             "GROUP BY w.stage, w.name",
+                             id, 0);
+  size_t index;
+  json_t *row;
+  json_t *current = NULL;
+  json_array_foreach(rows, index, row) {
+    int64_t stage = json_integer_value(json_object_get(row, "stage"));
+    if (current == NULL || json_integer_value(json_object_get(current, "stage")) != stage) {
+      json_t *spec = json_array_get(json_object_get(config, "stages"), (size_t)stage);
+      current = json_pack("{s:I, s:O, s:O, s:O, s:{s:O, s:O, s:O, s:O}, s:{}, s:{}}", "stage", (json_int_t)stage,
+                          "name", json_object_get(row, "stage_name"), "first_step", json_object_get(row, "first_step"),
+                          "last_step", json_object_get(row, "last_step"), "weights", "task",
+                          json_object_get(spec, "task_weight"), "distill", json_object_get(spec, "distill_weight"),
+                          "feature", json_object_get(spec, "feature_weight"), "adversarial",
+                          json_object_get(spec, "adversarial_weight"), "terms", "share");
+      json_array_append_new(stages, current);
+    }
+    const char *name = json_string_value(json_object_get(row, "name"));
+    if (strncmp(name, "loss/", 5) != 0) continue;
+    double start = number(row, "start_value"), end = number(row, "end_value");
+    double change = start != 0 ? (end - start) / fabs(start) : 0;
+    json_object_set_new(json_object_get(current, "terms"), name,
+                        json_pack("{s:f, s:f, s:f, s:f}", "start", start, "end", end, "mean", number(row, "mean_value"),
+                                  "change", change));
+  }
+  json_array_foreach(shares, index, row) {
+    json_t *stage = json_array_get(stages, 0);
+    for (size_t i = 0; i < json_array_size(stages); i++)
+      if (json_integer_value(json_object_get(json_array_get(stages, i), "stage")) ==
+          json_integer_value(json_object_get(row, "stage")))
+        stage = json_array_get(stages, i);
+    if (stage)
+      json_object_set_new(json_object_get(stage, "share"), json_string_value(json_object_get(row, "term")),
+                          json_real(number(row, "share")));
+  }
+  json_decref(rows);
+  json_decref(shares);
+
+  /* Findings per stage: domination and the report's symptom. */
+  json_t *stage;
+  json_array_foreach(stages, index, stage) {
+    const char *stage_name = json_string_value(json_object_get(stage, "name"));
+    const char *term;
+    json_t *share;
+    json_object_foreach(json_object_get(stage, "share"), term, share) {
+      if (strcmp(term, "task") != 0 && json_real_value(share) > DOMINANT_SHARE)
+        add_finding(findings, "warning", stage_name,
+                    "the %s term is %.0f%% of the total loss: it dominates the task; lower its weight%s", term,
+                    100 * json_real_value(share), strcmp(term, "feature") == 0 ? " or normalise the features" : "");
+    }
+    json_t *terms = json_object_get(stage, "terms");
+    double task_change = number(json_object_get(terms, "loss/task"), "change");
+    json_t *other;
+    json_object_foreach(terms, term, other) {
+      if (strcmp(term, "loss/task") == 0 || strcmp(term, "loss/total") == 0) continue;
+      double change = number(other, "change");
+      if (task_change > STALL_CHANGE && change < IMITATION_CHANGE)
+        add_finding(findings, "warning", stage_name,
+                    "%s fell by %.0f%% while the task loss %s (%+.1f%%): the student imitates the teacher without "
+                    "getting better at the task",
+                    term, -100 * change, task_change > 0 ? "rose" : "barely moved", 100 * task_change);
+    }
+  }
+  return stages;
+}
+
+/* Diagnostics of the last stage that has them: a gate that concentrates, a discriminator
+ * that wins. */
+static void analyse_diagnostics(db_t *db, int64_t id, json_t *findings) {
+  json_t *rows = db_select(db,
+                           "SELECT name, avg(value) AS mean FROM metrics WHERE experiment_id = ?1 "
+                           "AND name IN ('gate/effective_fraction', 'disc/accuracy') "
+                           "AND stage = (SELECT max(stage) FROM metrics WHERE experiment_id = ?1) GROUP BY name",
+                           id, 0);
+  size_t index;
+  json_t *row;
+  json_array_foreach(rows, index, row) {
+    const char *name = json_string_value(json_object_get(row, "name"));
+    double mean = number(row, "mean");
+    if (strcmp(name, "gate/effective_fraction") == 0 && mean < GATE_CONCENTRATED)
+      add_finding(findings, "warning", NULL,
+                  "the selective gate puts its weight on %.0f%% of each batch: it concentrates on a few examples",
+                  100 * mean);
+    if (strcmp(name, "disc/accuracy") == 0 && mean > DISC_WINS)
+      add_finding(findings, "info", NULL,
+                  "the discriminator tells teacher from student features %.0f%% of the time: the adversarial term "
+                  "has not made them alike",
+                  100 * mean);
+  }
+  json_decref(rows);
+}
+
+json_t *report_build(db_t *db, int64_t id) {
+  json_t *experiment = db_experiment_get(db, id, 1);
+  if (experiment == NULL) return NULL;
+  json_t *config = json_object_get(experiment, "config");
+  json_t *findings = json_array();
+  json_t *report = json_pack("{s:I, s:O, s:O, s:O, s:O}", "id", (json_int_t)id, "name",
+                             json_object_get(experiment, "name"), "status", json_object_get(experiment, "status"),
+                             "error", json_object_get(experiment, "error"), "teacher", json_null());
+  json_object_set_new(report, "stages", analyse_stages(db, id, config, findings));
+  analyse_diagnostics(db, id, findings);
+
+  json_t *final = json_array_get(
+      db_select(db,
+                "SELECT (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'accuracy' "
+                "        ORDER BY epoch DESC LIMIT 1) AS test_accuracy, "
+                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'train' AND name = 'accuracy' "
+                "        ORDER BY epoch DESC LIMIT 1) AS train_accuracy, "
+                "       (SELECT max(value) FROM evals WHERE experiment_id = ?1 AND split = 'val' "
+                "        AND name = 'accuracy') AS best_val_accuracy, "
+                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'agreement' "
+                "        ORDER BY epoch DESC LIMIT 1) AS agreement, "
+                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'teacher' "
+                "        AND name = 'test/accuracy' LIMIT 1) AS teacher_accuracy",
+                id, 0),
+      0);
+  json_incref(final);
+  double test = number(final, "test_accuracy"), train = number(final, "train_accuracy");
+  json_object_set_new(report, "final", json_pack("{s:O, s:O, s:O, s:O}", "test_accuracy",
+                                                 json_object_get(final, "test_accuracy"), "train_accuracy",
+                                                 json_object_get(final, "train_accuracy"), "best_val_accuracy",
+                                                 json_object_get(final, "best_val_accuracy"), "agreement",
+                                                 json_object_get(final, "agreement")));
+  if (isfinite(train) && isfinite(test) && train - test > OVERFIT_GAP)
+    add_finding(findings, "info", NULL, "train accuracy is %.1f points above test accuracy: it overfits", 100 * (train - test));
+  double teacher_accuracy = number(final, "teacher_accuracy");
+  if (!json_is_null(json_object_get(experiment, "teacher")) || isfinite(teacher_accuracy))
+    json_object_set_new(report, "teacher",
+                        json_pack("{s:O, s:O, s:o}", "id", json_object_get(experiment, "teacher"), "test_accuracy",
+                                  json_object_get(final, "teacher_accuracy"), "gap",
+                                  isfinite(teacher_accuracy) && isfinite(test) ? json_real(teacher_accuracy - test)
+                                                                               : json_null()));
+
+  /* The baseline: the same student on the same data without a teacher, same seed first. */
+  json_t *baseline = json_array_get(
+      db_select(db,
+                "SELECT b.id, b.name, (SELECT value FROM evals v WHERE v.experiment_id = b.id AND v.split = 'test' "
+                "  AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS test_accuracy "
+                "FROM experiments b, experiments me WHERE me.id = ?1 AND b.id != me.id AND b.status = 'succeeded' "
+                "AND json_extract(b.config, '$.teacher') IS NULL "
+                "AND json_extract(b.config, '$.model') = json_extract(me.config, '$.model') "
+                "AND json_extract(b.config, '$.dataset') = json_extract(me.config, '$.dataset') "
+                "ORDER BY json_extract(b.config, '$.seed') = json_extract(me.config, '$.seed') DESC, b.id DESC "
+                "LIMIT 1",
+                id, 0),
+      0);
+  if (baseline && json_is_object(json_object_get(config, "teacher"))) { /* only a student has a baseline */
+    double base = number(baseline, "test_accuracy");
+    json_object_set_new(report, "baseline",
+                        json_pack("{s:O, s:O, s:O, s:o}", "id", json_object_get(baseline, "id"), "name",
+                                  json_object_get(baseline, "name"), "test_accuracy",
+                                  json_object_get(baseline, "test_accuracy"), "gain",
+                                  isfinite(base) && isfinite(test) ? json_real(test - base) : json_null()));
+    if (isfinite(base) && isfinite(test))
+      add_finding(findings, test > base ? "info" : "warning", NULL,
+                  "distillation %s test accuracy by %.2f points against its baseline, experiment %lld (%.2f%%)",
+                  test >= base ? "raised" : "lowered", 100 * fabs(test - base),
+                  (long long)json_integer_value(json_object_get(baseline, "id")), 100 * base);
+  } else {
+    json_object_set_new(report, "baseline", json_null());
+  }
+  const char *error = json_string_value(json_object_get(experiment, "error"));
+  if (error && strstr(error, "diverged"))
+    add_finding(findings, "warning", NULL, "%s: lower the learning rate or a loss weight", error);
+  json_object_set_new(report, "findings", findings);
+  json_decref(final);
+  json_decref(experiment);
+  return report;
+}
