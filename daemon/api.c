@@ -185,8 +185,8 @@ static int experiment_exists(http_request_t *request) {
 
 static int get_metrics(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
-  long long since_step = 0;
-  if (query_integer(request, "since_step", 0, INT64_MAX, &since_step)) return 0;
+  long long since_step = -1; /* all: a teacher's evaluation is stored at step 0 */
+  if (query_integer(request, "since_step", -1, INT64_MAX, &since_step)) return 0;
   /* Rows still in the batch would be missing from the answer: write them first. */
   db_flush(app(request)->db);
   json_t *curves = db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step);

@@ -6,6 +6,11 @@
 // Why it stays smooth at 100,000 points: appending is a push onto growing arrays (no copy,
 // no refetch), and uPlot's setData draws each pixel column once, whatever the point count.
 // A new series (a loss term that starts in stage 2) rebuilds the plot once, which is rare.
+//
+// A stacked chart (the weighted loss terms) draws each stacked series on top of the ones
+// before it, so the top edge is their sum and a term's share is the height of its band; the
+// raw values stay in `columns` (the legend shows them, with their share of the stack), the
+// running sums in `sums`, kept row by row like the rest.
 
 import uPlot from '../vendor/uPlot.esm.js';
 import {h, formatNumber} from './dom.js';
@@ -22,7 +27,12 @@ export function themeColors() {
   const style = getComputedStyle(document.documentElement);
   const read = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
   return {fg: read('--fg', '#222'), muted: read('--muted', '#666'), grid: read('--grid', 'rgba(0,0,0,.1)'),
-    marker: read('--marker', '#999')};
+    marker: read('--marker', '#999'), panel: read('--panel', '#f5f6f8')};
+}
+
+// '#4e79a7' with an alpha: the fill under a stacked series.
+function translucent(color, alpha) {
+  return /^#[0-9a-f]{6}$/i.test(color) ? `${color}${Math.round(alpha * 255).toString(16).padStart(2, '0')}` : color;
 }
 
 export function colorFor(name, index) {
@@ -68,12 +78,20 @@ export class LiveChart {
   // markers() → [{x, label, line}], dashed vertical lines with a label (line: false, the
   // label alone); rightAxis(name) → whether the series gets its own scale on the right
   // (temperature beside lr); sync, a cursor sync key shared by charts with the same x;
-  // label(name) → legend text; color(name, index); height.
+  // label(name) → legend text; color(name, index); height; order(name) → a rank that places
+  // a series among the others (legend and stacking order; ties keep arrival order);
+  // stacked(name) → whether the series is stacked on the stacked ones before it;
+  // references() → [{y, label}], dashed horizontal lines on the left axis (the teacher's
+  // accuracy), kept inside the y range; yBounds: [lo, hi], what the left axis never goes
+  // past while the values stay inside (accuracies: 0 and 1); axisLabels: {y, right}; empty,
+  // the text shown until the first point.
   constructor(parent, options) {
     this.options = {xLabel: 'step', markers: () => [], rightAxis: () => false, sync: null, label: (name) => name,
-      color: colorFor, height: 220};
+      color: colorFor, height: 220, order: null, stacked: null, references: () => [], yBounds: null, axisLabels: {},
+      empty: 'loading…'};
     for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
-    this.plotElement = h('div', {class: 'plot'});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement.style.minHeight = `${this.options.height + 30}px`;
     this.element = h('figure', {class: 'chart', dataset: {kind: this.options.kind || '', points: '0', series: '0'}},
       h('figcaption', {}, this.options.title || ''), this.plotElement);
     this.element.liveChart = this; // for the browser tests, which read what is drawn
@@ -81,6 +99,7 @@ export class LiveChart {
     this.x = [];
     this.names = [];
     this.columns = [];
+    this.sums = null; // stacked charts: per series, the running sum up to it (null when not stacked)
     this.index = new Map();
     this.plot = null;
     this.rebuild = false;
@@ -95,13 +114,53 @@ export class LiveChart {
   column(name) {
     let i = this.index.get(name);
     if (i === undefined) {
+      const {order} = this.options;
       i = this.names.length;
-      this.names.push(name);
-      this.columns.push(new Array(this.x.length).fill(null));
-      this.index.set(name, i);
+      if (order) {
+        const rank = order(name);
+        const after = this.names.findIndex((other) => order(other) > rank);
+        if (after >= 0) i = after;
+      }
+      this.names.splice(i, 0, name);
+      this.columns.splice(i, 0, new Array(this.x.length).fill(null));
+      this.index = new Map(this.names.map((n, k) => [n, k]));
       this.rebuild = true;
+      this.restack();
     }
     return i;
+  }
+
+  // Series known before their points (the run's curve names): the plot is made with them.
+  declare(names) {
+    for (const name of names) this.column(name);
+  }
+
+  isStacked(i) {
+    return !!this.options.stacked && this.options.stacked(this.names[i]);
+  }
+
+  // Every running sum again (a series was added, or history was loaded).
+  restack() {
+    if (!this.options.stacked) return;
+    this.sums = this.names.map((name, i) => (this.isStacked(i) ? new Array(this.x.length).fill(null) : null));
+    for (let row = 0; row < this.x.length; row++) this.stackRow(row);
+  }
+
+  stackRow(row) {
+    let sum = 0;
+    let any = false;
+    const stacked = [];
+    for (let i = 0; i < this.names.length; i++) {
+      if (!this.sums[i]) continue;
+      const value = this.columns[i][row];
+      if (value != null) {
+        sum += value;
+        any = true;
+      }
+      this.sums[i][row] = sum;
+      stacked.push(i);
+    }
+    if (!any) for (const i of stacked) this.sums[i][row] = null;
   }
 
   // One row at x: entries is [[name, value], …]. A row at the last x merges into it (the
@@ -115,22 +174,44 @@ export class LiveChart {
     else {
       this.x.push(x);
       for (const values of this.columns) values.push(null);
+      if (this.sums) for (const sums of this.sums) if (sums) sums.push(null);
       row = n;
     }
     for (const [name, value] of entries) this.columns[this.column(name)][row] = value;
+    if (this.sums) this.stackRow(row);
     this.schedule();
     return true;
   }
 
-  // History: tables is [[name, xs, values], …], each sorted by x; replaces what is there.
+  // History: tables is [[name, xs, values], …], each sorted by x; replaces the points that
+  // are there (series declared without points stay, empty).
   load(tables) {
     if (tables.length === 0) return;
     const joined = uPlot.join(tables.map(([, xs, values]) => [xs, values]));
+    const loaded = new Map(tables.map(([name], i) => [name, joined[i + 1]]));
+    const names = [...this.names.filter((name) => !loaded.has(name)), ...loaded.keys()];
+    const {order} = this.options;
+    if (order) {
+      const rank = new Map(names.map((name, i) => [name, [order(name), i]]));
+      names.sort((a, b) => rank.get(a)[0] - rank.get(b)[0] || rank.get(a)[1] - rank.get(b)[1]);
+    }
     this.x = Array.from(joined[0]);
-    this.names = tables.map(([name]) => name);
-    this.columns = joined.slice(1).map((values) => Array.from(values, (v) => (v === undefined ? null : v)));
+    this.names = names;
+    this.columns = names.map((name) => (loaded.has(name)
+      ? Array.from(loaded.get(name), (v) => (v === undefined ? null : v)) : new Array(this.x.length).fill(null)));
     this.index = new Map(this.names.map((name, i) => [name, i]));
+    this.restack();
     this.rebuild = true;
+    this.schedule();
+  }
+
+  // What the chart says until its first point ('loading…', then 'no points yet').
+  setEmpty(text) {
+    this.plotElement.dataset.empty = text;
+  }
+
+  // The reference lines changed (the teacher's evaluation arrived): draw again, ranging y.
+  referencesChanged() {
     this.schedule();
   }
 
@@ -143,10 +224,15 @@ export class LiveChart {
     if (this.plot) this.plot.redraw(false, false);
   }
 
+  // What uPlot draws: the running sums in place of the stacked series.
+  data() {
+    return [this.x, ...this.columns.map((values, i) => (this.sums && this.sums[i]) || values)];
+  }
+
   flush() {
     if (this.destroyed || this.x.length === 0) return;
     this.flushes++;
-    const data = [this.x, ...this.columns];
+    const data = this.data();
     if (this.plot === null || this.rebuild) {
       this.create(data);
     } else {
@@ -154,7 +240,7 @@ export class LiveChart {
       const scale = this.plot.scales.x;
       const zoomed = scale.min != null && this.shownMin != null &&
         (scale.min > this.shownMin || scale.max < this.shownMax);
-      this.plot.setData(data, !zoomed);
+      this.plot.setData(data, !zoomed); // unzoomed, the scales (and the reference lines) are ranged again
     }
     this.showLatest(this.plot);
     this.shownMin = this.x[0];
@@ -173,28 +259,72 @@ export class LiveChart {
     const axis = {stroke: colors.muted, grid: {stroke: colors.grid, width: 1}, ticks: {stroke: colors.grid, width: 1},
       values: (u, splits) => splits.map(formatTick), size: 50};
     const series = [{label: options.xLabel, value: (u, v) => (v == null ? '—' : formatNumber(v))}];
-    this.names.forEach((name, i) => series.push({
-      label: options.label(name),
-      stroke: options.color(name, i),
-      width: name === 'loss/total' ? 2 : 1.25,
-      scale: options.rightAxis(name) ? 'right' : 'y',
-      spanGaps: true,
-      value: (u, v) => formatNumber(v),
-      points: {size: 5},
-    }));
-    const axes = [{...axis, label: options.xLabel, labelSize: 18, size: 40, values: undefined}, {...axis, scale: 'y'}];
-    if (hasRight) axes.push({...axis, scale: 'right', side: 1, grid: {show: false}});
+    const stacked = [];
+    this.names.forEach((name, i) => {
+      const color = options.color(name, i);
+      const isStacked = this.isStacked(i);
+      if (isStacked) stacked.push(i + 1);
+      series.push({
+        label: options.label(name),
+        stroke: color,
+        fill: isStacked ? translucent(color, 0.3) : undefined,
+        width: name === 'loss/total' ? 2 : 1.25,
+        scale: options.rightAxis(name) ? 'right' : 'y',
+        spanGaps: true,
+        // The legend shows the raw value (not the running sum), and a stacked term's share.
+        value: (u, v, s, idx) => {
+          if (idx == null) return formatNumber(v);
+          const raw = this.columns[i][idx];
+          if (!isStacked || raw == null) return formatNumber(raw);
+          const top = this.sums[stacked.at(-1) - 1][idx]; // the top of the stack: their sum
+          return top ? `${formatNumber(raw)} (${Math.round((raw / top) * 100)}%)` : formatNumber(raw);
+        },
+        points: {size: 5},
+      });
+    });
+    // Each stacked series fills down to the one under it (the first, down to zero).
+    const bands = stacked.slice(1).map((s, k) => ({series: [s, stacked[k]]}));
+    const labels = options.axisLabels || {};
+    const yAxis = {...axis, scale: 'y'};
+    if (labels.y) Object.assign(yAxis, {label: labels.y, labelSize: 16, labelFont: '11px system-ui, sans-serif'});
+    const xAxis = {...axis, label: options.xLabel, labelSize: 18, size: 40, values: undefined};
+    // Epochs are whole: no tick at 2.5.
+    if (options.xLabel === 'epoch') xAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+    const axes = [xAxis, yAxis];
+    if (hasRight) {
+      axes.push({...axis, scale: 'right', side: 1, grid: {show: false},
+        ...(labels.right ? {label: labels.right, labelSize: 16, labelFont: '11px system-ui, sans-serif'} : {})});
+    }
+    // y covers the reference lines too, and starts at zero under a stack.
+    const rangeY = (u, min, max) => {
+      for (const {y} of options.references()) {
+        if (!Number.isFinite(y)) continue;
+        min = min == null ? y : Math.min(min, y);
+        max = max == null ? y : Math.max(max, y);
+      }
+      if (min == null || max == null) return [0, 1];
+      if (stacked.length) min = Math.min(0, min);
+      const range = uPlot.rangeNum(min, max, 0.1, true);
+      const bounds = options.yBounds;
+      if (bounds && min >= bounds[0] && max <= bounds[1]) {
+        range[0] = Math.max(range[0], bounds[0]);
+        range[1] = Math.min(range[1], bounds[1]);
+        if (range[0] >= range[1]) return [bounds[0], bounds[1]];
+      }
+      return range;
+    };
     this.plot = new uPlot({
       width: this.width(),
       height: options.height,
-      scales: {x: {time: false}, y: {}, right: {}},
+      scales: {x: {time: false}, y: {range: rangeY}, right: {}},
       series,
+      bands,
       axes,
       legend: {live: true},
       cursor: {drag: {x: true, y: false}, sync: options.sync ? {key: options.sync} : undefined,
         points: {size: 6}},
       hooks: {
-        draw: [(u) => this.drawMarkers(u, colors)],
+        draw: [(u) => this.drawMarkers(u, colors), (u) => this.drawReferences(u, colors)],
         // Away from the cursor, the legend shows the newest values rather than dashes.
         setLegend: [(u) => this.showLatest(u)],
       },
@@ -232,6 +362,42 @@ export class LiveChart {
       }
       ctx.fillText(marker.label, Math.min(x + 4 * ratio, left + width - ctx.measureText(marker.label).width),
         top + 4 * ratio);
+    }
+    ctx.restore();
+  }
+
+  // Horizontal dashed lines at fixed values, labelled at their left end (where a student's
+  // curves are usually far from the teacher's value), on the panel's colour so a curve
+  // passing behind does not garble the text; below the line when above would meet the
+  // stage labels along the top.
+  drawReferences(u, colors) {
+    const references = this.options.references().filter(({y}) => Number.isFinite(y));
+    if (!references.length) return;
+    const {ctx} = u;
+    const {left, top, width, height} = u.bbox;
+    const ratio = window.devicePixelRatio || 1;
+    ctx.save();
+    ctx.lineWidth = 1.5 * ratio;
+    ctx.setLineDash([6 * ratio, 4 * ratio]);
+    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+    ctx.textAlign = 'left';
+    ctx.textBaseline = 'top';
+    for (const reference of references) {
+      const y = Math.round(u.valToPos(reference.y, 'y', true));
+      if (!Number.isFinite(y) || y < top - 1 || y > top + height + 1) continue;
+      ctx.strokeStyle = reference.color || colors.marker;
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(left + width, y);
+      ctx.stroke();
+      const text = 14 * ratio;
+      const above = y - top > 34 * ratio || y + 4 * ratio + text > top + height;
+      const textTop = above ? y - 3 * ratio - text : y + 4 * ratio;
+      const x = left + 8 * ratio;
+      ctx.fillStyle = colors.panel;
+      ctx.fillRect(x - 3 * ratio, textTop, ctx.measureText(reference.label).width + 6 * ratio, text);
+      ctx.fillStyle = colors.fg;
+      ctx.fillText(reference.label, x, textTop + 1.5 * ratio);
     }
     ctx.restore();
   }

@@ -83,6 +83,32 @@ export function formatNumber(value) {
   return String(+value.toPrecision(4));
 }
 
+// 1.6 MB, 312 kB, 940 B (powers of 1000, as file managers show them).
+export function formatBytes(value) {
+  if (value == null || !Number.isFinite(Number(value))) return '—';
+  const n = Number(value);
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let scaled = n;
+  let unit = -1;
+  while (scaled >= 1000 && unit < units.length - 1) {
+    scaled /= 1000;
+    unit++;
+  }
+  return `${scaled >= 100 ? Math.round(scaled) : +scaled.toPrecision(3)} ${units[unit]}`;
+}
+
+// A stored time in the reader's time zone: "14:03:27" today, "2026-11-27 14:03" before.
+export function formatTime(text, now = Date.now()) {
+  const then = parseTime(text);
+  if (Number.isNaN(then)) return '—';
+  const date = new Date(then);
+  const pad = (n) => String(n).padStart(2, '0');
+  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  if (new Date(now).toDateString() === date.toDateString()) return `${clock}:${pad(date.getSeconds())}`;
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${clock}`;
+}
+
 export function formatCount(value) {
   return value == null ? '—' : Number(value).toLocaleString('en-US');
 }

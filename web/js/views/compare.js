@@ -89,14 +89,11 @@ export function mount(root, {query}) {
     if (!rows.length) picker.append(h('li', {class: 'muted'}, 'No experiments yet.'));
   }
 
-  // The names of one run's curves: its last two epochs hold every name it has.
+  // The names of one run's curves, as its details list them (`series`).
   async function namesOf(id) {
-    const row = state.rows.get(id) || {};
-    const progress = row.progress || {};
-    const step = progress.step || 0;
-    const perEpoch = Math.ceil(step / Math.max(1, progress.epoch || 1));
-    const curves = await api.metrics(id, {sinceStep: Math.max(0, step - 2 * perEpoch - 1)});
-    return Object.keys(curves);
+    const details = await api.experiment(id);
+    if (!state.rows.has(id)) state.rows.set(id, details);
+    return details.series || [];
   }
 
   async function draw(selectionChanged = false) {
@@ -113,15 +110,20 @@ export function mount(root, {query}) {
     }
     note.textContent = 'Loading…';
     try {
-      for (const id of state.ids) if (!state.rows.has(id)) state.rows.set(id, await api.experiment(id));
       if (selectionChanged || metricSelect.options.length === 0) {
         const names = new Set();
         for (const list of await Promise.all(state.ids.map(namesOf))) list.forEach((n) => names.add(n));
         if (mine !== generation || stopped) return;
         names.add(state.metric);
-        clear(metricSelect, [...names].sort().map((n) => h('option', {value: n}, n)));
+        // Grouped as the experiment page groups them: per step, then per epoch.
+        const perEpoch = (n) => /^(train|val|test|teacher)\//.test(n);
+        const group = (label, list) => (list.length
+          ? h('optgroup', {label}, list.sort().map((n) => h('option', {value: n}, n))) : null);
+        clear(metricSelect, group('per step', [...names].filter((n) => !perEpoch(n))),
+          group('per epoch', [...names].filter(perEpoch)));
         metricSelect.value = state.metric;
       }
+      for (const id of state.ids) if (!state.rows.has(id)) state.rows.set(id, await api.experiment(id));
       const answers = await Promise.all(state.ids.map((id) =>
         api.metrics(id, {names: [state.metric, ...EPOCH_CURVES]})));
       if (mine !== generation || stopped) return;

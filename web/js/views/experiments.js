@@ -1,7 +1,8 @@
 // views/experiments.js — the experiments page (#/experiments): every experiment, newest first,
-// with status, progress, age, duration and key figures; filters by status and name; cancel
-// and pick runs to compare. Follows /api/events: each `experiment` event carries the row as
-// the list shows it, so a row is replaced in place, never refetched.
+// with status, teacher, progress, age, duration and key figures; filters by status and name;
+// cancel and pick runs to compare. A run that waits for its teacher to finish says which.
+// Follows /api/events: each `experiment` event carries the row as the list shows it, so a row
+// is replaced in place, never refetched.
 //
 // The global stream is live only, so the page listens and lists at the same time and keeps,
 // for each experiment, whichever of the two is fresher (see fresher()): nothing that
@@ -31,6 +32,8 @@ export function mount(root, {query}) {
     status: query.get('status') || '',
     name: query.get('name') || '',
     rows: new Map(), // id → {experiment, tr, cells, cancel}
+    known: new Map(), // id → {name, status} of every experiment seen, shown or not: the teachers
+    asked: new Set(), // teachers looked up once because neither the list nor the stream had them
     selected: new Set(),
     nextBefore: null,
   };
@@ -64,8 +67,8 @@ export function mount(root, {query}) {
     error,
     h('div', {class: 'table-wrap'}, h('table', {class: 'experiments'},
       h('thead', {}, h('tr', {}, h('th', {class: 'pick'}, ''), h('th', {}, 'id'), h('th', {}, 'name'),
-        h('th', {}, 'status'), h('th', {}, 'progress'), h('th', {}, 'age'), h('th', {}, 'duration'),
-        h('th', {}, 'test acc.'), h('th', {}, 'best val'), h('th', {}, ''))),
+        h('th', {}, 'teacher'), h('th', {}, 'status'), h('th', {}, 'progress'), h('th', {}, 'age'),
+        h('th', {}, 'duration'), h('th', {}, 'test acc.'), h('th', {}, 'best val'), h('th', {}, ''))),
       tbody)),
     empty, more);
 
@@ -98,6 +101,7 @@ export function mount(root, {query}) {
       pick: h('td', {class: 'pick'}, check),
       id: h('td', {class: 'id'}, link(`#${experiment.id}`)),
       name: h('td', {class: 'name'}),
+      teacher: h('td', {class: 'teacher', dataset: {label: 'teacher'}}),
       status: h('td', {class: 'status-cell'}),
       progress: h('td', {class: 'progress'}),
       age: h('td', {class: 'age', dataset: {label: 'age'}}),
@@ -123,11 +127,23 @@ export function mount(root, {query}) {
       clear(cells.status, statusBadge(experiment.status));
       row.shownStatus = experiment.status;
     }
+    const teacherId = experiment.teacher;
+    const teacher = teacherId ? state.known.get(teacherId) : null;
+    if (cells.teacher.dataset.shown !== `${teacherId} ${teacher ? teacher.name : ''}`) {
+      cells.teacher.dataset.shown = `${teacherId} ${teacher ? teacher.name : ''}`;
+      cells.teacher.classList.toggle('none', !teacherId);
+      clear(cells.teacher, teacherId ? h('a', {href: `#/experiments/${teacherId}`, title: teacher && teacher.name
+        ? `learns from #${teacherId} ${teacher.name}` : `learns from #${teacherId}`}, `#${teacherId}`) : '—');
+    }
+    if (teacherId && !teacher) lookUp(teacherId);
+    // Queued behind a teacher that has not succeeded yet: the daemon starts it after.
+    const waitingFor = experiment.status === 'queued' && teacher && teacher.status !== 'succeeded' ? teacherId : null;
     const progressText = p.epoch
       ? `epoch ${p.epoch}/${p.epochs ?? '?'}${p.stages > 1 ? ` · stage ${p.stage + 1}/${p.stages}` : ''}`
-      : (experiment.status === 'queued' ? 'waiting' : '—');
+      : (experiment.status === 'queued' ? (waitingFor ? 'waiting for ' : 'waiting') : '—');
     const fraction = p.epochs ? Math.min(1, (p.epoch || 0) / p.epochs) : 0;
-    clear(cells.progress, h('span', {}, progressText),
+    clear(cells.progress, h('span', {class: 'progress-text'}, progressText,
+      waitingFor && !p.epoch ? h('a', {href: `#/experiments/${waitingFor}`}, `#${waitingFor}`) : null),
       p.epochs ? h('span', {class: 'bar'}, h('span', {style: `width:${(fraction * 100).toFixed(1)}%`})) : null);
     cells.age.textContent = formatAgo(experiment.created_at);
     cells.duration.textContent = formatDuration(runSeconds(experiment));
@@ -146,10 +162,29 @@ export function mount(root, {query}) {
     row.tr.dataset.status = experiment.status;
   }
 
+  // Every experiment seen, for the rows that name it as their teacher.
+  function remember(experiment) {
+    const before = state.known.get(experiment.id);
+    if (before && before.status === experiment.status && before.name === experiment.name) return;
+    state.known.set(experiment.id, {name: experiment.name, status: experiment.status});
+    for (const row of state.rows.values()) if (row.experiment.teacher === experiment.id) renderRow(row);
+  }
+
+  // A teacher outside what is listed (filtered out, or on an older page): asked once; the
+  // global stream keeps it current from then on.
+  function lookUp(id) {
+    if (state.asked.has(id)) return;
+    state.asked.add(id);
+    api.experiment(id).then((experiment) => {
+      if (!state.known.has(id)) remember(experiment);
+    }).catch(() => {});
+  }
+
   // From an event (live) or from the list (fromList): insert, replace or drop the row.
   function upsert(experiment, fromList = false) {
     const known = state.rows.get(experiment.id);
     if (known && fresher(known.experiment, experiment)) return; // a stale copy
+    remember(experiment); // shown or not: it may be a teacher
     // Only inside the pages loaded so far: an old run's change must not pull it in alone.
     if (!known && !fromList && state.nextBefore != null && experiment.id < state.nextBefore) return;
     if (!matches(experiment)) {
@@ -205,6 +240,10 @@ export function mount(root, {query}) {
     try {
       const page = await api.experiments({status: state.status, name: state.name, limit: PAGE, before});
       state.nextBefore = page.next_before;
+      // The teachers on this page first: a student (newer, listed before) then knows its own.
+      for (const e of page.experiments) {
+        if (!state.known.has(e.id)) state.known.set(e.id, {name: e.name, status: e.status});
+      }
       for (const experiment of page.experiments) upsert(experiment, true);
       more.hidden = page.next_before == null;
       showError('');
