@@ -200,19 +200,29 @@ static void replay_some(sse_subscriber_t *subscriber) {
    * fails the rows stay in the batch, and the replay will reach them on a later call. */
   db_flush(db);
   int64_t last = db_max_step(db, subscriber->experiment_id);
-  while (subscriber->queue_end - subscriber->queue_start < SSE_REPLAY_LOW_WATER && !subscriber->dropped) {
-    if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_PHASE_LAST) break;
-    int64_t until = subscriber->cursor_step + SSE_REPLAY_WINDOW;
-    if (until > last) until = last;
+  int caught_up = 0;
+  while (!caught_up && !subscriber->dropped &&
+         subscriber->queue_end - subscriber->queue_start < SSE_REPLAY_LOW_WATER) {
+    /* Not cursor + window > last: a Last-Event-ID near INT64_MAX would overflow and loop. */
+    int64_t until =
+        last - subscriber->cursor_step > SSE_REPLAY_WINDOW ? subscriber->cursor_step + SSE_REPLAY_WINDOW : last;
     if (db_replay(db, subscriber->experiment_id, subscriber->cursor_step, subscriber->cursor_phase, until,
                   on_replayed, subscriber) != 0) {
       subscriber->dropped = 1;
       return;
     }
-    subscriber->cursor_step = until;
-    subscriber->cursor_phase = EV_PHASE_LAST; /* everything up to `until` is queued */
+    /* Steps before the newest have had all their events (a worker writes them in stream
+     * order). The newest may still get its evaluations or a stage start (at step 0: a
+     * teacher's eval and the first stage, before any metric): there the cursor stays at the
+     * last event replayed (queue_stream_event moved it), so that live ones after it pass. */
+    if (until < last) {
+      subscriber->cursor_step = until;
+      subscriber->cursor_phase = EV_PHASE_LAST;
+    } else {
+      caught_up = 1;
+    }
   }
-  if (subscriber->cursor_step >= last && subscriber->cursor_phase >= EV_PHASE_LAST) {
+  if (caught_up) {
     subscriber->replaying = 0;
     queue_status(subscriber, 1);
   }

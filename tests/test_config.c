@@ -1,6 +1,7 @@
 /* test_config.c — config validation: good configs get their defaults, and every kind of
  * bad config is refused with the exact path of each bad field. */
 #include <errno.h>
+#include <glob.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -302,6 +303,41 @@ static void test_schedules_and_growth(void) {
   CHECK_NEAR(3.0, cfg_temperature_at(&config, 14.5), 1e-12);
 }
 
+/* Every ready config in examples/ is valid, and each distillation example fits the CNN
+ * teacher: what users copy must run. */
+static void test_examples(void) {
+  const char *source = getenv("MAPSAGE_SOURCE_DIR");
+  if (source == NULL) source = "..";
+  char pattern[512];
+  snprintf(pattern, sizeof pattern, "%s/examples/*.json", source);
+  glob_t found;
+  CHECK_INT(0, glob(pattern, 0, NULL, &found));
+  CHECK(found.gl_pathc >= 9);
+  static cfg_experiment_t teacher;
+  char teacher_path[600];
+  snprintf(teacher_path, sizeof teacher_path, "%s/examples/cnn-teacher.json", source);
+  char *text;
+  size_t length;
+  CHECK_INT(0, util_read_file(teacher_path, 1 << 20, &text, &length));
+  CHECK_INT(0, cfg_parse(text, length, &teacher, &errors));
+  free(text);
+  for (size_t i = 0; i < found.gl_pathc; i++) {
+    CHECK_INT(0, util_read_file(found.gl_pathv[i], 1 << 20, &text, &length));
+    int result = cfg_parse(text, length, &config, &errors);
+    free(text);
+    if (result != 0) {
+      check_failures++;
+      fprintf(stderr, "%s: %s: %s\n", found.gl_pathv[i], errors.items[0].path, errors.items[0].message);
+      continue;
+    }
+    if (config.teacher.kind != CFG_TEACHER_NONE) {
+      memset(&errors, 0, sizeof errors);
+      CHECK_INT(0, cfg_check_teacher(&config, &teacher, &errors));
+    }
+  }
+  globfree(&found);
+}
+
 int main(void) {
   test_minimal_config_gets_defaults();
   test_full_config();
@@ -316,5 +352,6 @@ int main(void) {
   test_distillation();
   test_teacher_check();
   test_schedules_and_growth();
+  test_examples();
   return check_summary();
 }

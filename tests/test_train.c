@@ -1,26 +1,57 @@
-/* test_train.c — checks worker/train.c on the synthetic dataset: a small MLP learns it, the
- * events it writes are well-formed and complete (steps 1..N, one eval per split per epoch,
- * in order), stages switch lr and weights, the stop flag stops, and two runs of the same
- * config are bit-identical. Each run takes a fraction of a second. */
+/* test_train.c — checks worker/train.c (with teacher.c and distiller.c) on the synthetic
+ * dataset: a small MLP learns it, the events it writes are well-formed and complete (a stage
+ * event, steps 1..N, one eval per split per epoch, in order), stages switch lr and weights,
+ * the stop flag stops, two runs of the same config are bit-identical, a divergence fails
+ * without a NaN in any event. Then distillation: a teacher trained here and saved as a
+ * checkpoint, students with each strategy (KD only, normalised features, a gate, an
+ * adversary, a growing block, all at once) whose every step carries the metric names the
+ * dashboard expects with weighted terms that add up to the total; KD alone from a good
+ * teacher teaches; a run interrupted mid-epoch and resumed from its checkpoint ends with the
+ * same bytes as one that was not; a damaged or unfit teacher and a foreign checkpoint fail
+ * with clear errors. Each run takes a fraction of a second. */
+#define _GNU_SOURCE /* fopencookie */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
 #include "check.h"
+#include "checkpoint.h"
 #include "config.h"
 #include "data.h"
 #include "event.h"
 #include "nn.h"
+#include "teacher.h"
 #include "train.h"
+#include "util.h"
+
+#define CHECK_CONTAINS(haystack, needle)                                                  \
+  do {                                                                                    \
+    const char *check_h_ = (haystack), *check_n_ = (needle);                              \
+    check_count++;                                                                        \
+    if (check_h_ == NULL || strstr(check_h_, check_n_) == NULL) {                         \
+      check_failures++;                                                                   \
+      fprintf(stderr, "%s:%d: %s: expected it to contain \"%s\", got \"%s\"\n", __FILE__, \
+              __LINE__, #haystack, check_n_, check_h_ ? check_h_ : "(null)");             \
+    }                                                                                     \
+  } while (0)
+
+static char test_dir[PATH_MAX];
+
+/* ---------------------------------------------------------------------------------------
+ * running a config */
 
 /* One finished run: what train_run returned, every event line, the final parameters. */
 typedef struct {
   int rc;
-  char error[512];
+  char error[1024];
   train_summary_t summary;
   char *text;      /* all event lines */
   char **lines;    /* pointers into text, newline replaced by NUL */
@@ -38,10 +69,37 @@ static void run_free(run_t *run) {
   memset(run, 0, sizeof *run);
 }
 
-/* Parses `json`, loads its dataset, trains with events to a tmpfile() and keeps it all. */
-static int run_config(const char *json, volatile sig_atomic_t *stop, run_t *run) {
+typedef struct {
+  volatile sig_atomic_t *stop;
+  const char *checkpoint_dir; /* under test_dir, created; NULL: none */
+  const char *resume;         /* a checkpoint path */
+  int64_t stop_after_step;    /* > 0: raise the stop flag once that step's metric is written */
+} run_options_t;
+
+/* The events stream of a run that is to be interrupted: every line goes to the real file,
+ * and the one reporting step `stop_after` raises the stop flag, as a SIGTERM would. */
+typedef struct {
+  FILE *file;
+  int64_t stop_after;
+  volatile sig_atomic_t *stop;
+} tap_t;
+
+static ssize_t tap_write(void *cookie, const char *data, size_t size) {
+  tap_t *tap = cookie;
+  char pattern[64];
+  snprintf(pattern, sizeof pattern, "\"event\":\"metric\",\"step\":%lld,", (long long)tap->stop_after);
+  char *line = strndup(data, size);
+  if (line && strstr(line, pattern)) *tap->stop = 1;
+  free(line);
+  return (ssize_t)fwrite(data, 1, size, tap->file);
+}
+
+/* Parses `json`, loads its dataset (and teacher), trains with events to a tmpfile() and
+ * keeps it all. Returns -1 when the run could not even start (a bad config, a teacher that
+ * does not load: `run->error` says why). */
+static int run_with(const char *json, const run_options_t *o, run_t *run) {
   memset(run, 0, sizeof *run);
-  cfg_experiment_t config;
+  static cfg_experiment_t config; /* ~70 KiB: not on the stack */
   cfg_errors_t errors;
   if (cfg_parse(json, strlen(json), &config, &errors) != 0) {
     fprintf(stderr, "config rejected: %s: %s\n", errors.items[0].path, errors.items[0].message);
@@ -57,13 +115,31 @@ static int run_config(const char *json, volatile sig_atomic_t *stop, run_t *run)
     data_free(&data);
     return -1;
   }
+  static teacher_t teacher;
+  int have_teacher = config.teacher.kind != CFG_TEACHER_NONE;
+  if (have_teacher && teacher_load(&teacher, &config, config.batch_size, run->error, sizeof run->error) != 0) {
+    nn_model_free(&model);
+    data_free(&data);
+    return -1;
+  }
   run->n_params = model.n_params;
   run->initial = malloc(model.n_params * sizeof(float));
   memcpy(run->initial, model.params, model.n_params * sizeof(float));
 
-  FILE *events = tmpfile();
-  train_options_t options = {.events = events, .log = NULL, .stop = stop};
+  FILE *events = tmpfile(), *stream = events;
+  volatile sig_atomic_t stop_flag = 0;
+  tap_t tap = {events, o ? o->stop_after_step : 0, &stop_flag};
+  if (o && o->stop_after_step > 0)
+    stream = fopencookie(&tap, "w", (cookie_io_functions_t){.write = tap_write});
+  train_options_t options = {.events = stream,
+                             .log = NULL,
+                             .stop = o && o->stop ? o->stop : &stop_flag,
+                             .teacher = have_teacher ? &teacher : NULL,
+                             .checkpoint_dir = o ? o->checkpoint_dir : NULL,
+                             .resume = o ? o->resume : NULL};
+  if (options.checkpoint_dir) mkdir(options.checkpoint_dir, 0755);
   run->rc = train_run(&model, &config, &data, &options, &run->summary, run->error, sizeof run->error);
+  if (stream != events) fclose(stream);
 
   run->params = malloc(model.n_params * sizeof(float));
   memcpy(run->params, model.params, model.n_params * sizeof(float));
@@ -85,14 +161,47 @@ static int run_config(const char *json, volatile sig_atomic_t *stop, run_t *run)
     }
     run->lines[run->n_lines++] = line;
   }
+  if (have_teacher) teacher_free(&teacher);
   nn_model_free(&model);
   data_free(&data);
   return 0;
 }
 
+static int run_config(const char *json, volatile sig_atomic_t *stop, run_t *run) {
+  run_options_t options = {.stop = stop};
+  return run_with(json, &options, run);
+}
+
 static double value_of(const ev_t *event, const char *name) {
   json_t *value = json_object_get(event->values, name);
   return value ? json_number_value(value) : NAN;
+}
+
+static int has_value(const ev_t *event, const char *name) {
+  return json_object_get(event->values, name) != NULL;
+}
+
+/* The index of the first line that is an event of `type`, or -1. */
+static int first_line_of(const run_t *run, const char *type) {
+  char pattern[64];
+  snprintf(pattern, sizeof pattern, "{\"event\":\"%s\"", type);
+  for (int i = 0; i < run->n_lines; i++)
+    if (strncmp(run->lines[i], pattern, strlen(pattern)) == 0) return i;
+  return -1;
+}
+
+static const char *path_in(const char *name) {
+  static char paths[8][PATH_MAX + 64];
+  static int next;
+  char *path = paths[next++ % 8];
+  snprintf(path, PATH_MAX + 64, "%s/%s", test_dir, name);
+  return path;
+}
+
+static char *read_all(const char *path, size_t *length) {
+  char *data = NULL;
+  if (util_read_file(path, 1 << 26, &data, length) != 0) return NULL;
+  return data;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -126,14 +235,14 @@ static void test_small_run(run_t *run) {
   CHECK(s->best_val_epoch >= 1 && s->best_val_epoch <= SMALL_EPOCHS);
   CHECK(s->seconds > 0.0 && s->examples_per_s > 0.0);
 
-  /* Every line is an event the daemon accepts: metrics for steps 1..N in order, and after
-   * each epoch's last step exactly train, val, test. */
-  int metrics = 0, evals = 0, parsed = 0;
+  /* Every line is an event the daemon accepts: the stage's start, metrics for steps 1..N in
+   * order, and after each epoch's last step exactly train, val, test. */
+  int metrics = 0, evals = 0, stages = 0, parsed = 0;
   int64_t expected_step = 1;
   int expected_split = 0;
   double first_losses = 0.0, last_losses = 0.0, train_loss[SMALL_EPOCHS + 1] = {0};
   double last_test_accuracy = -1.0;
-  int values_ok = 1, lr_ok = 1, epoch_ok = 1, eval_ok = 1, speed_ok = 1;
+  int values_ok = 1, lr_ok = 1, epoch_ok = 1, eval_ok = 1, speed_ok = 1, classes_ok = 1;
   for (int i = 0; i < run->n_lines; i++) {
     ev_t event;
     char error[256];
@@ -142,16 +251,25 @@ static void test_small_run(run_t *run) {
       continue;
     }
     parsed++;
-    if (event.type == EV_METRIC) {
+    if (event.type == EV_STAGE) {
+      stages++;
+      CHECK_INT(0, i); /* first of all */
+      CHECK_INT(0, event.step);
+      CHECK_INT(1, event.epoch);
+      CHECK_INT(0, event.stage);
+      CHECK_STR("train", event.name);
+    } else if (event.type == EV_METRIC) {
       metrics++;
       CHECK_INT(expected_step, event.step);
       expected_step = event.step + 1;
       epoch_ok &= event.epoch == (event.step - 1) / SMALL_STEPS_PER_EPOCH + 1 && event.stage == 0;
       epoch_ok &= expected_split == 0; /* no metric in the middle of an epoch's evals */
-      /* Five values, and on step 1 and every 50th (grad_norm_every's default) the gradient
-       * norm of each layer with parameters and their total. */
+      /* Five values (no teacher: no temperature), and on step 1 and every 50th
+       * (grad_norm_every's default) the gradient norm of each layer with parameters and their
+       * total. */
       int norms = event.step == 1 || event.step % 50 == 0;
       values_ok &= json_object_size(event.values) == (norms ? 8u : 5u);
+      values_ok &= !has_value(&event, "temperature") && !has_value(&event, "loss/distill");
       if (norms) {
         double hidden = value_of(&event, "grad_norm/hidden"), out = value_of(&event, "grad_norm/linear1");
         values_ok &= hidden > 0.0 && out > 0.0;
@@ -173,13 +291,29 @@ static void test_small_run(run_t *run) {
       double accuracy = value_of(&event, "accuracy"), loss = value_of(&event, "loss");
       eval_ok &= accuracy >= 0.0 && accuracy <= 1.0 && loss >= 0.0;
       if (event.split == EV_SPLIT_TRAIN && event.epoch <= SMALL_EPOCHS) train_loss[event.epoch] = loss;
-      if (event.split == EV_SPLIT_TEST) last_test_accuracy = accuracy;
+      if (event.split == EV_SPLIT_TEST) {
+        last_test_accuracy = accuracy;
+        /* accuracy, loss and the ten classes; no agreement without a teacher */
+        classes_ok &= json_object_size(event.values) == 12 && !has_value(&event, "agreement");
+        double mean = 0.0;
+        for (int c = 0; c < CFG_CLASSES; c++) {
+          char name[32];
+          snprintf(name, sizeof name, "accuracy/class%d", c);
+          double a = value_of(&event, name);
+          classes_ok &= a >= 0.0 && a <= 1.0;
+          mean += a / CFG_CLASSES;
+        }
+        classes_ok &= fabs(mean - accuracy) < 0.05; /* the classes are about equally frequent */
+      } else {
+        eval_ok &= json_object_size(event.values) == 2;
+      }
     } else {
-      CHECK(0); /* train_run writes only metrics and evals */
+      CHECK(0); /* no teacher, no checkpoint directory, no block: nothing else */
     }
     ev_release(&event);
   }
   CHECK_INT(run->n_lines, parsed);
+  CHECK_INT(1, stages);
   CHECK_INT(SMALL_EPOCHS * SMALL_STEPS_PER_EPOCH, metrics);
   CHECK_INT(SMALL_EPOCHS * 3, evals);
   CHECK_INT(0, expected_split);
@@ -187,6 +321,7 @@ static void test_small_run(run_t *run) {
   CHECK(lr_ok);
   CHECK(epoch_ok);
   CHECK(eval_ok);
+  CHECK(classes_ok);
   CHECK(speed_ok);
   CHECK_NEAR(s->final_test_accuracy, last_test_accuracy, 1e-8);
 
@@ -209,6 +344,18 @@ static char *metric_without_speed(const char *line) {
   return text;
 }
 
+/* Whether two event lines say the same, examples_per_s aside. */
+static int same_event(const char *a, const char *b) {
+  if (strstr(a, "\"event\":\"metric\"") && strstr(b, "\"event\":\"metric\"")) {
+    char *x = metric_without_speed(a), *y = metric_without_speed(b);
+    int same = x && y && strcmp(x, y) == 0;
+    free(x);
+    free(y);
+    return same;
+  }
+  return strcmp(a, b) == 0;
+}
+
 static void test_determinism(const run_t *first) {
   printf("determinism: the same run again\n");
   run_t second;
@@ -216,14 +363,7 @@ static void test_determinism(const run_t *first) {
   CHECK_INT(first->n_lines, second.n_lines);
   int identical = 1, compared = 0;
   for (int i = 0; i < first->n_lines && i < second.n_lines; i++) {
-    if (strstr(first->lines[i], "\"event\":\"metric\"")) {
-      char *a = metric_without_speed(first->lines[i]), *b = metric_without_speed(second.lines[i]);
-      identical &= a && b && strcmp(a, b) == 0;
-      free(a);
-      free(b);
-    } else {
-      identical &= strcmp(first->lines[i], second.lines[i]) == 0;
-    }
+    identical &= same_event(first->lines[i], second.lines[i]);
     compared++;
   }
   printf("  %d lines compared, %s; parameters %s\n", compared, identical ? "identical" : "DIFFERENT",
@@ -241,7 +381,8 @@ static void test_determinism(const run_t *first) {
   run_t third;
   CHECK_INT(0, run_config(other, NULL, &third));
   CHECK(memcmp(first->params, third.params, first->n_params * sizeof(float)) != 0);
-  CHECK(strcmp(first->lines[0], third.lines[0]) != 0);
+  int a = first_line_of(first, "metric"), b = first_line_of(&third, "metric");
+  CHECK(a >= 0 && b >= 0 && strcmp(first->lines[a], third.lines[b]) != 0);
   run_free(&third);
   free(other);
 }
@@ -264,7 +405,7 @@ static void test_stages(void) {
   CHECK_INT(0, run.rc);
   CHECK_INT(12, run.summary.steps);
   CHECK_INT(3, run.summary.epochs);
-  int metrics = 0, evals = 0, ok = 1;
+  int metrics = 0, evals = 0, stages = 0, ok = 1;
   for (int i = 0; i < run.n_lines; i++) {
     ev_t event;
     char error[256];
@@ -274,7 +415,12 @@ static void test_stages(void) {
     }
     int64_t stage = event.epoch == 1 ? 0 : 1;
     ok &= event.stage == stage;
-    if (event.type == EV_METRIC) {
+    if (event.type == EV_STAGE) {
+      /* Where each stage begins: before step 1 (epoch 1), after step 4 (epoch 2). */
+      ok &= event.step == (stage == 0 ? 0 : 4) && strcmp(event.name, stage == 0 ? "warm" : "half") == 0;
+      ok &= i == (stage == 0 ? 0 : 1 + 4 + 3); /* after the first epoch's steps and evals */
+      stages++;
+    } else if (event.type == EV_METRIC) {
       metrics++;
       ok &= event.epoch == (event.step - 1) / 4 + 1;
       double task = value_of(&event, "loss/task"), weighted = value_of(&event, "weighted/task");
@@ -288,6 +434,7 @@ static void test_stages(void) {
     }
     ev_release(&event);
   }
+  CHECK_INT(2, stages);
   CHECK_INT(12, metrics);
   CHECK_INT(9, evals);
   CHECK(ok);
@@ -308,7 +455,9 @@ static void test_zero_task_weight(void) {
   CHECK(memcmp(run.params, run.initial, run.n_params * sizeof(float)) == 0);
   ev_t event;
   char error[256];
-  CHECK_INT(0, ev_parse(run.lines[0], strlen(run.lines[0]), &event, error, sizeof error));
+  int line = first_line_of(&run, "metric");
+  CHECK(line >= 0);
+  CHECK_INT(0, ev_parse(run.lines[line], strlen(run.lines[line]), &event, error, sizeof error));
   CHECK(value_of(&event, "loss/task") > 1.0);
   CHECK(value_of(&event, "loss/total") == 0.0);
   ev_release(&event);
@@ -325,7 +474,8 @@ static void test_stop(void) {
   CHECK_INT(0, run.summary.steps);
   CHECK_INT(0, run.summary.epochs);
   CHECK(!run.summary.evaluated);
-  CHECK_INT(0, run.n_lines);
+  CHECK_INT(1, run.n_lines); /* the first stage's start, then nothing */
+  CHECK_INT(0, first_line_of(&run, "stage"));
   json_t *summary = train_summary_to_json(&run.summary);
   CHECK(json_object_get(summary, "final_test_accuracy") == NULL);
   CHECK_INT(0, json_integer_value(json_object_get(summary, "steps")));
@@ -347,16 +497,24 @@ static void test_divergence(void) {
   CHECK_INT(0, run_config(json, NULL, &run));
   printf("  -> %d: %s\n", run.rc, run.error);
   CHECK_INT(-ERANGE, run.rc);
-  CHECK(strstr(run.error, "diverged") != NULL);
-  /* Every line written before the failure is still a valid event. */
+  long long step = 0;
+  char name[128] = "", word[8] = "";
+  CHECK_INT(3, sscanf(run.error, "diverged at step %lld: %127s is %7s", &step, name, word));
+  CHECK(strcmp(word, "nan") == 0 || strcmp(word, "inf") == 0);
+  CHECK(step >= 1);
+  /* Every line written before the failure is a valid event (they hold only finite numbers),
+   * and they stop right before the step that diverged. */
   int valid = 1;
+  int64_t last = 0;
   for (int i = 0; i < run.n_lines; i++) {
     ev_t event;
     char error[256];
     valid &= ev_parse(run.lines[i], strlen(run.lines[i]), &event, error, sizeof error) == 0;
+    if (valid && event.type == EV_METRIC) last = event.step;
     if (valid) ev_release(&event);
   }
   CHECK(valid);
+  CHECK_INT(step - 1, last);
   run_free(&run);
 }
 
@@ -442,8 +600,538 @@ static void test_summary_json(const run_t *run) {
   json_decref(summary);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * distillation
+ *
+ * Teacher and students use the same seed: the synthetic images are generated from it, and a
+ * teacher only knows the dataset it was trained on. The teacher is a small CNN, so that a
+ * feature pair can align maps (1×1 adapter) as well as flat features. */
+
+#define TEACHER_JSON                                                                        \
+  "{\"name\": \"teacher\", \"seed\": 11, \"dataset\": {\"name\": \"synthetic\"},"             \
+  " \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"name\": \"conv1\"},"       \
+  "   {\"type\": \"relu\"}, {\"type\": \"flatten\"},"                                        \
+  "   {\"type\": \"linear\", \"out\": 32, \"name\": \"fc1\"}, {\"type\": \"relu\"},"         \
+  "   {\"type\": \"linear\", \"out\": 10, \"name\": \"logits\"}]},"                          \
+  " \"optimizer\": {\"lr\": 0.01}, \"batch_size\": 64, \"epochs\": 3, \"checkpoint_every\": 2}"
+enum { TEACHER_STEPS_PER_EPOCH = 28 }; /* 1792 examples in batches of 64 */
+
+static char teacher_checkpoint[PATH_MAX + 64];
+
+static void test_teacher(void) {
+  printf("a teacher, with checkpoints every 2 epochs and after the last\n");
+  run_options_t options = {.checkpoint_dir = path_in("teacher")};
+  run_t run;
+  CHECK_INT(0, run_with(TEACHER_JSON, &options, &run));
+  CHECK_INT(0, run.rc);
+  printf("  test accuracy %.4f\n", run.summary.final_test_accuracy);
+  CHECK(run.summary.final_test_accuracy >= 0.9);
+  /* Checkpoint events after epoch 2's and epoch 3's evaluations, naming the files. */
+  int seen = 0;
+  for (int i = 0; i < run.n_lines; i++) {
+    ev_t event;
+    char error[256];
+    if (ev_parse(run.lines[i], strlen(run.lines[i]), &event, error, sizeof error) != 0) continue;
+    if (event.type == EV_CHECKPOINT) {
+      int epoch = seen == 0 ? 2 : 3;
+      CHECK_INT(epoch, event.epoch);
+      CHECK_INT(epoch * TEACHER_STEPS_PER_EPOCH, event.step);
+      char expected[PATH_MAX + 64];
+      snprintf(expected, sizeof expected, "%s/epoch-%04d.ckpt", options.checkpoint_dir, epoch);
+      CHECK_STR(expected, event.path);
+      struct stat st;
+      CHECK(stat(event.path, &st) == 0 && st.st_size == event.bytes);
+      CHECK(strstr(run.lines[i - 1], "\"split\":\"test\"") != NULL); /* right after the evals */
+      seen++;
+    }
+    ev_release(&event);
+  }
+  CHECK_INT(2, seen);
+  CHECK(access(path_in("teacher/epoch-0001.ckpt"), F_OK) != 0);
+  snprintf(teacher_checkpoint, sizeof teacher_checkpoint, "%s", path_in("teacher/epoch-0003.ckpt"));
+
+  /* The file holds the config (a teacher loader reads it), the progress and the weights. */
+  ckpt_t ckpt;
+  char error[512];
+  CHECK_INT(0, ckpt_open(teacher_checkpoint, &ckpt, error, sizeof error));
+  json_t *meta = ckpt_meta(&ckpt);
+  CHECK_INT(3, json_integer_value(json_object_get(meta, "epoch")));
+  CHECK_INT(3 * TEACHER_STEPS_PER_EPOCH, json_integer_value(json_object_get(meta, "step")));
+  CHECK(json_is_object(json_object_get(meta, "config")));
+  float *params = malloc(run.n_params * sizeof(float));
+  CHECK_INT(0, ckpt_read_f32(&ckpt, "params", params, run.n_params, error, sizeof error));
+  CHECK(memcmp(params, run.params, run.n_params * sizeof(float)) == 0);
+  free(params);
+  ckpt_close(&ckpt);
+  run_free(&run);
+}
+
+/* A student of the teacher above, on its dataset (the first `limit` examples of it, if > 0):
+ * `body` adds its model and what it learns. */
+static char *student_json_limited(int limit, const char *body) {
+  size_t size = strlen(body) + strlen(teacher_checkpoint) + 512;
+  char *json = malloc(size), dataset[128] = "{\"name\": \"synthetic\"}";
+  if (limit > 0)
+    snprintf(dataset, sizeof dataset, "{\"name\": \"synthetic\", \"train_limit\": %d}", limit);
+  snprintf(json, size,
+           "{\"name\": \"student\", \"seed\": 11, \"dataset\": %s,"
+           " \"teacher\": {\"checkpoint\": \"%s\"}, \"batch_size\": 64, %s}",
+           dataset, teacher_checkpoint, body);
+  return json;
+}
+
+static char *student_json(const char *body) { return student_json_limited(0, body); }
+
+#define STUDENT_MLP                                                                         \
+  "\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 16, \"name\": \"fc1\"},"        \
+  " {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10, \"name\": \"logits\"}]}"
+#define STUDENT_CNN                                                                         \
+  "\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"name\": \"c1\"},"          \
+  " {\"type\": \"relu\"}, {\"type\": \"flatten\"},"                                         \
+  " {\"type\": \"linear\", \"out\": 16, \"name\": \"fc1\"}, {\"type\": \"relu\"},"          \
+  " {\"type\": \"linear\", \"out\": 10, \"name\": \"logits\"}]}"
+
+/* |a − b| within what 9 significant digits in the events allow. */
+static int close_enough(double a, double b) { return fabs(a - b) <= 2e-8 * fmax(1.0, fmax(fabs(a), fabs(b))); }
+
+/* Checks a distillation run's events against its config: the teacher's eval first, each
+ * stage's start at its step, every step with the metric names its stage computes (and no
+ * other term), each weighted term = weight · raw term, the total = Σ weighted, the gate's
+ * diagnostics, the per-pair MSEs, the discriminator's figures, gradient norms of adapters and
+ * gates, the grown block's log event and grad norm, and per-class accuracy and agreement in
+ * every test eval. Returns the last test eval's agreement. */
+static double check_distillation_events(const char *label, const char *json, const run_t *run) {
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  const int epochs = cfg_total_epochs(&config);
+  const int64_t steps = run->summary.steps, per_epoch = steps / (epochs > 0 ? epochs : 1);
+  CHECK_INT(epochs * per_epoch, steps);
+  int gated = 0;
+  for (int i = 0; i < config.n_features; i++) gated |= config.features[i].gate != CFG_GATE_NONE;
+
+  int teacher_evals = 0, stages = 0, metrics = 0, tests = 0, grow_logs = 0, problems = 0;
+  double agreement = -1.0;
+  int64_t expected_step = 1;
+  for (int i = 0; i < run->n_lines; i++) {
+    ev_t event;
+    char error[256];
+    if (ev_parse(run->lines[i], strlen(run->lines[i]), &event, error, sizeof error) != 0) {
+      fprintf(stderr, "  %s: line %d does not parse (%s)\n", label, i + 1, error);
+      problems++;
+      continue;
+    }
+    if (event.type == EV_EVAL && event.split == EV_SPLIT_TEACHER) {
+      teacher_evals++;
+      CHECK_INT(0, i);
+      CHECK_INT(0, event.step);
+      CHECK_INT(0, event.epoch);
+      double accuracy = value_of(&event, "test/accuracy");
+      CHECK(accuracy >= 0.9 && accuracy <= 1.0);
+      CHECK(value_of(&event, "test/loss") >= 0.0);
+    } else if (event.type == EV_STAGE) {
+      int first = 1;
+      for (int s = 0; s < event.stage; s++) first += config.stages[s].epochs;
+      CHECK_INT(first, event.epoch);
+      CHECK_INT((first - 1) * per_epoch, event.step);
+      CHECK_INT(expected_step - 1, event.step);
+      CHECK_STR(config.stages[event.stage].name, event.name);
+      CHECK_INT(stages, event.stage);
+      stages++;
+    } else if (event.type == EV_LOG) {
+      const char *message = json_string_value(json_object_get(event.root, "message"));
+      char expected[256];
+      snprintf(expected, sizeof expected, "%s joined after %s at epoch %d: +", config.grow[0].name,
+               config.grow[0].after, config.grow[0].epoch);
+      CHECK(config.n_grow == 1 && message && strncmp(message, expected, strlen(expected)) == 0);
+      CHECK_INT((config.grow[0].epoch - 1) * per_epoch, expected_step - 1);
+      grow_logs++;
+    } else if (event.type == EV_METRIC) {
+      metrics++;
+      CHECK_INT(expected_step, event.step);
+      expected_step = event.step + 1;
+      const cfg_stage_t *stage = &config.stages[event.stage];
+      CHECK_INT(cfg_stage_of_epoch(&config, (int)event.epoch - 1), event.stage);
+      const int distill = stage->distill_weight > 0, feature = stage->feature_weight > 0 && config.n_features > 0;
+      const int adversarial = stage->adversarial_weight > 0 && config.adversarial.enabled;
+      static const char *const always[] = {"loss/total", "loss/task", "weighted/task", "lr",
+                                           "temperature", "examples_per_s"};
+      int ok = 1;
+      for (size_t k = 0; k < sizeof always / sizeof always[0]; k++) ok &= has_value(&event, always[k]);
+      ok &= has_value(&event, "loss/distill") == distill && has_value(&event, "weighted/distill") == distill;
+      ok &= has_value(&event, "loss/feature") == feature && has_value(&event, "weighted/feature") == feature;
+      ok &= has_value(&event, "loss/adversarial") == adversarial &&
+            has_value(&event, "weighted/adversarial") == adversarial &&
+            has_value(&event, "disc/accuracy") == adversarial && has_value(&event, "disc/loss") == adversarial;
+      /* Weighted terms are weight × raw; they add up to the total. */
+      double sum = 0.0;
+      static const char *const terms[] = {"task", "distill", "feature", "adversarial"};
+      const double weights[] = {stage->task_weight, stage->distill_weight, stage->feature_weight,
+                                stage->adversarial_weight};
+      for (int k = 0; k < 4; k++) {
+        char raw[64], weighted[64];
+        snprintf(raw, sizeof raw, "loss/%s", terms[k]);
+        snprintf(weighted, sizeof weighted, "weighted/%s", terms[k]);
+        if (!has_value(&event, raw)) continue;
+        ok &= close_enough(value_of(&event, weighted), weights[k] * value_of(&event, raw));
+        ok &= value_of(&event, raw) >= 0.0;
+        sum += value_of(&event, weighted);
+      }
+      ok &= close_enough(value_of(&event, "loss/total"), sum);
+      double T = value_of(&event, "temperature");
+      ok &= T >= fmin(config.temperature.start, config.temperature.end) - 1e-9 &&
+            T <= fmax(config.temperature.start, config.temperature.end) + 1e-9;
+      if (adversarial) {
+        double a = value_of(&event, "disc/accuracy");
+        ok &= a >= 0.0 && a <= 1.0 && value_of(&event, "disc/loss") >= 0.0;
+      }
+      /* The gate's diagnostics where a gated pair ran; per-pair MSEs with several pairs. */
+      const int gate_ran = gated && (feature || (adversarial && config.features[config.adversarial.feature].gate));
+      static const char *const gate_names[] = {"gate/mean", "gate/weight_min", "gate/weight_max",
+                                               "gate/effective_fraction", "feature/ungated_mse"};
+      for (size_t k = 0; k < 5; k++) ok &= has_value(&event, gate_names[k]) == gate_ran;
+      if (gate_ran) {
+        ok &= value_of(&event, "gate/weight_min") <= 1.0 + 1e-6 && value_of(&event, "gate/weight_max") >= 1.0 - 1e-6;
+        double fraction = value_of(&event, "gate/effective_fraction");
+        ok &= fraction > 0.0 && fraction <= 1.0 + 1e-6;
+      }
+      for (int p = 0; p < config.n_features; p++) {
+        char name[160];
+        snprintf(name, sizeof name, "feature/%s/mse", config.features[p].student);
+        ok &= has_value(&event, name) == (config.n_features > 1 && feature);
+      }
+      /* Gradient norms: step 1 and every grad_norm_every; adapters and gates of the pairs that
+       * ran; the block once it has joined. */
+      const int norms = event.step == 1 || event.step % config.grad_norm_every == 0;
+      ok &= has_value(&event, "grad_norm/total") == norms;
+      for (int p = 0; p < config.n_features; p++) {
+        const int ran = feature || (adversarial && p == config.adversarial.feature);
+        char name[160];
+        snprintf(name, sizeof name, "grad_norm/adapter/%s", config.features[p].student);
+        ok &= has_value(&event, name) == (norms && ran);
+        snprintf(name, sizeof name, "grad_norm/gate/%s", config.features[p].student);
+        ok &= has_value(&event, name) == (norms && ran && config.features[p].gate != CFG_GATE_NONE);
+      }
+      if (config.n_grow == 1) {
+        char name[160];
+        snprintf(name, sizeof name, "grad_norm/%s", config.grow[0].name);
+        ok &= has_value(&event, name) == (norms && event.epoch >= config.grow[0].epoch);
+      }
+      if (!ok) {
+        if (problems++ < 3) fprintf(stderr, "  %s: step %lld: %s\n", label, (long long)event.step, run->lines[i]);
+      }
+    } else if (event.type == EV_EVAL && event.split == EV_SPLIT_TEST) {
+      tests++;
+      CHECK_INT(tests * per_epoch, event.step);
+      CHECK_INT(13u, json_object_size(event.values)); /* accuracy, loss, 10 classes, agreement */
+      for (int c = 0; c < CFG_CLASSES; c++) {
+        char name[32];
+        snprintf(name, sizeof name, "accuracy/class%d", c);
+        double a = value_of(&event, name);
+        CHECK(a >= 0.0 && a <= 1.0);
+      }
+      agreement = value_of(&event, "agreement");
+      CHECK(agreement >= 0.0 && agreement <= 1.0);
+    }
+    ev_release(&event);
+  }
+  CHECK_INT(1, teacher_evals);
+  CHECK_INT(config.n_stages, stages);
+  CHECK_INT(steps, metrics);
+  CHECK_INT(epochs, tests);
+  CHECK_INT(config.n_grow, grow_logs);
+  CHECK_INT(0, problems);
+  return agreement;
+}
+
+typedef struct {
+  const char *label;
+  const char *body;
+  double min_accuracy;  /* the student's final test accuracy at least */
+  double min_agreement; /* and its last top-1 agreement with the teacher */
+} strategy_t;
+
+static void test_strategies(void) {
+  static const strategy_t strategies[] = {
+      /* KD alone, without the labels: a real signal or nothing is learned. */
+      {"kd only (task weight 0)", STUDENT_MLP ", \"temperature\": {\"start\": 4},"
+       " \"stages\": [{\"name\": \"kd\", \"epochs\": 2, \"task_weight\": 0, \"distill_weight\": 1}]",
+       0.8, 0.8},
+      {"normalised features, linear temperature, two stages", STUDENT_MLP ","
+       " \"temperature\": {\"schedule\": \"linear\", \"start\": 6, \"end\": 3},"
+       " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true}],"
+       " \"stages\": [{\"name\": \"task\", \"epochs\": 1},"
+       "   {\"name\": \"kd\", \"epochs\": 2, \"task_weight\": 0.6, \"distill_weight\": 0.3, \"feature_weight\": 0.1}]",
+       0.8, 0.0},
+      /* (Unnormalised, the gate's weight goes to one example of the batch, whose gradient it
+       * multiplies by B: at this lr the run diverges within two epochs. See distill.h.) */
+      {"gated (mean_one), normalised", STUDENT_MLP ","
+       " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true, \"gate\": \"mean_one\"}],"
+       " \"stages\": [{\"name\": \"sel\", \"epochs\": 2, \"task_weight\": 0.6, \"distill_weight\": 0.3, \"feature_weight\": 0.1}]",
+       0.8, 0.0},
+      {"adversarial (bce), features off", STUDENT_MLP ","
+       " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true}],"
+       " \"adversarial\": {\"feature\": 0, \"loss\": \"bce\", \"lr\": 0.001, \"hidden\": 16},"
+       " \"stages\": [{\"name\": \"adv\", \"epochs\": 2, \"task_weight\": 0.8, \"adversarial_weight\": 0.2}]",
+       0.8, 0.0},
+      {"a block grows at epoch 2", STUDENT_MLP ","
+       " \"grow\": [{\"epoch\": 2, \"after\": \"fc1\", \"hidden\": 8}],"
+       " \"stages\": [{\"name\": \"kd\", \"epochs\": 3, \"task_weight\": 0.5, \"distill_weight\": 0.5}]",
+       0.8, 0.0},
+      {"all at once: two pairs (a map and a gated flat one), adversary, growth, three stages",
+       STUDENT_CNN ", \"temperature\": {\"schedule\": \"cosine\", \"start\": 6, \"end\": 2},"
+       " \"features\": [{\"student\": \"c1\", \"teacher\": \"conv1\"},"
+       "   {\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true, \"gate\": \"softmax\"}],"
+       " \"adversarial\": {\"feature\": 1, \"hidden\": 16, \"lr\": 0.001},"
+       " \"grow\": [{\"epoch\": 3, \"after\": \"fc1\", \"hidden\": 8}], \"grad_norm_every\": 7,"
+       " \"stages\": [{\"name\": \"task\", \"epochs\": 1, \"lr\": 0.01},"
+       "   {\"name\": \"gentle\", \"epochs\": 1, \"task_weight\": 0.8, \"distill_weight\": 0.1, \"feature_weight\": 0.05, \"lr\": 0.01},"
+       "   {\"name\": \"full\", \"epochs\": 2, \"task_weight\": 0.5, \"distill_weight\": 0.3, \"feature_weight\": 0.1,"
+       "    \"adversarial_weight\": 0.1, \"lr\": 0.01}]",
+       0.5, 0.0},
+  };
+  for (size_t i = 0; i < sizeof strategies / sizeof strategies[0]; i++) {
+    const strategy_t *s = &strategies[i];
+    printf("student: %s\n", s->label);
+    char *json = student_json(s->body);
+    run_t run;
+    CHECK_INT(0, run_config(json, NULL, &run));
+    if (run.rc) fprintf(stderr, "  train_run: %s\n", run.error);
+    CHECK_INT(0, run.rc);
+    double agreement = check_distillation_events(s->label, json, &run);
+    printf("  test accuracy %.4f, agreement with the teacher %.4f\n", run.summary.final_test_accuracy,
+           agreement);
+    CHECK(run.summary.final_test_accuracy >= s->min_accuracy);
+    CHECK(agreement >= s->min_agreement);
+    run_free(&run);
+    free(json);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * resume */
+
+/* Every strategy at once, small: 4 epochs of 4 steps, a block joining at epoch 3, dropout
+ * (whose masks depend on the step), Adam (whose update depends on the step counts). */
+#define RESUME_BODY                                                                          \
+  "\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"name\": \"c1\"},"             \
+  " {\"type\": \"relu\"}, {\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.2},"     \
+  " {\"type\": \"linear\", \"out\": 16, \"name\": \"fc1\"}, {\"type\": \"relu\"},"           \
+  " {\"type\": \"linear\", \"out\": 10}]},"                                                  \
+  "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.002, \"schedule\": {\"type\": \"cosine\"}},"  \
+  "\"temperature\": {\"schedule\": \"linear\", \"start\": 5, \"end\": 2},"                     \
+  "\"features\": [{\"student\": \"c1\", \"teacher\": \"conv1\"},"                              \
+  "  {\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true, \"gate\": \"mean_one\"}]," \
+  "\"adversarial\": {\"feature\": 1, \"hidden\": 16, \"lr\": 0.001},"                          \
+  "\"grow\": [{\"epoch\": 3, \"after\": \"fc1\", \"hidden\": 8}], \"grad_norm_every\": 3,"     \
+  "\"stages\": [{\"name\": \"task\", \"epochs\": 1},"                                         \
+  "  {\"name\": \"all\", \"epochs\": 3, \"task_weight\": 0.5, \"distill_weight\": 0.2,"        \
+  "   \"feature_weight\": 0.2, \"adversarial_weight\": 0.1}]"
+enum { RESUME_STEPS_PER_EPOCH = 4 };
+
+static void test_resume(void) {
+  printf("resume: 4 epochs straight vs. stopped during epoch 3 and resumed from epoch 2's checkpoint\n");
+  char *json = student_json_limited(256, RESUME_BODY);
+  run_t straight, first, second;
+  run_options_t o_straight = {.checkpoint_dir = path_in("straight")};
+  CHECK_INT(0, run_with(json, &o_straight, &straight));
+  CHECK_INT(0, straight.rc);
+  check_distillation_events("straight", json, &straight);
+
+  /* The interrupted attempt: stopped (as by SIGTERM) after the second step of epoch 3, with
+   * the checkpoint of epoch 2 on disk. */
+  run_options_t o_first = {.checkpoint_dir = path_in("interrupted"),
+                           .stop_after_step = 2 * RESUME_STEPS_PER_EPOCH + 2};
+  CHECK_INT(0, run_with(json, &o_first, &first));
+  CHECK_INT(0, first.rc);
+  CHECK(first.summary.stopped);
+  CHECK_INT(2 * RESUME_STEPS_PER_EPOCH + 2, first.summary.steps);
+  CHECK_INT(2, first.summary.epochs);
+  CHECK(access(path_in("interrupted/epoch-0002.ckpt"), F_OK) == 0);
+  CHECK(access(path_in("interrupted/epoch-0003.ckpt"), F_OK) != 0);
+
+  run_options_t o_second = {.checkpoint_dir = path_in("interrupted"),
+                            .resume = path_in("interrupted/epoch-0002.ckpt")};
+  CHECK_INT(0, run_with(json, &o_second, &second));
+  if (second.rc) fprintf(stderr, "  resume: %s\n", second.error);
+  CHECK_INT(0, second.rc);
+  CHECK_INT(4 * RESUME_STEPS_PER_EPOCH, second.summary.steps);
+  CHECK_INT(4, second.summary.epochs);
+
+  /* The same weights, and the same final checkpoint to the byte (optimizer state, adapters,
+   * gate, discriminator and its Adam moments, step counts, summary figures). */
+  CHECK(memcmp(straight.params, second.params, straight.n_params * sizeof(float)) == 0);
+  size_t a_length = 0, b_length = 0;
+  char *a = read_all(path_in("straight/epoch-0004.ckpt"), &a_length);
+  char *b = read_all(path_in("interrupted/epoch-0004.ckpt"), &b_length);
+  CHECK(a && b && a_length == b_length && memcmp(a, b, a_length) == 0);
+  free(a);
+  free(b);
+  json_t *x = train_summary_to_json(&straight.summary), *y = train_summary_to_json(&second.summary);
+  json_object_del(x, "seconds");
+  json_object_del(y, "seconds");
+  json_object_del(x, "examples_per_s");
+  json_object_del(y, "examples_per_s");
+  CHECK(json_equal(x, y));
+  json_decref(x);
+  json_decref(y);
+
+  /* The resumed attempt's events are exactly the straight run's after the checkpoint's step
+   * (examples_per_s aside): the block's log event and the rest, no teacher eval, no stage
+   * start again (epoch 3 is inside its stage). */
+  int start = -1;
+  for (int i = 0; i < straight.n_lines && start < 0; i++)
+    if (strstr(straight.lines[i], "\"event\":\"checkpoint\"") && strstr(straight.lines[i], "\"epoch\":2,"))
+      start = i + 1;
+  CHECK(start > 0);
+  CHECK_INT(straight.n_lines - start, second.n_lines);
+  int same = 1;
+  for (int i = 0; i < second.n_lines && start + i < straight.n_lines; i++) {
+    const char *want = straight.lines[start + i], *got = second.lines[i];
+    if (strstr(want, "\"event\":\"checkpoint\"")) { /* same but for the directory */
+      same &= strstr(got, "\"event\":\"checkpoint\"") != NULL && strstr(got, "/interrupted/epoch-") != NULL;
+      continue;
+    }
+    if (!same_event(want, got)) {
+      if (same) fprintf(stderr, "  line %d differs:\n    %s\n    %s\n", i, want, got);
+      same = 0;
+    }
+  }
+  CHECK(same);
+  CHECK(strstr(second.lines[0], "grow1 joined after fc1 at epoch 3") != NULL);
+  /* And the interrupted attempt's events, where both have them, are the straight run's too:
+   * a daemon that stores both attempts keyed by step sees one curve. */
+  for (int i = 0; i < first.n_lines; i++) CHECK(same_event(straight.lines[i], first.lines[i]) ||
+                                                strstr(first.lines[i], "\"event\":\"checkpoint\""));
+
+  /* Resuming from the final checkpoint has nothing left to do and reports the same summary. */
+  run_t done;
+  run_options_t o_done = {.resume = path_in("straight/epoch-0004.ckpt")};
+  CHECK_INT(0, run_with(json, &o_done, &done));
+  CHECK_INT(0, done.rc);
+  CHECK_INT(0, done.n_lines);
+  CHECK_INT(4, done.summary.epochs);
+  CHECK_NEAR(straight.summary.final_test_accuracy, done.summary.final_test_accuracy, 0);
+  CHECK_INT(straight.summary.best_val_epoch, done.summary.best_val_epoch);
+  run_free(&done);
+
+  /* A checkpoint of another config is refused, naming where they differ. */
+  char *renamed = strdup(json);
+  char *name = strstr(renamed, "\"name\": \"student\"");
+  memcpy(name, "\"name\": \"studenT\"", strlen("\"name\": \"studenT\""));
+  run_t refused;
+  CHECK_INT(0, run_with(renamed, &o_second, &refused));
+  printf("  another config: %s\n", refused.error);
+  CHECK_INT(-EINVAL, refused.rc);
+  CHECK_CONTAINS(refused.error, "epoch-0002.ckpt: it was written by another config (they differ at name)");
+  CHECK_INT(0, refused.n_lines);
+  run_free(&refused);
+  free(renamed);
+
+  run_free(&straight);
+  run_free(&first);
+  run_free(&second);
+  free(json);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * teachers that cannot teach */
+
+static void test_bad_teachers(void) {
+  printf("teachers that cannot teach\n");
+  char error[1024];
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  teacher_t teacher;
+
+  /* A damaged file: one flipped byte. */
+  size_t length = 0;
+  char *bytes = read_all(teacher_checkpoint, &length);
+  CHECK(bytes != NULL && length > 5000);
+  bytes[5000] ^= 0x20;
+  const char *damaged = path_in("damaged.ckpt");
+  CHECK_INT(0, util_write_file_atomic(damaged, bytes, length));
+  free(bytes);
+  char *json = student_json(STUDENT_MLP ", \"stages\": [{\"epochs\": 1, \"distill_weight\": 0.5}]");
+  char *swapped = malloc(strlen(json) + PATH_MAX);
+  char *at = strstr(json, teacher_checkpoint);
+  snprintf(swapped, strlen(json) + PATH_MAX, "%.*s%s%s", (int)(at - json), json, damaged,
+           at + strlen(teacher_checkpoint));
+  CHECK_INT(0, cfg_parse(swapped, strlen(swapped), &config, &errors));
+  CHECK(teacher_load(&teacher, &config, 64, error, sizeof error) < 0);
+  printf("  damaged: %s\n", error);
+  CHECK_CONTAINS(error, damaged);
+  CHECK_CONTAINS(error, "checksum mismatch: the file is damaged");
+
+  /* A missing one. */
+  snprintf(config.teacher.checkpoint, sizeof config.teacher.checkpoint, "%s", path_in("nothing.ckpt"));
+  CHECK_INT(-ENOENT, teacher_load(&teacher, &config, 64, error, sizeof error));
+  printf("  missing: %s\n", error);
+  CHECK_CONTAINS(error, "nothing.ckpt");
+
+  /* An experiment teacher whose checkpoint nobody filled in. */
+  const char *unresolved =
+      "{\"seed\": 11, \"dataset\": {\"name\": \"synthetic\"}, \"teacher\": {\"experiment\": 4}, " STUDENT_MLP
+      ", \"stages\": [{\"epochs\": 1, \"distill_weight\": 0.5}]}";
+  CHECK_INT(0, cfg_parse(unresolved, strlen(unresolved), &config, &errors));
+  CHECK_INT(-EINVAL, teacher_load(&teacher, &config, 64, error, sizeof error));
+  CHECK_CONTAINS(error, "experiment 4's checkpoint was not given");
+
+  /* A layer the teacher does not have. */
+  char *unfit = student_json(STUDENT_MLP ", \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc9\"}],"
+                             " \"stages\": [{\"epochs\": 1, \"feature_weight\": 0.5}]");
+  CHECK_INT(0, cfg_parse(unfit, strlen(unfit), &config, &errors));
+  CHECK_INT(-EINVAL, teacher_load(&teacher, &config, 64, error, sizeof error));
+  printf("  unfit: %s\n", error);
+  CHECK_CONTAINS(error, teacher_checkpoint);
+  CHECK_CONTAINS(error, "features[0].teacher: the teacher has no layer named \"fc9\"");
+
+  /* A student's checkpoint is no teacher: it learned from one. */
+  char *student = student_json(STUDENT_MLP ", \"stages\": [{\"epochs\": 1, \"distill_weight\": 0.5}]");
+  run_options_t options = {.checkpoint_dir = path_in("student")};
+  run_t run;
+  CHECK_INT(0, run_with(student, &options, &run));
+  CHECK_INT(0, run.rc);
+  run_free(&run);
+  snprintf(config.teacher.checkpoint, sizeof config.teacher.checkpoint, "%s", path_in("student/epoch-0001.ckpt"));
+  config.n_features = 0;
+  CHECK_INT(-EINVAL, teacher_load(&teacher, &config, 64, error, sizeof error));
+  printf("  a student: %s\n", error);
+  CHECK_CONTAINS(error, "a teacher must be trained without a teacher of its own");
+
+  free(student);
+  free(unfit);
+  free(swapped);
+  free(json);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * test directory */
+
+static void remove_tree(const char *path) {
+  DIR *dir = opendir(path);
+  if (dir) {
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+      if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+      char child[PATH_MAX + 256];
+      snprintf(child, sizeof child, "%s/%s", path, entry->d_name);
+      remove_tree(child);
+    }
+    closedir(dir);
+    rmdir(path);
+  } else {
+    unlink(path);
+  }
+}
+
 int main(void) {
   openblas_set_num_threads(1); /* determinism is per thread count; one keeps the test cheap */
+  snprintf(test_dir, sizeof test_dir, "%s/test_train.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  if (!mkdtemp(test_dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
   run_t run;
   test_small_run(&run);
   test_summary_json(&run);
@@ -455,5 +1143,10 @@ int main(void) {
   test_divergence();
   test_adam_run();
   test_lr_schedule();
+  test_teacher();
+  test_strategies();
+  test_resume();
+  test_bad_teachers();
+  remove_tree(test_dir);
   return check_summary();
 }

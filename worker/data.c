@@ -399,3 +399,12 @@ void data_free(data_set_t *set) {
   }
   memset(set, 0, sizeof *set);
 }
+
+const char *data_class_name(const data_set_t *set, int label) {
+  static const char *const fashion[CFG_CLASSES] = {"tshirt_top", "trouser", "pullover", "dress", "coat",
+                                                   "sandal", "shirt", "sneaker", "bag", "ankle_boot"};
+  static const char *const synthetic[CFG_CLASSES] = {"class0", "class1", "class2", "class3", "class4",
+                                                     "class5", "class6", "class7", "class8", "class9"};
+  if (label < 0 || label >= CFG_CLASSES) return "?";
+  return set->name && strcmp(set->name, "fashion-mnist") == 0 ? fashion[label] : synthetic[label];
+}

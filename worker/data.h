@@ -49,4 +49,8 @@ int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test
 
 void data_free(data_set_t *set);
 
+/* The class's name as metric names use it (test/accuracy/<name>): Fashion-MNIST's ten
+ * garments as slugs (tshirt_top, trouser, …, ankle_boot), the synthetic set's class0…class9. */
+const char *data_class_name(const data_set_t *set, int label);
+
 #endif

@@ -1,12 +1,16 @@
 /* main.c — mapsage-worker: runs one experiment and reports it as events on stdout.
  *
  * The daemon spawns it with the experiment's config on stdin and reads one JSON event per
- * line from stdout (started, metric…, eval…, finished); stderr is the run's human log. Exit
+ * line from stdout (started, metric…, eval…, stage, checkpoint, log, finished); stderr is the
+ * run's human log. With --checkpoint-dir it writes epoch-NNNN.ckpt files there; with --resume
+ * it goes on from one. A distillation run loads its teacher from the teacher's checkpoint
+ * (the config's teacher.checkpoint, which the daemon fills in for an experiment teacher). Exit
  * status: 0 succeeded, 1 failed (a `finished` event says why), 2 bad command line, 128+N
  * stopped by signal N (SIGTERM → 143, with no `finished` event: the daemon, which sent the
  * signal, decides the run was cancelled). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +25,7 @@
 #include "data.h"
 #include "event.h"
 #include "nn.h"
+#include "teacher.h"
 #include "train.h"
 #include "util.h"
 
@@ -43,11 +48,12 @@ static void worker_usage(FILE *out) {
           "(one JSON object per line) go to stdout; progress goes to stderr.\n"
           "\n"
           "  --experiment ID       the experiment's id in the daemon (required)\n"
-          "  --checkpoint-dir DIR  where checkpoints go (accepted; checkpoints come later)\n"
+          "  --checkpoint-dir DIR  write a checkpoint (epoch-NNNN.ckpt) there every\n"
+          "                        checkpoint_every epochs and after the last; none without it\n"
           "  --dataset-dir DIR     Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
           "                        default " DATA_DEFAULT_DIR ")\n"
           "  --threads N           OpenBLAS threads (default 1)\n"
-          "  --resume PATH         resume from a checkpoint (not implemented yet)\n"
+          "  --resume PATH         go on from this checkpoint of the same config\n"
           "  --help                this text\n");
 }
 
@@ -78,13 +84,14 @@ static int worker_parse_integer(const char *text, long long minimum, long long m
   return 0;
 }
 
-static json_t *worker_params_json(const nn_model_t *model) {
-  json_t *params = json_pack("{s:I}", "total", (json_int_t)model->n_params);
-  for (int l = 0; l < model->n_layers && params; l++) {
-    size_t count = nn_layer_param_count(&model->layers[l]);
-    if (count) json_object_set_new(params, model->layers[l].name, json_integer((json_int_t)count));
-  }
-  return params;
+/* The `started` event's teacher: where it came from, its test accuracy, its size. */
+static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher_t *teacher) {
+  json_t *object = json_pack("{s:s, s:f, s:f, s:I}", "checkpoint", teacher->path, "accuracy",
+                             teacher->test_accuracy, "loss", teacher->test_loss, "params",
+                             (json_int_t)teacher_params(teacher));
+  if (object && config->teacher.kind == CFG_TEACHER_EXPERIMENT)
+    json_object_set_new(object, "experiment", json_integer(config->teacher.experiment));
+  return object;
 }
 
 int main(int argc, char **argv) {
@@ -100,7 +107,7 @@ int main(int argc, char **argv) {
   };
   long long experiment = 0, threads = 1;
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
-  const char *resume = NULL;
+  const char *resume = NULL, *checkpoint_dir = NULL;
   int option;
   while ((option = getopt_long(argc, argv, "e:t:h", options, NULL)) != -1) {
     switch (option) {
@@ -119,7 +126,8 @@ int main(int argc, char **argv) {
       }
       break;
     case OPT_CHECKPOINT_DIR:
-      break; /* accepted so the daemon can always pass it; nothing is written yet */
+      checkpoint_dir = optarg;
+      break;
     case OPT_DATASET_DIR:
       dataset_dir = optarg;
       break;
@@ -137,11 +145,6 @@ int main(int argc, char **argv) {
   if (optind < argc) {
     fprintf(stderr, "mapsage-worker: unexpected argument \"%s\"\n", argv[optind]);
     worker_usage(stderr);
-    return 2;
-  }
-  if (resume) {
-    fprintf(stderr, "mapsage-worker: --resume %s: resuming from a checkpoint is not implemented "
-                    "in this version\n", resume);
     return 2;
   }
   if (experiment == 0) {
@@ -168,8 +171,10 @@ int main(int argc, char **argv) {
   cfg_experiment_t *config = NULL; /* ~10 KiB: on the heap rather than the stack */
   data_set_t data = {0};
   nn_model_t model = {0};
-  int have_data = 0, have_model = 0, status = 1;
-  char error[1024];
+  teacher_t teacher;
+  train_t trainer;
+  int have_data = 0, have_model = 0, have_teacher = 0, have_trainer = 0, status = 1;
+  char error[2048], checkpoints[PATH_MAX];
 
   int rc = util_read_file("-", WORKER_CONFIG_LIMIT, &text, &length);
   if (rc) {
@@ -212,23 +217,70 @@ int main(int argc, char **argv) {
   }
   have_model = 1;
 
+  /* Checkpoints go to the directory's real path, which the daemon records and hands back
+   * (as --resume, or as a student's teacher) to workers that may not share our cwd. */
+  if (checkpoint_dir) {
+    rc = util_make_directories(checkpoint_dir);
+    if (rc || !realpath(checkpoint_dir, checkpoints)) {
+      status = worker_fail(0, "--checkpoint-dir %s: %s", checkpoint_dir, strerror(rc ? -rc : errno));
+      goto out;
+    }
+  }
+  if (config->teacher.kind != CFG_TEACHER_NONE) {
+    rc = teacher_load(&teacher, config, config->batch_size, error, sizeof error);
+    if (rc) {
+      status = worker_fail(0, "%s", error);
+      goto out;
+    }
+    have_teacher = 1;
+    if (teacher_evaluate(&teacher, &data.test) != 0) {
+      status = worker_fail(0, "teacher %s: its test loss is not finite", teacher.path);
+      goto out;
+    }
+    fprintf(stderr, "teacher %s: %zu parameters, test accuracy %.4f, loss %.4f\n", teacher.path,
+            teacher_params(&teacher), teacher.test_accuracy, teacher.test_loss);
+  }
+  train_options_t train_options = {.events = stdout,
+                                   .log = stderr,
+                                   .stop = &worker_stop,
+                                   .teacher = have_teacher ? &teacher : NULL,
+                                   .checkpoint_dir = checkpoint_dir ? checkpoints : NULL};
+  rc = train_init(&trainer, &model, config, &data, &train_options, error, sizeof error);
+  if (rc) {
+    status = worker_fail(0, "%s", error);
+    goto out;
+  }
+  have_trainer = 1;
+  if (resume) {
+    rc = train_resume(&trainer, resume, error, sizeof error);
+    if (rc) {
+      status = worker_fail(0, "%s", error);
+      goto out;
+    }
+    fprintf(stderr, "resuming from %s: epoch %d done, step %lld\n", resume, trainer.epoch,
+            (long long)trainer.step);
+  }
+
   char host[256] = "";
   gethostname(host, sizeof host - 1);
   json_t *dataset = json_pack("{s:s, s:i, s:i, s:i}", "name", data.name, "train", data.train.n,
                               "val", data.val.n, "test", data.test.n);
-  if (ev_write(stdout, json_pack("{s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event", "started",
-                                 "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
-                                 "host", host, "threads", (int)threads, "version", WORKER_VERSION,
-                                 "params", worker_params_json(&model), "dataset", dataset)) != 0) {
+  json_t *started = json_pack("{s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event", "started",
+                              "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
+                              "host", host, "threads", (int)threads, "version", WORKER_VERSION,
+                              "params", train_params_json(&trainer), "dataset", dataset);
+  if (started && have_teacher) json_object_set_new(started, "teacher", worker_teacher_json(config, &teacher));
+  if (started && resume) json_object_set_new(started, "resumed_from", json_string(resume));
+  if (ev_write(stdout, started) != 0) {
     fprintf(stderr, "mapsage-worker: cannot write to stdout\n");
     goto out;
   }
-  fprintf(stderr, "%s: %d train, %d val, %d test examples; %zu parameters; %d epochs\n", data.name,
-          data.train.n, data.val.n, data.test.n, model.n_params, cfg_total_epochs(config));
+  fprintf(stderr, "%s: %d train, %d val, %d test examples; %zu parameters (%zu training now); "
+          "%d epochs\n", data.name, data.train.n, data.val.n, data.test.n, model.n_params,
+          nn_model_active_params(&model), cfg_total_epochs(config));
 
   train_summary_t summary;
-  train_options_t train_options = {.events = stdout, .log = stderr, .stop = &worker_stop};
-  rc = train_run(&model, config, &data, &train_options, &summary, error, sizeof error);
+  rc = train_loop(&trainer, &summary, error, sizeof error);
   if (rc) {
     status = worker_fail(0, "%s", error);
     goto out;
@@ -253,6 +305,8 @@ int main(int argc, char **argv) {
   status = 0;
 
 out:
+  if (have_trainer) train_free(&trainer);
+  if (have_teacher) teacher_free(&teacher);
   if (have_model) nn_model_free(&model);
   if (have_data) data_free(&data);
   free(config);

@@ -1,20 +1,46 @@
-/* train.c — the training loop: stages → epochs → mini-batches, with an event per step and
- * per evaluation.
+/* train.c — the training loop: stages → epochs → mini-batches, with an event per step, per
+ * evaluation, per stage start, per grown block and per checkpoint.
  *
- * A step: gather the batch's examples by the epoch's shuffled order, forward, task loss,
- * zero the gradients, accumulate each loss's weighted gradient into the logits' gradient
- * (only the task loss for now; distillation terms will add theirs beside it), backward,
- * optimizer update at the scheduled learning rate (stage lr × the schedule's factor at this
- * step's fractional epoch), then report, with every layer's gradient norm on step 1 and
- * every grad_norm_every steps. Every buffer is allocated before the first step. */
+ * A step (distill.h has the call sequence in full, distiller.h the part it drives):
+ *   gather the batch's examples by the epoch's shuffled order;
+ *   the teacher's outputs for them, if a term of this stage needs the teacher;
+ *   student forward (dropout on), task loss, the distillation terms the stage weighs
+ *   (KD, feature pairs, the discriminator's own update and the generator loss);
+ *   total = Σ weight · term — not finite: the run diverged, stop before any event has it;
+ *   zero the gradients, every term's backward, student backward, optimizer updates (student,
+ *   then adapters and gates) at the scheduled learning rate (stage lr × the schedule's factor
+ *   at the step's fractional epoch; the temperature likewise), then report, with the gradient
+ *   norm of every layer on step 1 and every grad_norm_every steps.
+ * After each epoch: train (running figures of the epoch), val, test (with per-class accuracy
+ * and, with a teacher, top-1 agreement) evals, then a checkpoint when one is due. Every
+ * buffer is allocated before the first step.
+ *
+ * Resuming. A checkpoint is taken after an epoch's evaluations and holds everything a step
+ * reads that earlier steps wrote: parameters and optimizer state (student, adapters, gates,
+ * discriminator), the step counts (the student's, each block's, each pair's, the
+ * discriminator's) and which blocks have joined. Shuffles are seeded by the epoch and
+ * dropout masks by the step, so the epochs after a resume are the ones an uninterrupted run
+ * would have done, bit for bit, and their events (all of them after the checkpoint's step)
+ * replace those of the interrupted attempt key for key.
+ *
+ * What a checkpoint holds (checkpoint.h is the container):
+ *   meta     config (cfg_to_json of the run's config: what a teacher loader builds, what a
+ *            resume compares, teacher.checkpoint aside), epoch (completed), step, optimizer_t,
+ *            blocks [{name, active, t}], distill {pair_t [..], disc_steps}, summary {the
+ *            figures of the `finished` event so far}
+ *   tensors  params, optim_state (the student's slabs as nn.h lays them out), distill_params,
+ *            distill_m, distill_v (distiller.h's slabs: adapters and gates, then the
+ *            discriminator), every one required at exactly the size the config gives it. */
 #include "train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "event.h"
 #include "rng.h"
 #include "util.h"
@@ -32,220 +58,738 @@ static int train__error(char *error, size_t error_size, int code, const char *fo
   return code;
 }
 
-int train_evaluate(nn_model_t *model, const data_split_t *split, float *probs, int *predictions,
-                   double *accuracy, double *loss) {
+static const char *train__nonfinite_word(double x) { return isnan(x) ? "nan" : "inf"; }
+
+// ---------------------------------------------------------------------------------------
+// evaluation
+
+typedef struct {
+  double accuracy, loss;
+  int64_t correct[CFG_CLASSES], count[CFG_CLASSES];
+  int agreement_known;       /* with a teacher */
+  double agreement;          /* top-1 teacher–student agreement */
+} train__eval_t;
+
+/* Accuracy, loss, per-class accuracy and (with_teacher) agreement of the student on `split`,
+ * forward only (no dropout), in batches of eval_batch. */
+static void train__evaluate_split(train_t *t, const data_split_t *split, int with_teacher,
+                                  int eval_batch, train__eval_t *out) {
+  memset(out, 0, sizeof *out);
   double total = 0.0;
-  int64_t correct = 0;
-  for (int start = 0; start < split->n; start += model->max_batch) {
-    int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
+  int64_t correct = 0, agree = 0;
+  for (int start = 0; start < split->n; start += eval_batch) {
+    const int B = split->n - start < eval_batch ? split->n - start : eval_batch;
     const int *labels = split->labels + start;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
-    total += (double)loss_crossentropy_forward(probs, predictions, logits, labels, B, CFG_CLASSES) * B;
-    for (int b = 0; b < B; b++) correct += predictions[b] == labels[b];
+    const float *inputs = split->images + (size_t)start * CFG_INPUTS;
+    const float *logits = nn_forward(t->model, inputs, B, 0);
+    total += (double)loss_crossentropy_forward(t->probs, t->predictions, logits, labels, B,
+                                               CFG_CLASSES) * B;
+    for (int b = 0; b < B; b++) {
+      out->count[labels[b]]++;
+      out->correct[labels[b]] += t->predictions[b] == labels[b];
+      correct += t->predictions[b] == labels[b];
+    }
+    if (with_teacher) {
+      teacher_outputs_t teacher;
+      for (int b = 0; b < B; b++) t->indices[b] = start + b;
+      teacher_outputs(t->teacher, split, t->indices, inputs, B, &teacher);
+      agree += kd_agreement(logits, teacher.logits, B, CFG_CLASSES);
+    }
   }
-  int n = split->n > 0 ? split->n : 1;
-  *accuracy = (double)correct / n;
-  *loss = total / n;
-  return isfinite(*loss) ? 0 : -ERANGE;
+  const int n = split->n > 0 ? split->n : 1;
+  out->accuracy = (double)correct / n;
+  out->loss = total / n;
+  out->agreement_known = with_teacher;
+  out->agreement = (double)agree / n;
+}
+
+// ---------------------------------------------------------------------------------------
+// events
+
+/* The values of a metric or eval event, set one by one. JSON has no NaN or infinity (and
+ * json_real refuses them), so a value that is not finite is not stored but remembered: the
+ * first such name is what a diverged run reports, and no event ever carries it. */
+typedef struct {
+  json_t *json;
+  char bad[EV_NAME_MAX];
+  double bad_value;
+} train__values_t;
+
+static void train__values_init(train__values_t *values) {
+  values->json = json_object();
+  values->bad[0] = '\0';
+  values->bad_value = 0.0;
+}
+
+static void train__set(train__values_t *values, const char *name, double value) {
+  if (isfinite(value)) {
+    json_object_set_new(values->json, name, json_real(value));
+  } else if (!values->bad[0]) {
+    snprintf(values->bad, sizeof values->bad, "%s", name);
+    values->bad_value = value;
+  }
+}
+
+/* Writes an eval event of `values` (releasing them), unless one is not finite. */
+static int train__write_eval(train_t *t, int epoch, int stage, ev_split_t split,
+                             train__values_t *values, char *error, size_t error_size) {
+  if (values->bad[0]) {
+    json_decref(values->json);
+    return train__error(error, error_size, -ERANGE, "diverged at step %lld: %s/%s is %s",
+                        (long long)t->step, ev_split_name(split), values->bad,
+                        train__nonfinite_word(values->bad_value));
+  }
+  if (ev_write_eval(t->options.events, t->step, epoch, stage, split, values->json) == 0) return 0;
+  return train__error(error, error_size, -EIO, "cannot write the %s eval event of epoch %d",
+                      ev_split_name(split), epoch);
 }
 
 /* grad_norm/<layer> for every layer with parameters that takes part (the config's layers
- * and the blocks that have joined), named as the config names them, and grad_norm/total;
- * into `values`. Returns the total, which is not finite when the gradients blew up. One
- * pass over the gradient slab: cheap next to the step that filled it. */
-static double train__add_grad_norms(json_t *values, const nn_model_t *model) {
+ * and the blocks that have joined), named as the config names them, and grad_norm/total over
+ * them; then grad_norm/adapter/<pair> and grad_norm/gate/<pair> for the pairs that ran. One
+ * pass over the gradient slabs: cheap next to the step that filled them. */
+static void train__add_grad_norms(train__values_t *values, const train_t *t, const distiller_terms_t *terms) {
+  const nn_model_t *model = t->model;
   double total = 0.0;
-  char name[sizeof "grad_norm/" + CFG_NAME_MAX];
+  char name[EV_NAME_MAX];
   for (int l = 0; l < model->n_layers + model->n_blocks; l++) {
     const nn_layer_t *layer = &model->layers[l];
     if (nn_layer_param_count(layer) == 0 || !nn_layer_active(layer)) continue;
     double norm = nn_layer_grad_norm(model, l);
     total += norm * norm;
     snprintf(name, sizeof name, "grad_norm/%s", layer->name);
-    json_object_set_new(values, name, json_real(norm));
+    train__set(values, name, norm);
   }
-  total = sqrt(total);
-  json_object_set_new(values, "grad_norm/total", json_real(total));
-  return total;
+  train__set(values, "grad_norm/total", sqrt(total));
+  const distiller_t *d = &t->distiller;
+  for (int i = 0; i < d->n_pairs; i++) {
+    if (!terms->ran[i]) continue;
+    snprintf(name, sizeof name, "grad_norm/adapter/%s", d->labels[i]);
+    train__set(values, name, distiller_adapter_grad_norm(d, i));
+    if (distiller_gate_params(d, i)) {
+      snprintf(name, sizeof name, "grad_norm/gate/%s", d->labels[i]);
+      train__set(values, name, distiller_gate_grad_norm(d, i));
+    }
+  }
 }
 
-/* {"accuracy": …, "loss": …} as one eval event. */
-static int train__write_eval(FILE *events, int64_t step, int epoch, int stage, ev_split_t split,
-                             double accuracy, double loss, char *error, size_t error_size) {
-  json_t *values = json_pack("{s:f, s:f}", "accuracy", accuracy, "loss", loss);
-  if (ev_write_eval(events, step, epoch, stage, split, values) == 0) return 0;
-  return train__error(error, error_size, -EIO, "cannot write the %s eval event of epoch %d",
-                      ev_split_name(split), epoch);
+/* The distillation terms' metrics (the contract with the dashboard, DESIGN.md): each
+ * computed term raw and weighted, the gate's diagnostics when a pair has a gate, the
+ * per-pair MSE when there are several pairs, the discriminator's figures. */
+static void train__add_terms(train__values_t *values, const train_t *t, const cfg_stage_t *stage,
+                             const distiller_terms_t *terms) {
+  const distiller_t *d = &t->distiller;
+  if (terms->distill) {
+    train__set(values, "loss/distill", terms->kd);
+    train__set(values, "weighted/distill", stage->distill_weight * terms->kd);
+  }
+  if (terms->feature) {
+    train__set(values, "loss/feature", terms->feature_loss);
+    train__set(values, "weighted/feature", stage->feature_weight * terms->feature_loss);
+  }
+  if (terms->adversarial) {
+    train__set(values, "loss/adversarial", terms->adversarial_loss);
+    train__set(values, "weighted/adversarial", stage->adversarial_weight * terms->adversarial_loss);
+    train__set(values, "disc/loss", terms->disc.loss);
+    train__set(values, "disc/accuracy", terms->disc.accuracy);
+  }
+  /* Gate diagnostics over the gated pairs that ran (one, usually): mean of the means and of
+   * the effective fractions, extremes of the weights; the ungated MSE over every pair that
+   * ran, the figure that shows whether a gate hides a growing error. */
+  int gated = 0, ran = 0;
+  double mean = 0.0, fraction = 0.0, low = INFINITY, high = -INFINITY, mse = 0.0;
+  for (int i = 0; i < d->n_pairs; i++) {
+    if (!terms->ran[i]) continue;
+    ran++;
+    mse += terms->pairs[i].mse;
+    if (d->pairs[i].gate == CFG_GATE_NONE) continue;
+    const gate_stats_t *g = &terms->pairs[i].gate;
+    gated++;
+    mean += g->mean;
+    fraction += g->effective_fraction;
+    low = fmin(low, g->weight_min);
+    high = fmax(high, g->weight_max);
+  }
+  if (gated) {
+    train__set(values, "gate/mean", mean / gated);
+    train__set(values, "gate/weight_min", low);
+    train__set(values, "gate/weight_max", high);
+    train__set(values, "gate/effective_fraction", fraction / gated);
+    train__set(values, "feature/ungated_mse", mse / ran);
+  }
+  if (d->n_pairs > 1) {
+    char name[EV_NAME_MAX];
+    for (int i = 0; i < d->n_pairs; i++) {
+      if (!terms->ran[i]) continue;
+      snprintf(name, sizeof name, "feature/%s/mse", d->labels[i]);
+      train__set(values, name, terms->pairs[i].mse);
+    }
+  }
+}
+
+/* Blocks whose epoch has come join at the start of `epoch`; each says so in a log event.
+ * nn_optimizer_step updates them from then on. */
+static int train__grow(train_t *t, int epoch, char *error, size_t error_size) {
+  nn_model_t *model = t->model;
+  int was_active[CFG_MAX_GROW];
+  for (int g = 0; g < model->n_blocks; g++) was_active[g] = model->layers[model->n_layers + g].active;
+  if (nn_model_grow(model, epoch) == 0) return 0;
+  for (int g = 0; g < model->n_blocks; g++) {
+    const nn_layer_t *block = &model->layers[model->n_layers + g];
+    if (was_active[g] || !block->active) continue;
+    const char *after = model->layers[block->after].name;
+    size_t count = nn_layer_param_count(block);
+    if (t->options.log) {
+      fprintf(t->options.log, "%s joined after %s at epoch %d: +%zu parameters (%zu in all)\n",
+              block->name, after, epoch, count, nn_model_active_params(model));
+      fflush(t->options.log);
+    }
+    if (ev_write_log(t->options.events, "info", "%s joined after %s at epoch %d: +%zu parameters",
+                     block->name, after, epoch, count) != 0)
+      return train__error(error, error_size, -EIO, "cannot write the log event of %s", block->name);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// checkpoints
+
+#define TRAIN_CKPT_PARAMS "params"
+#define TRAIN_CKPT_OPTIM "optim_state"
+#define TRAIN_CKPT_DISTILL_PARAMS "distill_params"
+#define TRAIN_CKPT_DISTILL_M "distill_m"
+#define TRAIN_CKPT_DISTILL_V "distill_v"
+
+/* The summary's figures as the checkpoint keeps them (17 digits: they come back exact). */
+static json_t *train__figures_json(const train_summary_t *s) {
+  return json_pack("{s:b, s:f, s:f, s:f, s:f, s:i, s:f}", "evaluated", s->evaluated,
+                   "final_train_loss", s->final_train_loss, "final_train_accuracy",
+                   s->final_train_accuracy, "final_test_loss", s->final_test_loss,
+                   "final_test_accuracy", s->final_test_accuracy, "best_val_epoch",
+                   s->best_val_epoch, "best_val_accuracy", s->best_val_accuracy);
+}
+
+static json_t *train__meta_json(const train_t *t) {
+  const nn_model_t *model = t->model;
+  const distiller_t *d = &t->distiller;
+  json_t *blocks = json_array(), *pair_t = json_array();
+  for (int g = 0; g < model->n_blocks; g++) {
+    const nn_layer_t *block = &model->layers[model->n_layers + g];
+    json_array_append_new(blocks, json_pack("{s:s, s:b, s:I}", "name", block->name, "active",
+                                            block->active, "t", (json_int_t)block->t));
+  }
+  for (int i = 0; i < d->n_pairs; i++) json_array_append_new(pair_t, json_integer(d->pair_t[i]));
+  return json_pack("{s:o, s:i, s:I, s:I, s:o, s:{s:o, s:I}, s:o}", "config", cfg_to_json(t->config),
+                   "epoch", t->epoch, "step", (json_int_t)t->step, "optimizer_t",
+                   (json_int_t)model->optimizer.t, "blocks", blocks, "distill", "pair_t", pair_t,
+                   "disc_steps", (json_int_t)d->disc.steps, "summary",
+                   train__figures_json(&t->summary));
+}
+
+/* Writes <checkpoint_dir>/epoch-NNNN.ckpt for the epoch just completed and says so in a
+ * `checkpoint` event. */
+static int train__save(train_t *t, char *error, size_t error_size) {
+  char path[PATH_MAX], reason[PATH_MAX + 256];
+  if (snprintf(path, sizeof path, "%s/epoch-%04d.ckpt", t->options.checkpoint_dir, t->epoch) >=
+      (int)sizeof path)
+    return train__error(error, error_size, -ENAMETOOLONG, "checkpoint directory %s: path too long",
+                        t->options.checkpoint_dir);
+  const nn_model_t *model = t->model;
+  const distiller_t *d = &t->distiller;
+  json_t *meta = train__meta_json(t);
+  if (!meta) return train__error(error, error_size, -ENOMEM, "out of memory for a checkpoint");
+  ckpt_writer_t writer;
+  ckpt_writer_init(&writer);
+  ckpt_writer_set_meta(&writer, meta);
+  json_decref(meta);
+  ckpt_add_f32(&writer, TRAIN_CKPT_PARAMS, model->params, model->n_params);
+  ckpt_add_f32(&writer, TRAIN_CKPT_OPTIM, model->optim_state, model->n_optim_state);
+  ckpt_add_f32(&writer, TRAIN_CKPT_DISTILL_PARAMS, d->params, d->n_params);
+  ckpt_add_f32(&writer, TRAIN_CKPT_DISTILL_M, d->m, d->n_params);
+  ckpt_add_f32(&writer, TRAIN_CKPT_DISTILL_V, d->v, d->n_params);
+  int64_t bytes = ckpt_write(&writer, path, reason, sizeof reason);
+  ckpt_writer_free(&writer);
+  if (bytes < 0)
+    return train__error(error, error_size, -EIO, "cannot write the checkpoint: %s", reason);
+  if (t->options.log) {
+    fprintf(t->options.log, "checkpoint %s (%lld bytes)\n", path, (long long)bytes);
+    fflush(t->options.log);
+  }
+  if (ev_write(t->options.events, json_pack("{s:s, s:I, s:i, s:s, s:I}", "event", "checkpoint",
+                                            "step", (json_int_t)t->step, "epoch", t->epoch, "path",
+                                            path, "bytes", (json_int_t)bytes)) != 0)
+    return train__error(error, error_size, -EIO, "cannot write the checkpoint event of epoch %d",
+                        t->epoch);
+  return 0;
+}
+
+/* Where two JSON values first differ, as a path ("optimizer.lr", "stages[1]"), written to
+ * `path`; returns 1 if they differ. */
+static int train__difference(const json_t *a, const json_t *b, char *path, size_t size) {
+  if (json_equal((json_t *)a, (json_t *)b)) return 0;
+  size_t length = strlen(path);
+  if (json_is_object(a) && json_is_object(b)) {
+    const char *key;
+    json_t *value;
+    for (int side = 0; side < 2; side++) {
+      const json_t *one = side ? b : a, *other = side ? a : b;
+      json_object_foreach((json_t *)one, key, value) {
+        snprintf(path + length, size - length, "%s%s", length ? "." : "", key);
+        json_t *there = json_object_get(other, key);
+        if (!there || train__difference(side ? there : value, side ? value : there, path, size))
+          return 1;
+      }
+    }
+    path[length] = '\0';
+  } else if (json_is_array(a) && json_is_array(b) && json_array_size(a) == json_array_size(b)) {
+    for (size_t i = 0; i < json_array_size(a); i++) {
+      snprintf(path + length, size - length, "[%zu]", i);
+      if (train__difference(json_array_get(a, i), json_array_get(b, i), path, size)) return 1;
+    }
+    path[length] = '\0';
+  }
+  return 1; /* here: `path` names the value itself */
+}
+
+/* The config as a resume compares it: teacher.checkpoint is where the teacher's file is,
+ * not what the run is (the daemon may name the same checkpoint by another path). */
+static json_t *train__comparable_config(const cfg_experiment_t *config) {
+  json_t *json = cfg_to_json(config);
+  json_object_del(json_object_get(json, "teacher"), "checkpoint");
+  return json;
+}
+
+static int train__get_integer(const json_t *object, const char *key, int64_t minimum,
+                              int64_t maximum, int64_t *out) {
+  const json_t *value = json_object_get(object, key);
+  if (!json_is_integer(value)) return -1;
+  *out = json_integer_value(value);
+  return *out >= minimum && *out <= maximum ? 0 : -1;
+}
+
+static int train__get_real(const json_t *object, const char *key, double *out) {
+  const json_t *value = json_object_get(object, key);
+  if (!json_is_number(value)) return -1;
+  *out = json_number_value(value);
+  return 0;
+}
+
+int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
+  nn_model_t *model = t->model;
+  distiller_t *d = &t->distiller;
+  ckpt_t ckpt;
+  char reason[PATH_MAX + 512];
+  int rc = ckpt_open(path, &ckpt, reason, sizeof reason);
+  if (rc) return train__error(error, error_size, rc, "cannot resume: %s", reason);
+  cfg_experiment_t *theirs = malloc(sizeof *theirs);
+  cfg_errors_t *errors = calloc(1, sizeof *errors);
+  json_t *ours_json = NULL, *theirs_json = NULL;
+  if (!theirs || !errors) {
+    rc = train__error(error, error_size, -ENOMEM, "cannot resume from %s: out of memory", path);
+    goto done;
+  }
+
+  const json_t *meta = ckpt_meta(&ckpt);
+  if (cfg_from_json(json_object_get(meta, "config"), theirs, errors) != 0) {
+    rc = train__error(error, error_size, -EINVAL, "cannot resume from %s: its config is not valid: "
+                      "%s%s%s", path, errors->items[0].path, errors->items[0].path[0] ? ": " : "",
+                      errors->items[0].message);
+    goto done;
+  }
+  ours_json = train__comparable_config(t->config);
+  theirs_json = train__comparable_config(theirs);
+  char where[256] = "";
+  if (train__difference(ours_json, theirs_json, where, sizeof where)) {
+    rc = train__error(error, error_size, -EINVAL, "cannot resume from %s: it was written by another "
+                      "config (they differ at %s)", path, where[0] ? where : "the top level");
+    goto done;
+  }
+
+  /* Progress, step counts and which blocks joined. */
+  const int total = cfg_total_epochs(t->config);
+  int64_t epoch, step, optimizer_t, disc_steps;
+  const json_t *blocks = json_object_get(meta, "blocks"), *distill = json_object_get(meta, "distill");
+  const json_t *pair_t = json_object_get(distill, "pair_t"), *figures = json_object_get(meta, "summary");
+  if (train__get_integer(meta, "epoch", 1, total, &epoch) ||
+      train__get_integer(meta, "step", 0, INT64_MAX, &step) ||
+      train__get_integer(meta, "optimizer_t", 0, INT64_MAX, &optimizer_t) ||
+      train__get_integer(distill, "disc_steps", 0, INT64_MAX, &disc_steps) ||
+      !json_is_array(blocks) || json_array_size(blocks) != (size_t)model->n_blocks ||
+      !json_is_array(pair_t) || json_array_size(pair_t) != (size_t)d->n_pairs || !json_is_object(figures)) {
+    rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: its meta lacks the "
+                      "training state (epoch, step, optimizer_t, blocks, distill, summary)", path);
+    goto done;
+  }
+  nn_model_grow(model, (int)epoch); /* the blocks that had joined by the end of that epoch */
+  for (int g = 0; g < model->n_blocks; g++) {
+    nn_layer_t *block = &model->layers[model->n_layers + g];
+    const json_t *saved = json_array_get(blocks, (size_t)g);
+    const char *name = json_string_value(json_object_get(saved, "name"));
+    int64_t block_t;
+    if (!name || strcmp(name, block->name) != 0 || train__get_integer(saved, "t", 0, INT64_MAX, &block_t) ||
+        json_is_true(json_object_get(saved, "active")) != block->active) {
+      rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: block %d (%s) does not "
+                        "match the config", path, g, block->name);
+      goto done;
+    }
+    block->t = block_t;
+  }
+  for (int i = 0; i < d->n_pairs; i++) {
+    const json_t *value = json_array_get(pair_t, (size_t)i);
+    if (!json_is_integer(value) || json_integer_value(value) < 0) {
+      rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: distill.pair_t[%d] is "
+                        "not a step count", path, i);
+      goto done;
+    }
+    d->pair_t[i] = json_integer_value(value);
+  }
+
+  /* The tensors: each must be there with exactly the size this config gives it. */
+  if ((rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_PARAMS, model->params, model->n_params, reason, sizeof reason)) ||
+      (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_OPTIM, model->optim_state, model->n_optim_state, reason,
+                          sizeof reason)) ||
+      (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_PARAMS, d->params, d->n_params, reason, sizeof reason)) ||
+      (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_M, d->m, d->n_params, reason, sizeof reason)) ||
+      (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_V, d->v, d->n_params, reason, sizeof reason))) {
+    rc = train__error(error, error_size, rc, "cannot resume: %s", reason);
+    goto done;
+  }
+
+  train_summary_t *s = &t->summary;
+  memset(s, 0, sizeof *s);
+  int64_t best_val_epoch = 0;
+  s->evaluated = json_is_true(json_object_get(figures, "evaluated"));
+  if (train__get_real(figures, "final_train_loss", &s->final_train_loss) ||
+      train__get_real(figures, "final_train_accuracy", &s->final_train_accuracy) ||
+      train__get_real(figures, "final_test_loss", &s->final_test_loss) ||
+      train__get_real(figures, "final_test_accuracy", &s->final_test_accuracy) ||
+      train__get_real(figures, "best_val_accuracy", &s->best_val_accuracy) ||
+      train__get_integer(figures, "best_val_epoch", 0, epoch, &best_val_epoch)) {
+    rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: its summary figures are "
+                      "incomplete", path);
+    goto done;
+  }
+  s->best_val_epoch = (int)best_val_epoch;
+  s->epochs = (int)epoch;
+  s->steps = step;
+  model->optimizer.t = optimizer_t;
+  d->disc.steps = disc_steps;
+  t->epoch = (int)epoch;
+  t->step = step;
+  t->resumed = 1;
+  rc = 0;
+
+done:
+  json_decref(ours_json);
+  json_decref(theirs_json);
+  free(theirs);
+  free(errors);
+  ckpt_close(&ckpt);
+  return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// the run
+
+int train_init(train_t *t, nn_model_t *model, const cfg_experiment_t *config, const data_set_t *data,
+               const train_options_t *options, char *error, size_t error_size) {
+  memset(t, 0, sizeof *t);
+  const int batch_size = config->batch_size;
+  if (batch_size < 1 || batch_size > model->max_batch)
+    return train__error(error, error_size, -EINVAL,
+                        "batch_size %d does not fit the model's buffers (%d examples)", batch_size,
+                        model->max_batch);
+  if (data->train.n < 1) return train__error(error, error_size, -EINVAL, "the training set is empty");
+  const int has_teacher = config->teacher.kind != CFG_TEACHER_NONE;
+  if (has_teacher != (options->teacher != NULL))
+    return train__error(error, error_size, -EINVAL, has_teacher ? "the config names a teacher but "
+                        "none was loaded" : "a teacher was given to a run without one");
+  if (options->teacher && options->teacher->model.max_batch < batch_size)
+    return train__error(error, error_size, -EINVAL, "the teacher was built for batches of %d, not %d",
+                        options->teacher->model.max_batch, batch_size);
+  t->model = model;
+  t->config = config;
+  t->data = data;
+  t->options = *options;
+  t->options.resume = NULL;
+  t->teacher = options->teacher;
+  int rc = distiller_create(&t->distiller, config, model, t->teacher, error, error_size);
+  if (rc) return rc;
+
+  t->inputs = malloc((size_t)batch_size * CFG_INPUTS * sizeof *t->inputs);
+  t->labels = malloc((size_t)batch_size * sizeof *t->labels);
+  t->indices = malloc((size_t)model->max_batch * sizeof *t->indices);
+  t->probs = malloc((size_t)model->max_batch * CFG_CLASSES * sizeof *t->probs);
+  t->predictions = malloc((size_t)model->max_batch * sizeof *t->predictions);
+  t->order = malloc((size_t)data->train.n * sizeof *t->order);
+  if (!t->inputs || !t->labels || !t->indices || !t->probs || !t->predictions || !t->order) {
+    train_free(t);
+    return train__error(error, error_size, -ENOMEM, "out of memory for the training buffers");
+  }
+  return 0;
+}
+
+void train_free(train_t *t) {
+  distiller_free(&t->distiller);
+  free(t->inputs);
+  free(t->labels);
+  free(t->indices);
+  free(t->probs);
+  free(t->predictions);
+  free(t->order);
+  memset(t, 0, sizeof *t);
+}
+
+json_t *train_params_json(const train_t *t) {
+  const nn_model_t *model = t->model;
+  const distiller_t *d = &t->distiller;
+  json_t *params = json_pack("{s:I}", "total", (json_int_t)nn_model_active_params(model));
+  for (int l = 0; l < model->n_layers && params; l++) {
+    size_t count = nn_layer_param_count(&model->layers[l]);
+    if (count) json_object_set_new(params, model->layers[l].name, json_integer((json_int_t)count));
+  }
+  if (params && model->n_blocks > 0) {
+    json_t *blocks = json_object();
+    for (int g = 0; g < model->n_blocks; g++) {
+      const nn_layer_t *block = &model->layers[model->n_layers + g];
+      json_object_set_new(blocks, block->name,
+                          json_pack("{s:I, s:b, s:i, s:s}", "params",
+                                    (json_int_t)nn_layer_param_count(block), "active", block->active,
+                                    "epoch", block->grow_epoch, "after",
+                                    model->layers[block->after].name));
+    }
+    json_object_set_new(params, "blocks", blocks);
+  }
+  if (params && d->n_params > 0) {
+    json_t *distill = json_pack("{s:I}", "total", (json_int_t)d->n_params);
+    char name[sizeof "adapter/" + DISTILLER_LABEL_MAX];
+    for (int i = 0; i < d->n_pairs; i++) {
+      snprintf(name, sizeof name, "adapter/%s", d->labels[i]);
+      json_object_set_new(distill, name, json_integer((json_int_t)distiller_adapter_params(d, i)));
+      if (distiller_gate_params(d, i)) {
+        snprintf(name, sizeof name, "gate/%s", d->labels[i]);
+        json_object_set_new(distill, name, json_integer((json_int_t)distiller_gate_params(d, i)));
+      }
+    }
+    if (d->adversarial) json_object_set_new(distill, "discriminator", json_integer((json_int_t)d->disc.n_params));
+    json_object_set_new(params, "distill", distill);
+  }
+  return params;
+}
+
+int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_size) {
+  const cfg_experiment_t *config = t->config;
+  const data_set_t *data = t->data;
+  const data_split_t *train = &data->train;
+  nn_model_t *model = t->model;
+  distiller_t *d = &t->distiller;
+  FILE *events = t->options.events;
+  const int batch_size = config->batch_size;
+  const int total_epochs = cfg_total_epochs(config);
+  const int eval_batch = t->teacher && t->teacher->model.max_batch < model->max_batch
+                             ? t->teacher->model.max_batch : model->max_batch;
+  int rc = 0;
+
+  const double started = util_monotonic();
+  double step_seconds = 0.0; /* time inside training steps only, for examples_per_s */
+  int64_t examples = 0;
+
+  /* The teacher's own figures, once, before the first step (a resumed run sent them). */
+  if (t->teacher && !t->resumed) {
+    if (!t->teacher->evaluated && teacher_evaluate(t->teacher, &data->test) != 0) {
+      rc = train__error(error, error_size, -ERANGE, "teacher %s: its test loss is not finite",
+                        t->teacher->path);
+      goto done;
+    }
+    train__values_t values;
+    train__values_init(&values);
+    train__set(&values, "test/accuracy", t->teacher->test_accuracy);
+    train__set(&values, "test/loss", t->teacher->test_loss);
+    if ((rc = train__write_eval(t, 0, 0, EV_SPLIT_TEACHER, &values, error, error_size))) goto done;
+  }
+
+  for (int epoch = t->epoch + 1; epoch <= total_epochs; epoch++) {
+    const int s = cfg_stage_of_epoch(config, epoch - 1);
+    const cfg_stage_t *stage = &config->stages[s];
+    int stage_first_epoch = 1;
+    for (int i = 0; i < s; i++) stage_first_epoch += config->stages[i].epochs;
+    if (epoch == stage_first_epoch && ev_write_stage(events, t->step, epoch, s, stage->name) != 0) {
+      rc = train__error(error, error_size, -EIO, "cannot write the start of stage %d", s);
+      goto done;
+    }
+    if ((rc = train__grow(t, epoch, error, error_size))) goto done;
+
+    const double epoch_started = util_monotonic();
+    /* Each epoch's order depends only on (seed, epoch), not on the epochs before it, so a
+     * run resumed from a checkpoint sees the same batches. */
+    for (int i = 0; i < train->n; i++) t->order[i] = i;
+    rng_t rng;
+    rng_seed(&rng, config->seed, RNG_STREAM_SHUFFLE, (uint64_t)epoch);
+    rng_shuffle(&rng, t->order, train->n);
+
+    const distiller_weights_t w = {(float)stage->task_weight, (float)stage->distill_weight,
+                                   (float)stage->feature_weight, (float)stage->adversarial_weight};
+    const int needs_teacher = t->teacher && distiller_needs_teacher(d, &w);
+    double epoch_loss = 0.0;
+    int64_t epoch_correct = 0;
+    for (int start = 0; start < train->n; start += batch_size) {
+      if (t->options.stop && *t->options.stop) {
+        t->summary.stopped = 1;
+        goto done;
+      }
+      const double step_started = util_monotonic();
+      const int B = train->n - start < batch_size ? train->n - start : batch_size;
+      for (int b = 0; b < B; b++) {
+        const int source = t->order[start + b];
+        memcpy(t->inputs + (size_t)b * CFG_INPUTS, train->images + (size_t)source * CFG_INPUTS,
+               CFG_INPUTS * sizeof *t->inputs);
+        t->labels[b] = train->labels[source];
+        t->indices[b] = source;
+      }
+      /* The schedules at this step's place in the run: the 0-based epoch plus the fraction
+       * of it done before this batch (so a warm-up starts from 0 at step 1). */
+      const double position = (epoch - 1) + (double)start / train->n;
+      const double lr = stage->lr * cfg_lr_factor_at(config, position);
+      const float T = t->teacher ? (float)cfg_temperature_at(config, position) : 1.0f;
+      const int64_t step = t->step + 1;
+
+      teacher_outputs_t teacher = {0};
+      if (needs_teacher) teacher_outputs(t->teacher, train, t->indices, t->inputs, B, &teacher);
+      const float *logits = nn_forward(model, t->inputs, B, 1);
+      const float task = loss_crossentropy_forward(t->probs, t->predictions, logits, t->labels, B,
+                                                   CFG_CLASSES);
+      distiller_terms_t terms;
+      distiller_forward(d, model, needs_teacher ? &teacher : NULL, logits, &w, T, B, &terms);
+      /* The total as reported: each term times its weight as configured (the gradients use
+       * the same weights rounded to float). */
+      double total = stage->task_weight * task;
+      if (terms.distill) total += stage->distill_weight * terms.kd;
+      if (terms.feature) total += stage->feature_weight * terms.feature_loss;
+      if (terms.adversarial) total += stage->adversarial_weight * terms.adversarial_loss;
+      if (!isfinite(total)) {
+        rc = train__error(error, error_size, -ERANGE, "diverged at step %lld: loss/total is %s",
+                          (long long)step, train__nonfinite_word(total));
+        goto done;
+      }
+
+      nn_zero_grad(model);
+      loss_crossentropy_backward(nn_dlogits(model), t->probs, t->labels, w.task, B, CFG_CLASSES);
+      distiller_backward(d, model, needs_teacher ? &teacher : NULL, &w, &terms, T, B);
+      nn_backward(model, t->inputs, B);
+      nn_optimizer_step(model, (float)lr);
+      distiller_update(d, &model->optimizer, &terms, (float)lr);
+      t->step = step;
+      const double elapsed = util_monotonic() - step_started;
+      step_seconds += elapsed;
+      examples += B;
+
+      epoch_loss += (double)task * B;
+      for (int b = 0; b < B; b++) epoch_correct += t->predictions[b] == t->labels[b];
+
+      train__values_t values;
+      train__values_init(&values);
+      train__set(&values, "loss/total", total);
+      train__set(&values, "loss/task", task);
+      train__set(&values, "weighted/task", stage->task_weight * task);
+      train__add_terms(&values, t, stage, &terms);
+      train__set(&values, "lr", lr);
+      if (t->teacher) train__set(&values, "temperature", T);
+      train__set(&values, "examples_per_s", elapsed > 0 ? B / elapsed : 0.0);
+      /* Per-layer gradient norms on step 1 and every grad_norm_every steps. The optimizer
+       * steps read the gradients without changing them, so they are still this step's. */
+      if (step == 1 || (config->grad_norm_every > 0 && step % config->grad_norm_every == 0))
+        train__add_grad_norms(&values, t, &terms);
+      if (values.bad[0]) {
+        rc = train__error(error, error_size, -ERANGE, "diverged at step %lld: %s is %s",
+                          (long long)step, values.bad, train__nonfinite_word(values.bad_value));
+        json_decref(values.json);
+        goto done;
+      }
+      if (ev_write_metric(events, step, epoch, s, values.json) != 0) {
+        rc = train__error(error, error_size, -EIO, "cannot write the metric event of step %lld",
+                          (long long)step);
+        goto done;
+      }
+    }
+
+    /* After the epoch: train (running figures of its batches), val, test — in that order. */
+    train_summary_t *sum = &t->summary;
+    const double train_accuracy = (double)epoch_correct / train->n, train_loss = epoch_loss / train->n;
+    train__values_t values;
+    train__values_init(&values);
+    train__set(&values, "accuracy", train_accuracy);
+    train__set(&values, "loss", train_loss);
+    if ((rc = train__write_eval(t, epoch, s, EV_SPLIT_TRAIN, &values, error, error_size))) goto done;
+    train__eval_t val = {0}, test;
+    if (data->val.n > 0) {
+      train__evaluate_split(t, &data->val, 0, eval_batch, &val);
+      train__values_init(&values);
+      train__set(&values, "accuracy", val.accuracy);
+      train__set(&values, "loss", val.loss);
+      if ((rc = train__write_eval(t, epoch, s, EV_SPLIT_VAL, &values, error, error_size))) goto done;
+      if (sum->best_val_epoch == 0 || val.accuracy > sum->best_val_accuracy) {
+        sum->best_val_accuracy = val.accuracy;
+        sum->best_val_epoch = epoch;
+      }
+    }
+    train__evaluate_split(t, &data->test, t->teacher != NULL, eval_batch, &test);
+    train__values_init(&values);
+    train__set(&values, "accuracy", test.accuracy);
+    train__set(&values, "loss", test.loss);
+    for (int c = 0; c < CFG_CLASSES; c++) {
+      char name[64];
+      snprintf(name, sizeof name, "accuracy/%s", data_class_name(data, c));
+      train__set(&values, name, test.count[c] ? (double)test.correct[c] / test.count[c] : 0.0);
+    }
+    if (test.agreement_known) train__set(&values, "agreement", test.agreement);
+    if ((rc = train__write_eval(t, epoch, s, EV_SPLIT_TEST, &values, error, error_size))) goto done;
+
+    sum->evaluated = 1;
+    sum->epochs = epoch;
+    sum->steps = t->step;
+    sum->final_train_loss = train_loss;
+    sum->final_train_accuracy = train_accuracy;
+    sum->final_test_loss = test.loss;
+    sum->final_test_accuracy = test.accuracy;
+    t->epoch = epoch;
+    if (t->options.log) {
+      char val_text[64] = "", agreement_text[32] = "";
+      if (data->val.n > 0)
+        snprintf(val_text, sizeof val_text, " | val loss %.4f acc %.4f", val.loss, val.accuracy);
+      if (test.agreement_known)
+        snprintf(agreement_text, sizeof agreement_text, " agreement %.4f", test.agreement);
+      fprintf(t->options.log,
+              "epoch %d/%d (stage %d %s): train loss %.4f acc %.4f%s | test loss %.4f acc %.4f%s"
+              " | %.2f s, %.0f examples/s\n",
+              epoch, total_epochs, s, stage->name, train_loss, train_accuracy, val_text, test.loss,
+              test.accuracy, agreement_text, util_monotonic() - epoch_started,
+              step_seconds > 0 ? examples / step_seconds : 0.0);
+      fflush(t->options.log);
+    }
+    const int due = epoch == total_epochs ||
+                    (config->checkpoint_every > 0 && epoch % config->checkpoint_every == 0);
+    if (t->options.checkpoint_dir && due && (rc = train__save(t, error, error_size))) goto done;
+  }
+
+done: /* success, stop and failure share the way out; rc says which */
+  t->summary.steps = t->step;
+  t->summary.epochs = t->epoch;
+  *summary = t->summary;
+  summary->seconds = util_monotonic() - started;
+  summary->examples_per_s = step_seconds > 0 ? examples / step_seconds : 0.0;
+  return rc;
 }
 
 int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_t *data,
               const train_options_t *options, train_summary_t *summary, char *error,
               size_t error_size) {
-  const data_split_t *train = &data->train;
-  const int batch_size = config->batch_size;
-  float *inputs = NULL, *probs = NULL;
-  int *labels = NULL, *predictions = NULL, *order = NULL;
-  int rc = 0;
-
+  train_t t;
   memset(summary, 0, sizeof *summary);
-  if (batch_size < 1 || batch_size > model->max_batch)
-    return train__error(error, error_size, -EINVAL,
-                        "batch_size %d does not fit the model's buffers (%d examples)", batch_size,
-                        model->max_batch);
-  if (train->n < 1)
-    return train__error(error, error_size, -EINVAL, "the training set is empty");
-
-  inputs = malloc((size_t)batch_size * CFG_INPUTS * sizeof *inputs);
-  labels = malloc((size_t)batch_size * sizeof *labels);
-  probs = malloc((size_t)model->max_batch * CFG_CLASSES * sizeof *probs);
-  predictions = malloc((size_t)model->max_batch * sizeof *predictions);
-  order = malloc((size_t)train->n * sizeof *order);
-  if (!inputs || !labels || !probs || !predictions || !order) {
-    rc = train__error(error, error_size, -ENOMEM, "out of memory for the training buffers");
-    goto fail;
-  }
-
-  const double started = util_monotonic();
-  const int total_epochs = cfg_total_epochs(config);
-  double step_seconds = 0.0; /* time inside training steps only, for examples_per_s */
-  int64_t examples = 0, step = 0;
-  int epoch = 0;             /* 1-based once the first epoch starts */
-
-  for (int s = 0; s < config->n_stages; s++) {
-    const cfg_stage_t *stage = &config->stages[s];
-    const float task_weight = (float)stage->task_weight;
-
-    for (int e = 0; e < stage->epochs; e++) {
-      epoch++;
-      const double epoch_started = util_monotonic();
-      /* Each epoch's order depends only on (seed, epoch), not on the epochs before it, so a
-       * run resumed from a checkpoint will see the same batches. */
-      for (int i = 0; i < train->n; i++) order[i] = i;
-      rng_t rng;
-      rng_seed(&rng, config->seed, RNG_STREAM_SHUFFLE, (uint64_t)epoch);
-      rng_shuffle(&rng, order, train->n);
-
-      double epoch_loss = 0.0;
-      int64_t epoch_correct = 0;
-      for (int start = 0; start < train->n; start += batch_size) {
-        if (options->stop && *options->stop) {
-          summary->stopped = 1;
-          goto done;
-        }
-        const double step_started = util_monotonic();
-        const int B = train->n - start < batch_size ? train->n - start : batch_size;
-        for (int b = 0; b < B; b++) {
-          int source = order[start + b];
-          memcpy(inputs + (size_t)b * CFG_INPUTS, train->images + (size_t)source * CFG_INPUTS,
-                 CFG_INPUTS * sizeof *inputs);
-          labels[b] = train->labels[source];
-        }
-
-        const float *logits = nn_forward(model, inputs, B, 1);
-        float task = loss_crossentropy_forward(probs, predictions, logits, labels, B, CFG_CLASSES);
-        if (!isfinite(task)) {
-          rc = train__error(error, error_size, -ERANGE,
-                            "loss/task is not finite at step %lld (epoch %d): the run diverged; "
-                            "try a lower lr",
-                            (long long)step + 1, epoch);
-          goto fail;
-        }
-        nn_zero_grad(model);
-        loss_crossentropy_backward(nn_dlogits(model), probs, labels, task_weight, B, CFG_CLASSES);
-        nn_backward(model, inputs, B);
-        /* The schedule at this step's place in the run: the 0-based epoch plus the fraction
-         * of it done before this batch (so a warm-up starts from 0 at step 1). */
-        const double lr = stage->lr * cfg_lr_factor_at(config, (epoch - 1) + (double)start / train->n);
-        nn_optimizer_step(model, (float)lr);
-        step++;
-        const double elapsed = util_monotonic() - step_started;
-        step_seconds += elapsed;
-        examples += B;
-
-        epoch_loss += (double)task * B;
-        for (int b = 0; b < B; b++) epoch_correct += predictions[b] == labels[b];
-
-        double total = (double)task_weight * task;
-        json_t *values = json_pack("{s:f, s:f, s:f, s:f, s:f}", "loss/total", total, "loss/task",
-                                   (double)task, "weighted/task", total, "lr", lr,
-                                   "examples_per_s", elapsed > 0 ? B / elapsed : 0.0);
-        /* Per-layer gradient norms on step 1 and every grad_norm_every steps. The optimizer
-         * step reads the gradients without changing them, so they are still this step's. */
-        if ((step == 1 || (config->grad_norm_every > 0 && step % config->grad_norm_every == 0)) &&
-            !isfinite(train__add_grad_norms(values, model))) {
-          json_decref(values);
-          rc = train__error(error, error_size, -ERANGE,
-                            "the gradient is not finite at step %lld (epoch %d): the run "
-                            "diverged; try a lower lr", (long long)step, epoch);
-          goto fail;
-        }
-        if (ev_write_metric(options->events, step, epoch, s, values) != 0) {
-          rc = train__error(error, error_size, -EIO, "cannot write the metric event of step %lld",
-                            (long long)step);
-          goto fail;
-        }
-      }
-
-      /* After the epoch: train (running figures of its batches), val, test — in that order. */
-      double train_accuracy = (double)epoch_correct / train->n, train_loss = epoch_loss / train->n;
-      double val_accuracy = 0.0, val_loss = 0.0, test_accuracy, test_loss;
-      rc = train__write_eval(options->events, step, epoch, s, EV_SPLIT_TRAIN, train_accuracy,
-                             train_loss, error, error_size);
-      if (rc) goto fail;
-      if (data->val.n > 0) {
-        if (train_evaluate(model, &data->val, probs, predictions, &val_accuracy, &val_loss) != 0) {
-          rc = train__error(error, error_size, -ERANGE, "val loss is not finite after epoch %d: "
-                            "the run diverged; try a lower lr", epoch);
-          goto fail;
-        }
-        rc = train__write_eval(options->events, step, epoch, s, EV_SPLIT_VAL, val_accuracy,
-                               val_loss, error, error_size);
-        if (rc) goto fail;
-        if (summary->best_val_epoch == 0 || val_accuracy > summary->best_val_accuracy) {
-          summary->best_val_accuracy = val_accuracy;
-          summary->best_val_epoch = epoch;
-        }
-      }
-      if (train_evaluate(model, &data->test, probs, predictions, &test_accuracy, &test_loss) != 0) {
-        rc = train__error(error, error_size, -ERANGE, "test loss is not finite after epoch %d: "
-                          "the run diverged; try a lower lr", epoch);
-        goto fail;
-      }
-      rc = train__write_eval(options->events, step, epoch, s, EV_SPLIT_TEST, test_accuracy,
-                             test_loss, error, error_size);
-      if (rc) goto fail;
-
-      summary->evaluated = 1;
-      summary->epochs = epoch;
-      summary->final_train_loss = train_loss;
-      summary->final_train_accuracy = train_accuracy;
-      summary->final_test_loss = test_loss;
-      summary->final_test_accuracy = test_accuracy;
-      if (options->log) {
-        char val_text[64] = "";
-        if (data->val.n > 0)
-          snprintf(val_text, sizeof val_text, " | val loss %.4f acc %.4f", val_loss, val_accuracy);
-        fprintf(options->log,
-                "epoch %d/%d (stage %d %s): train loss %.4f acc %.4f%s | test loss %.4f acc %.4f"
-                " | %.2f s, %.0f examples/s\n",
-                epoch, total_epochs, s, stage->name, train_loss, train_accuracy, val_text, test_loss,
-                test_accuracy, util_monotonic() - epoch_started,
-                step_seconds > 0 ? examples / step_seconds : 0.0);
-        fflush(options->log);
-      }
-    }
-  }
-
-done:
-  summary->steps = step;
-  summary->seconds = util_monotonic() - started;
-  summary->examples_per_s = step_seconds > 0 ? examples / step_seconds : 0.0;
-fail: /* rc is 0 when coming from done: success and failure share the cleanup */
-  free(inputs);
-  free(labels);
-  free(probs);
-  free(predictions);
-  free(order);
+  int rc = train_init(&t, model, config, data, options, error, error_size);
+  if (rc) return rc;
+  if (options->resume) rc = train_resume(&t, options->resume, error, error_size);
+  if (rc == 0) rc = train_loop(&t, summary, error, error_size);
+  train_free(&t);
   return rc;
 }
 

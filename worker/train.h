@@ -1,9 +1,15 @@
 /* train.h — the training loop of one experiment: its stages in order, mini-batches over a
- * seeded per-epoch shuffle, a metric event per step and eval events (train, val, test)
- * after every epoch, and the summary that goes into the worker's `finished` event.
+ * seeded per-epoch shuffle, the distillation terms the stage weighs (distiller.h), a metric
+ * event per step, eval events (train, val, test) after every epoch, stage and growth
+ * events, checkpoints, resuming from one, and the summary of the worker's `finished` event.
  *
- * Same config, seed and OpenBLAS thread count give a bit-identical curve: nothing that
- * changes a number depends on the clock or on rand(). Only examples_per_s varies. */
+ * Same config, seed and OpenBLAS thread count give a bit-identical curve, and a run resumed
+ * from a checkpoint ends bit-identical to one that was not interrupted: nothing that changes
+ * a number depends on the clock, on rand() or on what happened before the checkpoint beyond
+ * what the checkpoint holds. Only examples_per_s varies.
+ *
+ * Use: train_init, train_resume (optional), train_params_json for the `started` event,
+ * train_loop, train_free. train_run does all of it for callers that need no `started`. */
 #ifndef MAPSAGE_TRAIN_H
 #define MAPSAGE_TRAIN_H
 
@@ -16,19 +22,24 @@
 
 #include "config.h"
 #include "data.h"
+#include "distiller.h"
 #include "nn.h"
+#include "teacher.h"
 
 typedef struct {
-  FILE *events;                /* metric and eval events, one JSON line each (stdout) */
+  FILE *events;                /* every event, one JSON line each (stdout) */
   FILE *log;                   /* one human-readable line per epoch (stderr), or NULL */
   volatile sig_atomic_t *stop; /* when it becomes nonzero, stop before the next step; or NULL */
+  teacher_t *teacher;          /* loaded by the caller (teacher_load) when the config has one */
+  const char *checkpoint_dir;  /* where epoch-NNNN.ckpt files go; NULL writes none */
+  const char *resume;          /* train_run only: a checkpoint to resume from, or NULL */
 } train_options_t;
 
 typedef struct {
   int stopped;                /* the stop flag ended the run early; the figures cover what ran */
-  int epochs;                 /* completed epochs */
-  int64_t steps;              /* optimizer updates */
-  double seconds;             /* wall time of the whole loop, evaluations included */
+  int epochs;                 /* completed epochs (those before a resume included) */
+  int64_t steps;              /* optimizer updates (likewise) */
+  double seconds;             /* wall time of this process's loop, evaluations included */
   double examples_per_s;      /* training examples over the time spent in training steps */
   int evaluated;              /* at least one epoch completed: the figures below are set */
   double final_train_loss, final_train_accuracy; /* the last epoch's running averages */
@@ -37,20 +48,56 @@ typedef struct {
   double best_val_accuracy;
 } train_summary_t;
 
-/* Trains `model` (built by nn_model_create for at least config->batch_size examples) on
- * `data` as `config` says, writing events to options->events. Returns 0 with `summary` filled
- * (also when stopped early: summary->stopped), or a negative errno with the reason in
- * `error`: -ERANGE when the loss stops being finite (the run diverged), -EIO when events
- * cannot be written, -EINVAL or -ENOMEM. */
+typedef struct {
+  nn_model_t *model;
+  const cfg_experiment_t *config;
+  const data_set_t *data;
+  train_options_t options;
+  teacher_t *teacher;          /* options.teacher */
+  distiller_t distiller;
+  int epoch;                   /* epochs completed (restored by train_resume) */
+  int64_t step;                /* steps completed */
+  int resumed;                 /* train_resume succeeded: the teacher's eval was already sent */
+  train_summary_t summary;     /* the figures so far (restored by train_resume) */
+  /* Buffers, allocated once. */
+  float *inputs;               /* batch_size × CFG_INPUTS */
+  int *labels, *indices;       /* batch_size */
+  float *probs;                /* max_batch × CFG_CLASSES */
+  int *predictions;            /* max_batch */
+  int *order;                  /* the epoch's shuffle of the training set */
+} train_t;
+
+/* Prepares to train `model` (built by nn_model_create for at least config->batch_size
+ * examples) on `data` as `config` says, with options->teacher when the config names one.
+ * Builds the distillation pieces and every buffer. Returns 0, or a negative errno with the
+ * reason in `error`; on failure nothing needs freeing. */
+int train_init(train_t *t, nn_model_t *model, const cfg_experiment_t *config, const data_set_t *data,
+               const train_options_t *options, char *error, size_t error_size);
+void train_free(train_t *t);
+
+/* Restores the state a checkpoint written by this run's config holds: parameters and
+ * optimizer state of the student and of the distillation pieces, the step counts, which
+ * blocks have joined, and the figures of the summary; train_loop then goes on with the next
+ * epoch and writes events only for what comes after the checkpoint. Returns 0, or a negative
+ * errno with `error` naming the file and the reason (damaged, another config, …). */
+int train_resume(train_t *t, const char *path, char *error, size_t error_size);
+
+/* Runs the remaining epochs, writing events to options.events. Returns 0 with `summary`
+ * filled (also when stopped early: summary->stopped), or a negative errno with the reason in
+ * `error`: -ERANGE when a loss or a gradient stops being finite ("diverged at step N:
+ * loss/total is nan"), -EIO when events or a checkpoint cannot be written, -ENOMEM. */
+int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_size);
+
+/* The parameter counts of the `started` event: "total" (what trains now: the config's layers
+ * and the blocks that have joined), each layer with parameters, "blocks" ({name: {params,
+ * active, epoch, after}}) and "distill" (each adapter, gate, the discriminator). The caller
+ * owns the reference. */
+json_t *train_params_json(const train_t *t);
+
+/* train_init, train_resume when options->resume is set, train_loop, train_free. */
 int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_t *data,
               const train_options_t *options, train_summary_t *summary, char *error,
               size_t error_size);
-
-/* Accuracy and mean cross-entropy of `model` on `split`, forward only, in batches of
- * model->max_batch; `probs` (max_batch × CFG_CLASSES) and `predictions` (max_batch) are
- * scratch space. Returns 0, or -ERANGE if the loss is not finite. */
-int train_evaluate(nn_model_t *model, const data_split_t *split, float *probs, int *predictions,
-                   double *accuracy, double *loss);
 
 /* The summary as the `finished` event carries it. The caller owns the reference. */
 json_t *train_summary_to_json(const train_summary_t *summary);
