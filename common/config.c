@@ -217,6 +217,9 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
     if (json_object_get(dataset, "test_size"))
       add_error(errors, "dataset.test_size", "only the synthetic dataset has a size to choose");
   }
+  /* The default hold-out must fit a small generated set too (an eighth of it, at most 256). */
+  if (synthetic && config->dataset.train_size / 8 < config->dataset.val_size)
+    config->dataset.val_size = config->dataset.train_size / 8;
   get_int(dataset, "dataset", "val_size", 0, config->dataset.train_size - 1, &config->dataset.val_size, errors);
   if (!json_is_null(json_object_get(dataset, "train_limit")))
     get_int(dataset, "dataset", "train_limit", 1, config->dataset.train_size, &config->dataset.train_limit, errors);

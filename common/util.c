@@ -41,6 +41,38 @@ int util_strlcpy(char *dst, const char *src, size_t size) {
   return 0;
 }
 
+/* Length of the valid UTF-8 sequence at `p` (1-4), or 0 if it is not one: no overlong
+ * forms, no surrogates, nothing above U+10FFFF. */
+static size_t utf8_sequence(const unsigned char *p) {
+  if (p[0] < 0x80) return 1;
+  size_t length = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
+  if (length == 0 || p[0] > 0xF4) return 0;
+  for (size_t i = 1; i < length; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  if (length == 3 && ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] >= 0xA0))) return 0;
+  if (length == 4 && ((p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] >= 0x90))) return 0;
+  return length;
+}
+
+void util_utf8_sanitize(const char *text, char *out, size_t size) {
+  const unsigned char *p = (const unsigned char *)text;
+  size_t used = 0;
+  while (*p && used + 1 < size) {
+    size_t length = utf8_sequence(p);
+    if (length == 0) {
+      out[used++] = '?';
+      p++;
+    } else if (used + length < size) {
+      memcpy(out + used, p, length);
+      used += length;
+      p += length;
+    } else {
+      break;
+    }
+  }
+  if (size > 0) out[used] = '\0';
+}
+
 int util_read_file(const char *path, size_t limit, char **data, size_t *length) {
   int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;

@@ -17,6 +17,11 @@ double util_monotonic(void);
  * when it had to cut. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 
+/* Copies `text` into `out` (`size` bytes, NUL-terminated) with every byte that is not
+ * part of a valid UTF-8 sequence replaced by '?': for echoing what a client sent inside a
+ * JSON answer, which must be valid UTF-8. */
+void util_utf8_sanitize(const char *text, char *out, size_t size);
+
 /* Reads a whole file (or stdin for "-") into a NUL-terminated buffer the caller frees.
  * Refuses files larger than `limit`. Returns 0 or -errno (-EFBIG when over the limit). */
 int util_read_file(const char *path, size_t limit, char **data, size_t *length);

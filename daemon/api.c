@@ -16,8 +16,9 @@
 
 static api_t *app(const http_request_t *request) { return http_app(request); }
 
-/* Parses an optional integer query parameter in [minimum, maximum]; answers 400 itself
- * and returns -EINVAL when it is not one. */
+/* Parses an optional integer query parameter in [minimum, maximum]. Returns 0 when it is
+ * absent or fine, 1 when it is not (the 400 is answered: the handler returns 0), or a
+ * negative errno when even that answer failed (the handler returns it). */
 static int query_integer(http_request_t *request, const char *key, long long minimum, long long maximum,
                          long long *out) {
   const char *text = http_query(request, key);
@@ -26,9 +27,10 @@ static int query_integer(http_request_t *request, const char *key, long long min
   errno = 0;
   long long value = strtoll(text, &end, 10);
   if (errno || end == text || *end != '\0' || value < minimum || value > maximum) {
-    http_respond_error(request, MHD_HTTP_BAD_REQUEST, "%s: must be an integer between %lld and %lld, not \"%s\"", key,
-                       minimum, maximum, text);
-    return -EINVAL;
+    int result = http_respond_error(request, MHD_HTTP_BAD_REQUEST,
+                                    "%s: must be an integer between %lld and %lld, not \"%s\"", key, minimum,
+                                    maximum, text);
+    return result == 0 ? 1 : result;
   }
   *out = value;
   return 0;
@@ -133,8 +135,9 @@ static int list_experiments(http_request_t *request) {
   static const char *const statuses[] = {DB_QUEUED, DB_RUNNING, DB_SUCCEEDED, DB_FAILED, DB_CANCELLED, DB_INTERRUPTED};
   db_list_filter_t filter = {.statuses = http_query(request, "status"), .name = http_query(request, "name"), .limit = 100};
   long long limit = 100, before = 0;
-  if (query_integer(request, "limit", 1, 500, &limit) || query_integer(request, "before", 1, INT64_MAX, &before))
-    return 0;
+  int bad = query_integer(request, "limit", 1, 500, &limit);
+  if (bad == 0) bad = query_integer(request, "before", 1, INT64_MAX, &before);
+  if (bad) return bad > 0 ? 0 : bad;
   filter.limit = (int)limit;
   filter.before = before;
   if (filter.statuses) { /* every listed status must exist: a typo must not list nothing */
@@ -186,7 +189,8 @@ static int experiment_exists(http_request_t *request) {
 static int get_metrics(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
   long long since_step = -1; /* all: a teacher's evaluation is stored at step 0 */
-  if (query_integer(request, "since_step", -1, INT64_MAX, &since_step)) return 0;
+  int bad = query_integer(request, "since_step", -1, INT64_MAX, &since_step);
+  if (bad) return bad > 0 ? 0 : bad;
   /* Rows still in the batch would be missing from the answer: write them first. */
   db_flush(app(request)->db);
   json_t *curves = db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step);

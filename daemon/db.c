@@ -819,6 +819,7 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
   sqlite3_bind_int(evals, 4, phase);
   sqlite3_bind_int(evals, 5, EV_PHASE_STAGE);
 
+  int emitted = 0;
   /* Merge the two ordered streams by (step, phase), grouping rows into events: a metric
    * event per step, an eval event per (step, split), a stage event per row. */
   int have_metric = sqlite3_step(metrics) == SQLITE_ROW;
@@ -840,6 +841,7 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
       event.name = name;
       have_eval = sqlite3_step(statement) == SQLITE_ROW;
       emit(context, &event);
+      emitted++;
       continue;
     }
     event.values = json_object();
@@ -852,11 +854,35 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
     }
     emit(context, &event);
     json_decref(event.values);
+    emitted++;
   }
+  result = emitted;
 done:
   sqlite3_finalize(metrics);
   sqlite3_finalize(evals);
   return result;
+}
+
+int64_t db_next_step(db_t *db, int64_t id, int64_t after) {
+  sqlite3_stmt *statement = NULL;
+  /* One index probe per curve, per eval split and in stage_starts: cheap however far the
+   * next step is. */
+  if (sqlite3_prepare_v2(db->sql,
+                         "SELECT min(step) FROM ("
+                         "  SELECT (SELECT min(m.step) FROM metrics m WHERE m.experiment_id = s.experiment_id "
+                         "          AND m.name = s.name AND m.step > ?2) AS step "
+                         "    FROM series s WHERE s.experiment_id = ?1 "
+                         "  UNION ALL SELECT min(step) FROM evals WHERE experiment_id = ?1 AND step > ?2 "
+                         "  UNION ALL SELECT min(step) FROM stage_starts WHERE experiment_id = ?1 AND step > ?2)",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return fail_sql(db, "next step");
+  sqlite3_bind_int64(statement, 1, id);
+  sqlite3_bind_int64(statement, 2, after);
+  int64_t next = sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_type(statement, 0) != SQLITE_NULL
+                     ? sqlite3_column_int64(statement, 0)
+                     : -ENOENT;
+  sqlite3_finalize(statement);
+  return next;
 }
 
 char *db_log_text(db_t *db, int64_t id, size_t *length) {

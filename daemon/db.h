@@ -110,10 +110,13 @@ json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step);
 /* The stream's replay: calls `emit` for each stored event after the cursor (`step`,
  * `phase`, see EV_PHASE_*) up to and including step `last_step`, in stream order. The
  * event passed is EV_METRIC or EV_EVAL (step, epoch, stage, split, values) or EV_STAGE
- * (step, epoch, stage, name); it is only valid during the call. Returns 0 or a negative
- * code. */
+ * (step, epoch, stage, name); it is only valid during the call. Returns how many events
+ * it emitted, or a negative code. */
 typedef void (*db_replay_cb)(void *context, const ev_t *event);
 int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context);
+/* The first step after `after` that has any stored event, or -ENOENT: lets a replay jump a
+ * gap in the steps instead of walking it window by window. */
+int64_t db_next_step(db_t *db, int64_t id, int64_t after);
 
 /* Rows of a read-only query with up to two integer parameters (?1, ?2) as an array of
  * objects keyed by column name; an empty array when the query fails (logged). For the

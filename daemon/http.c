@@ -63,6 +63,7 @@ struct http_request {
   void (*on_complete)(void *data);
   void *on_complete_data;
   http_handler_cb on_resume;  /* set while suspended by http_suspend */
+  int answered;               /* a response is queued */
   void *context;
 };
 
@@ -103,10 +104,14 @@ void http_wake(http_server_t *server) {
 
 int http_respond(http_request_t *request, unsigned status, struct MHD_Response *response) {
   if (response == NULL) return -ENOMEM;
-  MHD_add_response_header(response, "Cache-Control", "no-store");
+  /* API answers are never cached; the dashboard's files set their own policy (ETags). */
+  if (MHD_get_response_header(response, "Cache-Control") == NULL)
+    MHD_add_response_header(response, "Cache-Control", "no-store");
   enum MHD_Result queued = MHD_queue_response(request->connection, status, response);
   MHD_destroy_response(response);
-  return queued == MHD_YES ? 0 : -EIO;
+  if (queued != MHD_YES) return -EIO;
+  request->answered = 1;
+  return 0;
 }
 
 int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,
@@ -134,13 +139,21 @@ int http_respond_json(http_request_t *request, unsigned status, json_t *body) {
   return http_respond(request, status, response);
 }
 
+json_t *http_json_text(const char *text) {
+  char clean[1024];
+  util_utf8_sanitize(text, clean, sizeof clean);
+  return json_string(clean);
+}
+
 int http_respond_error(http_request_t *request, unsigned status, const char *format, ...) {
   char message[512];
   va_list args;
   va_start(args, format);
   vsnprintf(message, sizeof message, format, args);
   va_end(args);
-  return http_respond_json(request, status, json_pack("{s:s}", "error", message));
+  /* The message may quote what the client sent: it must not make the answer invalid JSON
+   * (json_pack would refuse it, and the client would get no answer at all). */
+  return http_respond_json(request, status, json_pack("{s:o}", "error", http_json_text(message)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,12 +216,18 @@ static int dispatch(http_request_t *request) {
     return route->handler(request);
   }
   if (allowed[0]) {
-    struct MHD_Response *response = NULL;
-    char text[256];
-    int length = snprintf(text, sizeof text, "{\"error\":\"%s is not allowed on %s; use %s\"}", request->method,
-                          strncmp(request->path, "/api/", 5) == 0 ? "this route" : "this path", allowed);
-    response = MHD_create_response_from_buffer((size_t)length, text, MHD_RESPMEM_MUST_COPY);
-    if (response == NULL) return -ENOMEM;
+    char message[256];
+    snprintf(message, sizeof message, "%.32s is not allowed on %s; use %s", request->method,
+             strncmp(request->path, "/api/", 5) == 0 ? "this route" : "this path", allowed);
+    json_t *body = json_pack("{s:o}", "error", http_json_text(message));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL) return -ENOMEM;
+    struct MHD_Response *response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (response == NULL) {
+      free(text);
+      return -ENOMEM;
+    }
     MHD_add_response_header(response, "Allow", allowed);
     MHD_add_response_header(response, "Content-Type", "application/json");
     return http_respond(request, MHD_HTTP_METHOD_NOT_ALLOWED, response);
@@ -217,7 +236,7 @@ static int dispatch(http_request_t *request) {
       (strcmp(request->method, "GET") == 0 || strcmp(request->method, "HEAD") == 0))
     return options->fallback(request);
   json_t *body = json_pack("{s:s}", "error", "no such route");
-  json_object_set_new(body, "path", json_string(request->path));
+  json_object_set_new(body, "path", http_json_text(request->path));
   return http_respond_json(request, MHD_HTTP_NOT_FOUND, body);
 }
 
@@ -303,6 +322,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
     http_handler_cb on_resume = request->on_resume;
     request->on_resume = NULL;
     int result = on_resume(request);
+    if (result == 0 && !request->answered) result = -EPROTO;
     if (result != 0 &&
         http_respond_error(request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error: %s", strerror(-result)) != 0)
       return MHD_NO;
@@ -334,6 +354,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
   request->routed = 1;
   set_answering(connection, 1);
   int result = dispatch(request);
+  if (result == 0 && !request->answered && !request->on_resume) {
+    /* A handler that forgot to answer would leave MHD calling it forever. */
+    fprintf(stderr, "mapsaged: %s %s: the handler gave no answer\n", method, url);
+    result = -EPROTO;
+  }
   if (result != 0) {
     fprintf(stderr, "mapsaged: %s %s: %s\n", method, url, strerror(-result));
     if (http_respond_error(request, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error: %s", strerror(-result)) != 0)

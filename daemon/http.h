@@ -71,6 +71,8 @@ void *http_context(const http_request_t *request);
 void http_on_complete(http_request_t *request, void (*callback)(void *data), void *data);
 
 int http_respond_json(http_request_t *request, unsigned status, json_t *body); /* steals body */
+/* A JSON string of text from a client, invalid UTF-8 replaced: safe to echo in an answer. */
+json_t *http_json_text(const char *text);
 int http_respond_error(http_request_t *request, unsigned status, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,

@@ -149,21 +149,21 @@ json_t *report_build(db_t *db, int64_t id) {
   json_object_set_new(report, "stages", analyse_stages(db, id, config, findings));
   analyse_diagnostics(db, id, findings);
 
-  json_t *final = json_array_get(
-      db_select(db,
-                "SELECT (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'accuracy' "
-                "        ORDER BY epoch DESC LIMIT 1) AS test_accuracy, "
-                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'train' AND name = 'accuracy' "
-                "        ORDER BY epoch DESC LIMIT 1) AS train_accuracy, "
-                "       (SELECT max(value) FROM evals WHERE experiment_id = ?1 AND split = 'val' "
-                "        AND name = 'accuracy') AS best_val_accuracy, "
-                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'agreement' "
-                "        ORDER BY epoch DESC LIMIT 1) AS agreement, "
-                "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'teacher' "
-                "        AND name = 'test/accuracy' LIMIT 1) AS teacher_accuracy",
-                id, 0),
-      0);
-  json_incref(final);
+  json_t *final_rows = db_select(
+      db,
+      "SELECT (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'accuracy' "
+      "        ORDER BY epoch DESC LIMIT 1) AS test_accuracy, "
+      "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'train' AND name = 'accuracy' "
+      "        ORDER BY epoch DESC LIMIT 1) AS train_accuracy, "
+      "       (SELECT max(value) FROM evals WHERE experiment_id = ?1 AND split = 'val' "
+      "        AND name = 'accuracy') AS best_val_accuracy, "
+      "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'test' AND name = 'agreement' "
+      "        ORDER BY epoch DESC LIMIT 1) AS agreement, "
+      "       (SELECT value FROM evals WHERE experiment_id = ?1 AND split = 'teacher' "
+      "        AND name = 'test/accuracy' LIMIT 1) AS teacher_accuracy",
+      id, 0);
+  json_t *final = json_incref(json_array_get(final_rows, 0));
+  json_decref(final_rows);
   double test = number(final, "test_accuracy"), train = number(final, "train_accuracy");
   json_object_set_new(report, "final", json_pack("{s:O, s:O, s:O, s:O}", "test_accuracy",
                                                  json_object_get(final, "test_accuracy"), "train_accuracy",
@@ -181,18 +181,18 @@ json_t *report_build(db_t *db, int64_t id) {
                                                                                : json_null()));
 
   /* The baseline: the same student on the same data without a teacher, same seed first. */
-  json_t *baseline = json_array_get(
-      db_select(db,
-                "SELECT b.id, b.name, (SELECT value FROM evals v WHERE v.experiment_id = b.id AND v.split = 'test' "
-                "  AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS test_accuracy "
-                "FROM experiments b, experiments me WHERE me.id = ?1 AND b.id != me.id AND b.status = 'succeeded' "
-                "AND json_extract(b.config, '$.teacher') IS NULL "
-                "AND json_extract(b.config, '$.model') = json_extract(me.config, '$.model') "
-                "AND json_extract(b.config, '$.dataset') = json_extract(me.config, '$.dataset') "
-                "ORDER BY json_extract(b.config, '$.seed') = json_extract(me.config, '$.seed') DESC, b.id DESC "
-                "LIMIT 1",
-                id, 0),
-      0);
+  json_t *baseline_rows = db_select(
+      db,
+      "SELECT b.id, b.name, (SELECT value FROM evals v WHERE v.experiment_id = b.id AND v.split = 'test' "
+      "  AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS test_accuracy "
+      "FROM experiments b, experiments me WHERE me.id = ?1 AND b.id != me.id AND b.status = 'succeeded' "
+      "AND json_extract(b.config, '$.teacher') IS NULL "
+      "AND json_extract(b.config, '$.model') = json_extract(me.config, '$.model') "
+      "AND json_extract(b.config, '$.dataset') = json_extract(me.config, '$.dataset') "
+      "ORDER BY json_extract(b.config, '$.seed') = json_extract(me.config, '$.seed') DESC, b.id DESC "
+      "LIMIT 1",
+      id, 0);
+  json_t *baseline = json_array_get(baseline_rows, 0);
   if (baseline && json_is_object(json_object_get(config, "teacher"))) { /* only a student has a baseline */
     double base = number(baseline, "test_accuracy");
     json_object_set_new(report, "baseline",
@@ -213,6 +213,7 @@ json_t *report_build(db_t *db, int64_t id) {
     add_finding(findings, "warning", NULL, "%s: lower the learning rate or a loss weight", error);
   json_object_set_new(report, "findings", findings);
   json_decref(final);
+  json_decref(baseline_rows);
   json_decref(experiment);
   return report;
 }

@@ -206,10 +206,17 @@ static void replay_some(sse_subscriber_t *subscriber) {
     /* Not cursor + window > last: a Last-Event-ID near INT64_MAX would overflow and loop. */
     int64_t until =
         last - subscriber->cursor_step > SSE_REPLAY_WINDOW ? subscriber->cursor_step + SSE_REPLAY_WINDOW : last;
-    if (db_replay(db, subscriber->experiment_id, subscriber->cursor_step, subscriber->cursor_phase, until,
-                  on_replayed, subscriber) != 0) {
+    int emitted = db_replay(db, subscriber->experiment_id, subscriber->cursor_step, subscriber->cursor_phase, until,
+                            on_replayed, subscriber);
+    if (emitted < 0) {
       subscriber->dropped = 1;
       return;
+    }
+    if (emitted == 0 && until < last) {
+      /* A gap in the steps (a worker may report any step): jump to the next stored one
+       * rather than walk a window at a time, which a step of 10^12 would make endless. */
+      int64_t next = db_next_step(db, subscriber->experiment_id, until);
+      if (next > until + 1) until = next - 1 < last ? next - 1 : last;
     }
     /* Steps before the newest have had all their events (a worker writes them in stream
      * order). The newest may still get its evaluations or a stage start (at step 0: a

@@ -82,10 +82,7 @@ static int queue(http_request_t *request, unsigned status, struct MHD_Response *
   if (etag) MHD_add_response_header(response, "ETag", etag);
   MHD_add_response_header(response, "Cache-Control", cache_control);
   MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
-  /* Not http_respond(): it marks every answer no-store, which would defeat the ETag. */
-  enum MHD_Result queued = MHD_queue_response(http_connection(request), status, response);
-  MHD_destroy_response(response);
-  return queued == MHD_YES ? 0 : -EIO;
+  return http_respond(request, status, response); /* it keeps the Cache-Control set here */
 }
 
 /* From --web-dir: 0 when answered, 1 when there is no such file there (try the table). */
@@ -130,6 +127,6 @@ int static_serve(http_request_t *request) {
         MHD_create_response_from_buffer(file->length, (void *)file->data, MHD_RESPMEM_PERSISTENT);
     return queue(request, MHD_HTTP_OK, response, file->content_type, file->etag, "no-cache");
   }
-  json_t *body = json_pack("{s:s, s:s}", "error", "no such file", "path", http_path(request));
+  json_t *body = json_pack("{s:s, s:o}", "error", "no such file", "path", http_json_text(http_path(request)));
   return http_respond_json(request, MHD_HTTP_NOT_FOUND, body);
 }

@@ -142,6 +142,14 @@ static void test_model_rules(void) {
 }
 
 static void test_dataset_rules(void) {
+  /* A small generated set gets a hold-out that fits it, and what is stored parses back. */
+  CHECK_INT(0, parse("{\"dataset\": {\"name\": \"synthetic\", \"train_size\": 64}," MLP "}"));
+  CHECK_INT(8, config.dataset.val_size);
+  json_t *stored = cfg_to_json(&config);
+  cfg_experiment_t first = config;
+  CHECK_INT(0, cfg_from_json(stored, &config, &errors));
+  CHECK(memcmp(&first, &config, sizeof config) == 0);
+  json_decref(stored);
   CHECK_INT(-EINVAL, parse("{\"dataset\": {\"train_size\": 10, \"val_size\": 60000}," MLP "}"));
   CHECK(has_error("dataset.train_size", "only the synthetic dataset"));
   CHECK(has_error("dataset.val_size", "between 0 and 59999"));

@@ -137,13 +137,13 @@ static void test_batch_and_curves(db_t *db) {
 
   /* Replay: stream order, a step's metric before its evals, evals in split order. */
   replayed_t replayed = {0};
-  CHECK_INT(0, db_replay(db, id, 0, 0, 4, on_replayed, &replayed));
+  CHECK_INT(7, db_replay(db, id, 0, 0, 4, on_replayed, &replayed));
   const char *expected[] = {"1", "2", "2.2", "2.3", "3", "4", "4.3"};
   CHECK_INT(7, replayed.count);
   for (int i = 0; i < 7 && i < replayed.count; i++) CHECK_STR(expected[i], replayed.ids[i]);
   /* From a cursor in the middle of a step's evals. */
   replayed = (replayed_t){0};
-  CHECK_INT(0, db_replay(db, id, 2, 2, 3, on_replayed, &replayed));
+  CHECK_INT(2, db_replay(db, id, 2, 2, 3, on_replayed, &replayed));
   CHECK_INT(2, replayed.count);
   CHECK_STR("2.3", replayed.ids[0]);
   CHECK_STR("3", replayed.ids[1]);
@@ -214,14 +214,21 @@ static void test_stage_replay(db_t *db) {
   add(db, id, EV_METRIC, 2, 2, 1, json_pack("{s:f}", "loss/total", 0.5));
   CHECK_INT(0, db_flush(db));
   replayed_t replayed = {0};
-  CHECK_INT(0, db_replay(db, id, 0, 0, 2, on_replayed, &replayed));
+  CHECK_INT(5, db_replay(db, id, 0, 0, 2, on_replayed, &replayed));
   const char *expected[] = {"0.5", "1", "1.3", "1.5", "2"};
   CHECK_INT(5, replayed.count);
   for (int i = 0; i < 5 && i < replayed.count; i++) CHECK_STR(expected[i], replayed.ids[i]);
   replayed = (replayed_t){0};
-  CHECK_INT(0, db_replay(db, id, 1, 3, 2, on_replayed, &replayed));
+  CHECK_INT(2, db_replay(db, id, 1, 3, 2, on_replayed, &replayed));
   CHECK_INT(2, replayed.count);
   CHECK_STR("1.5", replayed.ids[0]);
+
+  /* A gap in the steps is found in one query, not walked. */
+  add(db, id, EV_METRIC, 1000000000000LL, 2, 1, json_pack("{s:f}", "loss/total", 0.25));
+  CHECK_INT(0, db_flush(db));
+  CHECK_INT(1000000000000LL, db_next_step(db, id, 2));
+  CHECK_INT(2, db_next_step(db, id, 1));
+  CHECK_INT(-ENOENT, db_next_step(db, id, 1000000000000LL));
 }
 
 static void test_reopen_keeps_everything(void) {

@@ -134,6 +134,10 @@ class BrokenWorker(unittest.TestCase):
             self.assertIn("a log line from the misbehaving worker", log)
             _, _, curves = d.get("/api/experiments/%d/metrics?names=loss/total" % experiment_id)
             self.assertEqual(list(range(1, 50001)), curves["loss/total"]["step"], "every valid event was stored")
+            started = time.monotonic()
+            steps = [e["data"]["step"] for e in d.stream(experiment_id, last_event_id="49990") if e["event"] == "metric"]
+            self.assertEqual(list(range(49991, 50001)) + [10 ** 12], steps)
+            self.assertLess(time.monotonic() - started, 10, "the replay jumped the gap")
             self.assertEqual("ok", d.get("/api/health")[2]["status"])
         finally:
             d.close()
