@@ -6,9 +6,13 @@
  * checkpoint, students with each strategy (KD only, normalised features, a gate, an
  * adversary, a growing block, all at once) whose every step carries the metric names the
  * dashboard expects with weighted terms that add up to the total; KD alone from a good
- * teacher teaches; a run interrupted mid-epoch and resumed from its checkpoint ends with the
- * same bytes as one that was not; a damaged or unfit teacher and a foreign checkpoint fail
- * with clear errors. Each run takes a fraction of a second. */
+ * teacher teaches; a gate, taught by a teacher that is wrong about three classes, learns
+ * where it is wrong and keeps its weights spread, normalised or not; a run interrupted
+ * mid-epoch and resumed from its checkpoint ends with the same bytes as one that was not;
+ * the teacher cache holds the network's rows and changes nothing a run reports (to the bit
+ * where the BLAS rounds a row the same in any batch), over its budget or off; a damaged or
+ * unfit teacher and a foreign checkpoint fail with clear errors. Each run takes a fraction
+ * of a second. */
 #define _GNU_SOURCE /* fopencookie */
 #include <dirent.h>
 #include <errno.h>
@@ -56,6 +60,7 @@ typedef struct {
   char *text;      /* all event lines */
   char **lines;    /* pointers into text, newline replaced by NUL */
   int n_lines;
+  char *cache_line; /* the teacher cache's log event, set aside from `lines` (it has a time) */
   float *params;   /* after training */
   float *initial;  /* before */
   size_t n_params;
@@ -64,6 +69,7 @@ typedef struct {
 static void run_free(run_t *run) {
   free(run->text);
   free(run->lines);
+  free(run->cache_line);
   free(run->params);
   free(run->initial);
   memset(run, 0, sizeof *run);
@@ -155,6 +161,12 @@ static int run_with(const char *json, const run_options_t *o, run_t *run) {
     end = strchr(line, '\n');
     if (!end) break;
     *end = '\0';
+    if (strstr(line, "\"event\":\"log\"") && strstr(line, "teacher cache:")) {
+      CHECK(run->cache_line == NULL); /* once per run */
+      free(run->cache_line);
+      run->cache_line = strdup(line);
+      continue;
+    }
     if (run->n_lines == capacity) {
       capacity *= 2;
       run->lines = realloc(run->lines, (size_t)capacity * sizeof *run->lines);
@@ -788,12 +800,16 @@ static double check_distillation_events(const char *label, const char *json, con
       /* The gate's diagnostics where a gated pair ran; per-pair MSEs with several pairs. */
       const int gate_ran = gated && (feature || (adversarial && config.features[config.adversarial.feature].gate));
       static const char *const gate_names[] = {"gate/mean", "gate/weight_min", "gate/weight_max",
-                                               "gate/effective_fraction", "feature/ungated_mse"};
-      for (size_t k = 0; k < 5; k++) ok &= has_value(&event, gate_names[k]) == gate_ran;
+                                               "gate/effective_fraction", "gate/loss", "gate/accuracy",
+                                               "feature/ungated_mse"};
+      for (size_t k = 0; k < sizeof gate_names / sizeof gate_names[0]; k++)
+        ok &= has_value(&event, gate_names[k]) == gate_ran;
       if (gate_ran) {
         ok &= value_of(&event, "gate/weight_min") <= 1.0 + 1e-6 && value_of(&event, "gate/weight_max") >= 1.0 - 1e-6;
         double fraction = value_of(&event, "gate/effective_fraction");
         ok &= fraction > 0.0 && fraction <= 1.0 + 1e-6;
+        double accuracy = value_of(&event, "gate/accuracy");
+        ok &= value_of(&event, "gate/loss") >= 0.0 && accuracy >= 0.0 && accuracy <= 1.0;
       }
       for (int p = 0; p < config.n_features; p++) {
         char name[160];
@@ -863,8 +879,6 @@ static void test_strategies(void) {
        " \"stages\": [{\"name\": \"task\", \"epochs\": 1},"
        "   {\"name\": \"kd\", \"epochs\": 2, \"task_weight\": 0.6, \"distill_weight\": 0.3, \"feature_weight\": 0.1}]",
        0.8, 0.0},
-      /* (Unnormalised, the gate's weight goes to one example of the batch, whose gradient it
-       * multiplies by B: at this lr the run diverges within two epochs. See distill.h.) */
       {"gated (mean_one), normalised", STUDENT_MLP ","
        " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true, \"gate\": \"mean_one\"}],"
        " \"stages\": [{\"name\": \"sel\", \"epochs\": 2, \"task_weight\": 0.6, \"distill_weight\": 0.3, \"feature_weight\": 0.1}]",
@@ -906,6 +920,137 @@ static void test_strategies(void) {
     run_free(&run);
     free(json);
   }
+}
+
+/* A gated pair trained for 5 epochs (140 steps) with SGD at lr 0.05 and momentum 0.9: the
+ * setting in which the old gate, trained by the feature loss it weights, put all the weight
+ * on one example within ~10 steps and, unnormalised, diverged. Its own target now (is the
+ * teacher right?) is learned above chance, and the weights stay spread over the batch. */
+/* The teacher above is right about nearly every training example, which leaves a gate
+ * nothing to learn; and a teacher that is merely undertrained errs where nothing in its
+ * features says so (measured: a logistic regression on its fc1, trained to convergence, does
+ * not beat always guessing "right"). A real teacher's mistakes gather in classes it confuses
+ * (on Fashion-MNIST, shirts). This one is made so: the strong teacher with the output rows of
+ * classes 0, 1 and 2 rotated, so it calls every 0 a 1, every 1 a 2 and every 2 a 0, and is
+ * right about the other seven classes. */
+static char biased_teacher_checkpoint[PATH_MAX + 64];
+static double biased_teacher_train_accuracy; /* the share of y = 1 a gate sees */
+
+/* `json` with the teacher's checkpoint replaced by the biased one's (a new string). */
+static char *with_biased_teacher(const char *json) {
+  const char *strong = strstr(json, teacher_checkpoint);
+  char *biased = malloc(strlen(json) + sizeof biased_teacher_checkpoint);
+  sprintf(biased, "%.*s%s%s", (int)(strong - json), json, biased_teacher_checkpoint,
+          strong + strlen(teacher_checkpoint));
+  return biased;
+}
+
+static void test_biased_teacher(void) {
+  printf("a teacher that mistakes classes 0, 1 and 2 for one another, for the gate\n");
+  char error[1024];
+  ckpt_t ckpt;
+  CHECK_INT(0, ckpt_open(teacher_checkpoint, &ckpt, error, sizeof error));
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  CHECK_INT(0, cfg_from_json(json_object_get(ckpt_meta(&ckpt), "config"), &config, &errors));
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create_inference(&model, &config, 1));
+  CHECK_INT(0, ckpt_read_f32(&ckpt, "params", model.params, model.n_params, error, sizeof error));
+  const nn_layer_t *logits = &model.layers[model.n_layers - 1];
+  const int in = logits->in;
+  float *w = model.params + logits->weight, *b = model.params + logits->bias, row[256];
+  CHECK(in <= 256 && logits->out == CFG_CLASSES);
+  /* Row c of the output layer scores class c: rows (0, 1, 2) <- (2, 0, 1) scores each of
+   * these classes with the next one's row. */
+  memcpy(row, w + 2 * in, in * sizeof(float));
+  memmove(w + in, w, 2 * in * sizeof(float));
+  memcpy(w, row, in * sizeof(float));
+  float bias2 = b[2];
+  memmove(b + 1, b, 2 * sizeof(float));
+  b[0] = bias2;
+  ckpt_writer_t writer;
+  ckpt_writer_init(&writer);
+  ckpt_writer_set_meta(&writer, ckpt_meta(&ckpt));
+  ckpt_add_f32(&writer, "params", model.params, model.n_params);
+  snprintf(biased_teacher_checkpoint, sizeof biased_teacher_checkpoint, "%s", path_in("biased-teacher.ckpt"));
+  CHECK(ckpt_write(&writer, biased_teacher_checkpoint, error, sizeof error) > 0);
+  ckpt_writer_free(&writer);
+  nn_model_free(&model);
+  ckpt_close(&ckpt);
+
+  /* Its accuracy on the training split, as a student loads it. */
+  char *strong = student_json(STUDENT_MLP ", \"stages\": [{\"epochs\": 1, \"distill_weight\": 0.5}]");
+  char *json = with_biased_teacher(strong);
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  data_set_t data;
+  static teacher_t teacher;
+  CHECK_INT(0, data_load(&data, &config, NULL, error, sizeof error));
+  CHECK_INT(0, teacher_load(&teacher, &config, 64, error, sizeof error));
+  CHECK_INT(0, teacher_evaluate(&teacher, &data.train));
+  biased_teacher_train_accuracy = teacher.test_accuracy;
+  printf("  right about %.4f of the training split\n", biased_teacher_train_accuracy);
+  CHECK(biased_teacher_train_accuracy > 0.6 && biased_teacher_train_accuracy < 0.75);
+  teacher_free(&teacher);
+  data_free(&data);
+  free(json);
+  free(strong);
+}
+
+/* The binary entropy of p, in nats: the BCE of the best constant guess. */
+static double binary_entropy(double p) { return -p * log(p) - (1.0 - p) * log(1.0 - p); }
+
+static void test_gate_run(const char *gate, int normalize) {
+  printf("a %s gate, %s, 5 epochs at lr 0.05 momentum 0.9, from the biased teacher\n", gate,
+         normalize ? "normalised" : "unnormalised");
+  char body[1024];
+  snprintf(body, sizeof body,
+           STUDENT_MLP ", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9},"
+           " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": %s, \"gate\": \"%s\"}],"
+           " \"stages\": [{\"name\": \"sel\", \"epochs\": 5, \"task_weight\": 0.6, \"distill_weight\": 0.3,"
+           " \"feature_weight\": 0.1}]",
+           normalize ? "true" : "false", gate);
+  char *strong = student_json(body), *json = with_biased_teacher(strong);
+  run_t run;
+  CHECK_INT(0, run_config(json, NULL, &run));
+  if (run.rc) fprintf(stderr, "  train_run: %s\n", run.error);
+  CHECK_INT(0, run.rc);
+  /* Chance is always guessing the majority; a constant guess at best scores the entropy. */
+  const double p = biased_teacher_train_accuracy, chance = fmax(p, 1.0 - p), entropy = binary_entropy(p);
+  double min_fraction = 1.0, late_accuracy = 0.0, late_fraction = 0.0, late_loss = 0.0;
+  int late = 0, steps = 0;
+  const int64_t last_epoch_from = run.summary.steps - TEACHER_STEPS_PER_EPOCH;
+  for (int i = 0; i < run.n_lines; i++) {
+    ev_t event;
+    char error[256];
+    if (ev_parse(run.lines[i], strlen(run.lines[i]), &event, error, sizeof error) != 0) continue;
+    if (event.type == EV_METRIC) {
+      steps++;
+      double fraction = value_of(&event, "gate/effective_fraction");
+      min_fraction = fmin(min_fraction, fraction);
+      if (event.step > last_epoch_from) {
+        late++;
+        late_accuracy += value_of(&event, "gate/accuracy");
+        late_fraction += fraction;
+        late_loss += value_of(&event, "gate/loss");
+      }
+    }
+    ev_release(&event);
+  }
+  late_accuracy /= late > 0 ? late : 1;
+  late_fraction /= late > 0 ? late : 1;
+  late_loss /= late > 0 ? late : 1;
+  printf("  last epoch: gate/accuracy %.3f (chance %.3f), gate/loss %.3f (a constant guess %.3f);"
+         " effective fraction min %.3f, last epoch %.3f; student test accuracy %.4f\n",
+         late_accuracy, chance, late_loss, entropy, min_fraction, late_fraction,
+         run.summary.final_test_accuracy);
+  CHECK_INT(5 * TEACHER_STEPS_PER_EPOCH, steps);
+  CHECK(late_accuracy > chance);
+  CHECK(late_loss < entropy);
+  CHECK(min_fraction > 0.5); /* 1/B = 0.016 would be one example */
+  CHECK(run.summary.final_test_accuracy >= 0.7); /* despite a teacher wrong about 3 classes */
+  run_free(&run);
+  free(json);
+  free(strong);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1035,6 +1180,194 @@ static void test_resume(void) {
 }
 
 /* ---------------------------------------------------------------------------------------
+ * the teacher cache */
+
+/* Floats of `a` and `b` (n each) that differ, and the largest difference relative to the
+ * larger magnitude or 1 (activations are O(1); near 0 a relative error means nothing). */
+static int count_differences(const float *a, const float *b, size_t n, double *worst) {
+  int differ = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (a[i] == b[i]) continue;
+    differ++;
+    *worst = fmax(*worst, fabs((double)a[i] - b[i]) / fmax(1.0, fmax(fabs(a[i]), fabs(b[i]))));
+  }
+  return differ;
+}
+
+/* Loads the strong teacher for `json` with MAPSAGE_TEACHER_CACHE_MB set to `budget` (NULL:
+ * unset). */
+static int load_teacher(teacher_t *teacher, const cfg_experiment_t *config, const char *budget,
+                        char *error, size_t error_size) {
+  if (budget)
+    setenv(TEACHER_CACHE_ENV, budget, 1);
+  else
+    unsetenv(TEACHER_CACHE_ENV);
+  int rc = teacher_load(teacher, config, config->batch_size, error, error_size);
+  unsetenv(TEACHER_CACHE_ENV);
+  return rc;
+}
+
+/* The cache's rows against the network: the test split (cached in the batches evaluations
+ * run) to the bit; a shuffled training batch to the bit where the BLAS rounds a row the same
+ * in any batch, within float rounding where it does not. Returns whether it does. */
+static int test_cache_rows(void) {
+  printf("teacher cache: its rows against the network\n");
+  char error[1024];
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  /* Two pairs reading two layers, and a third reading one of them again: two slots. */
+  char *json = student_json(STUDENT_CNN ", \"features\": [{\"student\": \"c1\", \"teacher\": \"conv1\"},"
+                            " {\"student\": \"fc1\", \"teacher\": \"fc1\"}, {\"student\": \"fc1\", \"teacher\": \"fc1\", \"normalize\": true}],"
+                            " \"stages\": [{\"epochs\": 1, \"feature_weight\": 0.5}]");
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  data_set_t data;
+  CHECK_INT(0, data_load(&data, &config, NULL, error, sizeof error));
+  static teacher_t cached, plain;
+  CHECK_INT(0, load_teacher(&cached, &config, NULL, error, sizeof error));
+  CHECK_INT(0, load_teacher(&plain, &config, "0", error, sizeof error));
+  CHECK(cached.cache_budget == (size_t)TEACHER_CACHE_DEFAULT_MB << 20);
+  CHECK(plain.cache_budget == 0);
+  CHECK_INT(2, cached.n_slots);
+  const int B = config.batch_size;
+  const size_t conv1 = (size_t)cached.model.layers[cached.layers[0]].out, fc1 = 32;
+
+  teacher_cache_cost_t cost;
+  CHECK_INT(0, teacher_cache_split(&cached, &data.train, 1, &cost));
+  CHECK_INT(data.train.n, cost.n);
+  CHECK_INT(conv1 + fc1, cost.features);
+  CHECK(cost.bytes == (size_t)data.train.n * (CFG_CLASSES + conv1 + fc1) * sizeof(float));
+  CHECK_INT(0, teacher_cache_split(&cached, &data.test, 0, &cost));
+  CHECK_INT(0, cost.features);
+  CHECK_INT(-EEXIST, teacher_cache_split(&cached, &data.test, 1, &cost));
+  CHECK_INT(-E2BIG, teacher_cache_split(&plain, &data.train, 0, &cost));
+  CHECK_INT(0, plain.n_caches);
+  printf("  train %d × (10 + %zu + %zu) floats, test %d × 10: %.2f MB held\n", data.train.n, conv1, fc1,
+         data.test.n, cached.cache_bytes / 1048576.0);
+
+  /* The test split, batch by batch as the evaluations go: identical, and no layers. */
+  int *indices = malloc((size_t)B * sizeof *indices);
+  float *want = malloc((size_t)B * (CFG_CLASSES + conv1 + fc1) * sizeof *want);
+  int test_differ = 0;
+  for (int start = 0; start < data.test.n; start += B) {
+    const int n = data.test.n - start < B ? data.test.n - start : B;
+    for (int b = 0; b < n; b++) indices[b] = start + b;
+    teacher_outputs_t a, b;
+    const float *inputs = data.test.images + (size_t)start * CFG_INPUTS;
+    teacher_outputs(&plain, &data.test, indices, inputs, n, &b);
+    memcpy(want, b.logits, (size_t)n * CFG_CLASSES * sizeof *want);
+    teacher_outputs(&cached, &data.test, indices, inputs, n, &a);
+    test_differ += memcmp(a.logits, want, (size_t)n * CFG_CLASSES * sizeof *want) != 0;
+    CHECK(a.features[0] == NULL && a.features[1] == NULL);
+  }
+  CHECK_INT(0, test_differ);
+
+  /* A shuffled training batch. */
+  float *inputs = malloc((size_t)B * CFG_INPUTS * sizeof *inputs);
+  for (int b = 0; b < B; b++) {
+    indices[b] = (int)(((int64_t)b * 7919 + 13) % data.train.n);
+    memcpy(inputs + (size_t)b * CFG_INPUTS, data.train.images + (size_t)indices[b] * CFG_INPUTS,
+           CFG_INPUTS * sizeof *inputs);
+  }
+  teacher_outputs_t a, b;
+  teacher_outputs(&plain, &data.train, indices, inputs, B, &b);
+  memcpy(want, b.logits, (size_t)B * CFG_CLASSES * sizeof *want);
+  memcpy(want + (size_t)B * CFG_CLASSES, b.features[0], (size_t)B * conv1 * sizeof *want);
+  memcpy(want + (size_t)B * (CFG_CLASSES + conv1), b.features[1], (size_t)B * fc1 * sizeof *want);
+  teacher_outputs(&cached, &data.train, indices, inputs, B, &a);
+  CHECK(a.features[1] == a.features[2]); /* one slot for both pairs on fc1 */
+  double worst = 0.0;
+  int differ = count_differences(a.logits, want, (size_t)B * CFG_CLASSES, &worst) +
+               count_differences(a.features[0], want + (size_t)B * CFG_CLASSES, (size_t)B * conv1, &worst) +
+               count_differences(a.features[2], want + (size_t)B * (CFG_CLASSES + conv1), (size_t)B * fc1, &worst);
+  printf("  a shuffled training batch: %d of %zu floats differ from the network run on it (largest "
+         "relative difference %.2g)%s\n", differ, (size_t)B * (CFG_CLASSES + conv1 + fc1), worst,
+         differ ? ": this BLAS rounds a row by its batch" : "");
+  CHECK(worst < 1e-5);
+
+  teacher_free(&cached);
+  teacher_free(&plain);
+  free(indices);
+  free(want);
+  free(inputs);
+  data_free(&data);
+  free(json);
+  return differ == 0;
+}
+
+/* A KD run with the cache, without it (MAPSAGE_TEACHER_CACHE_MB=0), and with a budget the
+ * training split does not fit: the same events but for examples_per_s, to the bit — without
+ * the cache and over budget always (the test split's cache is made of the evaluations' own
+ * batches), with it where the BLAS is batch-invariant (`invariant`), else the first step's. */
+static void test_cache_runs(int invariant) {
+  printf("teacher cache: a KD run with it, without it, and over its budget\n");
+  char *json = student_json(STUDENT_MLP ", \"temperature\": {\"start\": 4},"
+                            " \"features\": [{\"student\": \"fc1\", \"teacher\": \"fc1\", \"gate\": \"mean_one\"}],"
+                            " \"stages\": [{\"name\": \"task\", \"epochs\": 1},"
+                            "   {\"name\": \"kd\", \"epochs\": 2, \"task_weight\": 0.5, \"distill_weight\": 0.4,"
+                            " \"feature_weight\": 0.1}]");
+  run_t on, off, over;
+  unsetenv(TEACHER_CACHE_ENV);
+  CHECK_INT(0, run_config(json, NULL, &on));
+  setenv(TEACHER_CACHE_ENV, "0", 1);
+  CHECK_INT(0, run_config(json, NULL, &off));
+  setenv(TEACHER_CACHE_ENV, "0.1", 1); /* 104857 bytes: the test split's logits, not the training split */
+  CHECK_INT(0, run_config(json, NULL, &over));
+  unsetenv(TEACHER_CACHE_ENV);
+  CHECK_INT(0, on.rc);
+  CHECK_INT(0, off.rc);
+  CHECK_INT(0, over.rc);
+  printf("  with:     %s\n  without:  %s\n  over:     %s\n", on.cache_line, off.cache_line, over.cache_line);
+  CHECK_CONTAINS(on.cache_line, "\"level\":\"info\"");
+  CHECK_CONTAINS(on.cache_line, "teacher cache: train 1792 examples × (10 logits + 32 features) = 0.3 MB; test ");
+  CHECK_CONTAINS(on.cache_line, " examples × 10 logits = ");
+  CHECK_CONTAINS(on.cache_line, "MB budget (MAPSAGE_TEACHER_CACHE_MB), built in ");
+  CHECK_CONTAINS(off.cache_line, "teacher cache: off (MAPSAGE_TEACHER_CACHE_MB=0)");
+  CHECK_CONTAINS(over.cache_line, "train 1792 examples × (10 logits + 32 features) = 0.3 MB: over the budget");
+  CHECK(over.cache_line && strstr(over.cache_line, "test") && !strstr(strstr(over.cache_line, "test"), "over the budget"));
+
+  int same_off = on.n_lines == off.n_lines && off.n_lines == over.n_lines, same_on = same_off;
+  for (int i = 0; i < off.n_lines && i < over.n_lines; i++) same_off &= same_event(off.lines[i], over.lines[i]);
+  for (int i = 0; i < off.n_lines && i < on.n_lines; i++) same_on &= same_event(off.lines[i], on.lines[i]);
+  printf("  %d lines: over budget %s without; with the cache %s\n", off.n_lines,
+         same_off ? "identical to" : "DIFFERENT from", same_on ? "identical too" : "different");
+  CHECK(same_off);
+  CHECK(memcmp(off.params, over.params, off.n_params * sizeof(float)) == 0);
+  if (invariant) {
+    CHECK(same_on);
+    CHECK(memcmp(off.params, on.params, off.n_params * sizeof(float)) == 0);
+  } else {
+    /* The first KD step reads the teacher once: equal to float rounding. */
+    int first = -1;
+    for (int i = 0; i < off.n_lines && first < 0; i++)
+      if (strstr(off.lines[i], "\"loss/distill\"")) first = i;
+    ev_t x, y;
+    char error[256];
+    CHECK(first >= 0 && ev_parse(off.lines[first], strlen(off.lines[first]), &x, error, sizeof error) == 0 &&
+          ev_parse(on.lines[first], strlen(on.lines[first]), &y, error, sizeof error) == 0);
+    if (first >= 0) {
+      CHECK_NEAR(value_of(&x, "loss/distill"), value_of(&y, "loss/distill"), 1e-5 * value_of(&x, "loss/distill"));
+      ev_release(&x);
+      ev_release(&y);
+    }
+  }
+
+  /* A budget that is not a size is refused with the variable's name. */
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  static teacher_t teacher;
+  char error[1024];
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  CHECK_INT(-EINVAL, load_teacher(&teacher, &config, "lots", error, sizeof error));
+  printf("  a bad budget: %s\n", error);
+  CHECK_CONTAINS(error, "MAPSAGE_TEACHER_CACHE_MB: expected a size in MiB (a number ≥ 0), not \"lots\"");
+  CHECK_INT(-EINVAL, load_teacher(&teacher, &config, "-1", error, sizeof error));
+  run_free(&on);
+  run_free(&off);
+  run_free(&over);
+  free(json);
+}
+
+/* ---------------------------------------------------------------------------------------
  * teachers that cannot teach */
 
 static void test_bad_teachers(void) {
@@ -1145,7 +1478,12 @@ int main(void) {
   test_lr_schedule();
   test_teacher();
   test_strategies();
+  test_biased_teacher();
+  test_gate_run("mean_one", 0);
+  test_gate_run("mean_one", 1);
+  test_gate_run("softmax", 0);
   test_resume();
+  test_cache_runs(test_cache_rows());
   test_bad_teachers();
   remove_tree(test_dir);
   return check_summary();

@@ -212,22 +212,29 @@ void feature_mse_backward(float *da, const float *a, const float *t, const float
 /* ---------------------------------------------------------------------------------------
  * Gate
  *
- * Both modes are a = B · softmax(u): u = g (softmax) or u = log σ(g) (mean_one, since
+ * Both weightings are a = B · softmax(u): u = σ(g) (softmax) or u = log σ(g) (mean_one, since
  * σ(g_b) / mean σ = B · σ(g_b) / Σ σ). Writing mean_one that way keeps it exact for any g:
  * at g = −50 every σ is ~2e-22 and their ratio is still right; at g = −200 σ underflows to 0
- * in float and σ/mean σ would be 0/0, while log σ(g) = −softplus(−g) is simply −200. */
+ * in float and σ/mean σ would be 0/0, while log σ(g) = −softplus(−g) is simply −200.
+ *
+ * The gate's own loss, BCE with logits: −y log σ(g) − (1 − y) log(1 − σ(g)) = sp(g) − y g
+ * (log σ(g) = −sp(−g) and sp(g) − sp(−g) = g), finite for any g; its derivative is σ(g) − y. */
 
-void gate_forward(float *weights, float *scores, gate_stats_t *stats, const float *teacher,
-                  const float *weight, const float *bias, cfg_gate_t mode, int B, int D) {
-  // teacher (B,D), weight (D), bias (1) -> scores (B), weights (B)
+float gate_forward(float *weights, float *scores, gate_stats_t *stats, const float *teacher,
+                   const float *weight, const float *bias, const float *targets, cfg_gate_t mode,
+                   int B, int D) {
+  // teacher (B,D), weight (D), bias (1), targets (B) -> scores (B), weights (B); returns the BCE
   linear_forward(scores, teacher, weight, bias, B, D, 1);
-  double max = -INFINITY, mean_sigmoid = 0.0;
+  double max = -INFINITY, mean_sigmoid = 0.0, bce = 0.0;
+  int right = 0;
   for (int b = 0; b < B; b++) {
-    double g = scores[b];
-    double u = mode == CFG_GATE_MEAN_ONE ? -distill__softplus(-g) : g;
+    double g = scores[b], y = targets[b];
+    double u = mode == CFG_GATE_MEAN_ONE ? -distill__softplus(-g) : distill__sigmoid(g);
     weights[b] = (float)u; /* u for now; the weights replace it below */
     max = fmax(max, u);
     mean_sigmoid += distill__sigmoid(g);
+    bce += distill__softplus(g) - y * g;
+    right += (g > 0.0) == (y > 0.5);
   }
   double sum = 0.0;
   for (int b = 0; b < B; b++) sum += exp(weights[b] - max);
@@ -245,23 +252,20 @@ void gate_forward(float *weights, float *scores, gate_stats_t *stats, const floa
     stats->weight_min = lo;
     stats->weight_max = hi;
     stats->effective_fraction = exp(entropy) / B;
+    stats->loss = bce / B;
+    stats->accuracy = (double)right / B;
   }
+  return (float)(bce / B);
 }
 
-void gate_backward(float *dweight, float *dbias, float *dscores, const float *dweights,
-                   const float *weights, const float *scores, const float *teacher,
-                   const float *weight, cfg_gate_t mode, int B, int D) {
-  // dweights (B) -> dscores (B) =, dweight (D) +=, dbias (1) +=
-  /* a = B·p, p = softmax(u): ∂a_b/∂u_j = a_b (δ_bj − p_j), so
-   * ∂L/∂u_j = a_j ∂L/∂a_j − a_j Σ_b p_b ∂L/∂a_b. */
-  double mean = 0.0;
-  for (int b = 0; b < B; b++) mean += (double)weights[b] / B * dweights[b];
-  for (int j = 0; j < B; j++) {
-    double du = weights[j] * (dweights[j] - mean);
-    /* d log σ(g)/dg = 1 − σ(g) = σ(−g) */
-    dscores[j] = (float)(mode == CFG_GATE_MEAN_ONE ? du * distill__sigmoid(-(double)scores[j]) : du);
-  }
-  linear_backward(NULL, dweight, dbias, dscores, teacher, weight, B, D, 1);
+void gate_backward(float *dweight, float *dbias, float *dscores, const float *scores,
+                   const float *targets, const float *teacher, float dloss, int B, int D) {
+  // scores, targets (B) -> dscores (B) =, dweight (D) +=, dbias (1) +=
+  for (int b = 0; b < B; b++)
+    dscores[b] = (float)(dloss * (distill__sigmoid(scores[b]) - targets[b]) / B);
+  /* No input gradient: the teacher's feature is a constant (linear_backward reads the weight
+   * only to compute one). */
+  linear_backward(NULL, dweight, dbias, dscores, teacher, NULL, B, D, 1);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -316,11 +320,11 @@ int distill_feature_layout(distill_feature_t *f, int student_channels, int teach
     f->dadapted = f->daligned;
     f->target = f->student_norm = f->teacher_norm = DISTILL_UNUSED;
   }
-  f->scores = f->weights = f->dweights = f->dscores = DISTILL_UNUSED;
+  f->scores = f->weights = f->gate_targets = f->dscores = DISTILL_UNUSED;
   if (gate != CFG_GATE_NONE) {
     f->scores = distill__take(n_scratch, MB);
     f->weights = distill__take(n_scratch, MB);
-    f->dweights = distill__take(n_scratch, MB);
+    f->gate_targets = distill__take(n_scratch, MB);
     f->dscores = distill__take(n_scratch, MB);
   }
   f->n_scratch = *n_scratch - f->first_scratch;
@@ -337,8 +341,8 @@ void distill_feature_init(const distill_feature_t *f, float *params, uint64_t se
   for (size_t i = 0; i < n; i++) w[i] = (2.0f * rng_uniform(&rng) - 1.0f) * bound;
   memset(params + f->adapter_bias, 0, (size_t)f->teacher_channels * sizeof(float));
   if (f->gate != CFG_GATE_NONE) {
-    /* A zero gate: every example weighs exactly 1 at the start; the gradient still moves
-     * the weight vector (it depends on each example's error), so nothing stays stuck. */
+    /* A zero gate: every example weighs exactly 1 at the start (σ = ½ everywhere); the BCE's
+     * gradient (σ(g) − y) t / B moves it from the first step on, so nothing stays stuck. */
     memset(params + f->gate_weight, 0, (size_t)f->teacher_channels * f->pixels * sizeof(float));
     params[f->gate_bias] = 0.0f;
   }
@@ -358,8 +362,8 @@ float *distill_feature_daligned(const distill_feature_t *f, float *scratch) {
 }
 
 float distill_feature_forward(const distill_feature_t *f, float *scratch, const float *params,
-                              const float *student, const float *teacher, int B,
-                              distill_feature_stats_t *stats) {
+                              const float *student, const float *teacher,
+                              const float *gate_targets, int B, distill_feature_stats_t *stats) {
   // student (B,Cs·P), teacher (B,Ct·P) -> the pair's loss
   assert(B >= 1 && B <= f->max_batch);
   const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
@@ -379,9 +383,12 @@ float distill_feature_forward(const distill_feature_t *f, float *scratch, const 
   float loss = mse;
   gate_stats_t gate_stats = {0};
   if (f->gate != CFG_GATE_NONE) {
+    assert(gate_targets != NULL);
     const float *weights = scratch + f->weights;
+    float *targets = scratch + f->gate_targets;
+    memcpy(targets, gate_targets, (size_t)B * sizeof *targets); /* backward reads them */
     gate_forward(scratch + f->weights, scratch + f->scores, &gate_stats, teacher,
-                 params + f->gate_weight, params + f->gate_bias, f->gate, B, D);
+                 params + f->gate_weight, params + f->gate_bias, targets, f->gate, B, D);
     double total = 0.0;
     for (int b = 0; b < B; b++) total += (double)weights[b] * errors[b];
     loss = (float)(total / ((double)B * D));
@@ -397,26 +404,19 @@ float distill_feature_forward(const distill_feature_t *f, float *scratch, const 
 
 void distill_feature_backward(const distill_feature_t *f, float *dstudent, float *grads,
                               float *scratch, const float *params, const float *student,
-                              const float *teacher, float dloss, int B) {
+                              const float *teacher, float dloss, float dgate, int B) {
   // student (B,Cs·P), teacher (B,Ct·P) -> dstudent (B,Cs·P) +=, grads (pair's range) +=
   assert(B >= 1 && B <= f->max_batch);
   const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
   const float *y = scratch + f->aligned, *z = distill_feature_target(f, scratch, teacher);
   float *dy = scratch + f->daligned;
   const int gated = f->gate != CFG_GATE_NONE;
-  if (dloss != 0.0f) {
-    feature_mse_backward(dy, y, z, gated ? scratch + f->weights : NULL, dloss, B, D);
-    if (gated) {
-      /* L = dloss · Σ a_b e_b / (B·D): ∂L/∂a_b = dloss · e_b / (B·D). */
-      const float *errors = scratch + f->errors;
-      float *dweights = scratch + f->dweights;
-      const double scale = dloss / ((double)B * D);
-      for (int b = 0; b < B; b++) dweights[b] = (float)(scale * errors[b]);
-      gate_backward(grads + f->gate_weight, grads + f->gate_bias, scratch + f->dscores, dweights,
-                    scratch + f->weights, scratch + f->scores, teacher, params + f->gate_weight,
-                    f->gate, B, D);
-    }
-  }
+  /* The weights are constants here (stop-gradient): ∂/∂y_b of Σ a_b e_b / (B·D) is
+   * 2 a_b (y_b − z_b) / (B·D), and nothing of this loss flows to the gate. */
+  if (dloss != 0.0f) feature_mse_backward(dy, y, z, gated ? scratch + f->weights : NULL, dloss, B, D);
+  if (gated && dgate != 0.0f)
+    gate_backward(grads + f->gate_weight, grads + f->gate_bias, scratch + f->dscores,
+                  scratch + f->scores, scratch + f->gate_targets, teacher, dgate, B, D);
   float *dadapted = scratch + f->dadapted;
   if (f->normalize) {
     memset(dadapted, 0, (size_t)B * D * sizeof(float));
@@ -428,6 +428,16 @@ void distill_feature_backward(const distill_feature_t *f, float *dstudent, float
   else
     feature_conv1x1_backward(dstudent, grads + f->adapter_weight, grads + f->adapter_bias, dadapted,
                              student, params + f->adapter_weight, B, Cs, Ct, P);
+}
+
+void distill_feature_gate_step(const distill_feature_t *f, float *params, const float *grads,
+                               float *adam_m, float *adam_v, int64_t t) {
+  assert(f->gate != CFG_GATE_NONE && t >= 1);
+  /* The gate's weight and bias are one range (distill_feature_layout takes them in a row). */
+  const size_t at = f->gate_weight, n = (size_t)f->teacher_channels * f->pixels + 1;
+  assert(f->gate_bias == at + n - 1);
+  optim_adam_update(params + at, grads + at, adam_m + at, adam_v + at, n, 0, GATE_ADAM_LR,
+                    GATE_ADAM_BETA1, GATE_ADAM_BETA2, GATE_ADAM_EPS, 0.0f, t);
 }
 
 /* ---------------------------------------------------------------------------------------

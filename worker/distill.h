@@ -13,10 +13,18 @@
  * in [0, 4] whatever the width. (Unit norm would make it ‖ŝ − t̂‖²/D ≤ 4/D: the report's
  * problem mirrored, a term too small to matter.)
  *
- * The gate trap. The report's `mse(s, t · sigmoid(Linear(t)))` is minimised by a gate of zero
+ * The gate traps. The report's `mse(s, t · sigmoid(Linear(t)))` is minimised by a gate of zero
  * and a student that outputs zero, whatever the teacher says. Here the gate's weights are
  * normalised across the batch to average one and multiply each example's ERROR, never the
- * target, so no gate value makes the loss smaller than the smallest per-example error.
+ * target, so no gate value makes the loss smaller than the smallest per-example error. That
+ * alone is not enough: a gate trained by the loss it weights, Σ a_b e_b with mean a = 1, is
+ * pushed to put all the weight on the example with the smallest error (measured: the
+ * effective fraction fell to 1/B within ~10 steps, and without normalisation the B-fold
+ * gradient on that one example diverged). So the gate has an objective of its own, with a
+ * target that does not move: it learns which teacher features to trust, i.e. to predict from
+ * the teacher's feature whether the teacher's top-1 prediction is right (BCE against y_b = 1
+ * when it is), and its normalised scores weight the feature error as constants (no gradient
+ * from the feature loss reaches the gate).
  *
  * A training step, as the trainer is expected to call it (B ≤ max_batch; "w" are the current
  * stage's weights; every pointer below is a caller-owned buffer sized once):
@@ -25,8 +33,10 @@
  *   student_logits = nn_forward(student, x, B);
  *   task = loss_crossentropy_forward(probs, pred, student_logits, y, B, 10);
  *   kd   = kd_loss_forward(ps, pt, student_logits, teacher_logits, T, B, 10);
+ *   right[b] = argmax(teacher_logits_b) == y_b ? 1 : 0;         // the gates' targets
  *   for each pair i:                                            // s_i, t_i: layer outputs
- *     feat[i] = distill_feature_forward(&pair[i], scratch, dparams, s_i, t_i, B, &stats[i]);
+ *     feat[i] = distill_feature_forward(&pair[i], scratch, dparams, s_i, t_i, right, B,
+ *                                       &stats[i]);
  *   if adversarial (judging pair k):
  *     disc_step(&disc, dparams, dgrads, adam_m, adam_v, scratch,           // (a) D learns;
  *               distill_feature_target(&pair[k], scratch, t_k),           // the student gets
@@ -39,21 +49,25 @@
  *   if adversarial:                                             // into pair k's aligned grad,
  *     disc_generator_backward(&disc, distill_feature_daligned(&pair[k], scratch),  // cleared
  *                             scratch, dparams, w_adv, B);      // by its forward; D untouched
- *   for each pair i:                                            // hidden layer's dout +=
+ *   for each pair i:                                            // hidden layer's dout +=;
  *     distill_feature_backward(&pair[i], dact(s_i), dgrads, scratch, dparams, s_i, t_i,
- *                              w_feature, B);
+ *                              w_feature, 1, B);                // the gate's BCE at weight 1
  *   nn_backward(student, x, B);   nn_optimizer_step(student, lr);
- *   update the adapters' and gates' range of dparams from dgrads (same optimizer, no decay);
- *   lay the discriminator out last so that range is [0, disc.first_param): its parameters
- *   move only in disc_step, with its own Adam state (disc.steps, m, v: checkpoint them).
+ *   for each pair i that ran:                                   // t_i: its update count
+ *     update its adapter from dgrads (the student's optimizer, no decay);
+ *     if gated: distill_feature_gate_step(&pair[i], dparams, dgrads, adam_m, adam_v, ++t_i);
+ *   lay the discriminator out last so that the pairs' range is [0, disc.first_param): its
+ *   parameters move only in disc_step, with its own Adam state (disc.steps, m, v: checkpoint
+ *   them; likewise each gate's moments and t_i).
  *
  * A pair whose feature and adversarial weights are both 0 this stage need not run at all.
  * Backward runs once per forward (it consumes the aligned output's gradient).
  *
  * Metrics: loss/distill = kd, loss/feature = feat (gated when the pair is), loss/adversarial =
  * adv, feature/ungated_mse, gate/mean (and gate/weight_min, gate/weight_max,
- * gate/effective_fraction) from the pair's stats, disc/loss and disc/accuracy from `ds`,
- * agreement from kd_agreement(). */
+ * gate/effective_fraction, gate/loss, gate/accuracy) from the pair's stats, disc/loss and
+ * disc/accuracy from `ds`, agreement from kd_agreement(). Like disc/loss, gate/loss is a
+ * piece's own objective, not a term of the student's total. */
 #ifndef MAPSAGE_DISTILL_H
 #define MAPSAGE_DISTILL_H
 
@@ -106,28 +120,60 @@ void feature_mse_backward(float *da, const float *a, const float *t, const float
                           float dloss, int B, int D);
 
 /* ---------------------------------------------------------------------------------------
- * Gate: a learned weight per example, normalised across the batch. */
+ * Gate: a learned weight per example, normalised across the batch.
+ *
+ *   g_b = w · t_b + c                          (t_b: the teacher's raw feature)
+ *   gate loss = mean_b [sp(g_b) − y_b g_b]     (BCE of σ(g_b) against y_b ∈ [0, 1]: 1 when
+ *                                               the teacher's top-1 is right; sp = softplus)
+ *   weights a_b = σ(g_b) / mean_j σ(g_j)       (mean_one: proportional to the trust; an
+ *                                               example the gate is sure the teacher gets
+ *                                               wrong weighs ~0)
+ *               = B · softmax(σ(g))_b          (softmax: gentle; any two weights are within
+ *                                               a factor e of each other)
+ *
+ * Only the gate loss trains w and c. The weights multiply the feature error as constants: the
+ * feature loss's gradient stops at them. Their target being fixed, the gate cannot drift
+ * toward whichever examples happen to be easy to imitate.
+ *
+ * The gate is a small classifier of its own, so like the discriminator it has an optimizer of
+ * its own: Adam at GATE_ADAM_LR (distill_feature_gate_step), whatever the student's. With the
+ * student's SGD a step moves g by ~lr ‖t‖² / (1 − momentum), which for a hidden layer's
+ * activations at lr 0.05 and momentum 0.9 swings the gate from one saturated answer to the
+ * other (measured over 5 epochs of the synthetic set, on the fc1 of a teacher wrong about
+ * three classes: a BCE between 1.4 and 16 where always guessing "right" scores 0.59), and on
+ * unit-norm features it barely moves (no better than that guess); Adam's steps do not depend
+ * on the features' scale (there: BCE 0.38, accuracy 0.87 against a majority of 0.73).
+ *
+ * Both weightings are bounded in the gate's probabilities, not its logits: B · softmax(g)
+ * itself would weight by the odds σ/(1 − σ), which grow without bound as the gate grows sure
+ * (on separable targets its logits do); measured, its effective fraction fell to 1/B all the
+ * same. */
 
 typedef struct {
-  double mean;              /* gate/mean: mean σ(g_b), the report's "relevance score" */
+  double mean;              /* gate/mean: mean σ(g_b), the predicted chance the teacher is right */
   double weight_min;        /* of the normalised weights a_b, whose mean is 1 by construction */
   double weight_max;
   double effective_fraction;/* exp(H(a/B)) / B ∈ [1/B, 1]: 1 = uniform, 1/B = one example */
+  double loss;              /* gate/loss: the BCE above */
+  double accuracy;          /* gate/accuracy: how often σ(g_b) > 0.5 agrees with y_b > 0.5 */
 } gate_stats_t;
 
-/* teacher (B,D), weight (D), bias (1) -> scores (B) g = teacher · weight + bias, weights (B):
- *   CFG_GATE_SOFTMAX:  a_b = B · softmax(g)_b
- *   CFG_GATE_MEAN_ONE: a_b = σ(g_b) / mean_j σ(g_j), computed as B · softmax(log σ(g))_b
- *                      so that it stays exact when every σ(g) underflows.
- * Both average to exactly one. stats may be NULL. */
-void gate_forward(float *weights, float *scores, gate_stats_t *stats, const float *teacher,
-                  const float *weight, const float *bias, cfg_gate_t mode, int B, int D);
-/* dweights (B) = ∂L/∂a_b -> dscores (B) = ∂L/∂g_b (overwritten: scratch), dweight (D) +=,
- * dbias (1) +=. With a = B·softmax(u): ∂L/∂u_j = a_j (∂L/∂a_j − Σ_b (a_b/B) ∂L/∂a_b), and
- * ∂u/∂g = 1 (softmax) or σ(−g) (mean_one). */
-void gate_backward(float *dweight, float *dbias, float *dscores, const float *dweights,
-                   const float *weights, const float *scores, const float *teacher,
-                   const float *weight, cfg_gate_t mode, int B, int D);
+#define GATE_ADAM_LR 1e-3f   /* Adam's usual default; a few hundred steps learn a class-level bias */
+#define GATE_ADAM_BETA1 0.9f
+#define GATE_ADAM_BETA2 0.999f
+#define GATE_ADAM_EPS 1e-8f
+
+/* teacher (B,D), weight (D), bias (1), targets (B) -> scores (B) g, weights (B) a; returns
+ * the gate loss. mean_one's a is computed as B · softmax(log σ(g)), so it stays exact when
+ * every σ(g) underflows. Both modes average to exactly one. stats may be NULL. */
+float gate_forward(float *weights, float *scores, gate_stats_t *stats, const float *teacher,
+                   const float *weight, const float *bias, const float *targets, cfg_gate_t mode,
+                   int B, int D);
+/* scores, targets (B) -> dscores (B) = dloss · (σ(g_b) − y_b) / B (overwritten: scratch),
+ * dweight (D) += Σ_b dscores_b t_b, dbias (1) += Σ_b dscores_b: the gradient of dloss × the
+ * gate loss. Nothing else reaches the gate. */
+void gate_backward(float *dweight, float *dbias, float *dscores, const float *scores,
+                   const float *targets, const float *teacher, float dloss, int B, int D);
 
 /* ---------------------------------------------------------------------------------------
  * A feature pair: adapter (+ normalisation) (+ gate), the driver-facing piece.
@@ -135,7 +181,9 @@ void gate_backward(float *dweight, float *dbias, float *dscores, const float *dw
  *   y_b = norm(adapter(s_b)), z_b = norm(t_b)   (norm = identity unless normalize)
  *   e_b = ‖y_b − z_b‖²,  mse = Σ e_b / (B·D),  D = teacher_channels · pixels
  *   loss = mse                     (gate none)
- *   loss = Σ a_b e_b / (B·D)       (gated; a from gate_forward on the raw teacher feature) */
+ *   loss = Σ a_b e_b / (B·D)       (gated; a from gate_forward on the raw teacher feature,
+ *                                   held constant: this loss trains adapter and student only)
+ *   gate loss (gated)              trains the gate only; in the pair's stats */
 
 typedef struct {
   int student_channels;  /* Cs (features, when flat) */
@@ -156,7 +204,8 @@ typedef struct {
    * aligned == adapted and dadapted == daligned (the same buffers) and target,
    * student_norm, teacher_norm are (size_t)-1; ungated, so are the gate's four. */
   size_t adapted, aligned, target, daligned, dadapted;    /* max_batch × D each */
-  size_t student_norm, teacher_norm, errors, scores, weights, dweights, dscores; /* max_batch */
+  size_t student_norm, teacher_norm, errors;              /* max_batch each */
+  size_t scores, weights, gate_targets, dscores;          /* max_batch each */
   size_t first_scratch, n_scratch;
 } distill_feature_t;
 
@@ -178,19 +227,28 @@ int distill_feature_layout(distill_feature_t *f, int student_channels, int teach
 void distill_feature_init(const distill_feature_t *f, float *params, uint64_t seed,
                           uint64_t index);
 
-/* student (B, Cs·P), teacher (B, Ct·P) -> the pair's loss (above); fills stats (may be NULL),
- * keeps in scratch what backward needs, and clears the gradient of the aligned output
- * (distill_feature_daligned) so that other terms may accumulate into it before backward. */
+/* student (B, Cs·P), teacher (B, Ct·P), gate_targets (B: the gate's y, read only when gated;
+ * may be NULL otherwise) -> the pair's loss (above); fills stats (may be NULL), keeps in
+ * scratch what backward needs (the targets included), and clears the gradient of the aligned
+ * output (distill_feature_daligned) so that other terms may accumulate into it before
+ * backward. */
 float distill_feature_forward(const distill_feature_t *f, float *scratch, const float *params,
-                              const float *student, const float *teacher, int B,
-                              distill_feature_stats_t *stats);
+                              const float *student, const float *teacher,
+                              const float *gate_targets, int B, distill_feature_stats_t *stats);
 /* Back-propagates dloss × the loss, plus whatever was accumulated into the aligned output's
- * gradient since the forward, through normalisation and adapter: adapter and gate gradients
- * += into grads (at the pair's offsets), dstudent (B, Cs·P) += (may be NULL). The teacher
- * gets no gradient. Same student, teacher and B as the forward. */
+ * gradient since the forward, through normalisation and adapter: adapter gradients += into
+ * grads (at the pair's offsets), dstudent (B, Cs·P) += (may be NULL); and, gated, dgate × the
+ * gate loss into the gate's gradients, which get nothing else. The teacher gets no gradient.
+ * Same student, teacher and B as the forward. */
 void distill_feature_backward(const distill_feature_t *f, float *dstudent, float *grads,
                               float *scratch, const float *params, const float *student,
-                              const float *teacher, float dloss, int B);
+                              const float *teacher, float dloss, float dgate, int B);
+
+/* The gate's own update (gated pairs): Adam at GATE_ADAM_LR, no weight decay, on the gate's
+ * weight and bias, from the gradient in grads and the moments at the same offsets of adam_m
+ * and adam_v; t ≥ 1 counts the updates (bias correction). The adapter is not touched. */
+void distill_feature_gate_step(const distill_feature_t *f, float *params, const float *grads,
+                               float *adam_m, float *adam_v, int64_t t);
 
 /* The student's aligned feature y (B,D), the teacher's side z (B,D: `teacher` itself unless
  * normalised), and the gradient with respect to y: valid after distill_feature_forward. */

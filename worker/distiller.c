@@ -85,9 +85,10 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
   if (teacher) {
     d->student_probs = calloc((size_t)d->max_batch * CFG_CLASSES, sizeof(float));
     d->teacher_probs = calloc((size_t)d->max_batch * CFG_CLASSES, sizeof(float));
+    d->gate_targets = calloc((size_t)d->max_batch, sizeof(float));
   }
   if (!d->params || !d->grads || !d->m || !d->v || !d->scratch ||
-      (teacher && (!d->student_probs || !d->teacher_probs))) {
+      (teacher && (!d->student_probs || !d->teacher_probs || !d->gate_targets))) {
     distiller_free(d);
     return distiller__error(error, error_size, -ENOMEM, "out of memory for the distillation pieces");
   }
@@ -105,6 +106,7 @@ void distiller_free(distiller_t *d) {
   free(d->scratch);
   free(d->student_probs);
   free(d->teacher_probs);
+  free(d->gate_targets);
   memset(d, 0, sizeof *d);
 }
 
@@ -116,15 +118,39 @@ static int distiller__adversarial_on(const distiller_t *d, const distiller_weigh
   return d->adversarial && w->adversarial > 0.0f;
 }
 
+int distiller_needs_features(const distiller_t *d, const distiller_weights_t *w) {
+  return distiller__features_on(d, w) || distiller__adversarial_on(d, w);
+}
+
 int distiller_needs_teacher(const distiller_t *d, const distiller_weights_t *w) {
-  return (d->has_teacher && w->distill > 0.0f) || distiller__features_on(d, w) ||
-         distiller__adversarial_on(d, w);
+  return (d->has_teacher && w->distill > 0.0f) || distiller_needs_features(d, w);
+}
+
+/* The first index of the row's largest value (kd_agreement's rule). */
+static int distiller__argmax(const float *row, int C) {
+  int best = 0;
+  for (int c = 1; c < C; c++)
+    if (row[c] > row[best]) best = c;
+  return best;
+}
+
+/* Whether some pair that runs with these weights has a gate. */
+static int distiller__gated(const distiller_t *d, const distiller_weights_t *w) {
+  const int features = distiller__features_on(d, w), adversarial = distiller__adversarial_on(d, w);
+  for (int i = 0; i < d->n_pairs; i++)
+    if ((features || (adversarial && i == d->judged)) && d->pairs[i].gate != CFG_GATE_NONE) return 1;
+  return 0;
 }
 
 void distiller_forward(distiller_t *d, const nn_model_t *student, const teacher_outputs_t *teacher,
-                       const float *student_logits, const distiller_weights_t *w, float T, int B,
-                       distiller_terms_t *terms) {
+                       const float *student_logits, const int *labels, const distiller_weights_t *w,
+                       float T, int B, distiller_terms_t *terms) {
   memset(terms, 0, sizeof *terms);
+  if (distiller__gated(d, w)) {
+    /* The gates' fixed target: is the teacher right about this example? */
+    for (int b = 0; b < B; b++)
+      d->gate_targets[b] = distiller__argmax(teacher->logits + (size_t)b * CFG_CLASSES, CFG_CLASSES) == labels[b];
+  }
   if (d->has_teacher && w->distill > 0.0f) {
     terms->kd = kd_loss_forward(d->student_probs, d->teacher_probs, student_logits, teacher->logits,
                                 T, B, CFG_CLASSES);
@@ -134,9 +160,10 @@ void distiller_forward(distiller_t *d, const nn_model_t *student, const teacher_
   double sum = 0.0;
   for (int i = 0; i < d->n_pairs; i++) {
     if (!features && !(adversarial && i == d->judged)) continue;
+    assert(teacher->features[i] != NULL);
     sum += distill_feature_forward(&d->pairs[i], d->scratch, d->params,
                                    nn_layer_output(student, d->student_layer[i]),
-                                   teacher->features[i], B, &terms->pairs[i]);
+                                   teacher->features[i], d->gate_targets, B, &terms->pairs[i]);
     terms->ran[i] = 1;
   }
   if (features) {
@@ -165,14 +192,15 @@ void distiller_backward(distiller_t *d, nn_model_t *student, const teacher_outpu
   if (terms->adversarial)
     disc_generator_backward(&d->disc, distill_feature_daligned(&d->pairs[d->judged], d->scratch),
                             d->scratch, d->params, w->adversarial, B);
-  /* The feature term is the mean over the pairs: each pair's share of its weight. */
+  /* The feature term is the mean over the pairs: each pair's share of its weight. A gate
+   * learns from its own loss at weight 1 whenever its pair runs. */
   const float share = terms->feature ? w->feature / (float)d->n_pairs : 0.0f;
   for (int i = 0; i < d->n_pairs; i++) {
     if (!terms->ran[i]) continue;
     const int layer = d->student_layer[i];
     distill_feature_backward(&d->pairs[i], nn_layer_doutput(student, layer), d->grads, d->scratch,
                              d->params, nn_layer_output(student, layer), teacher->features[i],
-                             share, B);
+                             share, 1.0f, B);
   }
 }
 
@@ -180,8 +208,14 @@ void distiller_update(distiller_t *d, const nn_optimizer_t *o, const distiller_t
                       float lr) {
   for (int i = 0; i < d->n_pairs; i++) {
     if (!terms->ran[i]) continue; /* like PyTorch, a piece without a gradient is not stepped */
-    const size_t at = d->pairs[i].first_param, n = d->pairs[i].n_params;
+    const distill_feature_t *f = &d->pairs[i];
+    /* The adapter (weight then bias, at the start of the pair's range) with the student's
+     * optimizer; the gate with its own Adam. */
+    const size_t at = f->adapter_weight, n = distiller_adapter_params(d, i);
+    assert(at == f->first_param);
     d->pair_t[i]++;
+    if (f->gate != CFG_GATE_NONE)
+      distill_feature_gate_step(f, d->params, d->grads, d->m, d->v, d->pair_t[i]);
     switch (o->kind) {
     case CFG_OPTIMIZER_SGD:
       optim_sgd_update(d->params + at, d->grads + at, d->m + at, n, 0, lr, o->momentum, 0.0f);

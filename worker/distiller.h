@@ -11,15 +11,22 @@
  *   distiller_backward  KD into the logits, the generator into the judged pair, every pair
  *                       into its student layer's output gradient;
  *   nn_backward, nn_optimizer_step;
- *   distiller_update    the adapters and gates of the pairs that ran, with the student's
- *                       optimizer kind and learning rate, without weight decay.
+ *   distiller_update    the adapters of the pairs that ran, with the student's optimizer
+ *                       kind and learning rate, without weight decay; their gates with
+ *                       their own Adam (distill_feature_gate_step).
+ *
+ * A gate learns from its own loss (distill.h): a BCE against whether the teacher's top-1 is
+ * right for each example, at weight 1 whatever the stage's weights, so distiller_forward takes
+ * the batch's labels. The feature loss it weights does not train it. Like disc/loss, the gate's
+ * loss is not part of the student's total.
  *
  * A term whose weight is 0 in the current stage is not computed (nor logged); a pair runs
  * when the feature term is on, or when the discriminator judges it and the adversarial term
  * is on. Slab layout (distill.h's convention): the pairs' adapters and gates in config order,
  * the discriminator last, so [0, n_trained) is what distiller_update moves and the
  * discriminator moves only in disc_step, with its own Adam state at its own offsets of m and v.
- * For SGD, m holds the adapters' velocity. */
+ * For SGD, m holds the adapters' velocity; a gate's Adam moments are at its own offsets, and
+ * pair_t counts its steps as well as its adapter's. */
 #ifndef MAPSAGE_DISTILLER_H
 #define MAPSAGE_DISTILLER_H
 
@@ -71,6 +78,7 @@ typedef struct {
   size_t n_scratch;
   int has_teacher;                         /* KD possible */
   float *student_probs, *teacher_probs;   /* KD: max_batch × CFG_CLASSES each */
+  float *gate_targets;                    /* max_batch: 1 where the teacher's top-1 is right */
   int max_batch;
 } distiller_t;
 
@@ -84,17 +92,22 @@ void distiller_free(distiller_t *d);
 /* Whether a step with these weights needs the teacher's outputs. */
 int distiller_needs_teacher(const distiller_t *d, const distiller_weights_t *w);
 
+/* Whether a step with these weights runs a feature pair (and so reads the teacher's layer
+ * outputs, not only its logits). */
+int distiller_needs_features(const distiller_t *d, const distiller_weights_t *w);
+
 /* The forward half of a step (see the top of this file). `student` has just run forward on
  * the batch; `teacher` holds the teacher's outputs for the same B examples (may be NULL when
- * distiller_needs_teacher said no). T is the temperature. Fills `terms`. */
+ * distiller_needs_teacher said no); `labels` are the examples' classes (the gates' targets
+ * come from them). T is the temperature. Fills `terms`. */
 void distiller_forward(distiller_t *d, const nn_model_t *student, const teacher_outputs_t *teacher,
-                       const float *student_logits, const distiller_weights_t *w, float T, int B,
-                       distiller_terms_t *terms);
+                       const float *student_logits, const int *labels, const distiller_weights_t *w,
+                       float T, int B, distiller_terms_t *terms);
 /* The backward half: after nn_zero_grad(student) and before nn_backward(student). */
 void distiller_backward(distiller_t *d, nn_model_t *student, const teacher_outputs_t *teacher,
                         const distiller_weights_t *w, const distiller_terms_t *terms, float T, int B);
-/* Moves the adapters and gates of the pairs that ran with the student's optimizer (its kind,
- * momentum or betas, no weight decay) at learning rate lr. */
+/* Moves the adapters of the pairs that ran with the student's optimizer (its kind, momentum
+ * or betas, no weight decay) at learning rate lr, and their gates with the gates' own Adam. */
 void distiller_update(distiller_t *d, const nn_optimizer_t *optimizer, const distiller_terms_t *terms,
                       float lr);
 

@@ -1,8 +1,10 @@
-/* teacher.c — loading a teacher from its checkpoint and asking it about batches (see
- * teacher.h). Everything that can be wrong with a teacher is found in teacher_load, before
- * the first step, and said with the checkpoint's path. */
+/* teacher.c — loading a teacher from its checkpoint, asking it about batches, and caching
+ * what it says about whole splits (see teacher.h). Everything that can be wrong with a
+ * teacher is found in teacher_load, before the first step, and said with the checkpoint's
+ * path; a cache that does not fit is not an error, only slower. */
 #include "teacher.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "util.h"
 
 static int teacher__error(char *error, size_t error_size, int code, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
@@ -23,6 +26,39 @@ static int teacher__error(char *error, size_t error_size, int code, const char *
     va_end(args);
   }
   return code;
+}
+
+/* The cache budget in bytes from MAPSAGE_TEACHER_CACHE_MB (MiB, a decimal ≥ 0; unset: the
+ * default). Returns 0 or -EINVAL. */
+static int teacher__cache_budget(size_t *bytes) {
+  const char *text = getenv(TEACHER_CACHE_ENV);
+  double mb = TEACHER_CACHE_DEFAULT_MB;
+  if (text && text[0]) {
+    char *end;
+    mb = strtod(text, &end);
+    if (*end != '\0' || !(mb >= 0.0) || mb > 1e9) return -EINVAL;
+  }
+  *bytes = (size_t)(mb * 1048576.0);
+  return 0;
+}
+
+/* The slots: each distinct teacher layer the pairs read, in the order the pairs first name
+ * them, and where each sits in a cached row. */
+static void teacher__slots(teacher_t *teacher) {
+  teacher->n_slots = 0;
+  teacher->features_floats = 0;
+  for (int i = 0; i < teacher->n_features; i++) {
+    int s = 0;
+    while (s < teacher->n_slots && teacher->slot_layer[s] != teacher->layers[i]) s++;
+    if (s == teacher->n_slots) {
+      teacher->slot_layer[s] = teacher->layers[i];
+      teacher->slot_floats[s] = (size_t)teacher->model.layers[teacher->layers[i]].out;
+      teacher->slot_offset[s] = teacher->features_floats;
+      teacher->features_floats += teacher->slot_floats[s];
+      teacher->n_slots++;
+    }
+    teacher->pair_slot[i] = s;
+  }
 }
 
 /* "path: message" of a config error, or "message" when it has no path. */
@@ -91,6 +127,12 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   teacher->n_features = student->n_features;
   for (int i = 0; i < student->n_features; i++)
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
+  if (teacher__cache_budget(&teacher->cache_budget) != 0) {
+    rc = teacher__error(error, error_size, -EINVAL, "%s: expected a size in MiB (a number ≥ 0), not \"%s\"",
+                        TEACHER_CACHE_ENV, getenv(TEACHER_CACHE_ENV));
+    goto fail_model;
+  }
+  teacher__slots(teacher);
   teacher->probs = malloc((size_t)max_batch * CFG_CLASSES * sizeof *teacher->probs);
   teacher->predictions = malloc((size_t)max_batch * sizeof *teacher->predictions);
   if (!teacher->probs || !teacher->predictions) {
@@ -104,6 +146,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
 fail_model:
   free(teacher->probs);
   free(teacher->predictions);
+  free(teacher->gathered);
   nn_model_free(&teacher->model);
 fail:
   free(errors);
@@ -116,15 +159,113 @@ void teacher_free(teacher_t *teacher) {
   nn_model_free(&teacher->model);
   free(teacher->probs);
   free(teacher->predictions);
+  free(teacher->gathered);
+  for (int c = 0; c < teacher->n_caches; c++) free(teacher->caches[c].rows);
   memset(teacher, 0, sizeof *teacher);
+}
+
+// ---------------------------------------------------------------------------------------
+// the cache
+
+static const teacher_cache_t *teacher__cache_of(const teacher_t *teacher, const data_split_t *split) {
+  for (int c = 0; c < teacher->n_caches; c++) {
+    const teacher_cache_t *cache = &teacher->caches[c];
+    if (cache->split == split && cache->images == split->images && cache->n == split->n) return cache;
+  }
+  return NULL;
+}
+
+int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_features,
+                        teacher_cache_cost_t *cost) {
+  with_features = with_features && teacher->n_slots > 0;
+  const size_t row = CFG_CLASSES + (with_features ? teacher->features_floats : 0);
+  memset(cost, 0, sizeof *cost);
+  cost->n = split->n;
+  cost->logits = CFG_CLASSES;
+  cost->features = row - CFG_CLASSES;
+  cost->bytes = (size_t)split->n * row * sizeof(float);
+  const teacher_cache_t *cached = teacher__cache_of(teacher, split);
+  if (cached) return cached->features || !with_features ? 0 : -EEXIST;
+  if (teacher->n_caches == TEACHER_CACHE_SPLITS) return -ENOSPC;
+  if (cost->bytes > teacher->cache_budget - teacher->cache_bytes) return -E2BIG;
+  if (!teacher->gathered) {
+    /* What teacher_outputs answers from a cache, allocated with the first one: a run without
+     * a cache does not carry it. */
+    teacher->gathered = malloc((size_t)teacher->model.max_batch *
+                               (CFG_CLASSES + teacher->features_floats) * sizeof *teacher->gathered);
+    if (!teacher->gathered) return -ENOMEM;
+  }
+  float *rows = malloc(cost->bytes > 0 ? cost->bytes : 1);
+  if (!rows) return -ENOMEM;
+
+  /* In order, in batches of max_batch: the batches of teacher_evaluate, and of the trainer's
+   * evaluations when the teacher is loaded for the run's batch size (as the worker does), so
+   * what the cache says about the test split is exactly what they would compute. */
+  const double started = util_monotonic();
+  nn_model_t *model = &teacher->model;
+  for (int start = 0; start < split->n; start += model->max_batch) {
+    const int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
+    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
+    for (int b = 0; b < B; b++) {
+      float *r = rows + (size_t)(start + b) * row;
+      memcpy(r, logits + (size_t)b * CFG_CLASSES, CFG_CLASSES * sizeof *r);
+      if (!with_features) continue;
+      for (int s = 0; s < teacher->n_slots; s++) {
+        const size_t size = teacher->slot_floats[s];
+        memcpy(r + CFG_CLASSES + teacher->slot_offset[s],
+               nn_layer_output(model, teacher->slot_layer[s]) + (size_t)b * size, size * sizeof *r);
+      }
+    }
+  }
+  cost->seconds = util_monotonic() - started;
+  teacher->caches[teacher->n_caches++] = (teacher_cache_t){
+      .split = split, .images = split->images, .n = split->n, .features = with_features,
+      .row = row, .rows = rows};
+  teacher->cache_bytes += cost->bytes;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// outputs
+
+/* B rows of the cache into teacher->gathered: logits, then each slot, block by block. */
+static void teacher__gather(teacher_t *teacher, const teacher_cache_t *cache, const int *indices,
+                            int B, teacher_outputs_t *out) {
+  const size_t MB = (size_t)teacher->model.max_batch;
+  float *logits = teacher->gathered;
+  for (int b = 0; b < B; b++) {
+    assert(indices[b] >= 0 && indices[b] < cache->n);
+    const float *r = cache->rows + (size_t)indices[b] * cache->row;
+    memcpy(logits + (size_t)b * CFG_CLASSES, r, CFG_CLASSES * sizeof *logits);
+    if (!cache->features) continue;
+    for (int s = 0; s < teacher->n_slots; s++) {
+      const size_t size = teacher->slot_floats[s];
+      float *block = teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[s]);
+      memcpy(block + (size_t)b * size, r + CFG_CLASSES + teacher->slot_offset[s], size * sizeof *block);
+    }
+  }
+  out->logits = logits;
+  for (int i = 0; i < teacher->n_features; i++)
+    out->features[i] = cache->features
+                           ? teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[teacher->pair_slot[i]])
+                           : NULL;
 }
 
 void teacher_outputs(teacher_t *teacher, const data_split_t *split, const int *indices,
                      const float *inputs, int B, teacher_outputs_t *out) {
-  /* The cache will go here: look (split, indices) up, run the network on the misses. */
-  (void)split;
-  (void)indices;
+  assert(B >= 1 && B <= teacher->model.max_batch);
   out->B = B;
+  const teacher_cache_t *cache = teacher__cache_of(teacher, split);
+  if (cache) {
+#ifndef NDEBUG
+    /* The cache answers for the split's own images: no augmentation may have changed them. */
+    for (int b = 0; b < B; b++)
+      assert(memcmp(inputs + (size_t)b * CFG_INPUTS, split->images + (size_t)indices[b] * CFG_INPUTS,
+                    CFG_INPUTS * sizeof *inputs) == 0);
+#endif
+    teacher__gather(teacher, cache, indices, B, out);
+    return;
+  }
   out->logits = nn_forward(&teacher->model, inputs, B, 0);
   for (int i = 0; i < teacher->n_features; i++)
     out->features[i] = nn_layer_output(&teacher->model, teacher->layers[i]);

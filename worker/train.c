@@ -1,9 +1,14 @@
 /* train.c — the training loop: stages → epochs → mini-batches, with an event per step, per
  * evaluation, per stage start, per grown block and per checkpoint.
  *
+ * Before the first step of a distillation run: the teacher's reference figures (an eval
+ * event), then its cache (teacher.h: what it says about the training split and the test
+ * split's logits, computed once when they fit the budget; a log event says what it cost).
+ *
  * A step (distill.h has the call sequence in full, distiller.h the part it drives):
  *   gather the batch's examples by the epoch's shuffled order;
- *   the teacher's outputs for them, if a term of this stage needs the teacher;
+ *   the teacher's outputs for them, if a term of this stage needs the teacher (gathered
+ *   from the cache when it holds the split);
  *   student forward (dropout on), task loss, the distillation terms the stage weighs
  *   (KD, feature pairs, the discriminator's own update and the generator loss);
  *   total = Σ weight · term — not finite: the run diverged, stop before any event has it;
@@ -193,11 +198,13 @@ static void train__add_terms(train__values_t *values, const train_t *t, const cf
     train__set(values, "disc/loss", terms->disc.loss);
     train__set(values, "disc/accuracy", terms->disc.accuracy);
   }
-  /* Gate diagnostics over the gated pairs that ran (one, usually): mean of the means and of
-   * the effective fractions, extremes of the weights; the ungated MSE over every pair that
-   * ran, the figure that shows whether a gate hides a growing error. */
+  /* Gate diagnostics over the gated pairs that ran (one, usually): mean of the means, of the
+   * effective fractions and of the gates' own losses and accuracies, extremes of the weights;
+   * the ungated MSE over every pair that ran, the figure that shows whether a gate hides a
+   * growing error. */
   int gated = 0, ran = 0;
   double mean = 0.0, fraction = 0.0, low = INFINITY, high = -INFINITY, mse = 0.0;
+  double gate_loss = 0.0, gate_accuracy = 0.0;
   for (int i = 0; i < d->n_pairs; i++) {
     if (!terms->ran[i]) continue;
     ran++;
@@ -207,6 +214,8 @@ static void train__add_terms(train__values_t *values, const train_t *t, const cf
     gated++;
     mean += g->mean;
     fraction += g->effective_fraction;
+    gate_loss += g->loss;
+    gate_accuracy += g->accuracy;
     low = fmin(low, g->weight_min);
     high = fmax(high, g->weight_max);
   }
@@ -215,6 +224,8 @@ static void train__add_terms(train__values_t *values, const train_t *t, const cf
     train__set(values, "gate/weight_min", low);
     train__set(values, "gate/weight_max", high);
     train__set(values, "gate/effective_fraction", fraction / gated);
+    train__set(values, "gate/loss", gate_loss / gated);
+    train__set(values, "gate/accuracy", gate_accuracy / gated);
     train__set(values, "feature/ungated_mse", mse / ran);
   }
   if (d->n_pairs > 1) {
@@ -225,6 +236,72 @@ static void train__add_terms(train__values_t *values, const train_t *t, const cf
       train__set(values, name, terms->pairs[i].mse);
     }
   }
+}
+
+/* "30.4 MB" or "5.5 GB" (MiB, GiB: what MAPSAGE_TEACHER_CACHE_MB counts in). */
+static void train__size_text(char *out, size_t size, size_t bytes) {
+  if (bytes >= ((size_t)10 << 30))
+    snprintf(out, size, "%.1f GB", bytes / 1073741824.0);
+  else
+    snprintf(out, size, "%.1f MB", bytes / 1048576.0);
+}
+
+/* Caches what the teacher says about the training split (logits, and the pairs' layers when a
+ * remaining stage runs a pair) when a remaining stage needs the teacher, and the test split's
+ * logits for the agreement, within the budget (teacher.h); says what it cost, or why not, on
+ * the log and in a log event. Only a failed event write is an error. */
+static int train__cache_teacher(train_t *t, char *error, size_t error_size) {
+  teacher_t *teacher = t->teacher;
+  const cfg_experiment_t *config = t->config;
+  int needs = 0, features = 0;
+  for (int epoch = t->epoch + 1; epoch <= cfg_total_epochs(config); epoch++) {
+    const cfg_stage_t *stage = &config->stages[cfg_stage_of_epoch(config, epoch - 1)];
+    const distiller_weights_t w = {(float)stage->task_weight, (float)stage->distill_weight,
+                                   (float)stage->feature_weight, (float)stage->adversarial_weight};
+    needs |= distiller_needs_teacher(&t->distiller, &w);
+    features |= distiller_needs_features(&t->distiller, &w);
+  }
+  char message[768], budget[32], held[32];
+  train__size_text(budget, sizeof budget, teacher->cache_budget);
+  if (teacher->cache_budget == 0) {
+    snprintf(message, sizeof message, "teacher cache: off (%s=0): the teacher runs on every batch",
+             TEACHER_CACHE_ENV);
+  } else {
+    /* "train 55000 examples × (10 logits + 128 features) = 29.0 MB", then the test split's. */
+    const data_split_t *splits[2] = {needs ? &t->data->train : NULL, &t->data->test};
+    static const char *const names[2] = {"train", "test"};
+    char parts[2][192] = {"", ""};
+    size_t used = 0;
+    double seconds = 0.0;
+    for (int k = 0; k < 2; k++) {
+      if (!splits[k] || splits[k]->n == 0) continue;
+      teacher_cache_cost_t cost;
+      const int rc = teacher_cache_split(teacher, splits[k], k == 0 && features, &cost);
+      char what[64], size[32];
+      if (cost.features)
+        snprintf(what, sizeof what, "(%d logits + %zu features)", cost.logits, cost.features);
+      else
+        snprintf(what, sizeof what, "%d logits", cost.logits);
+      train__size_text(size, sizeof size, cost.bytes);
+      snprintf(parts[k], sizeof parts[k], "%s%s %d examples × %s = %s%s", k == 1 && parts[0][0] ? "; " : "",
+               names[k], cost.n, what, size,
+               rc == 0         ? ""
+               : rc == -E2BIG ? ": over the budget, the teacher runs on every batch"
+                              : ": cannot allocate it, the teacher runs on every batch");
+      if (rc == 0) used += cost.bytes;
+      seconds += cost.seconds;
+    }
+    train__size_text(held, sizeof held, used);
+    snprintf(message, sizeof message, "teacher cache: %s%s; %s held of a %s budget (%s), built in %.1f s",
+             parts[0], parts[1], held, budget, TEACHER_CACHE_ENV, seconds);
+  }
+  if (t->options.log) {
+    fprintf(t->options.log, "%s\n", message);
+    fflush(t->options.log);
+  }
+  if (ev_write_log(t->options.events, "info", "%s", message) != 0)
+    return train__error(error, error_size, -EIO, "cannot write the log event of the teacher cache");
+  return 0;
 }
 
 /* Blocks whose epoch has come join at the start of `epoch`; each says so in a log event.
@@ -607,6 +684,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     train__set(&values, "test/loss", t->teacher->test_loss);
     if ((rc = train__write_eval(t, 0, 0, EV_SPLIT_TEACHER, &values, error, error_size))) goto done;
   }
+  if (t->teacher && t->epoch < total_epochs && (rc = train__cache_teacher(t, error, error_size))) goto done;
 
   for (int epoch = t->epoch + 1; epoch <= total_epochs; epoch++) {
     const int s = cfg_stage_of_epoch(config, epoch - 1);
@@ -659,7 +737,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       const float task = loss_crossentropy_forward(t->probs, t->predictions, logits, t->labels, B,
                                                    CFG_CLASSES);
       distiller_terms_t terms;
-      distiller_forward(d, model, needs_teacher ? &teacher : NULL, logits, &w, T, B, &terms);
+      distiller_forward(d, model, needs_teacher ? &teacher : NULL, logits, t->labels, &w, T, B, &terms);
       /* The total as reported: each term times its weight as configured (the gradients use
        * the same weights rounded to float). */
       double total = stage->task_weight * task;
