@@ -13,6 +13,10 @@ int64_t util_now_ms(void);
 /* Monotonic seconds, for measuring durations. */
 double util_monotonic(void);
 
+/* Formats a reason into a caller's error buffer (which may be NULL) and returns `code`:
+ * `return util_error(error, size, -EINVAL, "stages[%d]: …", i);`. */
+int util_error(char *error, size_t error_size, int code, const char *format, ...) __attribute__((format(printf, 4, 5)));
+
 /* Copies `src` into `dst` of `size` bytes, always NUL-terminated; returns -ENAMETOOLONG
  * when it had to cut. */
 int util_strlcpy(char *dst, const char *src, size_t size);

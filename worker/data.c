@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 #include <zlib.h>
 
 #include "rng.h"
+#include "util.h"
 
 #define IDX_MAGIC_IMAGES 0x00000803u /* unsigned bytes, 3 dimensions: count, rows, columns */
 #define IDX_MAGIC_LABELS 0x00000801u /* unsigned bytes, 1 dimension: count */
@@ -30,18 +30,6 @@ typedef struct {
   uint8_t *labels; /* n */
 } data__raw_t;
 
-static int data__error(char *error, size_t error_size, int code, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int data__error(char *error, size_t error_size, int code, const char *format, ...) {
-  if (error && error_size > 0) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-  }
-  return code;
-}
 
 static void data__raw_free(data__raw_t *raw) {
   free(raw->pixels);
@@ -59,7 +47,7 @@ static int data__gz_error(gzFile file, const char *path, char *error, size_t err
   size_t length = strlen(path);
   if (strncmp(message, path, length) == 0 && strncmp(message + length, ": ", 2) == 0)
     message += length + 2;
-  return data__error(error, error_size, -EIO, "%s: corrupt gzip data: %s", path, message);
+  return util_error(error, error_size, -EIO, "%s: corrupt gzip data: %s", path, message);
 }
 
 /* Reads exactly `length` bytes or explains why not: a gzip error, or the stream ending
@@ -73,7 +61,7 @@ static int data__idx_read(gzFile file, const char *path, void *buffer, size_t le
     int got = gzread(file, (char *)buffer + done, (unsigned)chunk);
     if (got < 0) return data__gz_error(file, path, error, error_size);
     if (got == 0) {
-      return data__error(error, error_size, -EIO,
+      return util_error(error, error_size, -EIO,
                          "%s: truncated: the file ends after %zu of the %zu bytes of %s", path,
                          done, length, what);
     }
@@ -96,13 +84,13 @@ static int data__idx_load(const char *dir, const char *name, int images, uint8_t
   int rc;
 
   if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-    return data__error(error, error_size, -ENAMETOOLONG, "%s/%s: path too long", dir, name);
+    return util_error(error, error_size, -ENAMETOOLONG, "%s/%s: path too long", dir, name);
 
   errno = 0;
   file = gzopen(path, "rb");
   if (!file) {
     rc = errno ? -errno : -ENOMEM;
-    return data__error(error, error_size, rc, "%s: cannot open: %s", path, strerror(-rc));
+    return util_error(error, error_size, rc, "%s: cannot open: %s", path, strerror(-rc));
   }
   gzbuffer(file, 1 << 17);
 
@@ -114,7 +102,7 @@ static int data__idx_load(const char *dir, const char *name, int images, uint8_t
   if (rc) goto fail;
   uint32_t magic = data__be32(header);
   if (magic != want_magic) {
-    rc = data__error(error, error_size, -EINVAL,
+    rc = util_error(error, error_size, -EINVAL,
                      "%s: bad magic number 0x%08x (expected 0x%08x: IDX %s of unsigned bytes)", path,
                      magic, want_magic, images ? "images" : "labels");
     goto fail;
@@ -123,14 +111,14 @@ static int data__idx_load(const char *dir, const char *name, int images, uint8_t
   if (rc) goto fail;
   uint32_t n = data__be32(header + 4);
   if (n == 0 || n > IDX_MAX_COUNT) {
-    rc = data__error(error, error_size, -EINVAL, "%s: implausible example count %u", path, n);
+    rc = util_error(error, error_size, -EINVAL, "%s: implausible example count %u", path, n);
     goto fail;
   }
   size_t item = 1;
   if (images) {
     uint32_t rows = data__be32(header + 8), columns = data__be32(header + 12);
     if (rows != CFG_IMAGE_SIDE || columns != CFG_IMAGE_SIDE) {
-      rc = data__error(error, error_size, -EINVAL, "%s: images are %u×%u, expected %d×%d", path, rows,
+      rc = util_error(error, error_size, -EINVAL, "%s: images are %u×%u, expected %d×%d", path, rows,
                        columns, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE);
       goto fail;
     }
@@ -139,7 +127,7 @@ static int data__idx_load(const char *dir, const char *name, int images, uint8_t
 
   bytes = malloc((size_t)n * item);
   if (!bytes) {
-    rc = data__error(error, error_size, -ENOMEM, "%s: out of memory for %u examples", path, n);
+    rc = util_error(error, error_size, -ENOMEM, "%s: out of memory for %u examples", path, n);
     goto fail;
   }
   rc = data__idx_read(file, path, bytes, (size_t)n * item, images ? "pixels" : "labels", error,
@@ -152,14 +140,14 @@ static int data__idx_load(const char *dir, const char *name, int images, uint8_t
   int got = gzread(file, &extra, 1);
   if (got != 0) {
     rc = got < 0 ? data__gz_error(file, path, error, error_size)
-                 : data__error(error, error_size, -EINVAL,
+                 : util_error(error, error_size, -EINVAL,
                                "%s: trailing data after the %u examples the header announces", path, n);
     goto fail;
   }
   if (!images) {
     for (uint32_t i = 0; i < n; i++) {
       if (bytes[i] >= CFG_CLASSES) {
-        rc = data__error(error, error_size, -EINVAL, "%s: label %u of example %u is not in 0–%d",
+        rc = util_error(error, error_size, -EINVAL, "%s: label %u of example %u is not in 0–%d",
                          path, bytes[i], i, CFG_CLASSES - 1);
         goto fail;
       }
@@ -187,7 +175,7 @@ static int data__idx_load_pair(const char *dir, const char *images_name,
   rc = data__idx_load(dir, labels_name, 0, &raw->labels, &n_labels, error, error_size);
   if (rc) goto fail;
   if (n_images != n_labels) {
-    rc = data__error(error, error_size, -EINVAL, "%s/%s: %d labels for the %d images of %s", dir,
+    rc = util_error(error, error_size, -EINVAL, "%s/%s: %d labels for the %d images of %s", dir,
                      labels_name, n_labels, n_images, images_name);
     goto fail;
   }
@@ -231,7 +219,7 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
   memset(set, 0, sizeof *set);
   set->name = name;
   if (val_size < 0 || val_size >= pool->n) {
-    return data__error(error, error_size, -EINVAL,
+    return util_error(error, error_size, -EINVAL,
                        "dataset.val_size: %d leaves no training examples (%s has %d)", val_size,
                        name, pool->n);
   }
@@ -240,7 +228,7 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
 
   order = malloc((size_t)pool->n * sizeof *order);
   if (!order) {
-    rc = data__error(error, error_size, -ENOMEM, "%s: out of memory", name);
+    rc = util_error(error, error_size, -ENOMEM, "%s: out of memory", name);
     goto fail;
   }
   for (int i = 0; i < pool->n; i++) order[i] = i;
@@ -271,7 +259,7 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
 
   if (data__split_alloc(&set->train, n_train) || data__split_alloc(&set->val, val_size) ||
       data__split_alloc(&set->test, test->n)) {
-    rc = data__error(error, error_size, -ENOMEM, "%s: out of memory for the float images", name);
+    rc = util_error(error, error_size, -ENOMEM, "%s: out of memory for the float images", name);
     goto fail;
   }
   data__split_fill(&set->train, pool, train_indices, table);
@@ -338,7 +326,7 @@ int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test
 
   memset(set, 0, sizeof *set);
   if (train_size < 1 || train_size > IDX_MAX_COUNT || test_size < 1 || test_size > IDX_MAX_COUNT)
-    return data__error(error, error_size, -EINVAL,
+    return util_error(error, error_size, -EINVAL,
                        "synthetic: train_size %d and test_size %d must be in 1–%d", train_size,
                        test_size, IDX_MAX_COUNT);
 
@@ -350,7 +338,7 @@ int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test
   test.labels = malloc((size_t)test_size);
   prototypes = malloc((size_t)CFG_CLASSES * CFG_INPUTS * sizeof *prototypes);
   if (!pool.pixels || !pool.labels || !test.pixels || !test.labels || !prototypes) {
-    rc = data__error(error, error_size, -ENOMEM, "synthetic: out of memory");
+    rc = util_error(error, error_size, -ENOMEM, "synthetic: out of memory");
     goto done;
   }
 
@@ -387,7 +375,7 @@ int data_load(data_set_t *set, const cfg_experiment_t *config, const char *dir, 
                                config->dataset.test_size, config->dataset.val_size,
                                config->dataset.train_limit, error, error_size);
   }
-  return data__error(error, error_size, -EINVAL, "unknown dataset kind %d",
+  return util_error(error, error_size, -EINVAL, "unknown dataset kind %d",
                      (int)config->dataset.kind);
 }
 

@@ -6,48 +6,37 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int distiller__error(char *error, size_t error_size, int code, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
+#include "util.h"
 
-static int distiller__error(char *error, size_t error_size, int code, const char *format, ...) {
-  if (error && error_size > 0) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-  }
-  return code;
-}
 
 int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_model_t *student,
                      const teacher_t *teacher, char *error, size_t error_size) {
   memset(d, 0, sizeof *d);
   d->max_batch = student->max_batch;
   if ((config->n_features > 0 || config->adversarial.enabled) && !teacher)
-    return distiller__error(error, error_size, -EINVAL, "feature alignment needs a teacher");
+    return util_error(error, error_size, -EINVAL, "feature alignment needs a teacher");
   size_t n_params = 0, n_scratch = 0;
   d->n_pairs = config->n_features;
   for (int i = 0; i < d->n_pairs; i++) {
     const cfg_feature_t *feature = &config->features[i];
     const int layer = feature->student_layer;
     if (layer < 0 || layer >= student->n_layers || teacher->layers[i] < 0)
-      return distiller__error(error, error_size, -EINVAL, "features[%d]: no such layer", i);
+      return util_error(error, error_size, -EINVAL, "features[%d]: no such layer", i);
     const cfg_shape_t s = nn_layer_shape(student, layer);
     const cfg_shape_t t = nn_layer_shape(&teacher->model, teacher->layers[i]);
     if (s.height * s.width != t.height * t.width)
-      return distiller__error(error, error_size, -EINVAL,
+      return util_error(error, error_size, -EINVAL,
                               "features[%d]: \"%s\" is %d×%d but the teacher's \"%s\" is %d×%d", i,
                               feature->student, s.height, s.width, feature->teacher, t.height, t.width);
     d->student_layer[i] = layer;
     int rc = distill_feature_layout(&d->pairs[i], s.channels, t.channels, s.height * s.width,
                                     feature->normalize, feature->gate, d->max_batch, &n_params,
                                     &n_scratch);
-    if (rc) return distiller__error(error, error_size, rc, "features[%d]: cannot lay it out", i);
+    if (rc) return util_error(error, error_size, rc, "features[%d]: cannot lay it out", i);
     /* The gradient norms read each piece's weight and bias as one range. */
     assert(d->pairs[i].adapter_bias == d->pairs[i].adapter_weight + (size_t)t.channels * s.channels);
     assert(feature->gate == CFG_GATE_NONE ||
@@ -67,11 +56,11 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
     d->judged = config->adversarial.feature;
     d->disc_lr = (float)config->adversarial.lr;
     if (d->judged < 0 || d->judged >= d->n_pairs)
-      return distiller__error(error, error_size, -EINVAL, "adversarial.feature: no pair %d", d->judged);
+      return util_error(error, error_size, -EINVAL, "adversarial.feature: no pair %d", d->judged);
     const distill_feature_t *pair = &d->pairs[d->judged];
     int rc = disc_layout(&d->disc, pair->teacher_channels * pair->pixels, config->adversarial.hidden,
                          config->adversarial.loss, d->max_batch, &n_params, &n_scratch);
-    if (rc) return distiller__error(error, error_size, rc, "adversarial: cannot lay it out");
+    if (rc) return util_error(error, error_size, rc, "adversarial: cannot lay it out");
   }
   d->n_params = n_params;
   d->n_scratch = n_scratch;
@@ -90,7 +79,7 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
   if (!d->params || !d->grads || !d->m || !d->v || !d->scratch ||
       (teacher && (!d->student_probs || !d->teacher_probs || !d->gate_targets))) {
     distiller_free(d);
-    return distiller__error(error, error_size, -ENOMEM, "out of memory for the distillation pieces");
+    return util_error(error, error_size, -ENOMEM, "out of memory for the distillation pieces");
   }
   /* Each piece from its own stream: adding a pair changes no other piece's initial weights. */
   for (int i = 0; i < d->n_pairs; i++) distill_feature_init(&d->pairs[i], d->params, config->seed, (uint64_t)i);

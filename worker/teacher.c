@@ -7,7 +7,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,18 +14,6 @@
 #include "checkpoint.h"
 #include "util.h"
 
-static int teacher__error(char *error, size_t error_size, int code, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int teacher__error(char *error, size_t error_size, int code, const char *format, ...) {
-  if (error && error_size > 0) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-  }
-  return code;
-}
 
 /* The cache budget in bytes from MAPSAGE_TEACHER_CACHE_MB (MiB, a decimal ≥ 0; unset: the
  * default). Returns 0 or -EINVAL. */
@@ -72,9 +59,9 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   memset(teacher, 0, sizeof *teacher);
   const char *path = student->teacher.checkpoint;
   if (student->teacher.kind == CFG_TEACHER_NONE)
-    return teacher__error(error, error_size, -EINVAL, "the config names no teacher");
+    return util_error(error, error_size, -EINVAL, "the config names no teacher");
   if (path[0] == '\0')
-    return teacher__error(error, error_size, -EINVAL,
+    return util_error(error, error_size, -EINVAL,
                           "teacher: experiment %lld's checkpoint was not given (the daemon fills "
                           "it in; by hand, use {\"checkpoint\": \"path\"})",
                           (long long)student->teacher.experiment);
@@ -83,35 +70,35 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   ckpt_t ckpt;
   char reason[768];
   int rc = ckpt_open(path, &ckpt, reason, sizeof reason);
-  if (rc) return teacher__error(error, error_size, rc, "teacher checkpoint %s", reason);
+  if (rc) return util_error(error, error_size, rc, "teacher checkpoint %s", reason);
 
   cfg_errors_t *errors = calloc(1, sizeof *errors);
   if (!errors) {
-    rc = teacher__error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
+    rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
     goto fail;
   }
   const json_t *config = json_object_get(ckpt_meta(&ckpt), "config");
   if (!json_is_object(config)) {
-    rc = teacher__error(error, error_size, -EINVAL,
+    rc = util_error(error, error_size, -EINVAL,
                         "teacher %s: its meta has no \"config\": not a MapSage run's checkpoint", path);
     goto fail;
   }
   if (cfg_from_json(config, &teacher->config, errors) != 0) {
     teacher__config_error(errors, reason, sizeof reason);
-    rc = teacher__error(error, error_size, -EINVAL, "teacher %s: its config is not valid: %s", path,
+    rc = util_error(error, error_size, -EINVAL, "teacher %s: its config is not valid: %s", path,
                         reason);
     goto fail;
   }
   memset(errors, 0, sizeof *errors);
   if (cfg_check_teacher(student, &teacher->config, errors) != 0) {
     teacher__config_error(errors, reason, sizeof reason);
-    rc = teacher__error(error, error_size, -EINVAL, "teacher %s does not fit this run: %s", path,
+    rc = util_error(error, error_size, -EINVAL, "teacher %s does not fit this run: %s", path,
                         reason);
     goto fail;
   }
   rc = nn_model_create_inference(&teacher->model, &teacher->config, max_batch);
   if (rc) {
-    rc = teacher__error(error, error_size, rc, "teacher %s: cannot build its network: %s", path,
+    rc = util_error(error, error_size, rc, "teacher %s: cannot build its network: %s", path,
                         strerror(-rc));
     goto fail;
   }
@@ -121,14 +108,14 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   rc = ckpt_read_f32(&ckpt, "params", teacher->model.params, teacher->model.n_params, reason,
                      sizeof reason);
   if (rc) {
-    rc = teacher__error(error, error_size, rc, "teacher checkpoint %s", reason);
+    rc = util_error(error, error_size, rc, "teacher checkpoint %s", reason);
     goto fail_model;
   }
   teacher->n_features = student->n_features;
   for (int i = 0; i < student->n_features; i++)
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
   if (teacher__cache_budget(&teacher->cache_budget) != 0) {
-    rc = teacher__error(error, error_size, -EINVAL, "%s: expected a size in MiB (a number ≥ 0), not \"%s\"",
+    rc = util_error(error, error_size, -EINVAL, "%s: expected a size in MiB (a number ≥ 0), not \"%s\"",
                         TEACHER_CACHE_ENV, getenv(TEACHER_CACHE_ENV));
     goto fail_model;
   }
@@ -136,7 +123,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   teacher->probs = malloc((size_t)max_batch * CFG_CLASSES * sizeof *teacher->probs);
   teacher->predictions = malloc((size_t)max_batch * sizeof *teacher->predictions);
   if (!teacher->probs || !teacher->predictions) {
-    rc = teacher__error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
+    rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
     goto fail_model;
   }
   free(errors);

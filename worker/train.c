@@ -41,7 +41,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,18 +49,6 @@
 #include "rng.h"
 #include "util.h"
 
-static int train__error(char *error, size_t error_size, int code, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int train__error(char *error, size_t error_size, int code, const char *format, ...) {
-  if (error && error_size > 0) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-  }
-  return code;
-}
 
 static const char *train__nonfinite_word(double x) { return isnan(x) ? "nan" : "inf"; }
 
@@ -140,12 +127,12 @@ static int train__write_eval(train_t *t, int epoch, int stage, ev_split_t split,
                              train__values_t *values, char *error, size_t error_size) {
   if (values->bad[0]) {
     json_decref(values->json);
-    return train__error(error, error_size, -ERANGE, "diverged at step %lld: %s/%s is %s",
+    return util_error(error, error_size, -ERANGE, "diverged at step %lld: %s/%s is %s",
                         (long long)t->step, ev_split_name(split), values->bad,
                         train__nonfinite_word(values->bad_value));
   }
   if (ev_write_eval(t->options.events, t->step, epoch, stage, split, values->json) == 0) return 0;
-  return train__error(error, error_size, -EIO, "cannot write the %s eval event of epoch %d",
+  return util_error(error, error_size, -EIO, "cannot write the %s eval event of epoch %d",
                       ev_split_name(split), epoch);
 }
 
@@ -300,7 +287,7 @@ static int train__cache_teacher(train_t *t, char *error, size_t error_size) {
     fflush(t->options.log);
   }
   if (ev_write_log(t->options.events, "info", "%s", message) != 0)
-    return train__error(error, error_size, -EIO, "cannot write the log event of the teacher cache");
+    return util_error(error, error_size, -EIO, "cannot write the log event of the teacher cache");
   return 0;
 }
 
@@ -323,7 +310,7 @@ static int train__grow(train_t *t, int epoch, char *error, size_t error_size) {
     }
     if (ev_write_log(t->options.events, "info", "%s joined after %s at epoch %d: +%zu parameters",
                      block->name, after, epoch, count) != 0)
-      return train__error(error, error_size, -EIO, "cannot write the log event of %s", block->name);
+      return util_error(error, error_size, -EIO, "cannot write the log event of %s", block->name);
   }
   return 0;
 }
@@ -369,12 +356,12 @@ static int train__save(train_t *t, char *error, size_t error_size) {
   char path[PATH_MAX], reason[PATH_MAX + 256];
   if (snprintf(path, sizeof path, "%s/epoch-%04d.ckpt", t->options.checkpoint_dir, t->epoch) >=
       (int)sizeof path)
-    return train__error(error, error_size, -ENAMETOOLONG, "checkpoint directory %s: path too long",
+    return util_error(error, error_size, -ENAMETOOLONG, "checkpoint directory %s: path too long",
                         t->options.checkpoint_dir);
   const nn_model_t *model = t->model;
   const distiller_t *d = &t->distiller;
   json_t *meta = train__meta_json(t);
-  if (!meta) return train__error(error, error_size, -ENOMEM, "out of memory for a checkpoint");
+  if (!meta) return util_error(error, error_size, -ENOMEM, "out of memory for a checkpoint");
   ckpt_writer_t writer;
   ckpt_writer_init(&writer);
   ckpt_writer_set_meta(&writer, meta);
@@ -387,7 +374,7 @@ static int train__save(train_t *t, char *error, size_t error_size) {
   int64_t bytes = ckpt_write(&writer, path, reason, sizeof reason);
   ckpt_writer_free(&writer);
   if (bytes < 0)
-    return train__error(error, error_size, -EIO, "cannot write the checkpoint: %s", reason);
+    return util_error(error, error_size, -EIO, "cannot write the checkpoint: %s", reason);
   if (t->options.log) {
     fprintf(t->options.log, "checkpoint %s (%lld bytes)\n", path, (long long)bytes);
     fflush(t->options.log);
@@ -395,7 +382,7 @@ static int train__save(train_t *t, char *error, size_t error_size) {
   if (ev_write(t->options.events, json_pack("{s:s, s:I, s:i, s:s, s:I}", "event", "checkpoint",
                                             "step", (json_int_t)t->step, "epoch", t->epoch, "path",
                                             path, "bytes", (json_int_t)bytes)) != 0)
-    return train__error(error, error_size, -EIO, "cannot write the checkpoint event of epoch %d",
+    return util_error(error, error_size, -EIO, "cannot write the checkpoint event of epoch %d",
                         t->epoch);
   return 0;
 }
@@ -457,18 +444,18 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   ckpt_t ckpt;
   char reason[PATH_MAX + 512];
   int rc = ckpt_open(path, &ckpt, reason, sizeof reason);
-  if (rc) return train__error(error, error_size, rc, "cannot resume: %s", reason);
+  if (rc) return util_error(error, error_size, rc, "cannot resume: %s", reason);
   cfg_experiment_t *theirs = malloc(sizeof *theirs);
   cfg_errors_t *errors = calloc(1, sizeof *errors);
   json_t *ours_json = NULL, *theirs_json = NULL;
   if (!theirs || !errors) {
-    rc = train__error(error, error_size, -ENOMEM, "cannot resume from %s: out of memory", path);
+    rc = util_error(error, error_size, -ENOMEM, "cannot resume from %s: out of memory", path);
     goto done;
   }
 
   const json_t *meta = ckpt_meta(&ckpt);
   if (cfg_from_json(json_object_get(meta, "config"), theirs, errors) != 0) {
-    rc = train__error(error, error_size, -EINVAL, "cannot resume from %s: its config is not valid: "
+    rc = util_error(error, error_size, -EINVAL, "cannot resume from %s: its config is not valid: "
                       "%s%s%s", path, errors->items[0].path, errors->items[0].path[0] ? ": " : "",
                       errors->items[0].message);
     goto done;
@@ -477,7 +464,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   theirs_json = train__comparable_config(theirs);
   char where[256] = "";
   if (train__difference(ours_json, theirs_json, where, sizeof where)) {
-    rc = train__error(error, error_size, -EINVAL, "cannot resume from %s: it was written by another "
+    rc = util_error(error, error_size, -EINVAL, "cannot resume from %s: it was written by another "
                       "config (they differ at %s)", path, where[0] ? where : "the top level");
     goto done;
   }
@@ -493,7 +480,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
       train__get_integer(distill, "disc_steps", 0, INT64_MAX, &disc_steps) ||
       !json_is_array(blocks) || json_array_size(blocks) != (size_t)model->n_blocks ||
       !json_is_array(pair_t) || json_array_size(pair_t) != (size_t)d->n_pairs || !json_is_object(figures)) {
-    rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: its meta lacks the "
+    rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: its meta lacks the "
                       "training state (epoch, step, optimizer_t, blocks, distill, summary)", path);
     goto done;
   }
@@ -505,7 +492,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
     int64_t block_t;
     if (!name || strcmp(name, block->name) != 0 || train__get_integer(saved, "t", 0, INT64_MAX, &block_t) ||
         json_is_true(json_object_get(saved, "active")) != block->active) {
-      rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: block %d (%s) does not "
+      rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: block %d (%s) does not "
                         "match the config", path, g, block->name);
       goto done;
     }
@@ -514,7 +501,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   for (int i = 0; i < d->n_pairs; i++) {
     const json_t *value = json_array_get(pair_t, (size_t)i);
     if (!json_is_integer(value) || json_integer_value(value) < 0) {
-      rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: distill.pair_t[%d] is "
+      rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: distill.pair_t[%d] is "
                         "not a step count", path, i);
       goto done;
     }
@@ -528,7 +515,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
       (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_PARAMS, d->params, d->n_params, reason, sizeof reason)) ||
       (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_M, d->m, d->n_params, reason, sizeof reason)) ||
       (rc = ckpt_read_f32(&ckpt, TRAIN_CKPT_DISTILL_V, d->v, d->n_params, reason, sizeof reason))) {
-    rc = train__error(error, error_size, rc, "cannot resume: %s", reason);
+    rc = util_error(error, error_size, rc, "cannot resume: %s", reason);
     goto done;
   }
 
@@ -542,7 +529,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
       train__get_real(figures, "final_test_accuracy", &s->final_test_accuracy) ||
       train__get_real(figures, "best_val_accuracy", &s->best_val_accuracy) ||
       train__get_integer(figures, "best_val_epoch", 0, epoch, &best_val_epoch)) {
-    rc = train__error(error, error_size, -EPROTO, "cannot resume from %s: its summary figures are "
+    rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: its summary figures are "
                       "incomplete", path);
     goto done;
   }
@@ -573,16 +560,16 @@ int train_init(train_t *t, nn_model_t *model, const cfg_experiment_t *config, co
   memset(t, 0, sizeof *t);
   const int batch_size = config->batch_size;
   if (batch_size < 1 || batch_size > model->max_batch)
-    return train__error(error, error_size, -EINVAL,
+    return util_error(error, error_size, -EINVAL,
                         "batch_size %d does not fit the model's buffers (%d examples)", batch_size,
                         model->max_batch);
-  if (data->train.n < 1) return train__error(error, error_size, -EINVAL, "the training set is empty");
+  if (data->train.n < 1) return util_error(error, error_size, -EINVAL, "the training set is empty");
   const int has_teacher = config->teacher.kind != CFG_TEACHER_NONE;
   if (has_teacher != (options->teacher != NULL))
-    return train__error(error, error_size, -EINVAL, has_teacher ? "the config names a teacher but "
+    return util_error(error, error_size, -EINVAL, has_teacher ? "the config names a teacher but "
                         "none was loaded" : "a teacher was given to a run without one");
   if (options->teacher && options->teacher->model.max_batch < batch_size)
-    return train__error(error, error_size, -EINVAL, "the teacher was built for batches of %d, not %d",
+    return util_error(error, error_size, -EINVAL, "the teacher was built for batches of %d, not %d",
                         options->teacher->model.max_batch, batch_size);
   t->model = model;
   t->config = config;
@@ -601,7 +588,7 @@ int train_init(train_t *t, nn_model_t *model, const cfg_experiment_t *config, co
   t->order = malloc((size_t)data->train.n * sizeof *t->order);
   if (!t->inputs || !t->labels || !t->indices || !t->probs || !t->predictions || !t->order) {
     train_free(t);
-    return train__error(error, error_size, -ENOMEM, "out of memory for the training buffers");
+    return util_error(error, error_size, -ENOMEM, "out of memory for the training buffers");
   }
   return 0;
 }
@@ -674,7 +661,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
   /* The teacher's own figures, once, before the first step (a resumed run sent them). */
   if (t->teacher && !t->resumed) {
     if (!t->teacher->evaluated && teacher_evaluate(t->teacher, &data->test) != 0) {
-      rc = train__error(error, error_size, -ERANGE, "teacher %s: its test loss is not finite",
+      rc = util_error(error, error_size, -ERANGE, "teacher %s: its test loss is not finite",
                         t->teacher->path);
       goto done;
     }
@@ -692,7 +679,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     int stage_first_epoch = 1;
     for (int i = 0; i < s; i++) stage_first_epoch += config->stages[i].epochs;
     if (epoch == stage_first_epoch && ev_write_stage(events, t->step, epoch, s, stage->name) != 0) {
-      rc = train__error(error, error_size, -EIO, "cannot write the start of stage %d", s);
+      rc = util_error(error, error_size, -EIO, "cannot write the start of stage %d", s);
       goto done;
     }
     if ((rc = train__grow(t, epoch, error, error_size))) goto done;
@@ -745,7 +732,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       if (terms.feature) total += stage->feature_weight * terms.feature_loss;
       if (terms.adversarial) total += stage->adversarial_weight * terms.adversarial_loss;
       if (!isfinite(total)) {
-        rc = train__error(error, error_size, -ERANGE, "diverged at step %lld: loss/total is %s",
+        rc = util_error(error, error_size, -ERANGE, "diverged at step %lld: loss/total is %s",
                           (long long)step, train__nonfinite_word(total));
         goto done;
       }
@@ -778,13 +765,13 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       if (step == 1 || (config->grad_norm_every > 0 && step % config->grad_norm_every == 0))
         train__add_grad_norms(&values, t, &terms);
       if (values.bad[0]) {
-        rc = train__error(error, error_size, -ERANGE, "diverged at step %lld: %s is %s",
+        rc = util_error(error, error_size, -ERANGE, "diverged at step %lld: %s is %s",
                           (long long)step, values.bad, train__nonfinite_word(values.bad_value));
         json_decref(values.json);
         goto done;
       }
       if (ev_write_metric(events, step, epoch, s, values.json) != 0) {
-        rc = train__error(error, error_size, -EIO, "cannot write the metric event of step %lld",
+        rc = util_error(error, error_size, -EIO, "cannot write the metric event of step %lld",
                           (long long)step);
         goto done;
       }

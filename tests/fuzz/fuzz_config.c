@@ -18,16 +18,7 @@
 
 #include "config.h"
 
-/* Like assert(), but also in builds with NDEBUG, and it says what it saw. */
-#define FUZZ_CHECK(cond, ...)                                                       \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);      \
-      fprintf(stderr, __VA_ARGS__);                                                 \
-      fputc('\n', stderr);                                                          \
-      abort();                                                                      \
-    }                                                                               \
-  } while (0)
+#include "fuzz.h"
 
 static cfg_experiment_t first, second, third;
 static cfg_errors_t errors;

@@ -19,15 +19,7 @@
 #include "db.h"
 #include "event.h"
 
-#define FUZZ_CHECK(cond, ...)                                                       \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);      \
-      fprintf(stderr, __VA_ARGS__);                                                 \
-      fputc('\n', stderr);                                                          \
-      abort();                                                                      \
-    }                                                                               \
-  } while (0)
+#include "fuzz.h"
 
 #define DB_RESET_EVERY 4096 /* inputs between fresh databases: memory stays bounded */
 

@@ -50,15 +50,7 @@
 #include "static.h"
 #include "util.h"
 
-#define FUZZ_CHECK(cond, ...)                                                       \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);      \
-      fprintf(stderr, __VA_ARGS__);                                                 \
-      fputc('\n', stderr);                                                          \
-      abort();                                                                      \
-    }                                                                               \
-  } while (0)
+#include "fuzz.h"
 
 #define FUZZ_ALIVE_EVERY 100        /* inputs between health checks */
 #define FUZZ_SHUT_AFTER_MS 2        /* the request is sent and the server silent: shut writing */
