@@ -55,6 +55,26 @@ static int check_count;
     }                                                                                     \
   } while (0)
 
+/* `haystack` (a string, may be NULL) contains `needle`. */
+#define CHECK_CONTAINS(haystack, needle)                                                  \
+  do {                                                                                    \
+    const char *check_h_ = (haystack), *check_n_ = (needle);                              \
+    check_count++;                                                                        \
+    if (check_h_ == NULL || strstr(check_h_, check_n_) == NULL) {                         \
+      check_failures++;                                                                   \
+      fprintf(stderr, "%s:%d: %s: expected it to contain \"%s\", got \"%s\"\n", __FILE__, \
+              __LINE__, #haystack, check_n_, check_h_ ? check_h_ : "(null)");             \
+    }                                                                                     \
+  } while (0)
+
+/* |a − n| / max(|a|, |n|, floor): relative where the gradient is large, absolute (scaled
+ * by floor) where it is near zero and relative error means nothing. */
+static inline double relative_error(double analytic, double numeric, double floor) {
+  double scale = fabs(analytic) > fabs(numeric) ? fabs(analytic) : fabs(numeric);
+  if (scale < floor) scale = floor;
+  return fabs(analytic - numeric) / scale;
+}
+
 static inline int check_summary(void) {
   printf("%d checks, %d failed\n", check_count, check_failures);
   return check_failures == 0 ? 0 : 1;

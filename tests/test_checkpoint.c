@@ -26,17 +26,6 @@
 #include "checkpoint.h"
 #include "util.h"
 
-#define CHECK_CONTAINS(haystack, needle)                                                  \
-  do {                                                                                    \
-    const char *check_h_ = (haystack), *check_n_ = (needle);                              \
-    check_count++;                                                                        \
-    if (check_h_ == NULL || strstr(check_h_, check_n_) == NULL) {                         \
-      check_failures++;                                                                   \
-      fprintf(stderr, "%s:%d: %s: expected it to contain \"%s\", got \"%s\"\n", __FILE__, \
-              __LINE__, #haystack, check_n_, check_h_ ? check_h_ : "(null)");             \
-    }                                                                                     \
-  } while (0)
-
 /* Under AddressSanitizer, fill all of every malloc'd block with garbage (the default fills
  * only the first 4 KB), so check_layout catches padding the writer forgot to zero. Unused
  * in other builds. */

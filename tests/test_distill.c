@@ -29,14 +29,6 @@ static void to_double(double *out, const float *in, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = in[i];
 }
 
-/* |a − n| / max(|a|, |n|, floor): relative where the gradient is large, absolute (scaled
- * by floor) where it is near zero and relative error means nothing. */
-static double relative_error(double analytic, double numeric, double floor) {
-  double scale = fabs(analytic) > fabs(numeric) ? fabs(analytic) : fabs(numeric);
-  if (scale < floor) scale = floor;
-  return fabs(analytic - numeric) / scale;
-}
-
 /* Compares two gradients element by element; prints and checks the worst relative error. A
  * gradient that is zero everywhere would pass trivially, so it must have some size too. */
 static void check_gradient(const char *name, const float *analytic, const double *numeric, int n,

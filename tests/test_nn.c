@@ -21,14 +21,6 @@ static void fill_uniform(float *x, int n, float low, float high) {
   for (int i = 0; i < n; i++) x[i] = low + (high - low) * rng_uniform(&test_rng);
 }
 
-/* |a − n| / max(|a|, |n|, floor): relative where the gradient is large, absolute (scaled
- * by floor) where it is near zero and relative error means nothing. */
-static double relative_error(double analytic, double numeric, double floor) {
-  double scale = fabs(analytic) > fabs(numeric) ? fabs(analytic) : fabs(numeric);
-  if (scale < floor) scale = floor;
-  return fabs(analytic - numeric) / scale;
-}
-
 /* Compares two gradients element by element; prints and checks the worst relative error. */
 static void check_gradient(const char *name, const float *analytic, const double *numeric, int n,
                            double tolerance) {

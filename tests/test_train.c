@@ -36,17 +36,6 @@
 #include "train.h"
 #include "util.h"
 
-#define CHECK_CONTAINS(haystack, needle)                                                  \
-  do {                                                                                    \
-    const char *check_h_ = (haystack), *check_n_ = (needle);                              \
-    check_count++;                                                                        \
-    if (check_h_ == NULL || strstr(check_h_, check_n_) == NULL) {                         \
-      check_failures++;                                                                   \
-      fprintf(stderr, "%s:%d: %s: expected it to contain \"%s\", got \"%s\"\n", __FILE__, \
-              __LINE__, #haystack, check_n_, check_h_ ? check_h_ : "(null)");             \
-    }                                                                                     \
-  } while (0)
-
 static char test_dir[PATH_MAX];
 
 /* ---------------------------------------------------------------------------------------
