@@ -63,7 +63,7 @@ struct worker {
   char log_tail[LOG_TAIL_LINES][LOG_TAIL_WIDTH]; /* the last non-empty stderr lines, a ring */
   int log_tail_next;
   int max_attempts;        /* from the config: starts allowed for a worker that crashes */
-  int reading;             /* both pipes are being read (not paused by backpressure) */
+  int waiting_turn;        /* had its read this loop iteration: resumed by sched->turns */
 };
 
 struct sched {
@@ -76,12 +76,15 @@ struct sched {
   outcome_t *pending;      /* outcomes not yet written */
   int stopping;
   uv_timer_t flush_timer;
+  uv_check_t turns;        /* gives workers that had their read this iteration the next one */
+  int open_handles;        /* flush_timer and turns, until both are closed */
   void (*stopped)(void *data);
   void *stopped_data;
 };
 
 static void flush_batch(sched_t *sched);
 static void set_reading(sched_t *sched, int reading);
+static void on_turns(uv_check_t *check);
 
 static void on_flush_timer(uv_timer_t *timer) { flush_batch(timer->data); }
 
@@ -129,6 +132,9 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   sched->reading = 1;
   uv_timer_init(options->loop, &sched->flush_timer);
   sched->flush_timer.data = sched;
+  uv_check_init(options->loop, &sched->turns);
+  sched->turns.data = sched;
+  sched->open_handles = 2;
   *out = sched;
   return 0;
 }
@@ -306,10 +312,47 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer) {
   *buffer = uv_buf_init(worker->read_buffer, sizeof worker->read_buffer);
 }
 
+static void on_output(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer);
+static void on_errors(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer);
+
+/* Reads a worker's pipes when the batch has room and, for its events, when it has not had
+ * its read this loop iteration. */
+static void update_reading(worker_t *worker) {
+  int reading = worker->sched->reading;
+  if (!worker->output_done) {
+    if (reading && !worker->waiting_turn) uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
+    else uv_read_stop((uv_stream_t *)&worker->output);
+  }
+  if (!worker->errors_done) {
+    if (reading) uv_read_start((uv_stream_t *)&worker->errors, on_alloc, on_errors);
+    else uv_read_stop((uv_stream_t *)&worker->errors);
+  }
+}
+
+/* One read (READ_BUFFER_SIZE bytes) of events per worker per loop iteration. libuv reads a
+ * busy pipe up to 32 times in a row, and eight workers streaming flat out then kept the
+ * loop from serving HTTP and live streams for seconds. */
+static void end_turn(worker_t *worker) {
+  worker->waiting_turn = 1;
+  update_reading(worker);
+  uv_check_start(&worker->sched->turns, on_turns);
+}
+
+static void on_turns(uv_check_t *check) {
+  sched_t *sched = check->data;
+  uv_check_stop(check);
+  for (worker_t *w = sched->workers; w; w = w->next) {
+    if (!w->waiting_turn) continue;
+    w->waiting_turn = 0;
+    update_reading(w);
+  }
+}
+
 static void on_output(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
   worker_t *worker = stream->data;
   if (n > 0) {
     feed_lines(worker, &worker->output_lines, buffer->base, (size_t)n, handle_event_line);
+    end_turn(worker);
   } else if (n < 0) {
     if (worker->output_lines.length > 0) /* a last line without its newline */
       handle_event_line(worker, worker->output_lines.data, worker->output_lines.length);
@@ -340,16 +383,7 @@ static void set_reading(sched_t *sched, int reading) {
   if (!reading)
     fprintf(stderr, "mapsaged: %zu rows wait for the database: reading workers' events paused\n",
             db_batch_rows(sched->options.db));
-  for (worker_t *w = sched->workers; w; w = w->next) {
-    if (!w->output_done) {
-      if (reading) uv_read_start((uv_stream_t *)&w->output, on_alloc, on_output);
-      else uv_read_stop((uv_stream_t *)&w->output);
-    }
-    if (!w->errors_done) {
-      if (reading) uv_read_start((uv_stream_t *)&w->errors, on_alloc, on_errors);
-      else uv_read_stop((uv_stream_t *)&w->errors);
-    }
-  }
+  for (worker_t *w = sched->workers; w; w = w->next) update_reading(w);
 }
 
 static void on_process_exit(uv_process_t *process, int64_t exit_status, int term_signal) {
@@ -363,6 +397,7 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
 
 static void on_sched_closed(uv_handle_t *handle) {
   sched_t *sched = handle->data;
+  if (--sched->open_handles > 0) return;
   while (sched->pending) { /* still refused at exit: the next start marks these runs interrupted */
     outcome_t *outcome = sched->pending;
     sched->pending = outcome->next;
@@ -378,12 +413,13 @@ static void on_sched_closed(uv_handle_t *handle) {
   if (done) done(data);
 }
 
-/* Every worker is gone: write what is left and free the scheduler (once its timer has
- * closed, since the timer's memory is the scheduler's). */
+/* Every worker is gone: write what is left and free the scheduler (once its handles have
+ * closed, since their memory is the scheduler's). */
 static void stop_finished(sched_t *sched) {
   flush_batch(sched);
   uv_timer_stop(&sched->flush_timer);
   uv_close((uv_handle_t *)&sched->flush_timer, on_sched_closed);
+  uv_close((uv_handle_t *)&sched->turns, on_sched_closed);
 }
 
 static void on_worker_handle_closed(uv_handle_t *handle) {
@@ -634,10 +670,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   if (resuming) log_printf(worker, "[mapsaged] resuming from %s", resume);
   sse_publish_status(options->hub, id);
 
-  if (sched->reading) {
-    uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
-    uv_read_start((uv_stream_t *)&worker->errors, on_alloc, on_errors);
-  }
+  update_reading(worker);
   uv_buf_t buffer = uv_buf_init(worker->config_json, (unsigned)strlen(worker->config_json));
   if (uv_write(&worker->write_request, (uv_stream_t *)&worker->input, &buffer, 1, on_input_written) != 0)
     on_input_written(&worker->write_request, UV_EPIPE);

@@ -5,10 +5,12 @@
  * suspending would make MHD spin), and whoever appends resumes it and wakes MHD (see
  * http_wake). While a subscriber replays history it ignores live events: the replay reads
  * the database after flushing the batch, so it sees everything published so far, and the
- * cursor then filters what is published twice. A subscriber that stops reading is dropped
- * once its queue passes SSE_QUEUE_LIMIT; it can reconnect with its Last-Event-ID and lose
- * nothing. A subscriber is freed when both MHD's response free callback and the request's
- * completion have run. */
+ * cursor then filters what is published twice. A subscriber that falls behind the workers
+ * (its queue past SSE_LIVE_QUEUE_LIMIT) goes back to replaying: it reads on from the
+ * database, so memory stays bounded and it loses nothing. One whose queue still passes
+ * SSE_QUEUE_LIMIT (pings and status to a client that never reads) is dropped; it can
+ * reconnect with its Last-Event-ID and lose nothing. A subscriber is freed when both MHD's
+ * response free callback and the request's completion have run. */
 #include "sse.h"
 
 #include <errno.h>
@@ -17,7 +19,13 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "json_text.h"
+
 #define SSE_QUEUE_LIMIT (8u << 20)   /* bytes queued for a client before it is dropped */
+#define SSE_LIVE_QUEUE_LIMIT 131072  /* past this a client gets live events from the database */
+/* What MHD asks for and sends in one write: one worker's read of events (64 KiB of lines)
+ * makes about this much of a stream, so a client keeps pace in one write per loop turn. */
+#define SSE_WRITE_SIZE 65536
 #define SSE_REPLAY_LOW_WATER 65536   /* refill from the database below this */
 #define SSE_REPLAY_WINDOW 256        /* steps per database read while replaying */
 
@@ -101,13 +109,27 @@ static int queue_append(sse_subscriber_t *subscriber, const char *text, size_t l
   return 0;
 }
 
-/* Appends "id: …\nevent: …\ndata: …\n\n"; `id` may be NULL. */
+/* "id: …\nevent: …\ndata: …\n\n" (without the id line when `id` is NULL), allocated. */
+static char *format_frame(const char *id, const char *type, const char *data, size_t *length) {
+  size_t size = strlen(data) + 128;
+  char *frame = malloc(size);
+  if (frame == NULL) return NULL;
+  int n = id ? snprintf(frame, size, "id: %s\nevent: %s\ndata: %s\n\n", id, type, data)
+             : snprintf(frame, size, "event: %s\ndata: %s\n\n", type, data);
+  if (n < 0 || (size_t)n >= size) {
+    free(frame);
+    return NULL;
+  }
+  *length = (size_t)n;
+  return frame;
+}
+
 static void queue_event(sse_subscriber_t *subscriber, const char *id, const char *type, const char *data) {
-  char head[96];
-  int length = id ? snprintf(head, sizeof head, "id: %s\nevent: %s\ndata: ", id, type)
-                  : snprintf(head, sizeof head, "event: %s\ndata: ", type);
-  if (queue_append(subscriber, head, (size_t)length) == 0 && queue_append(subscriber, data, strlen(data)) == 0)
-    queue_append(subscriber, "\n\n", 2);
+  size_t length;
+  char *frame = format_frame(id, type, data, &length);
+  if (frame == NULL) subscriber->dropped = 1;
+  else queue_append(subscriber, frame, length);
+  free(frame);
 }
 
 static void wake(sse_subscriber_t *subscriber) {
@@ -120,29 +142,6 @@ static void wake(sse_subscriber_t *subscriber) {
 // ---------------------------------------------------------------------------------------
 // events
 
-/* The event's id and its JSON data, as live and replayed streams both send them. */
-static char *format_event(const ev_t *event, char *id, size_t id_size) {
-  json_t *data = json_pack("{s:I, s:I, s:I}", "step", (json_int_t)event->step, "epoch", (json_int_t)event->epoch,
-                           "stage", (json_int_t)event->stage);
-  if (event->type == EV_STAGE) {
-    json_object_set_new(data, "name", json_string(event->name));
-    snprintf(id, id_size, "%lld.%d", (long long)event->step, EV_PHASE_STAGE);
-    char *text = json_dumps(data, JSON_COMPACT);
-    json_decref(data);
-    return text;
-  }
-  if (event->type == EV_EVAL) {
-    json_object_set_new(data, "split", json_string(ev_split_name(event->split)));
-    snprintf(id, id_size, "%lld.%d", (long long)event->step, 1 + (int)event->split);
-  } else {
-    snprintf(id, id_size, "%lld", (long long)event->step);
-  }
-  json_object_set(data, "values", event->values);
-  char *text = json_dumps(data, JSON_COMPACT | JSON_REAL_PRECISION(9));
-  json_decref(data);
-  return text;
-}
-
 static int event_phase(const ev_t *event) {
   return event->type == EV_STAGE ? EV_PHASE_STAGE : event->type == EV_EVAL ? 1 + (int)event->split : EV_PHASE_METRIC;
 }
@@ -151,17 +150,67 @@ static const char *event_name(ev_type_t type) {
   return type == EV_STAGE ? "stage" : type == EV_EVAL ? "eval" : "metric";
 }
 
-static void queue_stream_event(sse_subscriber_t *subscriber, const ev_t *event) {
-  char id[48];
-  char *data = format_event(event, id, sizeof id);
-  if (data == NULL) {
+/* The event as a stream frame ("id: …\nevent: …\ndata: {…}\n\n"), allocated; live and
+ * replayed streams send the same bytes. Formatted once however many streams get it, and
+ * written directly: this runs for every event a worker reports. Values are written as
+ * reals whatever the worker wrote, as the database keeps them. */
+static char *format_stream_event(const ev_t *event, size_t *length) {
+  json_text_t text;
+  json_text_init(&text);
+  json_text_literal(&text, "id: ");
+  json_text_integer(&text, event->step);
+  if (event->type != EV_METRIC) {
+    json_text_literal(&text, ".");
+    json_text_integer(&text, event_phase(event));
+  }
+  json_text_literal(&text, "\nevent: ");
+  json_text_literal(&text, event_name(event->type));
+  json_text_literal(&text, "\ndata: {\"step\":");
+  json_text_integer(&text, event->step);
+  json_text_literal(&text, ",\"epoch\":");
+  json_text_integer(&text, event->epoch);
+  json_text_literal(&text, ",\"stage\":");
+  json_text_integer(&text, event->stage);
+  if (event->type == EV_STAGE) {
+    json_text_literal(&text, ",\"name\":");
+    json_text_string(&text, event->name);
+  } else {
+    if (event->type == EV_EVAL) {
+      json_text_literal(&text, ",\"split\":");
+      json_text_string(&text, ev_split_name(event->split));
+    }
+    json_text_literal(&text, ",\"values\":{");
+    const char *name;
+    json_t *value;
+    int first = 1;
+    json_object_foreach(event->values, name, value) {
+      if (!first) json_text_literal(&text, ",");
+      first = 0;
+      json_text_string(&text, name);
+      json_text_literal(&text, ":");
+      json_text_real(&text, json_number_value(value));
+    }
+    json_text_literal(&text, "}");
+  }
+  json_text_literal(&text, "}\n\n");
+  return json_text_take(&text, length);
+}
+
+static void queue_stream_frame(sse_subscriber_t *subscriber, const ev_t *event, const char *frame, size_t length) {
+  if (frame == NULL) {
     subscriber->dropped = 1;
     return;
   }
-  queue_event(subscriber, id, event_name(event->type), data);
-  free(data);
+  queue_append(subscriber, frame, length);
   subscriber->cursor_step = event->step;
   subscriber->cursor_phase = event_phase(event);
+}
+
+static void queue_stream_event(sse_subscriber_t *subscriber, const ev_t *event) {
+  size_t length = 0;
+  char *frame = format_stream_event(event, &length);
+  queue_stream_frame(subscriber, event, frame, length);
+  free(frame);
 }
 
 /* Queues the experiment's status and, when `may_end`, the end of the stream if the
@@ -237,12 +286,23 @@ static void replay_some(sse_subscriber_t *subscriber) {
 
 void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event) {
   int phase = event_phase(event);
+  char *frame = NULL;
+  size_t length = 0;
   for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
     if (s->experiment_id != experiment_id || s->replaying || s->ending || s->dropped) continue;
     if (event->step < s->cursor_step || (event->step == s->cursor_step && phase <= s->cursor_phase)) continue;
-    queue_stream_event(s, event);
+    if (s->queue_end - s->queue_start > SSE_LIVE_QUEUE_LIMIT) {
+      /* A client slower than the workers: it goes on from the database once it has read
+       * what it has, instead of holding the events in memory (the event is in the batch,
+       * which the replay flushes first). */
+      s->replaying = 1;
+      continue;
+    }
+    if (frame == NULL) frame = format_stream_event(event, &length);
+    queue_stream_frame(s, event, frame, length);
     wake(s);
   }
+  free(frame);
 }
 
 void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id) {
@@ -341,7 +401,7 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   subscriber->replaying = 1;
   subscriber->references = 2;
   struct MHD_Response *response =
-      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, on_read, subscriber, on_response_freed);
+      MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_WRITE_SIZE, on_read, subscriber, on_response_freed);
   if (response == NULL) {
     free(subscriber);
     return -ENOMEM;

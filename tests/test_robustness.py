@@ -142,6 +142,33 @@ class BrokenWorker(unittest.TestCase):
         finally:
             d.close()
 
+    def test_a_stream_that_falls_behind_loses_nothing(self):
+        """A client that stops reading while a worker floods is served from the database
+        once it reads again: every step once, in order, then the end of the run."""
+        fake = os.path.join(SOURCE_DIR, "tests", "fixtures", "misbehaving-worker.py")
+        d = Daemon(workers=1, extra_args=["--worker-bin", fake])
+        try:
+            experiment_id = d.submit(synthetic_config("falls-behind"))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no room to hide the lag
+            sock.connect(("127.0.0.1", d.port))
+            sock.sendall(b"GET /api/experiments/%d/stream HTTP/1.0\r\nHost: x\r\n\r\n" % experiment_id)
+            d.wait_status(experiment_id, ["succeeded", "failed"])  # the flood passes while we do not read
+            sock.settimeout(60)
+            received = bytearray()
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                received += chunk
+            sock.close()
+            text = received.decode()
+            steps = [int(line[4:]) for line in text.split("\n") if line.startswith("id: ") and "." not in line]
+            self.assertEqual(list(range(1, 50001)) + [10 ** 12], steps, "every step once, in order")
+            self.assertIn("event: end", text)
+        finally:
+            d.close()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
