@@ -193,8 +193,13 @@ static int get_metrics(http_request_t *request) {
   if (bad) return bad > 0 ? 0 : bad;
   /* Rows still in the batch would be missing from the answer: write them first. */
   db_flush(app(request)->db);
-  json_t *curves = db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step);
-  return curves ? http_respond_json(request, MHD_HTTP_OK, curves) : -EIO;
+  size_t length = 0;
+  char *curves =
+      db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step, &length);
+  if (curves == NULL) return -EIO;
+  int result = http_respond_data(request, MHD_HTTP_OK, "application/json", curves, length);
+  free(curves);
+  return result;
 }
 
 static int get_stream(http_request_t *request) {

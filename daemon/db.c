@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "json_text.h"
 #include "util.h"
 
 extern const unsigned char schema_sql[];
@@ -50,9 +51,18 @@ typedef struct {
   char *name;
 } seen_t;
 
+/* Every query of this file, prepared once and kept (see cached_statement()). */
+#define STATEMENT_CACHE_SIZE 64
+typedef struct {
+  uint64_t hash; /* of the text */
+  sqlite3_stmt *statement;
+} cached_statement_t;
+
 struct db {
   sqlite3 *sql;
   sqlite3_stmt *insert_metric, *insert_eval, *insert_stage, *insert_log, *insert_series, *update_progress;
+  cached_statement_t statements[STATEMENT_CACHE_SIZE];
+  int n_statements;
   row_t *rows;
   size_t n_rows, rows_capacity;
   char *arena;
@@ -84,6 +94,46 @@ static int prepare(db_t *db, sqlite3_stmt **statement, const char *text) {
   if (sqlite3_prepare_v3(db->sql, text, -1, SQLITE_PREPARE_PERSISTENT, statement, NULL) != SQLITE_OK)
     return fail_sql(db, text);
   return 0;
+}
+
+static uint64_t hash_text(const char *text) {
+  uint64_t hash = 1469598103934665603ull;
+  for (const char *c = text; *c; c++) hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+  return hash;
+}
+
+/* The prepared statement for `text`, found again by its text: preparing costs more than
+ * running most of these one-row queries (a GET of an experiment prepared five per request).
+ * One in use further up the stack (busy) is not shared: a second copy is prepared. Give it
+ * back with release_statement(). Returns 0, or nonzero with the error in sqlite3_errmsg. */
+static int cached_statement(db_t *db, const char *text, sqlite3_stmt **out) {
+  uint64_t hash = hash_text(text);
+  for (int i = 0; i < db->n_statements; i++) {
+    cached_statement_t *cached = &db->statements[i];
+    if (cached->hash == hash && !sqlite3_stmt_busy(cached->statement) &&
+        strcmp(sqlite3_sql(cached->statement), text) == 0) {
+      *out = cached->statement;
+      return 0;
+    }
+  }
+  if (sqlite3_prepare_v3(db->sql, text, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK) return -1;
+  if (db->n_statements < STATEMENT_CACHE_SIZE) db->statements[db->n_statements++] = (cached_statement_t){hash, *out};
+  return 0;
+}
+
+/* Resets a statement from cached_statement() for its next use, ending its read
+ * transaction and dropping its bindings (which may point into the caller's memory); one
+ * the cache had no room for is finalized. NULL is ignored. */
+static void release_statement(db_t *db, sqlite3_stmt *done) {
+  if (done == NULL) return;
+  for (int i = 0; i < db->n_statements; i++) {
+    if (db->statements[i].statement == done) {
+      sqlite3_reset(done);
+      sqlite3_clear_bindings(done);
+      return;
+    }
+  }
+  sqlite3_finalize(done);
 }
 
 static int apply_schema(db_t *db, char *error, size_t error_size) {
@@ -173,6 +223,7 @@ void db_close(db_t *db) {
   sqlite3_finalize(db->insert_log);
   sqlite3_finalize(db->insert_series);
   sqlite3_finalize(db->update_progress);
+  for (int i = 0; i < db->n_statements; i++) sqlite3_finalize(db->statements[i].statement);
   sqlite3_close(db->sql);
   for (int i = 0; i < SEEN_SLOTS; i++) free(db->seen[i].name);
   free(db->rows);
@@ -234,16 +285,15 @@ static json_t *experiment_from_row(sqlite3_stmt *statement, int with_config) {
 int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
                          int64_t *id) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql,
-                         "INSERT INTO experiments (name, priority, config, teacher_id) VALUES (?1, ?2, ?3, ?4)", -1,
-                         &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db, "INSERT INTO experiments (name, priority, config, teacher_id) VALUES (?1, ?2, ?3, ?4)",
+                       &statement) != 0)
     return fail_sql(db, "insert experiment");
   sqlite3_bind_text(statement, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int(statement, 2, priority);
   sqlite3_bind_text(statement, 3, config_json, -1, SQLITE_STATIC);
   if (teacher_id > 0) sqlite3_bind_int64(statement, 4, teacher_id);
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "insert experiment");
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   if (result == 0) *id = sqlite3_last_insert_rowid(db->sql);
   return result;
 }
@@ -251,7 +301,7 @@ int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teach
 json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
   sqlite3_stmt *statement = NULL;
   json_t *rows = json_array();
-  if (sqlite3_prepare_v2(db->sql, text, -1, &statement, NULL) != SQLITE_OK) {
+  if (cached_statement(db, text, &statement) != 0) {
     fail_sql(db, text);
     return rows;
   }
@@ -271,7 +321,7 @@ json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
     }
     json_array_append_new(rows, row);
   }
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return rows;
 }
 
@@ -298,21 +348,20 @@ static void add_details(db_t *db, int64_t id, json_t *experiment) {
 
 json_t *db_experiment_get(db_t *db, int64_t id, int with_config) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1", -1, &statement,
-                         NULL) != SQLITE_OK) {
+  if (cached_statement(db, "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1", &statement) != 0) {
     fail_sql(db, "get experiment");
     return NULL;
   }
   sqlite3_bind_int64(statement, 1, id);
   json_t *experiment = sqlite3_step(statement) == SQLITE_ROW ? experiment_from_row(statement, with_config) : NULL;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   if (experiment && with_config) add_details(db, id, experiment);
   return experiment;
 }
 
 int db_experiment_status(db_t *db, int64_t id, char *status, size_t size) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT status FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db, "SELECT status FROM experiments WHERE id = ?1", &statement) != 0)
     return fail_sql(db, "experiment status");
   sqlite3_bind_int64(statement, 1, id);
   int result = -ENOENT;
@@ -320,19 +369,19 @@ int db_experiment_status(db_t *db, int64_t id, char *status, size_t size) {
     util_strlcpy(status, (const char *)sqlite3_column_text(statement, 0), size);
     result = 0;
   }
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return result;
 }
 
 json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT " EXPERIMENT_COLUMNS " FROM experiments "
-                         "WHERE (?1 IS NULL OR instr(',' || ?1 || ',', ',' || status || ',') > 0) "
-                         "  AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0) "
-                         "  AND (?3 = 0 OR id < ?3) "
-                         "ORDER BY id DESC LIMIT ?4",
-                         -1, &statement, NULL) != SQLITE_OK) {
+  if (cached_statement(db,
+                       "SELECT " EXPERIMENT_COLUMNS " FROM experiments "
+                       "WHERE (?1 IS NULL OR instr(',' || ?1 || ',', ',' || status || ',') > 0) "
+                       "  AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0) "
+                       "  AND (?3 = 0 OR id < ?3) "
+                       "ORDER BY id DESC LIMIT ?4",
+                       &statement) != 0) {
     fail_sql(db, "list experiments");
     return NULL;
   }
@@ -354,22 +403,22 @@ json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter) {
   if (step != SQLITE_ROW && step != SQLITE_DONE) {
     fail_sql(db, "list experiments");
     json_decref(list);
-    sqlite3_finalize(statement);
+    release_statement(db, statement);
     return NULL;
   }
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return json_pack("{s:o, s:o}", "experiments", list, "next_before", more ? json_integer(last_id) : json_null());
 }
 
 int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
   sqlite3_stmt *statement = NULL;
   /* Two index range scans, one per runnable status, merged: the queue index serves both. */
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT id, config FROM experiments e WHERE status IN ('queued', 'interrupted') "
-                         "AND (teacher_id IS NULL OR "
-                         "     (SELECT status FROM experiments t WHERE t.id = e.teacher_id) = 'succeeded') "
-                         "ORDER BY priority DESC, id LIMIT 1",
-                         -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db,
+                       "SELECT id, config FROM experiments e WHERE status IN ('queued', 'interrupted') "
+                       "AND (teacher_id IS NULL OR "
+                       "     (SELECT status FROM experiments t WHERE t.id = e.teacher_id) = 'succeeded') "
+                       "ORDER BY priority DESC, id LIMIT 1",
+                       &statement) != 0)
     return fail_sql(db, "next experiment");
   int result = -ENOENT;
   if (sqlite3_step(statement) == SQLITE_ROW) {
@@ -377,20 +426,20 @@ int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
     *config_json = strdup((const char *)sqlite3_column_text(statement, 1));
     result = *config_json ? 0 : -ENOMEM;
   }
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return result;
 }
 
 /* Runs one UPDATE with up to three text parameters (?2…) about experiment ?1. */
 static int update_experiment(db_t *db, const char *text, int64_t id, const char *a, const char *b, const char *c) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, text, -1, &statement, NULL) != SQLITE_OK) return fail_sql(db, text);
+  if (cached_statement(db, text, &statement) != 0) return fail_sql(db, text);
   sqlite3_bind_int64(statement, 1, id);
   const char *texts[] = {a, b, c};
   for (int i = 0; i < 3 && i + 2 <= sqlite3_bind_parameter_count(statement); i++)
     sqlite3_bind_text(statement, i + 2, texts[i], -1, SQLITE_STATIC);
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, text);
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   if (result == 0 && sqlite3_changes(db->sql) == 0) result = -ENOENT;
   return result;
 }
@@ -402,11 +451,11 @@ int db_experiment_start(db_t *db, int64_t id, int *attempt) {
                                  id, NULL, NULL, NULL);
   if (result != 0) return result;
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT attempts FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db, "SELECT attempts FROM experiments WHERE id = ?1", &statement) != 0)
     return fail_sql(db, "attempts");
   sqlite3_bind_int64(statement, 1, id);
   *attempt = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 1;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return 0;
 }
 
@@ -432,11 +481,11 @@ int db_experiment_retry(db_t *db, int64_t id, const char *error) {
 
 int db_experiment_crashes(db_t *db, int64_t id) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT crashes FROM experiments WHERE id = ?1", -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db, "SELECT crashes FROM experiments WHERE id = ?1", &statement) != 0)
     return fail_sql(db, "crashes");
   sqlite3_bind_int64(statement, 1, id);
   int crashes = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return crashes;
 }
 
@@ -456,10 +505,10 @@ int db_mark_running_interrupted(db_t *db) {
 int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*each)(void *context, int64_t id),
                        void *context) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql,
-                         "UPDATE experiments SET status = 'failed', error = ?2, finished_at = " NOW_SQL
-                         " WHERE teacher_id = ?1 AND status IN ('queued', 'interrupted') RETURNING id",
-                         -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db,
+                       "UPDATE experiments SET status = 'failed', error = ?2, finished_at = " NOW_SQL
+                       " WHERE teacher_id = ?1 AND status IN ('queued', 'interrupted') RETURNING id",
+                       &statement) != 0)
     return fail_sql(db, "fail dependents");
   sqlite3_bind_int64(statement, 1, teacher_id);
   sqlite3_bind_text(statement, 2, error, -1, SQLITE_STATIC);
@@ -467,7 +516,7 @@ int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*e
   int64_t ids[256];
   while ((code = sqlite3_step(statement)) == SQLITE_ROW)
     if (count < (int)ARRAY_SIZE(ids)) ids[count++] = sqlite3_column_int64(statement, 0);
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   if (code != SQLITE_DONE) return fail_sql(db, "fail dependents");
   /* Told only once the statement is finished: the callback may read the database. */
   for (int i = 0; i < count; i++) each(context, ids[i]);
@@ -476,10 +525,10 @@ int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*e
 
 int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const char *path, int64_t bytes) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql,
-                         "INSERT OR REPLACE INTO checkpoints (experiment_id, epoch, step, path, bytes) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5)",
-                         -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db,
+                       "INSERT OR REPLACE INTO checkpoints (experiment_id, epoch, step, path, bytes) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+                       &statement) != 0)
     return fail_sql(db, "checkpoint");
   sqlite3_bind_int64(statement, 1, id);
   sqlite3_bind_int64(statement, 2, epoch);
@@ -487,42 +536,40 @@ int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const c
   sqlite3_bind_text(statement, 4, path, -1, SQLITE_STATIC);
   sqlite3_bind_int64(statement, 5, bytes);
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint");
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return result;
 }
 
 int db_checkpoint_latest(db_t *db, int64_t id, char *path, size_t size) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT path FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch DESC LIMIT 1",
-                         -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db, "SELECT path FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch DESC LIMIT 1",
+                       &statement) != 0)
     return fail_sql(db, "latest checkpoint");
   sqlite3_bind_int64(statement, 1, id);
   int result = -ENOENT;
   if (sqlite3_step(statement) == SQLITE_ROW)
     result = util_strlcpy(path, (const char *)sqlite3_column_text(statement, 0), size) == 0 ? 0 : -ENAMETOOLONG;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return result;
 }
 
 int db_count_status(db_t *db, const char *status) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT count(*) FROM experiments WHERE status = ?1", -1, &statement, NULL) !=
-      SQLITE_OK)
+  if (cached_statement(db, "SELECT count(*) FROM experiments WHERE status = ?1", &statement) != 0)
     return fail_sql(db, "count");
   sqlite3_bind_text(statement, 1, status, -1, SQLITE_STATIC);
   int count = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return count;
 }
 
 int64_t db_max_step(db_t *db, int64_t id) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql, "SELECT coalesce(max(step), 0) FROM experiments WHERE id = ?1", -1, &statement,
-                         NULL) != SQLITE_OK)
+  if (cached_statement(db, "SELECT coalesce(max(step), 0) FROM experiments WHERE id = ?1", &statement) != 0)
     return fail_sql(db, "max step");
   sqlite3_bind_int64(statement, 1, id);
   int64_t step = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : 0;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return step;
 }
 
@@ -610,8 +657,7 @@ int db_batch_log(db_t *db, int64_t id, int attempt, int64_t line_number, const c
 size_t db_batch_rows(const db_t *db) { return db->n_rows; }
 
 static uint64_t hash_series(int64_t id, const char *name) {
-  uint64_t hash = 1469598103934665603ull ^ (uint64_t)id;
-  for (const char *c = name; *c; c++) hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+  uint64_t hash = hash_text(name) ^ ((uint64_t)id * 0x9e3779b97f4a7c15ull);
   return hash ? hash : 1;
 }
 
@@ -725,64 +771,95 @@ int db_flush(db_t *db) {
 // ---------------------------------------------------------------------------------------
 // reading curves
 
-/* {"step": [], "value": []} (and "epoch": [] for evals) for `name`, created on first use. */
-static json_t *curve_for(json_t *curves, const char *name, int with_epoch) {
-  json_t *curve = json_object_get(curves, name);
-  if (curve == NULL) {
-    curve = json_pack("{s:[], s:[]}", "step", "value");
-    if (with_epoch) json_object_set_new(curve, "epoch", json_array());
-    json_object_set_new(curves, name, curve);
+/* A curve's columns, written apart while its rows come, then joined into the answer. */
+typedef enum { COLUMN_STEP, COLUMN_VALUE, COLUMN_EPOCH, COLUMN_COUNT } curve_column_t;
+
+static void write_curve(json_text_t *out, int *curves, const char *name, json_text_t columns[COLUMN_COUNT],
+                        int with_epoch) {
+  if ((*curves)++ > 0) json_text_literal(out, ",");
+  json_text_string(out, name);
+  json_text_literal(out, ":{\"step\":[");
+  json_text_append(out, &columns[COLUMN_STEP]);
+  json_text_literal(out, "],\"value\":[");
+  json_text_append(out, &columns[COLUMN_VALUE]);
+  if (with_epoch) {
+    json_text_literal(out, "],\"epoch\":[");
+    json_text_append(out, &columns[COLUMN_EPOCH]);
   }
-  return curve;
+  json_text_literal(out, "]}");
+  for (int c = 0; c < COLUMN_COUNT; c++) json_text_clear(&columns[c]);
 }
 
-json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step) {
+char *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step, size_t *length) {
   sqlite3_stmt *metrics = NULL, *evals = NULL;
-  json_t *curves = NULL;
-  /* `names` is matched as a comma-separated list inside SQL, so the statement stays fixed. */
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT m.name, m.step, m.value FROM series s CROSS JOIN metrics m "
-                         "ON m.experiment_id = s.experiment_id AND m.name = s.name "
-                         "WHERE s.experiment_id = ?1 AND m.step > ?2 "
-                         "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || s.name || ',') > 0) "
-                         "ORDER BY s.name, m.step",
-                         -1, &metrics, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(db->sql,
-                         "SELECT split || '/' || name AS full_name, step, value, epoch FROM evals "
-                         "WHERE experiment_id = ?1 AND step > ?2 "
-                         "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || full_name || ',') > 0) "
-                         "ORDER BY full_name, epoch",
-                         -1, &evals, NULL) != SQLITE_OK) {
+  json_text_t out, columns[COLUMN_COUNT];
+  json_text_init(&out);
+  for (int c = 0; c < COLUMN_COUNT; c++) json_text_init(&columns[c]);
+  char *current = NULL; /* the name of the curve being read */
+  int failed = 0;
+  /* `names` is matched as a comma-separated list inside SQL, so the statement stays fixed.
+   * The answer is written as the rows come, without a jansson tree: a curve of 10,000
+   * points out of a large database is asked for at every page load. */
+  if (cached_statement(db,
+                       "SELECT m.name, m.step, m.value FROM series s CROSS JOIN metrics m "
+                       "ON m.experiment_id = s.experiment_id AND m.name = s.name "
+                       "WHERE s.experiment_id = ?1 AND m.step > ?2 "
+                       "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || s.name || ',') > 0) "
+                       "ORDER BY s.name, m.step",
+                       &metrics) != 0 ||
+      cached_statement(db,
+                       "SELECT split || '/' || name AS full_name, step, value, epoch FROM evals "
+                       "WHERE experiment_id = ?1 AND step > ?2 "
+                       "AND (?3 IS NULL OR instr(',' || ?3 || ',', ',' || full_name || ',') > 0) "
+                       "ORDER BY full_name, epoch",
+                       &evals) != 0) {
     fail_sql(db, "metrics");
+    failed = 1;
     goto done;
   }
-  curves = json_object();
+  json_text_literal(&out, "{");
+  int curves = 0;
   sqlite3_stmt *statements[2] = {metrics, evals};
-  for (int s = 0; s < 2; s++) {
+  for (int s = 0; s < 2 && !failed; s++) {
     sqlite3_stmt *statement = statements[s];
+    int with_epoch = statement == evals;
     sqlite3_bind_int64(statement, 1, id);
     sqlite3_bind_int64(statement, 2, since_step);
     sqlite3_bind_text(statement, 3, names, -1, SQLITE_STATIC);
-    json_t *curve = NULL, *steps = NULL, *values = NULL, *epochs = NULL;
-    const char *current = NULL;
-    while (sqlite3_step(statement) == SQLITE_ROW) {
+    int code, points = 0;
+    while ((code = sqlite3_step(statement)) == SQLITE_ROW) {
       const char *name = (const char *)sqlite3_column_text(statement, 0);
       if (current == NULL || strcmp(current, name) != 0) {
-        curve = curve_for(curves, name, s == 1);
-        current = json_object_iter_key(json_object_iter_at(curves, name));
-        steps = json_object_get(curve, "step");
-        values = json_object_get(curve, "value");
-        epochs = json_object_get(curve, "epoch");
+        if (current) write_curve(&out, &curves, current, columns, with_epoch);
+        free(current);
+        if ((current = strdup(name)) == NULL) {
+          failed = 1;
+          break;
+        }
+        points = 0;
       }
-      json_array_append_new(steps, json_integer(sqlite3_column_int64(statement, 1)));
-      json_array_append_new(values, json_real(sqlite3_column_double(statement, 2)));
-      if (epochs) json_array_append_new(epochs, json_integer(sqlite3_column_int64(statement, 3)));
+      if (points++ > 0)
+        for (int c = 0; c < COLUMN_COUNT; c++) json_text_literal(&columns[c], ",");
+      json_text_integer(&columns[COLUMN_STEP], sqlite3_column_int64(statement, 1));
+      json_text_real(&columns[COLUMN_VALUE], sqlite3_column_double(statement, 2));
+      if (with_epoch) json_text_integer(&columns[COLUMN_EPOCH], sqlite3_column_int64(statement, 3));
     }
+    if (current) write_curve(&out, &curves, current, columns, with_epoch);
+    free(current);
+    current = NULL;
+    if (!failed && code != SQLITE_DONE) failed = fail_sql(db, "metrics") != 0;
   }
+  json_text_literal(&out, "}");
 done:
-  sqlite3_finalize(metrics);
-  sqlite3_finalize(evals);
-  return curves;
+  release_statement(db, metrics);
+  release_statement(db, evals);
+  free(current);
+  for (int c = 0; c < COLUMN_COUNT; c++) json_text_free(&columns[c]);
+  if (failed) {
+    json_text_free(&out);
+    return NULL;
+  }
+  return json_text_take(&out, length);
 }
 
 static ev_split_t event_split_of_phase(int phase) {
@@ -794,19 +871,19 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
   int result = 0;
   /* Series first (CROSS JOIN fixes the order): one index range per curve, then a sort of
    * the window's rows by step. */
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT m.step, m.epoch, m.stage, m.name, m.value FROM series s CROSS JOIN metrics m "
-                         "ON m.experiment_id = s.experiment_id AND m.name = s.name "
-                         "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
-                         -1, &metrics, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(db->sql,
-                         "SELECT step, epoch, stage, name, value, split_order + 1 AS phase FROM evals "
-                         "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
-                         "UNION ALL "
-                         "SELECT step, epoch, stage, name, NULL, ?5 FROM stage_starts "
-                         "WHERE experiment_id = ?1 AND (step, ?5) > (?2, ?4) AND step <= ?3 "
-                         "ORDER BY step, phase",
-                         -1, &evals, NULL) != SQLITE_OK) {
+  if (cached_statement(db,
+                       "SELECT m.step, m.epoch, m.stage, m.name, m.value FROM series s CROSS JOIN metrics m "
+                       "ON m.experiment_id = s.experiment_id AND m.name = s.name "
+                       "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
+                       &metrics) != 0 ||
+      cached_statement(db,
+                       "SELECT step, epoch, stage, name, value, split_order + 1 AS phase FROM evals "
+                       "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
+                       "UNION ALL "
+                       "SELECT step, epoch, stage, name, NULL, ?5 FROM stage_starts "
+                       "WHERE experiment_id = ?1 AND (step, ?5) > (?2, ?4) AND step <= ?3 "
+                       "ORDER BY step, phase",
+                       &evals) != 0) {
     result = fail_sql(db, "replay");
     goto done;
   }
@@ -858,8 +935,8 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
   }
   result = emitted;
 done:
-  sqlite3_finalize(metrics);
-  sqlite3_finalize(evals);
+  release_statement(db, metrics);
+  release_statement(db, evals);
   return result;
 }
 
@@ -867,29 +944,28 @@ int64_t db_next_step(db_t *db, int64_t id, int64_t after) {
   sqlite3_stmt *statement = NULL;
   /* One index probe per curve, per eval split and in stage_starts: cheap however far the
    * next step is. */
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT min(step) FROM ("
-                         "  SELECT (SELECT min(m.step) FROM metrics m WHERE m.experiment_id = s.experiment_id "
-                         "          AND m.name = s.name AND m.step > ?2) AS step "
-                         "    FROM series s WHERE s.experiment_id = ?1 "
-                         "  UNION ALL SELECT min(step) FROM evals WHERE experiment_id = ?1 AND step > ?2 "
-                         "  UNION ALL SELECT min(step) FROM stage_starts WHERE experiment_id = ?1 AND step > ?2)",
-                         -1, &statement, NULL) != SQLITE_OK)
+  if (cached_statement(db,
+                       "SELECT min(step) FROM ("
+                       "  SELECT (SELECT min(m.step) FROM metrics m WHERE m.experiment_id = s.experiment_id "
+                       "          AND m.name = s.name AND m.step > ?2) AS step "
+                       "    FROM series s WHERE s.experiment_id = ?1 "
+                       "  UNION ALL SELECT min(step) FROM evals WHERE experiment_id = ?1 AND step > ?2 "
+                       "  UNION ALL SELECT min(step) FROM stage_starts WHERE experiment_id = ?1 AND step > ?2)",
+                       &statement) != 0)
     return fail_sql(db, "next step");
   sqlite3_bind_int64(statement, 1, id);
   sqlite3_bind_int64(statement, 2, after);
   int64_t next = sqlite3_step(statement) == SQLITE_ROW && sqlite3_column_type(statement, 0) != SQLITE_NULL
                      ? sqlite3_column_int64(statement, 0)
                      : -ENOENT;
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   return next;
 }
 
 char *db_log_text(db_t *db, int64_t id, size_t *length) {
   sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db->sql,
-                         "SELECT attempt, line FROM logs WHERE experiment_id = ?1 ORDER BY attempt, line_number", -1,
-                         &statement, NULL) != SQLITE_OK) {
+  if (cached_statement(db, "SELECT attempt, line FROM logs WHERE experiment_id = ?1 ORDER BY attempt, line_number",
+                       &statement) != 0) {
     fail_sql(db, "log");
     return NULL;
   }
@@ -898,13 +974,13 @@ char *db_log_text(db_t *db, int64_t id, size_t *length) {
   size_t size = 0;
   FILE *out = open_memstream(&text, &size);
   if (out == NULL) {
-    sqlite3_finalize(statement);
+    release_statement(db, statement);
     return NULL;
   }
   while (sqlite3_step(statement) == SQLITE_ROW)
     fprintf(out, "attempt %d | %s\n", sqlite3_column_int(statement, 0), (const char *)sqlite3_column_text(statement, 1));
   fclose(out);
-  sqlite3_finalize(statement);
+  release_statement(db, statement);
   *length = size;
   return text;
 }

@@ -103,9 +103,10 @@ int db_flush(db_t *db);
 
 /* --- reading curves -------------------------------------------------------------------- */
 
-/* Columnar curves: {name: {"step": […], "value": […] (, "epoch": […])}} for the names in
- * the comma-separated `names` (NULL for all), steps above `since_step`. */
-json_t *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step);
+/* Columnar curves as JSON text: {name: {"step": […], "value": […] (, "epoch": […])}} for
+ * the names in the comma-separated `names` (NULL for all), steps above `since_step`. The
+ * caller frees it; NULL when the database failed. */
+char *db_metrics(db_t *db, int64_t id, const char *names, int64_t since_step, size_t *length);
 
 /* The stream's replay: calls `emit` for each stored event after the cursor (`step`,
  * `phase`, see EV_PHASE_*) up to and including step `last_step`, in stream order. The

@@ -101,6 +101,18 @@ static void on_replayed(void *context, const ev_t *event) {
   replayed->count++;
 }
 
+/* db_metrics' answer, parsed: it must be one valid JSON object. */
+static json_t *curves_of(db_t *db, int64_t id, const char *names, int64_t since_step) {
+  size_t length = 0;
+  char *text = db_metrics(db, id, names, since_step, &length);
+  CHECK(text != NULL);
+  json_error_t error;
+  json_t *curves = text ? json_loadb(text, length, 0, &error) : NULL;
+  CHECK(json_is_object(curves));
+  free(text);
+  return curves ? curves : json_object();
+}
+
 static void test_batch_and_curves(db_t *db) {
   int64_t id;
   CHECK_INT(0, db_experiment_insert(db, "curves", 0, 0, "{\"stages\":[]}", &id));
@@ -110,7 +122,7 @@ static void test_batch_and_curves(db_t *db) {
   add(db, id, EV_EVAL, 2, 1, EV_SPLIT_TEST, json_pack("{s:f, s:f}", "accuracy", 0.4, "loss", 1.5));
   add(db, id, EV_EVAL, 4, 2, EV_SPLIT_TEST, json_pack("{s:f, s:f}", "accuracy", 0.6, "loss", 1.2));
   CHECK_INT(8 + 1 + 2 + 2, db_batch_rows(db));
-  json_t *before = db_metrics(db, id, NULL, 0);
+  json_t *before = curves_of(db, id, NULL, 0);
   CHECK_INT(0, json_object_size(before)); /* nothing is visible before the flush */
   json_decref(before);
   CHECK_INT(0, db_flush(db));
@@ -121,7 +133,7 @@ static void test_batch_and_curves(db_t *db) {
   add(db, id, EV_METRIC, 3, 2, 0, json_pack("{s:f}", "loss/total", 0.25));
   CHECK_INT(0, db_flush(db));
 
-  json_t *curves = db_metrics(db, id, NULL, 0);
+  json_t *curves = curves_of(db, id, NULL, 0);
   json_t *loss = json_object_get(curves, "loss/total");
   CHECK_INT(4, json_array_size(json_object_get(loss, "step")));
   CHECK_NEAR(0.25, json_real_value(json_array_get(json_object_get(loss, "value"), 2)), 1e-12);
@@ -130,10 +142,21 @@ static void test_batch_and_curves(db_t *db) {
   CHECK_INT(2, json_integer_value(json_array_get(json_object_get(accuracy, "epoch"), 1)));
   CHECK_INT(5, json_object_size(curves)); /* loss/total, lr, val/accuracy, test/accuracy, test/loss */
   json_decref(curves);
-  curves = db_metrics(db, id, "lr,test/loss", 2);
+  curves = curves_of(db, id, "lr,test/loss", 2);
   CHECK_INT(2, json_object_size(curves));
   CHECK_INT(2, json_array_size(json_object_get(json_object_get(curves, "lr"), "step")));
   json_decref(curves);
+  /* The text itself, as clients read it: columns, reals with a '.', evals with epochs. */
+  size_t length = 0;
+  char *text = db_metrics(db, id, "lr,test/loss", 2, &length);
+  CHECK_STR("{\"lr\":{\"step\":[3,4],\"value\":[0.1,0.1]},"
+            "\"test/loss\":{\"step\":[4],\"value\":[1.2],\"epoch\":[2]}}",
+            text);
+  CHECK_INT(text ? strlen(text) : 0, length);
+  free(text);
+  text = db_metrics(db, id, "no-such-curve", -1, &length);
+  CHECK_STR("{}", text);
+  free(text);
 
   /* Replay: stream order, a step's metric before its evals, evals in split order. */
   replayed_t replayed = {0};
@@ -151,7 +174,7 @@ static void test_batch_and_curves(db_t *db) {
   CHECK_INT(0, db_batch_log(db, id, 1, 1, "hello", 5));
   CHECK_INT(0, db_batch_log(db, id, 1, 2, "world", 5));
   CHECK_INT(0, db_flush(db));
-  size_t length;
+  length = 0;
   char *log = db_log_text(db, id, &length);
   CHECK_STR("attempt 1 | hello\nattempt 1 | world\n", log);
   free(log);
