@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 void json_text_init(json_text_t *text) { memset(text, 0, sizeof *text); }
 
 void json_text_free(json_text_t *text) {
@@ -61,9 +63,21 @@ void json_text_string(json_text_t *text, const char *value) {
   if (reserve(text, 6 * length + 2) != 0) return;
   char *out = text->data + text->length;
   *out++ = '"';
-  for (const unsigned char *c = (const unsigned char *)value; *c; c++) {
+  for (const unsigned char *c = (const unsigned char *)value; *c;) {
+    if (*c >= 0x80) { /* bytes that are not UTF-8 (a worker's stderr) become '?': the text stays JSON */
+      size_t sequence = util_utf8_sequence(c);
+      if (sequence == 0) {
+        *out++ = '?';
+        c++;
+      } else {
+        memcpy(out, c, sequence);
+        out += sequence;
+        c += sequence;
+      }
+      continue;
+    }
     if (*c >= 0x20 && *c != '"' && *c != '\\') {
-      *out++ = (char)*c;
+      *out++ = (char)*c++;
       continue;
     }
     *out++ = '\\';
@@ -77,6 +91,7 @@ void json_text_string(json_text_t *text, const char *value) {
     case '\t': *out++ = 't'; break;
     default: out += sprintf(out, "u%04X", *c); break;
     }
+    c++;
   }
   *out++ = '"';
   *out = '\0';
@@ -186,6 +201,10 @@ int json_text_format_real(double value, char out[JSON_TEXT_REAL_MAX]) {
 }
 
 void json_text_real(json_text_t *text, double value) {
+  if (!isfinite(value)) {
+    json_text_literal(text, "null");
+    return;
+  }
   char number[JSON_TEXT_REAL_MAX];
   int length = json_text_format_real(value, number);
   json_text_raw(text, number, (size_t)length);

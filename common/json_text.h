@@ -32,11 +32,11 @@ void json_text_raw(json_text_t *text, const char *data, size_t length);
 void json_text_append(json_text_t *text, const json_text_t *other);
 /* Appends a literal piece of JSON: json_text_literal(&text, "{\"step\":"). */
 void json_text_literal(json_text_t *text, const char *literal);
-/* Appends `value` (valid UTF-8) as a quoted, escaped JSON string. */
+/* Appends `value` as a quoted, escaped JSON string; bytes that are not UTF-8 become '?'. */
 void json_text_string(json_text_t *text, const char *value);
 void json_text_integer(json_text_t *text, int64_t value);
-/* Appends a finite number as jansson writes a real: nine significant digits, always with
- * a '.' or an exponent. */
+/* Appends a number as jansson writes a real: nine significant digits, always with a '.'
+ * or an exponent; null for an infinity or NaN, which JSON cannot carry. */
 void json_text_real(json_text_t *text, double value);
 
 /* Formats a finite `value` as json_text_real does into `out` (JSON_TEXT_REAL_MAX bytes);

@@ -52,9 +52,7 @@ int util_strlcpy(char *dst, const char *src, size_t size) {
   return 0;
 }
 
-/* Length of the valid UTF-8 sequence at `p` (1-4), or 0 if it is not one: no overlong
- * forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_sequence(const unsigned char *p) {
+size_t util_utf8_sequence(const unsigned char *p) {
   if (p[0] < 0x80) return 1;
   size_t length = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : p[0] >= 0xC2 ? 2 : 0;
   if (length == 0 || p[0] > 0xF4) return 0;
@@ -69,7 +67,7 @@ void util_utf8_sanitize(const char *text, char *out, size_t size) {
   const unsigned char *p = (const unsigned char *)text;
   size_t used = 0;
   while (*p && used + 1 < size) {
-    size_t length = utf8_sequence(p);
+    size_t length = util_utf8_sequence(p);
     if (length == 0) {
       out[used++] = '?';
       p++;

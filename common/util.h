@@ -21,6 +21,10 @@ int util_error(char *error, size_t error_size, int code, const char *format, ...
  * when it had to cut. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 
+/* Length of the valid UTF-8 sequence at `p` (1-4), or 0 if it is not one: no overlong
+ * forms, no surrogates, nothing above U+10FFFF. Reads no further than a NUL. */
+size_t util_utf8_sequence(const unsigned char *p);
+
 /* Copies `text` into `out` (`size` bytes, NUL-terminated) with every byte that is not
  * part of a valid UTF-8 sequence replaced by '?': for echoing what a client sent inside a
  * JSON answer, which must be valid UTF-8. */

@@ -153,13 +153,23 @@ static int list_experiments(http_request_t *request) {
                                   item);
     }
   }
-  json_t *list = db_experiment_list(app(request)->db, &filter);
-  return list ? http_respond_json(request, MHD_HTTP_OK, list) : -EIO;
+  size_t length = 0;
+  char *list = db_experiment_list(app(request)->db, &filter, &length);
+  if (list == NULL) return -EIO;
+  int result = http_respond_data(request, MHD_HTTP_OK, "application/json", list, length);
+  free(list);
+  return result;
 }
 
 static int get_experiment(http_request_t *request) {
-  json_t *experiment = db_experiment_get(app(request)->db, http_path_id(request), 1);
-  return experiment ? http_respond_json(request, MHD_HTTP_OK, experiment) : respond_no_experiment(request);
+  char *experiment;
+  size_t length;
+  int result = db_experiment_text(app(request)->db, http_path_id(request), 1, &experiment, &length);
+  if (result == -ENOENT) return respond_no_experiment(request);
+  if (result != 0) return result;
+  result = http_respond_data(request, MHD_HTTP_OK, "application/json", experiment, length);
+  free(experiment);
+  return result;
 }
 
 static int cancel_experiment(http_request_t *request) {

@@ -234,52 +234,72 @@ void db_close(db_t *db) {
 // ---------------------------------------------------------------------------------------
 // experiments
 
-/* The columns every experiment query selects, in the order experiment_from_row reads. */
+/* The columns every experiment query selects, in the order write_experiment reads. */
 #define EXPERIMENT_COLUMNS                                                                      \
   "id, name, status, priority, created_at, started_at, finished_at, attempts, error, epoch, "   \
   "step, stage, summary, "                                                                      \
   "(SELECT sum(json_extract(s.value, '$.epochs')) FROM json_each(config, '$.stages') AS s), "   \
   "json_array_length(config, '$.stages'), teacher_id, config, worker"
 
-static json_t *column_json_text(sqlite3_stmt *statement, int column) {
-  const unsigned char *text = sqlite3_column_text(statement, column);
-  if (text == NULL) return json_null();
-  json_t *parsed = json_loads((const char *)text, 0, NULL);
-  return parsed ? parsed : json_null();
-}
+/* What the experiment's page needs beyond the list row, as JSON arrays SQLite builds in the
+ * same statement (one read transaction instead of four): where each stage began, the names
+ * of its curves, its checkpoints. */
+#define EXPERIMENT_DETAIL_COLUMNS                                                                         \
+  ", (SELECT json_group_array(json_object('stage', stage, 'name', name, 'epoch', epoch, 'step', step)) "  \
+  "   FROM (SELECT * FROM stage_starts WHERE experiment_id = experiments.id ORDER BY stage)), "            \
+  "(SELECT json_group_array(name) FROM (SELECT name FROM series WHERE experiment_id = experiments.id "     \
+  "   UNION SELECT split || '/' || name FROM evals WHERE experiment_id = experiments.id ORDER BY 1)), "   \
+  "(SELECT json_group_array(json_object('epoch', epoch, 'step', step, 'path', path, 'bytes', bytes, "    \
+  "                                     'created_at', created_at)) "                                      \
+  "   FROM (SELECT * FROM checkpoints WHERE experiment_id = experiments.id ORDER BY epoch))"
 
-static json_t *column_string(sqlite3_stmt *statement, int column) {
-  const unsigned char *text = sqlite3_column_text(statement, column);
-  return text ? json_string((const char *)text) : json_null();
-}
-
-static json_t *column_integer(sqlite3_stmt *statement, int column) {
-  return sqlite3_column_type(statement, column) == SQLITE_NULL ? json_null()
-                                                               : json_integer(sqlite3_column_int64(statement, column));
-}
-
-static json_t *experiment_from_row(sqlite3_stmt *statement, int with_config) {
-  json_t *experiment = json_object();
-  json_object_set_new(experiment, "id", json_integer(sqlite3_column_int64(statement, 0)));
-  json_object_set_new(experiment, "name", column_string(statement, 1));
-  json_object_set_new(experiment, "status", column_string(statement, 2));
-  json_object_set_new(experiment, "priority", json_integer(sqlite3_column_int64(statement, 3)));
-  json_object_set_new(experiment, "created_at", column_string(statement, 4));
-  json_object_set_new(experiment, "started_at", column_string(statement, 5));
-  json_object_set_new(experiment, "finished_at", column_string(statement, 6));
-  json_object_set_new(experiment, "attempts", json_integer(sqlite3_column_int64(statement, 7)));
-  json_object_set_new(experiment, "error", column_string(statement, 8));
-  json_object_set_new(experiment, "progress",
-                      json_pack("{s:o, s:o, s:o, s:o, s:o}", "epoch", column_integer(statement, 9), "epochs",
-                                column_integer(statement, 13), "step", column_integer(statement, 10), "stage",
-                                column_integer(statement, 11), "stages", column_integer(statement, 14)));
-  json_object_set_new(experiment, "summary", column_json_text(statement, 12));
-  json_object_set_new(experiment, "teacher", column_integer(statement, 15));
-  if (with_config) {
-    json_object_set_new(experiment, "config", column_json_text(statement, 16));
-    json_object_set_new(experiment, "worker", column_json_text(statement, 17));
+/* A column's value as JSON: integers, reals (null if infinite: JSON has no infinity),
+ * text as strings, NULL as null. */
+static void write_column(json_text_t *out, sqlite3_stmt *statement, int column) {
+  switch (sqlite3_column_type(statement, column)) {
+  case SQLITE_INTEGER: json_text_integer(out, sqlite3_column_int64(statement, column)); break;
+  case SQLITE_FLOAT: json_text_real(out, sqlite3_column_double(statement, column)); break;
+  case SQLITE_NULL: json_text_literal(out, "null"); break;
+  default: json_text_string(out, (const char *)sqlite3_column_text(statement, column)); break;
   }
-  return experiment;
+}
+
+/* A column holding JSON the daemon wrote itself (summary, config, the worker's report),
+ * spliced as it is: parsing and dumping it again was most of a GET's time. */
+static void write_json_column(json_text_t *out, sqlite3_stmt *statement, int column) {
+  const char *text = (const char *)sqlite3_column_text(statement, column);
+  json_text_literal(out, text && text[0] ? text : "null");
+}
+
+/* One experiment row (EXPERIMENT_COLUMNS) as the API shows it (docs/api.md). */
+static void write_experiment(json_text_t *out, sqlite3_stmt *row, int with_config) {
+  static const struct {
+    const char *key;
+    int column;
+  } fields[] = {{"{\"id\":", 0},          {",\"name\":", 1},       {",\"status\":", 2},
+                {",\"priority\":", 3},    {",\"created_at\":", 4}, {",\"started_at\":", 5},
+                {",\"finished_at\":", 6}, {",\"attempts\":", 7},   {",\"error\":", 8},
+                {",\"progress\":{\"epoch\":", 9}, {",\"epochs\":", 13},  {",\"step\":", 10},
+                {",\"stage\":", 11},      {",\"stages\":", 14}};
+  for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+    json_text_literal(out, fields[i].key);
+    write_column(out, row, fields[i].column);
+  }
+  json_text_literal(out, "},\"summary\":");
+  write_json_column(out, row, 12);
+  json_text_literal(out, ",\"teacher\":");
+  write_column(out, row, 15);
+  if (with_config) { /* and EXPERIMENT_DETAIL_COLUMNS */
+    static const struct {
+      const char *key;
+      int column;
+    } details[] = {{",\"config\":", 16}, {",\"worker\":", 17}, {",\"stages\":", 18}, {",\"series\":", 19},
+                   {",\"checkpoints\":", 20}};
+    for (size_t i = 0; i < ARRAY_SIZE(details); i++) {
+      json_text_literal(out, details[i].key);
+      write_json_column(out, row, details[i].column);
+    }
+  }
 }
 
 int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
@@ -298,64 +318,74 @@ int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teach
   return result;
 }
 
-json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
+/* The rows of `text` (parameters ?1 and ?2 bound to `first` and `second` when it has them)
+ * as a JSON array of objects keyed by column name. */
+static int write_rows(db_t *db, json_text_t *out, const char *text, int64_t first, int64_t second) {
   sqlite3_stmt *statement = NULL;
-  json_t *rows = json_array();
-  if (cached_statement(db, text, &statement) != 0) {
-    fail_sql(db, text);
-    return rows;
-  }
+  if (cached_statement(db, text, &statement) != 0) return fail_sql(db, text);
   if (sqlite3_bind_parameter_count(statement) >= 1) sqlite3_bind_int64(statement, 1, first);
   if (sqlite3_bind_parameter_count(statement) >= 2) sqlite3_bind_int64(statement, 2, second);
-  while (sqlite3_step(statement) == SQLITE_ROW) {
-    json_t *row = json_object();
+  json_text_literal(out, "[");
+  int code, rows = 0;
+  while ((code = sqlite3_step(statement)) == SQLITE_ROW) {
+    if (rows++ > 0) json_text_literal(out, ",");
     for (int i = 0; i < sqlite3_column_count(statement); i++) {
-      json_t *value;
-      switch (sqlite3_column_type(statement, i)) {
-      case SQLITE_INTEGER: value = json_integer(sqlite3_column_int64(statement, i)); break;
-      case SQLITE_FLOAT: value = json_real(sqlite3_column_double(statement, i)); break;
-      case SQLITE_NULL: value = json_null(); break;
-      default: value = column_string(statement, i); break;
-      }
-      json_object_set_new(row, sqlite3_column_name(statement, i), value ? value : json_null());
+      json_text_literal(out, i == 0 ? "{" : ",");
+      json_text_string(out, sqlite3_column_name(statement, i));
+      json_text_literal(out, ":");
+      write_column(out, statement, i);
     }
-    json_array_append_new(rows, row);
+    json_text_literal(out, sqlite3_column_count(statement) > 0 ? "}" : "{}");
   }
+  json_text_literal(out, "]");
+  int result = code == SQLITE_DONE ? 0 : fail_sql(db, text);
   release_statement(db, statement);
-  return rows;
+  return result;
 }
 
-/* What the experiment's page needs beyond the list row: where each stage began, the
- * names of its curves, its checkpoints. */
-static void add_details(db_t *db, int64_t id, json_t *experiment) {
-  json_object_set_new(experiment, "stages",
-                      db_select(db, "SELECT stage, name, epoch, step FROM stage_starts WHERE experiment_id = ?1 "
-                                    "ORDER BY stage", id, 0));
-  json_t *names = json_array();
-  json_t *rows = db_select(db,
-                           "SELECT name FROM series WHERE experiment_id = ?1 UNION "
-                           "SELECT DISTINCT split || '/' || name FROM evals WHERE experiment_id = ?1 ORDER BY 1",
-                           id, 0);
-  size_t index;
-  json_t *row;
-  json_array_foreach(rows, index, row) json_array_append(names, json_object_get(row, "name"));
-  json_decref(rows);
-  json_object_set_new(experiment, "series", names);
-  json_object_set_new(experiment, "checkpoints",
-                      db_select(db, "SELECT epoch, step, path, bytes, created_at FROM checkpoints "
-                                    "WHERE experiment_id = ?1 ORDER BY epoch", id, 0));
+/* JSON text the daemon just wrote, as a jansson value (NULL when it could not be made). */
+static json_t *parse_own_text(json_text_t *text) {
+  size_t length = 0;
+  char *data = json_text_take(text, &length);
+  json_t *value = data ? json_loadb(data, length, 0, NULL) : NULL;
+  free(data);
+  return value;
+}
+
+json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
+  json_text_t rows;
+  json_text_init(&rows);
+  json_t *parsed = write_rows(db, &rows, text, first, second) == 0 ? parse_own_text(&rows) : NULL;
+  json_text_free(&rows);
+  return parsed ? parsed : json_array();
+}
+
+int db_experiment_text(db_t *db, int64_t id, int with_config, char **text, size_t *length) {
+  sqlite3_stmt *statement = NULL;
+  if (cached_statement(db,
+                       with_config ? "SELECT " EXPERIMENT_COLUMNS EXPERIMENT_DETAIL_COLUMNS " FROM experiments WHERE id = ?1"
+                                   : "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1",
+                       &statement) != 0)
+    return fail_sql(db, "get experiment");
+  sqlite3_bind_int64(statement, 1, id);
+  json_text_t out;
+  json_text_init(&out);
+  int code = sqlite3_step(statement);
+  int result = code == SQLITE_ROW ? 0 : code == SQLITE_DONE ? -ENOENT : fail_sql(db, "get experiment");
+  if (result == 0) write_experiment(&out, statement, with_config);
+  release_statement(db, statement);
+  json_text_literal(&out, "}");
+  if (result == 0 && (*text = json_text_take(&out, length)) == NULL) result = -ENOMEM;
+  json_text_free(&out);
+  return result;
 }
 
 json_t *db_experiment_get(db_t *db, int64_t id, int with_config) {
-  sqlite3_stmt *statement = NULL;
-  if (cached_statement(db, "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1", &statement) != 0) {
-    fail_sql(db, "get experiment");
-    return NULL;
-  }
-  sqlite3_bind_int64(statement, 1, id);
-  json_t *experiment = sqlite3_step(statement) == SQLITE_ROW ? experiment_from_row(statement, with_config) : NULL;
-  release_statement(db, statement);
-  if (experiment && with_config) add_details(db, id, experiment);
+  char *text;
+  size_t length;
+  if (db_experiment_text(db, id, with_config, &text, &length) != 0) return NULL;
+  json_t *experiment = json_loadb(text, length, 0, NULL);
+  free(text);
   return experiment;
 }
 
@@ -373,7 +403,7 @@ int db_experiment_status(db_t *db, int64_t id, char *status, size_t size) {
   return result;
 }
 
-json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter) {
+char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *length) {
   sqlite3_stmt *statement = NULL;
   if (cached_statement(db,
                        "SELECT " EXPERIMENT_COLUMNS " FROM experiments "
@@ -389,25 +419,33 @@ json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter) {
   sqlite3_bind_text(statement, 2, filter->name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(statement, 3, filter->before);
   sqlite3_bind_int(statement, 4, filter->limit + 1); /* one more tells whether a next page exists */
-  json_t *list = json_array();
+  json_text_t out;
+  json_text_init(&out);
+  json_text_literal(&out, "{\"experiments\":[");
   int64_t last_id = 0;
-  int more = 0, step;
+  int count = 0, more = 0, step;
   while ((step = sqlite3_step(statement)) == SQLITE_ROW) {
-    if ((int)json_array_size(list) == filter->limit) {
+    if (count == filter->limit) {
       more = 1;
       break;
     }
+    if (count++ > 0) json_text_literal(&out, ",");
     last_id = sqlite3_column_int64(statement, 0);
-    json_array_append_new(list, experiment_from_row(statement, 0));
+    write_experiment(&out, statement, 0);
+    json_text_literal(&out, "}");
   }
-  if (step != SQLITE_ROW && step != SQLITE_DONE) {
-    fail_sql(db, "list experiments");
-    json_decref(list);
-    release_statement(db, statement);
+  int failed = step != SQLITE_ROW && step != SQLITE_DONE;
+  if (failed) fail_sql(db, "list experiments");
+  release_statement(db, statement);
+  json_text_literal(&out, "],\"next_before\":");
+  if (more) json_text_integer(&out, last_id);
+  else json_text_literal(&out, "null");
+  json_text_literal(&out, "}");
+  if (failed) {
+    json_text_free(&out);
     return NULL;
   }
-  release_statement(db, statement);
-  return json_pack("{s:o, s:o}", "experiments", list, "next_before", more ? json_integer(last_id) : json_null());
+  return json_text_take(&out, length);
 }
 
 int db_experiment_next(db_t *db, int64_t *id, char **config_json) {

@@ -37,8 +37,11 @@ void db_close(db_t *db);
 int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
                          int64_t *id);
 
-/* The experiment as the API shows it (docs/api.md), or NULL when there is none. With
- * `with_config`, also its config and the worker's start report. */
+/* The experiment as the API shows it (docs/api.md), as JSON text the caller frees. With
+ * `with_config`, also its config, the worker's start report, its stage starts, curve
+ * names and checkpoints. Returns 0, -ENOENT when there is none, or another error. */
+int db_experiment_text(db_t *db, int64_t id, int with_config, char **text, size_t *length);
+/* The same, parsed; NULL when there is none (or on error). */
 json_t *db_experiment_get(db_t *db, int64_t id, int with_config);
 
 /* Its status ("queued", …) into `status`; -ENOENT when there is no such experiment. */
@@ -50,8 +53,9 @@ typedef struct {
   int64_t before;        /* only ids below it; 0 for no bound */
   int limit;
 } db_list_filter_t;
-/* {"experiments": […], "next_before": id|null}, newest first. */
-json_t *db_experiment_list(db_t *db, const db_list_filter_t *filter);
+/* {"experiments": […], "next_before": id|null}, newest first, as JSON text the caller
+ * frees; NULL when the database failed. */
+char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *length);
 
 /* The next experiment to run: queued or interrupted, whose teacher (if any) has succeeded,
  * highest priority first, then oldest. Returns 0 with its id and config (caller frees),

@@ -309,12 +309,9 @@ void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id) {
   char *text = NULL;
   for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
     if (s->experiment_id != SSE_ALL_EXPERIMENTS || s->ending || s->dropped) continue;
-    if (text == NULL) { /* read only when someone listens */
-      json_t *experiment = db_experiment_get(hub->db, experiment_id, 0);
-      text = experiment ? json_dumps(experiment, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
-      json_decref(experiment);
-      if (text == NULL) return;
-    }
+    size_t length;
+    if (text == NULL && db_experiment_text(hub->db, experiment_id, 0, &text, &length) != 0)
+      return; /* read only when someone listens */
     queue_event(s, NULL, "experiment", text);
     wake(s);
   }

@@ -100,6 +100,13 @@ static void test_strings_and_integers(void) {
     free(expected);
     free(actual);
   }
+  /* Not UTF-8 (a worker's stderr may hold anything): '?' for each bad byte, still JSON. */
+  json_text_t invalid;
+  json_text_init(&invalid);
+  json_text_string(&invalid, "ok \xff\xfe \xc3\xa9 \xed\xa0\x80 \xc0\xaf end");
+  char *cleaned = json_text_take(&invalid, NULL);
+  CHECK_STR("\"ok ?? \xc3\xa9 ??? ?? end\"", cleaned);
+  free(cleaned);
   const int64_t integers[] = {0, 1, -1, 9, 10, 123456789, INT64_MAX, INT64_MIN, -1000000000000ll};
   json_text_t text;
   json_text_init(&text);
@@ -118,6 +125,14 @@ static void test_strings_and_integers(void) {
   CHECK_STR(expected, actual);
   CHECK_INT(strlen(expected), length);
   free(expected);
+  free(actual);
+  /* JSON has no infinity or NaN: null, as a missing value. */
+  json_text_init(&text);
+  json_text_real(&text, INFINITY);
+  json_text_literal(&text, ",");
+  json_text_real(&text, NAN);
+  actual = json_text_take(&text, NULL);
+  CHECK_STR("null,null", actual);
   free(actual);
   /* Nothing appended is the empty string, not NULL. */
   json_text_init(&text);
