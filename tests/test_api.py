@@ -387,18 +387,36 @@ class Restart(unittest.TestCase):
         finally:
             d.close()
 
-    def test_sigterm_marks_running_work_interrupted(self):
+    def test_sigterm_checkpoints_marks_interrupted_and_resumes_there(self):
         d = Daemon(workers=1)
         try:
             experiment_id = d.submit(synthetic_config("stopped", **LONG))
-            d.wait_status(experiment_id, ["running"])
+            stream = d.stream(experiment_id)
+            for event in stream:
+                if event["event"] == "metric" and event["data"]["step"] >= 40:
+                    break
+            stream.close()
             started = time.time()
             d.kill(signal.SIGTERM)
             self.assertLess(time.time() - started, 10)
             self.assertEqual(0, d.process.returncode)
             with sqlite3.connect(d.db_path) as db:
                 status, = db.execute("SELECT status FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+                last_step, = db.execute("SELECT max(step) FROM metrics WHERE experiment_id = ?",
+                                        (experiment_id,)).fetchone()
+                path, step = db.execute("SELECT path, step FROM checkpoints WHERE experiment_id = ? "
+                                        "ORDER BY epoch DESC LIMIT 1", (experiment_id,)).fetchone()
             self.assertEqual("interrupted", status)
+            self.assertEqual(last_step, step, "the workers checkpointed where they stopped")
+            self.assertTrue(os.path.exists(path))
+
+            d.start()
+            deadline = time.time() + 60
+            experiment = d.experiment(experiment_id)
+            while time.time() < deadline and not (experiment["worker"] or {}).get("resumed_from"):
+                time.sleep(0.1)
+                experiment = d.experiment(experiment_id)
+            self.assertEqual(path, experiment["worker"]["resumed_from"])
         finally:
             d.close()
 

@@ -1083,6 +1083,11 @@ static void test_resume(void) {
   CHECK_INT(2, first.summary.epochs);
   CHECK(access(path_in("interrupted/epoch-0002.ckpt"), F_OK) == 0);
   CHECK(access(path_in("interrupted/epoch-0003.ckpt"), F_OK) != 0);
+  /* The stop wrote where it was inside epoch 3, and said so last. */
+  CHECK(access(path_in("interrupted/epoch-0003-partial.ckpt"), F_OK) == 0);
+  CHECK(first.n_lines > 0 && strstr(first.lines[first.n_lines - 1], "\"event\":\"checkpoint\"") &&
+        strstr(first.lines[first.n_lines - 1], "\"step\":10,") &&
+        strstr(first.lines[first.n_lines - 1], "\"epoch\":3,"));
 
   run_options_t o_second = {.checkpoint_dir = path_in("interrupted"),
                             .resume = path_in("interrupted/epoch-0002.ckpt")};
@@ -1137,6 +1142,39 @@ static void test_resume(void) {
    * a daemon that stores both attempts keyed by step sees one curve. */
   for (int i = 0; i < first.n_lines; i++) CHECK(same_event(straight.lines[i], first.lines[i]) ||
                                                 strstr(first.lines[i], "\"event\":\"checkpoint\""));
+
+  /* From the stop's own checkpoint: the rest of epoch 3 and epoch 4, ending with the same
+   * bytes, and with exactly the straight run's events after step 10. */
+  run_t third;
+  run_options_t o_third = {.checkpoint_dir = path_in("from-partial"),
+                           .resume = path_in("interrupted/epoch-0003-partial.ckpt")};
+  CHECK_INT(0, run_with(json, &o_third, &third));
+  if (third.rc) fprintf(stderr, "  resume from the partial epoch: %s\n", third.error);
+  CHECK_INT(0, third.rc);
+  CHECK_INT(4 * RESUME_STEPS_PER_EPOCH, third.summary.steps);
+  CHECK(memcmp(straight.params, third.params, straight.n_params * sizeof(float)) == 0);
+  a = read_all(path_in("straight/epoch-0004.ckpt"), &a_length);
+  b = read_all(path_in("from-partial/epoch-0004.ckpt"), &b_length);
+  CHECK(a && b && a_length == b_length && memcmp(a, b, a_length) == 0);
+  free(a);
+  free(b);
+  start = -1;
+  for (int i = 0; i < straight.n_lines && start < 0; i++)
+    if (strstr(straight.lines[i], "\"event\":\"metric\"") && strstr(straight.lines[i], "\"step\":10,"))
+      start = i + 1;
+  CHECK(start > 0);
+  CHECK_INT(straight.n_lines - start, third.n_lines);
+  same = 1;
+  for (int i = 0; i < third.n_lines && start + i < straight.n_lines; i++) {
+    const char *want = straight.lines[start + i], *got = third.lines[i];
+    if (strstr(want, "\"event\":\"checkpoint\"")) continue; /* another directory */
+    if (!same_event(want, got)) {
+      if (same) fprintf(stderr, "  line %d differs:\n    %s\n    %s\n", i, want, got);
+      same = 0;
+    }
+  }
+  CHECK(same);
+  run_free(&third);
 
   /* Resuming from the final checkpoint has nothing left to do and reports the same summary. */
   run_t done;

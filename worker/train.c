@@ -26,13 +26,16 @@
  * discriminator's) and which blocks have joined. Shuffles are seeded by the epoch and
  * dropout masks by the step, so the epochs after a resume are the ones an uninterrupted run
  * would have done, bit for bit, and their events (all of them after the checkpoint's step)
- * replace those of the interrupted attempt key for key.
+ * replace those of the interrupted attempt key for key. A stop (the daemon shutting down)
+ * also writes one, mid-epoch: it adds where the epoch's order had got to and the epoch's
+ * running sums, and the resumed attempt finishes that epoch from there, as bit-exact.
  *
  * What a checkpoint holds (checkpoint.h is the container):
  *   meta     config (cfg_to_json of the run's config: what a teacher loader builds, what a
  *            resume compares, teacher.checkpoint aside), epoch (completed), step, optimizer_t,
  *            blocks [{name, active, t}], distill {pair_t [..], disc_steps}, summary {the
- *            figures of the `finished` event so far}
+ *            figures of the `finished` event so far}, and for a stop inside an epoch
+ *            partial {epoch (the one interrupted), start, loss, correct}
  *   tensors  params, optim_state (the student's slabs as nn.h lays them out), distill_params,
  *            distill_m, distill_v (distiller.h's slabs: adapters and gates, then the
  *            discriminator), every one required at exactly the size the config gives it. */
@@ -333,7 +336,15 @@ static json_t *train__figures_json(const train_summary_t *s) {
                    s->best_val_epoch, "best_val_accuracy", s->best_val_accuracy);
 }
 
-static json_t *train__meta_json(const train_t *t) {
+/* Where a stop interrupted an epoch: the epoch, the index in its order of the next step's
+ * first example, and its running sums (the train eval's figures) so far. */
+typedef struct {
+  int epoch, start;
+  double loss;
+  int64_t correct;
+} train__partial_t;
+
+static json_t *train__meta_json(const train_t *t, const train__partial_t *partial) {
   const nn_model_t *model = t->model;
   const distiller_t *d = &t->distiller;
   json_t *blocks = json_array(), *pair_t = json_array();
@@ -343,24 +354,31 @@ static json_t *train__meta_json(const train_t *t) {
                                             block->active, "t", (json_int_t)block->t));
   }
   for (int i = 0; i < d->n_pairs; i++) json_array_append_new(pair_t, json_integer(d->pair_t[i]));
-  return json_pack("{s:o, s:i, s:I, s:I, s:o, s:{s:o, s:I}, s:o}", "config", cfg_to_json(t->config),
-                   "epoch", t->epoch, "step", (json_int_t)t->step, "optimizer_t",
-                   (json_int_t)model->optimizer.t, "blocks", blocks, "distill", "pair_t", pair_t,
-                   "disc_steps", (json_int_t)d->disc.steps, "summary",
-                   train__figures_json(&t->summary));
+  json_t *meta = json_pack("{s:o, s:i, s:I, s:I, s:o, s:{s:o, s:I}, s:o}", "config", cfg_to_json(t->config),
+                           "epoch", t->epoch, "step", (json_int_t)t->step, "optimizer_t",
+                           (json_int_t)model->optimizer.t, "blocks", blocks, "distill", "pair_t", pair_t,
+                           "disc_steps", (json_int_t)d->disc.steps, "summary",
+                           train__figures_json(&t->summary));
+  if (meta && partial) /* the sum with 17 digits: it comes back exact */
+    json_object_set_new(meta, "partial",
+                        json_pack("{s:i, s:i, s:f, s:I}", "epoch", partial->epoch, "start", partial->start,
+                                  "loss", partial->loss, "correct", (json_int_t)partial->correct));
+  return meta;
 }
 
-/* Writes <checkpoint_dir>/epoch-NNNN.ckpt for the epoch just completed and says so in a
- * `checkpoint` event. */
-static int train__save(train_t *t, char *error, size_t error_size) {
+/* Writes <checkpoint_dir>/epoch-NNNN.ckpt for the epoch just completed, or with `partial`
+ * epoch-NNNN-partial.ckpt inside epoch NNNN, and says so in a `checkpoint` event (whose
+ * epoch is NNNN either way: the daemon keeps the newest per epoch). */
+static int train__save(train_t *t, const train__partial_t *partial, char *error, size_t error_size) {
   char path[PATH_MAX], reason[PATH_MAX + 256];
-  if (snprintf(path, sizeof path, "%s/epoch-%04d.ckpt", t->options.checkpoint_dir, t->epoch) >=
-      (int)sizeof path)
+  const int epoch = partial ? partial->epoch : t->epoch;
+  if (snprintf(path, sizeof path, "%s/epoch-%04d%s.ckpt", t->options.checkpoint_dir, epoch,
+               partial ? "-partial" : "") >= (int)sizeof path)
     return util_error(error, error_size, -ENAMETOOLONG, "checkpoint directory %s: path too long",
                         t->options.checkpoint_dir);
   const nn_model_t *model = t->model;
   const distiller_t *d = &t->distiller;
-  json_t *meta = train__meta_json(t);
+  json_t *meta = train__meta_json(t, partial);
   if (!meta) return util_error(error, error_size, -ENOMEM, "out of memory for a checkpoint");
   ckpt_writer_t writer;
   ckpt_writer_init(&writer);
@@ -380,10 +398,11 @@ static int train__save(train_t *t, char *error, size_t error_size) {
     fflush(t->options.log);
   }
   if (ev_write(t->options.events, json_pack("{s:s, s:I, s:i, s:s, s:I}", "event", "checkpoint",
-                                            "step", (json_int_t)t->step, "epoch", t->epoch, "path",
+                                            "step", (json_int_t)t->step, "epoch", epoch, "path",
                                             path, "bytes", (json_int_t)bytes)) != 0)
     return util_error(error, error_size, -EIO, "cannot write the checkpoint event of epoch %d",
-                        t->epoch);
+                        epoch);
+  t->saved_step = t->step;
   return 0;
 }
 
@@ -474,7 +493,19 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   int64_t epoch, step, optimizer_t, disc_steps;
   const json_t *blocks = json_object_get(meta, "blocks"), *distill = json_object_get(meta, "distill");
   const json_t *pair_t = json_object_get(distill, "pair_t"), *figures = json_object_get(meta, "summary");
-  if (train__get_integer(meta, "epoch", 1, total, &epoch) ||
+  const json_t *partial = json_object_get(meta, "partial");
+  int64_t partial_epoch = 0, partial_start = 0, partial_correct = 0;
+  double partial_loss = 0.0;
+  if (partial && (train__get_integer(partial, "epoch", 1, total, &partial_epoch) ||
+                  train__get_integer(partial, "start", 1, t->data->train.n - 1, &partial_start) ||
+                  train__get_integer(partial, "correct", 0, partial_start, &partial_correct) ||
+                  train__get_real(partial, "loss", &partial_loss))) {
+    rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: its partial epoch is not one of "
+                      "this run (epoch, start, loss, correct)", path);
+    goto done;
+  }
+  if (train__get_integer(meta, "epoch", partial ? partial_epoch - 1 : 1, partial ? partial_epoch - 1 : total,
+                         &epoch) ||
       train__get_integer(meta, "step", 0, INT64_MAX, &step) ||
       train__get_integer(meta, "optimizer_t", 0, INT64_MAX, &optimizer_t) ||
       train__get_integer(distill, "disc_steps", 0, INT64_MAX, &disc_steps) ||
@@ -484,7 +515,8 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
                       "training state (epoch, step, optimizer_t, blocks, distill, summary)", path);
     goto done;
   }
-  nn_model_grow(model, (int)epoch); /* the blocks that had joined by the end of that epoch */
+  /* The blocks that had joined by the end of that epoch, or in the epoch interrupted. */
+  nn_model_grow(model, partial ? (int)partial_epoch : (int)epoch);
   for (int g = 0; g < model->n_blocks; g++) {
     nn_layer_t *block = &model->layers[model->n_layers + g];
     const json_t *saved = json_array_get(blocks, (size_t)g);
@@ -540,6 +572,10 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   d->disc.steps = disc_steps;
   t->epoch = (int)epoch;
   t->step = step;
+  t->saved_step = step;
+  t->resume_start = (int)partial_start;
+  t->resume_loss = partial_loss;
+  t->resume_correct = partial_correct;
   t->resumed = 1;
   rc = 0;
 
@@ -678,7 +714,11 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     const cfg_stage_t *stage = &config->stages[s];
     int stage_first_epoch = 1;
     for (int i = 0; i < s; i++) stage_first_epoch += config->stages[i].epochs;
-    if (epoch == stage_first_epoch && ev_write_stage(events, t->step, epoch, s, stage->name) != 0) {
+    /* Inside an epoch a stop interrupted: its start (stage event, blocks joining) happened. */
+    const int first_start = t->resume_start;
+    t->resume_start = 0;
+    if (first_start == 0 && epoch == stage_first_epoch &&
+        ev_write_stage(events, t->step, epoch, s, stage->name) != 0) {
       rc = util_error(error, error_size, -EIO, "cannot write the start of stage %d", s);
       goto done;
     }
@@ -695,11 +735,18 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     const distiller_weights_t w = {(float)stage->task_weight, (float)stage->distill_weight,
                                    (float)stage->feature_weight, (float)stage->adversarial_weight};
     const int needs_teacher = t->teacher && distiller_needs_teacher(d, &w);
-    double epoch_loss = 0.0;
-    int64_t epoch_correct = 0;
-    for (int start = 0; start < train->n; start += batch_size) {
+    double epoch_loss = first_start ? t->resume_loss : 0.0;
+    int64_t epoch_correct = first_start ? t->resume_correct : 0;
+    for (int start = first_start; start < train->n; start += batch_size) {
       if (t->options.stop && *t->options.stop) {
+        /* Stopped (the daemon is shutting down, or cancelled the run): keep what this attempt
+         * did, so that the next one goes on from here rather than from the last epoch's
+         * checkpoint. Between epochs, that is the epoch's own checkpoint. */
         t->summary.stopped = 1;
+        if (t->options.checkpoint_dir && t->step != t->saved_step) {
+          const train__partial_t partial = {epoch, start, epoch_loss, epoch_correct};
+          rc = train__save(t, start > 0 ? &partial : NULL, error, error_size);
+        }
         goto done;
       }
       const double step_started = util_monotonic();
@@ -833,7 +880,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     }
     const int due = epoch == total_epochs ||
                     (config->checkpoint_every > 0 && epoch % config->checkpoint_every == 0);
-    if (t->options.checkpoint_dir && due && (rc = train__save(t, error, error_size))) goto done;
+    if (t->options.checkpoint_dir && due && (rc = train__save(t, NULL, error, error_size))) goto done;
   }
 
 done: /* success, stop and failure share the way out; rc says which */

@@ -31,7 +31,7 @@ typedef struct {
   FILE *log;                   /* one human-readable line per epoch (stderr), or NULL */
   volatile sig_atomic_t *stop; /* when it becomes nonzero, stop before the next step; or NULL */
   teacher_t *teacher;          /* loaded by the caller (teacher_load) when the config has one */
-  const char *checkpoint_dir;  /* where epoch-NNNN.ckpt files go; NULL writes none */
+  const char *checkpoint_dir;  /* where epoch-NNNN(-partial).ckpt files go; NULL writes none */
   const char *resume;          /* train_run only: a checkpoint to resume from, or NULL */
 } train_options_t;
 
@@ -58,6 +58,12 @@ typedef struct {
   int epoch;                   /* epochs completed (restored by train_resume) */
   int64_t step;                /* steps completed */
   int resumed;                 /* train_resume succeeded: the teacher's eval was already sent */
+  int64_t saved_step;          /* the step of the last checkpoint written or resumed from */
+  /* A checkpoint taken when a stop interrupted an epoch: where in that epoch's order the
+   * next step starts, and the epoch's running sums so far (resume_start 0: none). */
+  int resume_start;
+  double resume_loss;
+  int64_t resume_correct;
   train_summary_t summary;     /* the figures so far (restored by train_resume) */
   /* Buffers, allocated once. */
   float *inputs;               /* batch_size × CFG_INPUTS */
@@ -78,12 +84,15 @@ void train_free(train_t *t);
 /* Restores the state a checkpoint written by this run's config holds: parameters and
  * optimizer state of the student and of the distillation pieces, the step counts, which
  * blocks have joined, and the figures of the summary; train_loop then goes on with the next
- * epoch and writes events only for what comes after the checkpoint. Returns 0, or a negative
+ * epoch (or, from a checkpoint taken when a stop interrupted an epoch, with that epoch's next
+ * step) and writes events only for what comes after the checkpoint. Returns 0, or a negative
  * errno with `error` naming the file and the reason (damaged, another config, …). */
 int train_resume(train_t *t, const char *path, char *error, size_t error_size);
 
-/* Runs the remaining epochs, writing events to options.events. Returns 0 with `summary`
- * filled (also when stopped early: summary->stopped), or a negative errno with the reason in
+/* Runs the remaining epochs, writing events to options.events. When options.stop is raised
+ * it stops before the next step and, with a checkpoint_dir, first writes a checkpoint of
+ * where it is (epoch-NNNN-partial.ckpt inside epoch NNNN), so that nothing done is lost.
+ * Returns 0 with `summary` filled (also when stopped early: summary->stopped), or a negative errno with the reason in
  * `error`: -ERANGE when a loss or a gradient stops being finite ("diverged at step N:
  * loss/total is nan"), -EIO when events or a checkpoint cannot be written, -ENOMEM. */
 int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_size);
