@@ -193,6 +193,31 @@ static void test_batch_and_curves(db_t *db) {
 
 static void on_dependent(void *context, int64_t id) { *(int64_t *)context = id; }
 
+/* A flush larger than a multi-row INSERT (metric rows go 64 to a statement), with other
+ * rows between them and a step reported twice in the same batch: every row lands, and the
+ * later value of the repeated step wins, as with one statement a row. */
+static void test_large_flush(db_t *db) {
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "large", 0, 0, "{\"stages\":[]}", &id));
+  for (int step = 1; step <= 150; step++) {
+    add(db, id, EV_METRIC, step, 1, 0, json_pack("{s:f, s:f, s:f}", "a", (double)step, "b", -(double)step, "c", 0.5));
+    if (step % 50 == 0) add(db, id, EV_EVAL, step, step / 50, EV_SPLIT_VAL, json_pack("{s:f}", "accuracy", 0.1));
+  }
+  add(db, id, EV_METRIC, 7, 1, 0, json_pack("{s:f}", "a", 70.0)); /* 451st row: outside a full chunk */
+  add(db, id, EV_METRIC, 140, 1, 0, json_pack("{s:f}", "a", 1400.0));
+  CHECK_INT(0, db_flush(db));
+  json_t *curves = curves_of(db, id, "a,b,c,val/accuracy", -1);
+  CHECK_INT(150, json_array_size(json_object_get(json_object_get(curves, "a"), "step")));
+  CHECK_INT(150, json_array_size(json_object_get(json_object_get(curves, "c"), "value")));
+  CHECK_INT(3, json_array_size(json_object_get(json_object_get(curves, "val/accuracy"), "step")));
+  json_t *a = json_object_get(json_object_get(curves, "a"), "value");
+  CHECK_NEAR(70.0, json_number_value(json_array_get(a, 6)), 0);
+  CHECK_NEAR(1400.0, json_number_value(json_array_get(a, 139)), 0);
+  CHECK_NEAR(150.0, json_number_value(json_array_get(a, 149)), 0);
+  CHECK_NEAR(-150.0, json_number_value(json_array_get(json_object_get(json_object_get(curves, "b"), "value"), 149)), 0);
+  json_decref(curves);
+}
+
 static void test_teachers_and_checkpoints(db_t *db) {
   int64_t teacher, student, other;
   CHECK_INT(0, db_experiment_insert(db, "teacher", 0, 0, "{\"stages\":[]}", &teacher));
@@ -285,6 +310,7 @@ int main(void) {
   }
   test_life_cycle(db);
   test_batch_and_curves(db);
+  test_large_flush(db);
   test_teachers_and_checkpoints(db);
   test_stage_replay(db);
   db_close(db);
