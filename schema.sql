@@ -8,8 +8,9 @@
 -- The daemon runs this whole file at every start, in one transaction: tables and indexes
 -- are created if missing, and views are dropped and made again, so a database always has
 -- the views of the daemon that opened it. PRAGMA user_version counts the versions of the
--- tables: version 1 is this file; a change to a released table adds a migration (in
--- daemon/db.c) that brings version N to N+1.
+-- tables: version 2 is this file; a change to a released table adds a migration (in
+-- daemon/db.c) that brings version N to N+1 (2 added experiments.planned_epochs and
+-- planned_stages).
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,
@@ -30,7 +31,9 @@ CREATE TABLE IF NOT EXISTS experiments (
   summary      TEXT,                           -- JSON the worker reported at the end
   epoch        INTEGER,                        -- progress: the latest epoch, step and stage seen
   step         INTEGER,
-  stage        INTEGER
+  stage        INTEGER,
+  planned_epochs INTEGER,                      -- the config's epochs in all its stages
+  planned_stages INTEGER                       -- how many stages the config has
 );
 CREATE INDEX IF NOT EXISTS experiments_by_queue ON experiments (status, priority DESC, id);
 CREATE INDEX IF NOT EXISTS experiments_by_teacher ON experiments (teacher_id) WHERE teacher_id IS NOT NULL;
@@ -125,8 +128,7 @@ CREATE VIEW experiment_summary AS
     json_extract(e.config, '$.seed')                         AS seed,
     json_extract(e.config, '$.optimizer.type')               AS optimizer,
     json_extract(e.config, '$.batch_size')                   AS batch_size,
-    (SELECT sum(json_extract(s.value, '$.epochs'))
-       FROM json_each(e.config, '$.stages') AS s)            AS epochs,
+    e.planned_epochs                                         AS epochs,
     (SELECT group_concat(json_extract(s.value, '$.name') || ':' || json_extract(s.value, '$.epochs'), ' → ')
        FROM json_each(e.config, '$.stages') AS s)            AS stage_plan,
     (SELECT group_concat(printf('%g/%g/%g', json_extract(s.value, '$.task_weight'),

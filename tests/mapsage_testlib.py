@@ -31,8 +31,9 @@ def synthetic_config(name="synthetic", epochs=2, train_size=2048, **extra):
 class Daemon:
     """mapsaged on 127.0.0.1:0 with its own database and data directory."""
 
-    def __init__(self, workers=1, directory=None, extra_args=()):
+    def __init__(self, workers=1, directory=None, extra_args=(), environment=None):
         self.owns_directory = directory is None
+        self.environment = dict(os.environ, **(environment or {}))
         self.directory = directory or tempfile.mkdtemp(prefix="mapsage-test-")
         self.db_path = os.path.join(self.directory, "mapsage.db")
         self.workers = workers
@@ -46,7 +47,7 @@ class Daemon:
             [os.path.join(BIN_DIR, "mapsaged"), "--listen", "127.0.0.1:0", "--db", self.db_path,
              "--data-dir", os.path.join(self.directory, "data"), "--workers", str(self.workers)]
             + self.extra_args,
-            stdout=subprocess.PIPE, stderr=self.stderr)
+            stdout=subprocess.PIPE, stderr=self.stderr, env=self.environment)
         line = self.process.stdout.readline().decode()
         if not line.startswith("mapsaged listening on http://"):
             raise RuntimeError("mapsaged did not start: %r; log:\n%s" % (line, self.log()))

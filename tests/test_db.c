@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "check.h"
 #include "db.h"
 
@@ -298,6 +300,50 @@ static void test_reopen_keeps_everything(void) {
   db_close(db);
 }
 
+/* A database of schema version 1 (experiments without planned_epochs and planned_stages)
+ * is brought to version 2 on open, the plan filled in from each stored config. */
+static void test_migration_from_version_1(void) {
+  char old_path[300];
+  snprintf(old_path, sizeof old_path, "%s/version-1.db", directory);
+  sqlite3 *sql = NULL;
+  CHECK_INT(SQLITE_OK, sqlite3_open(old_path, &sql));
+  CHECK_INT(SQLITE_OK,
+            sqlite3_exec(sql,
+                         "CREATE TABLE experiments (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', "
+                         "status TEXT NOT NULL DEFAULT 'queued', priority INTEGER NOT NULL DEFAULT 0, "
+                         "teacher_id INTEGER REFERENCES experiments (id), config TEXT NOT NULL, "
+                         "created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), "
+                         "started_at TEXT, finished_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+                         "crashes INTEGER NOT NULL DEFAULT 0, error TEXT, worker TEXT, summary TEXT, "
+                         "epoch INTEGER, step INTEGER, stage INTEGER);"
+                         "INSERT INTO experiments (name, config) VALUES "
+                         "('old', '{\"stages\":[{\"name\":\"a\",\"epochs\":3},{\"name\":\"b\",\"epochs\":4}]}');"
+                         "PRAGMA user_version = 1;",
+                         NULL, NULL, NULL));
+  sqlite3_close(sql);
+  db_t *db = NULL;
+  char error[256];
+  CHECK_INT(0, db_open(old_path, &db, error, sizeof error));
+  if (db == NULL) {
+    fprintf(stderr, "  migration: %s\n", error);
+    return;
+  }
+  json_t *experiment = db_experiment_get(db, 1, 1);
+  json_t *progress = json_object_get(experiment, "progress");
+  CHECK_INT(7, json_integer_value(json_object_get(progress, "epochs")));
+  CHECK_INT(2, json_integer_value(json_object_get(progress, "stages")));
+  CHECK_STR("old", json_string_value(json_object_get(experiment, "name")));
+  json_decref(experiment);
+  /* And one submitted now gets its plan at insert. */
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "new", 0, 0, "{\"stages\":[{\"name\":\"x\",\"epochs\":5}]}", &id));
+  experiment = db_experiment_get(db, id, 0);
+  CHECK_INT(5, json_integer_value(json_object_get(json_object_get(experiment, "progress"), "epochs")));
+  CHECK_INT(1, json_integer_value(json_object_get(json_object_get(experiment, "progress"), "stages")));
+  json_decref(experiment);
+  db_close(db);
+}
+
 int main(void) {
   if (mkdtemp(directory) == NULL) return 1;
   snprintf(path, sizeof path, "%s/test.db", directory);
@@ -315,6 +361,7 @@ int main(void) {
   test_stage_replay(db);
   db_close(db);
   test_reopen_keeps_everything();
+  test_migration_from_version_1();
   char command[512];
   snprintf(command, sizeof command, "rm -rf %s", directory);
   if (system(command) != 0) fprintf(stderr, "could not remove %s\n", directory);
