@@ -4,6 +4,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +260,87 @@ static int get_health(http_request_t *request) {
                 sse_subscriber_count(api->hub), "sql", api->sql != NULL));
 }
 
+/* A figure of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 when unknown. */
+static long long process_status_bytes(const char *field) {
+  FILE *status = fopen("/proc/self/status", "r");
+  if (status == NULL) return -1;
+  char line[256];
+  long long kib = -1;
+  size_t length = strlen(field);
+  while (fgets(line, sizeof line, status))
+    if (strncmp(line, field, length) == 0 && line[length] == ':') kib = strtoll(line + length + 1, NULL, 10);
+  fclose(status);
+  return kib < 0 ? -1 : kib * 1024;
+}
+
+/* One sample with its HELP and TYPE lines (Prometheus text format 0.0.4). */
+static void expose(FILE *out, const char *name, const char *type, const char *help, double value) {
+  fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
+}
+
+/* The daemon's figures for Prometheus (or anything that reads its text format). */
+static int get_prometheus_metrics(http_request_t *request) {
+  api_t *api = app(request);
+  char *text = NULL;
+  size_t length = 0;
+  FILE *out = open_memstream(&text, &length);
+  if (out == NULL) return -ENOMEM;
+  fprintf(out, "# HELP mapsage_build_info The running mapsaged.\n# TYPE mapsage_build_info gauge\n"
+               "mapsage_build_info{version=\"%s\"} 1\n", MAPSAGE_VERSION);
+  expose(out, "mapsage_uptime_seconds", "gauge", "Seconds since mapsaged started.",
+         util_monotonic() - api->started_at);
+  static const char *const statuses[] = {DB_QUEUED, DB_RUNNING, DB_SUCCEEDED, DB_FAILED, DB_CANCELLED, DB_INTERRUPTED};
+  fprintf(out, "# HELP mapsage_experiments Experiments in the database by status.\n"
+               "# TYPE mapsage_experiments gauge\n");
+  for (size_t i = 0; i < ARRAY_SIZE(statuses); i++)
+    fprintf(out, "mapsage_experiments{status=\"%s\"} %d\n", statuses[i], db_count_status(api->db, statuses[i]));
+  const sched_counters_t workers = sched_counters(api->sched);
+  expose(out, "mapsage_workers_running", "gauge", "Worker processes running.", sched_running(api->sched));
+  expose(out, "mapsage_workers_max", "gauge", "Worker processes allowed at once (--workers).",
+         sched_max_workers(api->sched));
+  expose(out, "mapsage_workers_started_total", "counter", "Worker processes started.", (double)workers.started);
+  expose(out, "mapsage_worker_crashes_total", "counter", "Workers that died without a result (retried or failed).",
+         (double)workers.crashes);
+  expose(out, "mapsage_worker_events_total", "counter", "Protocol events received from workers.",
+         (double)workers.events);
+  expose(out, "mapsage_worker_rejected_lines_total", "counter",
+         "Lines on a worker's stdout that were not protocol events (kept in the run's log).",
+         (double)workers.rejected_lines);
+  const db_counters_t batch = db_counters(api->db);
+  expose(out, "mapsage_batch_rows", "gauge", "Rows waiting in the write batch.", (double)db_batch_rows(api->db));
+  expose(out, "mapsage_db_rows_written_total", "counter", "Metric, eval, stage and log rows committed.",
+         (double)batch.rows_written);
+  expose(out, "mapsage_db_flushes_total", "counter", "Batch transactions committed.", (double)batch.flushes);
+  expose(out, "mapsage_db_flush_failures_total", "counter",
+         "Batch transactions the database refused (the batch is kept and retried).", (double)batch.flush_failures);
+  expose(out, "mapsage_db_flush_seconds_total", "counter", "Seconds spent committing batches.", batch.flush_seconds);
+  const sse_counters_t streams = sse_counters(api->hub);
+  expose(out, "mapsage_streams", "gauge", "Open event streams (SSE).", sse_subscriber_count(api->hub));
+  expose(out, "mapsage_stream_events_total", "counter", "Live events queued to streams.", (double)streams.delivered);
+  expose(out, "mapsage_streams_fell_behind_total", "counter",
+         "Times a stream fell behind the workers and read on from the database.", (double)streams.fell_behind);
+  expose(out, "mapsage_streams_dropped_total", "counter", "Streams ended because their client stopped reading.",
+         (double)streams.dropped);
+  fprintf(out, "# HELP mapsage_http_responses_total HTTP answers by status class.\n"
+               "# TYPE mapsage_http_responses_total counter\n");
+  for (unsigned status_class = 1; status_class <= 5; status_class++)
+    fprintf(out, "mapsage_http_responses_total{code=\"%uxx\"} %llu\n", status_class,
+            (unsigned long long)http_responses(http_server_of(request), status_class));
+  const long long resident = process_status_bytes("VmRSS"), peak = process_status_bytes("VmHWM");
+  if (resident >= 0)
+    expose(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", (double)resident);
+  if (peak >= 0)
+    expose(out, "mapsage_resident_memory_peak_bytes", "gauge", "The most resident memory mapsaged has used.",
+           (double)peak);
+  if (fclose(out) != 0 || text == NULL) {
+    free(text);
+    return -ENOMEM;
+  }
+  int result = http_respond_data(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
+  free(text);
+  return result;
+}
+
 const http_route_t api_routes[] = {
     {"POST", "/api/experiments", submit_experiment},
     {"GET", "/api/experiments", list_experiments},
@@ -271,5 +353,6 @@ const http_route_t api_routes[] = {
     {"GET", "/api/events", get_all_events},
     {"POST", "/api/sql", run_sql},
     {"GET", "/api/health", get_health},
+    {"GET", "/metrics", get_prometheus_metrics},
 };
 const size_t api_route_count = ARRAY_SIZE(api_routes);

@@ -102,6 +102,14 @@ int64_t db_max_step(db_t *db, int64_t id);
 int db_batch_event(db_t *db, int64_t id, const ev_t *event);
 int db_batch_log(db_t *db, int64_t id, int attempt, int64_t line_number, const char *line, size_t length);
 size_t db_batch_rows(const db_t *db);
+
+/* What the batch has done since the database was opened (GET /metrics). */
+typedef struct {
+  uint64_t flushes, flush_failures; /* transactions committed; refused (kept and retried) */
+  uint64_t rows_written;            /* metric, eval, stage and log rows committed */
+  double flush_seconds;             /* time spent committing */
+} db_counters_t;
+db_counters_t db_counters(const db_t *db);
 /* Commits the batch in one transaction. On failure the batch is kept for the next try. */
 int db_flush(db_t *db);
 

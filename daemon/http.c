@@ -48,6 +48,7 @@ struct http_server {
   int port;
   void (*stopped)(void *data);
   void *stopped_data;
+  uint64_t responses[6]; /* answers queued, by status class: [2] counts 2xx, … */
 };
 
 struct http_request {
@@ -111,7 +112,12 @@ int http_respond(http_request_t *request, unsigned status, struct MHD_Response *
   MHD_destroy_response(response);
   if (queued != MHD_YES) return -EIO;
   request->answered = 1;
+  if (status / 100 < ARRAY_SIZE(request->server->responses)) request->server->responses[status / 100]++;
   return 0;
+}
+
+uint64_t http_responses(const http_server_t *server, unsigned status_class) {
+  return status_class < ARRAY_SIZE(server->responses) ? server->responses[status_class] : 0;
 }
 
 int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,

@@ -46,6 +46,8 @@ int http_port(const http_server_t *server);
 void http_wake(http_server_t *server);
 /* Stops accepting, closes every connection, frees the server, then calls `done`. */
 void http_stop(http_server_t *server, void (*done)(void *data), void *data);
+/* Answers queued so far with a status of class `status_class` (2 for 2xx, …). */
+uint64_t http_responses(const http_server_t *server, unsigned status_class);
 
 /* --- inside a handler ------------------------------------------------------------------ */
 

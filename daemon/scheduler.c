@@ -80,6 +80,7 @@ struct sched {
   int open_handles;        /* flush_timer and turns, until both are closed */
   void (*stopped)(void *data);
   void *stopped_data;
+  sched_counters_t counters;
 };
 
 static void flush_batch(sched_t *sched);
@@ -139,6 +140,8 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   return 0;
 }
 
+sched_counters_t sched_counters(const sched_t *sched) { return sched->counters; }
+
 int sched_running(const sched_t *sched) { return sched->running; }
 int sched_max_workers(const sched_t *sched) { return sched->options.max_workers; }
 
@@ -179,9 +182,11 @@ static void handle_event_line(worker_t *worker, const char *line, size_t length)
   ev_t event;
   char error[256];
   if (ev_parse(line, length, &event, error, sizeof error) != 0) {
+    sched->counters.rejected_lines++;
     log_printf(worker, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
     return;
   }
+  sched->counters.events++;
   switch (event.type) {
   case EV_METRIC:
   case EV_EVAL:
@@ -487,6 +492,7 @@ static void finish_worker(worker_t *worker) {
   const char *status;
   char error[2048];
   int crashed = decide_outcome(worker, &status, error, sizeof error);
+  sched->counters.crashes += crashed;
   if (worker->term_signal || worker->exit_status)
     log_printf(worker, "[mapsaged] worker exited (status %lld, signal %d): %s", (long long)worker->exit_status,
                worker->term_signal, status);
@@ -665,6 +671,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   worker->next = sched->workers;
   sched->workers = worker;
   sched->running++;
+  sched->counters.started++;
   fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->attempt,
           worker->process.pid, resuming ? ", resuming from " : "", resuming ? resume : "");
   if (resuming) log_printf(worker, "[mapsaged] resuming from %s", resume);

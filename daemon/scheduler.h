@@ -40,6 +40,15 @@ int sched_create(const sched_options_t *options, sched_t **out);
 /* Starts whatever can start now. Call after anything that may free a slot or queue work. */
 void sched_kick(sched_t *sched);
 int sched_running(const sched_t *sched);
+
+/* What the workers have done since the daemon started (GET /metrics). */
+typedef struct {
+  uint64_t started;         /* worker processes started */
+  uint64_t crashes;         /* of those, how many died without a result (signal, exit) */
+  uint64_t events;          /* protocol events received */
+  uint64_t rejected_lines;  /* stdout lines that were not protocol events (kept in the log) */
+} sched_counters_t;
+sched_counters_t sched_counters(const sched_t *sched);
 int sched_max_workers(const sched_t *sched);
 
 /* Cancels a queued experiment at once (returns 0, *running = 0) or asks a running one to

@@ -56,6 +56,7 @@ struct sse_hub {
   int count;
   int destroying;
   int timers_closed;
+  sse_counters_t counters;
 };
 
 static void on_heartbeat(uv_timer_t *timer);
@@ -78,6 +79,7 @@ int sse_hub_create(uv_loop_t *loop, db_t *db, sse_hub_t **out) {
 
 void sse_hub_set_server(sse_hub_t *hub, http_server_t *server) { hub->server = server; }
 int sse_subscriber_count(const sse_hub_t *hub) { return hub->count; }
+sse_counters_t sse_counters(const sse_hub_t *hub) { return hub->counters; }
 
 // ---------------------------------------------------------------------------------------
 // the queue
@@ -85,6 +87,7 @@ int sse_subscriber_count(const sse_hub_t *hub) { return hub->count; }
 static int queue_append(sse_subscriber_t *subscriber, const char *text, size_t length) {
   size_t used = subscriber->queue_end - subscriber->queue_start;
   if (used + length > SSE_QUEUE_LIMIT) {
+    if (!subscriber->dropped) subscriber->hub->counters.dropped++;
     subscriber->dropped = 1;
     return -ENOBUFS;
   }
@@ -296,10 +299,12 @@ void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event)
        * what it has, instead of holding the events in memory (the event is in the batch,
        * which the replay flushes first). */
       s->replaying = 1;
+      hub->counters.fell_behind++;
       continue;
     }
     if (frame == NULL) frame = format_stream_event(event, &length);
     queue_stream_frame(s, event, frame, length);
+    hub->counters.delivered++;
     wake(s);
   }
   free(frame);

@@ -27,6 +27,14 @@ void sse_hub_set_server(sse_hub_t *hub, http_server_t *server);
 /* Ends every stream (their clients see the end of the response); the hub stays usable. */
 void sse_end_all(sse_hub_t *hub);
 int sse_subscriber_count(const sse_hub_t *hub);
+
+/* What the streams have done since the daemon started (GET /metrics). */
+typedef struct {
+  uint64_t delivered;    /* live events queued to a stream */
+  uint64_t fell_behind;  /* times a stream fell behind the workers and read on from the database */
+  uint64_t dropped;      /* streams ended for not reading at all (SSE_QUEUE_LIMIT) */
+} sse_counters_t;
+sse_counters_t sse_counters(const sse_hub_t *hub);
 /* Closes the hub's timer and frees it once every stream has ended. */
 void sse_hub_destroy(sse_hub_t *hub);
 

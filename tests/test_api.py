@@ -2,6 +2,7 @@
 real HTTP and a real SQLite file. Submit → queue → worker → live stream → SQL, cancel,
 crashes, a daemon killed mid-run, and every kind of bad request."""
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -22,6 +23,46 @@ class EndToEnd(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.daemon.close()
+
+    def prometheus(self):
+        """GET /metrics, checked line by line: {'name{labels}': value}."""
+        status, response, text = self.daemon.request("GET", "/metrics")
+        self.assertEqual(200, status)
+        self.assertTrue(response.getheader("Content-Type").startswith("text/plain; version=0.0.4"))
+        samples, typed = {}, set()
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                name, kind = line.split()[2:4]
+                self.assertIn(kind, ("counter", "gauge"))
+                typed.add(name)
+                continue
+            if line.startswith("#"):
+                continue
+            match = re.fullmatch(r'([a-z_]+)(\{[a-z_]+="[^"]*"\})? (\S+)', line)
+            self.assertIsNotNone(match, line)
+            self.assertIn(match.group(1), typed, "every sample has its TYPE line first")
+            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+        return samples
+
+    def test_prometheus_metrics_count_what_happened(self):
+        before = self.prometheus()
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("counted"))
+        d.wait_status(experiment_id, ["succeeded"])
+        self.assertEqual(404, d.request("GET", "/api/experiments/999999")[0])
+        after = self.prometheus()
+        self.assertGreaterEqual(after['mapsage_experiments{status="succeeded"}'], 1)
+        self.assertEqual(before["mapsage_workers_started_total"] + 1, after["mapsage_workers_started_total"])
+        self.assertGreater(after["mapsage_worker_events_total"], before["mapsage_worker_events_total"] + 10)
+        self.assertGreater(after["mapsage_db_rows_written_total"], before["mapsage_db_rows_written_total"] + 40)
+        self.assertGreater(after["mapsage_db_flushes_total"], before["mapsage_db_flushes_total"])
+        self.assertGreater(after['mapsage_http_responses_total{code="2xx"}'],
+                           before['mapsage_http_responses_total{code="2xx"}'])
+        self.assertGreaterEqual(after['mapsage_http_responses_total{code="4xx"}'],
+                                before['mapsage_http_responses_total{code="4xx"}'] + 1)
+        self.assertEqual(1, after['mapsage_build_info{version="%s"}' % d.get("/api/health")[2]["version"]])
+        self.assertGreater(after["process_resident_memory_bytes"], 1 << 20)
+        self.assertEqual(0, after["mapsage_streams_dropped_total"])
 
     def test_submit_stream_and_sql_agree(self):
         d = self.daemon
