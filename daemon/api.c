@@ -213,6 +213,28 @@ static int get_metrics(http_request_t *request) {
   return result;
 }
 
+/* Events from a worker that runs elsewhere: the protocol's lines (NDJSON), as a local
+ * worker prints them on stdout. */
+static int post_events(http_request_t *request) {
+  size_t length = 0;
+  const char *body = http_body(request, &length);
+  sched_post_t post;
+  int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length, &post);
+  switch (result) {
+  case 0:
+    return http_respond_json(request, MHD_HTTP_OK,
+                             json_pack("{s:i, s:s}", "accepted", post.accepted, "status", post.status));
+  case -EINVAL:
+    return http_respond_json(
+        request, MHD_HTTP_BAD_REQUEST,
+        json_pack("{s:s, s:o}", "error", "invalid events: none was applied", "errors", post.errors));
+  case -ENOENT: return respond_no_experiment(request);
+  case -EBUSY:
+  case -EALREADY: return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", post.message);
+  default: return result;
+  }
+}
+
 static int get_stream(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
   const char *cursor = http_header(request, "Last-Event-ID");
@@ -346,6 +368,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments", list_experiments},
     {"GET", "/api/experiments/{id}", get_experiment},
     {"POST", "/api/experiments/{id}/cancel", cancel_experiment},
+    {"POST", "/api/experiments/{id}/events", post_events},
     {"GET", "/api/experiments/{id}/metrics", get_metrics},
     {"GET", "/api/experiments/{id}/stream", get_stream},
     {"GET", "/api/experiments/{id}/log", get_log},

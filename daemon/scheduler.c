@@ -6,7 +6,9 @@
  * bounded memory and ends up, marked, in the log. The outcome of a run is decided in
  * finish_worker() once three things have happened, in any order: the process exited and
  * both pipes reached end-of-file. Deciding at exit alone would lose the last events still
- * in the pipe. */
+ * in the pipe. A worker that runs elsewhere posts the same lines over HTTP instead
+ * (sched_post_events): a remote run, claimed by its first post and ended by its `finished`
+ * event; both kinds share run_t and apply_event_line(). */
 #include "scheduler.h"
 
 #include <errno.h>
@@ -41,11 +43,26 @@ typedef struct outcome {
   int retry;              /* a crash that will be tried again (db_experiment_retry) */
 } outcome_t;
 
-struct worker {
+/* What a run's events act on, whether they come from a local worker's stdout or, from a
+ * worker elsewhere, over HTTP (POST /api/experiments/{id}/events: a remote run). */
+typedef struct {
   sched_t *sched;
-  worker_t *next;
   int64_t experiment_id;
   int attempt;
+  int64_t log_lines;
+  char *finished_status, *finished_error, *summary_json; /* from its `finished` event */
+} run_t;
+
+/* A run whose worker posts its events over HTTP: claimed by its first post, ended by its
+ * `finished` event or a cancel. */
+typedef struct remote {
+  run_t run;
+  struct remote *next;
+} remote_t;
+
+struct worker {
+  run_t run;
+  worker_t *next;
   uv_process_t process;
   uv_pipe_t input, output, errors;
   uv_timer_t kill_timer;
@@ -54,12 +71,10 @@ struct worker {
   int open_handles;
   line_reader_t output_lines, error_lines;
   char read_buffer[READ_BUFFER_SIZE];
-  int64_t log_lines;
   int exited, output_done, errors_done;
   int64_t exit_status;
   int term_signal;
   int cancel_requested, stop_requested;
-  char *finished_status, *finished_error, *summary_json;
   char log_tail[LOG_TAIL_LINES][LOG_TAIL_WIDTH]; /* the last non-empty stderr lines, a ring */
   int log_tail_next;
   int max_attempts;        /* from the config: starts allowed for a worker that crashes */
@@ -74,6 +89,7 @@ struct sched {
   int reading;             /* workers' pipes are read (0 while the batch is over its limit) */
   int flush_failing;       /* the last flush failed: retried by the timer, said once */
   outcome_t *pending;      /* outcomes not yet written */
+  remote_t *remotes;       /* runs whose workers post their events over HTTP */
   int stopping;
   uv_timer_t flush_timer;
   uv_check_t turns;        /* gives workers that had their read this iteration the next one */
@@ -84,6 +100,7 @@ struct sched {
 };
 
 static void flush_batch(sched_t *sched);
+static void record_outcome(sched_t *sched, const outcome_t *outcome);
 static void set_reading(sched_t *sched, int reading);
 static void on_turns(uv_check_t *check);
 
@@ -147,26 +164,49 @@ int sched_max_workers(const sched_t *sched) { return sched->options.max_workers;
 
 static worker_t *find_worker(sched_t *sched, int64_t id) {
   for (worker_t *w = sched->workers; w; w = w->next)
-    if (w->experiment_id == id) return w;
+    if (w->run.experiment_id == id) return w;
   return NULL;
+}
+
+static remote_t *find_remote(sched_t *sched, int64_t id) {
+  for (remote_t *r = sched->remotes; r; r = r->next)
+    if (r->run.experiment_id == id) return r;
+  return NULL;
+}
+
+static void free_run(run_t *run) {
+  free(run->finished_status);
+  free(run->finished_error);
+  free(run->summary_json);
+}
+
+static void forget_remote(sched_t *sched, remote_t *remote) {
+  for (remote_t **link = &sched->remotes; *link; link = &(*link)->next) {
+    if (*link == remote) {
+      *link = remote->next;
+      break;
+    }
+  }
+  free_run(&remote->run);
+  free(remote);
 }
 
 // ---------------------------------------------------------------------------------------
 // the run's log
 
-static void log_line(worker_t *worker, const char *line, size_t length) {
-  db_batch_log(worker->sched->options.db, worker->experiment_id, worker->attempt, ++worker->log_lines, line, length);
-  batch_grew(worker->sched);
+static void log_line(run_t *run, const char *line, size_t length) {
+  db_batch_log(run->sched->options.db, run->experiment_id, run->attempt, ++run->log_lines, line, length);
+  batch_grew(run->sched);
 }
 
-static void log_printf(worker_t *worker, const char *format, ...) __attribute__((format(printf, 2, 3)));
-static void log_printf(worker_t *worker, const char *format, ...) {
+static void log_printf(run_t *run, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void log_printf(run_t *run, const char *format, ...) {
   char line[1024];
   va_list args;
   va_start(args, format);
   int length = vsnprintf(line, sizeof line, format, args);
   va_end(args);
-  log_line(worker, line, length < (int)sizeof line ? (size_t)length : sizeof line - 1);
+  log_line(run, line, length < (int)sizeof line ? (size_t)length : sizeof line - 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -177,74 +217,78 @@ static void replace_string(char **slot, const char *value) {
   *slot = value ? strdup(value) : NULL;
 }
 
-static void handle_event_line(worker_t *worker, const char *line, size_t length) {
-  sched_t *sched = worker->sched;
+/* One protocol line of a run's worker: stored, published, recorded, or kept in its log. */
+static void apply_event_line(run_t *run, const char *line, size_t length) {
+  sched_t *sched = run->sched;
   ev_t event;
   char error[256];
   if (ev_parse(line, length, &event, error, sizeof error) != 0) {
     sched->counters.rejected_lines++;
-    log_printf(worker, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
+    log_printf(run, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
     return;
   }
   sched->counters.events++;
   switch (event.type) {
   case EV_METRIC:
   case EV_EVAL:
-    if (db_batch_event(sched->options.db, worker->experiment_id, &event) != 0) {
-      log_printf(worker, "[mapsaged] out of memory: an event was not stored");
+    if (db_batch_event(sched->options.db, run->experiment_id, &event) != 0) {
+      log_printf(run, "[mapsaged] out of memory: an event was not stored");
       break;
     }
-    sse_publish_event(sched->options.hub, worker->experiment_id, &event);
+    sse_publish_event(sched->options.hub, run->experiment_id, &event);
     batch_grew(sched);
     if (event.type == EV_EVAL && event.split == EV_SPLIT_TEST) { /* the last evaluation of an epoch */
       flush_batch(sched);
-      sse_publish_experiment(sched->options.hub, worker->experiment_id);
+      sse_publish_experiment(sched->options.hub, run->experiment_id);
     }
     break;
   case EV_STAGE:
-    if (db_batch_event(sched->options.db, worker->experiment_id, &event) != 0) {
-      log_printf(worker, "[mapsaged] out of memory: a stage start was not stored");
+    if (db_batch_event(sched->options.db, run->experiment_id, &event) != 0) {
+      log_printf(run, "[mapsaged] out of memory: a stage start was not stored");
       break;
     }
-    sse_publish_event(sched->options.hub, worker->experiment_id, &event);
+    sse_publish_event(sched->options.hub, run->experiment_id, &event);
     batch_grew(sched);
     break;
   case EV_STARTED: {
     json_object_del(event.root, "event");
     char *text = json_dumps(event.root, JSON_COMPACT);
-    if (text) db_experiment_set_worker(sched->options.db, worker->experiment_id, text);
+    if (text) db_experiment_set_worker(sched->options.db, run->experiment_id, text);
     free(text);
     break;
   }
   case EV_FINISHED: {
-    replace_string(&worker->finished_status, event.status);
-    replace_string(&worker->finished_error, event.error);
+    replace_string(&run->finished_status, event.status);
+    replace_string(&run->finished_error, event.error);
     json_t *summary = json_object_get(event.root, "summary");
-    free(worker->summary_json);
-    worker->summary_json = json_is_object(summary) ? json_dumps(summary, JSON_COMPACT) : NULL;
+    free(run->summary_json);
+    run->summary_json = json_is_object(summary) ? json_dumps(summary, JSON_COMPACT) : NULL;
     break;
   }
   case EV_LOG: {
     const char *level = json_string_value(json_object_get(event.root, "level"));
-    log_printf(worker, "[%s] %s", level ? level : "info", json_string_value(json_object_get(event.root, "message")));
+    log_printf(run, "[%s] %s", level ? level : "info", json_string_value(json_object_get(event.root, "message")));
     break;
   }
   case EV_CHECKPOINT:
     /* Written at once, not batched: a restart must find it even if the batch is lost. */
     flush_batch(sched);
-    if (db_checkpoint_add(sched->options.db, worker->experiment_id, event.epoch, event.step, event.path, event.bytes) !=
-        0)
-      log_printf(worker, "[mapsaged] could not record the checkpoint %s", event.path);
+    if (db_checkpoint_add(sched->options.db, run->experiment_id, event.epoch, event.step, event.path, event.bytes) != 0)
+      log_printf(run, "[mapsaged] could not record the checkpoint %s", event.path);
     break;
   case EV_UNKNOWN:
-    log_printf(worker, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
+    log_printf(run, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
     break;
   }
   ev_release(&event);
 }
 
+static void handle_event_line(worker_t *worker, const char *line, size_t length) {
+  apply_event_line(&worker->run, line, length);
+}
+
 static void handle_error_line(worker_t *worker, const char *line, size_t length) {
-  log_line(worker, line, length);
+  log_line(&worker->run, line, length);
   if (length > 0) {
     char *slot = worker->log_tail[worker->log_tail_next];
     worker->log_tail_next = (worker->log_tail_next + 1) % LOG_TAIL_LINES;
@@ -276,7 +320,7 @@ static void feed_lines(worker_t *worker, line_reader_t *reader, const char *data
     size_t chunk = newline ? (size_t)(newline - data) : length;
     if (!reader->overlong) {
       if (reader->length + chunk > EV_LINE_MAX) {
-        log_printf(worker, "[mapsaged] a line longer than %d bytes was cut; it began: %.200s", EV_LINE_MAX,
+        log_printf(&worker->run, "[mapsaged] a line longer than %d bytes was cut; it began: %.200s", EV_LINE_MAX,
                    reader->length ? reader->data : data);
         reader->overlong = 1;
         reader->length = 0;
@@ -323,7 +367,7 @@ static void on_errors(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer);
 /* Reads a worker's pipes when the batch has room and, for its events, when it has not had
  * its read this loop iteration. */
 static void update_reading(worker_t *worker) {
-  int reading = worker->sched->reading;
+  int reading = worker->run.sched->reading;
   if (!worker->output_done) {
     if (reading && !worker->waiting_turn) uv_read_start((uv_stream_t *)&worker->output, on_alloc, on_output);
     else uv_read_stop((uv_stream_t *)&worker->output);
@@ -340,7 +384,7 @@ static void update_reading(worker_t *worker) {
 static void end_turn(worker_t *worker) {
   worker->waiting_turn = 1;
   update_reading(worker);
-  uv_check_start(&worker->sched->turns, on_turns);
+  uv_check_start(&worker->run.sched->turns, on_turns);
 }
 
 static void on_turns(uv_check_t *check) {
@@ -422,6 +466,8 @@ static void on_sched_closed(uv_handle_t *handle) {
  * closed, since their memory is the scheduler's). */
 static void stop_finished(sched_t *sched) {
   flush_batch(sched);
+  /* Remote runs stay `running` in the database; the next start marks them interrupted. */
+  while (sched->remotes) forget_remote(sched, sched->remotes);
   uv_timer_stop(&sched->flush_timer);
   uv_close((uv_handle_t *)&sched->flush_timer, on_sched_closed);
   uv_close((uv_handle_t *)&sched->turns, on_sched_closed);
@@ -430,12 +476,10 @@ static void stop_finished(sched_t *sched) {
 static void on_worker_handle_closed(uv_handle_t *handle) {
   worker_t *worker = handle->data;
   if (--worker->open_handles > 0) return;
-  sched_t *sched = worker->sched;
+  sched_t *sched = worker->run.sched;
   free(worker->output_lines.data);
   free(worker->error_lines.data);
-  free(worker->finished_status);
-  free(worker->finished_error);
-  free(worker->summary_json);
+  free_run(&worker->run);
   free(worker->config_json);
   free(worker);
   sched->alive--;
@@ -468,11 +512,12 @@ static int decide_outcome(worker_t *worker, const char **status, char *error, si
     snprintf(error, error_size, "the worker was killed by signal %d (%s)%s", worker->term_signal,
              strsignal(worker->term_signal), tail);
     return 1;
-  } else if (worker->finished_status && strcmp(worker->finished_status, "succeeded") == 0 && worker->exit_status == 0) {
+  } else if (worker->run.finished_status && strcmp(worker->run.finished_status, "succeeded") == 0 &&
+             worker->exit_status == 0) {
     *status = DB_SUCCEEDED;
-  } else if (worker->finished_status && worker->finished_error) {
+  } else if (worker->run.finished_status && worker->run.finished_error) {
     *status = DB_FAILED;
-    snprintf(error, error_size, "%s", worker->finished_error);
+    snprintf(error, error_size, "%s", worker->run.finished_error);
   } else {
     *status = DB_FAILED;
     if (worker->exit_status != 0)
@@ -485,41 +530,49 @@ static int decide_outcome(worker_t *worker, const char **status, char *error, si
   return 0;
 }
 
+/* Writes how a run ended or, while the database refuses it, keeps it to be written after
+ * a later flush: an outcome is never lost while the daemon runs. */
+static void record_outcome(sched_t *sched, const outcome_t *outcome) {
+  if (write_outcome(sched, outcome) == 0) return;
+  outcome_t *kept = calloc(1, sizeof *kept);
+  if (kept) {
+    *kept = *outcome;
+    kept->error = outcome->error ? strdup(outcome->error) : NULL;
+    kept->summary = outcome->summary ? strdup(outcome->summary) : NULL;
+    kept->next = sched->pending;
+    sched->pending = kept;
+  }
+  uv_timer_start(&sched->flush_timer, on_flush_timer, 1000, 0);
+}
+
 static void finish_worker(worker_t *worker) {
   if (!worker->exited || !worker->output_done || !worker->errors_done) return;
-  sched_t *sched = worker->sched;
+  sched_t *sched = worker->run.sched;
   db_t *db = sched->options.db;
   const char *status;
   char error[2048];
   int crashed = decide_outcome(worker, &status, error, sizeof error);
   sched->counters.crashes += crashed;
   if (worker->term_signal || worker->exit_status)
-    log_printf(worker, "[mapsaged] worker exited (status %lld, signal %d): %s", (long long)worker->exit_status,
+    log_printf(&worker->run, "[mapsaged] worker exited (status %lld, signal %d): %s", (long long)worker->exit_status,
                worker->term_signal, status);
   flush_batch(sched);
-  int crashes = crashed ? db_experiment_crashes(db, worker->experiment_id) : 0;
-  outcome_t outcome = {.experiment_id = worker->experiment_id, .status = status, .error = error[0] ? error : NULL,
-                       .summary = strcmp(status, DB_SUCCEEDED) == 0 ? worker->summary_json : NULL};
+  int crashes = crashed ? db_experiment_crashes(db, worker->run.experiment_id) : 0;
+  outcome_t outcome = {.experiment_id = worker->run.experiment_id,
+                       .status = status,
+                       .error = error[0] ? error : NULL,
+                       .summary = strcmp(status, DB_SUCCEEDED) == 0 ? worker->run.summary_json : NULL};
   char retry[2200];
   if (crashed && crashes + 1 < worker->max_attempts) {
-    snprintf(retry, sizeof retry, "attempt %d: %s; trying again (%d of max_attempts %d)", worker->attempt, error,
+    snprintf(retry, sizeof retry, "attempt %d: %s; trying again (%d of max_attempts %d)", worker->run.attempt, error,
              crashes + 2, worker->max_attempts);
-    log_printf(worker, "[mapsaged] %s", retry);
-    outcome = (outcome_t){.experiment_id = worker->experiment_id, .status = DB_INTERRUPTED, .error = retry, .retry = 1};
+    log_printf(&worker->run, "[mapsaged] %s", retry);
+    outcome =
+        (outcome_t){.experiment_id = worker->run.experiment_id, .status = DB_INTERRUPTED, .error = retry, .retry = 1};
   }
-  fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->experiment_id, outcome.status,
+  fprintf(stderr, "mapsaged: experiment %lld %s%s%s\n", (long long)worker->run.experiment_id, outcome.status,
           outcome.error ? ": " : "", outcome.error ? outcome.error : "");
-  if (write_outcome(sched, &outcome) != 0) { /* kept, and written after a later flush */
-    outcome_t *kept = calloc(1, sizeof *kept);
-    if (kept) {
-      *kept = outcome;
-      kept->error = outcome.error ? strdup(outcome.error) : NULL;
-      kept->summary = outcome.summary ? strdup(outcome.summary) : NULL;
-      kept->next = sched->pending;
-      sched->pending = kept;
-    }
-    uv_timer_start(&sched->flush_timer, on_flush_timer, 1000, 0);
-  }
+  record_outcome(sched, &outcome);
 
   for (worker_t **link = &sched->workers; *link; link = &(*link)->next) {
     if (*link == worker) {
@@ -590,7 +643,7 @@ static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
 static void on_input_written(uv_write_t *request, int status) {
   worker_t *worker = request->data;
   if (status < 0 && status != UV_ECANCELED)
-    log_printf(worker, "[mapsaged] could not hand the config to the worker: %s", uv_strerror(status));
+    log_printf(&worker->run, "[mapsaged] could not hand the config to the worker: %s", uv_strerror(status));
   free(worker->config_json);
   worker->config_json = NULL;
   if (!uv_is_closing((uv_handle_t *)&worker->input)) uv_close((uv_handle_t *)&worker->input, on_worker_handle_closed);
@@ -606,14 +659,14 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     free(config_json);
     return -ENOMEM;
   }
-  worker->sched = sched;
-  worker->experiment_id = id;
+  worker->run.sched = sched;
+  worker->run.experiment_id = id;
   worker->config_json = config_json;
   json_t *parsed = json_loads(config_json, 0, NULL);
   json_t *max_attempts = json_object_get(parsed, "max_attempts");
   worker->max_attempts = json_is_integer(max_attempts) ? (int)json_integer_value(max_attempts) : 2;
   json_decref(parsed);
-  int result = db_experiment_start(options->db, id, &worker->attempt);
+  int result = db_experiment_start(options->db, id, &worker->run.attempt);
   if (result != 0) {
     free(config_json);
     free(worker);
@@ -635,7 +688,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   }
   /* A run that was interrupted goes on from its last checkpoint. */
   char resume[4096] = "";
-  int resuming = worker->attempt > 1 && db_checkpoint_latest(options->db, id, resume, sizeof resume) == 0;
+  int resuming = worker->run.attempt > 1 && db_checkpoint_latest(options->db, id, resume, sizeof resume) == 0;
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
                        "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
                        resuming ? "--resume" : NULL, resume, NULL};
@@ -672,9 +725,9 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   sched->workers = worker;
   sched->running++;
   sched->counters.started++;
-  fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->attempt,
+  fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->run.attempt,
           worker->process.pid, resuming ? ", resuming from " : "", resuming ? resume : "");
-  if (resuming) log_printf(worker, "[mapsaged] resuming from %s", resume);
+  if (resuming) log_printf(&worker->run, "[mapsaged] resuming from %s", resume);
   sse_publish_status(options->hub, id);
 
   update_reading(worker);
@@ -696,7 +749,7 @@ void sched_kick(sched_t *sched) {
 static void on_kill_timer(uv_timer_t *timer) {
   worker_t *worker = timer->data;
   if (!worker->exited) {
-    log_printf(worker, "[mapsaged] the worker did not stop after SIGTERM; sending SIGKILL");
+    log_printf(&worker->run, "[mapsaged] the worker did not stop after SIGTERM; sending SIGKILL");
     uv_process_kill(&worker->process, SIGKILL);
   }
 }
@@ -705,7 +758,7 @@ static void terminate(worker_t *worker) {
   if (worker->exited) return;
   uv_process_kill(&worker->process, SIGTERM);
   if (!uv_is_active((uv_handle_t *)&worker->kill_timer))
-    uv_timer_start(&worker->kill_timer, on_kill_timer, worker->sched->options.cancel_grace_ms, 0);
+    uv_timer_start(&worker->kill_timer, on_kill_timer, worker->run.sched->options.cancel_grace_ms, 0);
 }
 
 int sched_cancel(sched_t *sched, int64_t id, int *running) {
@@ -713,8 +766,18 @@ int sched_cancel(sched_t *sched, int64_t id, int *running) {
   if (worker) {
     *running = 1;
     worker->cancel_requested = 1;
-    log_printf(worker, "[mapsaged] cancel requested");
+    log_printf(&worker->run, "[mapsaged] cancel requested");
     terminate(worker);
+    return 0;
+  }
+  remote_t *remote = find_remote(sched, id);
+  if (remote) { /* its worker learns it from the answer to its next post (409) */
+    *running = 0;
+    log_printf(&remote->run, "[mapsaged] cancel requested: the remote worker is refused from now on");
+    flush_batch(sched);
+    record_outcome(sched, &(outcome_t){.experiment_id = id, .status = DB_CANCELLED, .error = "cancelled"});
+    forget_remote(sched, remote);
+    sched_kick(sched);
     return 0;
   }
   *running = 0;
@@ -742,4 +805,110 @@ void sched_stop(sched_t *sched, void (*done)(void *data), void *data) {
     w->stop_requested = 1;
     terminate(w);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// remote runs: events over HTTP
+
+/* Calls `each` with every non-empty line of `body` (a final '\r' taken off) and its
+ * 1-based number; stops when it returns nonzero. */
+static void for_each_line(const char *body, size_t length,
+                          int (*each)(void *context, const char *line, size_t length, int number), void *context) {
+  int number = 0;
+  for (size_t at = 0; at < length;) {
+    const char *end = memchr(body + at, '\n', length - at);
+    size_t line_length = end ? (size_t)(end - (body + at)) : length - at;
+    number++;
+    size_t kept = line_length > 0 && body[at + line_length - 1] == '\r' ? line_length - 1 : line_length;
+    if (kept > 0 && each(context, body + at, kept, number)) return;
+    at += line_length + 1;
+  }
+}
+
+typedef struct {
+  sched_post_t *post;
+  run_t *run;
+} post_context_t;
+
+static int check_line(void *context, const char *line, size_t length, int number) {
+  sched_post_t *post = ((post_context_t *)context)->post;
+  ev_t event;
+  char error[256];
+  if (length > EV_LINE_MAX)
+    snprintf(error, sizeof error, "longer than %d bytes", EV_LINE_MAX);
+  else if (ev_parse(line, length, &event, error, sizeof error) == 0) {
+    ev_release(&event);
+    return 0;
+  }
+  if (post->errors == NULL) post->errors = json_array();
+  json_array_append_new(post->errors, json_pack("{s:i, s:s}", "line", number, "message", error));
+  return json_array_size(post->errors) >= 100; /* enough to fix the sender */
+}
+
+static int apply_line(void *context, const char *line, size_t length, int number) {
+  (void)number;
+  post_context_t *post_context = context;
+  apply_event_line(post_context->run, line, length);
+  post_context->post->accepted++;
+  return 0;
+}
+
+int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, sched_post_t *post) {
+  memset(post, 0, sizeof *post);
+  db_t *db = sched->options.db;
+  int result = db_experiment_status(db, id, post->status, sizeof post->status);
+  if (result != 0) return result;
+  worker_t *worker = find_worker(sched, id);
+  if (worker) {
+    snprintf(post->message, sizeof post->message, "experiment %lld runs on a worker of this daemon (pid %d)",
+             (long long)id, worker->process.pid);
+    return -EBUSY;
+  }
+  remote_t *remote = find_remote(sched, id);
+  if (remote == NULL && db_status_is_terminal(post->status)) {
+    snprintf(post->message, sizeof post->message, "experiment %lld has ended (%s): stop its worker", (long long)id,
+             post->status);
+    return -EALREADY;
+  }
+  if (remote == NULL && strcmp(post->status, DB_RUNNING) == 0) {
+    snprintf(post->message, sizeof post->message, "experiment %lld is running and its events come from elsewhere",
+             (long long)id);
+    return -EBUSY;
+  }
+  /* Every line is checked before any is applied: a post is taken whole or not at all. */
+  post_context_t context = {post, NULL};
+  for_each_line(body, length, check_line, &context);
+  if (post->errors) return -EINVAL;
+  if (remote == NULL) { /* queued or interrupted: the first post claims it */
+    if ((remote = calloc(1, sizeof *remote)) == NULL) return -ENOMEM;
+    remote->run.sched = sched;
+    remote->run.experiment_id = id;
+    if ((result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
+      free(remote);
+      return result;
+    }
+    remote->next = sched->remotes;
+    sched->remotes = remote;
+    fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, remote: events over HTTP)\n", (long long)id,
+            remote->run.attempt);
+    sse_publish_status(sched->options.hub, id);
+  }
+  context.run = &remote->run;
+  for_each_line(body, length, apply_line, &context);
+  if (remote->run.finished_status) {
+    int succeeded = strcmp(remote->run.finished_status, "succeeded") == 0;
+    outcome_t outcome = {.experiment_id = id,
+                         .status = succeeded ? DB_SUCCEEDED : DB_FAILED,
+                         .error = succeeded                    ? NULL
+                                  : remote->run.finished_error ? remote->run.finished_error
+                                                               : "the worker reported a failure without saying why",
+                         .summary = succeeded ? remote->run.summary_json : NULL};
+    flush_batch(sched);
+    record_outcome(sched, &outcome);
+    fprintf(stderr, "mapsaged: experiment %lld %s (remote)\n", (long long)id, outcome.status);
+    forget_remote(sched, remote);
+    sched_kick(sched);
+  }
+  db_experiment_status(db, id, post->status, sizeof post->status);
+  return 0;
 }

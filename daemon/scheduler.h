@@ -56,6 +56,21 @@ int sched_max_workers(const sched_t *sched);
  * when it has already ended. */
 int sched_cancel(sched_t *sched, int64_t id, int *running);
 
+/* Events of a run whose worker runs elsewhere (POST /api/experiments/{id}/events): one
+ * protocol line each in `body`, as a local worker prints them. Every line is checked first:
+ * -EINVAL with post->errors ([{"line", "message"}]) when one is not a protocol event, and
+ * then none is applied. The first post claims a queued or interrupted experiment (it
+ * becomes running, attempt + 1, and no local worker is started for it); a `finished`
+ * event ends it. -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs
+ * elsewhere unclaimed; -EALREADY: it has ended (cancelled, say): post->message says which. */
+typedef struct {
+  int accepted;       /* events applied */
+  json_t *errors;     /* -EINVAL: what was wrong, line by line; the caller's to free */
+  char message[256];  /* -EBUSY, -EALREADY: why */
+  char status[32];    /* the experiment's status after the post */
+} sched_post_t;
+int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, sched_post_t *post);
+
 /* An experiment ended without success: the runs waiting for it as their teacher fail,
  * saying why. */
 void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status, const char *error);

@@ -1,6 +1,7 @@
 """test_api.py — the daemon end to end: the real mapsaged, real mapsage-worker processes,
 real HTTP and a real SQLite file. Submit → queue → worker → live stream → SQL, cancel,
 crashes, a daemon killed mid-run, and every kind of bad request."""
+import json
 import os
 import re
 import signal
@@ -398,6 +399,87 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("since_step", answer["error"])
         # The daemon is still well.
         self.assertEqual("ok", d.get("/api/health")[2]["status"])
+
+
+class RemoteWorker(unittest.TestCase):
+    """A worker on another machine posts the same protocol lines over HTTP."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=0)  # nothing runs here: every run is remote
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    def post(self, experiment_id, events):
+        body = "\n".join(e if isinstance(e, str) else json.dumps(e) for e in events) + "\n"
+        return self.daemon.request("POST", "/api/experiments/%d/events" % experiment_id, body,
+                                   {"Content-Type": "application/x-ndjson"})
+
+    def test_a_remote_run_from_claim_to_result(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote"))
+        self.assertEqual("queued", d.experiment(experiment_id)["status"])
+        stream = d.stream(experiment_id)
+        self.assertEqual("queued", next(stream)["data"]["status"])
+        status, _, body = self.post(experiment_id, [
+            {"event": "started", "host": "gpu-7", "pid": 4242},
+            {"event": "stage", "step": 0, "epoch": 1, "stage": 0, "name": "main"},
+            {"event": "metric", "step": 1, "epoch": 1, "stage": 0, "values": {"loss/total": 2.5, "lr": 0.1}},
+            {"event": "metric", "step": 2, "epoch": 1, "stage": 0, "values": {"loss/total": 2.0, "lr": 0.1}},
+            {"event": "log", "level": "info", "message": "hello from gpu-7"}])
+        self.assertEqual(200, status, body)
+        self.assertEqual({"accepted": 5, "status": "running"}, body)
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("running", experiment["status"])
+        self.assertEqual(1, experiment["attempts"])
+        self.assertEqual("gpu-7", experiment["worker"]["host"])
+        status, _, body = self.post(experiment_id, [
+            {"event": "metric", "step": 3, "epoch": 1, "stage": 0, "values": {"loss/total": 1.5, "lr": 0.1}},
+            {"event": "eval", "step": 3, "epoch": 1, "stage": 0, "split": "test", "values": {"accuracy": 0.75}},
+            {"event": "finished", "status": "succeeded", "summary": {"final_test_accuracy": 0.75}}])
+        self.assertEqual({"accepted": 3, "status": "succeeded"}, body)
+        events = list(stream)
+        stream.close()
+        self.assertEqual([1, 2, 3], [e["data"]["step"] for e in events if e["event"] == "metric"])
+        self.assertEqual("succeeded", events[-1]["data"]["status"])
+        experiment = d.experiment(experiment_id)
+        self.assertEqual(0.75, experiment["summary"]["final_test_accuracy"])
+        self.assertEqual([2.5, 2.0, 1.5], d.get("/api/experiments/%d/metrics" % experiment_id)[2]["loss/total"]["value"])
+        self.assertIn("hello from gpu-7", d.get("/api/experiments/%d/log" % experiment_id)[2])
+        status, _, body = self.post(experiment_id, [{"event": "metric", "step": 4, "epoch": 1, "stage": 0,
+                                                     "values": {"loss/total": 1.0}}])
+        self.assertEqual(409, status)
+        self.assertIn("has ended (succeeded)", body["error"])
+
+    def test_bad_lines_are_named_and_nothing_is_applied(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-bad"))
+        status, _, body = self.post(experiment_id, [
+            {"event": "metric", "step": 1, "epoch": 1, "stage": 0, "values": {"loss/total": 2.5}},
+            "this is not json",
+            {"event": "metric", "step": "two", "epoch": 1, "stage": 0, "values": {}}])
+        self.assertEqual(400, status)
+        self.assertEqual("invalid events: none was applied", body["error"])
+        self.assertEqual([2, 3], [e["line"] for e in body["errors"]])
+        self.assertIn("step", body["errors"][1]["message"])
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("queued", experiment["status"], "a refused post claims nothing")
+        self.assertEqual({}, d.get("/api/experiments/%d/metrics" % experiment_id)[2])
+        self.assertEqual(404, self.post(999999, [{"event": "log", "level": "info", "message": "x"}])[0])
+
+    def test_a_cancelled_remote_run_refuses_its_worker(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-cancel"))
+        self.assertEqual(200, self.post(experiment_id, [{"event": "started", "host": "gpu-8"}])[0])
+        status, _, body = d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
+        self.assertEqual(200, status, body)
+        self.assertEqual("cancelled", d.experiment(experiment_id)["status"])
+        status, _, body = self.post(experiment_id, [{"event": "metric", "step": 1, "epoch": 1, "stage": 0,
+                                                     "values": {"loss/total": 2.5}}])
+        self.assertEqual(409, status)
+        self.assertIn("has ended (cancelled)", body["error"])
 
 
 class Restart(unittest.TestCase):
