@@ -46,6 +46,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "event.h"
@@ -403,6 +404,12 @@ static int train__save(train_t *t, const train__partial_t *partial, char *error,
     return util_error(error, error_size, -EIO, "cannot write the checkpoint event of epoch %d",
                         epoch);
   t->saved_step = t->step;
+  if (!partial) { /* the epoch's own checkpoint replaces the one a stop left inside it */
+    char stale[PATH_MAX];
+    if (snprintf(stale, sizeof stale, "%s/epoch-%04d-partial.ckpt", t->options.checkpoint_dir, epoch) <
+        (int)sizeof stale)
+      unlink(stale);
+  }
   return 0;
 }
 
