@@ -72,6 +72,18 @@ typedef struct {
   sqlite3_stmt *statement;
 } cached_statement_t;
 
+/* The page's detail arrays (EXPERIMENT_DETAIL_COLUMNS) of recently shown experiments, as
+ * the JSON written for them. They change only when this file writes a stage start, an
+ * evaluation, a new curve's name or a checkpoint, and each of those forgets the
+ * experiment's entry (forget_details): a GET then reads the experiment's row alone, which
+ * took a third of the time of reading the arrays too. */
+#define DETAILS_CACHE_SIZE 16
+typedef struct {
+  int64_t experiment_id; /* 0: empty */
+  char *text;
+  size_t length;
+} cached_details_t;
+
 struct db {
   sqlite3 *sql;
   sqlite3_stmt *insert_metric, *insert_eval, *insert_stage, *insert_log, *insert_series, *update_progress;
@@ -87,6 +99,8 @@ struct db {
   seen_t seen[SEEN_SLOTS];
   int n_seen;
   db_counters_t counters;
+  cached_details_t details[DETAILS_CACHE_SIZE];
+  int next_details; /* the slot the next one takes (the oldest) */
 };
 
 static const char *const terminal_statuses[] = {DB_SUCCEEDED, DB_FAILED, DB_CANCELLED};
@@ -268,6 +282,7 @@ void db_close(db_t *db) {
   sqlite3_finalize(db->insert_series);
   sqlite3_finalize(db->update_progress);
   for (int i = 0; i < db->n_statements; i++) sqlite3_finalize(db->statements[i].statement);
+  for (int i = 0; i < DETAILS_CACHE_SIZE; i++) free(db->details[i].text);
   sqlite3_close(db->sql);
   for (int i = 0; i < SEEN_SLOTS; i++) free(db->seen[i].name);
   free(db->rows);
@@ -332,17 +347,44 @@ static void write_experiment(json_text_t *out, sqlite3_stmt *row, int with_confi
   write_json_column(out, row, 12);
   json_text_literal(out, ",\"teacher\":");
   write_column(out, row, 15);
-  if (with_config) { /* and EXPERIMENT_DETAIL_COLUMNS */
-    static const struct {
-      const char *key;
-      int column;
-    } details[] = {{",\"config\":", 16}, {",\"worker\":", 17}, {",\"stages\":", 18}, {",\"series\":", 19},
-                   {",\"checkpoints\":", 20}};
-    for (size_t i = 0; i < ARRAY_SIZE(details); i++) {
-      json_text_literal(out, details[i].key);
-      write_json_column(out, row, details[i].column);
-    }
+  if (with_config) {
+    json_text_literal(out, ",\"config\":");
+    write_json_column(out, row, 16);
+    json_text_literal(out, ",\"worker\":");
+    write_json_column(out, row, 17);
   }
+}
+
+/* EXPERIMENT_DETAIL_COLUMNS of a row, after write_experiment's fields. */
+static void write_details(json_text_t *out, sqlite3_stmt *row) {
+  json_text_literal(out, ",\"stages\":");
+  write_json_column(out, row, 18);
+  json_text_literal(out, ",\"series\":");
+  write_json_column(out, row, 19);
+  json_text_literal(out, ",\"checkpoints\":");
+  write_json_column(out, row, 20);
+}
+
+static cached_details_t *find_details(db_t *db, int64_t id) {
+  for (int i = 0; i < DETAILS_CACHE_SIZE; i++)
+    if (db->details[i].experiment_id == id) return &db->details[i];
+  return NULL;
+}
+
+static void forget_details(db_t *db, int64_t id) {
+  cached_details_t *details = find_details(db, id);
+  if (details == NULL) return;
+  free(details->text);
+  *details = (cached_details_t){0};
+}
+
+static void remember_details(db_t *db, int64_t id, const char *text, size_t length) {
+  char *copy = malloc(length);
+  if (copy == NULL) return; /* shown without the cache, then */
+  memcpy(copy, text, length);
+  cached_details_t *slot = &db->details[db->next_details++ % DETAILS_CACHE_SIZE];
+  free(slot->text);
+  *slot = (cached_details_t){id, copy, length};
 }
 
 int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
@@ -407,9 +449,11 @@ json_t *db_select(db_t *db, const char *text, int64_t first, int64_t second) {
 
 int db_experiment_text(db_t *db, int64_t id, int with_config, char **text, size_t *length) {
   sqlite3_stmt *statement = NULL;
+  const cached_details_t *details = with_config ? find_details(db, id) : NULL;
   if (cached_statement(db,
-                       with_config ? "SELECT " EXPERIMENT_COLUMNS EXPERIMENT_DETAIL_COLUMNS " FROM experiments WHERE id = ?1"
-                                   : "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1",
+                       with_config && !details
+                           ? "SELECT " EXPERIMENT_COLUMNS EXPERIMENT_DETAIL_COLUMNS " FROM experiments WHERE id = ?1"
+                           : "SELECT " EXPERIMENT_COLUMNS " FROM experiments WHERE id = ?1",
                        &statement) != 0)
     return fail_sql(db, "get experiment");
   sqlite3_bind_int64(statement, 1, id);
@@ -418,6 +462,15 @@ int db_experiment_text(db_t *db, int64_t id, int with_config, char **text, size_
   int code = sqlite3_step(statement);
   int result = code == SQLITE_ROW ? 0 : code == SQLITE_DONE ? -ENOENT : fail_sql(db, "get experiment");
   if (result == 0) write_experiment(&out, statement, with_config);
+  if (result == 0 && with_config) {
+    if (details) {
+      json_text_raw(&out, details->text, details->length);
+    } else {
+      size_t start = out.length;
+      write_details(&out, statement);
+      if (!out.failed) remember_details(db, id, out.data + start, out.length - start);
+    }
+  }
   release_statement(db, statement);
   json_text_literal(&out, "}");
   if (result == 0 && (*text = json_text_take(&out, length)) == NULL) result = -ENOMEM;
@@ -608,6 +661,7 @@ int db_fail_dependents(db_t *db, int64_t teacher_id, const char *error, void (*e
 
 int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const char *path, int64_t bytes) {
   sqlite3_stmt *statement = NULL;
+  forget_details(db, id);
   if (cached_statement(db,
                        "INSERT OR REPLACE INTO checkpoints (experiment_id, epoch, step, path, bytes) "
                        "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -792,6 +846,7 @@ static int write_metrics(db_t *db) {
     const row_t *row = &db->rows[i];
     if (row->kind != ROW_METRIC) continue;
     if (!series_seen(db, row->experiment_id, db->arena + row->text)) {
+      forget_details(db, row->experiment_id);
       sqlite3_bind_int64(db->insert_series, 1, row->experiment_id);
       sqlite3_bind_text(db->insert_series, 2, db->arena + row->text, (int)row->text_length, SQLITE_STATIC);
       result = step_done(db, db->insert_series);
@@ -825,6 +880,7 @@ int db_flush(db_t *db) {
     switch (row->kind) {
     case ROW_METRIC: break; /* written above */
     case ROW_EVAL:
+      forget_details(db, row->experiment_id); /* its name may be a new curve */
       statement = db->insert_eval;
       sqlite3_bind_int64(statement, 1, row->experiment_id);
       sqlite3_bind_text(statement, 2, ev_split_name(row->split), -1, SQLITE_STATIC);
@@ -837,6 +893,7 @@ int db_flush(db_t *db) {
       result = step_done(db, statement);
       break;
     case ROW_STAGE:
+      forget_details(db, row->experiment_id);
       statement = db->insert_stage;
       sqlite3_bind_int64(statement, 1, row->experiment_id);
       sqlite3_bind_int64(statement, 2, row->stage);

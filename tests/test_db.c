@@ -220,6 +220,50 @@ static void test_large_flush(db_t *db) {
   json_decref(curves);
 }
 
+/* The arrays of an experiment's page (stage starts, curve names, checkpoints) are kept
+ * between GETs: every write that changes them must show in the next GET. */
+static void test_details_follow_writes(db_t *db) {
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "details", 0, 0, "{\"stages\":[]}", &id));
+  json_t *experiment = db_experiment_get(db, id, 1);
+  CHECK_INT(0, json_array_size(json_object_get(experiment, "checkpoints")));
+  CHECK_INT(0, json_array_size(json_object_get(experiment, "series")));
+  json_decref(experiment);
+  experiment = db_experiment_get(db, id, 1); /* from the kept arrays, still empty */
+  CHECK_INT(0, json_array_size(json_object_get(experiment, "stages")));
+  json_decref(experiment);
+
+  CHECK_INT(0, db_checkpoint_add(db, id, 1, 10, "/tmp/epoch-0001.ckpt", 100));
+  experiment = db_experiment_get(db, id, 1);
+  CHECK_INT(1, json_array_size(json_object_get(experiment, "checkpoints")));
+  json_decref(experiment);
+
+  ev_t stage = make_event(EV_STAGE, 10, 2, EV_SPLIT_TRAIN, NULL);
+  stage.name = "second";
+  stage.stage = 1;
+  CHECK_INT(0, db_batch_event(db, id, &stage));
+  add(db, id, EV_METRIC, 11, 2, 0, json_pack("{s:f}", "loss/new", 1.0));
+  CHECK_INT(0, db_flush(db));
+  experiment = db_experiment_get(db, id, 1);
+  CHECK_STR("second", json_string_value(json_object_get(json_array_get(json_object_get(experiment, "stages"), 0),
+                                                        "name")));
+  CHECK_STR("loss/new", json_string_value(json_array_get(json_object_get(experiment, "series"), 0)));
+  json_decref(experiment);
+
+  add(db, id, EV_EVAL, 11, 2, EV_SPLIT_VAL, json_pack("{s:f}", "accuracy", 0.5));
+  CHECK_INT(0, db_flush(db));
+  experiment = db_experiment_get(db, id, 1);
+  CHECK_INT(2, json_array_size(json_object_get(experiment, "series"))); /* loss/new, val/accuracy */
+  json_decref(experiment);
+  /* A metric already known changes no array: the next GET reads the same ones. */
+  add(db, id, EV_METRIC, 12, 2, 0, json_pack("{s:f}", "loss/new", 0.5));
+  CHECK_INT(0, db_flush(db));
+  experiment = db_experiment_get(db, id, 1);
+  CHECK_INT(2, json_array_size(json_object_get(experiment, "series")));
+  CHECK_INT(12, json_integer_value(json_object_get(json_object_get(experiment, "progress"), "step")));
+  json_decref(experiment);
+}
+
 static void test_teachers_and_checkpoints(db_t *db) {
   int64_t teacher, student, other;
   CHECK_INT(0, db_experiment_insert(db, "teacher", 0, 0, "{\"stages\":[]}", &teacher));
@@ -357,6 +401,7 @@ int main(void) {
   test_life_cycle(db);
   test_batch_and_curves(db);
   test_large_flush(db);
+  test_details_follow_writes(db);
   test_teachers_and_checkpoints(db);
   test_stage_replay(db);
   db_close(db);
