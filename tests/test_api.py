@@ -6,12 +6,14 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mapsage_testlib import Daemon, synthetic_config  # noqa: E402
+from mapsage_testlib import BIN_DIR, Daemon, synthetic_config  # noqa: E402
 
 LONG = dict(epochs=400, train_size=4096)  # runs for many seconds: something to cancel or kill
 
@@ -452,6 +454,50 @@ class RemoteWorker(unittest.TestCase):
                                                      "values": {"loss/total": 1.0}}])
         self.assertEqual(409, status)
         self.assertIn("has ended (succeeded)", body["error"])
+
+    def remote_worker(self, experiment_id, directory):
+        return subprocess.Popen([os.path.join(BIN_DIR, "mapsage-worker"), "--server", self.daemon.url.rstrip("/"),
+                                 "--experiment", str(experiment_id), "--checkpoint-dir", directory],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def test_mapsage_worker_with_server_runs_a_remote_experiment(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-real", epochs=3))
+        with tempfile.TemporaryDirectory() as directory:
+            worker = self.remote_worker(experiment_id, directory)
+            out, err = worker.communicate(timeout=120)
+            self.assertEqual(0, worker.returncode, err)
+            self.assertEqual("", out, "events go to the daemon, not to stdout")
+            self.assertTrue(os.path.exists(os.path.join(directory, "epoch-0003.ckpt")))
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("succeeded", experiment["status"], experiment["error"])
+        self.assertEqual(3, experiment["progress"]["epoch"])
+        self.assertGreater(experiment["summary"]["final_test_accuracy"], 0.9)
+        curves = d.get("/api/experiments/%d/metrics" % experiment_id)[2]
+        steps = curves["loss/total"]["step"]
+        self.assertEqual(list(range(1, len(steps) + 1)), steps, "every step, once")
+        self.assertEqual(experiment["summary"]["steps"], len(steps))
+        self.assertEqual([1, 2, 3], curves["test/accuracy"]["epoch"])
+        self.assertEqual(3, len(experiment["checkpoints"]))
+
+    def test_a_cancel_stops_a_remote_mapsage_worker(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-stopped", **LONG))
+        with tempfile.TemporaryDirectory() as directory:
+            worker = self.remote_worker(experiment_id, directory)
+            d.wait_status(experiment_id, ["running"])
+            stream = d.stream(experiment_id)
+            for event in stream:
+                if event["event"] == "metric":
+                    break
+            stream.close()
+            self.assertEqual(200, d.request("POST", "/api/experiments/%d/cancel" % experiment_id)[0])
+            _, err = worker.communicate(timeout=60)
+            self.assertEqual(3, worker.returncode, err)
+            self.assertIn("the daemon takes no more events", err)
+        self.assertEqual("cancelled", d.experiment(experiment_id)["status"])
+        self.assertEqual(2, subprocess.run([os.path.join(BIN_DIR, "mapsage-worker"), "--server", "ftp://x",
+                                            "--experiment", "1"], capture_output=True).returncode)
 
     def test_bad_lines_are_named_and_nothing_is_applied(self):
         d = self.daemon

@@ -2,12 +2,15 @@
  *
  * The daemon spawns it with the experiment's config on stdin and reads one JSON event per
  * line from stdout (started, metric…, eval…, stage, checkpoint, log, finished); stderr is the
- * run's human log. With --checkpoint-dir it writes epoch-NNNN.ckpt files there; with --resume
- * it goes on from one. A distillation run loads its teacher from the teacher's checkpoint
- * (the config's teacher.checkpoint, which the daemon fills in for an experiment teacher). Exit
- * status: 0 succeeded, 1 failed (a `finished` event says why), 2 bad command line, 128+N
- * stopped by signal N (SIGTERM → 143, with no `finished` event: the daemon, which sent the
- * signal, decides the run was cancelled). */
+ * run's human log. With --server it runs where the daemon did not start it (a cluster node):
+ * the config comes from GET /api/experiments/{id} and the same events go to POST
+ * /api/experiments/{id}/events (report.h). With --checkpoint-dir it writes epoch-NNNN.ckpt
+ * files there; with --resume it goes on from one. A distillation run loads its teacher from
+ * the teacher's checkpoint (the config's teacher.checkpoint, which the daemon fills in for an
+ * experiment teacher it spawns a worker for). Exit status: 0 succeeded, 1 failed (a
+ * `finished` event says why), 2 bad command line, 3 the daemon took no more events (the run
+ * was cancelled there), 128+N stopped by signal N (SIGTERM → 143, with no `finished` event:
+ * the daemon, which sent the signal, decides the run was cancelled). */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -19,12 +22,14 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#include <curl/curl.h>
 #include <jansson.h>
 
 #include "config.h"
 #include "data.h"
 #include "event.h"
 #include "nn.h"
+#include "report.h"
 #include "teacher.h"
 #include "train.h"
 #include "util.h"
@@ -39,15 +44,21 @@ static volatile sig_atomic_t worker_stop;
 
 static void worker_on_signal(int signal_number) { worker_stop = signal_number; }
 
+/* Where events go: stdout under the daemon, the daemon's HTTP API with --server. */
+static FILE *worker_events;
+
 static void worker_usage(FILE *out) {
   fprintf(out,
           "usage: mapsage-worker --experiment ID [--checkpoint-dir DIR] [--dataset-dir DIR]\n"
-          "                      [--threads N] [--resume PATH]\n"
+          "                      [--threads N] [--resume PATH] [--server URL [--token-file FILE]]\n"
           "\n"
           "Runs one MapSage experiment. The experiment config (JSON) is read from stdin; events\n"
           "(one JSON object per line) go to stdout; progress goes to stderr.\n"
           "\n"
           "  --experiment ID       the experiment's id in the daemon (required)\n"
+          "  --server URL          run it for the daemon at URL (http://host:8787) from here:\n"
+          "                        the config from the daemon, the events to it over HTTP\n"
+          "  --token-file FILE     the daemon's bearer token, with --server (env MAPSAGE_TOKEN_FILE)\n"
           "  --checkpoint-dir DIR  write a checkpoint (epoch-NNNN.ckpt) there every\n"
           "                        checkpoint_every epochs and after the last; none without it\n"
           "  --dataset-dir DIR     Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
@@ -68,8 +79,8 @@ static int worker_fail(int quiet, const char *format, ...) {
   vsnprintf(message, sizeof message, format, args);
   va_end(args);
   if (!quiet) fprintf(stderr, "mapsage-worker: %s\n", message);
-  ev_write(stdout, json_pack("{s:s, s:s, s:s}", "event", "finished", "status", "failed", "error",
-                             message));
+  ev_write(worker_events, json_pack("{s:s, s:s, s:s}", "event", "finished", "status", "failed", "error",
+                                    message));
   return 1;
 }
 
@@ -95,19 +106,22 @@ static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME };
+  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE };
   static const struct option options[] = {
       {"experiment", required_argument, NULL, 'e'},
       {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
       {"dataset-dir", required_argument, NULL, OPT_DATASET_DIR},
       {"threads", required_argument, NULL, 't'},
       {"resume", required_argument, NULL, OPT_RESUME},
+      {"server", required_argument, NULL, OPT_SERVER},
+      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   long long experiment = 0, threads = 1;
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
-  const char *resume = NULL, *checkpoint_dir = NULL;
+  const char *resume = NULL, *checkpoint_dir = NULL, *server = NULL;
+  const char *token_file = getenv("MAPSAGE_TOKEN_FILE");
   int option;
   while ((option = getopt_long(argc, argv, "e:t:h", options, NULL)) != -1) {
     switch (option) {
@@ -134,6 +148,12 @@ int main(int argc, char **argv) {
     case OPT_RESUME:
       resume = optarg;
       break;
+    case OPT_SERVER:
+      server = optarg;
+      break;
+    case OPT_TOKEN_FILE:
+      token_file = optarg;
+      break;
     case 'h':
       worker_usage(stdout);
       return 0;
@@ -153,6 +173,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!dataset_dir || !dataset_dir[0]) dataset_dir = DATA_DEFAULT_DIR;
+  if (server && strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0) {
+    fprintf(stderr, "mapsage-worker: --server: expected http://host:port, not \"%s\"\n", server);
+    return 2;
+  }
+  worker_events = stdout;
 
   /* SIGTERM (the daemon's cancel) and SIGINT stop training at the next step. A daemon that
    * went away must not kill us silently mid-write: EPIPE is reported instead. */
@@ -176,8 +201,30 @@ int main(int argc, char **argv) {
   int have_data = 0, have_model = 0, have_teacher = 0, have_trainer = 0, status = 1;
   char error[2048], checkpoints[PATH_MAX];
 
-  int rc = util_read_file("-", WORKER_CONFIG_LIMIT, &text, &length);
-  if (rc) {
+  int rc;
+  char *token = NULL;
+  if (server) {
+    /* Until the stream is open, failures can only be said on stderr. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    size_t token_length = 0;
+    if (token_file && token_file[0] && (rc = util_read_file(token_file, 4096, &token, &token_length)) != 0) {
+      fprintf(stderr, "mapsage-worker: --token-file %s: %s\n", token_file, strerror(-rc));
+      return 2;
+    }
+    while (token && token_length > 0 && strchr(" \t\r\n", token[token_length - 1])) token[--token_length] = '\0';
+    const report_target_t target = {server, experiment, token};
+    if ((rc = report_fetch_config(&target, &text, &length, error, sizeof error)) != 0) {
+      fprintf(stderr, "mapsage-worker: %s\n", error);
+      free(token);
+      return 1;
+    }
+    if ((worker_events = report_open(&target, &worker_stop, error, sizeof error)) == NULL) {
+      fprintf(stderr, "mapsage-worker: %s\n", error);
+      free(token);
+      free(text);
+      return 1;
+    }
+  } else if ((rc = util_read_file("-", WORKER_CONFIG_LIMIT, &text, &length)) != 0) {
     status = worker_fail(0, "cannot read the config from stdin: %s",
                          rc == -EFBIG ? "larger than 1 MiB" : strerror(-rc));
     goto out;
@@ -240,7 +287,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "teacher %s: %zu parameters, test accuracy %.4f, loss %.4f\n", teacher.path,
             teacher_params(&teacher), teacher.test_accuracy, teacher.test_loss);
   }
-  train_options_t train_options = {.events = stdout,
+  train_options_t train_options = {.events = worker_events,
                                    .log = stderr,
                                    .stop = &worker_stop,
                                    .teacher = have_teacher ? &teacher : NULL,
@@ -271,8 +318,8 @@ int main(int argc, char **argv) {
                               "params", train_params_json(&trainer), "dataset", dataset);
   if (started && have_teacher) json_object_set_new(started, "teacher", worker_teacher_json(config, &teacher));
   if (started && resume) json_object_set_new(started, "resumed_from", json_string(resume));
-  if (ev_write(stdout, started) != 0) {
-    fprintf(stderr, "mapsage-worker: cannot write to stdout\n");
+  if (ev_write(worker_events, started) != 0) {
+    fprintf(stderr, "mapsage-worker: cannot write the started event\n");
     goto out;
   }
   fprintf(stderr, "%s: %d train, %d val, %d test examples; %zu parameters (%zu training now); "
@@ -285,11 +332,17 @@ int main(int argc, char **argv) {
     status = worker_fail(0, "%s", error);
     goto out;
   }
+  if (summary.stopped && worker_stop == REPORT_STOPPED_BY_DAEMON) {
+    fprintf(stderr, "mapsage-worker: stopped after step %lld: the daemon took no more events\n",
+            (long long)summary.steps);
+    status = 3;
+    goto out;
+  }
   if (summary.stopped) {
     int signal_number = (int)worker_stop;
     fprintf(stderr, "mapsage-worker: stopped by signal %d (%s) after step %lld\n", signal_number,
             strsignal(signal_number), (long long)summary.steps);
-    ev_write_log(stdout, "warning", "stopped by signal %d (%s) after step %lld", signal_number,
+    ev_write_log(worker_events, "warning", "stopped by signal %d (%s) after step %lld", signal_number,
                  strsignal(signal_number), (long long)summary.steps);
     status = 128 + signal_number;
     goto out;
@@ -297,14 +350,20 @@ int main(int argc, char **argv) {
   fprintf(stderr, "finished: %d epochs, %lld steps in %.1f s (%.0f examples/s); test accuracy %.4f\n",
           summary.epochs, (long long)summary.steps, summary.seconds, summary.examples_per_s,
           summary.final_test_accuracy);
-  if (ev_write(stdout, json_pack("{s:s, s:s, s:o}", "event", "finished", "status", "succeeded",
-                                 "summary", train_summary_to_json(&summary))) != 0) {
-    fprintf(stderr, "mapsage-worker: cannot write to stdout\n");
+  if (ev_write(worker_events, json_pack("{s:s, s:s, s:o}", "event", "finished", "status", "succeeded",
+                                        "summary", train_summary_to_json(&summary))) != 0) {
+    fprintf(stderr, "mapsage-worker: cannot write the finished event\n");
     goto out;
   }
   status = 0;
 
 out:
+  if (worker_events != stdout && fclose(worker_events) != 0 && status == 0) {
+    fprintf(stderr, "mapsage-worker: the last events did not reach the daemon\n");
+    status = 1;
+  }
+  if (server) curl_global_cleanup();
+  free(token);
   if (have_trainer) train_free(&trainer);
   if (have_teacher) teacher_free(&teacher);
   if (have_model) nn_model_free(&model);

@@ -1,0 +1,39 @@
+/* report.h — a worker's events over HTTP, for a worker the daemon does not spawn (a cluster
+ * node, `sbatch`): DESIGN.md's second transport of the one protocol.
+ *
+ * mapsage-worker --server URL reads its experiment's config from GET
+ * /api/experiments/{id} and writes its events to the FILE* report_open() returns, exactly
+ * as it writes them to stdout under the daemon. The stream posts them to POST
+ * /api/experiments/{id}/events: metric lines in batches (every REPORT_BATCH_MS or
+ * REPORT_BATCH_BYTES), every other event at once. A post that fails for the network or a
+ * 5xx is tried again for about a minute before the write fails. When the daemon answers 409
+ * (the run was cancelled, or has ended there) the stream raises `stop`, so the training
+ * loop stops at its next step, and drops what follows. */
+#ifndef MAPSAGE_REPORT_H
+#define MAPSAGE_REPORT_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define REPORT_BATCH_MS 250
+#define REPORT_BATCH_BYTES 65536
+#define REPORT_STOPPED_BY_DAEMON (-1) /* the value `stop` is given on a 409 */
+
+/* Where the daemon is and how to talk to it. */
+typedef struct {
+  const char *server; /* "http://host:8787" */
+  int64_t experiment;
+  const char *token;  /* the bearer token, or NULL */
+} report_target_t;
+
+/* The experiment's config as JSON text (the caller frees it). Returns 0, or a negative
+ * errno with the reason in `error` (the server's own words when it answered). */
+int report_fetch_config(const report_target_t *target, char **text, size_t *length, char *error,
+                        size_t error_size);
+
+/* The events stream; fclose() posts what is left. NULL with the reason in `error`. */
+FILE *report_open(const report_target_t *target, volatile sig_atomic_t *stop, char *error, size_t error_size);
+
+#endif
