@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const split_names[EV_SPLIT_COUNT] = {"train", "val", "test", "teacher"};
@@ -44,11 +45,19 @@ static int get_count(json_t *root, const char *key, int64_t minimum, int64_t *ou
   return 0;
 }
 
-static int check_values(json_t *values, char *error, size_t error_size) {
+/* Checks the values object and lists its members in out->values (names owned by root). */
+static int take_values(json_t *values, ev_t *out, char *error, size_t error_size) {
   if (!json_is_object(values)) {
     snprintf(error, error_size, "values: %s", values ? "must be an object" : "is missing");
     return -EINVAL;
   }
+  ev_value_t *list = malloc((json_object_size(values) + 1) * sizeof *list);
+  if (list == NULL) {
+    snprintf(error, error_size, "out of memory");
+    return -ENOMEM;
+  }
+  out->storage = list;
+  out->values = list;
   const char *name;
   json_t *number;
   json_object_foreach(values, name, number) {
@@ -61,12 +70,126 @@ static int check_values(json_t *values, char *error, size_t error_size) {
       snprintf(error, error_size, "values.%s: must be a finite number", name);
       return -EINVAL;
     }
+    list[out->n_values++] = (ev_value_t){name, json_number_value(number)};
   }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// metric lines read directly
+
+/* The metric line exactly as json_dumps(JSON_COMPACT) writes it is read here without a
+ * JSON tree. Anything else, even valid JSON (spaces, another member order, an escape in a
+ * name, a number this reader does not take), returns 0 and goes to jansson, which then
+ * decides: this reader accepts only lines jansson accepts too, with the same result. */
+#define DIRECT_MAX_VALUES 64 /* more goes to jansson (names are checked for repeats pairwise) */
+
+/* An integer without sign or leading zero, up to 18 digits. */
+static const char *direct_count(const char *at, const char *end, int64_t *out) {
+  const char *start = at;
+  int64_t value = 0;
+  while (at < end && *at >= '0' && *at <= '9' && at - start < 18) value = value * 10 + (*at++ - '0');
+  if (at == start || (*start == '0' && at - start > 1) || (at < end && *at >= '0' && *at <= '9')) return NULL;
+  *out = value;
+  return at;
+}
+
+/* A JSON number (the grammar checked here, its value by strtod), finite. An integer is
+ * what jansson makes of it: an int64 (-0 is 0), so one beyond 18 digits goes to jansson. */
+static const char *direct_number(const char *at, const char *end, double *out) {
+  const char *start = at;
+  int negative = at < end && *at == '-';
+  at += negative;
+  if (at == end || *at < '0' || *at > '9') return NULL;
+  if (*at == '0') at++;
+  else while (at < end && *at >= '0' && *at <= '9') at++;
+  if (at == end || (*at != '.' && *at != 'e' && *at != 'E')) {
+    int64_t integer;
+    if (direct_count(start + negative, at, &integer) != at) return NULL;
+    *out = negative ? -(double)integer : (double)integer;
+    if (*out == 0) *out = 0; /* not -0 */
+    return at;
+  }
+  if (at < end && *at == '.') {
+    const char *digits = ++at;
+    while (at < end && *at >= '0' && *at <= '9') at++;
+    if (at == digits) return NULL;
+  }
+  if (at < end && (*at == 'e' || *at == 'E')) {
+    at++;
+    if (at < end && (*at == '+' || *at == '-')) at++;
+    const char *digits = at;
+    while (at < end && *at >= '0' && *at <= '9') at++;
+    if (at == digits) return NULL;
+  }
+  if (at - start > 40) return NULL;
+  char copy[48];
+  memcpy(copy, start, (size_t)(at - start));
+  copy[at - start] = '\0';
+  *out = strtod(copy, NULL);
+  return isfinite(*out) ? at : NULL;
+}
+
+static int expect(const char **at, const char *end, const char *literal) {
+  size_t length = strlen(literal);
+  if ((size_t)(end - *at) < length || memcmp(*at, literal, length) != 0) return 0;
+  *at += length;
+  return 1;
+}
+
+/* 1 when `line` was a metric line read directly into `out`, 0 to let jansson read it. */
+static int parse_metric_directly(const char *line, size_t length, ev_t *out) {
+  const char *at = line, *end = line + length;
+  int64_t step, epoch, stage;
+  if (!expect(&at, end, "{\"event\":\"metric\",\"step\":") || !(at = direct_count(at, end, &step)) || step < 1 ||
+      !expect(&at, end, ",\"epoch\":") || !(at = direct_count(at, end, &epoch)) ||
+      !expect(&at, end, ",\"stage\":") || !(at = direct_count(at, end, &stage)) ||
+      !expect(&at, end, ",\"values\":{"))
+    return 0;
+  /* One block: the values, then a copy of the line for their names. */
+  ev_value_t *values = malloc(DIRECT_MAX_VALUES * sizeof *values + length + 1);
+  if (values == NULL) return 0;
+  char *names = (char *)(values + DIRECT_MAX_VALUES);
+  memcpy(names, line, length);
+  names[length] = '\0';
+  int count = 0;
+  if (at < end && *at == '}') at++;
+  else
+    for (;;) {
+      if (count == DIRECT_MAX_VALUES || at == end || *at != '"') goto slow;
+      const char *name = ++at;
+      while (at < end && *at >= 0x20 && *at < 0x7f && *at != '"' && *at != '\\') at++;
+      size_t name_length = (size_t)(at - name);
+      if (at == end || *at != '"' || name_length == 0 || name_length >= EV_NAME_MAX) goto slow;
+      names[at - line] = '\0';
+      values[count].name = names + (name - line);
+      for (int i = 0; i < count; i++)
+        if (strcmp(values[i].name, values[count].name) == 0) goto slow; /* jansson refuses repeats */
+      at++;
+      if (!expect(&at, end, ":") || !(at = direct_number(at, end, &values[count].value))) goto slow;
+      count++;
+      if (at < end && *at == ',') {
+        at++;
+        continue;
+      }
+      if (at < end && *at == '}') {
+        at++;
+        break;
+      }
+      goto slow;
+    }
+  if (!expect(&at, end, "}") || at != end) goto slow;
+  *out = (ev_t){.type = EV_METRIC, .storage = values, .step = step, .epoch = epoch, .stage = stage,
+                .values = values, .n_values = count};
+  return 1;
+slow:
+  free(values);
   return 0;
 }
 
 int ev_parse(const char *line, size_t length, ev_t *out, char *error, size_t error_size) {
   memset(out, 0, sizeof *out);
+  if (parse_metric_directly(line, length, out)) return 0;
   json_error_t json_error;
   json_t *root = json_loadb(line, length, JSON_REJECT_DUPLICATES, &json_error);
   if (root == NULL) {
@@ -94,8 +217,7 @@ int ev_parse(const char *line, size_t length, ev_t *out, char *error, size_t err
         get_count(root, "epoch", 0, &out->epoch, error, error_size) ||
         get_count(root, "stage", 0, &out->stage, error, error_size))
       goto fail;
-    out->values = json_object_get(root, "values");
-    if (check_values(out->values, error, error_size)) goto fail;
+    if (take_values(json_object_get(root, "values"), out, error, error_size)) goto fail;
     if (out->type == EV_EVAL) {
       const char *split = json_string_value(json_object_get(root, "split"));
       int index = split ? ev_split_from_name(split) : -1;
@@ -150,12 +272,24 @@ int ev_parse(const char *line, size_t length, ev_t *out, char *error, size_t err
   return 0;
 fail:
   json_decref(root);
+  free(out->storage);
   memset(out, 0, sizeof *out);
   return -EINVAL;
 }
 
+int ev_find_value(const ev_t *event, const char *name, double *value) {
+  for (int i = 0; i < event->n_values; i++) {
+    if (strcmp(event->values[i].name, name) == 0) {
+      *value = event->values[i].value;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 void ev_release(ev_t *event) {
   json_decref(event->root);
+  free(event->storage);
   memset(event, 0, sizeof *event);
 }
 

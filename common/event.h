@@ -53,15 +53,25 @@ typedef enum { EV_SPLIT_TRAIN = 0, EV_SPLIT_VAL, EV_SPLIT_TEST, EV_SPLIT_TEACHER
 const char *ev_split_name(ev_split_t split);
 int ev_split_from_name(const char *name); /* the ev_split_t, or -1 */
 
-/* A parsed event. `root` owns everything; the other members point into it. */
+/* One value of a metric or eval event. */
+typedef struct {
+  const char *name; /* 1 to EV_NAME_MAX - 1 bytes */
+  double value;     /* finite */
+} ev_value_t;
+
+/* A parsed event. `root` and `storage` own everything; the other members point into them.
+ * A metric line as workers write it (json_dumps' compact form) is read without building a
+ * JSON tree (root is then NULL): that line is most of what a daemon ever parses. */
 typedef struct {
   ev_type_t type;
-  json_t *root;
+  json_t *root;        /* the parsed object (NULL for a metric line read directly) */
+  void *storage;       /* the values (and, read directly, their names) */
   int64_t step;        /* metric, eval, checkpoint */
   int64_t epoch;       /* metric, eval, checkpoint (1-based) */
   int64_t stage;       /* metric, eval (0-based index into the config's stages) */
   ev_split_t split;    /* eval */
-  json_t *values;      /* metric, eval: an object of finite numbers with names < EV_NAME_MAX */
+  const ev_value_t *values; /* metric, eval: in the line's order, names unique */
+  int n_values;
   const char *status;  /* finished */
   const char *error;   /* finished: NULL when it succeeded */
   const char *path;    /* checkpoint */
@@ -73,6 +83,8 @@ typedef struct {
  * ev_release), or -EINVAL with the reason in `error`. */
 int ev_parse(const char *line, size_t length, ev_t *out, char *error, size_t error_size);
 void ev_release(ev_t *event);
+/* The value named `name` (1) into *value, or 0 when the event has none. */
+int ev_find_value(const ev_t *event, const char *name, double *value);
 
 /* --- writing (the worker) -------------------------------------------------------------- */
 

@@ -760,11 +760,10 @@ int db_batch_event(db_t *db, int64_t id, const ev_t *event) {
                    .stage = event->stage, .text = offset, .text_length = length};
     return 0;
   }
-  const char *name;
-  json_t *value;
-  json_object_foreach(event->values, name, value) {
-    size_t offset;
-    if (arena_append(db, name, strlen(name), &offset) != 0) return -ENOMEM;
+  for (int i = 0; i < event->n_values; i++) {
+    const char *name = event->values[i].name;
+    size_t offset, length = strlen(name);
+    if (arena_append(db, name, length, &offset) != 0) return -ENOMEM;
     row_t *row = append_row(db);
     if (row == NULL) return -ENOMEM;
     *row = (row_t){.kind = event->type == EV_EVAL ? ROW_EVAL : ROW_METRIC,
@@ -773,9 +772,9 @@ int db_batch_event(db_t *db, int64_t id, const ev_t *event) {
                    .step = event->step,
                    .epoch = event->epoch,
                    .stage = event->stage,
-                   .value = json_number_value(value),
+                   .value = event->values[i].value,
                    .text = offset,
-                   .text_length = strlen(name)};
+                   .text_length = length};
   }
   note_progress(db, id, event->step, event->epoch, event->stage);
   return 0;
@@ -1042,6 +1041,12 @@ static ev_split_t event_split_of_phase(int phase) {
 int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context) {
   sqlite3_stmt *metrics = NULL, *evals = NULL;
   int result = 0;
+  /* An event's values, gathered from its rows: names are copied (a column's text lasts
+   * until the next step) into `names` at `name_at`, and pointed to once the event is whole. */
+  ev_value_t *values = NULL;
+  size_t *name_at = NULL, values_capacity = 0;
+  char *names = NULL;
+  size_t names_used = 0, names_capacity = 0;
   /* Series first (CROSS JOIN fixes the order): one index range per curve, then a sort of
    * the window's rows by step. */
   if (cached_statement(db,
@@ -1094,20 +1099,47 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
       emitted++;
       continue;
     }
-    event.values = json_object();
     int *have = take_metric ? &have_metric : &have_eval;
+    size_t count = 0;
+    names_used = 0;
     while (*have && sqlite3_column_int64(statement, 0) == event.step &&
            (take_metric || sqlite3_column_int(statement, 5) == row_phase)) {
-      json_object_set_new(event.values, (const char *)sqlite3_column_text(statement, 3),
-                          json_real(sqlite3_column_double(statement, 4)));
+      const char *name = (const char *)sqlite3_column_text(statement, 3);
+      size_t length = strlen(name) + 1;
+      if (count == values_capacity || names_used + length > names_capacity) {
+        size_t capacity = values_capacity ? values_capacity * 2 : 64;
+        size_t names_size = names_capacity ? names_capacity * 2 : 4096;
+        while (names_used + length > names_size) names_size *= 2;
+        ev_value_t *more_values = realloc(values, capacity * sizeof *values);
+        if (more_values) values = more_values;
+        size_t *more_at = realloc(name_at, capacity * sizeof *name_at);
+        if (more_at) name_at = more_at;
+        char *more_names = realloc(names, names_size);
+        if (more_names) names = more_names;
+        if (!more_values || !more_at || !more_names) {
+          result = -ENOMEM;
+          goto done;
+        }
+        values_capacity = capacity;
+        names_capacity = names_size;
+      }
+      memcpy(names + names_used, name, length);
+      name_at[count] = names_used;
+      names_used += length;
+      values[count++].value = sqlite3_column_double(statement, 4);
       *have = sqlite3_step(statement) == SQLITE_ROW;
     }
+    for (size_t i = 0; i < count; i++) values[i].name = names + name_at[i];
+    event.values = values;
+    event.n_values = (int)count;
     emit(context, &event);
-    json_decref(event.values);
     emitted++;
   }
   result = emitted;
 done:
+  free(values);
+  free(name_at);
+  free(names);
   release_statement(db, metrics);
   release_statement(db, evals);
   return result;

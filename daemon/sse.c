@@ -183,15 +183,11 @@ static char *format_stream_event(const ev_t *event, size_t *length) {
       json_text_string(&text, ev_split_name(event->split));
     }
     json_text_literal(&text, ",\"values\":{");
-    const char *name;
-    json_t *value;
-    int first = 1;
-    json_object_foreach(event->values, name, value) {
-      if (!first) json_text_literal(&text, ",");
-      first = 0;
-      json_text_string(&text, name);
+    for (int i = 0; i < event->n_values; i++) {
+      if (i > 0) json_text_literal(&text, ",");
+      json_text_string(&text, event->values[i].name);
       json_text_literal(&text, ":");
-      json_text_real(&text, json_number_value(value));
+      json_text_real(&text, event->values[i].value);
     }
     json_text_literal(&text, "}");
   }

@@ -13,8 +13,15 @@
 static char directory[] = "/tmp/mapsage-test-db-XXXXXX";
 static char path[256];
 
+/* An event with `values` (a JSON object, which must outlive the event) as ev_parse gives it. */
 static ev_t make_event(ev_type_t type, int64_t step, int64_t epoch, ev_split_t split, json_t *values) {
-  return (ev_t){.type = type, .step = step, .epoch = epoch, .stage = 0, .split = split, .values = values};
+  static ev_value_t list[64];
+  int count = 0;
+  const char *name;
+  json_t *value;
+  json_object_foreach(values, name, value) if (count < 64) list[count++] = (ev_value_t){name, json_number_value(value)};
+  return (ev_t){.type = type, .step = step, .epoch = epoch, .stage = 0, .split = split, .values = list,
+                .n_values = count};
 }
 
 static void add(db_t *db, int64_t id, ev_type_t type, int64_t step, int64_t epoch, ev_split_t split, json_t *values) {

@@ -174,12 +174,13 @@ static int run_config(const char *json, volatile sig_atomic_t *stop, run_t *run)
 }
 
 static double value_of(const ev_t *event, const char *name) {
-  json_t *value = json_object_get(event->values, name);
-  return value ? json_number_value(value) : NAN;
+  double value;
+  return ev_find_value(event, name, &value) ? value : NAN;
 }
 
 static int has_value(const ev_t *event, const char *name) {
-  return json_object_get(event->values, name) != NULL;
+  double value;
+  return ev_find_value(event, name, &value);
 }
 
 /* The index of the first line that is an event of `type`, or -1. */
@@ -269,7 +270,7 @@ static void test_small_run(run_t *run) {
        * (grad_norm_every's default) the gradient norm of each layer with parameters and their
        * total. */
       int norms = event.step == 1 || event.step % 50 == 0;
-      values_ok &= json_object_size(event.values) == (norms ? 8u : 5u);
+      values_ok &= (size_t)event.n_values == (norms ? 8u : 5u);
       values_ok &= !has_value(&event, "temperature") && !has_value(&event, "loss/distill");
       if (norms) {
         double hidden = value_of(&event, "grad_norm/hidden"), out = value_of(&event, "grad_norm/linear1");
@@ -295,7 +296,7 @@ static void test_small_run(run_t *run) {
       if (event.split == EV_SPLIT_TEST) {
         last_test_accuracy = accuracy;
         /* accuracy, loss and the ten classes; no agreement without a teacher */
-        classes_ok &= json_object_size(event.values) == 12 && !has_value(&event, "agreement");
+        classes_ok &= (size_t)event.n_values == 12 && !has_value(&event, "agreement");
         double mean = 0.0;
         for (int c = 0; c < CFG_CLASSES; c++) {
           char name[32];
@@ -306,7 +307,7 @@ static void test_small_run(run_t *run) {
         }
         classes_ok &= fabs(mean - accuracy) < 0.05; /* the classes are about equally frequent */
       } else {
-        eval_ok &= json_object_size(event.values) == 2;
+        eval_ok &= (size_t)event.n_values == 2;
       }
     } else {
       CHECK(0); /* no teacher, no checkpoint directory, no block: nothing else */
@@ -828,7 +829,7 @@ static double check_distillation_events(const char *label, const char *json, con
     } else if (event.type == EV_EVAL && event.split == EV_SPLIT_TEST) {
       tests++;
       CHECK_INT(tests * per_epoch, event.step);
-      CHECK_INT(13u, json_object_size(event.values)); /* accuracy, loss, 10 classes, agreement */
+      CHECK_INT(13u, (size_t)event.n_values); /* accuracy, loss, 10 classes, agreement */
       for (int c = 0; c < CFG_CLASSES; c++) {
         char name[32];
         snprintf(name, sizeof name, "accuracy/class%d", c);
