@@ -26,7 +26,7 @@
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
   int workers;
-  unsigned sql_timeout_ms, sql_max_rows, request_timeout_s;
+  unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
 } settings_t;
 
 typedef struct {
@@ -63,6 +63,9 @@ static void usage(FILE *out) {
         "                       default 10000)\n"
         "  --request-timeout S  drop a client whose request has not arrived whole after S seconds\n"
         "                       (MAPSAGE_REQUEST_TIMEOUT; default 30)\n"
+        "  --remote-timeout S   interrupt a run whose remote worker (mapsage-worker --server) has\n"
+        "                       posted nothing for S seconds, to run again (MAPSAGE_REMOTE_TIMEOUT;\n"
+        "                       default 600)\n"
         "  --web-dir DIR        serve the dashboard from DIR (web/ of a source tree) instead of the\n"
         "                       copy built in, while developing it (MAPSAGE_WEB_DIR)\n"
         "  -h, --help           show this help\n",
@@ -99,6 +102,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   const char *sql_timeout = env_or("MAPSAGE_SQL_TIMEOUT_MS", "5000");
   const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
   const char *request_timeout = env_or("MAPSAGE_REQUEST_TIMEOUT", "30");
+  const char *remote_timeout = env_or("MAPSAGE_REMOTE_TIMEOUT", "600");
 
   static const struct option options[] = {
       {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
@@ -107,6 +111,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
       {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
       {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
+      {"remote-timeout", required_argument, NULL, 'r'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -123,6 +128,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'R': sql_rows = optarg; break;
     case 'g': settings->web_dir = optarg; break;
     case 'q': request_timeout = optarg; break;
+    case 'r': remote_timeout = optarg; break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -145,7 +151,8 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   }
   if (parse_count("--sql-timeout-ms", sql_timeout, 1, 3600000, &settings->sql_timeout_ms) != 0 ||
       parse_count("--sql-max-rows", sql_rows, 1, 10000000, &settings->sql_max_rows) != 0 ||
-      parse_count("--request-timeout", request_timeout, 1, 3600, &settings->request_timeout_s) != 0)
+      parse_count("--request-timeout", request_timeout, 1, 3600, &settings->request_timeout_s) != 0 ||
+      parse_count("--remote-timeout", remote_timeout, 1, 86400, &settings->remote_timeout_s) != 0)
     return -EINVAL;
   if (settings->worker_bin == NULL) {
     /* Beside our own executable first, so a build tree runs its own worker. */
@@ -279,6 +286,7 @@ int main(int argc, char **argv) {
       .dataset_dir = settings->dataset_dir,
       .data_dir = settings->data_dir,
       .cancel_grace_ms = SHUTDOWN_GRACE_MS,
+      .remote_timeout_s = settings->remote_timeout_s,
   };
   if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,

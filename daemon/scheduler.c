@@ -58,6 +58,7 @@ typedef struct {
 typedef struct remote {
   run_t run;
   struct remote *next;
+  double last_post; /* util_monotonic(): a run silent for options.remote_timeout_s is given up */
 } remote_t;
 
 struct worker {
@@ -93,7 +94,8 @@ struct sched {
   int stopping;
   uv_timer_t flush_timer;
   uv_check_t turns;        /* gives workers that had their read this iteration the next one */
-  int open_handles;        /* flush_timer and turns, until both are closed */
+  uv_timer_t remote_timer; /* looks for remote runs gone silent, while there are any */
+  int open_handles;        /* flush_timer, turns and remote_timer, until all are closed */
   void (*stopped)(void *data);
   void *stopped_data;
   sched_counters_t counters;
@@ -152,7 +154,9 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   sched->flush_timer.data = sched;
   uv_check_init(options->loop, &sched->turns);
   sched->turns.data = sched;
-  sched->open_handles = 2;
+  uv_timer_init(options->loop, &sched->remote_timer);
+  sched->remote_timer.data = sched;
+  sched->open_handles = 3;
   *out = sched;
   return 0;
 }
@@ -471,6 +475,7 @@ static void stop_finished(sched_t *sched) {
   uv_timer_stop(&sched->flush_timer);
   uv_close((uv_handle_t *)&sched->flush_timer, on_sched_closed);
   uv_close((uv_handle_t *)&sched->turns, on_sched_closed);
+  uv_close((uv_handle_t *)&sched->remote_timer, on_sched_closed);
 }
 
 static void on_worker_handle_closed(uv_handle_t *handle) {
@@ -810,6 +815,29 @@ void sched_stop(sched_t *sched, void (*done)(void *data), void *data) {
 // ---------------------------------------------------------------------------------------
 // remote runs: events over HTTP
 
+/* A remote worker that stopped posting (its node died, the cluster killed its job) would
+ * leave its run `running` for ever: after options.remote_timeout_s of silence the run is
+ * interrupted, to run again (here, or for the next worker that posts). */
+static void on_remote_timer(uv_timer_t *timer) {
+  sched_t *sched = timer->data;
+  const double now = util_monotonic();
+  for (remote_t *remote = sched->remotes, *next; remote; remote = next) {
+    next = remote->next;
+    if (now - remote->last_post < sched->options.remote_timeout_s) continue;
+    char error[256];
+    snprintf(error, sizeof error, "no events from its remote worker for %u s; it will run again",
+             sched->options.remote_timeout_s);
+    log_printf(&remote->run, "[mapsaged] %s", error);
+    fprintf(stderr, "mapsaged: experiment %lld interrupted: %s\n", (long long)remote->run.experiment_id, error);
+    flush_batch(sched);
+    record_outcome(sched, &(outcome_t){.experiment_id = remote->run.experiment_id, .status = DB_INTERRUPTED,
+                                       .error = error});
+    forget_remote(sched, remote);
+  }
+  if (sched->remotes == NULL) uv_timer_stop(timer);
+  sched_kick(sched);
+}
+
 /* Calls `each` with every non-empty line of `body` (a final '\r' taken off) and its
  * 1-based number; stops when it returns nonzero. */
 static void for_each_line(const char *body, size_t length,
@@ -889,11 +917,14 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
     }
     remote->next = sched->remotes;
     sched->remotes = remote;
+    if (!uv_is_active((uv_handle_t *)&sched->remote_timer))
+      uv_timer_start(&sched->remote_timer, on_remote_timer, 1000, 1000);
     fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, remote: events over HTTP)\n", (long long)id,
             remote->run.attempt);
     sse_publish_status(sched->options.hub, id);
   }
   context.run = &remote->run;
+  remote->last_post = util_monotonic();
   for_each_line(body, length, apply_line, &context);
   if (remote->run.finished_status) {
     int succeeded = strcmp(remote->run.finished_status, "succeeded") == 0;

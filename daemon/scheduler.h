@@ -34,6 +34,7 @@ typedef struct {
   const char *dataset_dir;
   const char *data_dir;          /* checkpoints go under <data_dir>/experiments/<id>/ */
   unsigned cancel_grace_ms;      /* SIGTERM, then SIGKILL after this long */
+  unsigned remote_timeout_s;     /* a remote run silent this long is interrupted */
 } sched_options_t;
 
 int sched_create(const sched_options_t *options, sched_t **out);

@@ -499,6 +499,21 @@ class RemoteWorker(unittest.TestCase):
         self.assertEqual(2, subprocess.run([os.path.join(BIN_DIR, "mapsage-worker"), "--server", "ftp://x",
                                             "--experiment", "1"], capture_output=True).returncode)
 
+    def test_a_silent_remote_run_is_interrupted_then_claimed_again(self):
+        d = Daemon(workers=0, extra_args=["--remote-timeout", "1"])
+        try:
+            experiment_id = d.submit(synthetic_config("remote-silent"))
+            self.assertEqual(200, d.request("POST", "/api/experiments/%d/events" % experiment_id,
+                                            json.dumps({"event": "started", "host": "lost-node"}) + "\n")[0])
+            experiment = d.wait_status(experiment_id, ["interrupted"], timeout=10)
+            self.assertIn("no events from its remote worker for 1 s", experiment["error"])
+            status, _, body = d.request("POST", "/api/experiments/%d/events" % experiment_id,
+                                        json.dumps({"event": "started", "host": "new-node"}) + "\n")
+            self.assertEqual({"accepted": 1, "status": "running"}, body)
+            self.assertEqual(2, d.experiment(experiment_id)["attempts"])
+        finally:
+            d.close()
+
     def test_bad_lines_are_named_and_nothing_is_applied(self):
         d = self.daemon
         experiment_id = d.submit(synthetic_config("remote-bad"))
