@@ -685,7 +685,7 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   static const char *const known[] = {"name", "seed", "priority", "dataset", "model", "optimizer",
                                       "batch_size", "epochs", "stages", "teacher", "temperature",
                                       "features", "adversarial", "grow", "checkpoint_every",
-                                      "grad_norm_every", "max_attempts", NULL};
+                                      "checkpoint_keep", "grad_norm_every", "max_attempts", NULL};
   memset(config, 0, sizeof *config);
   memset(errors, 0, sizeof *errors);
   if (!json_is_object(root)) {
@@ -712,6 +712,7 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   check_terms(root, config, errors);
   config->checkpoint_every = 1;
   get_int(root, "", "checkpoint_every", 0, 10000, &config->checkpoint_every, errors);
+  get_int(root, "", "checkpoint_keep", 0, 10000, &config->checkpoint_keep, errors);
   config->grad_norm_every = 50;
   get_int(root, "", "grad_norm_every", 1, 1000000, &config->grad_norm_every, errors);
   config->max_attempts = 2;
@@ -795,6 +796,7 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                            "layers", layers, "optimizer", optimizer, "batch_size", config->batch_size, "stages",
                            stages, "checkpoint_every", config->checkpoint_every, "grad_norm_every",
                            config->grad_norm_every);
+  json_object_set_new(root, "checkpoint_keep", json_integer(config->checkpoint_keep));
   json_object_set_new(root, "max_attempts", json_integer(config->max_attempts));
   if (config->teacher.kind != CFG_TEACHER_NONE) {
     json_t *teacher = json_object();

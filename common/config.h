@@ -154,6 +154,7 @@ typedef struct {
   int n_stages;
   cfg_stage_t stages[CFG_MAX_STAGES];
   int checkpoint_every;      /* epochs between checkpoints; 0 = only the final one */
+  int checkpoint_keep;       /* the newest epoch checkpoints kept on disk; 0 = all */
   int max_attempts;          /* runs of a worker that crashes (a signal, an exit without a
                                 result) before the experiment fails; resumed from a checkpoint */
   int grad_norm_every;       /* steps between per-layer gradient norms */

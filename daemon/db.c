@@ -674,6 +674,21 @@ int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const c
   sqlite3_bind_int64(statement, 5, bytes);
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint");
   release_statement(db, statement);
+  if (result != 0) return result;
+  /* With the config's checkpoint_keep, the worker deletes the older files: their rows go
+   * too, by the same count. */
+  if (cached_statement(db,
+                       "DELETE FROM checkpoints WHERE experiment_id = ?1 AND epoch NOT IN "
+                       "(SELECT epoch FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch DESC LIMIT "
+                       " (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
+                       "  WHERE id = ?1)) "
+                       "AND (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
+                       "     WHERE id = ?1) > 0",
+                       &statement) != 0)
+    return fail_sql(db, "checkpoint_keep");
+  sqlite3_bind_int64(statement, 1, id);
+  result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint_keep");
+  release_statement(db, statement);
   return result;
 }
 

@@ -46,6 +46,12 @@ static void test_minimal_config_gets_defaults(void) {
   CHECK_INT(32, config.layers[0].out);
   CHECK_STR("fc1", config.layers[0].name);
   CHECK_INT(CFG_LAYER_RELU, config.layers[1].kind);
+  CHECK_INT(1, config.checkpoint_every);
+  CHECK_INT(0, config.checkpoint_keep); /* all kept */
+  CHECK_INT(-EINVAL, parse("{" MLP ", \"checkpoint_keep\": -1}"));
+  CHECK(has_error("checkpoint_keep", "between 0"));
+  CHECK_INT(0, parse("{" MLP ", \"checkpoint_keep\": 3}"));
+  CHECK_INT(3, config.checkpoint_keep);
 }
 
 static void test_full_config(void) {

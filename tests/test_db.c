@@ -271,6 +271,22 @@ static void test_details_follow_writes(db_t *db) {
   json_decref(experiment);
 }
 
+/* checkpoint_keep: the rows of the checkpoints the worker deleted go too. */
+static void test_checkpoint_keep_rows(db_t *db) {
+  int64_t id;
+  CHECK_INT(0, db_experiment_insert(db, "kept", 0, 0, "{\"stages\":[],\"checkpoint_keep\":2}", &id));
+  for (int epoch = 1; epoch <= 4; epoch++) CHECK_INT(0, db_checkpoint_add(db, id, epoch, epoch * 10, "/x", 1));
+  json_t *rows = db_select(db, "SELECT epoch FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch", id, 0);
+  CHECK_INT(2, json_array_size(rows));
+  CHECK_INT(3, json_integer_value(json_object_get(json_array_get(rows, 0), "epoch")));
+  json_decref(rows);
+  CHECK_INT(0, db_experiment_insert(db, "all", 0, 0, "{\"stages\":[]}", &id)); /* 0 or absent: all kept */
+  for (int epoch = 1; epoch <= 4; epoch++) CHECK_INT(0, db_checkpoint_add(db, id, epoch, epoch * 10, "/x", 1));
+  rows = db_select(db, "SELECT epoch FROM checkpoints WHERE experiment_id = ?1", id, 0);
+  CHECK_INT(4, json_array_size(rows));
+  json_decref(rows);
+}
+
 static void test_teachers_and_checkpoints(db_t *db) {
   int64_t teacher, student, other;
   CHECK_INT(0, db_experiment_insert(db, "teacher", 0, 0, "{\"stages\":[]}", &teacher));
@@ -409,6 +425,7 @@ int main(void) {
   test_batch_and_curves(db);
   test_large_flush(db);
   test_details_follow_writes(db);
+  test_checkpoint_keep_rows(db);
   test_teachers_and_checkpoints(db);
   test_stage_replay(db);
   db_close(db);

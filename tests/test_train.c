@@ -1212,6 +1212,26 @@ static void test_resume(void) {
   free(json);
 }
 
+/* checkpoint_keep 2 of 5 epochs, every 2 (due: 2, 4, 5): only 4 and 5 stay on disk. */
+static void test_checkpoint_keep(void) {
+  printf("checkpoint_keep: the newest 2 epoch checkpoints stay\n");
+  char *json = student_json_limited(128, STUDENT_MLP ", \"checkpoint_every\": 2, \"checkpoint_keep\": 2,"
+                                                     " \"stages\": [{\"name\": \"kd\", \"epochs\": 5,"
+                                                     " \"distill_weight\": 0.5}]");
+  run_t run;
+  run_options_t options = {.checkpoint_dir = path_in("kept")};
+  CHECK_INT(0, run_with(json, &options, &run));
+  CHECK_INT(0, run.rc);
+  CHECK(access(path_in("kept/epoch-0002.ckpt"), F_OK) != 0);
+  CHECK(access(path_in("kept/epoch-0004.ckpt"), F_OK) == 0);
+  CHECK(access(path_in("kept/epoch-0005.ckpt"), F_OK) == 0);
+  int checkpoint_events = 0;
+  for (int i = 0; i < run.n_lines; i++) checkpoint_events += strstr(run.lines[i], "\"event\":\"checkpoint\"") != NULL;
+  CHECK_INT(3, checkpoint_events); /* each was reported when written: the daemon drops the rows */
+  run_free(&run);
+  free(json);
+}
+
 /* ---------------------------------------------------------------------------------------
  * the teacher cache */
 
@@ -1516,6 +1536,7 @@ int main(void) {
   test_gate_run("mean_one", 1);
   test_gate_run("softmax", 0);
   test_resume();
+  test_checkpoint_keep();
   test_cache_runs(test_cache_rows());
   test_bad_teachers();
   remove_tree(test_dir);

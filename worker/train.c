@@ -367,6 +367,25 @@ static json_t *train__meta_json(const train_t *t, const train__partial_t *partia
   return meta;
 }
 
+/* Whether epoch `epoch` (1-based) gets a checkpoint: every checkpoint_every, and the last. */
+static int train__checkpoint_due(const cfg_experiment_t *config, int epoch) {
+  return epoch == cfg_total_epochs(config) || (config->checkpoint_every > 0 && epoch % config->checkpoint_every == 0);
+}
+
+/* With checkpoint_keep, deletes the epoch checkpoints older than the newest that many, the
+ * one of `epoch` just written counting first. The rule, not a listing, says which: a
+ * resumed attempt deletes what the first one wrote. */
+static void train__forget_old_checkpoints(const train_t *t, int epoch) {
+  const int keep = t->config->checkpoint_keep;
+  if (keep <= 0) return;
+  int newer = 1;
+  for (int e = epoch - 1; e >= 1; e--) {
+    if (!train__checkpoint_due(t->config, e) || ++newer <= keep) continue;
+    char old[PATH_MAX];
+    if (snprintf(old, sizeof old, "%s/epoch-%04d.ckpt", t->options.checkpoint_dir, e) < (int)sizeof old) unlink(old);
+  }
+}
+
 /* Writes <checkpoint_dir>/epoch-NNNN.ckpt for the epoch just completed, or with `partial`
  * epoch-NNNN-partial.ckpt inside epoch NNNN, and says so in a `checkpoint` event (whose
  * epoch is NNNN either way: the daemon keeps the newest per epoch). */
@@ -409,6 +428,7 @@ static int train__save(train_t *t, const train__partial_t *partial, char *error,
     if (snprintf(stale, sizeof stale, "%s/epoch-%04d-partial.ckpt", t->options.checkpoint_dir, epoch) <
         (int)sizeof stale)
       unlink(stale);
+    train__forget_old_checkpoints(t, epoch);
   }
   return 0;
 }
@@ -885,8 +905,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
               step_seconds > 0 ? examples / step_seconds : 0.0);
       fflush(t->options.log);
     }
-    const int due = epoch == total_epochs ||
-                    (config->checkpoint_every > 0 && epoch % config->checkpoint_every == 0);
+    const int due = train__checkpoint_due(config, epoch);
     if (t->options.checkpoint_dir && due && (rc = train__save(t, NULL, error, error_size))) goto done;
   }
 
