@@ -1212,6 +1212,35 @@ static void test_resume(void) {
   free(json);
 }
 
+/* A stop between epochs, after the next one has begun (a block joins at epoch 3) and with
+ * no checkpoint due at epoch 2: the stop's checkpoint is inside epoch 3, before its first
+ * step, and a resume from it ends as the straight run does. */
+static void test_stop_between_epochs(void) {
+  printf("resume: stopped between epochs 2 and 3, no checkpoint due at 2\n");
+  char *json = student_json_limited(256, RESUME_BODY ", \"checkpoint_every\": 3");
+  run_t straight, stopped, resumed;
+  run_options_t o_straight = {.checkpoint_dir = path_in("between-straight")};
+  CHECK_INT(0, run_with(json, &o_straight, &straight));
+  run_options_t o_stopped = {.checkpoint_dir = path_in("between"), .stop_after_step = 2 * RESUME_STEPS_PER_EPOCH};
+  CHECK_INT(0, run_with(json, &o_stopped, &stopped));
+  CHECK(stopped.summary.stopped);
+  CHECK_INT(2 * RESUME_STEPS_PER_EPOCH, stopped.summary.steps);
+  CHECK(access(path_in("between/epoch-0003-partial.ckpt"), F_OK) == 0);
+  CHECK(access(path_in("between/epoch-0002.ckpt"), F_OK) != 0);
+  run_options_t o_resumed = {.checkpoint_dir = path_in("between"),
+                             .resume = path_in("between/epoch-0003-partial.ckpt")};
+  CHECK_INT(0, run_with(json, &o_resumed, &resumed));
+  if (resumed.rc) fprintf(stderr, "  resume: %s\n", resumed.error);
+  CHECK_INT(0, resumed.rc);
+  CHECK_INT(4 * RESUME_STEPS_PER_EPOCH, resumed.summary.steps);
+  CHECK(memcmp(straight.params, resumed.params, straight.n_params * sizeof(float)) == 0);
+  CHECK(access(path_in("between/epoch-0003-partial.ckpt"), F_OK) != 0); /* superseded by epoch 3's own */
+  run_free(&straight);
+  run_free(&stopped);
+  run_free(&resumed);
+  free(json);
+}
+
 /* checkpoint_keep 2 of 5 epochs, every 2 (due: 2, 4, 5): only 4 and 5 stay on disk. */
 static void test_checkpoint_keep(void) {
   printf("checkpoint_keep: the newest 2 epoch checkpoints stay\n");
@@ -1536,6 +1565,7 @@ int main(void) {
   test_gate_run("mean_one", 1);
   test_gate_run("softmax", 0);
   test_resume();
+  test_stop_between_epochs();
   test_checkpoint_keep();
   test_cache_runs(test_cache_rows());
   test_bad_teachers();

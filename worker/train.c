@@ -372,16 +372,18 @@ static int train__checkpoint_due(const cfg_experiment_t *config, int epoch) {
   return epoch == cfg_total_epochs(config) || (config->checkpoint_every > 0 && epoch % config->checkpoint_every == 0);
 }
 
-/* With checkpoint_keep, deletes the epoch checkpoints older than the newest that many, the
- * one of `epoch` just written counting first. The rule, not a listing, says which: a
- * resumed attempt deletes what the first one wrote. */
+/* After epoch `epoch`'s own checkpoint: deletes what it supersedes. The partial ones of
+ * earlier epochs (a stop left them), and with checkpoint_keep the epoch checkpoints older
+ * than the newest that many, this one counting first. The rule, not a listing, says which:
+ * a resumed attempt deletes what the first one wrote. daemon/db.c drops the same rows. */
 static void train__forget_old_checkpoints(const train_t *t, int epoch) {
   const int keep = t->config->checkpoint_keep;
-  if (keep <= 0) return;
   int newer = 1;
   for (int e = epoch - 1; e >= 1; e--) {
-    if (!train__checkpoint_due(t->config, e) || ++newer <= keep) continue;
     char old[PATH_MAX];
+    if (snprintf(old, sizeof old, "%s/epoch-%04d-partial.ckpt", t->options.checkpoint_dir, e) < (int)sizeof old)
+      unlink(old);
+    if (keep <= 0 || (train__checkpoint_due(t->config, e) && ++newer <= keep)) continue;
     if (snprintf(old, sizeof old, "%s/epoch-%04d.ckpt", t->options.checkpoint_dir, e) < (int)sizeof old) unlink(old);
   }
 }
@@ -524,7 +526,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   int64_t partial_epoch = 0, partial_start = 0, partial_correct = 0;
   double partial_loss = 0.0;
   if (partial && (train__get_integer(partial, "epoch", 1, total, &partial_epoch) ||
-                  train__get_integer(partial, "start", 1, t->data->train.n - 1, &partial_start) ||
+                  train__get_integer(partial, "start", 0, t->data->train.n - 1, &partial_start) ||
                   train__get_integer(partial, "correct", 0, partial_start, &partial_correct) ||
                   train__get_real(partial, "loss", &partial_loss))) {
     rc = util_error(error, error_size, -EPROTO, "cannot resume from %s: its partial epoch is not one of "
@@ -600,6 +602,7 @@ int train_resume(train_t *t, const char *path, char *error, size_t error_size) {
   t->epoch = (int)epoch;
   t->step = step;
   t->saved_step = step;
+  t->resume_inside = partial != NULL;
   t->resume_start = (int)partial_start;
   t->resume_loss = partial_loss;
   t->resume_correct = partial_correct;
@@ -742,14 +745,14 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     int stage_first_epoch = 1;
     for (int i = 0; i < s; i++) stage_first_epoch += config->stages[i].epochs;
     /* Inside an epoch a stop interrupted: its start (stage event, blocks joining) happened. */
-    const int first_start = t->resume_start;
-    t->resume_start = 0;
-    if (first_start == 0 && epoch == stage_first_epoch &&
+    const int inside = t->resume_inside, first_start = t->resume_start;
+    t->resume_inside = t->resume_start = 0;
+    if (!inside && epoch == stage_first_epoch &&
         ev_write_stage(events, t->step, epoch, s, stage->name) != 0) {
       rc = util_error(error, error_size, -EIO, "cannot write the start of stage %d", s);
       goto done;
     }
-    if ((rc = train__grow(t, epoch, error, error_size))) goto done;
+    if (!inside && (rc = train__grow(t, epoch, error, error_size))) goto done;
 
     const double epoch_started = util_monotonic();
     /* Each epoch's order depends only on (seed, epoch), not on the epochs before it, so a
@@ -762,17 +765,18 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     const distiller_weights_t w = {(float)stage->task_weight, (float)stage->distill_weight,
                                    (float)stage->feature_weight, (float)stage->adversarial_weight};
     const int needs_teacher = t->teacher && distiller_needs_teacher(d, &w);
-    double epoch_loss = first_start ? t->resume_loss : 0.0;
-    int64_t epoch_correct = first_start ? t->resume_correct : 0;
+    double epoch_loss = inside ? t->resume_loss : 0.0;
+    int64_t epoch_correct = inside ? t->resume_correct : 0;
     for (int start = first_start; start < train->n; start += batch_size) {
       if (t->options.stop && *t->options.stop) {
         /* Stopped (the daemon is shutting down, or cancelled the run): keep what this attempt
          * did, so that the next one goes on from here rather than from the last epoch's
-         * checkpoint. Between epochs, that is the epoch's own checkpoint. */
+         * checkpoint. Always as inside this epoch, even before its first step: its start
+         * (the stage event, blocks joining) has happened, and the checkpoint must say so. */
         t->summary.stopped = 1;
         if (t->options.checkpoint_dir && t->step != t->saved_step) {
           const train__partial_t partial = {epoch, start, epoch_loss, epoch_correct};
-          rc = train__save(t, start > 0 ? &partial : NULL, error, error_size);
+          rc = train__save(t, &partial, error, error_size);
         }
         goto done;
       }

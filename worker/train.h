@@ -59,8 +59,9 @@ typedef struct {
   int64_t step;                /* steps completed */
   int resumed;                 /* train_resume succeeded: the teacher's eval was already sent */
   int64_t saved_step;          /* the step of the last checkpoint written or resumed from */
-  /* A checkpoint taken when a stop interrupted an epoch: where in that epoch's order the
-   * next step starts, and the epoch's running sums so far (resume_start 0: none). */
+  /* A checkpoint taken when a stop interrupted an epoch (resume_inside): where in that
+   * epoch's order the next step starts (0 when none had), and the epoch's running sums. */
+  int resume_inside;
   int resume_start;
   double resume_loss;
   int64_t resume_correct;
