@@ -100,7 +100,7 @@ struct db {
   int n_seen;
   db_counters_t counters;
   cached_details_t details[DETAILS_CACHE_SIZE];
-  int next_details; /* the slot the next one takes (the oldest) */
+  unsigned next_details; /* the slot the next one takes (the oldest) */
 };
 
 static const char *const terminal_statuses[] = {DB_SUCCEEDED, DB_FAILED, DB_CANCELLED};
@@ -675,19 +675,27 @@ int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const c
   int result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint");
   release_statement(db, statement);
   if (result != 0) return result;
-  /* With the config's checkpoint_keep, the worker deletes the older files: their rows go
-   * too, by the same count. */
+  /* An epoch's own checkpoint supersedes what the worker then deletes (train.c,
+   * train__forget_old_checkpoints): the partial ones of earlier epochs and, with the
+   * config's checkpoint_keep, the epoch checkpoints older than the newest that many of those
+   * due (every checkpoint_every epochs, and the last). Their rows go by the same rule. */
   if (cached_statement(db,
-                       "DELETE FROM checkpoints WHERE experiment_id = ?1 AND epoch NOT IN "
-                       "(SELECT epoch FROM checkpoints WHERE experiment_id = ?1 ORDER BY epoch DESC LIMIT "
-                       " (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
-                       "  WHERE id = ?1)) "
-                       "AND (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
-                       "     WHERE id = ?1) > 0",
+                       "DELETE FROM checkpoints WHERE experiment_id = ?1 AND epoch < ?2 "
+                       "AND ?3 NOT LIKE '%-partial.ckpt' AND (path LIKE '%-partial.ckpt' OR ("
+                       "  (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
+                       "   WHERE id = ?1) > 0 AND epoch NOT IN ("
+                       "    SELECT c.epoch FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id "
+                       "    WHERE c.experiment_id = ?1 AND c.epoch <= ?2 AND c.path NOT LIKE '%-partial.ckpt' "
+                       "      AND (c.epoch = e.planned_epochs OR (coalesce(json_extract(e.config, '$.checkpoint_every'), "
+                       "           1) > 0 AND c.epoch % coalesce(json_extract(e.config, '$.checkpoint_every'), 1) = 0)) "
+                       "    ORDER BY c.epoch DESC LIMIT (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) "
+                       "                                 FROM experiments WHERE id = ?1))))",
                        &statement) != 0)
-    return fail_sql(db, "checkpoint_keep");
+    return fail_sql(db, "superseded checkpoints");
   sqlite3_bind_int64(statement, 1, id);
-  result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "checkpoint_keep");
+  sqlite3_bind_int64(statement, 2, epoch);
+  sqlite3_bind_text(statement, 3, path, -1, SQLITE_STATIC);
+  result = sqlite3_step(statement) == SQLITE_DONE ? 0 : fail_sql(db, "superseded checkpoints");
   release_statement(db, statement);
   return result;
 }

@@ -280,6 +280,23 @@ static void test_checkpoint_keep_rows(db_t *db) {
   CHECK_INT(2, json_array_size(rows));
   CHECK_INT(3, json_integer_value(json_object_get(json_array_get(rows, 0), "epoch")));
   json_decref(rows);
+  /* Every 2 of 5 epochs, keep 1, with stops that left partial checkpoints between. */
+  CHECK_INT(0, db_experiment_insert(db, "partials", 0, 0,
+                                    "{\"stages\":[{\"epochs\":5}],\"checkpoint_every\":2,\"checkpoint_keep\":1}", &id));
+  CHECK_INT(0, db_checkpoint_add(db, id, 2, 20, "/r/epoch-0002.ckpt", 1));
+  CHECK_INT(0, db_checkpoint_add(db, id, 3, 25, "/r/epoch-0003-partial.ckpt", 1));
+  rows = db_select(db, "SELECT group_concat(epoch) AS epochs FROM checkpoints WHERE experiment_id = ?1", id, 0);
+  CHECK_STR("2,3", json_string_value(json_object_get(json_array_get(rows, 0), "epochs")));
+  json_decref(rows);
+  CHECK_INT(0, db_checkpoint_add(db, id, 4, 40, "/r/epoch-0004.ckpt", 1));
+  CHECK_INT(0, db_checkpoint_add(db, id, 5, 45, "/r/epoch-0005-partial.ckpt", 1));
+  rows = db_select(db, "SELECT group_concat(epoch) AS epochs FROM checkpoints WHERE experiment_id = ?1", id, 0);
+  CHECK_STR("4,5", json_string_value(json_object_get(json_array_get(rows, 0), "epochs")));
+  json_decref(rows);
+  CHECK_INT(0, db_checkpoint_add(db, id, 5, 50, "/r/epoch-0005.ckpt", 1)); /* the last: due */
+  rows = db_select(db, "SELECT group_concat(path) AS paths FROM checkpoints WHERE experiment_id = ?1", id, 0);
+  CHECK_STR("/r/epoch-0005.ckpt", json_string_value(json_object_get(json_array_get(rows, 0), "paths")));
+  json_decref(rows);
   CHECK_INT(0, db_experiment_insert(db, "all", 0, 0, "{\"stages\":[]}", &id)); /* 0 or absent: all kept */
   for (int epoch = 1; epoch <= 4; epoch++) CHECK_INT(0, db_checkpoint_add(db, id, epoch, epoch * 10, "/x", 1));
   rows = db_select(db, "SELECT epoch FROM checkpoints WHERE experiment_id = ?1", id, 0);
