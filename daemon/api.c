@@ -37,6 +37,11 @@ static int query_integer(http_request_t *request, const char *key, long long min
   return 0;
 }
 
+/* Once the scheduler has stopped (the daemon is shutting down), what needs it waits. */
+static int respond_stopping(http_request_t *request) {
+  return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the daemon is shutting down: try again once it is back");
+}
+
 static int respond_no_experiment(http_request_t *request) {
   return http_respond_error(request, MHD_HTTP_NOT_FOUND, "no experiment %lld", (long long)http_path_id(request));
 }
@@ -112,7 +117,7 @@ static int submit_experiment(http_request_t *request) {
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",
                               strerror(-result));
   sse_publish_experiment(app(request)->hub, id);
-  sched_kick(app(request)->sched);
+  if (app(request)->sched) sched_kick(app(request)->sched); /* else it runs at the next start */
   char status[32] = DB_QUEUED;
   db_experiment_status(app(request)->db, id, status, sizeof status);
   char *answer = NULL;
@@ -176,6 +181,7 @@ static int get_experiment(http_request_t *request) {
 static int cancel_experiment(http_request_t *request) {
   int64_t id = http_path_id(request);
   int running = 0;
+  if (app(request)->sched == NULL) return respond_stopping(request);
   int result = sched_cancel(app(request)->sched, id, &running);
   if (result == -ENOENT) return respond_no_experiment(request);
   if (result == -EALREADY) {
@@ -219,6 +225,7 @@ static int post_events(http_request_t *request) {
   size_t length = 0;
   const char *body = http_body(request, &length);
   sched_post_t post;
+  if (app(request)->sched == NULL) return respond_stopping(request);
   int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length, &post);
   switch (result) {
   case 0:
@@ -231,6 +238,7 @@ static int post_events(http_request_t *request) {
   case -ENOENT: return respond_no_experiment(request);
   case -EBUSY:
   case -EALREADY: return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", post.message);
+  case -ESHUTDOWN: return respond_stopping(request);
   default: return result;
   }
 }
@@ -277,8 +285,9 @@ static int get_health(http_request_t *request) {
   return http_respond_json(
       request, MHD_HTTP_OK,
       json_pack("{s:s, s:s, s:f, s:{s:i, s:i}, s:i, s:i, s:b}", "status", "ok", "version", MAPSAGE_VERSION,
-                "uptime_s", util_monotonic() - api->started_at, "workers", "running", sched_running(api->sched),
-                "max", sched_max_workers(api->sched), "queued", db_count_status(api->db, DB_QUEUED), "streams",
+                "uptime_s", util_monotonic() - api->started_at, "workers", "running",
+                api->sched ? sched_running(api->sched) : 0, "max", api->sched ? sched_max_workers(api->sched) : 0,
+                "queued", db_count_status(api->db, DB_QUEUED), "streams",
                 sse_subscriber_count(api->hub), "sql", api->sql != NULL));
 }
 
@@ -316,10 +325,11 @@ static int get_prometheus_metrics(http_request_t *request) {
                "# TYPE mapsage_experiments gauge\n");
   for (size_t i = 0; i < ARRAY_SIZE(statuses); i++)
     fprintf(out, "mapsage_experiments{status=\"%s\"} %d\n", statuses[i], db_count_status(api->db, statuses[i]));
-  const sched_counters_t workers = sched_counters(api->sched);
-  expose(out, "mapsage_workers_running", "gauge", "Worker processes running.", sched_running(api->sched));
+  const sched_counters_t workers = api->sched ? sched_counters(api->sched) : (sched_counters_t){0};
+  expose(out, "mapsage_workers_running", "gauge", "Worker processes running.",
+         api->sched ? sched_running(api->sched) : 0);
   expose(out, "mapsage_workers_max", "gauge", "Worker processes allowed at once (--workers).",
-         sched_max_workers(api->sched));
+         api->sched ? sched_max_workers(api->sched) : 0);
   expose(out, "mapsage_workers_started_total", "counter", "Worker processes started.", (double)workers.started);
   expose(out, "mapsage_worker_crashes_total", "counter", "Workers that died without a result (retried or failed).",
          (double)workers.crashes);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "event.h"
 #include "util.h"
@@ -691,9 +692,15 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     free(worker);
     return 0;
   }
-  /* A run that was interrupted goes on from its last checkpoint. */
+  /* A run that was interrupted goes on from its last checkpoint, if it is here to read: a
+   * remote worker's are on its own machine. */
   char resume[4096] = "";
   int resuming = worker->run.attempt > 1 && db_checkpoint_latest(options->db, id, resume, sizeof resume) == 0;
+  if (resuming && access(resume, R_OK) != 0) {
+    log_printf(&worker->run, "[mapsaged] the latest checkpoint, %s, cannot be read here (%s): starting over", resume,
+               strerror(errno));
+    resuming = 0;
+  }
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
                        "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
                        resuming ? "--resume" : NULL, resume, NULL};
@@ -883,6 +890,7 @@ static int apply_line(void *context, const char *line, size_t length, int number
 
 int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, sched_post_t *post) {
   memset(post, 0, sizeof *post);
+  if (sched->stopping) return -ESHUTDOWN;
   db_t *db = sched->options.db;
   int result = db_experiment_status(db, id, post->status, sizeof post->status);
   if (result != 0) return result;

@@ -63,7 +63,8 @@ int sched_cancel(sched_t *sched, int64_t id, int *running);
  * then none is applied. The first post claims a queued or interrupted experiment (it
  * becomes running, attempt + 1, and no local worker is started for it); a `finished`
  * event ends it. -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs
- * elsewhere unclaimed; -EALREADY: it has ended (cancelled, say): post->message says which. */
+ * elsewhere unclaimed; -EALREADY: it has ended (cancelled, say): post->message says which;
+ * -ESHUTDOWN: the scheduler is stopping. */
 typedef struct {
   int accepted;       /* events applied */
   json_t *errors;     /* -EINVAL: what was wrong, line by line; the caller's to free */

@@ -245,8 +245,10 @@ static void on_replayed(void *context, const ev_t *event) { queue_stream_event(c
 static void replay_some(sse_subscriber_t *subscriber) {
   db_t *db = subscriber->hub->db;
   /* Whatever was published but sits in the batch must be readable first. If the flush
-   * fails the rows stay in the batch, and the replay will reach them on a later call. */
-  db_flush(db);
+   * fails (the disk is full, a reader holds the lock) the rows stay in the batch: the
+   * replay waits, or it would call itself caught up and skip them. The heartbeat wakes the
+   * stream to try again. */
+  if (db_flush(db) != 0) return;
   int64_t last = db_max_step(db, subscriber->experiment_id);
   int caught_up = 0;
   while (!caught_up && !subscriber->dropped &&

@@ -89,15 +89,21 @@ int report_fetch_config(const report_target_t *target, char **text, size_t *leng
   if (snprintf(url, sizeof url, "%s/api/experiments/%lld", target->server, (long long)target->experiment) >=
       (int)sizeof url)
     return util_error(error, error_size, -ENAMETOOLONG, "--server: too long");
-  report_t *sink = calloc(1, sizeof *sink);
+  /* The whole answer, however long: it lists the run's checkpoints too. */
+  char *answer = NULL;
+  size_t answer_length = 0;
+  FILE *sink = open_memstream(&answer, &answer_length);
   struct curl_slist *headers = make_headers(target, NULL);
-  CURL *curl = sink ? open_handle(url, headers, sink) : NULL;
+  CURL *curl = sink ? open_handle(url, headers, NULL) : NULL;
   int result = 0;
   if (curl == NULL) {
     result = util_error(error, error_size, -ENOMEM, "out of memory");
     goto done;
   }
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, NULL); /* fwrite, to the memory stream */
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, sink);
   CURLcode code = curl_easy_perform(curl);
+  if (fflush(sink) != 0) code = CURLE_OUT_OF_MEMORY;
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   if (code != CURLE_OK) {
@@ -107,10 +113,10 @@ int report_fetch_config(const report_target_t *target, char **text, size_t *leng
   if (status != 200) {
     char reason[512];
     result = util_error(error, error_size, status == 404 ? -ENOENT : -EPROTO, "GET %s: %ld %s", url, status,
-                        answer_error(sink->answer, reason, sizeof reason));
+                        answer_error(answer ? answer : "", reason, sizeof reason));
     goto done;
   }
-  json_t *root = json_loads(sink->answer, 0, NULL);
+  json_t *root = json_loadb(answer ? answer : "", answer_length, 0, NULL);
   json_t *config = json_object_get(root, "config");
   *text = json_is_object(config) ? json_dumps(config, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
   json_decref(root);
@@ -122,7 +128,8 @@ int report_fetch_config(const report_target_t *target, char **text, size_t *leng
 done:
   if (curl) curl_easy_cleanup(curl);
   curl_slist_free_all(headers);
-  free(sink);
+  if (sink) fclose(sink);
+  free(answer);
   return result;
 }
 
