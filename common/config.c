@@ -24,11 +24,16 @@
 void cfg_add_error(cfg_errors_t *errors, const char *path, const char *format, ...) {
   if (errors->count < CFG_MAX_ERRORS) {
     cfg_error_t *error = &errors->items[errors->count];
-    util_strlcpy(error->path, path, sizeof error->path);
+    char message[sizeof error->message];
     va_list args;
     va_start(args, format);
-    vsnprintf(error->message, sizeof error->message, format, args);
+    vsnprintf(message, sizeof message, format, args);
     va_end(args);
+    /* A message may quote what the client sent (jansson's own errors do, bytes and all),
+     * and a cut may split a character: both must stay valid UTF-8, or the answer that
+     * lists them cannot be JSON. */
+    util_utf8_sanitize(message, error->message, sizeof error->message);
+    util_utf8_sanitize(path, error->path, sizeof error->path);
   }
   errors->count++;
 }

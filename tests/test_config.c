@@ -103,6 +103,15 @@ static void test_malformed_json(void) {
   CHECK(has_error("", "must be a JSON object, not an array"));
   CHECK_INT(-EINVAL, parse("{\"name\": \"a\", \"name\": \"b\"," MLP "}"));
   CHECK(has_error("", "duplicate"));
+  /* jansson's message quotes the bytes it choked on, here not UTF-8 (found by fuzz_config):
+   * the error must still reach the client as JSON. */
+  CHECK_INT(-EINVAL, parse("\"\\u0\xd6\x9c\x90\x91stant\"[]}"));
+  json_t *list = cfg_errors_to_json(&errors);
+  CHECK_INT(1, json_array_size(list));
+  char *text = json_dumps(list, JSON_COMPACT);
+  CHECK(text != NULL);
+  free(text);
+  json_decref(list);
 }
 
 static void test_every_bad_field_is_reported(void) {
