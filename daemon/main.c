@@ -21,7 +21,11 @@
 #include "static.h"
 #include "util.h"
 
-#define SHUTDOWN_GRACE_MS 5000
+/* SIGTERM to a worker, then SIGKILL after this long. Stopping, a worker finishes its step
+ * (or an epoch's evaluation, seconds for a CNN) and writes a checkpoint; the systemd unit
+ * allows 30 s (TimeoutStopSec) for all of it. */
+#define CANCEL_GRACE_MS 5000
+#define SHUTDOWN_GRACE_MS 20000
 
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
@@ -285,7 +289,8 @@ int main(int argc, char **argv) {
       .worker_bin = settings->worker_bin,
       .dataset_dir = settings->dataset_dir,
       .data_dir = settings->data_dir,
-      .cancel_grace_ms = SHUTDOWN_GRACE_MS,
+      .cancel_grace_ms = CANCEL_GRACE_MS,
+      .stop_grace_ms = SHUTDOWN_GRACE_MS,
       .remote_timeout_s = settings->remote_timeout_s,
   };
   if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;

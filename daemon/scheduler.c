@@ -766,11 +766,12 @@ static void on_kill_timer(uv_timer_t *timer) {
   }
 }
 
-static void terminate(worker_t *worker) {
+/* SIGTERM, and SIGKILL if the worker has not exited after `grace_ms`. */
+static void terminate(worker_t *worker, unsigned grace_ms) {
   if (worker->exited) return;
   uv_process_kill(&worker->process, SIGTERM);
   if (!uv_is_active((uv_handle_t *)&worker->kill_timer))
-    uv_timer_start(&worker->kill_timer, on_kill_timer, worker->run.sched->options.cancel_grace_ms, 0);
+    uv_timer_start(&worker->kill_timer, on_kill_timer, grace_ms, 0);
 }
 
 int sched_cancel(sched_t *sched, int64_t id, int *running) {
@@ -779,7 +780,7 @@ int sched_cancel(sched_t *sched, int64_t id, int *running) {
     *running = 1;
     worker->cancel_requested = 1;
     log_printf(&worker->run, "[mapsaged] cancel requested");
-    terminate(worker);
+    terminate(worker, sched->options.cancel_grace_ms);
     return 0;
   }
   remote_t *remote = find_remote(sched, id);
@@ -815,7 +816,7 @@ void sched_stop(sched_t *sched, void (*done)(void *data), void *data) {
   }
   for (worker_t *w = sched->workers; w; w = w->next) {
     w->stop_requested = 1;
-    terminate(w);
+    terminate(w, sched->options.stop_grace_ms);
   }
 }
 

@@ -33,7 +33,8 @@ typedef struct {
   const char *worker_bin;
   const char *dataset_dir;
   const char *data_dir;          /* checkpoints go under <data_dir>/experiments/<id>/ */
-  unsigned cancel_grace_ms;      /* SIGTERM, then SIGKILL after this long */
+  unsigned cancel_grace_ms;      /* a cancel: SIGTERM, then SIGKILL after this long */
+  unsigned stop_grace_ms;        /* the daemon stopping: workers checkpoint, so longer */
   unsigned remote_timeout_s;     /* a remote run silent this long is interrupted */
 } sched_options_t;
 
