@@ -602,12 +602,9 @@ int command_report(const cli_global_t *global, int argc, char **argv) {
   char path[80];
   snprintf(path, sizeof path, "/api/experiments/%lld/report", id);
   client_t client = {0};
-  client_response_t response = {0};
   json_t *report = NULL;
   int exit_code = client_open(&client, global);
-  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path, NULL, 0, &response);
-  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
-  if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, path, &report);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_get_json(&client, path, &report);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
     json_dumpf(report, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
@@ -657,7 +654,6 @@ int command_report(const cli_global_t *global, int argc, char **argv) {
   }
 done:
   json_decref(report);
-  client_response_free(&response);
   client_close(&client);
   return exit_code;
 }
