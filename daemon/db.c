@@ -387,6 +387,21 @@ static void remember_details(db_t *db, int64_t id, const char *text, size_t leng
   *slot = (cached_details_t){id, copy, length};
 }
 
+/* The first column of `text`'s first row as an integer, `fallback` when it has no row; ?1
+ * bound to `text_parameter`, or to `id` when that is NULL. A negative errno when the
+ * database fails. For the one-figure questions (attempts, crashes, counts, steps). */
+static int64_t select_integer(db_t *db, const char *text, int64_t id, const char *text_parameter, int64_t fallback) {
+  sqlite3_stmt *statement = NULL;
+  if (cached_statement(db, text, &statement) != 0) return fail_sql(db, text);
+  if (text_parameter) sqlite3_bind_text(statement, 1, text_parameter, -1, SQLITE_STATIC);
+  else sqlite3_bind_int64(statement, 1, id);
+  int code = sqlite3_step(statement);
+  int64_t value = code == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : fallback;
+  if (code != SQLITE_ROW && code != SQLITE_DONE) value = fail_sql(db, text);
+  release_statement(db, statement);
+  return value;
+}
+
 int db_experiment_insert(db_t *db, const char *name, int priority, int64_t teacher_id, const char *config_json,
                          int64_t *id) {
   sqlite3_stmt *statement = NULL;
@@ -586,12 +601,9 @@ int db_experiment_start(db_t *db, int64_t id, int *attempt) {
                                  "started_at = " NOW_SQL ", finished_at = NULL, error = NULL WHERE id = ?1",
                                  id, NULL, NULL, NULL);
   if (result != 0) return result;
-  sqlite3_stmt *statement = NULL;
-  if (cached_statement(db, "SELECT attempts FROM experiments WHERE id = ?1", &statement) != 0)
-    return fail_sql(db, "attempts");
-  sqlite3_bind_int64(statement, 1, id);
-  *attempt = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 1;
-  release_statement(db, statement);
+  int64_t attempts = select_integer(db, "SELECT attempts FROM experiments WHERE id = ?1", id, NULL, 1);
+  if (attempts < 0) return (int)attempts;
+  *attempt = (int)attempts;
   return 0;
 }
 
@@ -616,13 +628,7 @@ int db_experiment_retry(db_t *db, int64_t id, const char *error) {
 }
 
 int db_experiment_crashes(db_t *db, int64_t id) {
-  sqlite3_stmt *statement = NULL;
-  if (cached_statement(db, "SELECT crashes FROM experiments WHERE id = ?1", &statement) != 0)
-    return fail_sql(db, "crashes");
-  sqlite3_bind_int64(statement, 1, id);
-  int crashes = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
-  release_statement(db, statement);
-  return crashes;
+  return (int)select_integer(db, "SELECT crashes FROM experiments WHERE id = ?1", id, NULL, 0);
 }
 
 int db_mark_running_interrupted(db_t *db) {
@@ -714,23 +720,11 @@ int db_checkpoint_latest(db_t *db, int64_t id, char *path, size_t size) {
 }
 
 int db_count_status(db_t *db, const char *status) {
-  sqlite3_stmt *statement = NULL;
-  if (cached_statement(db, "SELECT count(*) FROM experiments WHERE status = ?1", &statement) != 0)
-    return fail_sql(db, "count");
-  sqlite3_bind_text(statement, 1, status, -1, SQLITE_STATIC);
-  int count = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int(statement, 0) : 0;
-  release_statement(db, statement);
-  return count;
+  return (int)select_integer(db, "SELECT count(*) FROM experiments WHERE status = ?1", 0, status, 0);
 }
 
 int64_t db_max_step(db_t *db, int64_t id) {
-  sqlite3_stmt *statement = NULL;
-  if (cached_statement(db, "SELECT coalesce(max(step), 0) FROM experiments WHERE id = ?1", &statement) != 0)
-    return fail_sql(db, "max step");
-  sqlite3_bind_int64(statement, 1, id);
-  int64_t step = sqlite3_step(statement) == SQLITE_ROW ? sqlite3_column_int64(statement, 0) : 0;
-  release_statement(db, statement);
-  return step;
+  return select_integer(db, "SELECT coalesce(max(step), 0) FROM experiments WHERE id = ?1", id, NULL, 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ int db_checkpoint_latest(db_t *db, int64_t id, char *path, size_t size);
 /* Counts experiments with `status`. */
 int db_count_status(db_t *db, const char *status);
 
-/* The highest metric step stored for the experiment (0 when none). */
+/* The highest metric step stored for the experiment (0 when none), or a negative errno. */
 int64_t db_max_step(db_t *db, int64_t id);
 
 /* --- the batch ------------------------------------------------------------------------- */

@@ -250,6 +250,7 @@ static void replay_some(sse_subscriber_t *subscriber) {
    * stream to try again. */
   if (db_flush(db) != 0) return;
   int64_t last = db_max_step(db, subscriber->experiment_id);
+  if (last < 0) return; /* the database failed: try again on the next wake, as above */
   int caught_up = 0;
   while (!caught_up && !subscriber->dropped &&
          subscriber->queue_end - subscriber->queue_start < SSE_REPLAY_LOW_WATER) {
