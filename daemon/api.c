@@ -162,9 +162,7 @@ static int list_experiments(http_request_t *request) {
   size_t length = 0;
   char *list = db_experiment_list(app(request)->db, &filter, &length);
   if (list == NULL) return -EIO;
-  int result = http_respond_data(request, MHD_HTTP_OK, "application/json", list, length);
-  free(list);
-  return result;
+  return http_respond_text(request, MHD_HTTP_OK, "application/json", list, length);
 }
 
 static int get_experiment(http_request_t *request) {
@@ -173,9 +171,7 @@ static int get_experiment(http_request_t *request) {
   int result = db_experiment_text(app(request)->db, http_path_id(request), 1, &experiment, &length);
   if (result == -ENOENT) return respond_no_experiment(request);
   if (result != 0) return result;
-  result = http_respond_data(request, MHD_HTTP_OK, "application/json", experiment, length);
-  free(experiment);
-  return result;
+  return http_respond_text(request, MHD_HTTP_OK, "application/json", experiment, length);
 }
 
 static int cancel_experiment(http_request_t *request) {
@@ -214,9 +210,7 @@ static int get_metrics(http_request_t *request) {
   char *curves =
       db_metrics(app(request)->db, http_path_id(request), http_query(request, "names"), since_step, &length);
   if (curves == NULL) return -EIO;
-  int result = http_respond_data(request, MHD_HTTP_OK, "application/json", curves, length);
-  free(curves);
-  return result;
+  return http_respond_text(request, MHD_HTTP_OK, "application/json", curves, length);
 }
 
 /* Events from a worker that runs elsewhere: the protocol's lines (NDJSON), as a local
@@ -273,9 +267,7 @@ static int get_log(http_request_t *request) {
   size_t length = 0;
   char *text = db_log_text(app(request)->db, http_path_id(request), &length);
   if (text == NULL) return -EIO;
-  int result = http_respond_data(request, MHD_HTTP_OK, "text/plain; charset=utf-8", text, length);
-  free(text);
-  return result;
+  return http_respond_text(request, MHD_HTTP_OK, "text/plain; charset=utf-8", text, length);
 }
 
 static int run_sql(http_request_t *request) { return sql_handle(app(request)->sql, request); }
@@ -368,9 +360,7 @@ static int get_prometheus_metrics(http_request_t *request) {
     free(text);
     return -ENOMEM;
   }
-  int result = http_respond_data(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
-  free(text);
-  return result;
+  return http_respond_text(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
 }
 
 const http_route_t api_routes[] = {

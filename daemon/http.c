@@ -120,11 +120,14 @@ uint64_t http_responses(const http_server_t *server, unsigned status_class) {
   return status_class < ARRAY_SIZE(server->responses) ? server->responses[status_class] : 0;
 }
 
-int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,
+int http_respond_text(http_request_t *request, unsigned status, const char *content_type, char *text,
                       size_t length) {
-  struct MHD_Response *response =
-      MHD_create_response_from_buffer(length, (void *)data, MHD_RESPMEM_MUST_COPY);
-  if (response == NULL) return -ENOMEM;
+  if (text == NULL) return -ENOMEM;
+  struct MHD_Response *response = MHD_create_response_from_buffer(length, text, MHD_RESPMEM_MUST_FREE);
+  if (response == NULL) {
+    free(text);
+    return -ENOMEM;
+  }
   MHD_add_response_header(response, "Content-Type", content_type);
   return http_respond(request, status, response);
 }
@@ -134,15 +137,7 @@ int http_respond_json(http_request_t *request, unsigned status, json_t *body) {
   /* Ten digits: every stored value started as a float (nine suffice), and 0.05 stays 0.05. */
   char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
   json_decref(body);
-  if (text == NULL) return -ENOMEM;
-  size_t length = strlen(text);
-  struct MHD_Response *response = MHD_create_response_from_buffer(length, text, MHD_RESPMEM_MUST_FREE);
-  if (response == NULL) {
-    free(text);
-    return -ENOMEM;
-  }
-  MHD_add_response_header(response, "Content-Type", "application/json");
-  return http_respond(request, status, response);
+  return http_respond_text(request, status, "application/json", text, text ? strlen(text) : 0);
 }
 
 json_t *http_json_text(const char *text) {

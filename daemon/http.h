@@ -77,8 +77,10 @@ int http_respond_json(http_request_t *request, unsigned status, json_t *body); /
 json_t *http_json_text(const char *text);
 int http_respond_error(http_request_t *request, unsigned status, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
-int http_respond_data(http_request_t *request, unsigned status, const char *content_type, const void *data,
-                      size_t length); /* copies data */
+/* Answers with `text` (`length` bytes, malloc'd), which it takes: the answers are built in
+ * memory and handed to MHD without a copy. NULL `text` (out of memory) returns -ENOMEM. */
+int http_respond_text(http_request_t *request, unsigned status, const char *content_type, char *text,
+                      size_t length);
 /* Queues a response built by the caller (a stream); takes the reference. */
 int http_respond(http_request_t *request, unsigned status, struct MHD_Response *response);
 

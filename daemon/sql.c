@@ -313,10 +313,7 @@ static int answer(http_request_t *request) {
   json_decref(job->answer);
   unsigned status = job->status;
   free(job);
-  if (text == NULL) return -ENOMEM;
-  int result = http_respond_data(request, status, "application/json", text, strlen(text));
-  free(text);
-  return result;
+  return http_respond_text(request, status, "application/json", text, text ? strlen(text) : 0);
 }
 
 static void after_query(uv_work_t *work, int status) {
