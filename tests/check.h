@@ -75,6 +75,18 @@ static inline double relative_error(double analytic, double numeric, double floo
   return fabs(analytic - numeric) / scale;
 }
 
+/* "<directory>/<name>", in one of CHECK_PATHS buffers used in turn: a result stays valid
+ * for the next CHECK_PATHS - 1 calls, so one that must last longer (in an options struct
+ * used later) is made again where it is used. */
+#define CHECK_PATHS 16
+static inline const char *check_path(const char *directory, const char *name) {
+  static char paths[CHECK_PATHS][4096 + 256];
+  static unsigned next;
+  char *path = paths[next++ % CHECK_PATHS];
+  snprintf(path, sizeof paths[0], "%s/%s", directory, name);
+  return path;
+}
+
 static inline int check_summary(void) {
   printf("%d checks, %d failed\n", check_count, check_failures);
   return check_failures == 0 ? 0 : 1;

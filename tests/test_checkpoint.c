@@ -36,13 +36,7 @@ const char *__asan_default_options(void) {
 
 static char test_dir[PATH_MAX];
 
-static const char *path_in(const char *name) {
-  static char paths[8][PATH_MAX + 64];
-  static int next;
-  char *path = paths[next++ % 8];
-  snprintf(path, PATH_MAX + 64, "%s/%s", test_dir, name);
-  return path;
-}
+static const char *path_in(const char *name) { return check_path(test_dir, name); }
 
 static uint64_t test_state = 0x9e3779b97f4a7c15ULL;
 static uint64_t next_random(void) {

@@ -192,13 +192,7 @@ static int first_line_of(const run_t *run, const char *type) {
   return -1;
 }
 
-static const char *path_in(const char *name) {
-  static char paths[8][PATH_MAX + 64];
-  static int next;
-  char *path = paths[next++ % 8];
-  snprintf(path, PATH_MAX + 64, "%s/%s", test_dir, name);
-  return path;
-}
+static const char *path_in(const char *name) { return check_path(test_dir, name); }
 
 static char *read_all(const char *path, size_t *length) {
   char *data = NULL;
