@@ -686,16 +686,16 @@ int db_checkpoint_add(db_t *db, int64_t id, int64_t epoch, int64_t step, const c
    * config's checkpoint_keep, the epoch checkpoints older than the newest that many of those
    * due (every checkpoint_every epochs, and the last). Their rows go by the same rule. */
   if (cached_statement(db,
+                       "WITH plan AS (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) AS keep, "
+                       "                     coalesce(json_extract(config, '$.checkpoint_every'), 1) AS every, "
+                       "                     planned_epochs AS last FROM experiments WHERE id = ?1), "
+                       "kept AS (SELECT epoch FROM checkpoints, plan WHERE experiment_id = ?1 AND epoch <= ?2 "
+                       "           AND path NOT LIKE '%-partial.ckpt' "
+                       "           AND (epoch = last OR (every > 0 AND epoch % every = 0)) "
+                       "         ORDER BY epoch DESC LIMIT (SELECT keep FROM plan)) "
                        "DELETE FROM checkpoints WHERE experiment_id = ?1 AND epoch < ?2 "
-                       "AND ?3 NOT LIKE '%-partial.ckpt' AND (path LIKE '%-partial.ckpt' OR ("
-                       "  (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) FROM experiments "
-                       "   WHERE id = ?1) > 0 AND epoch NOT IN ("
-                       "    SELECT c.epoch FROM checkpoints c JOIN experiments e ON e.id = c.experiment_id "
-                       "    WHERE c.experiment_id = ?1 AND c.epoch <= ?2 AND c.path NOT LIKE '%-partial.ckpt' "
-                       "      AND (c.epoch = e.planned_epochs OR (coalesce(json_extract(e.config, '$.checkpoint_every'), "
-                       "           1) > 0 AND c.epoch % coalesce(json_extract(e.config, '$.checkpoint_every'), 1) = 0)) "
-                       "    ORDER BY c.epoch DESC LIMIT (SELECT coalesce(json_extract(config, '$.checkpoint_keep'), 0) "
-                       "                                 FROM experiments WHERE id = ?1))))",
+                       "AND ?3 NOT LIKE '%-partial.ckpt' AND (path LIKE '%-partial.ckpt' OR "
+                       "  ((SELECT keep FROM plan) > 0 AND epoch NOT IN (SELECT epoch FROM kept)))",
                        &statement) != 0)
     return fail_sql(db, "superseded checkpoints");
   sqlite3_bind_int64(statement, 1, id);
