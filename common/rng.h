@@ -1,8 +1,9 @@
-/* rng.h — the training core's only source of randomness: xoshiro256** seeded by splitmix64.
+/* rng.h — MapSage's only source of randomness: xoshiro256** seeded by splitmix64.
  * Everything that changes a number (weight init, validation split, each epoch's shuffle, the
- * synthetic dataset) draws from an rng_t seeded by (experiment seed, stream, index), so the
- * same config gives the same run; never rand() or the clock. Header-only: a few lines each,
- * and inlining matters inside the data loops. */
+ * synthetic dataset, a study's random search) draws from an rng_t seeded by (seed, stream,
+ * index), so the same config gives the same run and the same study the same runs; never
+ * rand() or the clock. Header-only: a few lines each, and inlining matters inside the data
+ * loops. In common/ because the daemon draws a study's random cells with it too. */
 #ifndef MAPSAGE_RNG_H
 #define MAPSAGE_RNG_H
 
@@ -17,6 +18,7 @@ enum {
   RNG_STREAM_SHUFFLE = 3,   /* per-epoch batch order; the epoch is mixed in too */
   RNG_STREAM_SYNTHETIC = 4, /* the generated dataset */
   RNG_STREAM_DISTILL = 16,  /* adapters, gates, discriminator (index = the piece); spaced from the rest */
+  RNG_STREAM_STUDY = 64,    /* a study's random search (index = the parameter); the daemon's */
 };
 
 typedef struct {
