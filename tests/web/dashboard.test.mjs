@@ -8,6 +8,7 @@
 // artifacts/).
 //
 // Run alone: MAPSAGE_URL=http://127.0.0.1:8787 node --test-reporter=spec tests/web/dashboard.test.mjs
+// Node 18.15 or later (node:test with --test-reporter): Debian 12's own nodejs (18.20) will do.
 
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +21,8 @@ const BASE = process.env.MAPSAGE_URL;
 const ARTIFACTS = process.env.MAPSAGE_ARTIFACTS || join(tmpdir(), 'mapsage-artifacts');
 const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
 if (!BASE) throw new Error('MAPSAGE_URL is not set: run tests/test_web.py, or point it at a running mapsaged');
+// Which node ran the tests, in the log: it is the one package.json's engines must accept.
+console.log(`node ${process.version} (${process.execPath}), chromium ${CHROMIUM}`);
 
 const MODEL = {layers: [{type: 'linear', out: 32}, {type: 'relu'}, {type: 'linear', out: 10}]};
 const UI = {name: 'ui', dataset: {name: 'synthetic', train_size: 4096}, model: MODEL, epochs: 20};
