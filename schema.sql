@@ -8,9 +8,10 @@
 -- The daemon runs this whole file at every start, in one transaction: tables and indexes
 -- are created if missing, and views are dropped and made again, so a database always has
 -- the views of the daemon that opened it. PRAGMA user_version counts the versions of the
--- tables: version 2 is this file; a change to a released table adds a migration (in
+-- tables: version 3 is this file; a change to a released table adds a migration (in
 -- daemon/db.c) that brings version N to N+1 (2 added experiments.planned_epochs and
--- planned_stages).
+-- planned_stages; 3 added the study tables, which need no migration: they are created
+-- when missing).
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,
@@ -106,6 +107,73 @@ CREATE TABLE IF NOT EXISTS logs (
 ) WITHOUT ROWID;
 
 -- ---------------------------------------------------------------------------------------
+-- Studies: many experiments that answer one question (docs/studies.md). A study is stored
+-- once and expanded at submission into ordinary experiments, each linked by study_runs.
+
+CREATE TABLE IF NOT EXISTS studies (
+  id           INTEGER PRIMARY KEY,
+  name         TEXT NOT NULL,
+  description  TEXT NOT NULL DEFAULT '',
+  spec         TEXT NOT NULL,                  -- the study as submitted (JSON)
+  status       TEXT NOT NULL DEFAULT 'queued'
+               CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+  created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at   TEXT,                           -- when its first run started
+  finished_at  TEXT,                           -- when its last run ended
+  error        TEXT,                           -- failed: which runs failed
+  statistics   TEXT                            -- JSON: arms, comparisons, grid (as the API shows them),
+                                               -- computed by the daemon each time one of its runs ends
+);
+
+-- One row per run and the role it plays for an arm: `role` is 'teacher', 'arm' or
+-- 'baseline'; a baseline's arm is '<arm>/baseline' for the arm it is matched to, and a
+-- baseline serving several arms (or cells) has a row for each. `cell` holds the grid or
+-- random values of the arm's cell as JSON ('{}' without a grid).
+CREATE TABLE IF NOT EXISTS study_runs (
+  study_id      INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  role          TEXT NOT NULL CHECK (role IN ('teacher', 'arm', 'baseline')),
+  arm           TEXT NOT NULL,
+  seed          INTEGER NOT NULL,
+  cell          TEXT NOT NULL DEFAULT '{}',
+  stopped_epoch INTEGER,                       -- early stopping: the epoch after which it was stopped
+  PRIMARY KEY (study_id, experiment_id, arm, cell)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS study_runs_by_experiment ON study_runs (experiment_id);
+
+-- The statistics in rows, rewritten with studies.statistics: each arm's outcomes, and each
+-- distilling arm against its matched baseline (paired over seeds). Read them through the
+-- views study_arm_summary and study_comparison.
+CREATE TABLE IF NOT EXISTS study_arm_statistics (
+  study_id  INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+  arm       TEXT NOT NULL,
+  cell      TEXT NOT NULL,
+  role      TEXT NOT NULL,
+  outcome   TEXT NOT NULL,                     -- test_accuracy, best_val_accuracy, test_loss, agreement, wall_time_s
+  n         INTEGER NOT NULL,                  -- runs that succeeded and were not stopped early
+  mean      REAL,
+  sd        REAL,
+  ci_low    REAL,                              -- the 95% t interval of the mean
+  ci_high   REAL,
+  PRIMARY KEY (study_id, arm, cell, outcome)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS study_comparison_statistics (
+  study_id  INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+  arm       TEXT NOT NULL,
+  cell      TEXT NOT NULL,
+  baseline  TEXT NOT NULL,
+  outcome   TEXT NOT NULL,
+  n         INTEGER NOT NULL,                  -- seeds where both sides succeeded
+  mean_diff REAL,                              -- arm − baseline, paired by seed
+  ci_low    REAL,
+  ci_high   REAL,
+  p         REAL,                              -- paired t-test, two-sided
+  p_holm    REAL,                              -- Holm–Bonferroni over the study's comparisons of this outcome
+  matched   INTEGER NOT NULL,                  -- 1: every pair trained the same number of steps
+  PRIMARY KEY (study_id, arm, cell, outcome)
+) WITHOUT ROWID;
+
+-- ---------------------------------------------------------------------------------------
 -- Views for people writing SQL by hand.
 
 -- All curves in one long table: per-step metrics and per-epoch evaluations under their
@@ -185,3 +253,16 @@ CREATE VIEW stage_summary AS
              AND l.step BETWEEN s.last_step - s.window + 1 AND s.last_step) AS end_value,
          s.mean_value
     FROM spans s JOIN experiments e ON e.id = s.experiment_id;
+
+-- Each arm of each study with its outcomes: n, mean, sd and 95% interval.
+DROP VIEW IF EXISTS study_arm_summary;
+CREATE VIEW study_arm_summary AS
+  SELECT s.study_id, t.name AS study, s.arm, s.role, s.cell, s.outcome, s.n, s.mean, s.sd, s.ci_low, s.ci_high
+    FROM study_arm_statistics s JOIN studies t ON t.id = s.study_id;
+
+-- Each distilling arm against its matched baseline: the paired difference and its test.
+DROP VIEW IF EXISTS study_comparison;
+CREATE VIEW study_comparison AS
+  SELECT c.study_id, t.name AS study, c.arm, c.baseline, c.cell, c.outcome, c.n, c.mean_diff, c.ci_low, c.ci_high,
+         c.p, c.p_holm, c.matched
+    FROM study_comparison_statistics c JOIN studies t ON t.id = c.study_id;

@@ -17,10 +17,7 @@
 
 static api_t *app(const http_request_t *request) { return http_app(request); }
 
-/* Parses an optional integer query parameter in [minimum, maximum]. Returns 0 when it is
- * absent or fine, 1 when it is not (the 400 is answered: the handler returns 0), or a
- * negative errno when even that answer failed (the handler returns it). */
-static int query_integer(http_request_t *request, const char *key, long long minimum, long long maximum,
+int api_query_integer(http_request_t *request, const char *key, long long minimum, long long maximum,
                          long long *out) {
   const char *text = http_query(request, key);
   if (text == NULL) return 0;
@@ -37,8 +34,7 @@ static int query_integer(http_request_t *request, const char *key, long long min
   return 0;
 }
 
-/* Once the scheduler has stopped (the daemon is shutting down), what needs it waits. */
-static int respond_stopping(http_request_t *request) {
+int api_respond_stopping(http_request_t *request) {
   return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the daemon is shutting down: try again once it is back");
 }
 
@@ -52,7 +48,7 @@ static int respond_no_experiment(http_request_t *request) {
  * trains without a teacher and has the layers the feature pairs name; that a checkpoint
  * teacher is a file inside the data directory (the worker reads it: nothing else on the
  * machine is any client's business). */
-static void check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
+void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
   if (config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
     int64_t id = config->teacher.experiment;
     json_t *teacher = db_experiment_get(api->db, id, 1);
@@ -99,7 +95,7 @@ static int submit_experiment(http_request_t *request) {
   const char *body = http_body(request, &length);
   cfg_experiment_t config;
   cfg_errors_t errors;
-  if (cfg_parse(body, length, &config, &errors) == 0) check_teacher(app(request), &config, &errors);
+  if (cfg_parse(body, length, &config, &errors) == 0) api_check_teacher(app(request), &config, &errors);
   if (errors.count > 0) {
     json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
     return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);
@@ -141,8 +137,8 @@ static int list_experiments(http_request_t *request) {
   static const char *const statuses[] = {DB_QUEUED, DB_RUNNING, DB_SUCCEEDED, DB_FAILED, DB_CANCELLED, DB_INTERRUPTED};
   db_list_filter_t filter = {.statuses = http_query(request, "status"), .name = http_query(request, "name"), .limit = 100};
   long long limit = 100, before = 0;
-  int bad = query_integer(request, "limit", 1, 500, &limit);
-  if (bad == 0) bad = query_integer(request, "before", 1, INT64_MAX, &before);
+  int bad = api_query_integer(request, "limit", 1, 500, &limit);
+  if (bad == 0) bad = api_query_integer(request, "before", 1, INT64_MAX, &before);
   if (bad) return bad > 0 ? 0 : bad;
   filter.limit = (int)limit;
   filter.before = before;
@@ -177,8 +173,8 @@ static int get_experiment(http_request_t *request) {
 static int cancel_experiment(http_request_t *request) {
   int64_t id = http_path_id(request);
   int running = 0;
-  if (app(request)->sched == NULL) return respond_stopping(request);
-  int result = sched_cancel(app(request)->sched, id, &running);
+  if (app(request)->sched == NULL) return api_respond_stopping(request);
+  int result = sched_cancel(app(request)->sched, id, NULL, &running);
   if (result == -ENOENT) return respond_no_experiment(request);
   if (result == -EALREADY) {
     char status[32] = "";
@@ -202,7 +198,7 @@ static int experiment_exists(http_request_t *request) {
 static int get_metrics(http_request_t *request) {
   if (!experiment_exists(request)) return respond_no_experiment(request);
   long long since_step = -1; /* all: a teacher's evaluation is stored at step 0 */
-  int bad = query_integer(request, "since_step", -1, INT64_MAX, &since_step);
+  int bad = api_query_integer(request, "since_step", -1, INT64_MAX, &since_step);
   if (bad) return bad > 0 ? 0 : bad;
   /* Rows still in the batch would be missing from the answer: write them first. */
   db_flush(app(request)->db);
@@ -219,7 +215,7 @@ static int post_events(http_request_t *request) {
   size_t length = 0;
   const char *body = http_body(request, &length);
   sched_post_t post;
-  if (app(request)->sched == NULL) return respond_stopping(request);
+  if (app(request)->sched == NULL) return api_respond_stopping(request);
   int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length, &post);
   switch (result) {
   case 0:
@@ -232,7 +228,7 @@ static int post_events(http_request_t *request) {
   case -ENOENT: return respond_no_experiment(request);
   case -EBUSY:
   case -EALREADY: return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", post.message);
-  case -ESHUTDOWN: return respond_stopping(request);
+  case -ESHUTDOWN: return api_respond_stopping(request);
   default: return result;
   }
 }
@@ -374,6 +370,11 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/log", get_log},
     {"GET", "/api/experiments/{id}/report", get_report},
     {"GET", "/api/events", get_all_events},
+    {"POST", "/api/studies", api_submit_study},
+    {"GET", "/api/studies", api_list_studies},
+    {"GET", "/api/studies/{id}", api_get_study},
+    {"POST", "/api/studies/{id}/cancel", api_cancel_study},
+    {"GET", "/api/studies/{id}/stream", api_get_study_stream},
     {"POST", "/api/sql", run_sql},
     {"GET", "/api/health", get_health},
     {"GET", "/metrics", get_prometheus_metrics},

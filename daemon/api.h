@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "config.h"
 #include "db.h"
 #include "http.h"
 #include "scheduler.h"
@@ -22,5 +23,24 @@ typedef struct {
 
 extern const http_route_t api_routes[];
 extern const size_t api_route_count;
+
+/* --- shared by the handlers of api.c and api_study.c ----------------------------------- */
+
+/* Parses an optional integer query parameter in [minimum, maximum]. Returns 0 when it is
+ * absent or fine, 1 when it is not (the 400 is answered: the handler returns 0), or a
+ * negative errno when even that answer failed (the handler returns it). */
+int api_query_integer(http_request_t *request, const char *key, long long minimum, long long maximum,
+                      long long *out);
+/* Once the scheduler has stopped (the daemon is shutting down), what needs it waits. */
+int api_respond_stopping(http_request_t *request);
+/* What only the daemon can check of a config's teacher (see api.c); errors are added. */
+void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors);
+
+/* Studies (api_study.c; docs/api.md). */
+int api_submit_study(http_request_t *request);
+int api_list_studies(http_request_t *request);
+int api_get_study(http_request_t *request);
+int api_cancel_study(http_request_t *request);
+int api_get_study_stream(http_request_t *request);
 
 #endif

@@ -23,7 +23,7 @@
 extern const unsigned char schema_sql[];
 extern const size_t schema_sql_len;
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* What the config plans, from its JSON text: stored with the experiment so that showing one
  * does not parse its config (that was a third of the time of a GET). */
@@ -1206,3 +1206,40 @@ char *db_log_text(db_t *db, int64_t id, size_t *length) {
   *length = size;
   return text;
 }
+
+// ---------------------------------------------------------------------------------------
+// for the daemon's other tables
+
+sqlite3_stmt *db_statement(db_t *db, const char *text) {
+  sqlite3_stmt *statement = NULL;
+  if (cached_statement(db, text, &statement) != 0) {
+    fail_sql(db, text);
+    return NULL;
+  }
+  return statement;
+}
+
+void db_release(db_t *db, sqlite3_stmt *statement) { release_statement(db, statement); }
+
+int db_failure(db_t *db, const char *what) { return fail_sql(db, what); }
+
+static int run_verb(db_t *db, const char *verb) {
+  char *message = NULL;
+  if (sqlite3_exec(db->sql, verb, NULL, NULL, &message) == SQLITE_OK) return 0;
+  fprintf(stderr, "mapsaged: database: %s: %s\n", verb, message ? message : sqlite3_errmsg(db->sql));
+  sqlite3_free(message);
+  return -EIO;
+}
+
+int db_begin(db_t *db) {
+  int result = db_flush(db);
+  return result != 0 ? result : run_verb(db, "BEGIN IMMEDIATE");
+}
+
+int db_commit(db_t *db) { return run_verb(db, "COMMIT"); }
+
+void db_rollback(db_t *db) {
+  if (!sqlite3_get_autocommit(db->sql)) run_verb(db, "ROLLBACK");
+}
+
+int64_t db_last_id(db_t *db) { return sqlite3_last_insert_rowid(db->sql); }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "event.h"
 
@@ -138,5 +139,22 @@ json_t *db_select(db_t *db, const char *sql, int64_t first, int64_t second);
 
 /* The run's log as text: "attempt N | line\n" for every line. Caller frees. */
 char *db_log_text(db_t *db, int64_t id, size_t *length);
+
+/* --- for the daemon's other tables (study.c) ------------------------------------------- */
+
+/* The prepared statement for `text` (a string literal), from the cache db.c keeps for its
+ * own queries; NULL when it does not prepare (logged). Give it back with db_release, which
+ * resets it and clears its bindings. */
+sqlite3_stmt *db_statement(db_t *db, const char *text);
+void db_release(db_t *db, sqlite3_stmt *statement);
+/* Logs the database's message about `what` and returns it as a negative errno. */
+int db_failure(db_t *db, const char *what);
+/* BEGIN IMMEDIATE, COMMIT, ROLLBACK: several writes as one. The batch is flushed first so
+ * that its own transaction never nests in one of these. Returns 0 or a negative errno. */
+int db_begin(db_t *db);
+int db_commit(db_t *db);
+void db_rollback(db_t *db);
+/* The rowid of the last INSERT. */
+int64_t db_last_id(db_t *db);
 
 #endif

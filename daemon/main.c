@@ -19,6 +19,7 @@
 #include "sql.h"
 #include "sse.h"
 #include "static.h"
+#include "study.h"
 #include "util.h"
 
 /* SIGTERM to a worker, then SIGKILL after this long. Stopping, a worker finishes its step
@@ -225,6 +226,12 @@ static void on_scheduler_stopped(void *data) {
   uv_timer_start(&daemon->drain_timer, on_streams_drained, 200, 0);
 }
 
+/* The scheduler's news about an experiment, for the study it may belong to. */
+static void on_observation(void *observer, int64_t experiment_id, sched_observation_t what) {
+  api_t *api = observer;
+  study_observe(api->db, api->hub, api->sched, experiment_id, what);
+}
+
 static void on_signal(uv_signal_t *handle, int signal_number) {
   daemon_t *daemon = handle->data;
   if (daemon->stopping) {
@@ -277,6 +284,7 @@ int main(int argc, char **argv) {
   if (interrupted > 0)
     fprintf(stderr, "mapsaged: %d experiment(s) were running when the daemon last stopped; queued again\n",
             interrupted);
+  study_refresh_all(daemon.api.db);
 
   if (sse_hub_create(daemon.loop, daemon.api.db, &daemon.api.hub) != 0) return 1;
   int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -292,6 +300,8 @@ int main(int argc, char **argv) {
       .cancel_grace_ms = CANCEL_GRACE_MS,
       .stop_grace_ms = SHUTDOWN_GRACE_MS,
       .remote_timeout_s = settings->remote_timeout_s,
+      .observe = on_observation,
+      .observer = &daemon.api,
   };
   if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,

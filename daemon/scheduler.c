@@ -77,6 +77,7 @@ struct worker {
   int64_t exit_status;
   int term_signal;
   int cancel_requested, stop_requested;
+  char cancel_reason[512];   /* the error a cancelled run ends with */
   char log_tail[LOG_TAIL_LINES][LOG_TAIL_WIDTH]; /* the last non-empty stderr lines, a ring */
   int log_tail_next;
   int max_attempts;        /* from the config: starts allowed for a worker that crashes */
@@ -108,6 +109,13 @@ static void set_reading(sched_t *sched, int reading);
 static void on_turns(uv_check_t *check);
 
 static void on_flush_timer(uv_timer_t *timer) { flush_batch(timer->data); }
+
+/* Every change of an experiment's status goes through here: its streams and the observer
+ * (studies) learn it at once. */
+static void status_changed(sched_t *sched, int64_t id) {
+  sse_publish_status(sched->options.hub, id);
+  if (sched->options.observe) sched->options.observe(sched->options.observer, id, SCHED_STATUS_CHANGED);
+}
 
 static int write_outcome(sched_t *sched, const outcome_t *outcome);
 
@@ -245,6 +253,8 @@ static void apply_event_line(run_t *run, const char *line, size_t length) {
     if (event.type == EV_EVAL && event.split == EV_SPLIT_TEST) { /* the last evaluation of an epoch */
       flush_batch(sched);
       sse_publish_experiment(sched->options.hub, run->experiment_id);
+      if (sched->options.observe)
+        sched->options.observe(sched->options.observer, run->experiment_id, SCHED_EPOCH_ENDED);
     }
     break;
   case EV_STAGE:
@@ -512,7 +522,7 @@ static int decide_outcome(worker_t *worker, const char **status, char *error, si
     snprintf(error, error_size, "the daemon stopped while it ran; it will run again");
   } else if (worker->cancel_requested) {
     *status = DB_CANCELLED;
-    snprintf(error, error_size, "cancelled");
+    snprintf(error, error_size, "%s", worker->cancel_reason);
   } else if (worker->term_signal) {
     *status = DB_FAILED;
     snprintf(error, error_size, "the worker was killed by signal %d (%s)%s", worker->term_signal,
@@ -599,7 +609,7 @@ static int write_outcome(sched_t *sched, const outcome_t *outcome) {
   int result = outcome->retry ? db_experiment_retry(db, id, outcome->error)
                               : db_experiment_finish(db, id, outcome->status, outcome->error, outcome->summary);
   if (result != 0 && result != -ENOENT) return result;
-  sse_publish_status(sched->options.hub, id);
+  status_changed(sched, id);
   if (strcmp(outcome->status, DB_FAILED) == 0 || strcmp(outcome->status, DB_CANCELLED) == 0)
     sched_teacher_ended(sched, id, outcome->status, outcome->error);
   return 0;
@@ -607,7 +617,7 @@ static int write_outcome(sched_t *sched, const outcome_t *outcome) {
 
 static void on_dependent_failed(void *context, int64_t id) {
   sched_t *sched = context;
-  sse_publish_status(sched->options.hub, id);
+  status_changed(sched, id);
 }
 
 void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status, const char *error) {
@@ -634,7 +644,7 @@ static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
     snprintf(error, sizeof error, "its teacher, experiment %lld, left no checkpoint to learn from",
              (long long)json_integer_value(teacher_id));
     db_experiment_finish(sched->options.db, id, DB_FAILED, error, NULL);
-    sse_publish_status(sched->options.hub, id);
+    status_changed(sched, id);
     json_decref(config);
     free(config_json);
     return NULL;
@@ -687,7 +697,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     char error[4200];
     snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", checkpoint_dir, strerror(-result));
     db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
-    sse_publish_status(options->hub, id);
+    status_changed(sched, id);
     free(config_json);
     free(worker);
     return 0;
@@ -728,7 +738,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     snprintf(error, sizeof error, "cannot start the worker %s: %s", options->worker_bin, uv_strerror(result));
     fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
     db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
-    sse_publish_status(options->hub, id);
+    status_changed(sched, id);
     /* The process handle is closed too: uv_spawn leaves it initialised on failure. */
     close_worker_handles(worker);
     return 0;
@@ -740,7 +750,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->run.attempt,
           worker->process.pid, resuming ? ", resuming from " : "", resuming ? resume : "");
   if (resuming) log_printf(&worker->run, "[mapsaged] resuming from %s", resume);
-  sse_publish_status(options->hub, id);
+  status_changed(sched, id);
 
   update_reading(worker);
   uv_buf_t buffer = uv_buf_init(worker->config_json, (unsigned)strlen(worker->config_json));
@@ -774,12 +784,14 @@ static void terminate(worker_t *worker, unsigned grace_ms) {
     uv_timer_start(&worker->kill_timer, on_kill_timer, grace_ms, 0);
 }
 
-int sched_cancel(sched_t *sched, int64_t id, int *running) {
+int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running) {
   worker_t *worker = find_worker(sched, id);
+  if (reason == NULL) reason = "cancelled";
   if (worker) {
     *running = 1;
     worker->cancel_requested = 1;
-    log_printf(&worker->run, "[mapsaged] cancel requested");
+    snprintf(worker->cancel_reason, sizeof worker->cancel_reason, "%s", reason);
+    log_printf(&worker->run, "[mapsaged] cancel requested: %s", reason);
     terminate(worker, sched->options.cancel_grace_ms);
     return 0;
   }
@@ -788,7 +800,7 @@ int sched_cancel(sched_t *sched, int64_t id, int *running) {
     *running = 0;
     log_printf(&remote->run, "[mapsaged] cancel requested: the remote worker is refused from now on");
     flush_batch(sched);
-    record_outcome(sched, &(outcome_t){.experiment_id = id, .status = DB_CANCELLED, .error = "cancelled"});
+    record_outcome(sched, &(outcome_t){.experiment_id = id, .status = DB_CANCELLED, .error = (char *)reason});
     forget_remote(sched, remote);
     sched_kick(sched);
     return 0;
@@ -798,9 +810,11 @@ int sched_cancel(sched_t *sched, int64_t id, int *running) {
   int result = db_experiment_status(sched->options.db, id, status, sizeof status);
   if (result != 0) return result;
   if (db_status_is_terminal(status)) return -EALREADY;
-  result = db_experiment_finish(sched->options.db, id, DB_CANCELLED, "cancelled before it ran", NULL);
+  char before[300];
+  snprintf(before, sizeof before, "%s before it ran", reason);
+  result = db_experiment_finish(sched->options.db, id, DB_CANCELLED, before, NULL);
   if (result == 0) {
-    sse_publish_status(sched->options.hub, id);
+    status_changed(sched, id);
     sched_teacher_ended(sched, id, DB_CANCELLED, NULL);
   }
   return result;
@@ -930,7 +944,7 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
       uv_timer_start(&sched->remote_timer, on_remote_timer, 1000, 1000);
     fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, remote: events over HTTP)\n", (long long)id,
             remote->run.attempt);
-    sse_publish_status(sched->options.hub, id);
+    status_changed(sched, id);
   }
   context.run = &remote->run;
   remote->last_post = util_monotonic();

@@ -24,6 +24,12 @@
 
 typedef struct sched sched_t;
 
+/* What the scheduler tells its observer (the daemon's studies) about an experiment. */
+typedef enum {
+  SCHED_STATUS_CHANGED,  /* its status changed (queued → running → an end, or interrupted) */
+  SCHED_EPOCH_ENDED,     /* an epoch's evaluations were stored */
+} sched_observation_t;
+
 typedef struct {
   uv_loop_t *loop;
   db_t *db;
@@ -36,6 +42,9 @@ typedef struct {
   unsigned cancel_grace_ms;      /* a cancel: SIGTERM, then SIGKILL after this long */
   unsigned stop_grace_ms;        /* the daemon stopping: workers checkpoint, so longer */
   unsigned remote_timeout_s;     /* a remote run silent this long is interrupted */
+  /* Called after each observation, on the loop, when set. It may call sched_cancel. */
+  void (*observe)(void *observer, int64_t experiment_id, sched_observation_t what);
+  void *observer;
 } sched_options_t;
 
 int sched_create(const sched_options_t *options, sched_t **out);
@@ -54,9 +63,9 @@ sched_counters_t sched_counters(const sched_t *sched);
 int sched_max_workers(const sched_t *sched);
 
 /* Cancels a queued experiment at once (returns 0, *running = 0) or asks a running one to
- * stop (returns 0, *running = 1). -ENOENT when there is no such experiment, -EALREADY
- * when it has already ended. */
-int sched_cancel(sched_t *sched, int64_t id, int *running);
+ * stop (returns 0, *running = 1). `reason` becomes its error ("cancelled" when NULL).
+ * -ENOENT when there is no such experiment, -EALREADY when it has already ended. */
+int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running);
 
 /* Events of a run whose worker runs elsewhere (POST /api/experiments/{id}/events): one
  * protocol line each in `body`, as a local worker prints them. Every line is checked first:

@@ -35,7 +35,8 @@ struct sse_subscriber {
   sse_hub_t *hub;
   sse_subscriber_t *prev, *next;
   struct MHD_Connection *connection;
-  int64_t experiment_id;
+  int64_t experiment_id;  /* SSE_ALL_EXPERIMENTS, or -1 for a study's stream */
+  int64_t study_id;       /* a study's stream: its changes only */
   char *queue;
   size_t queue_start, queue_end, queue_capacity;
   int64_t cursor_step;   /* the last event queued: (step, phase) */
@@ -388,7 +389,17 @@ int sse_parse_cursor(const char *text, int64_t *step, int *phase) {
   return 0;
 }
 
-int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase) {
+void sse_publish_study(sse_hub_t *hub, int64_t study_id, const char *type, const char *data, int end) {
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->study_id != study_id || s->ending || s->dropped) continue;
+    queue_event(s, NULL, type, data);
+    s->ending = end;
+    wake(s);
+  }
+}
+
+static int subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t study_id, int64_t step,
+                     int phase) {
   if (hub->count >= SSE_MAX_SUBSCRIBERS)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE,
                               "too many open streams (%d); close one and retry", SSE_MAX_SUBSCRIBERS);
@@ -397,6 +408,7 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   subscriber->hub = hub;
   subscriber->connection = http_connection(request);
   subscriber->experiment_id = experiment_id;
+  subscriber->study_id = study_id;
   subscriber->cursor_step = step;
   subscriber->cursor_phase = phase;
   subscriber->replaying = 1;
@@ -412,7 +424,7 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   hub->subscribers = subscriber;
   hub->count++;
   http_on_complete(request, on_request_done, subscriber);
-  if (experiment_id == SSE_ALL_EXPERIMENTS) {
+  if (experiment_id == SSE_ALL_EXPERIMENTS || experiment_id < 0) {
     subscriber->replaying = 0; /* no history: clients list the experiments first */
     queue_append(subscriber, ": connected\n\n", 13);
   } else {
@@ -421,6 +433,15 @@ int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id
   MHD_add_response_header(response, "Content-Type", "text/event-stream");
   MHD_add_response_header(response, "X-Accel-Buffering", "no");
   return http_respond(request, MHD_HTTP_OK, response);
+}
+
+int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase) {
+  return subscribe(hub, request, experiment_id, 0, step, phase);
+}
+
+int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id) {
+  /* Of no experiment (-1 matches none), live only, like the stream of all experiments. */
+  return subscribe(hub, request, -1, study_id, 0, 0);
 }
 
 /* MHD takes a suspended socket out of its epoll set, so it cannot see the client leave:

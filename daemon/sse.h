@@ -47,6 +47,13 @@ int sse_parse_cursor(const char *text, int64_t *step, int *phase);
 #define SSE_ALL_EXPERIMENTS 0
 int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase);
 
+/* Answers `request` with the stream of a study's changes: the events study.c publishes
+ * with sse_publish_study, live only (a client reads GET /api/studies/{id} first). */
+int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id);
+/* Queues an event of `type` with JSON `data` to the study's streams; with `end`, ends them
+ * after it. */
+void sse_publish_study(sse_hub_t *hub, int64_t study_id, const char *type, const char *data, int end);
+
 /* A metric or eval event a worker just reported (already in the database batch). */
 void sse_publish_event(sse_hub_t *hub, int64_t experiment_id, const ev_t *event);
 /* The experiment's status changed: tells its streams (ending them if it has ended) and the
