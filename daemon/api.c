@@ -375,6 +375,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/studies/{id}", api_get_study},
     {"POST", "/api/studies/{id}/cancel", api_cancel_study},
     {"GET", "/api/studies/{id}/stream", api_get_study_stream},
+    {"GET", "/api/studies/{id}/curves", api_get_study_curves},
     {"POST", "/api/sql", run_sql},
     {"GET", "/api/health", get_health},
     {"GET", "/metrics", get_prometheus_metrics},

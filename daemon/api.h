@@ -42,5 +42,6 @@ int api_list_studies(http_request_t *request);
 int api_get_study(http_request_t *request);
 int api_cancel_study(http_request_t *request);
 int api_get_study_stream(http_request_t *request);
+int api_get_study_curves(http_request_t *request);
 
 #endif

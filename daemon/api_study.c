@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "study.h"
+#include "study_curves.h"
 #include "util.h"
 
 static api_t *app(const http_request_t *request) { return http_app(request); }
@@ -157,10 +158,31 @@ int api_cancel_study(http_request_t *request) {
                                      DB_CANCELLED, "cancelled_runs", cancelled));
 }
 
-int api_get_study_stream(http_request_t *request) {
+static int study_exists(http_request_t *request) {
   json_t *found = db_select(app(request)->db, "SELECT id FROM studies WHERE id = ?1", http_path_id(request), 0);
   const int exists = json_array_size(found) > 0;
   json_decref(found);
-  if (!exists) return respond_no_study(request);
+  return exists;
+}
+
+int api_get_study_stream(http_request_t *request) {
+  if (!study_exists(request)) return respond_no_study(request);
   return sse_subscribe_study(app(request)->hub, request, http_path_id(request));
+}
+
+int api_get_study_curves(http_request_t *request) {
+  api_t *api = app(request);
+  if (!study_exists(request)) return respond_no_study(request);
+  const char *names = http_query(request, "names");
+  if (names == NULL) names = "val/accuracy,loss/task,loss/distill";
+  if (strlen(names) > 500)
+    return http_respond_error(request, MHD_HTTP_BAD_REQUEST, "names: at most 500 characters (%d curves)",
+                              STUDY_CURVES_MAX_NAMES);
+  long long points = 300;
+  int bad = api_query_integer(request, "points", 10, 5000, &points);
+  if (bad) return bad > 0 ? 0 : bad;
+  db_flush(api->db);
+  json_t *curves = study_curves(api->db, http_path_id(request), names, (int)points);
+  if (curves == NULL) return -EIO;
+  return http_respond_json(request, MHD_HTTP_OK, curves);
 }
