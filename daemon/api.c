@@ -116,21 +116,9 @@ static int submit_experiment(http_request_t *request) {
   if (app(request)->sched) sched_kick(app(request)->sched); /* else it runs at the next start */
   char status[32] = DB_QUEUED;
   db_experiment_status(app(request)->db, id, status, sizeof status);
-  char *answer = NULL;
-  json_t *json = json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", status);
-  answer = json_dumps(json, JSON_COMPACT);
-  json_decref(json);
-  if (answer == NULL) return -ENOMEM;
-  struct MHD_Response *response = MHD_create_response_from_buffer(strlen(answer), answer, MHD_RESPMEM_MUST_FREE);
-  if (response == NULL) {
-    free(answer);
-    return -ENOMEM;
-  }
   char location[64];
   snprintf(location, sizeof location, "/api/experiments/%lld", (long long)id);
-  MHD_add_response_header(response, "Location", location);
-  MHD_add_response_header(response, "Content-Type", "application/json");
-  return http_respond(request, MHD_HTTP_CREATED, response);
+  return http_respond_created(request, location, json_pack("{s:I, s:s}", "id", (json_int_t)id, "status", status));
 }
 
 static int list_experiments(http_request_t *request) {

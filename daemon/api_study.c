@@ -2,6 +2,7 @@
  * run), list, show, cancel, stream. The study itself is study_spec.c (what a study means),
  * study.c (storing and following it) and study_statistics.c (what its runs say). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,7 +120,9 @@ int api_submit_study(http_request_t *request) {
   json_t *answer = json_pack("{s:I, s:O, s:i}", "id", (json_int_t)id, "status",
                              study ? json_object_get(study, "status") : json_string(DB_QUEUED), "runs", runs);
   json_decref(study);
-  return http_respond_json(request, MHD_HTTP_CREATED, answer);
+  char location[64];
+  snprintf(location, sizeof location, "/api/studies/%lld", (long long)id);
+  return http_respond_created(request, location, answer);
 }
 
 int api_list_studies(http_request_t *request) {

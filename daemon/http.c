@@ -120,8 +120,9 @@ uint64_t http_responses(const http_server_t *server, unsigned status_class) {
   return status_class < ARRAY_SIZE(server->responses) ? server->responses[status_class] : 0;
 }
 
-int http_respond_text(http_request_t *request, unsigned status, const char *content_type, char *text,
-                      size_t length) {
+/* The one place an answer held in memory becomes a response: `location` may be NULL. */
+static int respond_buffer(http_request_t *request, unsigned status, const char *content_type, char *text,
+                          size_t length, const char *location) {
   if (text == NULL) return -ENOMEM;
   struct MHD_Response *response = MHD_create_response_from_buffer(length, text, MHD_RESPMEM_MUST_FREE);
   if (response == NULL) {
@@ -129,7 +130,20 @@ int http_respond_text(http_request_t *request, unsigned status, const char *cont
     return -ENOMEM;
   }
   MHD_add_response_header(response, "Content-Type", content_type);
+  if (location) MHD_add_response_header(response, "Location", location);
   return http_respond(request, status, response);
+}
+
+int http_respond_text(http_request_t *request, unsigned status, const char *content_type, char *text,
+                      size_t length) {
+  return respond_buffer(request, status, content_type, text, length, NULL);
+}
+
+int http_respond_created(http_request_t *request, const char *location, json_t *body) {
+  if (body == NULL) return -ENOMEM;
+  char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  json_decref(body);
+  return respond_buffer(request, MHD_HTTP_CREATED, "application/json", text, text ? strlen(text) : 0, location);
 }
 
 int http_respond_json(http_request_t *request, unsigned status, json_t *body) {

@@ -81,6 +81,8 @@ int http_respond_error(http_request_t *request, unsigned status, const char *for
  * memory and handed to MHD without a copy. NULL `text` (out of memory) returns -ENOMEM. */
 int http_respond_text(http_request_t *request, unsigned status, const char *content_type, char *text,
                       size_t length);
+/* 201 Created with the new resource's `location` and `body` (which it steals). */
+int http_respond_created(http_request_t *request, const char *location, json_t *body);
 /* Queues a response built by the caller (a stream); takes the reference. */
 int http_respond(http_request_t *request, unsigned status, struct MHD_Response *response);
 

@@ -12,8 +12,8 @@
 #include "study_statistics.h"
 #include "util.h"
 
-/* The median rule needs company: a run is only judged against at least this many others
- * of its arm that have reached the same epoch (with one, "the median" is one run's luck). */
+/* The median rule needs company: a run is only judged against at least this many completed
+ * runs of its arm (with one, "the median" is one run's luck). */
 #define EARLY_STOPPING_MIN_PEERS 2
 
 /* The experiment statuses that are still to end. */
@@ -305,9 +305,11 @@ static void publish_run(db_t *db, sse_hub_t *hub, int64_t study_id, int64_t expe
 }
 
 /* The median stopping rule (Golovin et al., "Google Vizier", 2017): after epoch e, a run
- * whose best validation accuracy so far is below the median of the running averages of
- * the other runs of its arm at epoch e stops. Only for arm runs of a study that asked for
- * it, never for teachers or baselines (a pair with a stopped side leaves the comparison). */
+ * whose best validation accuracy so far is below the median of the running averages (over
+ * epochs 1…e) of the completed runs of its arm stops. Completed, as Vizier has it: judged
+ * against runs still at their start, half of any arm would stop, good runs included. Only
+ * for arm runs of a study that asked for it, never for teachers or baselines (a pair with a
+ * stopped side leaves the comparison). */
 static void consider_stopping(db_t *db, sched_t *sched, int64_t study_id, int64_t experiment_id) {
   json_t *found = rows(db, "SELECT r.arm, json_extract(s.spec, '$.early_stopping.min_epochs') AS min_epochs, "
                            "  json_type(s.spec, '$.early_stopping') IS NOT NULL AS enabled, "
@@ -335,6 +337,7 @@ static void consider_stopping(db_t *db, sched_t *sched, int64_t study_id, int64_
           "          AND epoch <= ?2), NULL "
           "UNION ALL "
           "SELECT NULL, avg(v.value) FROM evals v JOIN study_runs r ON r.experiment_id = v.experiment_id "
+          "  JOIN experiments e ON e.id = v.experiment_id AND e.status = 'succeeded' "
           " WHERE r.study_id = ?3 AND r.arm = ?4 AND r.role = 'arm' AND r.stopped_epoch IS NULL "
           "   AND v.experiment_id != ?1 AND v.split = 'val' AND v.name = 'accuracy' AND v.epoch <= ?2 "
           " GROUP BY v.experiment_id HAVING max(v.epoch) >= ?2");

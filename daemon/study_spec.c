@@ -29,10 +29,7 @@ const char *study_role_name(study_role_t role) {
 // ---------------------------------------------------------------------------------------
 // JSON: merge patches and config paths
 
-/* RFC 7386: `patch` applied to `target` (a reference the function takes; may be NULL).
- * Returns the result as a new reference. Objects merge key by key, null deletes, anything
- * else (arrays included) replaces. */
-static json_t *merge_patch(json_t *target, const json_t *patch) {
+json_t *study_spec_merge_patch(json_t *target, const json_t *patch) {
   if (!json_is_object(patch)) {
     json_decref(target);
     return json_deep_copy(patch);
@@ -50,7 +47,7 @@ static json_t *merge_patch(json_t *target, const json_t *patch) {
     }
     json_t *current = json_object_get(target, key);
     json_incref(current);
-    json_object_set_new(target, key, merge_patch(current, value));
+    json_object_set_new(target, key, study_spec_merge_patch(current, value));
   }
   return target;
 }
@@ -87,9 +84,7 @@ static int parse_path(const char *path, segment_t *segments, int max) {
   }
 }
 
-/* Sets the value at `path` inside `root`, creating missing objects on the way (an array
- * element must exist). Takes no reference of `value`. Returns 0, or -EINVAL with `why`. */
-static int set_path(json_t *root, const char *path, json_t *value, char *why, size_t why_size) {
+int study_spec_set_path(json_t *root, const char *path, json_t *value, char *why, size_t why_size) {
   segment_t segments[PATH_SEGMENTS];
   int n = parse_path(path, segments, PATH_SEGMENTS);
   if (n < 0)
@@ -544,10 +539,11 @@ static int parse_teacher(const json_t *spec, const char *study_name, teacher_t *
   return errors->count ? -EINVAL : 0;
 }
 
-/* The teacher run for `seed` (added when the study trains one per seed, or once). */
-static int teacher_run_for(builder_t *b, teacher_t *teacher, int64_t seed, int *once) {
+/* The teacher run for `seed`: added at its first use, once for the study or once per seed
+ * (the caller forgets `current` at each seed then). -1 when the study trains none. */
+static int teacher_run_for(builder_t *b, teacher_t *teacher, int64_t seed, int *current) {
   if (teacher->config == NULL) return -1;
-  if (!teacher->per_seed && *once >= 0) return *once;
+  if (*current >= 0) return *current;
   json_t *config = json_deep_copy(teacher->config);
   cfg_experiment_t parsed = teacher->parsed;
   if (teacher->per_seed) {
@@ -556,8 +552,11 @@ static int teacher_run_for(builder_t *b, teacher_t *teacher, int64_t seed, int *
   }
   int run = add_run(b, config, &parsed, -1, 0);
   if (run < 0) return run;
-  if (add_link(b, run, STUDY_ROLE_TEACHER, "teacher", json_object()) != 0) return -ENOMEM;
-  *once = run;
+  json_t *no_cell = json_object();
+  int result = add_link(b, run, STUDY_ROLE_TEACHER, "teacher", no_cell);
+  json_decref(no_cell);
+  if (result != 0) return -ENOMEM;
+  *current = run;
   return run;
 }
 
@@ -586,7 +585,7 @@ static int prepare_arm_cell(const json_t *merged, const char *arm, const json_t 
   const char *path;
   json_t *value;
   json_object_foreach((json_t *)cell, path, value) {
-    if (set_path(config, path, value, why, sizeof why) != 0) {
+    if (study_spec_set_path(config, path, value, why, sizeof why) != 0) {
       char at[200];
       snprintf(at, sizeof at, "grid.%s", path);
       cfg_add_error(errors, at, "%s%s", why, context);
@@ -658,13 +657,14 @@ static void free_arm_cells(arm_cell_t *cells, int n) {
 /* Every arm × cell × seed, seed by seed, so the pairs of a seed finish together and a
  * study's statistics grow as it runs. */
 static int expand(builder_t *b, arm_cell_t *cells, int n_cells, const int64_t *seeds, int n_seeds, teacher_t *teacher) {
-  int once = -1;
+  int current_teacher = -1;
   for (int s = 0; s < n_seeds; s++) {
     int first_baseline = b->plan->n_runs; /* baselines are shared within a seed only */
     int teacher_run = -1;
+    if (teacher->per_seed) current_teacher = -1;
     for (int c = 0; c < n_cells; c++) {
       arm_cell_t *cell = &cells[c];
-      if (cell->distills && (teacher_run = teacher_run_for(b, teacher, seeds[s], &once)) < -1) return teacher_run;
+      if (cell->distills && (teacher_run = teacher_run_for(b, teacher, seeds[s], &current_teacher)) < -1) return teacher_run;
       json_t *config = json_deep_copy(cell->config);
       json_object_set_new(config, "seed", json_integer(seeds[s]));
       cfg_experiment_t parsed = cell->parsed;
@@ -793,7 +793,7 @@ int study_spec_expand(const json_t *spec, study_plan_t **out, cfg_errors_t *erro
       continue;
     }
     util_strlcpy(plan->arms[plan->n_arms++], arm_name, sizeof plan->arms[0]);
-    json_t *merged = merge_patch(json_deep_copy(base), patch);
+    json_t *merged = study_spec_merge_patch(json_deep_copy(base), patch);
     size_t c;
     json_t *cell;
     json_array_foreach(cells, c, cell) {

@@ -75,6 +75,15 @@ void study_plan_free(study_plan_t *plan);
  * task loss alone at full weight. NULL when out of memory. */
 json_t *study_spec_baseline(const json_t *config);
 
+/* RFC 7386: `patch` applied to `target` (a reference it takes; may be NULL); returns the
+ * result as a new reference. Objects merge key by key, null deletes, anything else
+ * (arrays included) replaces. */
+json_t *study_spec_merge_patch(json_t *target, const json_t *patch);
+
+/* Sets `value` (not taken) at a config path like "stages[1].distill_weight" inside `root`,
+ * creating missing objects (a list item must exist). Returns 0, or -EINVAL with `why`. */
+int study_spec_set_path(json_t *root, const char *path, json_t *value, char *why, size_t why_size);
+
 /* Optimizer steps `config` plans: its epochs times the batches of an epoch. */
 int64_t study_spec_steps(const cfg_experiment_t *config);
 
