@@ -3,7 +3,7 @@
 Mirrors bench_train.c workload for workload: the same layer sizes, batch 128, SGD with
 momentum 0.9 at lr 0.01, random data of the same shape, the median of several repetitions
 of about --seconds each after a warm-up (with --serve, one repetition per "rep" line on
-stdin, so that the driver can alternate them with bench_train's). PyTorch at its best, as DESIGN.md asks: run under
+stdin, so that the driver can alternate them with bench_train's). PyTorch at its best, as docs/design.md asks: run under
 /usr/bin/python3 with OPENBLAS_NUM_THREADS=1 (set by bench/run, before torch loads) and
 torch.set_num_threads(--threads); gradients set to None rather than zeroed. Prints one
 JSON object. A benchmark, never a test.

@@ -1,5 +1,5 @@
 /* report.h — a worker's events over HTTP, for a worker the daemon does not spawn (a cluster
- * node, `sbatch`): DESIGN.md's second transport of the one protocol.
+ * node, `sbatch`): the second transport of the one protocol (docs/design.md).
  *
  * mapsage-worker --server URL reads its experiment's config from GET
  * /api/experiments/{id} and writes its events to the FILE* report_open() returns, exactly

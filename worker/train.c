@@ -169,7 +169,7 @@ static void train__add_grad_norms(train__values_t *values, const train_t *t, con
   }
 }
 
-/* The distillation terms' metrics (the contract with the dashboard, DESIGN.md): each
+/* The distillation terms' metrics (the contract with the dashboard, docs/design.md): each
  * computed term raw and weighted, the gate's diagnostics when a pair has a gate, the
  * per-pair MSE when there are several pairs, the discriminator's figures. */
 static void train__add_terms(train__values_t *values, const train_t *t, const cfg_stage_t *stage,
