@@ -1,12 +1,15 @@
 /* report.c — a run's analysis from what the database holds (see report.h). Everything is
  * derived from the stored curves with a few small queries, so a report is as current as
- * the last flushed batch and costs milliseconds; nothing is stored. */
+ * the last flushed batch and costs milliseconds; nothing is stored. The baseline a run is
+ * judged against is its matched one, by the rule studies use (study_spec.h). */
 #include "report.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "study_spec.h"
 
 #define DOMINANT_SHARE 0.8      /* a non-task term above this share of the total dominates */
 #define STALL_CHANGE -0.01      /* the task loss fell by less than 1 %… */
@@ -138,6 +141,85 @@ static void analyse_diagnostics(db_t *db, int64_t id, json_t *findings) {
   json_decref(rows);
 }
 
+/* A config with what does not change training taken out: the name, the priority, how often
+ * it checkpoints and reports gradient norms, how often it may be retried. Two configs equal
+ * after this train the same way. */
+static json_t *training_part(const json_t *config) {
+  static const char *const bookkeeping[] = {"name", "priority", "checkpoint_every", "checkpoint_keep", "max_attempts",
+                                            "grad_norm_every"};
+  json_t *copy = json_deep_copy(config);
+  for (size_t i = 0; i < sizeof bookkeeping / sizeof bookkeeping[0]; i++) json_object_del(copy, bookkeeping[i]);
+  return copy;
+}
+
+/* The run's matched baseline, by the rule studies use (study_spec_baseline): the run's own
+ * config without the teacher and the distillation terms, the same seed and number of steps.
+ * Its study's baseline when it is part of one; else the latest succeeded run whose config
+ * trains exactly that way. A run of the same student that differs (another length, another
+ * seed) is named, never compared: a difference of budget is not an effect of distillation. */
+static void compare_with_baseline(db_t *db, int64_t id, const json_t *config, double test, json_t *report,
+                                  json_t *findings) {
+  json_t *wanted_config = study_spec_baseline(config), *wanted = training_part(wanted_config);
+  json_t *candidates = db_select(
+      db,
+      "SELECT b.id, b.name, b.config, b.planned_epochs, "
+      "  (SELECT value FROM evals v WHERE v.experiment_id = b.id AND v.split = 'test' AND v.name = 'accuracy' "
+      "     ORDER BY v.epoch DESC LIMIT 1) AS test_accuracy, "
+      "  EXISTS (SELECT 1 FROM study_runs mine JOIN study_runs theirs ON theirs.study_id = mine.study_id "
+      "            AND theirs.arm = mine.arm || '/baseline' AND theirs.cell = mine.cell AND theirs.seed = mine.seed "
+      "           WHERE mine.experiment_id = ?1 AND mine.role = 'arm' AND theirs.experiment_id = b.id) AS in_study "
+      "FROM experiments b, experiments me WHERE me.id = ?1 AND b.id != me.id AND b.status = 'succeeded' "
+      "AND json_extract(b.config, '$.teacher') IS NULL "
+      "AND json_extract(b.config, '$.model') = json_extract(me.config, '$.model') "
+      "AND json_extract(b.config, '$.dataset') = json_extract(me.config, '$.dataset') "
+      "ORDER BY in_study DESC, b.id DESC LIMIT 500",
+      id, 0);
+  json_t *matched = NULL, *unmatched = NULL;
+  size_t index;
+  json_t *candidate;
+  json_array_foreach(candidates, index, candidate) {
+    json_t *parsed = json_loads(json_string_value(json_object_get(candidate, "config")), 0, NULL);
+    json_t *theirs = training_part(parsed);
+    if (json_equal(theirs, wanted) && matched == NULL) matched = candidate;
+    else if (unmatched == NULL) unmatched = candidate;
+    json_decref(theirs);
+    json_decref(parsed);
+  }
+  if (matched) {
+    double base = number(matched, "test_accuracy");
+    json_object_set_new(report, "baseline",
+                        json_pack("{s:O, s:O, s:O, s:o, s:b, s:b}", "id", json_object_get(matched, "id"), "name",
+                                  json_object_get(matched, "name"), "test_accuracy",
+                                  json_object_get(matched, "test_accuracy"), "gain",
+                                  isfinite(base) && isfinite(test) ? json_real(test - base) : json_null(), "matched", 1,
+                                  "in_study", (int)json_integer_value(json_object_get(matched, "in_study"))));
+    if (isfinite(base) && isfinite(test))
+      add_finding(findings, test > base ? "info" : "warning", NULL,
+                  "distillation %s test accuracy by %.2f points against its matched baseline, experiment %lld "
+                  "(%.2f%%: the same student, data, seed and steps without the teacher); one seed says little: "
+                  "a study over seeds says how sure that is",
+                  test >= base ? "raised" : "lowered", 100 * fabs(test - base),
+                  (long long)json_integer_value(json_object_get(matched, "id")), 100 * base);
+  } else {
+    json_object_set_new(report, "baseline", json_null());
+    json_object_set_new(report, "baseline_config", json_incref(wanted_config));
+    if (unmatched)
+      add_finding(findings, "info", NULL,
+                  "no matched baseline: experiment %lld trains the same student without a teacher but differs in "
+                  "more than the teacher (%lld epochs, or another seed or schedule), so it is not compared; submit "
+                  "this report's baseline_config, or run a study",
+                  (long long)json_integer_value(json_object_get(unmatched, "id")),
+                  (long long)json_integer_value(json_object_get(unmatched, "planned_epochs")));
+    else
+      add_finding(findings, "info", NULL,
+                  "no matched baseline yet: submit this report's baseline_config (the same run without the teacher) "
+                  "to see what distillation added, or run a study");
+  }
+  json_decref(candidates);
+  json_decref(wanted);
+  json_decref(wanted_config);
+}
+
 json_t *report_build(db_t *db, int64_t id) {
   json_t *experiment = db_experiment_get(db, id, 1);
   if (experiment == NULL) return NULL;
@@ -180,40 +262,15 @@ json_t *report_build(db_t *db, int64_t id) {
                                   isfinite(teacher_accuracy) && isfinite(test) ? json_real(teacher_accuracy - test)
                                                                                : json_null()));
 
-  /* The baseline: the same student on the same data without a teacher, same seed first. */
-  json_t *baseline_rows = db_select(
-      db,
-      "SELECT b.id, b.name, (SELECT value FROM evals v WHERE v.experiment_id = b.id AND v.split = 'test' "
-      "  AND v.name = 'accuracy' ORDER BY v.epoch DESC LIMIT 1) AS test_accuracy "
-      "FROM experiments b, experiments me WHERE me.id = ?1 AND b.id != me.id AND b.status = 'succeeded' "
-      "AND json_extract(b.config, '$.teacher') IS NULL "
-      "AND json_extract(b.config, '$.model') = json_extract(me.config, '$.model') "
-      "AND json_extract(b.config, '$.dataset') = json_extract(me.config, '$.dataset') "
-      "ORDER BY json_extract(b.config, '$.seed') = json_extract(me.config, '$.seed') DESC, b.id DESC "
-      "LIMIT 1",
-      id, 0);
-  json_t *baseline = json_array_get(baseline_rows, 0);
-  if (baseline && json_is_object(json_object_get(config, "teacher"))) { /* only a student has a baseline */
-    double base = number(baseline, "test_accuracy");
-    json_object_set_new(report, "baseline",
-                        json_pack("{s:O, s:O, s:O, s:o}", "id", json_object_get(baseline, "id"), "name",
-                                  json_object_get(baseline, "name"), "test_accuracy",
-                                  json_object_get(baseline, "test_accuracy"), "gain",
-                                  isfinite(base) && isfinite(test) ? json_real(test - base) : json_null()));
-    if (isfinite(base) && isfinite(test))
-      add_finding(findings, test > base ? "info" : "warning", NULL,
-                  "distillation %s test accuracy by %.2f points against its baseline, experiment %lld (%.2f%%)",
-                  test >= base ? "raised" : "lowered", 100 * fabs(test - base),
-                  (long long)json_integer_value(json_object_get(baseline, "id")), 100 * base);
-  } else {
+  if (json_is_object(json_object_get(config, "teacher"))) /* only a student has a baseline */
+    compare_with_baseline(db, id, config, test, report, findings);
+  else
     json_object_set_new(report, "baseline", json_null());
-  }
   const char *error = json_string_value(json_object_get(experiment, "error"));
   if (error && strstr(error, "diverged"))
     add_finding(findings, "warning", NULL, "%s: lower the learning rate or a loss weight", error);
   json_object_set_new(report, "findings", findings);
   json_decref(final);
-  json_decref(baseline_rows);
   json_decref(experiment);
   return report;
 }

@@ -1,7 +1,8 @@
 /* report.h — GET /api/experiments/{id}/report: the run's analysis, for a researcher who
  * asks "did distillation help, and if not, why?". Per stage, how each loss term moved and
  * what share of the total each weighted term took; the run against its teacher and its
- * baseline (the latest run of the same student, data and seed without a teacher); and
+ * matched baseline (the same student, data, seed and steps without the teacher: its
+ * study's, or a run that trains exactly that way); and
  * findings in words: a term that dominates, a task loss that stalls while imitation
  * improves (the symptom in the users' report), a gate that concentrates, a discriminator
  * that wins, overfitting, divergence. */

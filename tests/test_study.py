@@ -212,6 +212,35 @@ class Studies(unittest.TestCase):
         listed = self.daemon.get("/api/studies")[2]["studies"]
         self.assertIn(study_id, [s["id"] for s in listed])
 
+    def test_reports_judge_a_run_against_its_matched_baseline(self):
+        created = self.submit(study("reported", seeds=2))
+        done = self.wait_study(created["id"], ["succeeded", "failed"])
+        self.assertEqual("succeeded", done["status"], done.get("error"))
+        comparison = [c for c in done["comparisons"] if c["arm"] == "kd" and c["outcome"] == "test_accuracy"][0]
+        pair = comparison["pairs"][0]
+        report = self.daemon.get("/api/experiments/%d/report" % pair["arm"])[2]
+        self.assertEqual(pair["baseline"], report["baseline"]["id"])
+        self.assertTrue(report["baseline"]["matched"])
+        self.assertTrue(report["baseline"]["in_study"])
+        # A student outside any study, three epochs longer than every baseline there is: no
+        # baseline is claimed, and the run of the same student that exists is named.
+        student = dict(done["spec"]["base"], name="alone", teacher={"experiment": done["runs"][0]["id"]},
+                       temperature={"schedule": "constant", "start": 4}, seed=1,
+                       stages=[{"name": "main", "epochs": 6, "task_weight": 0.7, "distill_weight": 0.3}])
+        self.assertEqual("teacher", done["runs"][0]["role"])
+        alone = self.daemon.submit(student)
+        self.daemon.wait_status(alone, ["succeeded"])
+        report = self.daemon.get("/api/experiments/%d/report" % alone)[2]
+        self.assertIsNone(report["baseline"])
+        messages = " ".join(finding["message"] for finding in report["findings"])
+        self.assertIn("no matched baseline", messages)
+        # Its matched baseline, submitted as the report gives it, is then the one it is judged against.
+        baseline = self.daemon.submit(report["baseline_config"])
+        self.daemon.wait_status(baseline, ["succeeded"])
+        report = self.daemon.get("/api/experiments/%d/report" % alone)[2]
+        self.assertEqual(baseline, report["baseline"]["id"])
+        self.assertFalse(report["baseline"]["in_study"])
+
     def test_the_stream_follows_runs_and_ends(self):
         created = self.submit(study("streamed", seeds=2))
         stream = SseReader(self.daemon.port, "/api/studies/%d/stream" % created["id"], timeout=240)
