@@ -920,21 +920,42 @@ int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch) {
   return config->n_stages - 1;
 }
 
+void cfg_distill_span(const cfg_experiment_t *config, double *first, double *end) {
+  int epochs = 0, from = -1, to = -1;
+  for (int i = 0; i < config->n_stages; i++) {
+    if (config->stages[i].distill_weight > 0) {
+      if (from < 0) from = epochs;
+      to = epochs + config->stages[i].epochs;
+    }
+    epochs += config->stages[i].epochs;
+  }
+  *first = from < 0 ? 0 : from;
+  *end = from < 0 ? epochs : to;
+}
+
 double cfg_temperature_at(const cfg_experiment_t *config, double epoch) {
-  double start = config->temperature.start, end = config->temperature.end;
-  int total = cfg_total_epochs(config);
-  double done = total > 0 ? epoch / total : 1.0;
+  /* The schedule runs over the stages that distil, from the first step of the first one to
+   * the end of the last one: the temperature only matters where KD has a weight. Spread over
+   * the whole run, kd-progressive's 5 task-only epochs would spend a third of the schedule
+   * before KD starts, and its first distilling step would see 5.0 instead of 6.0. Before
+   * that span T stays at start, after it at end (a task-only stage in between counts, so the
+   * schedule does not jump across it). */
+  double start = config->temperature.start, end = config->temperature.end, first, last;
+  cfg_distill_span(config, &first, &last);
+  const double span = last - first, into = epoch - first;
+  double done = span > 0 ? into / span : 1.0;
   if (done < 0) done = 0;
   if (done > 1) done = 1;
   switch (config->temperature.kind) {
   case CFG_TEMPERATURE_LINEAR: return start + (end - start) * done;
   case CFG_TEMPERATURE_COSINE: return end + (start - end) * 0.5 * (1.0 + cos(M_PI * done));
   case CFG_TEMPERATURE_STEP: {
-    /* Equal jumps every every_epochs epochs, the last one landing on `end`. */
+    /* Equal jumps every every_epochs epochs of the span, the last one landing on `end`. */
     int every = config->temperature.every_epochs;
-    int jumps = (total - 1) / every;
+    int jumps = ((int)span - 1) / every;
     if (jumps < 1) return start;
-    double k = floor(epoch / every);
+    double k = floor(into / every);
+    if (k < 0) k = 0;
     return start + (end - start) * (k < jumps ? k : jumps) / jumps;
   }
   default: return start;

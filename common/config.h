@@ -132,7 +132,8 @@ typedef struct {
 
   struct {
     cfg_temperature_schedule_t kind;
-    double start, end;       /* the soft-target temperature moves from start to end over the run */
+    double start, end;       /* the soft-target temperature moves from start to end over the
+                                stages that distil (cfg_distill_span) */
     int every_epochs;        /* step: one equal jump every this many epochs */
   } temperature;
 
@@ -211,8 +212,12 @@ int cfg_shape_size(const cfg_shape_t *shape);
 int cfg_total_epochs(const cfg_experiment_t *config);
 int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch);
 
-/* Schedules. `progress` is the fraction of the whole run done, in [0, 1]; `epoch` is
- * 0-based and may carry the fraction of the epoch done. */
+/* Where the run distils: [first, end) in 0-based epochs, from the start of the first stage
+ * whose distill_weight > 0 to the end of the last one (the stages between them included,
+ * whatever their weights). A run that never distils: the whole run. */
+void cfg_distill_span(const cfg_experiment_t *config, double *first, double *end);
+/* Schedules. `epoch` is 0-based and may carry the fraction of the epoch done. The
+ * temperature moves from start to end over cfg_distill_span(): start before it, end after. */
 double cfg_temperature_at(const cfg_experiment_t *config, double epoch);
 /* The learning-rate factor (multiplying the stage's lr) at a 0-based fractional epoch. */
 double cfg_lr_factor_at(const cfg_experiment_t *config, double epoch);

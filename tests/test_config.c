@@ -249,9 +249,12 @@ static void test_distillation(void) {
   CHECK_INT(CFG_ADVERSARIAL_BCE, config.adversarial.loss);
   CHECK_NEAR(0.3, config.stages[1].distill_weight, 1e-12);
   CHECK(cfg_uses_distillation(&config) && cfg_uses_features(&config) && cfg_uses_adversarial(&config));
-  /* The temperature moves from 6 to 3 over the 15 epochs. */
+  /* The temperature moves from 6 to 3 over the 10 epochs that distil (5 to 15); the 5
+   * task-only epochs before them stay at 6. */
   CHECK_NEAR(6.0, cfg_temperature_at(&config, 0), 1e-12);
-  CHECK_NEAR(4.5, cfg_temperature_at(&config, 7.5), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 4.9), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 5), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 10), 1e-12);
   CHECK_NEAR(3.0, cfg_temperature_at(&config, 15), 1e-12);
 
   /* The daemon fills in the teacher's checkpoint; the stored form parses back the same. */
@@ -326,6 +329,51 @@ static void test_schedules_and_growth(void) {
   CHECK_NEAR(3.0, cfg_temperature_at(&config, 14.5), 1e-12);
 }
 
+static int parse_example(const char *name) {
+  const char *source = getenv("MAPSAGE_SOURCE_DIR");
+  char path[600], *text = NULL;
+  size_t length;
+  snprintf(path, sizeof path, "%s/examples/%s", source ? source : "..", name);
+  if (util_read_file(path, 1 << 20, &text, &length) != 0) return -ENOENT;
+  int result = cfg_parse(text, length, &config, &errors);
+  free(text);
+  return result;
+}
+
+/* The temperature schedule spans the stages that distil: start at the first distilling
+ * step, end at the end of the last distilling stage, flat in task-only stages around them. */
+static void test_temperature_over_distilling_stages(void) {
+  /* kd-progressive: 5 task-only epochs, then 10 of KD, linear 6 → 3. */
+  CHECK_INT(0, parse_example("kd-progressive.json"));
+  double first, end;
+  cfg_distill_span(&config, &first, &end);
+  CHECK_NEAR(5.0, first, 0);
+  CHECK_NEAR(15.0, end, 0);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 2.5), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 5.0), 1e-12);   /* the first distilling step */
+  CHECK_NEAR(5.7, cfg_temperature_at(&config, 6.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 15.0), 1e-12);  /* the end */
+  /* kd-three-stage: 10 task-only epochs, then 15 + 10 distilling, cosine 6 → 3. */
+  CHECK_INT(0, parse_example("kd-three-stage.json"));
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 9.99), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 10.0), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 22.5), 1e-12);  /* half-way: the cosine's middle */
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 35.0), 1e-12);
+  /* A task-only stage after the last distilling one stays at end; one between two
+   * distilling stages is part of the span. Step: 2 jumps of 1.5 every 4 epochs of the 9. */
+  CHECK_INT(0, parse("{" KD "\"temperature\": {\"schedule\": \"step\", \"start\": 6, \"end\": 3, \"every_epochs\": 4},"
+                     "\"stages\": [{\"epochs\": 3}, {\"epochs\": 4, \"distill_weight\": 0.5}, {\"epochs\": 2},"
+                     "{\"epochs\": 3, \"distill_weight\": 0.5}, {\"epochs\": 5}]," MLP "}"));
+  cfg_distill_span(&config, &first, &end);
+  CHECK_NEAR(3.0, first, 0);
+  CHECK_NEAR(12.0, end, 0);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 0.0), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 6.9), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 7.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 11.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 16.5), 1e-12);
+}
+
 /* Every ready config in examples/ is valid, and each distillation example fits the CNN
  * teacher: what users copy must run. */
 static void test_examples(void) {
@@ -381,6 +429,7 @@ int main(void) {
   test_distillation();
   test_teacher_check();
   test_schedules_and_growth();
+  test_temperature_over_distilling_stages();
   test_examples();
   return check_summary();
 }
