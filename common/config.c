@@ -199,7 +199,8 @@ static int is_automatic_name(const char *name) {
 static const char *const dataset_names[] = {"fashion-mnist", "synthetic", NULL};
 
 static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known[] = {"name", "val_size", "train_limit", "train_size", "test_size", NULL};
+  static const char *const known[] = {"name", "split_seed", "val_size", "train_limit", "train_size", "test_size",
+                                      NULL};
   const json_t *dataset = get_object(root, "", "dataset", errors);
   config->dataset.kind = CFG_DATASET_FASHION_MNIST;
   if (dataset) {
@@ -211,7 +212,11 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
   config->dataset.test_size = synthetic ? 512 : 10000;
   config->dataset.val_size = synthetic ? 256 : 5000;
   config->dataset.train_limit = 0;
+  config->dataset.split_seed = CFG_SPLIT_SEED;
   if (!dataset) return;
+  long long split_seed = CFG_SPLIT_SEED;
+  if (get_integer(dataset, "dataset", "split_seed", 0, INT64_MAX / 2, &split_seed, errors))
+    config->dataset.split_seed = (uint64_t)split_seed;
 
   if (synthetic) {
     get_int(dataset, "dataset", "train_size", 16, 1000000, &config->dataset.train_size, errors);
@@ -773,8 +778,8 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                                             stage->distill_weight, "feature_weight", stage->feature_weight,
                                             "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
   }
-  json_t *dataset = json_pack("{s:s, s:i}", "name", dataset_names[config->dataset.kind], "val_size",
-                              config->dataset.val_size);
+  json_t *dataset = json_pack("{s:s, s:I, s:i}", "name", dataset_names[config->dataset.kind], "split_seed",
+                              (json_int_t)config->dataset.split_seed, "val_size", config->dataset.val_size);
   json_object_set_new(dataset, "train_limit",
                       config->dataset.train_limit ? json_integer(config->dataset.train_limit) : json_null());
   if (config->dataset.kind == CFG_DATASET_SYNTHETIC) {
@@ -844,10 +849,41 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
   return root;
 }
 
+/* Appends ", " (unless first) and the formatted text to `buffer`, cutting at its size. */
+__attribute__((format(printf, 3, 4))) static void append(char *buffer, size_t size, const char *format, ...) {
+  size_t used = strlen(buffer);
+  if (used && used + 2 < size) {
+    strcpy(buffer + used, ", ");
+    used += 2;
+  }
+  va_list args;
+  va_start(args, format);
+  if (used + 1 < size) vsnprintf(buffer + used, size - used, format, args);
+  va_end(args);
+}
+
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors) {
   int before = errors->count;
   if (teacher->teacher.kind != CFG_TEACHER_NONE)
     add_error(errors, "teacher", "a teacher must be trained without a teacher of its own");
+  /* The same data (config.h says what that means): every difference in one error. */
+  char differences[256] = "";
+  const typeof(student->dataset) *mine = &student->dataset, *theirs = &teacher->dataset;
+  if (mine->kind != theirs->kind)
+    append(differences, sizeof differences, "name \"%s\" (here \"%s\")", dataset_names[theirs->kind],
+           dataset_names[mine->kind]);
+  if (mine->split_seed != theirs->split_seed)
+    append(differences, sizeof differences, "split_seed %llu (here %llu)", (unsigned long long)theirs->split_seed,
+           (unsigned long long)mine->split_seed);
+  if (mine->val_size != theirs->val_size)
+    append(differences, sizeof differences, "val_size %d (here %d)", theirs->val_size, mine->val_size);
+  if (mine->kind == CFG_DATASET_SYNTHETIC && theirs->kind == CFG_DATASET_SYNTHETIC &&
+      mine->train_size != theirs->train_size)
+    append(differences, sizeof differences, "train_size %d (here %d)", theirs->train_size, mine->train_size);
+  if (differences[0])
+    add_error(errors, "dataset",
+              "the teacher was trained on other data (its %s): it may have trained on this run's validation "
+              "examples; only train_limit may differ", differences);
   for (int i = 0; i < student->n_features; i++) {
     const cfg_feature_t *feature = &student->features[i];
     char path[64];

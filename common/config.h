@@ -88,6 +88,11 @@ typedef struct {
   char name[CFG_NAME_MAX];   /* default "grow<i+1>" */
 } cfg_grow_t;
 
+/* The default dataset.split_seed: 1, the default run seed, so that a config that never set
+ * a seed holds out exactly the examples it held out when the split still followed the seed
+ * (and a teacher trained then with the default seed shares the split of a student now). */
+#define CFG_SPLIT_SEED 1
+
 #define CFG_MAX_FEATURES 8
 #define CFG_MAX_GROW 8
 #define CFG_PATH_MAX 1024
@@ -99,6 +104,10 @@ typedef struct {
 
   struct {
     cfg_dataset_kind_t kind;
+    uint64_t split_seed;     /* the data's own seed: which examples are held out for
+                                validation (and the synthetic images themselves), hence the
+                                standardisation statistics; never the run's seed, so runs
+                                with different seeds share one split. Default CFG_SPLIT_SEED */
     int val_size;            /* examples held out of the training set for validation */
     int train_limit;         /* use at most this many training examples; 0 = all */
     int train_size;          /* synthetic only: generated training examples */
@@ -193,9 +202,25 @@ void cfg_add_error(cfg_errors_t *errors, const char *path, const char *format, .
 json_t *cfg_errors_to_json(const cfg_errors_t *errors);
 
 /* Checks a distillation config against its teacher's config: the teacher trains without a
- * teacher of its own, and every feature pair names a teacher layer whose output an adapter
- * can reach. Errors are added to `errors` (paths into the student's config). Returns 0 or
- * -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
+ * teacher of its own, was trained on the same data (below), and every feature pair names a
+ * teacher layer whose output an adapter can reach.
+ *
+ * "The same data" is what decides which examples the teacher saw: the dataset (name), its
+ * split_seed and val_size (together they pick the validation examples, and the
+ * standardisation statistics come from the rest), and for the synthetic set train_size (the
+ * generated pool the split is drawn from). Otherwise the teacher may have trained on the
+ * student's validation examples, and its inputs would be standardised differently from what
+ * it learned on: an error at "dataset". train_limit may differ: the limited training set is
+ * a prefix of the same shuffled training part, so a teacher with more examples saw more of
+ * the student's training data, never its validation or test data, and the statistics do
+ * not depend on it. The synthetic test_size may differ too (the test set is generated from
+ * its own stream: a shorter one is a prefix of a longer one).
+ *
+ * A teacher trained before split_seed existed parses with the default, CFG_SPLIT_SEED; its
+ * split really followed its seed, so it shares the student's split only if its seed was
+ * CFG_SPLIT_SEED (the default seed). It still loads: nothing stored says otherwise.
+ *
+ * Errors are added to `errors` (paths into the student's config). Returns 0 or -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
  * with the config stored in a teacher checkpoint. */
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors);
 

@@ -173,6 +173,27 @@ static void test_dataset_rules(void) {
   CHECK(has_error("dataset.train_limit", "between 1 and 60000"));
   CHECK_INT(-EINVAL, parse("{\"dataset\": 3," MLP "}"));
   CHECK(has_error("dataset", "must be an object, not an integer"));
+
+  /* split_seed: the data's, defaulting to CFG_SPLIT_SEED whatever the run's seed, stored
+   * with every config (a config from before it existed gets the default). */
+  CHECK_INT(0, parse("{\"seed\": 9," MLP "}"));
+  CHECK_INT(CFG_SPLIT_SEED, (long long)config.dataset.split_seed);
+  CHECK_INT(1, CFG_SPLIT_SEED);
+  stored = cfg_to_json(&config);
+  CHECK_INT(CFG_SPLIT_SEED, json_integer_value(json_object_get(json_object_get(stored, "dataset"), "split_seed")));
+  json_decref(stored);
+  CHECK_INT(0, parse("{\"seed\": 9, \"dataset\": {\"split_seed\": 42}," MLP "}"));
+  CHECK_INT(42, (long long)config.dataset.split_seed);
+  CHECK_INT(9, (long long)config.seed);
+  stored = cfg_to_json(&config);
+  first = config;
+  CHECK_INT(0, cfg_from_json(stored, &config, &errors));
+  CHECK(memcmp(&first, &config, sizeof config) == 0);
+  json_decref(stored);
+  CHECK_INT(-EINVAL, parse("{\"dataset\": {\"split_seed\": -1}," MLP "}"));
+  CHECK(has_error("dataset.split_seed", "must be between 0"));
+  CHECK_INT(-EINVAL, parse("{\"dataset\": {\"split_seed\": \"7\"}," MLP "}"));
+  CHECK(has_error("dataset.split_seed", "must be an integer"));
 }
 
 static void test_epochs_or_stages(void) {
@@ -301,6 +322,32 @@ static void test_teacher_check(void) {
   memset(&errors, 0, sizeof errors);
   CHECK_INT(-EINVAL, cfg_check_teacher(&teacher, &student, &errors)); /* a student cannot teach */
   CHECK(has_error("teacher", "without a teacher of its own"));
+
+  /* The same data: another seed and another train_limit are fine, another split is not. */
+  CHECK_INT(0, parse("{\"seed\": 5, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 3}," CNN "}"));
+  teacher = config;
+  CHECK_INT(0, parse("{" KD "\"seed\": 8, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 3, \"train_limit\": 100},"
+                     MLP "}"));
+  student = config;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(0, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(0, errors.count);
+  student.dataset.split_seed = 4;
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("dataset", "the teacher was trained on other data (its split_seed 3 (here 4))"));
+  student.dataset.split_seed = 3;
+  student.dataset.val_size = 100;
+  student.dataset.train_size = 4096;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("dataset", "val_size 256 (here 100), train_size 2048 (here 4096)"));
+  student.dataset = teacher.dataset;
+  student.dataset.kind = CFG_DATASET_FASHION_MNIST;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK(has_error("dataset", "name \"synthetic\" (here \"fashion-mnist\")"));
 }
 
 static void test_schedules_and_growth(void) {

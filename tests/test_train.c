@@ -599,8 +599,8 @@ static void test_summary_json(const run_t *run) {
 /* ---------------------------------------------------------------------------------------
  * distillation
  *
- * Teacher and students use the same seed: the synthetic images are generated from it, and a
- * teacher only knows the dataset it was trained on. The teacher is a small CNN, so that a
+ * Teacher and students share the dataset's split_seed (the default): the synthetic images and
+ * the hold-out come from it, and a teacher only knows the data it was trained on. The teacher is a small CNN, so that a
  * feature pair can align maps (1×1 adapter) as well as flat features. */
 
 #define TEACHER_JSON                                                                        \
@@ -1508,6 +1508,38 @@ static void test_bad_teachers(void) {
   printf("  a student: %s\n", error);
   CHECK_CONTAINS(error, "a teacher must be trained without a teacher of its own");
 
+  /* A student on another split: the teacher may have trained on its validation examples. */
+  char *other_split = student_json(STUDENT_MLP ", \"stages\": [{\"epochs\": 1, \"distill_weight\": 0.5}]");
+  CHECK_INT(0, cfg_parse(other_split, strlen(other_split), &config, &errors));
+  config.dataset.split_seed = 2;
+  CHECK_INT(-EINVAL, teacher_load(&teacher, &config, 64, error, sizeof error));
+  printf("  another split: %s\n", error);
+  CHECK_CONTAINS(error, "dataset: the teacher was trained on other data (its split_seed 1 (here 2))");
+
+  /* A teacher checkpoint from before split_seed (its config without it) still loads: the
+   * default applies. */
+  config.dataset.split_seed = CFG_SPLIT_SEED;
+  CHECK_INT(0, teacher_load(&teacher, &config, 64, error, sizeof error));
+  ckpt_t ckpt;
+  CHECK_INT(0, ckpt_open(teacher_checkpoint, &ckpt, error, sizeof error));
+  json_t *meta = json_deep_copy(ckpt_meta(&ckpt));
+  ckpt_close(&ckpt);
+  CHECK_INT(0, json_object_del(json_object_get(json_object_get(meta, "config"), "dataset"), "split_seed"));
+  ckpt_writer_t writer;
+  ckpt_writer_init(&writer);
+  ckpt_writer_set_meta(&writer, meta);
+  ckpt_add_f32(&writer, "params", teacher.model.params, teacher.model.n_params);
+  const char *legacy = path_in("legacy-teacher.ckpt");
+  CHECK(ckpt_write(&writer, legacy, error, sizeof error) > 0);
+  ckpt_writer_free(&writer);
+  json_decref(meta);
+  teacher_free(&teacher);
+  snprintf(config.teacher.checkpoint, sizeof config.teacher.checkpoint, "%s", legacy);
+  CHECK_INT(0, teacher_load(&teacher, &config, 64, error, sizeof error));
+  CHECK_INT(CFG_SPLIT_SEED, (long long)teacher.config.dataset.split_seed);
+  teacher_free(&teacher);
+
+  free(other_split);
   free(student);
   free(unfit);
   free(swapped);
