@@ -895,13 +895,12 @@ int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *t
     }
     if (feature->student_layer < 0) continue;
     const cfg_shape_t *from = &student->layers[feature->student_layer].shape, *to = &teacher->layers[index].shape;
+    /* Maps of any two sizes meet: the larger is pooled to the smaller (the worker's
+     * distill.h). A map and flat features do not: which pixels would a feature be? */
     if (from->image != to->image)
       add_error(errors, path, "\"%s\" is %s but the student's \"%s\" is %s: align flat with flat, maps with maps",
                 feature->teacher, to->image ? "a feature map" : "flat", feature->student,
                 from->image ? "a feature map" : "flat");
-    else if (from->image && (from->height != to->height || from->width != to->width))
-      add_error(errors, path, "\"%s\" is %d×%d but the student's \"%s\" is %d×%d: a 1×1 adapter keeps height and width",
-                feature->teacher, to->height, to->width, feature->student, from->height, from->width);
   }
   return errors->count == before ? 0 : -EINVAL;
 }

@@ -67,8 +67,10 @@ typedef struct {
 } cfg_stage_t;
 
 /* A feature-alignment pair: the student layer's output, through a learned adapter (linear
- * for flat features, 1×1 convolution for feature maps of the same height and width), is
- * pulled toward the teacher layer's output by a per-element mean squared error. */
+ * for flat features, 1×1 convolution for feature maps), is pulled toward the teacher layer's
+ * output by a per-element mean squared error. Maps of different heights and widths are
+ * compared at the smaller size: the larger is adaptive-average-pooled to it first. Flat
+ * features pair with flat features only, maps with maps. */
 typedef struct {
   char student[CFG_NAME_MAX];
   char teacher[CFG_NAME_MAX];

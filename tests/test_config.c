@@ -323,6 +323,24 @@ static void test_teacher_check(void) {
   CHECK_INT(-EINVAL, cfg_check_teacher(&teacher, &student, &errors)); /* a student cannot teach */
   CHECK(has_error("teacher", "without a teacher of its own"));
 
+  /* Maps of different sizes meet (the larger is pooled): the student's 28×28 and 14×14 maps
+   * with the teacher's 28×28 conv1 and its 10×10 second convolution's. A flat layer with a
+   * map still does not. */
+  CHECK_INT(0, parse("{" KD "\"features\": [{\"student\": \"s1\", \"teacher\": \"conv1\"}, {\"student\": \"s2\", "
+                     "\"teacher\": \"conv2d1\"}, {\"student\": \"s2\", \"teacher\": \"conv1\"}, {\"student\": \"s1\", "
+                     "\"teacher\": \"fc1\"}], \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 4, \"name\": \"s1\"}, "
+                     "{\"type\": \"maxpool\", \"name\": \"s2\"}, {\"type\": \"linear\", \"out\": 10}]}}"));
+  student = config;
+  CHECK_INT(28, student.layers[0].shape.height);
+  CHECK_INT(14, student.layers[1].shape.height);
+  CHECK_INT(0, parse("{" CNN "}"));
+  teacher = config;
+  CHECK_INT(10, teacher.layers[cfg_layer_index(&teacher, "conv2d1")].shape.height);
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("features[3].teacher", "\"fc1\" is flat but the student's \"s1\" is a feature map"));
+
   /* The same data: another seed and another train_limit are fine, another split is not. */
   CHECK_INT(0, parse("{\"seed\": 5, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 3}," CNN "}"));
   teacher = config;

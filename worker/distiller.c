@@ -28,19 +28,19 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
       return util_error(error, error_size, -EINVAL, "features[%d]: no such layer", i);
     const cfg_shape_t s = nn_layer_shape(student, layer);
     const cfg_shape_t t = nn_layer_shape(&teacher->model, teacher->layers[i]);
-    if (s.height * s.width != t.height * t.width)
+    /* Maps of different sizes meet at the smaller one (distill.h); flat meets flat only. */
+    if (s.image != t.image)
       return util_error(error, error_size, -EINVAL,
-                              "features[%d]: \"%s\" is %d×%d but the teacher's \"%s\" is %d×%d", i,
-                              feature->student, s.height, s.width, feature->teacher, t.height, t.width);
+                              "features[%d]: \"%s\" is %s but the teacher's \"%s\" is %s", i, feature->student,
+                              s.image ? "a feature map" : "flat", feature->teacher, t.image ? "a feature map" : "flat");
     d->student_layer[i] = layer;
-    int rc = distill_feature_layout(&d->pairs[i], s.channels, t.channels, s.height * s.width,
-                                    feature->normalize, feature->gate, d->max_batch, &n_params,
-                                    &n_scratch);
+    int rc = distill_feature_layout_maps(&d->pairs[i], &s, &t, feature->normalize, feature->gate, d->max_batch,
+                                         &n_params, &n_scratch);
     if (rc) return util_error(error, error_size, rc, "features[%d]: cannot lay it out", i);
     /* The gradient norms read each piece's weight and bias as one range. */
     assert(d->pairs[i].adapter_bias == d->pairs[i].adapter_weight + (size_t)t.channels * s.channels);
     assert(feature->gate == CFG_GATE_NONE ||
-           d->pairs[i].gate_bias == d->pairs[i].gate_weight + (size_t)t.channels * t.height * t.width);
+           d->pairs[i].gate_bias == d->pairs[i].gate_weight + (size_t)t.channels * d->pairs[i].pixels);
     int shared = 0;
     for (int j = 0; j < d->n_pairs; j++)
       shared |= j != i && config->features[j].student_layer == layer;
