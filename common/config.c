@@ -877,13 +877,10 @@ int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *t
            (unsigned long long)mine->split_seed);
   if (mine->val_size != theirs->val_size)
     append(differences, sizeof differences, "val_size %d (here %d)", theirs->val_size, mine->val_size);
-  if (mine->kind == CFG_DATASET_SYNTHETIC && theirs->kind == CFG_DATASET_SYNTHETIC &&
-      mine->train_size != theirs->train_size)
-    append(differences, sizeof differences, "train_size %d (here %d)", theirs->train_size, mine->train_size);
   if (differences[0])
     add_error(errors, "dataset",
               "the teacher was trained on other data (its %s): it may have trained on this run's validation "
-              "examples; only train_limit may differ", differences);
+              "examples (seed and train_limit may differ)", differences);
   for (int i = 0; i < student->n_features; i++) {
     const cfg_feature_t *feature = &student->features[i];
     char path[64];

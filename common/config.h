@@ -209,14 +209,15 @@ json_t *cfg_errors_to_json(const cfg_errors_t *errors);
  *
  * "The same data" is what decides which examples the teacher saw: the dataset (name), its
  * split_seed and val_size (together they pick the validation examples, and the
- * standardisation statistics come from the rest), and for the synthetic set train_size (the
- * generated pool the split is drawn from). Otherwise the teacher may have trained on the
- * student's validation examples, and its inputs would be standardised differently from what
- * it learned on: an error at "dataset". train_limit may differ: the limited training set is
- * a prefix of the same shuffled training part, so a teacher with more examples saw more of
- * the student's training data, never its validation or test data, and the statistics do
- * not depend on it. The synthetic test_size may differ too (the test set is generated from
- * its own stream: a shorter one is a prefix of a longer one).
+ * standardisation statistics come from the rest). Otherwise the teacher may have trained on
+ * the student's validation examples, and its inputs would be standardised differently from
+ * what it learned on: an error at "dataset". train_limit may differ: the limited training
+ * set is a prefix of the same shuffled training part, so a teacher with more examples saw
+ * more of the student's training data, never its validation or test data, and the
+ * statistics do not depend on it. The synthetic train_size and test_size may differ too:
+ * validation, training and test examples are generated from streams of their own, so a
+ * smaller set's are a prefix of a larger one's (its statistics then differ by sampling
+ * noise only: every example comes from the same distribution).
  *
  * A teacher trained before split_seed existed parses with the default, CFG_SPLIT_SEED; its
  * split really followed its seed, so it shares the student's split only if its seed was

@@ -439,16 +439,32 @@ static void test_split_seed(void) {
   CHECK(a.mean == b.mean && a.std == b.std);
   CHECK(memcmp(a.val.images, c.val.images, (size_t)256 * CFG_INPUTS * sizeof(float)) != 0);
   CHECK(a.mean != c.mean);
-  /* Without split_seed: CFG_SPLIT_SEED, whatever the seed, i.e. what seed 1 used to give. */
+  /* Without split_seed: CFG_SPLIT_SEED, whatever the seed. */
   data_set_t e;
   char error[256];
   CHECK_INT(0, data_make_synthetic(&e, CFG_SPLIT_SEED, 2048, 512, 256, 0, error, sizeof error));
   CHECK(memcmp(d.val.images, e.val.images, (size_t)256 * CFG_INPUTS * sizeof(float)) == 0);
+  data_free(&e);
+  /* Another synthetic train_size: the same validation examples, and the smaller set's
+   * training examples a prefix of the larger one's (as raw pixels: the statistics differ). */
+  data_set_t f;
+  load_config(&f, "{\"seed\": 4, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 5, \"train_size\": 8192,"
+              " \"val_size\": 256}, " LAYERS "}");
+  CHECK_INT(8192 - 256, f.train.n);
+  CHECK(memcmp(a.val.labels, f.val.labels, 256 * sizeof(int)) == 0);
+  CHECK(memcmp(a.train.labels, f.train.labels, (size_t)a.train.n * sizeof(int)) == 0);
+  int same = 1;
+  for (size_t i = 0; i < (size_t)256 * CFG_INPUTS; i++)
+    same &= lround((a.val.images[i] * a.std + a.mean) * 255.0) == lround((f.val.images[i] * f.std + f.mean) * 255.0);
+  for (size_t i = 0; i < (size_t)a.train.n * CFG_INPUTS; i++)
+    same &= lround((a.train.images[i] * a.std + a.mean) * 255.0) == lround((f.train.images[i] * f.std + f.mean) * 255.0);
+  CHECK(same);
+  CHECK(fabs(a.mean - f.mean) < 2e-3 && fabs(a.std - f.std) < 2e-3);
+  data_free(&f);
   data_free(&a);
   data_free(&b);
   data_free(&c);
   data_free(&d);
-  data_free(&e);
 }
 
 int main(void) {

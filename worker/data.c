@@ -212,9 +212,11 @@ static void data__split_fill(data_split_t *split, const data__raw_t *raw, const 
   }
 }
 
-/* Takes the raw training pool and test set and fills `set`. The raw data stays the caller's. */
+/* Takes the raw training pool and test set and fills `set`: the validation examples are
+ * val_size of the pool drawn by a shuffle seeded with split_seed, or with `drawn` = 0 its
+ * first val_size (the synthetic set generates them apart). The raw data stays the caller's. */
 static int data__finish(data_set_t *set, const char *name, const data__raw_t *pool,
-                        const data__raw_t *test, uint64_t split_seed, int val_size, int train_limit,
+                        const data__raw_t *test, uint64_t split_seed, int drawn, int val_size, int train_limit,
                         char *error, size_t error_size) {
   int *order = NULL;
   int rc;
@@ -236,9 +238,11 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
     goto fail;
   }
   for (int i = 0; i < pool->n; i++) order[i] = i;
-  rng_t rng;
-  rng_seed(&rng, split_seed, RNG_STREAM_SPLIT, 0);
-  rng_shuffle(&rng, order, pool->n);
+  if (drawn) {
+    rng_t rng;
+    rng_seed(&rng, split_seed, RNG_STREAM_SPLIT, 0);
+    rng_shuffle(&rng, order, pool->n);
+  }
   const int *val_indices = order;
   const int *train_indices = order + val_size;
 
@@ -292,7 +296,7 @@ int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_see
   rc = data__idx_load_pair(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test,
                            error, error_size);
   if (rc) goto done;
-  rc = data__finish(set, "fashion-mnist", &pool, &test, split_seed, val_size, train_limit, error,
+  rc = data__finish(set, "fashion-mnist", &pool, &test, split_seed, 1, val_size, train_limit, error,
                     error_size);
 done:
   data__raw_free(&pool);
@@ -334,6 +338,10 @@ int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, in
                        "synthetic: train_size %d and test_size %d must be in 1–%d", train_size,
                        test_size, IDX_MAX_COUNT);
 
+  if (val_size < 0 || val_size >= train_size)
+    return util_error(error, error_size, -EINVAL,
+                       "dataset.val_size: %d leaves no training examples (synthetic has %d)", val_size,
+                       train_size);
   pool.n = train_size;
   pool.pixels = malloc((size_t)train_size * CFG_INPUTS);
   pool.labels = malloc((size_t)train_size);
@@ -354,12 +362,21 @@ int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, in
     for (int p = 0; p < CFG_INPUTS; p++)
       prototypes[c * CFG_INPUTS + p] =
           background[p] + (float)SYNTHETIC_CONTRAST * (2.0f * rng_uniform(&rng) - 1.0f);
-  /* The test examples come from their own stream: the same test set whatever train_size. */
-  rng_t test_rng;
+  /* The test examples come from their own stream: the same test set whatever train_size.
+   * So do the validation examples, the pool's first val_size: runs of one split_seed and
+   * val_size hold out the same examples whatever their train_size, and the training examples
+   * of a smaller set are a prefix of a larger one's (drawing the hold-out from the whole pool
+   * would hand a teacher trained on 2048 examples a quarter of an 8192-example student's
+   * validation set). */
+  rng_t test_rng, val_rng;
   rng_seed(&test_rng, split_seed, RNG_STREAM_SYNTHETIC, 1);
-  data__generate(&pool, prototypes, &rng);
+  rng_seed(&val_rng, split_seed, RNG_STREAM_SYNTHETIC, 2);
+  data__raw_t val = {val_size, pool.pixels, pool.labels};
+  data__raw_t train = {train_size - val_size, pool.pixels + (size_t)val_size * CFG_INPUTS, pool.labels + val_size};
+  data__generate(&train, prototypes, &rng);
+  data__generate(&val, prototypes, &val_rng);
   data__generate(&test, prototypes, &test_rng);
-  rc = data__finish(set, "synthetic", &pool, &test, split_seed, val_size, train_limit, error, error_size);
+  rc = data__finish(set, "synthetic", &pool, &test, split_seed, 0, val_size, train_limit, error, error_size);
 
 done:
   free(prototypes);

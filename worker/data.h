@@ -46,8 +46,10 @@ int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_see
 
 /* The synthetic set: 28×28 images of 10 classes, each a per-class random prototype plus
  * noise, generated from `split_seed` (same seed, same images: the images are the data's,
- * not a run's). `train_size` examples are generated for training, `val_size` of them are
- * then held out as for Fashion-MNIST. */
+ * not a run's). `train_size` examples: `val_size` for validation and the rest for training,
+ * each from a stream of its own (and the test set from a third), so that sets of one
+ * split_seed and val_size share their validation examples whatever their train_size, and a
+ * smaller set's training examples are a prefix of a larger one's. */
 int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, int test_size,
                         int val_size, int train_limit, char *error, size_t error_size);
 
