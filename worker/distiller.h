@@ -20,9 +20,10 @@
  * the batch's labels. The feature loss it weights does not train it. Like disc/loss, the gate's
  * loss is not part of the student's total.
  *
- * A term whose weight is 0 in the current stage is not computed (nor logged); a pair runs
- * when the feature term is on, or when the discriminator judges it and the adversarial term
- * is on. Slab layout (distill.h's convention): the pairs' adapters and gates in config order,
+ * A term whose weight is 0 in the current stage is not computed (nor logged), but for KD's
+ * gradient on the per-term diagnostic steps (distiller_kd_probe: it trains nothing and is
+ * not logged as a loss); a pair runs when the feature term is on, or when the discriminator
+ * judges it and the adversarial term is on. Slab layout (distill.h's convention): the pairs' adapters and gates in config order,
  * the discriminator last, so [0, n_trained) is what distiller_update moves and the
  * discriminator moves only in disc_step, with its own Adam state at its own offsets of m and v.
  * For SGD, m holds the adapters' velocity; a gate's Adam moments are at its own offsets, and
