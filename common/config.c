@@ -199,7 +199,8 @@ static int is_automatic_name(const char *name) {
 static const char *const dataset_names[] = {"fashion-mnist", "synthetic", NULL};
 
 static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known[] = {"name", "val_size", "train_limit", "train_size", "test_size", NULL};
+  static const char *const known[] = {"name", "split_seed", "val_size", "train_limit", "train_size", "test_size",
+                                      NULL};
   const json_t *dataset = get_object(root, "", "dataset", errors);
   config->dataset.kind = CFG_DATASET_FASHION_MNIST;
   if (dataset) {
@@ -211,7 +212,11 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
   config->dataset.test_size = synthetic ? 512 : 10000;
   config->dataset.val_size = synthetic ? 256 : 5000;
   config->dataset.train_limit = 0;
+  config->dataset.split_seed = CFG_SPLIT_SEED;
   if (!dataset) return;
+  long long split_seed = CFG_SPLIT_SEED;
+  if (get_integer(dataset, "dataset", "split_seed", 0, INT64_MAX / 2, &split_seed, errors))
+    config->dataset.split_seed = (uint64_t)split_seed;
 
   if (synthetic) {
     get_int(dataset, "dataset", "train_size", 16, 1000000, &config->dataset.train_size, errors);
@@ -773,8 +778,8 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                                             stage->distill_weight, "feature_weight", stage->feature_weight,
                                             "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
   }
-  json_t *dataset = json_pack("{s:s, s:i}", "name", dataset_names[config->dataset.kind], "val_size",
-                              config->dataset.val_size);
+  json_t *dataset = json_pack("{s:s, s:I, s:i}", "name", dataset_names[config->dataset.kind], "split_seed",
+                              (json_int_t)config->dataset.split_seed, "val_size", config->dataset.val_size);
   json_object_set_new(dataset, "train_limit",
                       config->dataset.train_limit ? json_integer(config->dataset.train_limit) : json_null());
   if (config->dataset.kind == CFG_DATASET_SYNTHETIC) {
@@ -844,10 +849,38 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
   return root;
 }
 
+/* Appends ", " (unless first) and the formatted text to `buffer`, cutting at its size. */
+__attribute__((format(printf, 3, 4))) static void append(char *buffer, size_t size, const char *format, ...) {
+  size_t used = strlen(buffer);
+  if (used && used + 2 < size) {
+    strcpy(buffer + used, ", ");
+    used += 2;
+  }
+  va_list args;
+  va_start(args, format);
+  if (used + 1 < size) vsnprintf(buffer + used, size - used, format, args);
+  va_end(args);
+}
+
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors) {
   int before = errors->count;
   if (teacher->teacher.kind != CFG_TEACHER_NONE)
     add_error(errors, "teacher", "a teacher must be trained without a teacher of its own");
+  /* The same data (config.h says what that means): every difference in one error. */
+  char differences[256] = "";
+  const typeof(student->dataset) *mine = &student->dataset, *theirs = &teacher->dataset;
+  if (mine->kind != theirs->kind)
+    append(differences, sizeof differences, "name \"%s\" (here \"%s\")", dataset_names[theirs->kind],
+           dataset_names[mine->kind]);
+  if (mine->split_seed != theirs->split_seed)
+    append(differences, sizeof differences, "split_seed %llu (here %llu)", (unsigned long long)theirs->split_seed,
+           (unsigned long long)mine->split_seed);
+  if (mine->val_size != theirs->val_size)
+    append(differences, sizeof differences, "val_size %d (here %d)", theirs->val_size, mine->val_size);
+  if (differences[0])
+    add_error(errors, "dataset",
+              "the teacher was trained on other data (its %s): it may have trained on this run's validation "
+              "examples (seed and train_limit may differ)", differences);
   for (int i = 0; i < student->n_features; i++) {
     const cfg_feature_t *feature = &student->features[i];
     char path[64];
@@ -859,13 +892,12 @@ int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *t
     }
     if (feature->student_layer < 0) continue;
     const cfg_shape_t *from = &student->layers[feature->student_layer].shape, *to = &teacher->layers[index].shape;
+    /* Maps of any two sizes meet: the larger is pooled to the smaller (the worker's
+     * distill.h). A map and flat features do not: which pixels would a feature be? */
     if (from->image != to->image)
       add_error(errors, path, "\"%s\" is %s but the student's \"%s\" is %s: align flat with flat, maps with maps",
                 feature->teacher, to->image ? "a feature map" : "flat", feature->student,
                 from->image ? "a feature map" : "flat");
-    else if (from->image && (from->height != to->height || from->width != to->width))
-      add_error(errors, path, "\"%s\" is %d×%d but the student's \"%s\" is %d×%d: a 1×1 adapter keeps height and width",
-                feature->teacher, to->height, to->width, feature->student, from->height, from->width);
   }
   return errors->count == before ? 0 : -EINVAL;
 }
@@ -920,21 +952,42 @@ int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch) {
   return config->n_stages - 1;
 }
 
+void cfg_distill_span(const cfg_experiment_t *config, double *first, double *end) {
+  int epochs = 0, from = -1, to = -1;
+  for (int i = 0; i < config->n_stages; i++) {
+    if (config->stages[i].distill_weight > 0) {
+      if (from < 0) from = epochs;
+      to = epochs + config->stages[i].epochs;
+    }
+    epochs += config->stages[i].epochs;
+  }
+  *first = from < 0 ? 0 : from;
+  *end = from < 0 ? epochs : to;
+}
+
 double cfg_temperature_at(const cfg_experiment_t *config, double epoch) {
-  double start = config->temperature.start, end = config->temperature.end;
-  int total = cfg_total_epochs(config);
-  double done = total > 0 ? epoch / total : 1.0;
+  /* The schedule runs over the stages that distil, from the first step of the first one to
+   * the end of the last one: the temperature only matters where KD has a weight. Spread over
+   * the whole run, kd-progressive's 5 task-only epochs would spend a third of the schedule
+   * before KD starts, and its first distilling step would see 5.0 instead of 6.0. Before
+   * that span T stays at start, after it at end (a task-only stage in between counts, so the
+   * schedule does not jump across it). */
+  double start = config->temperature.start, end = config->temperature.end, first, last;
+  cfg_distill_span(config, &first, &last);
+  const double span = last - first, into = epoch - first;
+  double done = span > 0 ? into / span : 1.0;
   if (done < 0) done = 0;
   if (done > 1) done = 1;
   switch (config->temperature.kind) {
   case CFG_TEMPERATURE_LINEAR: return start + (end - start) * done;
   case CFG_TEMPERATURE_COSINE: return end + (start - end) * 0.5 * (1.0 + cos(M_PI * done));
   case CFG_TEMPERATURE_STEP: {
-    /* Equal jumps every every_epochs epochs, the last one landing on `end`. */
+    /* Equal jumps every every_epochs epochs of the span, the last one landing on `end`. */
     int every = config->temperature.every_epochs;
-    int jumps = (total - 1) / every;
+    int jumps = ((int)span - 1) / every;
     if (jumps < 1) return start;
-    double k = floor(epoch / every);
+    double k = floor(into / every);
+    if (k < 0) k = 0;
     return start + (end - start) * (k < jumps ? k : jumps) / jumps;
   }
   default: return start;

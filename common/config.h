@@ -67,8 +67,10 @@ typedef struct {
 } cfg_stage_t;
 
 /* A feature-alignment pair: the student layer's output, through a learned adapter (linear
- * for flat features, 1×1 convolution for feature maps of the same height and width), is
- * pulled toward the teacher layer's output by a per-element mean squared error. */
+ * for flat features, 1×1 convolution for feature maps), is pulled toward the teacher layer's
+ * output by a per-element mean squared error. Maps of different heights and widths are
+ * compared at the smaller size: the larger is adaptive-average-pooled to it first. Flat
+ * features pair with flat features only, maps with maps. */
 typedef struct {
   char student[CFG_NAME_MAX];
   char teacher[CFG_NAME_MAX];
@@ -88,6 +90,11 @@ typedef struct {
   char name[CFG_NAME_MAX];   /* default "grow<i+1>" */
 } cfg_grow_t;
 
+/* The default dataset.split_seed: 1, the default run seed, so that a config that never set
+ * a seed holds out exactly the examples it held out when the split still followed the seed
+ * (and a teacher trained then with the default seed shares the split of a student now). */
+#define CFG_SPLIT_SEED 1
+
 #define CFG_MAX_FEATURES 8
 #define CFG_MAX_GROW 8
 #define CFG_PATH_MAX 1024
@@ -99,6 +106,10 @@ typedef struct {
 
   struct {
     cfg_dataset_kind_t kind;
+    uint64_t split_seed;     /* the data's own seed: which examples are held out for
+                                validation (and the synthetic images themselves), hence the
+                                standardisation statistics; never the run's seed, so runs
+                                with different seeds share one split. Default CFG_SPLIT_SEED */
     int val_size;            /* examples held out of the training set for validation */
     int train_limit;         /* use at most this many training examples; 0 = all */
     int train_size;          /* synthetic only: generated training examples */
@@ -132,7 +143,8 @@ typedef struct {
 
   struct {
     cfg_temperature_schedule_t kind;
-    double start, end;       /* the soft-target temperature moves from start to end over the run */
+    double start, end;       /* the soft-target temperature moves from start to end over the
+                                stages that distil (cfg_distill_span) */
     int every_epochs;        /* step: one equal jump every this many epochs */
   } temperature;
 
@@ -192,9 +204,26 @@ void cfg_add_error(cfg_errors_t *errors, const char *path, const char *format, .
 json_t *cfg_errors_to_json(const cfg_errors_t *errors);
 
 /* Checks a distillation config against its teacher's config: the teacher trains without a
- * teacher of its own, and every feature pair names a teacher layer whose output an adapter
- * can reach. Errors are added to `errors` (paths into the student's config). Returns 0 or
- * -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
+ * teacher of its own, was trained on the same data (below), and every feature pair names a
+ * teacher layer whose output an adapter can reach.
+ *
+ * "The same data" is what decides which examples the teacher saw: the dataset (name), its
+ * split_seed and val_size (together they pick the validation examples, and the
+ * standardisation statistics come from the rest). Otherwise the teacher may have trained on
+ * the student's validation examples, and its inputs would be standardised differently from
+ * what it learned on: an error at "dataset". train_limit may differ: the limited training
+ * set is a prefix of the same shuffled training part, so a teacher with more examples saw
+ * more of the student's training data, never its validation or test data, and the
+ * statistics do not depend on it. The synthetic train_size and test_size may differ too:
+ * validation, training and test examples are generated from streams of their own, so a
+ * smaller set's are a prefix of a larger one's (its statistics then differ by sampling
+ * noise only: every example comes from the same distribution).
+ *
+ * A teacher trained before split_seed existed parses with the default, CFG_SPLIT_SEED; its
+ * split really followed its seed, so it shares the student's split only if its seed was
+ * CFG_SPLIT_SEED (the default seed). It still loads: nothing stored says otherwise.
+ *
+ * Errors are added to `errors` (paths into the student's config). Returns 0 or -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
  * with the config stored in a teacher checkpoint. */
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors);
 
@@ -211,8 +240,12 @@ int cfg_shape_size(const cfg_shape_t *shape);
 int cfg_total_epochs(const cfg_experiment_t *config);
 int cfg_stage_of_epoch(const cfg_experiment_t *config, int epoch);
 
-/* Schedules. `progress` is the fraction of the whole run done, in [0, 1]; `epoch` is
- * 0-based and may carry the fraction of the epoch done. */
+/* Where the run distils: [first, end) in 0-based epochs, from the start of the first stage
+ * whose distill_weight > 0 to the end of the last one (the stages between them included,
+ * whatever their weights). A run that never distils: the whole run. */
+void cfg_distill_span(const cfg_experiment_t *config, double *first, double *end);
+/* Schedules. `epoch` is 0-based and may carry the fraction of the epoch done. The
+ * temperature moves from start to end over cfg_distill_span(): start before it, end after. */
 double cfg_temperature_at(const cfg_experiment_t *config, double epoch);
 /* The learning-rate factor (multiplying the stage's lr) at a 0-based fractional epoch. */
 double cfg_lr_factor_at(const cfg_experiment_t *config, double epoch);

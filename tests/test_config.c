@@ -173,6 +173,27 @@ static void test_dataset_rules(void) {
   CHECK(has_error("dataset.train_limit", "between 1 and 60000"));
   CHECK_INT(-EINVAL, parse("{\"dataset\": 3," MLP "}"));
   CHECK(has_error("dataset", "must be an object, not an integer"));
+
+  /* split_seed: the data's, defaulting to CFG_SPLIT_SEED whatever the run's seed, stored
+   * with every config (a config from before it existed gets the default). */
+  CHECK_INT(0, parse("{\"seed\": 9," MLP "}"));
+  CHECK_INT(CFG_SPLIT_SEED, (long long)config.dataset.split_seed);
+  CHECK_INT(1, CFG_SPLIT_SEED);
+  stored = cfg_to_json(&config);
+  CHECK_INT(CFG_SPLIT_SEED, json_integer_value(json_object_get(json_object_get(stored, "dataset"), "split_seed")));
+  json_decref(stored);
+  CHECK_INT(0, parse("{\"seed\": 9, \"dataset\": {\"split_seed\": 42}," MLP "}"));
+  CHECK_INT(42, (long long)config.dataset.split_seed);
+  CHECK_INT(9, (long long)config.seed);
+  stored = cfg_to_json(&config);
+  first = config;
+  CHECK_INT(0, cfg_from_json(stored, &config, &errors));
+  CHECK(memcmp(&first, &config, sizeof config) == 0);
+  json_decref(stored);
+  CHECK_INT(-EINVAL, parse("{\"dataset\": {\"split_seed\": -1}," MLP "}"));
+  CHECK(has_error("dataset.split_seed", "must be between 0"));
+  CHECK_INT(-EINVAL, parse("{\"dataset\": {\"split_seed\": \"7\"}," MLP "}"));
+  CHECK(has_error("dataset.split_seed", "must be an integer"));
 }
 
 static void test_epochs_or_stages(void) {
@@ -249,9 +270,12 @@ static void test_distillation(void) {
   CHECK_INT(CFG_ADVERSARIAL_BCE, config.adversarial.loss);
   CHECK_NEAR(0.3, config.stages[1].distill_weight, 1e-12);
   CHECK(cfg_uses_distillation(&config) && cfg_uses_features(&config) && cfg_uses_adversarial(&config));
-  /* The temperature moves from 6 to 3 over the 15 epochs. */
+  /* The temperature moves from 6 to 3 over the 10 epochs that distil (5 to 15); the 5
+   * task-only epochs before them stay at 6. */
   CHECK_NEAR(6.0, cfg_temperature_at(&config, 0), 1e-12);
-  CHECK_NEAR(4.5, cfg_temperature_at(&config, 7.5), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 4.9), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 5), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 10), 1e-12);
   CHECK_NEAR(3.0, cfg_temperature_at(&config, 15), 1e-12);
 
   /* The daemon fills in the teacher's checkpoint; the stored form parses back the same. */
@@ -298,6 +322,53 @@ static void test_teacher_check(void) {
   memset(&errors, 0, sizeof errors);
   CHECK_INT(-EINVAL, cfg_check_teacher(&teacher, &student, &errors)); /* a student cannot teach */
   CHECK(has_error("teacher", "without a teacher of its own"));
+
+  /* Maps of different sizes meet (the larger is pooled): the student's 28×28 and 14×14 maps
+   * with the teacher's 28×28 conv1 and its 10×10 second convolution's. A flat layer with a
+   * map still does not. */
+  CHECK_INT(0, parse("{" KD "\"features\": [{\"student\": \"s1\", \"teacher\": \"conv1\"}, {\"student\": \"s2\", "
+                     "\"teacher\": \"conv2d1\"}, {\"student\": \"s2\", \"teacher\": \"conv1\"}, {\"student\": \"s1\", "
+                     "\"teacher\": \"fc1\"}], \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 4, \"name\": \"s1\"}, "
+                     "{\"type\": \"maxpool\", \"name\": \"s2\"}, {\"type\": \"linear\", \"out\": 10}]}}"));
+  student = config;
+  CHECK_INT(28, student.layers[0].shape.height);
+  CHECK_INT(14, student.layers[1].shape.height);
+  CHECK_INT(0, parse("{" CNN "}"));
+  teacher = config;
+  CHECK_INT(10, teacher.layers[cfg_layer_index(&teacher, "conv2d1")].shape.height);
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("features[3].teacher", "\"fc1\" is flat but the student's \"s1\" is a feature map"));
+
+  /* The same data: another seed and another train_limit are fine, another split is not. */
+  CHECK_INT(0, parse("{\"seed\": 5, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 3}," CNN "}"));
+  teacher = config;
+  CHECK_INT(0, parse("{" KD "\"seed\": 8, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 3, \"train_limit\": 100},"
+                     MLP "}"));
+  student = config;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(0, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(0, errors.count);
+  student.dataset.split_seed = 4;
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("dataset", "the teacher was trained on other data (its split_seed 3 (here 4))"));
+  student.dataset.split_seed = 3;
+  student.dataset.train_size = 8192; /* the synthetic set's sizes may differ (prefixes) */
+  student.dataset.test_size = 100;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(0, cfg_check_teacher(&student, &teacher, &errors));
+  student.dataset.val_size = 100;
+  student.dataset.split_seed = 4;
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK_INT(1, errors.count);
+  CHECK(has_error("dataset", "split_seed 3 (here 4), val_size 256 (here 100)"));
+  student.dataset = teacher.dataset;
+  student.dataset.kind = CFG_DATASET_FASHION_MNIST;
+  memset(&errors, 0, sizeof errors);
+  CHECK_INT(-EINVAL, cfg_check_teacher(&student, &teacher, &errors));
+  CHECK(has_error("dataset", "name \"synthetic\" (here \"fashion-mnist\")"));
 }
 
 static void test_schedules_and_growth(void) {
@@ -324,6 +395,51 @@ static void test_schedules_and_growth(void) {
   CHECK_NEAR(6.0, cfg_temperature_at(&config, 4.9), 1e-12);
   CHECK_NEAR(4.5, cfg_temperature_at(&config, 5), 1e-12);
   CHECK_NEAR(3.0, cfg_temperature_at(&config, 14.5), 1e-12);
+}
+
+static int parse_example(const char *name) {
+  const char *source = getenv("MAPSAGE_SOURCE_DIR");
+  char path[600], *text = NULL;
+  size_t length;
+  snprintf(path, sizeof path, "%s/examples/%s", source ? source : "..", name);
+  if (util_read_file(path, 1 << 20, &text, &length) != 0) return -ENOENT;
+  int result = cfg_parse(text, length, &config, &errors);
+  free(text);
+  return result;
+}
+
+/* The temperature schedule spans the stages that distil: start at the first distilling
+ * step, end at the end of the last distilling stage, flat in task-only stages around them. */
+static void test_temperature_over_distilling_stages(void) {
+  /* kd-progressive: 5 task-only epochs, then 10 of KD, linear 6 → 3. */
+  CHECK_INT(0, parse_example("kd-progressive.json"));
+  double first, end;
+  cfg_distill_span(&config, &first, &end);
+  CHECK_NEAR(5.0, first, 0);
+  CHECK_NEAR(15.0, end, 0);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 2.5), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 5.0), 1e-12);   /* the first distilling step */
+  CHECK_NEAR(5.7, cfg_temperature_at(&config, 6.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 15.0), 1e-12);  /* the end */
+  /* kd-three-stage: 10 task-only epochs, then 15 + 10 distilling, cosine 6 → 3. */
+  CHECK_INT(0, parse_example("kd-three-stage.json"));
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 9.99), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 10.0), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 22.5), 1e-12);  /* half-way: the cosine's middle */
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 35.0), 1e-12);
+  /* A task-only stage after the last distilling one stays at end; one between two
+   * distilling stages is part of the span. Step: 2 jumps of 1.5 every 4 epochs of the 9. */
+  CHECK_INT(0, parse("{" KD "\"temperature\": {\"schedule\": \"step\", \"start\": 6, \"end\": 3, \"every_epochs\": 4},"
+                     "\"stages\": [{\"epochs\": 3}, {\"epochs\": 4, \"distill_weight\": 0.5}, {\"epochs\": 2},"
+                     "{\"epochs\": 3, \"distill_weight\": 0.5}, {\"epochs\": 5}]," MLP "}"));
+  cfg_distill_span(&config, &first, &end);
+  CHECK_NEAR(3.0, first, 0);
+  CHECK_NEAR(12.0, end, 0);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 0.0), 1e-12);
+  CHECK_NEAR(6.0, cfg_temperature_at(&config, 6.9), 1e-12);
+  CHECK_NEAR(4.5, cfg_temperature_at(&config, 7.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 11.0), 1e-12);
+  CHECK_NEAR(3.0, cfg_temperature_at(&config, 16.5), 1e-12);
 }
 
 /* Every ready config in examples/ is valid, and each distillation example fits the CNN
@@ -381,6 +497,7 @@ int main(void) {
   test_distillation();
   test_teacher_check();
   test_schedules_and_growth();
+  test_temperature_over_distilling_stages();
   test_examples();
   return check_summary();
 }

@@ -410,8 +410,66 @@ static void test_synthetic(void) {
   data_free(&a);
 }
 
+#define LAYERS "\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 10}]}"
+
+/* The split is the data's: two runs with different seeds and the same split_seed hold out
+ * the same examples, standardised alike (whatever their train_limit); another split_seed
+ * holds out others. Through the config, as the worker loads it. */
+static void load_config(data_set_t *set, const char *json) {
+  static cfg_experiment_t config;
+  cfg_errors_t errors;
+  char error[512];
+  CHECK_INT(0, cfg_parse(json, strlen(json), &config, &errors));
+  CHECK_INT(0, data_load(set, &config, NULL, error, sizeof error));
+}
+
+static void test_split_seed(void) {
+  data_set_t a, b, c, d;
+  load_config(&a, "{\"seed\": 1, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 5}, " LAYERS "}");
+  load_config(&b, "{\"seed\": 2, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 5, \"train_limit\": 300}, " LAYERS "}");
+  load_config(&c, "{\"seed\": 1, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 6}, " LAYERS "}");
+  load_config(&d, "{\"seed\": 9, \"dataset\": {\"name\": \"synthetic\"}, " LAYERS "}");
+  CHECK_INT(256, a.val.n);
+  CHECK_INT(256, b.val.n);
+  CHECK_INT(300, b.train.n);
+  CHECK(memcmp(a.val.labels, b.val.labels, 256 * sizeof(int)) == 0);
+  CHECK(memcmp(a.val.images, b.val.images, (size_t)256 * CFG_INPUTS * sizeof(float)) == 0);
+  CHECK(memcmp(a.test.images, b.test.images, (size_t)a.test.n * CFG_INPUTS * sizeof(float)) == 0);
+  CHECK(memcmp(a.train.images, b.train.images, (size_t)300 * CFG_INPUTS * sizeof(float)) == 0); /* a prefix */
+  CHECK(a.mean == b.mean && a.std == b.std);
+  CHECK(memcmp(a.val.images, c.val.images, (size_t)256 * CFG_INPUTS * sizeof(float)) != 0);
+  CHECK(a.mean != c.mean);
+  /* Without split_seed: CFG_SPLIT_SEED, whatever the seed. */
+  data_set_t e;
+  char error[256];
+  CHECK_INT(0, data_make_synthetic(&e, CFG_SPLIT_SEED, 2048, 512, 256, 0, error, sizeof error));
+  CHECK(memcmp(d.val.images, e.val.images, (size_t)256 * CFG_INPUTS * sizeof(float)) == 0);
+  data_free(&e);
+  /* Another synthetic train_size: the same validation examples, and the smaller set's
+   * training examples a prefix of the larger one's (as raw pixels: the statistics differ). */
+  data_set_t f;
+  load_config(&f, "{\"seed\": 4, \"dataset\": {\"name\": \"synthetic\", \"split_seed\": 5, \"train_size\": 8192,"
+              " \"val_size\": 256}, " LAYERS "}");
+  CHECK_INT(8192 - 256, f.train.n);
+  CHECK(memcmp(a.val.labels, f.val.labels, 256 * sizeof(int)) == 0);
+  CHECK(memcmp(a.train.labels, f.train.labels, (size_t)a.train.n * sizeof(int)) == 0);
+  int same = 1;
+  for (size_t i = 0; i < (size_t)256 * CFG_INPUTS; i++)
+    same &= lround((a.val.images[i] * a.std + a.mean) * 255.0) == lround((f.val.images[i] * f.std + f.mean) * 255.0);
+  for (size_t i = 0; i < (size_t)a.train.n * CFG_INPUTS; i++)
+    same &= lround((a.train.images[i] * a.std + a.mean) * 255.0) == lround((f.train.images[i] * f.std + f.mean) * 255.0);
+  CHECK(same);
+  CHECK(fabs(a.mean - f.mean) < 2e-3 && fabs(a.std - f.std) < 2e-3);
+  data_free(&f);
+  data_free(&a);
+  data_free(&b);
+  data_free(&c);
+  data_free(&d);
+}
+
 int main(void) {
   test_synthetic();
+  test_split_seed();
   test_damaged_files();
   test_fashion_mnist();
   return check_summary();

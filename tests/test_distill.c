@@ -208,22 +208,45 @@ static void test_conv1x1(void) {
 /* ---------------------------------------------------------------------------------------
  * Feature pairs */
 
-enum { FB = 5, FMAX = 512 };
+enum { FB = 5, FMAX = 2048 };
 
 typedef struct {
   const distill_feature_t *f;
-  double params[FMAX], student[FMAX], teacher[FMAX];
+  double params[FMAX], student[FMAX], teacher[FMAX]; /* the layers' maps, before any pooling */
   double targets[FB * 2]; /* the gate's y */
   int B;
   double mse;  /* out: the ungated MSE */
 } feature_context_t;
 
+/* Adaptive average pooling of B examples' (C,H,W) maps to (C,OH,OW), from the definition:
+ * output (i, j) is the mean of rows floor(iH/OH) … ceil((i+1)H/OH) − 1 and the same columns. */
+static void pool_reference(double *out, const double *in, int B, int C, int H, int W, int OH, int OW) {
+  for (int plane = 0; plane < B * C; plane++)
+    for (int i = 0; i < OH; i++)
+      for (int j = 0; j < OW; j++) {
+        const int h0 = (int)floor((double)i * H / OH), h1 = (int)ceil((double)(i + 1) * H / OH);
+        const int w0 = (int)floor((double)j * W / OW), w1 = (int)ceil((double)(j + 1) * W / OW);
+        double sum = 0.0;
+        for (int h = h0; h < h1; h++)
+          for (int w = w0; w < w1; w++) sum += in[(plane * H + h) * W + w];
+        out[(plane * OH + i) * OW + j] = sum / ((h1 - h0) * (w1 - w0));
+      }
+}
+
+/* The teacher's side at the compared size (B,D). */
+static void teacher_reference(const feature_context_t *k, double *out) {
+  const distill_feature_t *f = k->f;
+  pool_reference(out, k->teacher, k->B, f->teacher_channels, f->teacher_height, f->teacher_width, f->height, f->width);
+}
+
 /* The gate's score of example b: w · t_b + c. */
 static double gate_score_reference(const feature_context_t *k, int b) {
   const distill_feature_t *f = k->f;
   const int D = f->teacher_channels * f->pixels;
+  static double t[FMAX];
+  teacher_reference(k, t);
   double g = k->params[f->gate_bias];
-  for (int i = 0; i < D; i++) g += k->params[f->gate_weight + i] * k->teacher[b * D + i];
+  for (int i = 0; i < D; i++) g += k->params[f->gate_weight + i] * t[b * D + i];
   return g;
 }
 
@@ -233,16 +256,18 @@ static double gate_score_reference(const feature_context_t *k, int b) {
 static double feature_reference_aligned(feature_context_t *k, double *aligned, double *target) {
   const distill_feature_t *f = k->f;
   const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
-  static double y[FMAX], z[FMAX];
+  static double y[FMAX], z[FMAX], s[FMAX], t[FMAX];
+  pool_reference(s, k->student, k->B, Cs, f->student_height, f->student_width, f->height, f->width);
+  teacher_reference(k, t);
   for (int b = 0; b < k->B; b++) {
     for (int c = 0; c < Ct; c++)
       for (int p = 0; p < P; p++) {
         double sum = k->params[f->adapter_bias + c];
         for (int i = 0; i < Cs; i++)
-          sum += k->params[f->adapter_weight + c * Cs + i] * k->student[(b * Cs + i) * P + p];
+          sum += k->params[f->adapter_weight + c * Cs + i] * s[(b * Cs + i) * P + p];
         y[b * D + c * P + p] = sum;
       }
-    for (int i = 0; i < D; i++) z[b * D + i] = k->teacher[b * D + i];
+    for (int i = 0; i < D; i++) z[b * D + i] = t[b * D + i];
     if (f->normalize) {
       double ny = 0.0, nz = 0.0;
       for (int i = 0; i < D; i++) {
@@ -294,20 +319,30 @@ static double gate_bce_reference(void *context) {
   return total / k->B;
 }
 
-static void check_feature_pair(int Cs, int Ct, int P, int normalize, cfg_gate_t gate) {
+/* A pair of a student map (Cs,Hs,Ws) and a teacher map (Ct,Ht,Wt); 1×1 maps are flat
+ * features, equal sizes laid out by distill_feature_layout, others by _maps (pooled). */
+static void check_feature_pair_maps(int Cs, int Hs, int Ws, int Ct, int Ht, int Wt, int normalize, cfg_gate_t gate) {
   static const char *const gates[] = {"none", "softmax", "mean_one"};
-  printf("  %s %d->%d%s, normalize %d, gate %s\n", P == 1 ? "flat" : "map", Cs, Ct,
-         P == 1 ? "" : " (1x1 conv, 2x3 pixels)", normalize, gates[gate]);
+  const int flat = Hs * Ws == 1 && Ht * Wt == 1, same = Hs == Ht && Ws == Wt;
+  printf("  %s %d->%d (%dx%d -> %dx%d%s), normalize %d, gate %s\n", flat ? "flat" : "map", Cs, Ct, Hs, Ws, Ht, Wt,
+         same ? "" : ", pooled", normalize, gates[gate]);
   /* The pair starts at nonzero offsets, as the second piece of a slab would. */
   size_t n_params = 7, n_scratch = 3;
   distill_feature_t f;
-  CHECK_INT(0, distill_feature_layout(&f, Cs, Ct, P, normalize, gate, FB + 2, &n_params, &n_scratch));
+  const cfg_shape_t student_shape = {Cs, Hs, Ws, !flat}, teacher_shape = {Ct, Ht, Wt, !flat};
+  if (same)
+    CHECK_INT(0, distill_feature_layout(&f, Cs, Ct, Hs * Ws, normalize, gate, FB + 2, &n_params, &n_scratch));
+  else
+    CHECK_INT(0, distill_feature_layout_maps(&f, &student_shape, &teacher_shape, normalize, gate, FB + 2, &n_params,
+                                             &n_scratch));
   CHECK_INT(7, f.first_param);
   CHECK_INT(n_params, f.first_param + f.n_params);
-  const int D = Ct * P;
+  CHECK_INT((Hs < Ht ? Hs : Ht) * (Ws < Wt ? Ws : Wt), f.pixels);
+  const int P = Hs * Ws; /* the student's own pixels: its map and its gradient */
+  const int D = Ct * f.pixels, TD = Ct * Ht * Wt;
   float *params = calloc(n_params, sizeof(float)), *grads = calloc(n_params, sizeof(float));
   float *scratch = calloc(n_scratch, sizeof(float));
-  float student[FMAX], teacher[FMAX], dstudent[FMAX];
+  static float student[FMAX], teacher[FMAX], dstudent[FMAX];
   distill_feature_init(&f, params, 11, 0);
   fill_uniform(params + f.adapter_bias, Ct, -0.3f, 0.3f);
   if (gate != CFG_GATE_NONE) {
@@ -315,7 +350,7 @@ static void check_feature_pair(int Cs, int Ct, int P, int normalize, cfg_gate_t 
     params[f.gate_bias] = 0.3f;
   }
   fill_uniform(student, FB * Cs * P, -1, 1);
-  fill_uniform(teacher, FB * D, -1.5f, 1.5f);
+  fill_uniform(teacher, FB * TD, -1.5f, 1.5f);
   float targets[FB] = {1, 0, 1, 1, 0}; /* is the teacher right about example b? */
 
   distill_feature_stats_t stats;
@@ -326,7 +361,7 @@ static void check_feature_pair(int Cs, int Ct, int P, int normalize, cfg_gate_t 
   k->B = FB;
   to_double(k->params, params, n_params);
   to_double(k->student, student, (size_t)FB * Cs * P);
-  to_double(k->teacher, teacher, (size_t)FB * D);
+  to_double(k->teacher, teacher, (size_t)FB * TD);
   to_double(k->targets, targets, FB);
   double reference = feature_reference(k);
   printf("    loss %.7f (reference %.7f), ungated mse %.7f (reference %.7f)\n", loss, reference,
@@ -403,10 +438,74 @@ static void test_feature_pairs(void) {
   printf("feature pairs (B=%d): loss and gradients against a double reference\n", FB);
   for (int gate = CFG_GATE_NONE; gate <= CFG_GATE_MEAN_ONE; gate++) {
     for (int normalize = 0; normalize <= 1; normalize++) {
-      check_feature_pair(5, 4, 1, normalize, (cfg_gate_t)gate);
-      check_feature_pair(3, 4, 6, normalize, (cfg_gate_t)gate);
+      check_feature_pair_maps(5, 1, 1, 4, 1, 1, normalize, (cfg_gate_t)gate);
+      check_feature_pair_maps(3, 2, 3, 4, 2, 3, normalize, (cfg_gate_t)gate);
+      /* Multi-scale: the student's map pooled (7×7 → 3×3 adaptive, overlapping windows;
+       * 14×14 → 7×7, plain 2×2), the teacher's (5×5 → 3×3). */
+      check_feature_pair_maps(2, 7, 7, 3, 3, 3, normalize, (cfg_gate_t)gate);
+      check_feature_pair_maps(2, 5, 3, 3, 3, 3, normalize, (cfg_gate_t)gate);
+      check_feature_pair_maps(2, 3, 3, 2, 5, 5, normalize, (cfg_gate_t)gate);
     }
   }
+  check_feature_pair_maps(1, 14, 14, 2, 7, 7, 1, CFG_GATE_NONE);
+}
+
+/* The pooling kernel against the definition (overlapping windows for 7 → 3), as plain 2×2
+ * average pooling for 14 → 7, and its backward against central differences of
+ * Σ dout · pool(x) for odd sizes. */
+static void test_avgpool(void) {
+  printf("adaptive average pooling\n");
+  enum { B = 2, C = 3 };
+  static const int sizes[][4] = {{7, 7, 3, 3}, {14, 14, 7, 7}, {5, 5, 3, 3}, {5, 7, 2, 3}, {4, 4, 4, 4}};
+  for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+    const int H = sizes[c][0], W = sizes[c][1], OH = sizes[c][2], OW = sizes[c][3];
+    const int n = B * C * H * W, m = B * C * OH * OW;
+    static float x[FMAX], y[FMAX], dy[FMAX], dx[FMAX];
+    static double xd[FMAX], yd[FMAX], numeric[FMAX];
+    fill_uniform(x, n, -1, 1);
+    fill_uniform(dy, m, -1, 1);
+    feature_avgpool_forward(y, x, B, C, H, W, OH, OW);
+    to_double(xd, x, (size_t)n);
+    pool_reference(yd, xd, B, C, H, W, OH, OW);
+    double worst = 0.0;
+    for (int i = 0; i < m; i++) worst = fmax(worst, fabs(yd[i] - y[i]));
+    for (int i = 0; i < n; i++) dx[i] = 0.5f;
+    feature_avgpool_backward(dx, dy, B, C, H, W, OH, OW);
+    for (int i = 0; i < n; i++) dx[i] -= 0.5f;
+    /* ∂/∂x_i Σ_j dy_j pool(x)_j: linear, so the differences are exact up to rounding. */
+    for (int i = 0; i < n; i++) {
+      const double saved = xd[i];
+      double sums[2];
+      for (int side = 0; side < 2; side++) {
+        xd[i] = saved + (side ? -1e-3 : 1e-3);
+        pool_reference(yd, xd, B, C, H, W, OH, OW);
+        sums[side] = 0.0;
+        for (int j = 0; j < m; j++) sums[side] += dy[j] * yd[j];
+      }
+      xd[i] = saved;
+      numeric[i] = (sums[0] - sums[1]) / 2e-3;
+    }
+    printf("    %dx%d -> %dx%d: forward max |error| %.2e\n", H, W, OH, OW, worst);
+    CHECK(worst < 1e-6);
+    char name[64];
+    snprintf(name, sizeof name, "pool %dx%d->%dx%d", H, W, OH, OW);
+    check_gradient(name, dx, numeric, n, 1e-4);
+  }
+  /* By hand: 7 → 3 takes rows and columns 0–2, 2–4, 4–6; 14 → 7 is 2×2 average pooling. */
+  float x[49], y[9];
+  for (int i = 0; i < 49; i++) x[i] = (float)i;
+  feature_avgpool_forward(y, x, 1, 1, 7, 7, 3, 3);
+  CHECK_NEAR((0 + 1 + 2 + 7 + 8 + 9 + 14 + 15 + 16) / 9.0, y[0], 1e-6);
+  CHECK_NEAR((16 + 17 + 18 + 23 + 24 + 25 + 30 + 31 + 32) / 9.0, y[4], 1e-6);
+  float big[196], small[49];
+  for (int i = 0; i < 196; i++) big[i] = (float)((i * 37) % 11);
+  feature_avgpool_forward(small, big, 1, 1, 14, 14, 7, 7);
+  int plain = 1;
+  for (int i = 0; i < 7; i++)
+    for (int j = 0; j < 7; j++)
+      plain &= small[i * 7 + j] == (big[2 * i * 14 + 2 * j] + big[2 * i * 14 + 2 * j + 1] + big[(2 * i + 1) * 14 + 2 * j] +
+                                    big[(2 * i + 1) * 14 + 2 * j + 1]) / 4.0f;
+  CHECK(plain);
 }
 
 /* The per-element mean is the fix for the report's symptom: the same per-element mismatch
@@ -977,6 +1076,7 @@ int main(void) {
   test_kd_value();
   test_kd_gradient();
   test_conv1x1();
+  test_avgpool();
   test_feature_pairs();
   test_feature_scale();
   test_gate_cannot_collapse();

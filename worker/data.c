@@ -2,9 +2,12 @@
  * the synthetic set, then splits and standardises them the same way.
  *
  * Both sources first produce raw 8-bit pixels and labels; data__finish() then holds out the
- * validation examples by a seeded shuffle, applies train_limit, measures the training
- * split's pixel mean and standard deviation (exactly, in integers) and converts every split
- * to floats with one 256-entry table. The IDX format: a big-endian magic 0x0000080N (N =
+ * validation examples by a shuffle seeded with the data's split_seed (never the run's seed:
+ * a teacher and its students trained with different seeds must share one split), measures
+ * the pixel mean and standard deviation of the whole training part (exactly, in integers;
+ * before train_limit, so that runs of one split standardise alike whatever their limits),
+ * applies train_limit (a prefix of the training part) and converts every split to floats
+ * with one 256-entry table. The IDX format: a big-endian magic 0x0000080N (N =
  * number of dimensions, 0x08 = unsigned bytes), N big-endian 32-bit sizes, then the bytes. */
 #include "data.h"
 
@@ -209,9 +212,11 @@ static void data__split_fill(data_split_t *split, const data__raw_t *raw, const 
   }
 }
 
-/* Takes the raw training pool and test set and fills `set`. The raw data stays the caller's. */
+/* Takes the raw training pool and test set and fills `set`: the validation examples are
+ * val_size of the pool drawn by a shuffle seeded with split_seed, or with `drawn` = 0 its
+ * first val_size (the synthetic set generates them apart). The raw data stays the caller's. */
 static int data__finish(data_set_t *set, const char *name, const data__raw_t *pool,
-                        const data__raw_t *test, uint64_t seed, int val_size, int train_limit,
+                        const data__raw_t *test, uint64_t split_seed, int drawn, int val_size, int train_limit,
                         char *error, size_t error_size) {
   int *order = NULL;
   int rc;
@@ -223,7 +228,8 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
                        "dataset.val_size: %d leaves no training examples (%s has %d)", val_size,
                        name, pool->n);
   }
-  int n_train = pool->n - val_size;
+  const int n_part = pool->n - val_size; /* the training part: what the statistics cover */
+  int n_train = n_part;
   if (train_limit > 0 && train_limit < n_train) n_train = train_limit;
 
   order = malloc((size_t)pool->n * sizeof *order);
@@ -232,22 +238,24 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
     goto fail;
   }
   for (int i = 0; i < pool->n; i++) order[i] = i;
-  rng_t rng;
-  rng_seed(&rng, seed, RNG_STREAM_SPLIT, 0);
-  rng_shuffle(&rng, order, pool->n);
+  if (drawn) {
+    rng_t rng;
+    rng_seed(&rng, split_seed, RNG_STREAM_SPLIT, 0);
+    rng_shuffle(&rng, order, pool->n);
+  }
   const int *val_indices = order;
   const int *train_indices = order + val_size;
 
   /* Exact integer sums: the statistics do not depend on summation order or precision. */
   uint64_t sum = 0, sum_squares = 0;
-  for (int i = 0; i < n_train; i++) {
+  for (int i = 0; i < n_part; i++) {
     const uint8_t *pixels = pool->pixels + (size_t)train_indices[i] * CFG_INPUTS;
     for (int p = 0; p < CFG_INPUTS; p++) {
       sum += pixels[p];
       sum_squares += (uint64_t)pixels[p] * pixels[p];
     }
   }
-  double count = (double)n_train * CFG_INPUTS;
+  double count = (double)n_part * CFG_INPUTS;
   double mean = (double)sum / count / 255.0;
   double variance = (double)sum_squares / count / (255.0 * 255.0) - mean * mean;
   double std = variance > 1e-12 ? sqrt(variance) : 1.0; /* a blank training set stays finite */
@@ -277,7 +285,7 @@ fail:
 /* ---------------------------------------------------------------------------------------
  * Public */
 
-int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t seed, int val_size,
+int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_seed, int val_size,
                             int train_limit, char *error, size_t error_size) {
   data__raw_t pool = {0}, test = {0};
   if (!dir) dir = DATA_DEFAULT_DIR;
@@ -288,7 +296,7 @@ int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t seed, int
   rc = data__idx_load_pair(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test,
                            error, error_size);
   if (rc) goto done;
-  rc = data__finish(set, "fashion-mnist", &pool, &test, seed, val_size, train_limit, error,
+  rc = data__finish(set, "fashion-mnist", &pool, &test, split_seed, 1, val_size, train_limit, error,
                     error_size);
 done:
   data__raw_free(&pool);
@@ -318,7 +326,7 @@ static void data__generate(data__raw_t *raw, const float *prototypes, rng_t *rng
   }
 }
 
-int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test_size,
+int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, int test_size,
                         int val_size, int train_limit, char *error, size_t error_size) {
   data__raw_t pool = {0}, test = {0};
   float *prototypes = NULL;
@@ -330,6 +338,10 @@ int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test
                        "synthetic: train_size %d and test_size %d must be in 1–%d", train_size,
                        test_size, IDX_MAX_COUNT);
 
+  if (val_size < 0 || val_size >= train_size)
+    return util_error(error, error_size, -EINVAL,
+                       "dataset.val_size: %d leaves no training examples (synthetic has %d)", val_size,
+                       train_size);
   pool.n = train_size;
   pool.pixels = malloc((size_t)train_size * CFG_INPUTS);
   pool.labels = malloc((size_t)train_size);
@@ -343,19 +355,28 @@ int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test
   }
 
   rng_t rng;
-  rng_seed(&rng, seed, RNG_STREAM_SYNTHETIC, 0);
+  rng_seed(&rng, split_seed, RNG_STREAM_SYNTHETIC, 0);
   float background[CFG_INPUTS];
   for (int p = 0; p < CFG_INPUTS; p++) background[p] = 0.25f + 0.5f * rng_uniform(&rng);
   for (int c = 0; c < CFG_CLASSES; c++)
     for (int p = 0; p < CFG_INPUTS; p++)
       prototypes[c * CFG_INPUTS + p] =
           background[p] + (float)SYNTHETIC_CONTRAST * (2.0f * rng_uniform(&rng) - 1.0f);
-  /* The test examples come from their own stream: the same test set whatever train_size. */
-  rng_t test_rng;
-  rng_seed(&test_rng, seed, RNG_STREAM_SYNTHETIC, 1);
-  data__generate(&pool, prototypes, &rng);
+  /* The test examples come from their own stream: the same test set whatever train_size.
+   * So do the validation examples, the pool's first val_size: runs of one split_seed and
+   * val_size hold out the same examples whatever their train_size, and the training examples
+   * of a smaller set are a prefix of a larger one's (drawing the hold-out from the whole pool
+   * would hand a teacher trained on 2048 examples a quarter of an 8192-example student's
+   * validation set). */
+  rng_t test_rng, val_rng;
+  rng_seed(&test_rng, split_seed, RNG_STREAM_SYNTHETIC, 1);
+  rng_seed(&val_rng, split_seed, RNG_STREAM_SYNTHETIC, 2);
+  data__raw_t val = {val_size, pool.pixels, pool.labels};
+  data__raw_t train = {train_size - val_size, pool.pixels + (size_t)val_size * CFG_INPUTS, pool.labels + val_size};
+  data__generate(&train, prototypes, &rng);
+  data__generate(&val, prototypes, &val_rng);
   data__generate(&test, prototypes, &test_rng);
-  rc = data__finish(set, "synthetic", &pool, &test, seed, val_size, train_limit, error, error_size);
+  rc = data__finish(set, "synthetic", &pool, &test, split_seed, 0, val_size, train_limit, error, error_size);
 
 done:
   free(prototypes);
@@ -368,10 +389,10 @@ int data_load(data_set_t *set, const cfg_experiment_t *config, const char *dir, 
               size_t error_size) {
   switch (config->dataset.kind) {
   case CFG_DATASET_FASHION_MNIST:
-    return data_load_fashion_mnist(set, dir, config->seed, config->dataset.val_size,
+    return data_load_fashion_mnist(set, dir, config->dataset.split_seed, config->dataset.val_size,
                                    config->dataset.train_limit, error, error_size);
   case CFG_DATASET_SYNTHETIC:
-    return data_make_synthetic(set, config->seed, config->dataset.train_size,
+    return data_make_synthetic(set, config->dataset.split_seed, config->dataset.train_size,
                                config->dataset.test_size, config->dataset.val_size,
                                config->dataset.train_limit, error, error_size);
   }

@@ -24,27 +24,33 @@ typedef struct {
 typedef struct {
   const char *name;  /* "fashion-mnist" or "synthetic" */
   data_split_t train, val, test;
-  /* The training split's pixel statistics (on the [0, 1] scale) that every split was
-   * standardised with: x = (pixel / 255 − mean) / std. */
+  /* The training part's pixel statistics (on the [0, 1] scale, before train_limit) that
+   * every split was standardised with: x = (pixel / 255 − mean) / std. */
   double mean, std;
 } data_set_t;
 
 /* Loads what `config->dataset` asks for: Fashion-MNIST from `dir` (DATA_DEFAULT_DIR when
- * NULL) or the synthetic set. Returns 0, or -errno with the reason in `error`. `set` needs
- * data_free() only after success. */
+ * NULL) or the synthetic set, split by config->dataset.split_seed — never config->seed, so
+ * every run of one dataset, split_seed and val_size (a teacher and its students, whatever
+ * their seeds) has the same validation examples and the same standardisation. Returns 0, or
+ * -errno with the reason in `error`. `set` needs data_free() only after success. */
 int data_load(data_set_t *set, const cfg_experiment_t *config, const char *dir, char *error,
               size_t error_size);
 
-/* Fashion-MNIST: the four IDX files in `dir`. A seeded shuffle of the 60000 training
- * examples holds out `val_size` of them for validation; `train_limit` > 0 keeps at most that
- * many of the rest. */
-int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t seed, int val_size,
+/* Fashion-MNIST: the four IDX files in `dir`. A shuffle of the 60000 training examples
+ * seeded by `split_seed` holds out `val_size` of them for validation; the rest is the
+ * training part, whose pixel statistics standardise every split; `train_limit` > 0 keeps
+ * at most that many of it (a prefix, so smaller limits give subsets of larger ones). */
+int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_seed, int val_size,
                             int train_limit, char *error, size_t error_size);
 
 /* The synthetic set: 28×28 images of 10 classes, each a per-class random prototype plus
- * noise, generated from `seed` (same seed, same images). `train_size` examples are
- * generated for training, `val_size` of them are then held out as for Fashion-MNIST. */
-int data_make_synthetic(data_set_t *set, uint64_t seed, int train_size, int test_size,
+ * noise, generated from `split_seed` (same seed, same images: the images are the data's,
+ * not a run's). `train_size` examples: `val_size` for validation and the rest for training,
+ * each from a stream of its own (and the test set from a third), so that sets of one
+ * split_seed and val_size share their validation examples whatever their train_size, and a
+ * smaller set's training examples are a prefix of a larger one's. */
+int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, int test_size,
                         int val_size, int train_limit, char *error, size_t error_size);
 
 void data_free(data_set_t *set);

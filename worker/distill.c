@@ -179,6 +179,54 @@ void feature_normalize_backward(float *dinp, const float *dout, const float *out
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Adaptive average pooling
+ *
+ * Output row i averages input rows [floor(i·H/OH), ceil((i+1)·H/OH)), likewise columns
+ * (PyTorch's adaptive_avg_pool2d): for OH dividing H it is plain average pooling with
+ * window and stride H/OH; otherwise the windows overlap by a row or a column (7 → 3: rows
+ * 0–2, 2–4, 4–6) so that every input pixel counts and the output keeps the map's layout. */
+
+static inline int feature__window_start(int i, int size, int out) { return (int)(((long)i * size) / out); }
+static inline int feature__window_end(int i, int size, int out) {
+  return (int)((((long)i + 1) * size + out - 1) / out);
+}
+
+void feature_avgpool_forward(float *out, const float *inp, int B, int C, int H, int W, int OH, int OW) {
+  // inp (B,C,H,W) -> out (B,C,OH,OW)
+  for (size_t plane = 0; plane < (size_t)B * C; plane++) {
+    const float *x = inp + plane * H * W;
+    float *y = out + plane * OH * OW;
+    for (int i = 0; i < OH; i++) {
+      const int h0 = feature__window_start(i, H, OH), h1 = feature__window_end(i, H, OH);
+      for (int j = 0; j < OW; j++) {
+        const int w0 = feature__window_start(j, W, OW), w1 = feature__window_end(j, W, OW);
+        float sum = 0.0f;
+        for (int h = h0; h < h1; h++)
+          for (int w = w0; w < w1; w++) sum += x[h * W + w];
+        y[i * OW + j] = sum / (float)((h1 - h0) * (w1 - w0));
+      }
+    }
+  }
+}
+
+void feature_avgpool_backward(float *dinp, const float *dout, int B, int C, int H, int W, int OH, int OW) {
+  // dout (B,C,OH,OW) -> dinp (B,C,H,W) +=
+  for (size_t plane = 0; plane < (size_t)B * C; plane++) {
+    float *dx = dinp + plane * H * W;
+    const float *dy = dout + plane * OH * OW;
+    for (int i = 0; i < OH; i++) {
+      const int h0 = feature__window_start(i, H, OH), h1 = feature__window_end(i, H, OH);
+      for (int j = 0; j < OW; j++) {
+        const int w0 = feature__window_start(j, W, OW), w1 = feature__window_end(j, W, OW);
+        const float share = dy[i * OW + j] / (float)((h1 - h0) * (w1 - w0));
+        for (int h = h0; h < h1; h++)
+          for (int w = w0; w < w1; w++) dx[h * W + w] += share;
+      }
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------
  * Per-element mean squared error */
 
 float feature_mse_forward(float *errors, const float *a, const float *t, int B, int D) {
@@ -283,11 +331,30 @@ static size_t distill__take(size_t *cursor, size_t n) {
 int distill_feature_layout(distill_feature_t *f, int student_channels, int teacher_channels,
                            int pixels, int normalize, cfg_gate_t gate, int max_batch,
                            size_t *n_params, size_t *n_scratch) {
+  const cfg_shape_t student = {student_channels, 1, pixels, pixels > 1};
+  const cfg_shape_t teacher = {teacher_channels, 1, pixels, pixels > 1};
+  return distill_feature_layout_maps(f, &student, &teacher, normalize, gate, max_batch, n_params, n_scratch);
+}
+
+int distill_feature_layout_maps(distill_feature_t *f, const cfg_shape_t *student, const cfg_shape_t *teacher,
+                                int normalize, cfg_gate_t gate, int max_batch, size_t *n_params,
+                                size_t *n_scratch) {
   memset(f, 0, sizeof *f);
-  if (student_channels < 1 || teacher_channels < 1 || pixels < 1 || max_batch < 1) return -EINVAL;
+  const int student_channels = student->channels, teacher_channels = teacher->channels;
+  if (student_channels < 1 || teacher_channels < 1 || student->height < 1 || student->width < 1 ||
+      teacher->height < 1 || teacher->width < 1 || max_batch < 1)
+    return -EINVAL;
   f->student_channels = student_channels;
   f->teacher_channels = teacher_channels;
-  f->pixels = pixels;
+  f->student_height = student->height;
+  f->student_width = student->width;
+  f->teacher_height = teacher->height;
+  f->teacher_width = teacher->width;
+  /* Compared at the smaller of the two resolutions (distill.h says why). */
+  f->height = student->height < teacher->height ? student->height : teacher->height;
+  f->width = student->width < teacher->width ? student->width : teacher->width;
+  f->pixels = f->height * f->width;
+  const int pixels = f->pixels;
   f->normalize = normalize != 0;
   f->gate = gate;
   f->max_batch = max_batch;
@@ -327,6 +394,13 @@ int distill_feature_layout(distill_feature_t *f, int student_channels, int teach
     f->gate_targets = distill__take(n_scratch, MB);
     f->dscores = distill__take(n_scratch, MB);
   }
+  f->pooled_student = f->dpooled_student = f->pooled_teacher = DISTILL_UNUSED;
+  if (f->height != student->height || f->width != student->width) {
+    f->pooled_student = distill__take(n_scratch, MB * (size_t)student_channels * pixels);
+    f->dpooled_student = distill__take(n_scratch, MB * (size_t)student_channels * pixels);
+  }
+  if (f->height != teacher->height || f->width != teacher->width)
+    f->pooled_teacher = distill__take(n_scratch, MB * D);
   f->n_scratch = *n_scratch - f->first_scratch;
   return 0;
 }
@@ -352,9 +426,14 @@ const float *distill_feature_aligned(const distill_feature_t *f, const float *sc
   return scratch + f->aligned;
 }
 
+/* The teacher's side as the pair compares it: pooled to the compared size when larger. */
+static const float *distill__teacher(const distill_feature_t *f, const float *scratch, const float *teacher) {
+  return f->pooled_teacher != DISTILL_UNUSED ? scratch + f->pooled_teacher : teacher;
+}
+
 const float *distill_feature_target(const distill_feature_t *f, const float *scratch,
                                     const float *teacher) {
-  return f->normalize ? scratch + f->target : teacher;
+  return f->normalize ? scratch + f->target : distill__teacher(f, scratch, teacher);
 }
 
 float *distill_feature_daligned(const distill_feature_t *f, float *scratch) {
@@ -364,9 +443,21 @@ float *distill_feature_daligned(const distill_feature_t *f, float *scratch) {
 float distill_feature_forward(const distill_feature_t *f, float *scratch, const float *params,
                               const float *student, const float *teacher,
                               const float *gate_targets, int B, distill_feature_stats_t *stats) {
-  // student (B,Cs·P), teacher (B,Ct·P) -> the pair's loss
+  // student (B,Cs·Hs·Ws), teacher (B,Ct·Ht·Wt) -> the pair's loss
   assert(B >= 1 && B <= f->max_batch);
   const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
+  /* The larger map pooled to the compared size first: the student's before its adapter (a
+   * 1×1 convolution commutes with averaging pixels, and on fewer pixels it costs less). */
+  if (f->pooled_student != DISTILL_UNUSED) {
+    feature_avgpool_forward(scratch + f->pooled_student, student, B, Cs, f->student_height, f->student_width,
+                            f->height, f->width);
+    student = scratch + f->pooled_student;
+  }
+  if (f->pooled_teacher != DISTILL_UNUSED) {
+    feature_avgpool_forward(scratch + f->pooled_teacher, teacher, B, Ct, f->teacher_height, f->teacher_width,
+                            f->height, f->width);
+    teacher = scratch + f->pooled_teacher;
+  }
   float *adapted = scratch + f->adapted;
   if (P == 1)
     linear_forward(adapted, student, params + f->adapter_weight, params + f->adapter_bias, B, Cs, Ct);
@@ -405,9 +496,18 @@ float distill_feature_forward(const distill_feature_t *f, float *scratch, const 
 void distill_feature_backward(const distill_feature_t *f, float *dstudent, float *grads,
                               float *scratch, const float *params, const float *student,
                               const float *teacher, float dloss, float dgate, int B) {
-  // student (B,Cs·P), teacher (B,Ct·P) -> dstudent (B,Cs·P) +=, grads (pair's range) +=
+  // student (B,Cs·Hs·Ws), teacher (B,Ct·Ht·Wt) -> dstudent (B,Cs·Hs·Ws) +=, grads (pair's range) +=
   assert(B >= 1 && B <= f->max_batch);
   const int Cs = f->student_channels, Ct = f->teacher_channels, P = f->pixels, D = Ct * P;
+  /* What the forward compared: the pooled maps it left in scratch. */
+  float *const dstudent_map = dstudent;
+  const int pooled = f->pooled_student != DISTILL_UNUSED;
+  if (pooled) {
+    student = scratch + f->pooled_student;
+    dstudent = dstudent_map ? scratch + f->dpooled_student : NULL;
+    if (dstudent) memset(dstudent, 0, (size_t)B * Cs * P * sizeof(float));
+  }
+  teacher = distill__teacher(f, scratch, teacher);
   const float *y = scratch + f->aligned, *z = distill_feature_target(f, scratch, teacher);
   float *dy = scratch + f->daligned;
   const int gated = f->gate != CFG_GATE_NONE;
@@ -428,6 +528,9 @@ void distill_feature_backward(const distill_feature_t *f, float *dstudent, float
   else
     feature_conv1x1_backward(dstudent, grads + f->adapter_weight, grads + f->adapter_bias, dadapted,
                              student, params + f->adapter_weight, B, Cs, Ct, P);
+  if (pooled && dstudent_map)
+    feature_avgpool_backward(dstudent_map, dstudent, B, Cs, f->student_height, f->student_width, f->height,
+                             f->width);
 }
 
 void distill_feature_gate_step(const distill_feature_t *f, float *params, const float *grads,

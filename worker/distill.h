@@ -112,6 +112,13 @@ void feature_normalize_forward(float *out, float *norms, const float *inp, int B
 void feature_normalize_backward(float *dinp, const float *dout, const float *out,
                                 const float *norms, int B, int D);
 
+/* inp (B,C,H,W) -> out (B,C,OH,OW), OH ≤ H, OW ≤ W: adaptive average pooling, PyTorch's
+ * adaptive_avg_pool2d (output row i averages input rows floor(i·H/OH) … ceil((i+1)·H/OH) − 1,
+ * likewise columns; windows overlap by one when OH does not divide H). */
+void feature_avgpool_forward(float *out, const float *inp, int B, int C, int H, int W, int OH, int OW);
+/* dout (B,C,OH,OW) -> dinp (B,C,H,W) += each output's gradient spread evenly over its window. */
+void feature_avgpool_backward(float *dinp, const float *dout, int B, int C, int H, int W, int OH, int OW);
+
 /* a, t (B,D) -> errors (B) = ‖a_b − t_b‖²; returns Σ_b errors / (B·D), the plain
  * per-element MSE. */
 float feature_mse_forward(float *errors, const float *a, const float *t, int B, int D);
@@ -178,17 +185,37 @@ void gate_backward(float *dweight, float *dbias, float *dscores, const float *sc
 /* ---------------------------------------------------------------------------------------
  * A feature pair: adapter (+ normalisation) (+ gate), the driver-facing piece.
  *
- *   y_b = norm(adapter(s_b)), z_b = norm(t_b)   (norm = identity unless normalize)
+ *   y_b = norm(adapter(pool(s_b))), z_b = norm(pool(t_b))   (norm = identity unless
+ *                                               normalize; pool = identity unless that map is
+ *                                               the larger, below)
  *   e_b = ‖y_b − z_b‖²,  mse = Σ e_b / (B·D),  D = teacher_channels · pixels
  *   loss = mse                     (gate none)
  *   loss = Σ a_b e_b / (B·D)       (gated; a from gate_forward on the raw teacher feature,
  *                                   held constant: this loss trains adapter and student only)
  *   gate loss (gated)              trains the gate only; in the pair's stats */
 
+/* Maps of different sizes (multi-scale pairs). The larger map, student's or teacher's, is
+ * adaptive-average-pooled to the smaller one's height and width (per dimension), and the pair
+ * is compared there: the student's map pooled, then the 1×1 adapter; or the teacher's map
+ * pooled as the target. Why pooling down and not upsampling up: the coarser map cannot
+ * supply the finer one's detail — upsampling a student map (nearest or bilinear) only
+ * repeats or blends its pixels, so the loss would ask the student to reproduce teacher
+ * detail it has no pixels for, or blur the teacher's — while averaging the finer map keeps
+ * everything the coarser one can express. FitNets (Romero et al.) reduce the larger map too,
+ * with a convolutional regressor whose kernel is chosen to shrink it to the teacher's size;
+ * a fixed adaptive average does the same reduction without parameters, whatever the ratio
+ * (14 → 7 as well as 7 → 3), and leaves the adapter a 1×1 convolution that only maps
+ * channels. Average, not max, pooling: it is linear, so the gradient reaches every student
+ * pixel of a window (a 2×2 max would train one pixel in four), and for an integer factor it
+ * is exactly average pooling with window = stride = factor.
+ * The pooling runs before the adapter (a 1×1 convolution commutes with averaging pixels:
+ * the same loss, on fewer pixels). */
 typedef struct {
   int student_channels;  /* Cs (features, when flat) */
   int teacher_channels;  /* Ct */
-  int pixels;            /* H·W of both maps; 1 for flat features (linear adapter) */
+  int student_height, student_width, teacher_height, teacher_width; /* the layers' maps */
+  int height, width;     /* the compared map: the smaller of the two in each dimension */
+  int pixels;            /* height·width; 1 for flat features (linear adapter) */
   int normalize;
   cfg_gate_t gate;
   int max_batch;
@@ -206,6 +233,9 @@ typedef struct {
   size_t adapted, aligned, target, daligned, dadapted;    /* max_batch × D each */
   size_t student_norm, teacher_norm, errors;              /* max_batch each */
   size_t scores, weights, gate_targets, dscores;          /* max_batch each */
+  /* Pooling, (size_t)-1 when that side is not larger: the student's map pooled and its
+   * gradient (max_batch × Cs·pixels each), the teacher's pooled (max_batch × D). */
+  size_t pooled_student, dpooled_student, pooled_teacher;
   size_t first_scratch, n_scratch;
 } distill_feature_t;
 
@@ -217,7 +247,12 @@ typedef struct {
 
 /* Lays out a pair: its parameters from *n_params on and its scratch from *n_scratch on,
  * advancing both (call once per pair, then allocate the slabs). Returns 0, or -EINVAL for a
- * dimension < 1. */
+ * dimension < 1. The student's and teacher's maps (channels × height × width; flat features
+ * have height = width = 1) may differ in size: the larger is pooled (above). */
+int distill_feature_layout_maps(distill_feature_t *f, const cfg_shape_t *student, const cfg_shape_t *teacher,
+                                int normalize, cfg_gate_t gate, int max_batch, size_t *n_params,
+                                size_t *n_scratch);
+/* The same for two maps of equal size, `pixels` each. */
 int distill_feature_layout(distill_feature_t *f, int student_channels, int teacher_channels,
                            int pixels, int normalize, cfg_gate_t gate, int max_batch,
                            size_t *n_params, size_t *n_scratch);
@@ -227,7 +262,7 @@ int distill_feature_layout(distill_feature_t *f, int student_channels, int teach
 void distill_feature_init(const distill_feature_t *f, float *params, uint64_t seed,
                           uint64_t index);
 
-/* student (B, Cs·P), teacher (B, Ct·P), gate_targets (B: the gate's y, read only when gated;
+/* student (B, Cs·Hs·Ws), teacher (B, Ct·Ht·Wt), gate_targets (B: the gate's y, read only when gated;
  * may be NULL otherwise) -> the pair's loss (above); fills stats (may be NULL), keeps in
  * scratch what backward needs (the targets included), and clears the gradient of the aligned
  * output (distill_feature_daligned) so that other terms may accumulate into it before

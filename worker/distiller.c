@@ -28,19 +28,19 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
       return util_error(error, error_size, -EINVAL, "features[%d]: no such layer", i);
     const cfg_shape_t s = nn_layer_shape(student, layer);
     const cfg_shape_t t = nn_layer_shape(&teacher->model, teacher->layers[i]);
-    if (s.height * s.width != t.height * t.width)
+    /* Maps of different sizes meet at the smaller one (distill.h); flat meets flat only. */
+    if (s.image != t.image)
       return util_error(error, error_size, -EINVAL,
-                              "features[%d]: \"%s\" is %d×%d but the teacher's \"%s\" is %d×%d", i,
-                              feature->student, s.height, s.width, feature->teacher, t.height, t.width);
+                              "features[%d]: \"%s\" is %s but the teacher's \"%s\" is %s", i, feature->student,
+                              s.image ? "a feature map" : "flat", feature->teacher, t.image ? "a feature map" : "flat");
     d->student_layer[i] = layer;
-    int rc = distill_feature_layout(&d->pairs[i], s.channels, t.channels, s.height * s.width,
-                                    feature->normalize, feature->gate, d->max_batch, &n_params,
-                                    &n_scratch);
+    int rc = distill_feature_layout_maps(&d->pairs[i], &s, &t, feature->normalize, feature->gate, d->max_batch,
+                                         &n_params, &n_scratch);
     if (rc) return util_error(error, error_size, rc, "features[%d]: cannot lay it out", i);
     /* The gradient norms read each piece's weight and bias as one range. */
     assert(d->pairs[i].adapter_bias == d->pairs[i].adapter_weight + (size_t)t.channels * s.channels);
     assert(feature->gate == CFG_GATE_NONE ||
-           d->pairs[i].gate_bias == d->pairs[i].gate_weight + (size_t)t.channels * t.height * t.width);
+           d->pairs[i].gate_bias == d->pairs[i].gate_weight + (size_t)t.channels * d->pairs[i].pixels);
     int shared = 0;
     for (int j = 0; j < d->n_pairs; j++)
       shared |= j != i && config->features[j].student_layer == layer;
@@ -191,6 +191,59 @@ void distiller_backward(distiller_t *d, nn_model_t *student, const teacher_outpu
                              d->params, nn_layer_output(student, layer), teacher->features[i],
                              share, 1.0f, B);
   }
+}
+
+const char *distiller_term_name(distiller_term_t term) {
+  static const char *const names[DISTILLER_TERMS] = {"task", "distill", "feature", "adversarial"};
+  return (unsigned)term < DISTILLER_TERMS ? names[term] : "?";
+}
+
+float distiller_kd_probe(distiller_t *d, const teacher_outputs_t *teacher, const float *student_logits, float T,
+                         int B) {
+  assert(d->has_teacher && teacher && teacher->logits);
+  return kd_loss_forward(d->student_probs, d->teacher_probs, student_logits, teacher->logits, T, B, CFG_CLASSES);
+}
+
+/* The pairs' forward cleared their aligned outputs' gradients for the backward to accumulate
+ * into; a term's backward alone must leave them so. */
+static void distiller__clear_daligned(distiller_t *d, const distiller_terms_t *terms, int B) {
+  for (int i = 0; i < d->n_pairs; i++) {
+    if (!terms->ran[i]) continue;
+    const distill_feature_t *f = &d->pairs[i];
+    memset(distill_feature_daligned(f, d->scratch), 0,
+           (size_t)B * f->teacher_channels * f->pixels * sizeof(float));
+  }
+}
+
+void distiller_backward_term(distiller_t *d, nn_model_t *student, const teacher_outputs_t *teacher,
+                             distiller_term_t term, const distiller_terms_t *terms, float T, int B) {
+  distiller__clear_daligned(d, terms, B);
+  switch (term) {
+  case DISTILLER_TERM_DISTILL:
+    kd_loss_backward(nn_dlogits(student), d->student_probs, d->teacher_probs, T, 1.0f, B, CFG_CLASSES);
+    break;
+  case DISTILLER_TERM_FEATURE:
+    for (int i = 0; i < d->n_pairs && terms->feature; i++) {
+      const int layer = d->student_layer[i];
+      distill_feature_backward(&d->pairs[i], nn_layer_doutput(student, layer), d->grads, d->scratch, d->params,
+                               nn_layer_output(student, layer), teacher->features[i], 1.0f / (float)d->n_pairs,
+                               0.0f, B);
+    }
+    break;
+  case DISTILLER_TERM_ADVERSARIAL:
+    if (!terms->adversarial) break;
+    {
+      const int k = d->judged, layer = d->student_layer[k];
+      disc_generator_backward(&d->disc, distill_feature_daligned(&d->pairs[k], d->scratch), d->scratch, d->params,
+                              1.0f, B);
+      distill_feature_backward(&d->pairs[k], nn_layer_doutput(student, layer), d->grads, d->scratch, d->params,
+                               nn_layer_output(student, layer), teacher->features[k], 0.0f, 0.0f, B);
+    }
+    break;
+  default:
+    break;
+  }
+  distiller__clear_daligned(d, terms, B);
 }
 
 void distiller_update(distiller_t *d, const nn_optimizer_t *o, const distiller_terms_t *terms,

@@ -20,9 +20,10 @@
  * the batch's labels. The feature loss it weights does not train it. Like disc/loss, the gate's
  * loss is not part of the student's total.
  *
- * A term whose weight is 0 in the current stage is not computed (nor logged); a pair runs
- * when the feature term is on, or when the discriminator judges it and the adversarial term
- * is on. Slab layout (distill.h's convention): the pairs' adapters and gates in config order,
+ * A term whose weight is 0 in the current stage is not computed (nor logged), but for KD's
+ * gradient on the per-term diagnostic steps (distiller_kd_probe: it trains nothing and is
+ * not logged as a loss); a pair runs when the feature term is on, or when the discriminator
+ * judges it and the adversarial term is on. Slab layout (distill.h's convention): the pairs' adapters and gates in config order,
  * the discriminator last, so [0, n_trained) is what distiller_update moves and the
  * discriminator moves only in disc_step, with its own Adam state at its own offsets of m and v.
  * For SGD, m holds the adapters' velocity; a gate's Adam moments are at its own offsets, and
@@ -106,6 +107,32 @@ void distiller_forward(distiller_t *d, const nn_model_t *student, const teacher_
 /* The backward half: after nn_zero_grad(student) and before nn_backward(student). */
 void distiller_backward(distiller_t *d, nn_model_t *student, const teacher_outputs_t *teacher,
                         const distiller_weights_t *w, const distiller_terms_t *terms, float T, int B);
+/* The loss terms of a step, in the order of their metric names. */
+typedef enum {
+  DISTILLER_TERM_TASK,
+  DISTILLER_TERM_DISTILL,
+  DISTILLER_TERM_FEATURE,
+  DISTILLER_TERM_ADVERSARIAL,
+  DISTILLER_TERMS
+} distiller_term_t;
+/* "task", "distill", "feature", "adversarial". */
+const char *distiller_term_name(distiller_term_t term);
+
+/* For the per-term gradient diagnostics: KD's forward at weight 0, in a stage that does not
+ * distil (distiller_forward skips it there), so that distiller_backward_term can give its
+ * gradient; it leaves `terms` alone (the term is neither logged nor trained on). Returns
+ * the KD loss. Needs a teacher and its logits. */
+float distiller_kd_probe(distiller_t *d, const teacher_outputs_t *teacher, const float *student_logits, float T,
+                         int B);
+/* The backward of one term alone at weight 1 (raw) into the student's output gradients
+ * (nn_dlogits, the pairs' layer output gradients) for nn_backward to take further: KD (the
+ * one distiller_forward computed, or the probe's), the feature term (the mean over the
+ * pairs) or the generator's. The pieces' own gradients are left as garbage (distiller_backward
+ * clears them first) and the aligned outputs' gradients cleared before and after, so the
+ * step's own distiller_backward is the same with or without this call. */
+void distiller_backward_term(distiller_t *d, nn_model_t *student, const teacher_outputs_t *teacher,
+                             distiller_term_t term, const distiller_terms_t *terms, float T, int B);
+
 /* Moves the adapters of the pairs that ran with the student's optimizer (its kind, momentum
  * or betas, no weight decay) at learning rate lr, and their gates with the gates' own Adam. */
 void distiller_update(distiller_t *d, const nn_optimizer_t *optimizer, const distiller_terms_t *terms,

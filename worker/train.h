@@ -48,6 +48,19 @@ typedef struct {
   double best_val_accuracy;
 } train_summary_t;
 
+/* Per-term gradient diagnostics of one step (train_term_gradients): for each term computed,
+ * the L2 norm of its raw (unweighted) gradient over the student's parameters, its share of
+ * the weighted gradients ‖w_k g_k‖ / Σ_j ‖w_j g_j‖, and the cosine between the task's
+ * gradient and its own. */
+typedef struct {
+  int computed[DISTILLER_TERMS];
+  double norm[DISTILLER_TERMS];   /* grad_norm_term/<term> */
+  int share_known;                /* Σ_j ‖w_j g_j‖ > 0 */
+  double share[DISTILLER_TERMS];  /* grad_share/<term> */
+  int cosine_known[DISTILLER_TERMS]; /* both gradients computed and nonzero (never for task) */
+  double cosine[DISTILLER_TERMS]; /* grad_cos/task_<term> */
+} train_term_grads_t;
+
 typedef struct {
   nn_model_t *model;
   const cfg_experiment_t *config;
@@ -72,6 +85,11 @@ typedef struct {
   float *probs;                /* max_batch × CFG_CLASSES */
   int *predictions;            /* max_batch */
   int *order;                  /* the epoch's shuffle of the training set */
+  /* The per-term gradients (model->n_params floats each) for the terms this run can compute,
+   * NULL for the others; distill is also diagnosed in stages where it has no weight
+   * (probe_distill: the run distils in some stage). */
+  float *term_grads[DISTILLER_TERMS];
+  int probe_distill;
 } train_t;
 
 /* Prepares to train `model` (built by nn_model_create for at least config->batch_size
@@ -103,6 +121,18 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
  * active, epoch, after}}) and "distill" (each adapter, gate, the discriminator). The caller
  * owns the reference. */
 json_t *train_params_json(const train_t *t);
+
+/* The gradient of each loss term on its own, raw (weight 1), with respect to the student's
+ * parameters, into t->term_grads[term], and their norms, shares and cosines into `out`:
+ * called between the step's forward (nn_forward on t->inputs; the task loss's probabilities
+ * in t->probs; distiller_forward into `terms`) and its backward, which it leaves unchanged
+ * (the step's own nn_zero_grad is still needed after it). The terms: task always (its loss
+ * is computed every step), distill, feature and adversarial when this step computes them
+ * (weight > 0), and distill at weight 0 when t->probe_distill and the teacher's logits are
+ * given. One nn_backward per term; no allocation. */
+void train_term_gradients(train_t *t, const teacher_outputs_t *teacher, const distiller_weights_t *w,
+                          const distiller_terms_t *terms, const float *logits, float T, int B,
+                          train_term_grads_t *out);
 
 /* train_init, train_resume when options->resume is set, train_loop, train_free. */
 int train_run(nn_model_t *model, const cfg_experiment_t *config, const data_set_t *data,
