@@ -116,6 +116,9 @@ class Studies(unittest.TestCase):
             (dict(study(), teacher={"experiment": 999999}), "teacher.experiment", "no experiment 999999"),
             (dict(study(), teacher={"checkpoint": "/etc/passwd"}), "teacher.checkpoint", "data directory"),
             (dict(study(), teacher=None), "arms.kd", "no \"teacher\""),
+            # A teacher that held out other validation examples has seen this study's.
+            (dict(study(), teacher={"config": {"dataset": dict(DATASET, split_seed=7), "model": TEACHER,
+                                               "epochs": 1}}), "arms.kd", "other data"),
         ]
         for body, path, needle in cases:
             if isinstance(body, dict):
