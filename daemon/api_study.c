@@ -41,8 +41,10 @@ static void check_teacher(api_t *api, study_plan_t *plan, cfg_errors_t *errors) 
     api_check_teacher(api, config, found);
     for (int i = 0; i < found->count && i < CFG_MAX_ERRORS; i++) {
       const char *path = found->items[i].path;
-      if (strncmp(path, "teacher", 7) == 0) cfg_add_error(errors, path, "%s", found->items[i].message);
-      else cfg_add_error(errors, "", "arms.%s.%s: %s", arm_of(plan, r), path, found->items[i].message);
+      char at[CFG_TITLE_MAX + 160];
+      if (strncmp(path, "teacher", 7) == 0) snprintf(at, sizeof at, "%s", path);
+      else snprintf(at, sizeof at, "arms.%s%s%s", arm_of(plan, r), path[0] ? "." : "", path);
+      cfg_add_error(errors, at, "%s", found->items[i].message);
     }
     if (found->count == 0 && config->teacher.kind == CFG_TEACHER_CHECKPOINT)
       for (int other = 0; other < plan->n_runs; other++)
@@ -169,8 +171,14 @@ static int study_exists(http_request_t *request) {
 }
 
 int api_get_study_stream(http_request_t *request) {
-  if (!study_exists(request)) return respond_no_study(request);
-  return sse_subscribe_study(app(request)->hub, request, http_path_id(request));
+  char *current;
+  int ended;
+  int result = study_state_text(app(request)->db, http_path_id(request), &current, &ended);
+  if (result == -ENOENT) return respond_no_study(request);
+  if (result != 0) return result;
+  result = sse_subscribe_study(app(request)->hub, request, http_path_id(request), current, ended);
+  free(current);
+  return result;
 }
 
 int api_get_study_curves(http_request_t *request) {

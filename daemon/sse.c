@@ -398,8 +398,10 @@ void sse_publish_study(sse_hub_t *hub, int64_t study_id, const char *type, const
   }
 }
 
+/* Answers with a stream; `*out` is its subscriber (NULL when it was refused). */
 static int subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t study_id, int64_t step,
-                     int phase) {
+                     int phase, sse_subscriber_t **out) {
+  *out = NULL;
   if (hub->count >= SSE_MAX_SUBSCRIBERS)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE,
                               "too many open streams (%d); close one and retry", SSE_MAX_SUBSCRIBERS);
@@ -430,18 +432,28 @@ static int subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment
   } else {
     queue_status(subscriber, 0); /* first, so a client knows where the run stands */
   }
+  *out = subscriber;
   MHD_add_response_header(response, "Content-Type", "text/event-stream");
   MHD_add_response_header(response, "X-Accel-Buffering", "no");
   return http_respond(request, MHD_HTTP_OK, response);
 }
 
 int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase) {
-  return subscribe(hub, request, experiment_id, 0, step, phase);
+  sse_subscriber_t *subscriber;
+  return subscribe(hub, request, experiment_id, 0, step, phase, &subscriber);
 }
 
-int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id) {
-  /* Of no experiment (-1 matches none), live only, like the stream of all experiments. */
-  return subscribe(hub, request, -1, study_id, 0, 0);
+int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id, const char *current, int ended) {
+  /* Of no experiment (-1 matches none), like the stream of all experiments. */
+  sse_subscriber_t *subscriber;
+  int result = subscribe(hub, request, -1, study_id, 0, 0, &subscriber);
+  if (subscriber == NULL) return result;
+  queue_event(subscriber, NULL, "study", current);
+  if (ended) {
+    queue_event(subscriber, NULL, "end", "{}");
+    subscriber->ending = 1;
+  }
+  return result;
 }
 
 /* MHD takes a suspended socket out of its epoll set, so it cannot see the client leave:

@@ -47,9 +47,10 @@ int sse_parse_cursor(const char *text, int64_t *step, int *phase);
 #define SSE_ALL_EXPERIMENTS 0
 int sse_subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t step, int phase);
 
-/* Answers `request` with the stream of a study's changes: the events study.c publishes
- * with sse_publish_study, live only (a client reads GET /api/studies/{id} first). */
-int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id);
+/* Answers `request` with the stream of a study's changes: first a "study" event with
+ * `current` (the study now, JSON), then the events study.c publishes with
+ * sse_publish_study; with `ended`, "end" at once after the first. */
+int sse_subscribe_study(sse_hub_t *hub, http_request_t *request, int64_t study_id, const char *current, int ended);
 /* Queues an event of `type` with JSON `data` to the study's streams; with `end`, ends them
  * after it. */
 void sse_publish_study(sse_hub_t *hub, int64_t study_id, const char *type, const char *data, int end);

@@ -192,6 +192,15 @@ int study_text(db_t *db, int64_t id, char **text, size_t *length) {
   return 0;
 }
 
+int study_state_text(db_t *db, int64_t id, char **text, int *ended) {
+  json_t *study = study_header(db, id);
+  if (study == NULL) return -ENOENT;
+  *ended = !json_is_null(json_object_get(study, "finished_at"));
+  *text = json_dumps(study, JSON_COMPACT | JSON_REAL_PRECISION(15));
+  json_decref(study);
+  return *text ? 0 : -ENOMEM;
+}
+
 char *study_list_text(db_t *db, int64_t before, int limit, size_t *length) {
   json_t *ids = db_select(db, "SELECT id FROM studies WHERE ?1 = 0 OR id < ?1 ORDER BY id DESC LIMIT ?2", before,
                           limit + 1);
@@ -393,9 +402,11 @@ int study_cancel(db_t *db, sse_hub_t *hub, sched_t *sched, int64_t id, int *canc
   int result = execute(db, "UPDATE studies SET status = 'cancelled' WHERE id = ?1", id, 0, NULL);
   if (result != 0) return result;
   /* The ids first, then the cancels: each cancel tells the observer, which reads the
-   * database, so no statement of ours may be open across them. */
+   * database, so no statement of ours may be open across them. Newest first: students
+   * before their teacher, so that they end cancelled, not failed for a cancelled teacher. */
   json_t *active = rows(db, "SELECT DISTINCT e.id FROM study_runs r JOIN experiments e ON e.id = r.experiment_id "
-                            "WHERE r.study_id = ?1 AND e.status IN ('queued', 'running', 'interrupted') ORDER BY e.id",
+                            "WHERE r.study_id = ?1 AND e.status IN ('queued', 'running', 'interrupted') "
+                            "ORDER BY e.id DESC",
                         id);
   size_t i;
   json_t *row;

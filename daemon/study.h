@@ -31,6 +31,10 @@ int study_create(db_t *db, const study_plan_t *plan, const json_t *spec, int64_t
  * runs and its statistics. -ENOENT when there is none. */
 int study_text(db_t *db, int64_t id, char **text, size_t *length);
 
+/* The study as its stream's "study" events show it (the list's fields), as JSON text the
+ * caller frees, and whether it has ended (every run ended). -ENOENT when there is none. */
+int study_state_text(db_t *db, int64_t id, char **text, int *ended);
+
 /* GET /api/studies: newest first, `limit` of them below id `before` (0: from the newest). */
 char *study_list_text(db_t *db, int64_t before, int limit, size_t *length);
 

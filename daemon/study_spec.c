@@ -143,8 +143,8 @@ static void check_known(const json_t *object, const char *prefix, const char *co
     if (!found) {
       char shown[64];
       util_utf8_sanitize(key, shown, sizeof shown);
-      cfg_add_error(errors, prefix[0] ? prefix : shown, "%s%s%s: not a field of a study here", prefix[0] ? "\"" : "",
-                    prefix[0] ? shown : "is", prefix[0] ? "\"" : "");
+      if (prefix[0]) cfg_add_error(errors, prefix, "\"%s\" is not a field here", shown);
+      else cfg_add_error(errors, shown, "is not a field of a study");
     }
   }
 }
@@ -608,9 +608,11 @@ static int prepare_arm_cell(const json_t *merged, const char *arm, const json_t 
     if (found == NULL) return -ENOMEM;
     memset(found, 0, sizeof *found);
     if (cfg_check_teacher(&out->parsed, &teacher->parsed, found) != 0)
-      for (int i = 0; i < found->count && i < CFG_MAX_ERRORS; i++)
-        cfg_add_error(errors, prefix, "%s: %s (against the study's teacher)%s", found->items[i].path,
-                      found->items[i].message, context);
+      for (int i = 0; i < found->count && i < CFG_MAX_ERRORS; i++) {
+        char at[CFG_TITLE_MAX + 160];
+        snprintf(at, sizeof at, "%s%s%s", prefix, found->items[i].path[0] ? "." : "", found->items[i].path);
+        cfg_add_error(errors, at, "%s (against the study's teacher)%s", found->items[i].message, context);
+      }
     free(found);
     if (errors->count) return -EINVAL;
   }
@@ -704,7 +706,7 @@ int study_spec_expand(const json_t *spec, study_plan_t **out, cfg_errors_t *erro
   study_plan_t *plan = calloc(1, sizeof *plan);
   teacher_t teacher = {0};
   arm_cell_t *arm_cells = NULL;
-  json_t *cells = NULL;
+  json_t *cells = NULL, *only = NULL;
   int n_arm_cells = 0, result = -EINVAL;
   builder_t builder = {.plan = plan};
   if (plan == NULL) return -ENOMEM;
@@ -776,7 +778,7 @@ int study_spec_expand(const json_t *spec, study_plan_t **out, cfg_errors_t *erro
   }
   const char *arm_name;
   json_t *patch;
-  json_t *only = json_pack("{s:{}}", "base");
+  only = json_pack("{s:{}}", "base"); /* lives until the end: the arms' names point into it */
   json_object_foreach(arms ? (json_t *)arms : only, arm_name, patch) {
     char at[CFG_TITLE_MAX + 16];
     snprintf(at, sizeof at, "arms.%s", arm_name);
@@ -809,7 +811,6 @@ int study_spec_expand(const json_t *spec, study_plan_t **out, cfg_errors_t *erro
     }
     json_decref(merged);
   }
-  json_decref(only);
   if (errors->count) goto done;
   name_baselines(arm_cells, n_arm_cells, plan->name);
   if ((result = expand(&builder, arm_cells, n_arm_cells, seeds, plan->n_seeds, &teacher)) != 0) goto done;
@@ -828,6 +829,7 @@ done:
   free_arm_cells(arm_cells, n_arm_cells);
   free(builder.baseline_numbers);
   json_decref(cells);
+  json_decref(only);
   json_decref(teacher.field);
   json_decref(teacher.config);
   study_plan_free(plan);

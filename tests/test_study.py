@@ -118,7 +118,7 @@ class Studies(unittest.TestCase):
             (dict(study(), teacher=None), "arms.kd", "no \"teacher\""),
             # A teacher that held out other validation examples has seen this study's.
             (dict(study(), teacher={"config": {"dataset": dict(DATASET, split_seed=7), "model": TEACHER,
-                                               "epochs": 1}}), "arms.kd", "other data"),
+                                               "epochs": 1}}), "arms.kd.dataset", "other data"),
         ]
         for body, path, needle in cases:
             if isinstance(body, dict):
@@ -249,6 +249,9 @@ class Studies(unittest.TestCase):
         stream = SseReader(self.daemon.port, "/api/studies/%d/stream" % created["id"], timeout=240)
         self.assertEqual(200, stream.status)
         self.assertEqual("text/event-stream", stream.content_type)
+        first = next(stream)  # where the study stands, before anything changes
+        self.assertEqual("study", first["event"])
+        self.assertEqual(created["id"], first["data"]["id"])
         kinds, last_study = set(), None
         for event in stream:
             kinds.add(event["event"])
@@ -261,6 +264,10 @@ class Studies(unittest.TestCase):
         self.assertIsNotNone(last_study)
         self.assertEqual("succeeded", last_study["status"])
         self.assertEqual({"succeeded": 7}, last_study["counts"])
+        # A stream opened on an ended study says where it stands and ends at once.
+        again = SseReader(self.daemon.port, "/api/studies/%d/stream" % created["id"], timeout=30)
+        self.assertEqual(["study", "end"], [event["event"] for event in again])
+        again.close()
 
     def test_cancel_stops_every_run(self):
         long = study("to-cancel", seeds=3, epochs=400)

@@ -282,7 +282,7 @@ static void test_existing_teacher(void) {
 static void test_errors(void) {
   check_invalid("[1]", "", "JSON object");
   check_invalid("{\"arms\": {}}", "base", "is required");
-  check_invalid("{" BASE ", \"bogus\": 1}", "bogus", "not a field");
+  check_invalid("{" BASE ", \"bogus\": 1}", "bogus", "is not a field of a study");
   check_invalid("{" BASE ", \"arms\": {}}", "arms", "1 to 64");
   check_invalid("{" BASE ", \"arms\": {\"a\": 3}}", "arms.a", "merge patch");
   check_invalid("{" BASE ", \"arms\": {\"a/b\": {}}}", "arms.a/b", "no '/'");
@@ -315,7 +315,7 @@ static void test_errors(void) {
   /* A student that cannot align with the study's teacher is refused at submission. */
   check_invalid("{" BASE ", " TEACHER_CONFIG "}, \"arms\": {\"f\": {\"features\": [{\"student\": \"fc1\", "
                 "\"teacher\": \"nope\"}], \"stages\": [{\"epochs\": 1, \"feature_weight\": 0.5}]}}}",
-                "arms.f", "no layer named");
+                "arms.f.features[0].teacher", "no layer named");
 }
 
 int main(void) {
