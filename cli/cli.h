@@ -183,6 +183,7 @@ int command_study(const cli_global_t *global, int argc, char **argv);
 int command_study_submit(const cli_global_t *global, int argc, char **argv);
 int command_study_ls(const cli_global_t *global, int argc, char **argv);
 int command_study_show(const cli_global_t *global, int argc, char **argv);
+int command_study_watch(const cli_global_t *global, int argc, char **argv);
 int command_study_cancel(const cli_global_t *global, int argc, char **argv);
 
 /* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)

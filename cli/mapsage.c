@@ -100,12 +100,14 @@ static const cli_command_t cli_commands[] = {
    "   study submit FILE|-   queue a study (or --dry-run: the runs it would create)\n"
    "   study ls              list studies, newest first\n"
    "   study show ID         one study: status, arms, comparisons with their baselines\n"
+   "   study watch ID        follow a study live until every run has ended\n"
    "   study cancel ID       stop a study's queued and running runs\n"
    "\n"
    "See 'mapsage study COMMAND --help' for one command's options.\n"
    "\n"
    "Example:\n"
-   "   mapsage study submit kd-study.json --dry-run\n"},
+   "   ID=$(mapsage study submit kd-study.json) && mapsage study watch \"$ID\" &&\n"
+   "       mapsage study show \"$ID\"\n"},
   {"study submit", command_study_submit, "study submit FILE|- [--dry-run] [--set PATH=VALUE]... [--json]",
    "Queues the study in FILE, or on standard input for -. Prints the new study's id on\n"
    "stdout and \"submitted study 3 (queued): 14 runs\" on stderr. An invalid study is\n"
@@ -146,9 +148,21 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage study show 3 --json | jq '.comparisons[] | select(.outcome == \"test_accuracy\")'\n"},
+  {"study watch", command_study_watch, "study watch ID",
+   "Follows a study live until every run has ended: a line each time one of its runs\n"
+   "changes status (with its test accuracy when it succeeds), and the progress: on a\n"
+   "terminal one line kept up to date, otherwise a line each time a run ends. A broken\n"
+   "connection is resumed (up to 5 tries in a row). Ctrl-C stops the watching, not the\n"
+   "study.\n"
+   "\n"
+   "Exit status: 0 if the study succeeded; 1 if it failed or was cancelled (its error\n"
+   "is printed); 3 if the server cannot be reached; 130 after Ctrl-C.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage study watch \"$(mapsage study submit kd-study.json)\" && echo done\n"},
   {"study cancel", command_study_cancel, "study cancel ID",
    "Cancels a study: its queued runs at once, its running ones asked to stop. The study\n"
-   "ends once they have ('mapsage study show ID' says when). A study that has already\n"
+   "ends once they have ('mapsage study watch ID' follows it). A study that has already\n"
    "ended is refused (exit 1).\n"
    "\n"
    "Example:\n"
@@ -191,7 +205,7 @@ static const char cli_main_help[] =
   "   watch ID           follow a run live until it ends\n"
   "   cancel ID          stop a queued or running experiment\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
-  "   study COMMAND      studies: submit (or --dry-run), ls, show, cancel\n"
+  "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
   "   help [COMMAND]     this help, or one command's\n"
   "\n"
   "Options:\n"
@@ -203,8 +217,8 @@ static const char cli_main_help[] =
   "\n"
   "Exit status:\n"
   "   0  success\n"
-  "   1  the server refused the request (its error is printed), the config is\n"
-  "      invalid, or the watched run failed or was cancelled\n"
+  "   1  the server refused the request (its error is printed), the config or\n"
+  "      study is invalid, or the watched run or study failed or was cancelled\n"
   "   2  usage error: unknown command or option, missing argument, unreadable file\n"
   "   3  cannot reach the server\n"
   "\n"
