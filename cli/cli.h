@@ -1,6 +1,6 @@
 /* cli.h — what the files of `mapsage`, the command-line client of mapsaged, share: exit
  * codes, a growable byte buffer, the HTTP client (client.c), output formatting (format.c)
- * and the commands themselves (commands.c, watch.c), dispatched from mapsage.c.
+ * and the commands themselves (commands.c, watch.c, study.c), dispatched from mapsage.c.
  * Only mapsage.c's main() exits; everything else returns one of the CLI_EXIT_* codes after
  * printing its own message on stderr. */
 #ifndef MAPSAGE_CLI_H
@@ -177,6 +177,14 @@ int command_cancel(const cli_global_t *global, int argc, char **argv);
 int command_watch(const cli_global_t *global, int argc, char **argv);
 int command_sql(const cli_global_t *global, int argc, char **argv);
 int command_report(const cli_global_t *global, int argc, char **argv);
+/* study.c: `mapsage study` itself (its help, an unknown subcommand), then each subcommand,
+ * run with argv[0] = "submit", "ls", … */
+int command_study(const cli_global_t *global, int argc, char **argv);
+int command_study_submit(const cli_global_t *global, int argc, char **argv);
+int command_study_ls(const cli_global_t *global, int argc, char **argv);
+int command_study_show(const cli_global_t *global, int argc, char **argv);
+int command_study_watch(const cli_global_t *global, int argc, char **argv);
+int command_study_cancel(const cli_global_t *global, int argc, char **argv);
 
 /* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit

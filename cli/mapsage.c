@@ -1,7 +1,12 @@
 /* mapsage.c — `mapsage`, the command-line client of the mapsaged HTTP API (docs/api.md):
  * global options, the command table, help texts, usage errors, and main(), the only place
- * that exits. The commands themselves live in commands.c and watch.c; the exit codes are
- * an interface (see CLI_EXIT_* in cli.h and docs/cli.md). */
+ * that exits. The commands themselves live in commands.c, watch.c and study.c; the exit
+ * codes are an interface (see CLI_EXIT_* in cli.h and docs/cli.md).
+ *
+ * A command with subcommands (`study`) has an entry of its own, which answers `mapsage
+ * study` and `mapsage study --help`, and one entry per subcommand named "study submit" and
+ * so on: main() runs the subcommand's entry, so each has its usage line and help here like
+ * any command. */
 #include "cli.h"
 
 #include <errno.h>
@@ -86,6 +91,82 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage report 12\n"},
+  {"study", command_study, "study COMMAND [ARGS]",
+   "Studies: one submission that expands into many matched runs (arms, seeds, grid\n"
+   "cells, the matched baseline of every distilling arm, a teacher the study trains),\n"
+   "followed by the daemon to their statistics.\n"
+   "\n"
+   "Commands:\n"
+   "   study submit FILE|-   queue a study (or --dry-run: the runs it would create)\n"
+   "   study ls              list studies, newest first\n"
+   "   study show ID         one study: status, arms, comparisons with their baselines\n"
+   "   study watch ID        follow a study live until every run has ended\n"
+   "   study cancel ID       stop a study's queued and running runs\n"
+   "\n"
+   "See 'mapsage study COMMAND --help' for one command's options.\n"
+   "\n"
+   "Example:\n"
+   "   ID=$(mapsage study submit kd-study.json) && mapsage study watch \"$ID\" &&\n"
+   "       mapsage study show \"$ID\"\n"},
+  {"study submit", command_study_submit, "study submit FILE|- [--dry-run] [--set PATH=VALUE]... [--json]",
+   "Queues the study in FILE, or on standard input for -. Prints the new study's id on\n"
+   "stdout and \"submitted study 3 (queued): 14 runs\" on stderr. An invalid study is\n"
+   "refused with every problem listed by its path in the study (exit 1).\n"
+   "\n"
+   "   --dry-run          create nothing: print the runs the study expands into, one a\n"
+   "                      line (index, name, role, arm, seed, optimizer steps), then\n"
+   "                      their count and total steps\n"
+   "   --set PATH=VALUE   change one field of the study before sending; repeatable;\n"
+   "                      as for 'mapsage submit': seeds=5, base.optimizer.lr=0.01,\n"
+   "                      arms.kd.temperature.start=4\n"
+   "   --json             print the server's JSON answer as it is\n"
+   "\n"
+   "Examples:\n"
+   "   mapsage study submit kd-study.json --dry-run\n"
+   "   ID=$(mapsage study submit kd-study.json --set seeds=5)\n"},
+  {"study ls", command_study_ls, "study ls [--limit N] [--json]",
+   "Lists studies, newest first: ID, NAME, STATUS, RUNS (ended/total) and AGE (since it\n"
+   "was submitted).\n"
+   "\n"
+   "   --limit N   at most N studies (1 to 500; the server's default is 100)\n"
+   "   --json      print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage study ls --limit 10\n"},
+  {"study show", command_study_show, "study show ID [--all] [--json]",
+   "Shows one study: name, status, runs by status, error and times; a table of its arms\n"
+   "(N counted runs, mean test and best validation accuracy, each ± the half-width of\n"
+   "its 95% interval); each distilling arm against its matched baseline (the mean\n"
+   "paired difference over seeds with its 95% interval, p and Holm-adjusted p, or\n"
+   "\"unmatched\" when the two sides trained different numbers of steps); the best cell\n"
+   "of a grid and each axis's means; the runs stopped early. Accuracies are in percent,\n"
+   "their differences in percentage points.\n"
+   "\n"
+   "   --all    compare every outcome the daemon compares (test loss too), not only\n"
+   "            test and best validation accuracy\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage study show 3 --json | jq '.comparisons[] | select(.outcome == \"test_accuracy\")'\n"},
+  {"study watch", command_study_watch, "study watch ID",
+   "Follows a study live until every run has ended: a line each time one of its runs\n"
+   "changes status (with its test accuracy when it succeeds), and the progress: on a\n"
+   "terminal one line kept up to date, otherwise a line each time a run ends. A broken\n"
+   "connection is resumed (up to 5 tries in a row). Ctrl-C stops the watching, not the\n"
+   "study.\n"
+   "\n"
+   "Exit status: 0 if the study succeeded; 1 if it failed or was cancelled (its error\n"
+   "is printed); 3 if the server cannot be reached; 130 after Ctrl-C.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage study watch \"$(mapsage study submit kd-study.json)\" && echo done\n"},
+  {"study cancel", command_study_cancel, "study cancel ID",
+   "Cancels a study: its queued runs at once, its running ones asked to stop. The study\n"
+   "ends once they have ('mapsage study watch ID' follows it). A study that has already\n"
+   "ended is refused (exit 1).\n"
+   "\n"
+   "Example:\n"
+   "   mapsage study cancel 3\n"},
   {"sql", command_sql, "sql STATEMENT|- [--param VALUE]... [--csv | --json]",
    "Runs one read-only SQL statement over the whole history (tables and views in\n"
    "docs/sql.md) and prints the result as an aligned table: a header, a rule, one\n"
@@ -124,6 +205,7 @@ static const char cli_main_help[] =
   "   watch ID           follow a run live until it ends\n"
   "   cancel ID          stop a queued or running experiment\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
+  "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
   "   help [COMMAND]     this help, or one command's\n"
   "\n"
   "Options:\n"
@@ -135,8 +217,8 @@ static const char cli_main_help[] =
   "\n"
   "Exit status:\n"
   "   0  success\n"
-  "   1  the server refused the request (its error is printed), the config is\n"
-  "      invalid, or the watched run failed or was cancelled\n"
+  "   1  the server refused the request (its error is printed), the config or\n"
+  "      study is invalid, or the watched run or study failed or was cancelled\n"
   "   2  usage error: unknown command or option, missing argument, unreadable file\n"
   "   3  cannot reach the server\n"
   "\n"
@@ -150,6 +232,20 @@ static const cli_command_t *cli_find(const char *name) {
   for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
     if (strcmp(cli_commands[i].name, name) == 0) return &cli_commands[i];
   return NULL;
+}
+
+/* A command as the user typed it: never one of the "group sub" entries, whose names hold a
+ * space, so `mapsage "study submit"` is not a command. */
+static const cli_command_t *cli_find_command(const char *name) {
+  return strchr(name, ' ') == NULL ? cli_find(name) : NULL;
+}
+
+/* The entry "group sub" when `sub` names one of group's subcommands, else NULL. */
+static const cli_command_t *cli_find_subcommand(const char *group, const char *sub) {
+  char name[64];
+  if (sub[0] == '-' || strchr(sub, ' ') != NULL) return NULL;
+  if (snprintf(name, sizeof name, "%s %s", group, sub) >= (int)sizeof name) return NULL;
+  return cli_find(name);
 }
 
 int cli_help(const char *name) {
@@ -248,12 +344,20 @@ int main(int argc, char **argv) {
       printf("%s%s", cli_usage, cli_main_help);
       return CLI_EXIT_OK;
     }
-    if (cli_find(argv[i + 1]) == NULL)
+    if (cli_find_command(argv[i + 1]) == NULL)
       return cli_usage_error("", "'%s' is not a mapsage command", argv[i + 1]);
-    return cli_help(argv[i + 1]);
+    const cli_command_t *sub = i + 2 < argc ? cli_find_subcommand(argv[i + 1], argv[i + 2]) : NULL;
+    return cli_help(sub != NULL ? sub->name : argv[i + 1]);
   }
-  const cli_command_t *command = cli_find(name);
+  const cli_command_t *command = cli_find_command(name);
   if (command == NULL) return cli_usage_error("", "'%s' is not a mapsage command", name);
+  /* `study submit …` runs the entry "study submit" with argv[0] = "submit"; anything else
+   * after `study` is the group's own to answer (its help, or an unknown subcommand). */
+  const cli_command_t *sub = i + 1 < argc ? cli_find_subcommand(name, argv[i + 1]) : NULL;
+  if (sub != NULL) {
+    command = sub;
+    i++;
+  }
 
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     fprintf(stderr, "mapsage: cannot initialise libcurl\n");

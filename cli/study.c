@@ -1,0 +1,1399 @@
+/* study.c — `mapsage study …`: the client's side of studies (docs/api.md, "Studies"; the
+ * daemon's daemon/api_study.c). A study is one submission that the daemon expands into many
+ * matched runs and follows to its statistics; these commands submit one (or dry-run it),
+ * list them, show one's arms and comparisons as tables, follow one live and cancel one.
+ * They share the plumbing of the experiment commands: client.c for HTTP and the server's
+ * errors, format.c for times and tables, sse_parser.c for the stream, submit_set() for
+ * --set, and the same exit codes. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sse_parser.h"
+#include "util.h"
+
+/* Well above the daemon's 1 MiB body limit, so the daemon, not the client, words the 413. */
+#define STUDY_FILE_LIMIT (16u << 20)
+#define STUDY_NAME_COLUMNS 40
+#define STUDY_CELL_COLUMNS 48
+
+static int study_out_of_memory(void) {
+  fprintf(stderr, "mapsage: out of memory\n");
+  return CLI_EXIT_FAILED;
+}
+
+/* Writes a raw answer for --json, ending it with a newline for the shell's sake. */
+static void study_print_raw(const client_response_t *response) {
+  fwrite(buffer_text(&response->body), 1, response->body.length, stdout);
+  if (response->body.length == 0 || response->body.data[response->body.length - 1] != '\n')
+    putchar('\n');
+}
+
+/* Parses `study COMMAND ID`, plus --json when `json` is not NULL and --all when `all` is
+ * not NULL. Returns CLI_PROCEED with *id set, or the exit code to return at once. */
+static int study_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json, int *all) {
+  const char *id_text = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (json != NULL && strcmp(argv[i], "--json") == 0)
+      *json = 1;
+    else if (all != NULL && strcmp(argv[i], "--all") == 0)
+      *all = 1;
+    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+      return cli_help(command);
+    else if (argv[i][0] == '-')
+      return cli_usage_error(command, "unknown option %s", argv[i]);
+    else if (id_text != NULL)
+      return cli_usage_error(command, "one study at a time: got %s and %s", id_text, argv[i]);
+    else
+      id_text = argv[i];
+  }
+  if (id_text == NULL) return cli_usage_error(command, "which study? give its ID");
+  if (cli_parse_id(id_text, id) != 0) return cli_usage_error(command, "an ID is a positive number, not %s", id_text);
+  return CLI_PROCEED;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Formatting a study's values */
+
+/* A cell as "temperature.start=4 optimizer.lr=0.01" (strings without their quotes); "-"
+ * for the empty cell of a study without grid or random search. */
+static int study_append_cell(buffer_t *buffer, const json_t *cell) {
+  if (!json_is_object(cell) || json_object_size(cell) == 0) return buffer_append_text(buffer, "-");
+  const char *path;
+  const json_t *value;
+  int first = 1, result = 0;
+  json_object_foreach((json_t *)cell, path, value) {
+    if (result == 0 && !first) result = buffer_append_text(buffer, " ");
+    first = 0;
+    if (result == 0) result = buffer_printf(buffer, "%s=", path);
+    if (result != 0) break;
+    if (json_is_string(value)) {
+      result = buffer_append_text(buffer, json_string_value(value));
+    } else {
+      char *text = json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(6));
+      result = text != NULL ? buffer_append_text(buffer, text) : -ENOMEM;
+      free(text);
+    }
+  }
+  return result;
+}
+
+/* The cell cut to a column's width, into `out`. */
+static int study_cell_text(const json_t *cell, buffer_t *out) {
+  buffer_t whole = {0};
+  buffer_clear(out);
+  int result = buffer_append_text(out, "");
+  if (result == 0) result = study_append_cell(&whole, cell);
+  if (result == 0) result = format_append_cut(out, buffer_text(&whole), STUDY_CELL_COLUMNS);
+  buffer_free(&whole);
+  return result;
+}
+
+/* Accuracies are fractions; people read them in percent (and their differences in
+ * percentage points). Other outcomes keep their own units. */
+static int study_outcome_is_accuracy(const char *outcome) {
+  return outcome != NULL && strstr(outcome, "accuracy") != NULL;
+}
+
+/* One outcome of an arm ({"n", "mean", "sd", "ci": [lo, hi]}) as "82.03 ± 1.89": the mean,
+ * and the half-width of its 95% interval when there is one (n ≥ 2); "-" without a mean. */
+static void study_format_summary(const json_t *summary, int percent, char *out, size_t size) {
+  double mean, low, high;
+  const json_t *ci = json_object_get(summary, "ci");
+  double scale = percent ? 100 : 1;
+  if (format_json_number(summary, "mean", &mean) != 0) {
+    snprintf(out, size, "-");
+  } else if (json_is_number(json_array_get(ci, 0)) && json_is_number(json_array_get(ci, 1))) {
+    low = json_number_value(json_array_get(ci, 0));
+    high = json_number_value(json_array_get(ci, 1));
+    if (percent)
+      snprintf(out, size, "%.2f ± %.2f", mean * scale, (high - low) / 2 * scale);
+    else
+      snprintf(out, size, "%.4g ± %.3g", mean, (high - low) / 2);
+  } else if (percent) {
+    snprintf(out, size, "%.2f", mean * scale);
+  } else {
+    snprintf(out, size, "%.4g", mean);
+  }
+}
+
+/* A comparison's difference with its interval: "+1.25 [-0.50, +3.00]". */
+static void study_format_difference(const json_t *comparison, int percent, char *out, size_t size) {
+  double diff;
+  const json_t *ci = json_object_get(comparison, "ci");
+  double scale = percent ? 100 : 1;
+  if (format_json_number(comparison, "mean_diff", &diff) != 0) {
+    snprintf(out, size, "-");
+    return;
+  }
+  int used = percent ? snprintf(out, size, "%+.2f", diff * scale) : snprintf(out, size, "%+.4g", diff);
+  if (used < 0 || (size_t)used >= size) return;
+  if (json_is_number(json_array_get(ci, 0)) && json_is_number(json_array_get(ci, 1))) {
+    double low = json_number_value(json_array_get(ci, 0)) * scale;
+    double high = json_number_value(json_array_get(ci, 1)) * scale;
+    if (percent)
+      snprintf(out + used, size - (size_t)used, " [%+.2f, %+.2f]", low, high);
+    else
+      snprintf(out + used, size - (size_t)used, " [%+.4g, %+.4g]", low, high);
+  }
+}
+
+static void study_format_p(const json_t *value, char *out, size_t size) {
+  if (!json_is_number(value))
+    snprintf(out, size, "-");
+  else if (json_number_value(value) < 0.001)
+    snprintf(out, size, "<0.001");
+  else
+    snprintf(out, size, "%.3f", json_number_value(value));
+}
+
+static void study_format_percent(const json_t *object, const char *key, char *out, size_t size) {
+  double value;
+  if (format_json_number(object, key, &value) == 0)
+    snprintf(out, size, "%.2f%%", value * 100);
+  else
+    snprintf(out, size, "-");
+}
+
+/* A study's distinct runs: GET /api/studies/{id} lists a run once per role it plays (a
+ * baseline shared by two arms twice), and its list entry carries the count as "runs". */
+static size_t study_count_runs(const json_t *runs) {
+  if (json_is_integer(runs)) return (size_t)json_integer_value(runs);
+  size_t count = 0, i, j;
+  const json_t *run, *earlier;
+  json_array_foreach(runs, i, run) {
+    long long id, other;
+    int seen = 0;
+    if (format_json_integer(run, "id", &id) != 0) continue;
+    for (j = 0; j < i && !seen; j++) {
+      earlier = json_array_get(runs, j);
+      seen = format_json_integer(earlier, "id", &other) == 0 && other == id;
+    }
+    if (!seen) count++;
+  }
+  return count;
+}
+
+/* "7 succeeded, 2 running, 5 queued" from {"status": n}, in the order a study's runs go
+ * through them. */
+static int study_append_counts(buffer_t *buffer, const json_t *counts) {
+  static const char *const order[] = {"succeeded", "failed", "cancelled", "running", "interrupted", "queued"};
+  int result = 0, first = 1;
+  for (size_t i = 0; i < ARRAY_SIZE(order) && result == 0; i++) {
+    long long n;
+    if (format_json_integer(counts, order[i], &n) != 0 || n == 0) continue;
+    result = buffer_printf(buffer, "%s%lld %s", first ? "" : ", ", n, order[i]);
+    first = 0;
+  }
+  /* A status this client does not know yet still shows. */
+  const char *status;
+  const json_t *value;
+  json_object_foreach((json_t *)counts, status, value) {
+    int known = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(order) && !known; i++) known = strcmp(order[i], status) == 0;
+    if (known || result != 0 || !json_is_integer(value)) continue;
+    result = buffer_printf(buffer, "%s%lld %s", first ? "" : ", ", (long long)json_integer_value(value), status);
+    first = 0;
+  }
+  return result;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study (the group itself) */
+
+int command_study(const cli_global_t *global, int argc, char **argv) {
+  (void)global;
+  if (argc < 2) return cli_usage_error("study", "which study command? submit, ls, show, watch or cancel");
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) return cli_help("study");
+  if (argv[1][0] == '-') return cli_usage_error("study", "unknown option %s", argv[1]);
+  return cli_usage_error("study", "'%s' is not a study command: submit, ls, show, watch or cancel", argv[1]);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study submit */
+
+/* The dry run's runs as a table, then their count and cost. */
+static int study_print_dry_run(const json_t *answer) {
+  const json_t *runs = json_object_get(answer, "runs");
+  if (!json_is_array(runs)) {
+    fprintf(stderr, "mapsage: the server's dry run has no \"runs\" array\n");
+    return CLI_EXIT_FAILED;
+  }
+  static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const header[] = {"INDEX", "NAME", "ROLE", "ARM", "SEED", "STEPS"};
+  table_t table;
+  buffer_t name = {0}, roles = {0}, arms = {0};
+  int exit_code = CLI_EXIT_OK;
+  table_init(&table, ARRAY_SIZE(header), align);
+  if (table_add_row(&table, header) != 0) goto out_of_memory;
+  size_t i;
+  const json_t *run;
+  json_array_foreach(runs, i, run) {
+    char index[32], seed[32], steps[32];
+    long long number;
+    if (format_json_integer(run, "index", &number) == 0) snprintf(index, sizeof index, "%lld", number);
+    else snprintf(index, sizeof index, "%zu", i);
+    if (format_json_integer(run, "seed", &number) == 0) snprintf(seed, sizeof seed, "%lld", number);
+    else snprintf(seed, sizeof seed, "-");
+    if (format_json_integer(run, "steps", &number) == 0) snprintf(steps, sizeof steps, "%lld", number);
+    else snprintf(steps, sizeof steps, "-");
+    /* A baseline shared by several arms plays a role for each: list them all. */
+    buffer_clear(&roles);
+    buffer_clear(&arms);
+    buffer_clear(&name);
+    const char *title = format_json_string(run, "name");
+    int result = buffer_append_text(&roles, "");
+    if (result == 0) result = buffer_append_text(&arms, "");
+    if (result == 0) result = buffer_append_text(&name, "");
+    if (result == 0) result = format_append_cut(&name, title != NULL && title[0] != '\0' ? title : "-", 60);
+    size_t r;
+    const json_t *link;
+    json_array_foreach(json_object_get(run, "roles"), r, link) {
+      const char *role = format_json_string(link, "role"), *arm = format_json_string(link, "arm");
+      if (result == 0 && role != NULL && strstr(roles.data, role) == NULL)
+        result = buffer_printf(&roles, "%s%s", roles.length ? "," : "", role);
+      if (result == 0 && arm != NULL) result = buffer_printf(&arms, "%s%s", arms.length ? "," : "", arm);
+    }
+    if (result != 0) goto out_of_memory;
+    const char *cells[] = {index, name.data, roles.length ? roles.data : "-", arms.length ? arms.data : "-",
+                           seed, steps};
+    if (table_add_row(&table, cells) != 0) goto out_of_memory;
+  }
+  table_print(&table, stdout);
+  long long count = (long long)json_array_size(runs), steps = 0, seeds = 0;
+  format_json_integer(answer, "count", &count);
+  format_json_integer(answer, "seeds", &seeds);
+  printf("%lld run%s", count, count == 1 ? "" : "s");
+  if (format_json_integer(answer, "steps", &steps) == 0) printf(", %lld optimizer steps in all", steps);
+  size_t n_arms = json_array_size(json_object_get(answer, "arms"));
+  if (n_arms > 0 && seeds > 0)
+    printf(" (%zu arm%s, %lld seed%s)", n_arms, n_arms == 1 ? "" : "s", seeds, seeds == 1 ? "" : "s");
+  printf("\n");
+  goto done;
+out_of_memory:
+  exit_code = study_out_of_memory();
+done:
+  table_free(&table);
+  buffer_free(&name);
+  buffer_free(&roles);
+  buffer_free(&arms);
+  return exit_code;
+}
+
+int command_study_submit(const cli_global_t *global, int argc, char **argv) {
+  const char *file = NULL;
+  const char **assignments = calloc((size_t)argc, sizeof *assignments);
+  int n_assignments = 0, options_done = 0, dry_run = 0, json = 0;
+  char *text = NULL, *body = NULL;
+  json_t *spec = NULL, *answer = NULL;
+  client_t client = {0};
+  client_response_t response = {0};
+  int exit_code = CLI_EXIT_FAILED;
+  if (assignments == NULL) return study_out_of_memory();
+
+  for (int i = 1; i < argc; i++) {
+    const char *value;
+    int matched = options_done ? 0 : cli_option_value(argc, argv, &i, "--set", &value);
+    if (matched < 0) {
+      exit_code = cli_usage_error("study submit", "--set needs path=value");
+      goto done;
+    }
+    if (matched > 0) {
+      if (strchr(value, '=') == NULL || value[0] == '=') {
+        exit_code = cli_usage_error("study submit", "--set %s: expected path=value, e.g. seeds=5", value);
+        goto done;
+      }
+      assignments[n_assignments++] = value;
+    } else if (!options_done && strcmp(argv[i], "--dry-run") == 0) {
+      dry_run = 1;
+    } else if (!options_done && strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (!options_done && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
+      exit_code = cli_help("study submit");
+      goto done;
+    } else if (!options_done && strcmp(argv[i], "--") == 0) {
+      options_done = 1;
+    } else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
+      exit_code = cli_usage_error("study submit", "unknown option %s", argv[i]);
+      goto done;
+    } else if (file != NULL) {
+      exit_code = cli_usage_error("study submit", "one study at a time: got %s and %s", file, argv[i]);
+      goto done;
+    } else {
+      file = argv[i];
+    }
+  }
+  if (file == NULL) {
+    exit_code = cli_usage_error("study submit", "which study? give a FILE, or - for standard input");
+    goto done;
+  }
+
+  const char *shown = strcmp(file, "-") == 0 ? "standard input" : file;
+  if (strcmp(file, "-") == 0 && isatty(STDIN_FILENO))
+    fprintf(stderr, "mapsage: reading the study from standard input (end it with Ctrl-D)\n");
+  size_t length = 0;
+  int result = util_read_file(file, STUDY_FILE_LIMIT, &text, &length);
+  if (result != 0) {
+    fprintf(stderr, "mapsage: cannot read %s: %s\n", shown,
+            result == -EFBIG ? "larger than 16 MiB, so not a study" : strerror(-result));
+    exit_code = CLI_EXIT_USAGE;
+    goto done;
+  }
+
+  /* Without --set the file goes as it is, so the daemon's line and column numbers in an
+   * error point into the user's own file. */
+  const char *to_send = text;
+  size_t send_length = length;
+  if (n_assignments > 0) {
+    json_error_t parse_error;
+    spec = json_loadb(text, length, 0, &parse_error);
+    if (spec == NULL) {
+      fprintf(stderr, "mapsage: invalid study:\n  %s is not JSON: line %d, column %d: %s\n", shown,
+              parse_error.line, parse_error.column, parse_error.text);
+      goto done;
+    }
+    if (!json_is_object(spec)) {
+      fprintf(stderr, "mapsage: invalid study:\n  the study in %s must be a JSON object\n", shown);
+      goto done;
+    }
+    for (int i = 0; i < n_assignments; i++) {
+      char error[512];
+      result = submit_set(spec, assignments[i], error, sizeof error);
+      if (result != 0) {
+        /* submit_set words its messages for a config; here the whole is a study. */
+        fprintf(stderr, "mapsage: %s\n", error);
+        exit_code = result == -ENOMEM ? CLI_EXIT_FAILED : CLI_EXIT_USAGE;
+        goto done;
+      }
+    }
+    body = json_dumps(spec, JSON_COMPACT);
+    if (body == NULL) {
+      exit_code = study_out_of_memory();
+      goto done;
+    }
+    to_send = body;
+    send_length = strlen(body);
+  }
+
+  const char *path = dry_run ? "/api/studies?dry_run=1" : "/api/studies";
+  exit_code = client_open(&client, global);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  exit_code = client_request(&client, "POST", path, to_send, send_length, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    study_print_raw(&response);
+    goto done;
+  }
+  exit_code = client_parse(&response, "POST /api/studies", &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (dry_run) {
+    exit_code = study_print_dry_run(answer);
+    goto done;
+  }
+  long long id, runs;
+  if (format_json_integer(answer, "id", &id) != 0) {
+    fprintf(stderr, "mapsage: the server accepted the study but did not say its id\n");
+    exit_code = CLI_EXIT_FAILED;
+    goto done;
+  }
+  const char *status = format_json_string(answer, "status");
+  printf("%lld\n", id);
+  if (format_json_integer(answer, "runs", &runs) == 0)
+    fprintf(stderr, "submitted study %lld (%s): %lld run%s\n", id, status != NULL ? status : "status unknown", runs,
+            runs == 1 ? "" : "s");
+  else
+    fprintf(stderr, "submitted study %lld (%s)\n", id, status != NULL ? status : "status unknown");
+
+done:
+  free(assignments);
+  free(text);
+  free(body);
+  json_decref(spec);
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study ls */
+
+/* Runs that have ended, from a study's counts. */
+static long long study_ended_runs(const json_t *counts) {
+  static const char *const ended[] = {"succeeded", "failed", "cancelled"};
+  long long total = 0;
+  for (size_t i = 0; i < ARRAY_SIZE(ended); i++) {
+    long long n;
+    if (format_json_integer(counts, ended[i], &n) == 0) total += n;
+  }
+  return total;
+}
+
+/* One study as the row ID NAME STATUS RUNS AGE. */
+static int study_ls_add_row(table_t *table, const json_t *study, double now) {
+  char id[32], runs[64], age[32];
+  buffer_t name = {0};
+  long long number;
+  if (format_json_integer(study, "id", &number) == 0)
+    snprintf(id, sizeof id, "%lld", number);
+  else
+    snprintf(id, sizeof id, "?");
+  const char *title = format_json_string(study, "name");
+  if (buffer_append_text(&name, "") != 0 ||
+      format_append_cut(&name, title != NULL && title[0] != '\0' ? title : "-", STUDY_NAME_COLUMNS) != 0) {
+    buffer_free(&name);
+    return -ENOMEM;
+  }
+  const char *status = format_json_string(study, "status");
+  snprintf(runs, sizeof runs, "%lld/%zu", study_ended_runs(json_object_get(study, "counts")),
+           study_count_runs(json_object_get(study, "runs")));
+  double created;
+  if (format_parse_time(format_json_string(study, "created_at"), &created) == 0)
+    format_age(now - created, age, sizeof age);
+  else
+    snprintf(age, sizeof age, "-");
+  const char *cells[] = {id, name.data, status != NULL ? status : "?", runs, age};
+  int result = table_add_row(table, cells);
+  buffer_free(&name);
+  return result;
+}
+
+int command_study_ls(const cli_global_t *global, int argc, char **argv) {
+  const char *limit = NULL;
+  int json = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *value;
+    int matched;
+    if ((matched = cli_option_value(argc, argv, &i, "--limit", &value)) != 0) {
+      long long count;
+      if (matched < 0 || cli_parse_id(value, &count) != 0)
+        return cli_usage_error("study ls", "--limit needs a positive number");
+      limit = value;
+    } else if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      return cli_help("study ls");
+    } else {
+      return cli_usage_error("study ls", argv[i][0] == '-' ? "unknown option %s" : "unexpected argument %s",
+                             argv[i]);
+    }
+  }
+
+  buffer_t path = {0};
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *answer = NULL;
+  table_t table = {0};
+  int exit_code = CLI_EXIT_FAILED;
+  /* The limit goes to the server as it is: it knows its range and words the error. */
+  int result = buffer_append_text(&path, "/api/studies");
+  if (result == 0 && limit != NULL) result = buffer_append_text(&path, "?limit=");
+  if (result == 0 && limit != NULL) result = buffer_append_query_value(&path, limit);
+  if (result != 0) {
+    exit_code = study_out_of_memory();
+    goto done;
+  }
+
+  exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path.data, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    study_print_raw(&response);
+    goto done;
+  }
+  exit_code = client_parse(&response, "GET /api/studies", &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  const json_t *studies = json_object_get(answer, "studies");
+  if (!json_is_array(studies)) {
+    fprintf(stderr, "mapsage: the server's list has no \"studies\" array\n");
+    exit_code = CLI_EXIT_FAILED;
+    goto done;
+  }
+
+  static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const header[] = {"ID", "NAME", "STATUS", "RUNS", "AGE"};
+  table_init(&table, ARRAY_SIZE(header), align);
+  double now = util_now();
+  size_t i;
+  const json_t *study;
+  if (table_add_row(&table, header) != 0) goto out_of_memory;
+  json_array_foreach(studies, i, study) {
+    if (study_ls_add_row(&table, study, now) != 0) goto out_of_memory;
+  }
+  table_print(&table, stdout);
+  const json_t *next_before = json_object_get(answer, "next_before");
+  if (next_before != NULL && !json_is_null(next_before))
+    fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n",
+            json_array_size(studies));
+  goto done;
+out_of_memory:
+  exit_code = study_out_of_memory();
+done:
+  table_free(&table);
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  buffer_free(&path);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study show */
+
+/* A line "  label    text" of the header block. */
+static void show_field(const char *label, const char *text) {
+  printf("  %-11s %s\n", label, text);
+}
+
+/* "  started     2026-12-03 10:15:02  (5m ago; waited 0.02s)" when the study has the time. */
+static void show_time(const json_t *study, const char *label, const char *key, double now, const char *since_key,
+                      const char *since_word) {
+  double when, since;
+  char local[64], age[32], gap[32];
+  const char *text = format_json_string(study, key);
+  if (text == NULL) return;
+  if (format_parse_time(text, &when) != 0) {
+    show_field(label, text);
+    return;
+  }
+  format_local_time(when, local, sizeof local);
+  format_age(now - when, age, sizeof age);
+  if (since_key != NULL && format_parse_time(format_json_string(study, since_key), &since) == 0) {
+    format_duration(when - since, gap, sizeof gap);
+    printf("  %-11s %s  (%s ago; %s %s)\n", label, local, age, since_word, gap);
+  } else {
+    printf("  %-11s %s  (%s ago)\n", label, local, age);
+  }
+}
+
+/* The arms: ARM ROLE CELL N TEST-ACC (%) BEST-VAL-ACC (%). */
+static int show_arms(const json_t *arms) {
+  static const table_align_t align[] = {TABLE_LEFT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const header[] = {"ARM", "ROLE", "CELL", "N", "TEST-ACC %", "BEST-VAL-ACC %"};
+  table_t table;
+  buffer_t cell = {0};
+  int result = 0;
+  table_init(&table, ARRAY_SIZE(header), align);
+  result = table_add_row(&table, header);
+  size_t i;
+  const json_t *arm;
+  json_array_foreach(arms, i, arm) {
+    if (result != 0) break;
+    const json_t *outcomes = json_object_get(arm, "outcomes");
+    const json_t *test = json_object_get(outcomes, "test_accuracy");
+    const json_t *val = json_object_get(outcomes, "best_val_accuracy");
+    char n[32], test_text[64], val_text[64];
+    long long count;
+    if (format_json_integer(test, "n", &count) == 0) snprintf(n, sizeof n, "%lld", count);
+    else snprintf(n, sizeof n, "-");
+    study_format_summary(test, 1, test_text, sizeof test_text);
+    study_format_summary(val, 1, val_text, sizeof val_text);
+    result = study_cell_text(json_object_get(arm, "cell"), &cell);
+    if (result != 0) break;
+    const char *name = format_json_string(arm, "name"), *role = format_json_string(arm, "role");
+    const char *cells[] = {name != NULL ? name : "?", role != NULL ? role : "?", cell.data, n, test_text, val_text};
+    result = table_add_row(&table, cells);
+  }
+  if (result == 0) {
+    printf("\narms (mean ± half-width of the 95%% interval over the runs that count)\n");
+    table_print(&table, stdout);
+  }
+  table_free(&table);
+  buffer_free(&cell);
+  return result;
+}
+
+/* The comparisons: ARM vs BASELINE, CELL, OUTCOME, N, Δ MEAN [95% CI], P, P-HOLM, NOTE.
+ * Only the accuracies unless `all`. */
+static int show_comparisons(const json_t *comparisons, int all) {
+  static const table_align_t align[] = {TABLE_LEFT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT,
+                                        TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT, TABLE_LEFT};
+  static const char *const header[] = {"ARM vs BASELINE", "CELL", "OUTCOME", "N",
+                                       "Δ MEAN [95% CI]", "P", "P-HOLM", "NOTE"};
+  table_t table;
+  buffer_t cell = {0}, versus = {0};
+  int result = 0, shown = 0, unmatched = 0;
+  size_t i;
+  const json_t *comparison;
+  /* The NOTE column only when it has something to say. */
+  json_array_foreach(comparisons, i, comparison) unmatched |= json_is_false(json_object_get(comparison, "matched"));
+  table_init(&table, ARRAY_SIZE(header) - (unmatched ? 0 : 1), align);
+  result = table_add_row(&table, header);
+  json_array_foreach(comparisons, i, comparison) {
+    if (result != 0) break;
+    const char *outcome = format_json_string(comparison, "outcome");
+    int accuracy = outcome != NULL &&
+                   (strcmp(outcome, "test_accuracy") == 0 || strcmp(outcome, "best_val_accuracy") == 0);
+    if (!all && !accuracy) continue;
+    int percent = study_outcome_is_accuracy(outcome);
+    char n[32], difference[96], p[32], p_holm[32];
+    long long count;
+    if (format_json_integer(comparison, "n", &count) == 0) snprintf(n, sizeof n, "%lld", count);
+    else snprintf(n, sizeof n, "-");
+    study_format_difference(comparison, percent, difference, sizeof difference);
+    study_format_p(json_object_get(comparison, "p"), p, sizeof p);
+    study_format_p(json_object_get(comparison, "p_holm"), p_holm, sizeof p_holm);
+    const char *arm = format_json_string(comparison, "arm"), *baseline = format_json_string(comparison, "baseline");
+    buffer_clear(&versus);
+    result = buffer_printf(&versus, "%s vs %s", arm != NULL ? arm : "?", baseline != NULL ? baseline : "?");
+    if (result == 0) result = study_cell_text(json_object_get(comparison, "cell"), &cell);
+    if (result != 0) break;
+    /* A pair whose sides trained different numbers of steps: shown, never tested. */
+    const json_t *matched = json_object_get(comparison, "matched");
+    const char *note = json_is_false(matched) ? "unmatched" : "";
+    if (percent && strcmp(difference, "-") != 0 && strlen(difference) + 4 < sizeof difference)
+      strcat(difference, " pp");
+    const char *cells[] = {versus.data, cell.data, outcome != NULL ? outcome : "?", n, difference, p, p_holm, note};
+    result = table_add_row(&table, cells);
+    shown++;
+  }
+  if (result == 0 && shown > 0) {
+    printf("\ncomparisons (arm minus its matched baseline, paired over seeds; accuracies in percentage points)\n");
+    table_print(&table, stdout);
+  }
+  table_free(&table);
+  buffer_free(&cell);
+  buffer_free(&versus);
+  return result;
+}
+
+/* For each arm run over several cells: its best cell (chosen on validation), and each
+ * axis's values with their mean outcomes. */
+static int show_grid(const json_t *grid) {
+  static const table_align_t align[] = {TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const header[] = {"PATH", "VALUE", "N", "BEST-VAL-ACC", "TEST-ACC"};
+  buffer_t cell = {0};
+  int result = 0;
+  size_t i;
+  const json_t *entry;
+  json_array_foreach(grid, i, entry) {
+    const char *arm = format_json_string(entry, "arm"), *selected_by = format_json_string(entry, "selected_by");
+    const json_t *best = json_object_get(entry, "best");
+    printf("\ngrid of arm %s\n", arm != NULL ? arm : "?");
+    if (json_is_object(best)) {
+      char val[32], test[32];
+      long long n = 0;
+      format_json_integer(best, "n", &n);
+      study_format_percent(best, "best_val_accuracy", val, sizeof val);
+      study_format_percent(best, "test_accuracy", test, sizeof test);
+      buffer_clear(&cell);
+      result = buffer_append_text(&cell, "");
+      if (result == 0) result = study_append_cell(&cell, json_object_get(best, "cell"));
+      if (result != 0) break;
+      printf("  best cell (by %s): %s  best val %s, test %s (n %lld)\n", selected_by != NULL ? selected_by : "?",
+             cell.data, val, test, n);
+    } else {
+      printf("  no best cell yet: no run of it has counted\n");
+    }
+    table_t table;
+    table_init(&table, ARRAY_SIZE(header), align);
+    result = table_add_row(&table, header);
+    size_t a, v;
+    const json_t *axis, *value;
+    json_array_foreach(json_object_get(entry, "axes"), a, axis) {
+      const char *path = format_json_string(axis, "path");
+      json_array_foreach(json_object_get(axis, "values"), v, value) {
+        if (result != 0) break;
+        char n[32], val[32], test[32];
+        long long count;
+        if (format_json_integer(value, "n", &count) == 0) snprintf(n, sizeof n, "%lld", count);
+        else snprintf(n, sizeof n, "-");
+        study_format_percent(value, "best_val_accuracy", val, sizeof val);
+        study_format_percent(value, "test_accuracy", test, sizeof test);
+        const json_t *raw = json_object_get(value, "value");
+        char *text = json_is_string(raw) ? strdup(json_string_value(raw))
+                                         : json_dumps(raw, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(6));
+        if (text == NULL) {
+          result = -ENOMEM;
+          break;
+        }
+        const char *cells[] = {path != NULL ? path : "?", text, n, val, test};
+        result = table_add_row(&table, cells);
+        free(text);
+      }
+    }
+    if (result == 0) table_print(&table, stdout);
+    table_free(&table);
+    if (result != 0) break;
+  }
+  buffer_free(&cell);
+  return result;
+}
+
+/* The runs stopped early by the median rule, one a line. */
+static void show_stopped(const json_t *runs) {
+  int any = 0;
+  size_t i;
+  const json_t *run;
+  json_array_foreach(runs, i, run) {
+    long long id, epoch, seed;
+    if (format_json_integer(run, "stopped_epoch", &epoch) != 0 || format_json_integer(run, "id", &id) != 0) continue;
+    if (!any) printf("\nstopped early (left out of the statistics)\n");
+    any = 1;
+    const char *arm = format_json_string(run, "arm");
+    if (format_json_integer(run, "seed", &seed) == 0)
+      printf("  run %lld (arm %s, seed %lld) after epoch %lld\n", id, arm != NULL ? arm : "?", seed, epoch);
+    else
+      printf("  run %lld (arm %s) after epoch %lld\n", id, arm != NULL ? arm : "?", epoch);
+  }
+}
+
+int command_study_show(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int json = 0, all = 0;
+  int parsed = study_parse_id_command("study show", argc, argv, &id, &json, &all);
+  if (parsed != CLI_PROCEED) return parsed;
+
+  char path[64];
+  snprintf(path, sizeof path, "/api/studies/%lld", id);
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *study = NULL;
+  buffer_t line = {0};
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  if (json) {
+    study_print_raw(&response);
+    goto done;
+  }
+  exit_code = client_parse(&response, path, &study);
+  if (exit_code != CLI_EXIT_OK) goto done;
+
+  const char *name = format_json_string(study, "name");
+  const char *status = format_json_string(study, "status");
+  const char *error = format_json_string(study, "error");
+  const char *description = format_json_string(study, "description");
+  const json_t *runs = json_object_get(study, "runs");
+  size_t total = study_count_runs(runs);
+  printf("study %lld%s%s\n", id, name != NULL && name[0] != '\0' ? ": " : "", name != NULL ? name : "");
+  if (description != NULL && description[0] != '\0') show_field("description", description);
+  show_field("status", status != NULL ? status : "?");
+  int result = buffer_printf(&line, "%zu", total);
+  if (result == 0 && json_object_size(json_object_get(study, "counts")) > 0) result = buffer_append_text(&line, ": ");
+  if (result == 0) result = study_append_counts(&line, json_object_get(study, "counts"));
+  if (result != 0) goto out_of_memory;
+  show_field("runs", line.data);
+  if (error != NULL) show_field("error", error);
+  double now = util_now();
+  show_time(study, "created", "created_at", now, NULL, NULL);
+  show_time(study, "started", "started_at", now, "created_at", "waited");
+  show_time(study, "finished", "finished_at", now, "started_at", "ran");
+
+  if (show_arms(json_object_get(study, "arms")) != 0) goto out_of_memory;
+  if (show_comparisons(json_object_get(study, "comparisons"), all) != 0) goto out_of_memory;
+  if (show_grid(json_object_get(study, "grid")) != 0) goto out_of_memory;
+  show_stopped(runs);
+  goto done;
+out_of_memory:
+  exit_code = study_out_of_memory();
+done:
+  buffer_free(&line);
+  json_decref(study);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study cancel */
+
+int command_study_cancel(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int parsed = study_parse_id_command("study cancel", argc, argv, &id, NULL, NULL);
+  if (parsed != CLI_PROCEED) return parsed;
+
+  char path[80];
+  snprintf(path, sizeof path, "/api/studies/%lld/cancel", id);
+  client_t client = {0};
+  client_response_t response = {0};
+  json_t *answer = NULL;
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "POST", path, NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, path, &answer);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  const char *status = format_json_string(answer, "status");
+  long long cancelled;
+  if (format_json_integer(answer, "cancelled_runs", &cancelled) == 0)
+    printf("study %lld: %s; %lld run%s cancelled or asked to stop\n", id, status != NULL ? status : "status unknown",
+           cancelled, cancelled == 1 ? "" : "s");
+  else
+    printf("study %lld: %s\n", id, status != NULL ? status : "status unknown");
+done:
+  json_decref(answer);
+  client_response_free(&response);
+  client_close(&client);
+  return exit_code;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * study watch
+ *
+ * GET /api/studies/{id}/stream is live only: no history, no event ids to resume from, and
+ * no "end" for a study that ended before the connection. So the study's record is read
+ * first (it exists, its runs and their statuses, or it has already ended), and read again
+ * each time the stream is connected: once connected, whatever happens next arrives as an
+ * event, and the record covers what happened before, including anything missed while a
+ * connection was down. Run lines are printed from the difference between what was known
+ * and what is now, so a run's change prints once, whichever of the two told of it.
+ *
+ * The stream runs on libcurl's multi interface so that the record can be read between two
+ * reads of the stream, on the same thread, outside any libcurl callback. */
+
+#define STUDY_WATCH_RETRIES 5
+#define STUDY_WATCH_FIRST_PAUSE_MS 500L
+#define STUDY_WATCH_LONGEST_PAUSE_MS 8000L
+#define STUDY_WATCH_IDLE_TIMEOUT_S 45L /* three missed pings: the connection is dead */
+#define STUDY_WATCH_HEALTHY_S 30.0     /* a connection this long was not a failed reconnect */
+#define STUDY_WATCH_POLL_MS 250        /* how soon Ctrl-C and the live line are seen to */
+
+static volatile sig_atomic_t study_watch_interrupted;
+
+static int study_is_ended_status(const char *status) {
+  return status != NULL &&
+         (strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0);
+}
+
+static void study_watch_on_sigint(int signal_number) {
+  (void)signal_number;
+  study_watch_interrupted = 1;
+}
+
+typedef enum {
+  STUDY_WATCH_ENDED,       /* the study has ended (its `end` event, or its record says so) */
+  STUDY_WATCH_DROPPED,     /* the connection broke first: reconnect */
+  STUDY_WATCH_REFUSED,     /* the server answered with an error (printed) */
+  STUDY_WATCH_BROKEN,      /* the client cannot go on (printed) */
+  STUDY_WATCH_INTERRUPTED, /* Ctrl-C */
+} study_watch_outcome_t;
+
+typedef struct {
+  long long id;
+  char *name;
+  int tty;
+  char status[32];
+  json_t *runs; /* "<id>" → {"name", "seed", "status"}: each distinct run as last known */
+  int ended;
+
+  /* The live line (a terminal only). */
+  int line_shown, dirty;
+  buffer_t line;
+
+  /* The current connection. */
+  CURL *curl;
+  sse_parser_t parser;
+  int response_checked, refused, streaming;
+  long http_status;
+  buffer_t refusal;
+  int stream_error;
+  int new_events;
+  int warned_malformed;
+} study_watch_t;
+
+static int study_watch_columns(void) {
+  struct winsize size;
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  return 80;
+}
+
+static void study_watch_erase_live_line(study_watch_t *watch) {
+  if (watch->tty && watch->line_shown) {
+    fputs("\r\033[K", stdout);
+    fflush(stdout);
+    watch->line_shown = 0;
+    watch->dirty = 1;
+  }
+}
+
+/* A permanent line on stdout, above the live one. */
+static void study_watch_say(study_watch_t *watch, const char *text) {
+  study_watch_erase_live_line(watch);
+  fputs(text, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+}
+
+static void study_watch_notice(study_watch_t *watch, const char *text) {
+  study_watch_erase_live_line(watch);
+  fprintf(stderr, "mapsage: %s\n", text);
+}
+
+/* The runs by status, from what is known of each. */
+static void study_watch_tally(const study_watch_t *watch, json_t *counts) {
+  const char *key;
+  json_t *run;
+  json_object_foreach(watch->runs, key, run) {
+    const char *status = format_json_string(run, "status");
+    if (status == NULL) status = "unknown";
+    long long n = 0;
+    format_json_integer(counts, status, &n);
+    json_object_set_new(counts, status, json_integer(n + 1));
+  }
+}
+
+/* "3/7 runs ended (3 succeeded), 2 running, 2 queued" */
+static int study_watch_progress(const study_watch_t *watch, buffer_t *text) {
+  json_t *counts = json_object(), *ended = json_object(), *active = json_object();
+  int result = counts != NULL && ended != NULL && active != NULL ? 0 : -ENOMEM;
+  if (result == 0) {
+    study_watch_tally(watch, counts);
+    const char *status;
+    json_t *n;
+    json_object_foreach(counts, status, n) json_object_set(study_is_ended_status(status) ? ended : active, status, n);
+    result = buffer_printf(text, "%lld/%zu runs ended", study_ended_runs(counts), json_object_size(watch->runs));
+    if (result == 0 && json_object_size(ended) > 0) result = buffer_append_text(text, " (");
+    if (result == 0) result = study_append_counts(text, ended);
+    if (result == 0 && json_object_size(ended) > 0) result = buffer_append_text(text, ")");
+    if (result == 0 && json_object_size(active) > 0) result = buffer_append_text(text, ", ");
+    if (result == 0) result = study_append_counts(text, active);
+  }
+  json_decref(counts);
+  json_decref(ended);
+  json_decref(active);
+  return result;
+}
+
+/* Rewrites the live line: the study's status and progress. A no-op when piped. */
+static void study_watch_draw(study_watch_t *watch) {
+  if (!watch->tty || !watch->dirty) return;
+  buffer_t text = {0};
+  buffer_printf(&text, "%s  ", watch->status[0] != '\0' ? watch->status : "connecting");
+  study_watch_progress(watch, &text);
+  int columns = study_watch_columns();
+  buffer_clear(&watch->line);
+  if (format_append_cut(&watch->line, buffer_text(&text), (size_t)(columns > 1 ? columns - 1 : 1)) == 0) {
+    fputs("\r", stdout);
+    fputs(buffer_text(&watch->line), stdout);
+    fputs("\033[K", stdout);
+    fflush(stdout);
+    watch->line_shown = 1;
+  }
+  buffer_free(&text);
+  watch->dirty = 0;
+}
+
+/* What is now known of one run: prints a line when its status changed. A run that has
+ * ended stays ended: an older event read after a newer record cannot take it back. */
+static void study_watch_run(study_watch_t *watch, const json_t *run) {
+  long long id;
+  const char *status = format_json_string(run, "status");
+  if (format_json_integer(run, "id", &id) != 0 || status == NULL) return;
+  char key[32];
+  snprintf(key, sizeof key, "%lld", id);
+  json_t *known = json_object_get(watch->runs, key);
+  if (known == NULL) { /* a run the record did not list yet */
+    known = json_object();
+    if (known == NULL || json_object_set_new(watch->runs, key, known) != 0) return;
+  }
+  const char *was = format_json_string(known, "status");
+  if (format_json_string(run, "name") != NULL) json_object_set(known, "name", json_object_get(run, "name"));
+  if (json_is_integer(json_object_get(run, "seed"))) json_object_set(known, "seed", json_object_get(run, "seed"));
+  if (was != NULL && (strcmp(was, status) == 0 || study_is_ended_status(was))) return;
+  json_object_set_new(known, "status", json_string(status));
+
+  buffer_t text = {0};
+  const char *name = format_json_string(known, "name");
+  long long seed;
+  buffer_printf(&text, "run %lld", id);
+  if (name != NULL && name[0] != '\0') buffer_printf(&text, " %s", name);
+  if (format_json_integer(known, "seed", &seed) == 0) buffer_printf(&text, " (seed %lld)", seed);
+  buffer_printf(&text, ": %s", status);
+  double accuracy;
+  const char *error = format_json_string(run, "error");
+  if (strcmp(status, "succeeded") == 0 &&
+      format_json_number(json_object_get(run, "summary"), "final_test_accuracy", &accuracy) == 0)
+    buffer_printf(&text, ", test accuracy %.2f%%", accuracy * 100);
+  else if ((strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0) && error != NULL)
+    buffer_printf(&text, ": %s", error);
+  study_watch_say(watch, buffer_text(&text));
+  /* Piped, the progress follows each run that ends; on a terminal the live line has it. */
+  if (study_is_ended_status(status) && !watch->tty) {
+    buffer_clear(&text);
+    buffer_append_text(&text, "progress: ");
+    study_watch_progress(watch, &text);
+    study_watch_say(watch, buffer_text(&text));
+  }
+  buffer_free(&text);
+  watch->dirty = 1;
+}
+
+/* The study's own status: a line when it changes, except to an end, which the closing
+ * line reports. */
+static void study_watch_status(study_watch_t *watch, const char *status) {
+  if (status == NULL || strcmp(status, watch->status) == 0) return;
+  snprintf(watch->status, sizeof watch->status, "%s", status);
+  watch->dirty = 1;
+  if (study_is_ended_status(status)) return;
+  buffer_t text = {0};
+  buffer_printf(&text, "study %lld", watch->id);
+  if (watch->name != NULL && watch->name[0] != '\0') buffer_printf(&text, " (%s)", watch->name);
+  buffer_printf(&text, ": %s", status);
+  study_watch_say(watch, buffer_text(&text));
+  buffer_free(&text);
+}
+
+/* Brings what is known up to date with the study's record (GET /api/studies/{id}). A
+ * study has ended when its status is final and it has a finish time: a cancelled study
+ * still has runs to stop until then. */
+static void study_watch_apply(study_watch_t *watch, const json_t *study) {
+  size_t i;
+  const json_t *run;
+  json_array_foreach(json_object_get(study, "runs"), i, run) study_watch_run(watch, run);
+  const char *status = format_json_string(study, "status");
+  study_watch_status(watch, status);
+  if (study_is_ended_status(status) && format_json_string(study, "finished_at") != NULL) watch->ended = 1;
+}
+
+static int study_watch_on_event(const sse_event_t *event, void *user_data) {
+  study_watch_t *watch = user_data;
+  static const char *const known[] = {"study", "run", "end"};
+  size_t kind = 0;
+  while (kind < ARRAY_SIZE(known) && strcmp(event->type, known[kind]) != 0) kind++;
+  if (kind == ARRAY_SIZE(known)) return 0; /* for other clients, or later versions */
+  json_error_t error;
+  json_t *data = json_loadb(event->data, event->data_length, 0, &error);
+  if (!json_is_object(data)) {
+    if (!watch->warned_malformed) {
+      char text[320];
+      snprintf(text, sizeof text, "ignoring a '%.40s' event whose data is not a JSON object%s%s", event->type,
+               data == NULL ? ": " : "", data == NULL ? error.text : "");
+      study_watch_notice(watch, text);
+      watch->warned_malformed = 1;
+    }
+    json_decref(data);
+    return 0;
+  }
+  watch->new_events++;
+  int stop = 0;
+  if (strcmp(event->type, "run") == 0) {
+    study_watch_run(watch, data);
+  } else if (strcmp(event->type, "study") == 0) {
+    study_watch_status(watch, format_json_string(data, "status"));
+  } else {
+    watch->ended = 1;
+    stop = 1; /* the daemon closes the stream now; no need to wait for it */
+  }
+  json_decref(data);
+  return stop;
+}
+
+static void study_watch_check_response(study_watch_t *watch) {
+  if (watch->response_checked) return;
+  watch->response_checked = 1;
+  char *type = NULL;
+  curl_easy_getinfo(watch->curl, CURLINFO_RESPONSE_CODE, &watch->http_status);
+  curl_easy_getinfo(watch->curl, CURLINFO_CONTENT_TYPE, &type);
+  if (watch->http_status != 200 || type == NULL || strncasecmp(type, "text/event-stream", 17) != 0)
+    watch->refused = 1;
+}
+
+static size_t study_watch_write(char *bytes, size_t size, size_t count, void *user_data) {
+  study_watch_t *watch = user_data;
+  size_t length = size * count;
+  study_watch_check_response(watch);
+  if (watch->refused) {
+    buffer_append(&watch->refusal, bytes, length); /* for client_check */
+    return length;
+  }
+  watch->streaming = 1; /* the daemon's ": connected": from here on nothing is missed */
+  int result = sse_parser_feed(&watch->parser, bytes, length);
+  if (result == 0) return length;
+  if (result < 0) watch->stream_error = result;
+  return 0; /* stop the transfer: the study ended, or the stream cannot be read */
+}
+
+/* Reads the study's record and applies it. */
+static int study_watch_sync(study_watch_t *watch, const client_t *client) {
+  char path[64];
+  json_t *study = NULL;
+  snprintf(path, sizeof path, "/api/studies/%lld", watch->id);
+  study_watch_erase_live_line(watch); /* client_get_json may have something to say */
+  int exit_code = client_get_json(client, path, &study);
+  if (exit_code == CLI_EXIT_OK) study_watch_apply(watch, study);
+  json_decref(study);
+  return exit_code;
+}
+
+static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const client_t *client, buffer_t *reason) {
+  client_call_t call = {0};
+  buffer_t path = {0};
+  CURLM *multi = NULL;
+  study_watch_outcome_t outcome = STUDY_WATCH_BROKEN;
+  if (buffer_printf(&path, "/api/studies/%lld/stream", watch->id) != 0 ||
+      client_call_init(client, &call, path.data) != 0 ||
+      client_call_add_header(&call, "Accept: text/event-stream") != 0 ||
+      client_call_add_header(&call, "Cache-Control: no-cache") != 0 || (multi = curl_multi_init()) == NULL) {
+    study_watch_notice(watch, "out of memory");
+    goto done;
+  }
+  CURL *curl = call.curl;
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, study_watch_write);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, watch);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, STUDY_WATCH_IDLE_TIMEOUT_S);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call.headers);
+  call.error[0] = '\0';
+  watch->curl = curl;
+  watch->response_checked = watch->refused = watch->streaming = 0;
+  watch->http_status = 0;
+  watch->stream_error = 0;
+  watch->new_events = 0;
+  buffer_clear(&watch->refusal);
+  sse_parser_reconnect(&watch->parser);
+  if (curl_multi_add_handle(multi, curl) != CURLM_OK) {
+    study_watch_notice(watch, "out of memory");
+    goto done;
+  }
+
+  int running = 1, synced = 0, sync_failed = 0;
+  CURLcode code = CURLE_OK;
+  for (;;) {
+    if (curl_multi_perform(multi, &running) != CURLM_OK) {
+      code = CURLE_OUT_OF_MEMORY;
+      break;
+    }
+    if (watch->ended || study_watch_interrupted) break;
+    if (watch->streaming && !synced) {
+      synced = 1;
+      if (study_watch_sync(watch, client) != CLI_EXIT_OK) {
+        sync_failed = 1;
+        break;
+      }
+      if (watch->ended) break;
+      continue; /* read what arrived meanwhile before waiting */
+    }
+    if (!running) break;
+    study_watch_draw(watch);
+    if (curl_multi_poll(multi, NULL, 0, STUDY_WATCH_POLL_MS, NULL) != CURLM_OK) {
+      code = CURLE_OUT_OF_MEMORY;
+      break;
+    }
+  }
+  int left;
+  CURLMsg *message;
+  while ((message = curl_multi_info_read(multi, &left)) != NULL)
+    if (message->msg == CURLMSG_DONE && message->easy_handle == curl) code = message->data.result;
+  if (code == CURLE_OK && !running) study_watch_check_response(watch); /* an empty answer never wrote */
+  curl_multi_remove_handle(multi, curl);
+  watch->curl = NULL;
+
+  if (watch->ended) {
+    outcome = STUDY_WATCH_ENDED;
+  } else if (study_watch_interrupted) {
+    outcome = STUDY_WATCH_INTERRUPTED;
+  } else if (sync_failed) {
+    buffer_clear(reason);
+    buffer_append_text(reason, "could not read the study after connecting to its stream");
+    outcome = STUDY_WATCH_DROPPED;
+  } else if (watch->refused) {
+    study_watch_erase_live_line(watch);
+    if (watch->http_status == 200) {
+      fprintf(stderr, "mapsage: the server answered %s with something other than an event stream\n", path.data);
+    } else {
+      client_response_t response = {.status = watch->http_status, .body = watch->refusal};
+      client_check(&response);
+    }
+    outcome = STUDY_WATCH_REFUSED;
+  } else if (watch->stream_error != 0) {
+    study_watch_notice(watch, watch->stream_error == -E2BIG
+                                  ? "the stream sent an event larger than 16 MiB; giving up on it"
+                                  : "out of memory");
+  } else if (running) {
+    study_watch_notice(watch, "libcurl failed to drive the stream");
+  } else if (code == CURLE_OK) {
+    buffer_clear(reason);
+    buffer_append_text(reason, "the server closed the stream before the study ended");
+    outcome = STUDY_WATCH_DROPPED;
+  } else if (code == CURLE_OUT_OF_MEMORY) {
+    study_watch_notice(watch, "out of memory");
+  } else if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT) {
+    study_watch_erase_live_line(watch);
+    outcome = client_call_report(client, &call, code) == CLI_EXIT_USAGE ? STUDY_WATCH_REFUSED : STUDY_WATCH_BROKEN;
+  } else {
+    buffer_clear(reason);
+    buffer_printf(reason, "the connection broke: %s", call.error[0] != '\0' ? call.error : curl_easy_strerror(code));
+    outcome = STUDY_WATCH_DROPPED;
+  }
+done:
+  if (multi != NULL) curl_multi_cleanup(multi);
+  client_call_free(&call);
+  buffer_free(&path);
+  return outcome;
+}
+
+/* Sleeps `milliseconds`, waking early for Ctrl-C. */
+static void study_watch_pause(long milliseconds) {
+  struct timespec left = {milliseconds / 1000, milliseconds % 1000 * 1000000L};
+  while (!study_watch_interrupted && nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
+}
+
+/* The closing line: how the study ended, in how long, its runs by status. */
+static int study_watch_finish(study_watch_t *watch, const client_t *client) {
+  char path[64];
+  json_t *study = NULL;
+  snprintf(path, sizeof path, "/api/studies/%lld", watch->id);
+  /* Best effort: the stream said it ended; the record says how, and the last run changes. */
+  study_watch_erase_live_line(watch);
+  if (client_get_json(client, path, &study) == CLI_EXIT_OK) study_watch_apply(watch, study);
+  const char *status = format_json_string(study, "status");
+  if (status == NULL) status = watch->status[0] != '\0' ? watch->status : "ended";
+  const char *error = format_json_string(study, "error");
+
+  buffer_t text = {0};
+  buffer_printf(&text, "study %lld %s", watch->id, status);
+  double started, finished;
+  if (format_parse_time(format_json_string(study, "started_at"), &started) == 0 &&
+      format_parse_time(format_json_string(study, "finished_at"), &finished) == 0 && finished >= started) {
+    char duration[32];
+    format_duration(finished - started, duration, sizeof duration);
+    buffer_printf(&text, " in %s", duration);
+  }
+  json_t *counts = json_object();
+  if (counts != NULL) {
+    study_watch_tally(watch, counts);
+    size_t runs = json_object_size(watch->runs);
+    buffer_printf(&text, ": %zu run%s, ", runs, runs == 1 ? "" : "s");
+    study_append_counts(&text, counts);
+  }
+  json_decref(counts);
+  study_watch_say(watch, buffer_text(&text));
+  buffer_free(&text);
+
+  int succeeded = strcmp(status, "succeeded") == 0;
+  if (!succeeded) {
+    if (error != NULL)
+      fprintf(stderr, "mapsage: study %lld %s: %s\n", watch->id, status, error);
+    else
+      fprintf(stderr, "mapsage: study %lld %s\n", watch->id, status);
+  }
+  json_decref(study);
+  return succeeded ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+}
+
+int command_study_watch(const cli_global_t *global, int argc, char **argv) {
+  long long id;
+  int parsed = study_parse_id_command("study watch", argc, argv, &id, NULL, NULL);
+  if (parsed != CLI_PROCEED) return parsed;
+
+  client_t client = {0};
+  json_t *study = NULL;
+  buffer_t reason = {0};
+  study_watch_t watch = {.id = id, .tty = isatty(STDOUT_FILENO), .runs = json_object()};
+  sse_parser_init(&watch.parser, study_watch_on_event, &watch);
+  watch.refusal.limit = 64u << 10;
+  struct sigaction previous, action = {.sa_handler = study_watch_on_sigint};
+  int handling_sigint = 0;
+  int exit_code = watch.runs != NULL ? CLI_EXIT_OK : study_out_of_memory();
+  if (exit_code != CLI_EXIT_OK) goto done;
+
+  /* The record first: it proves the study exists (a clean 404), names its runs and gives
+   * their statuses, which no event repeats. */
+  char path[64];
+  snprintf(path, sizeof path, "/api/studies/%lld", id);
+  exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_get_json(&client, path, &study);
+  if (exit_code != CLI_EXIT_OK) goto done;
+  const char *name = format_json_string(study, "name");
+  if (name != NULL && (watch.name = strdup(name)) == NULL) {
+    exit_code = study_out_of_memory();
+    goto done;
+  }
+  /* Known without a line each: only changes from here on are news. */
+  size_t i;
+  const json_t *run;
+  json_array_foreach(json_object_get(study, "runs"), i, run) {
+    long long run_id;
+    char key[32];
+    if (format_json_integer(run, "id", &run_id) != 0) continue;
+    snprintf(key, sizeof key, "%lld", run_id);
+    json_object_set_new(watch.runs, key,
+                        json_pack("{s:O?, s:O?, s:O?}", "name", json_object_get(run, "name"), "seed",
+                                  json_object_get(run, "seed"), "status", json_object_get(run, "status")));
+  }
+  const char *status = format_json_string(study, "status");
+  snprintf(watch.status, sizeof watch.status, "%s", status != NULL ? status : "");
+  buffer_t text = {0};
+  buffer_printf(&text, "study %lld", id);
+  if (watch.name != NULL && watch.name[0] != '\0') buffer_printf(&text, " (%s)", watch.name);
+  buffer_printf(&text, ": %s, %zu run%s", status != NULL ? status : "?", json_object_size(watch.runs),
+                json_object_size(watch.runs) == 1 ? "" : "s");
+  study_watch_say(&watch, buffer_text(&text));
+  buffer_free(&text);
+  watch.dirty = 1;
+  if (study_is_ended_status(status) && format_json_string(study, "finished_at") != NULL) {
+    exit_code = study_watch_finish(&watch, &client);
+    goto done;
+  }
+
+  /* Ctrl-C from here on ends the watching cleanly (exit 130). No SA_RESTART, so a pause
+   * between reconnections wakes up. */
+  sigemptyset(&action.sa_mask);
+  handling_sigint = sigaction(SIGINT, &action, &previous) == 0;
+  int failures = 0;
+  for (;;) {
+    double connected_at = util_monotonic();
+    study_watch_outcome_t outcome = study_watch_connect(&watch, &client, &reason);
+    if (outcome == STUDY_WATCH_ENDED) {
+      exit_code = study_watch_finish(&watch, &client);
+      break;
+    }
+    if (outcome == STUDY_WATCH_INTERRUPTED) {
+      if (watch.tty && watch.line_shown) fputc('\n', stdout); /* leave the last state readable */
+      watch.line_shown = 0;
+      exit_code = CLI_EXIT_INTERRUPTED;
+      break;
+    }
+    if (outcome == STUDY_WATCH_REFUSED || outcome == STUDY_WATCH_BROKEN) {
+      exit_code = CLI_EXIT_FAILED;
+      break;
+    }
+    if (watch.new_events > 0 || util_monotonic() - connected_at >= STUDY_WATCH_HEALTHY_S) failures = 0;
+    if (++failures > STUDY_WATCH_RETRIES) {
+      char message[512];
+      snprintf(message, sizeof message, "lost the stream of study %lld and could not get it back: %s", id,
+               buffer_text(&reason));
+      study_watch_notice(&watch, message);
+      exit_code = CLI_EXIT_UNREACHABLE;
+      break;
+    }
+    long pause = watch.parser.retry_ms >= 0 ? watch.parser.retry_ms : STUDY_WATCH_FIRST_PAUSE_MS;
+    if (pause < 100) pause = 100;
+    for (int attempt = 1; attempt < failures && pause < STUDY_WATCH_LONGEST_PAUSE_MS; attempt++) pause *= 2;
+    if (pause > STUDY_WATCH_LONGEST_PAUSE_MS) pause = STUDY_WATCH_LONGEST_PAUSE_MS;
+    char message[512];
+    snprintf(message, sizeof message, "%s; reconnecting in %.1fs (try %d of %d)", buffer_text(&reason),
+             pause / 1000.0, failures, STUDY_WATCH_RETRIES);
+    study_watch_notice(&watch, message);
+    study_watch_pause(pause);
+    if (study_watch_interrupted) {
+      exit_code = CLI_EXIT_INTERRUPTED;
+      break;
+    }
+  }
+
+done:
+  study_watch_erase_live_line(&watch);
+  if (handling_sigint) sigaction(SIGINT, &previous, NULL);
+  sse_parser_free(&watch.parser);
+  buffer_free(&watch.line);
+  buffer_free(&watch.refusal);
+  buffer_free(&reason);
+  free(watch.name);
+  json_decref(watch.runs);
+  json_decref(study);
+  client_close(&client);
+  return exit_code;
+}
