@@ -311,7 +311,8 @@ class StudyCliTest(unittest.TestCase):
     def test_cancel_running_study_and_ended_one(self):
         daemon = self.start_daemon(workers=1)
         slow = json.loads(json.dumps(STUDY))
-        slow["teacher"]["config"].update(epochs=500, dataset={"name": "synthetic", "train_size": 4096})
+        # A teacher that trains for long on the students' own data (its split must be theirs).
+        slow["teacher"]["config"].update(epochs=500, dataset=dict(DATA))
         study_id = self.submit_study("-", stdin=json.dumps(slow))
         self.wait_study(study_id, lambda s: s["status"] == "running" and s["counts"].get("running") == 1,
                         "its teacher running")
