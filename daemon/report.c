@@ -11,9 +11,10 @@
 
 #include "study_spec.h"
 
-#define DOMINANT_SHARE 0.8      /* a non-task term above this share of the total dominates */
-#define STALL_CHANGE -0.01      /* the task loss fell by less than 1 %… */
-#define IMITATION_CHANGE -0.2   /* …while another term fell by more than 20 % */
+#define DOMINANT_SHARE 0.8      /* a non-task term above this share of the gradient (or loss) dominates */
+#define IMITATION_CHANGE -0.2   /* a distillation term fell by more than 20 %… */
+#define VAL_GAIN 0.002          /* …while validation accuracy gained less than 0.2 points: the paradox */
+#define CONFLICT_COSINE -0.05   /* task and another term's gradients point against each other on average */
 #define GATE_CONCENTRATED 0.2   /* effective fraction of the batch the gate weights */
 #define DISC_WINS 0.95          /* discriminator accuracy: the student's features are obvious */
 #define OVERFIT_GAP 0.05        /* train accuracy above test accuracy by this much */
@@ -34,6 +35,99 @@ static void add_finding(json_t *findings, const char *severity, const char *stag
 static double number(const json_t *object, const char *key) {
   const json_t *value = json_object_get(object, key);
   return json_is_number(value) ? json_number_value(value) : NAN;
+}
+
+/* Each stage's mean gradient share (grad_share/<term>: the term's weighted gradient norm on
+ * the student over the sum of all of them) and mean task–term cosine (grad_cos/task_<term>),
+ * as "gradient_share" and "gradient_cosine". Runs without them (no teacher, older runs)
+ * get neither. */
+static void add_gradients(db_t *db, int64_t id, json_t *stages) {
+  json_t *rows = db_select(db,
+                           "SELECT stage, name, avg(value) AS mean FROM metrics WHERE experiment_id = ?1 "
+                           "AND (name LIKE 'grad_share/%' OR name LIKE 'grad_cos/task_%') GROUP BY stage, name",
+                           id, 0);
+  size_t index;
+  json_t *row;
+  json_array_foreach(rows, index, row) {
+    const char *name = json_string_value(json_object_get(row, "name"));
+    const int share = strncmp(name, "grad_share/", 11) == 0;
+    for (size_t i = 0; i < json_array_size(stages); i++) {
+      json_t *stage = json_array_get(stages, i);
+      if (json_integer_value(json_object_get(stage, "stage")) != json_integer_value(json_object_get(row, "stage")))
+        continue;
+      const char *key = share ? "gradient_share" : "gradient_cosine";
+      if (json_object_get(stage, key) == NULL) json_object_set_new(stage, key, json_object());
+      json_object_set_new(json_object_get(stage, key), name + (share ? 11 : 14), json_real(number(row, "mean")));
+    }
+  }
+  json_decref(rows);
+}
+
+/* Each stage's validation accuracy before it (the last epoch of the stage before, or its own
+ * first) and at its end, as "val_accuracy": {"before", "end", "change"}: whether the stage
+ * made the student better at the task on examples it does not train on. */
+static void add_validation(db_t *db, int64_t id, json_t *stages) {
+  json_t *rows = db_select(db,
+                           "SELECT s.stage, "
+                           "  (SELECT value FROM evals v WHERE v.experiment_id = ?1 AND v.split = 'val' "
+                           "     AND v.name = 'accuracy' AND v.epoch = max(s.first - 1, 1)) AS before, "
+                           "  (SELECT value FROM evals v WHERE v.experiment_id = ?1 AND v.split = 'val' "
+                           "     AND v.name = 'accuracy' AND v.epoch = s.last) AS end "
+                           "FROM (SELECT stage, min(epoch) AS first, max(epoch) AS last FROM evals "
+                           "      WHERE experiment_id = ?1 AND split = 'val' AND name = 'accuracy' GROUP BY stage) s",
+                           id, 0);
+  size_t index;
+  json_t *row;
+  json_array_foreach(rows, index, row) {
+    for (size_t i = 0; i < json_array_size(stages); i++) {
+      json_t *stage = json_array_get(stages, i);
+      if (json_integer_value(json_object_get(stage, "stage")) != json_integer_value(json_object_get(row, "stage")))
+        continue;
+      const double before = number(row, "before"), end = number(row, "end");
+      if (isfinite(before) && isfinite(end))
+        json_object_set_new(stage, "val_accuracy",
+                            json_pack("{s:f, s:f, s:f}", "before", before, "end", end, "change", end - before));
+    }
+  }
+  json_decref(rows);
+}
+
+/* A stage's findings. A term dominates by its share of the gradient on the student, which
+ * is what moves it (a feature MSE of ~1000 beside a cross-entropy of ~2 need not, once
+ * weighted); by its share of the loss only where the run has no gradient shares. The
+ * paradox of the users' report — imitation improves, the task does not — is judged on
+ * validation accuracy, not on training loss, which the distillation terms also move. */
+static void find_in_stage(const json_t *stage, json_t *findings) {
+  const char *stage_name = json_string_value(json_object_get(stage, "name"));
+  const json_t *gradient = json_object_get(stage, "gradient_share");
+  const char *term;
+  json_t *share;
+  json_object_foreach((json_t *)(gradient ? gradient : json_object_get(stage, "share")), term, share) {
+    if (strcmp(term, "task") != 0 && json_real_value(share) > DOMINANT_SHARE)
+      add_finding(findings, "warning", stage_name,
+                  "the %s term takes %.0f%% of the %s: it dominates the task; lower its weight%s", term,
+                  100 * json_real_value(share), gradient ? "gradient on the student" : "total loss",
+                  strcmp(term, "feature") == 0 ? " or normalise the features" : "");
+  }
+  json_t *cosine;
+  json_object_foreach(json_object_get(stage, "gradient_cosine"), term, cosine) {
+    if (json_real_value(cosine) < CONFLICT_COSINE)
+      add_finding(findings, "warning", stage_name,
+                  "the task's and the %s term's gradients point against each other (mean cosine %.2f): the "
+                  "objectives conflict, and each step trades one for the other",
+                  term, json_real_value(cosine));
+  }
+  const json_t *val = json_object_get(stage, "val_accuracy");
+  json_t *terms = json_object_get(stage, "terms"), *other;
+  json_object_foreach(terms, term, other) {
+    if (strcmp(term, "loss/task") == 0 || strcmp(term, "loss/total") == 0 || val == NULL) continue;
+    const double change = number(other, "change"), gain = number(val, "change");
+    if (change < IMITATION_CHANGE && gain < VAL_GAIN)
+      add_finding(findings, "warning", stage_name,
+                  "%s fell by %.0f%% while validation accuracy %s (%+.2f points): the student imitates the teacher "
+                  "without getting better at the task",
+                  term, -100 * change, gain < 0 ? "fell" : "barely moved", 100 * gain);
+  }
 }
 
 /* {"stage", "name", "first_step", "last_step", "weights", "terms", "share"} for each stage
@@ -87,31 +181,10 @@ static json_t *analyse_stages(db_t *db, int64_t id, const json_t *config, json_t
   json_decref(rows);
   json_decref(shares);
 
-  /* Findings per stage: domination and the report's symptom. */
+  add_gradients(db, id, stages);
+  add_validation(db, id, stages);
   json_t *stage;
-  json_array_foreach(stages, index, stage) {
-    const char *stage_name = json_string_value(json_object_get(stage, "name"));
-    const char *term;
-    json_t *share;
-    json_object_foreach(json_object_get(stage, "share"), term, share) {
-      if (strcmp(term, "task") != 0 && json_real_value(share) > DOMINANT_SHARE)
-        add_finding(findings, "warning", stage_name,
-                    "the %s term is %.0f%% of the total loss: it dominates the task; lower its weight%s", term,
-                    100 * json_real_value(share), strcmp(term, "feature") == 0 ? " or normalise the features" : "");
-    }
-    json_t *terms = json_object_get(stage, "terms");
-    double task_change = number(json_object_get(terms, "loss/task"), "change");
-    json_t *other;
-    json_object_foreach(terms, term, other) {
-      if (strcmp(term, "loss/task") == 0 || strcmp(term, "loss/total") == 0) continue;
-      double change = number(other, "change");
-      if (task_change > STALL_CHANGE && change < IMITATION_CHANGE)
-        add_finding(findings, "warning", stage_name,
-                    "%s fell by %.0f%% while the task loss %s (%+.1f%%): the student imitates the teacher without "
-                    "getting better at the task",
-                    term, -100 * change, task_change > 0 ? "rose" : "barely moved", 100 * task_change);
-    }
-  }
+  json_array_foreach(stages, index, stage) find_in_stage(stage, findings);
   return stages;
 }
 

@@ -244,6 +244,32 @@ class Studies(unittest.TestCase):
         self.assertEqual(baseline, report["baseline"]["id"])
         self.assertFalse(report["baseline"]["in_study"])
 
+    def test_reports_judge_by_gradient_share_and_on_validation(self):
+        # A teacher that learned nothing, and a student that first learns the task, then only
+        # imitates it: the distillation loss falls, validation accuracy does not follow.
+        bad_teacher = self.daemon.submit({"name": "bad-teacher", "dataset": DATASET, "model": TEACHER,
+                                          "optimizer": {"lr": 1e-6}, "epochs": 1})
+        student = self.daemon.submit({
+            "name": "imitator", "dataset": DATASET, "model": STUDENT, "batch_size": 64, "grad_norm_every": 2,
+            "teacher": {"experiment": bad_teacher}, "temperature": {"schedule": "constant", "start": 1},
+            "stages": [{"name": "task", "epochs": 3},
+                       {"name": "imitate", "epochs": 4, "task_weight": 0, "distill_weight": 1}]})
+        self.daemon.wait_status(student, ["succeeded"])
+        report = self.daemon.get("/api/experiments/%d/report" % student)[2]
+        task, imitate = report["stages"]
+        self.assertAlmostEqual(1.0, imitate["gradient_share"]["distill"], places=6)
+        self.assertAlmostEqual(0.0, imitate["gradient_share"]["task"], places=6)
+        self.assertIn("distill", imitate["gradient_cosine"])
+        self.assertLess(imitate["terms"]["loss/distill"]["change"], -0.2)
+        self.assertLess(imitate["val_accuracy"]["change"], 0.002)
+        warnings = [f["message"] for f in report["findings"] if f.get("stage") == "imitate"]
+        self.assertTrue(warnings)
+        self.assertTrue(any("takes 100% of the gradient on the student" in w for w in warnings), warnings)
+        self.assertTrue(any("without getting better at the task" in w and "validation accuracy" in w
+                            for w in warnings), warnings)
+        # The task-only stage has no distillation weight: neither finding is made of it.
+        self.assertFalse([f for f in report["findings"] if f.get("stage") == "task" and "dominates" in f["message"]])
+
     def test_the_stream_follows_runs_and_ends(self):
         created = self.submit(study("streamed", seeds=2))
         stream = SseReader(self.daemon.port, "/api/studies/%d/stream" % created["id"], timeout=240)
