@@ -641,9 +641,20 @@ int command_report(const cli_global_t *global, int argc, char **argv) {
              json_number_value(json_object_get(values, "end")),
              100 * json_number_value(json_object_get(values, "change")));
       if (json_is_number(share)) printf("   %3.0f%% of the total", 100 * json_number_value(share));
+      const json_t *gradient = json_object_get(json_object_get(stage, "gradient_share"), term + 5);
+      if (json_is_number(gradient)) printf(", %3.0f%% of the gradient", 100 * json_number_value(gradient));
+      const json_t *cosine = json_object_get(json_object_get(stage, "gradient_cosine"), term + 5);
+      if (json_is_number(cosine)) printf(", cosine with the task's %+.2f", json_number_value(cosine));
       putchar('\n');
     }
+    const json_t *val = json_object_get(stage, "val_accuracy");
+    if (json_is_object(val))
+      printf("  %-18s %9.2f%% -> %-9.2f%% (%+.2f points)\n", "val/accuracy",
+             100 * json_number_value(json_object_get(val, "before")), 100 * json_number_value(json_object_get(val, "end")),
+             100 * json_number_value(json_object_get(val, "change")));
   }
+  if (json_is_object(json_object_get(report, "baseline_config")))
+    printf("\nno matched baseline: submit baseline_config of `mapsage report %lld --json` to compare\n", id);
   json_t *findings = json_object_get(report, "findings");
   if (json_array_size(findings) > 0) printf("\nfindings\n");
   json_t *finding;

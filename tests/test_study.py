@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 import unittest
@@ -14,7 +15,7 @@ import numpy
 from scipy import stats as scipy_stats
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mapsage_testlib import Daemon, SseReader  # noqa: E402
+from mapsage_testlib import BIN_DIR, Daemon, SseReader  # noqa: E402
 
 DATASET = {"name": "synthetic", "train_size": 512, "test_size": 256, "val_size": 64}
 STUDENT = {"layers": [{"type": "linear", "out": 16, "name": "fc1"}, {"type": "relu"},
@@ -267,6 +268,12 @@ class Studies(unittest.TestCase):
         self.assertTrue(any("takes 100% of the gradient on the student" in w for w in warnings), warnings)
         self.assertTrue(any("without getting better at the task" in w and "validation accuracy" in w
                             for w in warnings), warnings)
+        # The command line shows the same, by term.
+        printed = subprocess.run([os.path.join(BIN_DIR, "mapsage"), "--server", self.daemon.url, "report",
+                                  str(student)], stdout=subprocess.PIPE, check=True, timeout=60).stdout.decode()
+        self.assertIn("100% of the gradient", printed)
+        self.assertIn("val/accuracy", printed)
+        self.assertIn("no matched baseline", printed)
         # The task-only stage has no distillation weight: neither finding is made of it.
         self.assertFalse([f for f in report["findings"] if f.get("stage") == "task" and "dominates" in f["message"]])
 
