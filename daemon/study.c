@@ -179,7 +179,7 @@ int study_text(db_t *db, int64_t id, char **text, size_t *length) {
     json_t *cell = json_loads(json_string_value(json_object_get(run, "cell")), 0, NULL);
     json_object_set_new(run, "cell", cell ? cell : json_object());
   }
-  static const char *const parts[] = {"arms", "comparisons", "grid"};
+  static const char *const parts[] = {"arms", "comparisons", "grid", "findings"};
   for (size_t p = 0; p < ARRAY_SIZE(parts); p++) {
     json_t *part = json_object_get(statistics, parts[p]);
     json_object_set(study, parts[p], part ? part : json_array());

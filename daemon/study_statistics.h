@@ -1,8 +1,10 @@
 /* study_statistics.h — what a study's runs say, computed by the daemon each time one of them
  * ends: per arm (and grid cell) and outcome, n, mean, sd and 95% interval; per distilling
  * arm against its matched baseline, the paired difference over seeds with its interval, a
- * paired t-test and the Holm–Bonferroni adjusted p over the study's comparisons; for a grid,
- * the best cell (chosen on validation, never on test) and each axis's marginal means.
+ * paired t-test and the Holm–Bonferroni adjusted p over the study's comparisons; each
+ * distilling arm's mean share of the gradient per loss term and cosine with the task's, with
+ * findings (a term that dominates, objectives that conflict); for a grid, the best cell
+ * (chosen on validation, never on test) and each axis's marginal means.
  *
  * Only runs that succeeded and were not stopped early count; a pair counts when both sides
  * count. A comparison whose two sides trained different numbers of steps is marked
@@ -27,7 +29,7 @@ typedef enum {
 } study_outcome_t;
 extern const char *const study_outcome_names[OUTCOME_COUNT];
 
-/* {"arms": […], "comparisons": […], "grid": […]} for the study, from the database as it is
+/* {"arms": […], "comparisons": […], "grid": […], "findings": […]} for the study, from the database as it is
  * now; NULL when the database failed. The caller owns the reference. */
 json_t *study_statistics_compute(db_t *db, int64_t study_id);
 

@@ -188,6 +188,15 @@ class Studies(unittest.TestCase):
             p_values.append(comparison["p"])
         for comparison, adjusted in zip(comparisons, holm(p_values)):
             self.assertAlmostEqual(adjusted, comparison["p_holm"], places=12)
+        # Each distilling arm's gradient shares: the shares of a step sum to one, so do their means.
+        for arm in done["arms"]:
+            if arm["role"] != "arm":
+                self.assertNotIn("gradients", arm)
+                continue
+            shares = arm["gradients"]["share"]
+            self.assertIn("distill", shares)
+            self.assertAlmostEqual(1.0, sum(shares.values()), places=6)
+            self.assertTrue(-1 <= arm["gradients"]["cosine"]["distill"] <= 1)
         # The same figures in the SQL views.
         rows = database.execute("SELECT arm, n, mean_diff, p_holm, matched FROM study_comparison "
                                 "WHERE study_id = ? AND outcome = 'test_accuracy' ORDER BY arm", (study_id,)).fetchall()
@@ -244,6 +253,18 @@ class Studies(unittest.TestCase):
         report = self.daemon.get("/api/experiments/%d/report" % alone)[2]
         self.assertEqual(baseline, report["baseline"]["id"])
         self.assertFalse(report["baseline"]["in_study"])
+
+    def test_a_term_that_takes_the_gradient_is_named(self):
+        spec = study("dominated", seeds=1)
+        spec["arms"] = {"imitate-only": {"temperature": {"schedule": "constant", "start": 4},
+                                         "stages": [{"name": "main", "epochs": 2, "task_weight": 0,
+                                                     "distill_weight": 1}]}}
+        done = self.wait_study(self.submit(spec)["id"], ["succeeded", "failed"])
+        self.assertEqual("succeeded", done["status"], done.get("error"))
+        arm = [a for a in done["arms"] if a["name"] == "imitate-only"][0]
+        self.assertAlmostEqual(1.0, arm["gradients"]["share"]["distill"], places=6)
+        messages = [f["message"] for f in done["findings"] if f["arm"] == "imitate-only"]
+        self.assertTrue(any("takes 100% of the gradient on the student" in m for m in messages), done["findings"])
 
     def test_reports_judge_by_gradient_share_and_on_validation(self):
         # A teacher that learned nothing, and a student that first learns the task, then only
