@@ -190,5 +190,10 @@ int command_study_cancel(const cli_global_t *global, int argc, char **argv);
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit
  * with rules of its own. */
 int submit_set(json_t *config, const char *assignment, char *error, size_t error_size);
+/* Reads FILE ("-": standard input), applies each --set, and gives the text to POST in *body
+ * (the caller frees it); `what` ("config", "study") words the errors. Returns CLI_EXIT_OK
+ * or an exit code, the reason said on stderr. */
+int submit_read_document(const char *file, const char *what, const char *const *assignments, int n_assignments,
+                         char **body, size_t *length);
 
 #endif

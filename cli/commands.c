@@ -152,6 +152,60 @@ fail:
   return -EINVAL;
 }
 
+/* What `submit` and `study submit` share: reads the document in `file` ("-": standard
+ * input), applies each --set, and gives the text to send in *body (the caller frees it).
+ * Without --set the file goes as it is, so the daemon's line and column numbers in an
+ * error point into the user's own file. `what` ("config", "study") words the errors.
+ * Returns CLI_EXIT_OK, or an exit code with the reason said on stderr. */
+int submit_read_document(const char *file, const char *what, const char *const *assignments, int n_assignments,
+                         char **body, size_t *length) {
+  const char *shown = strcmp(file, "-") == 0 ? "standard input" : file;
+  char *text = NULL;
+  json_t *document = NULL;
+  int exit_code = CLI_EXIT_FAILED;
+  *body = NULL;
+  if (strcmp(file, "-") == 0 && isatty(STDIN_FILENO))
+    fprintf(stderr, "mapsage: reading the %s from standard input (end it with Ctrl-D)\n", what);
+  int result = util_read_file(file, SUBMIT_FILE_LIMIT, &text, length);
+  if (result == -EFBIG) fprintf(stderr, "mapsage: cannot read %s: larger than 16 MiB, so not a %s\n", shown, what);
+  else if (result != 0) fprintf(stderr, "mapsage: cannot read %s: %s\n", shown, strerror(-result));
+  if (result != 0) return CLI_EXIT_USAGE;
+  if (n_assignments == 0) {
+    *body = text;
+    return CLI_EXIT_OK;
+  }
+  json_error_t parse_error;
+  document = json_loadb(text, *length, 0, &parse_error);
+  if (document == NULL) {
+    fprintf(stderr, "mapsage: invalid %s:\n  %s is not JSON: line %d, column %d: %s\n", what, shown,
+            parse_error.line, parse_error.column, parse_error.text);
+    goto done;
+  }
+  if (!json_is_object(document)) {
+    fprintf(stderr, "mapsage: invalid %s:\n  the %s in %s must be a JSON object\n", what, what, shown);
+    goto done;
+  }
+  for (int i = 0; i < n_assignments; i++) {
+    char error[512];
+    result = submit_set(document, assignments[i], error, sizeof error);
+    if (result != 0) {
+      fprintf(stderr, "mapsage: %s\n", error);
+      exit_code = result == -ENOMEM ? CLI_EXIT_FAILED : CLI_EXIT_USAGE;
+      goto done;
+    }
+  }
+  if ((*body = json_dumps(document, JSON_COMPACT)) == NULL) {
+    exit_code = commands_out_of_memory();
+    goto done;
+  }
+  *length = strlen(*body);
+  exit_code = CLI_EXIT_OK;
+done:
+  free(text);
+  json_decref(document);
+  return exit_code;
+}
+
 /* ---------------------------------------------------------------------------------------
  * submit */
 
@@ -160,8 +214,7 @@ int command_submit(const cli_global_t *global, int argc, char **argv) {
   const char **assignments = calloc((size_t)argc, sizeof *assignments);
   int n_assignments = 0;
   int options_done = 0;
-  char *text = NULL;
-  json_t *config = NULL, *answer = NULL;
+  json_t *answer = NULL;
   char *body = NULL;
   client_t client = {0};
   client_response_t response = {0};
@@ -201,55 +254,12 @@ int command_submit(const cli_global_t *global, int argc, char **argv) {
     goto done;
   }
 
-  const char *shown = strcmp(file, "-") == 0 ? "standard input" : file;
-  if (strcmp(file, "-") == 0 && isatty(STDIN_FILENO))
-    fprintf(stderr, "mapsage: reading the config from standard input (end it with Ctrl-D)\n");
   size_t length = 0;
-  int result = util_read_file(file, SUBMIT_FILE_LIMIT, &text, &length);
-  if (result != 0) {
-    fprintf(stderr, "mapsage: cannot read %s: %s\n", shown,
-            result == -EFBIG ? "larger than 16 MiB, so not a config" : strerror(-result));
-    exit_code = CLI_EXIT_USAGE;
-    goto done;
-  }
-
-  /* Without --set the file goes as it is, so the daemon's line and column numbers in an
-   * error point into the user's own file. */
-  const char *to_send = text;
-  size_t send_length = length;
-  if (n_assignments > 0) {
-    json_error_t parse_error;
-    config = json_loadb(text, length, 0, &parse_error);
-    if (config == NULL) {
-      fprintf(stderr, "mapsage: invalid config:\n  %s is not JSON: line %d, column %d: %s\n",
-              shown, parse_error.line, parse_error.column, parse_error.text);
-      goto done;
-    }
-    if (!json_is_object(config)) {
-      fprintf(stderr, "mapsage: invalid config:\n  the config in %s must be a JSON object\n", shown);
-      goto done;
-    }
-    for (int i = 0; i < n_assignments; i++) {
-      char error[512];
-      int result = submit_set(config, assignments[i], error, sizeof error);
-      if (result != 0) {
-        fprintf(stderr, "mapsage: %s\n", error);
-        exit_code = result == -ENOMEM ? CLI_EXIT_FAILED : CLI_EXIT_USAGE;
-        goto done;
-      }
-    }
-    body = json_dumps(config, JSON_COMPACT);
-    if (body == NULL) {
-      exit_code = commands_out_of_memory();
-      goto done;
-    }
-    to_send = body;
-    send_length = strlen(body);
-  }
-
+  exit_code = submit_read_document(file, "config", assignments, n_assignments, &body, &length);
+  if (exit_code != CLI_EXIT_OK) goto done;
   exit_code = client_open(&client, global);
   if (exit_code != CLI_EXIT_OK) goto done;
-  exit_code = client_request(&client, "POST", "/api/experiments", to_send, send_length, &response);
+  exit_code = client_request(&client, "POST", "/api/experiments", body, length, &response);
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code == CLI_EXIT_OK) exit_code = client_parse(&response, "POST /api/experiments", &answer);
   if (exit_code != CLI_EXIT_OK) goto done;
@@ -265,9 +275,7 @@ int command_submit(const cli_global_t *global, int argc, char **argv) {
 
 done:
   free(assignments);
-  free(text);
   free(body);
-  json_decref(config);
   json_decref(answer);
   client_response_free(&response);
   client_close(&client);

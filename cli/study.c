@@ -21,7 +21,6 @@
 #include "util.h"
 
 /* Well above the daemon's 1 MiB body limit, so the daemon, not the client, words the 413. */
-#define STUDY_FILE_LIMIT (16u << 20)
 #define STUDY_NAME_COLUMNS 40
 #define STUDY_CELL_COLUMNS 48
 
@@ -292,8 +291,8 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   const char *file = NULL;
   const char **assignments = calloc((size_t)argc, sizeof *assignments);
   int n_assignments = 0, options_done = 0, dry_run = 0, json = 0;
-  char *text = NULL, *body = NULL;
-  json_t *spec = NULL, *answer = NULL;
+  char *body = NULL;
+  json_t *answer = NULL;
   client_t client = {0};
   client_response_t response = {0};
   int exit_code = CLI_EXIT_FAILED;
@@ -336,57 +335,14 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
     goto done;
   }
 
-  const char *shown = strcmp(file, "-") == 0 ? "standard input" : file;
-  if (strcmp(file, "-") == 0 && isatty(STDIN_FILENO))
-    fprintf(stderr, "mapsage: reading the study from standard input (end it with Ctrl-D)\n");
   size_t length = 0;
-  int result = util_read_file(file, STUDY_FILE_LIMIT, &text, &length);
-  if (result != 0) {
-    fprintf(stderr, "mapsage: cannot read %s: %s\n", shown,
-            result == -EFBIG ? "larger than 16 MiB, so not a study" : strerror(-result));
-    exit_code = CLI_EXIT_USAGE;
-    goto done;
-  }
-
-  /* Without --set the file goes as it is, so the daemon's line and column numbers in an
-   * error point into the user's own file. */
-  const char *to_send = text;
-  size_t send_length = length;
-  if (n_assignments > 0) {
-    json_error_t parse_error;
-    spec = json_loadb(text, length, 0, &parse_error);
-    if (spec == NULL) {
-      fprintf(stderr, "mapsage: invalid study:\n  %s is not JSON: line %d, column %d: %s\n", shown,
-              parse_error.line, parse_error.column, parse_error.text);
-      goto done;
-    }
-    if (!json_is_object(spec)) {
-      fprintf(stderr, "mapsage: invalid study:\n  the study in %s must be a JSON object\n", shown);
-      goto done;
-    }
-    for (int i = 0; i < n_assignments; i++) {
-      char error[512];
-      result = submit_set(spec, assignments[i], error, sizeof error);
-      if (result != 0) {
-        /* submit_set words its messages for a config; here the whole is a study. */
-        fprintf(stderr, "mapsage: %s\n", error);
-        exit_code = result == -ENOMEM ? CLI_EXIT_FAILED : CLI_EXIT_USAGE;
-        goto done;
-      }
-    }
-    body = json_dumps(spec, JSON_COMPACT);
-    if (body == NULL) {
-      exit_code = study_out_of_memory();
-      goto done;
-    }
-    to_send = body;
-    send_length = strlen(body);
-  }
+  exit_code = submit_read_document(file, "study", assignments, n_assignments, &body, &length);
+  if (exit_code != CLI_EXIT_OK) goto done;
 
   const char *path = dry_run ? "/api/studies?dry_run=1" : "/api/studies";
   exit_code = client_open(&client, global);
   if (exit_code != CLI_EXIT_OK) goto done;
-  exit_code = client_request(&client, "POST", path, to_send, send_length, &response);
+  exit_code = client_request(&client, "POST", path, body, length, &response);
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
@@ -415,9 +371,7 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
 
 done:
   free(assignments);
-  free(text);
   free(body);
-  json_decref(spec);
   json_decref(answer);
   client_response_free(&response);
   client_close(&client);
