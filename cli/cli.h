@@ -124,6 +124,26 @@ void format_number(const json_t *value, char *out, size_t size);
 size_t format_text_width(const char *text);
 /* Appends `text` cut to at most `columns` terminal columns, with "…" where it was cut. */
 int format_append_cut(buffer_t *buffer, const char *text, size_t columns);
+
+/* The live line of `watch` and `study watch`: one line a terminal keeps rewriting, with
+ * permanent lines printed above it. Piped (tty 0), only the permanent lines appear. */
+typedef struct {
+  int tty;
+  int shown;      /* the line is on the screen */
+  int dirty;      /* what it should show changed since it was drawn */
+  buffer_t line;
+} live_line_t;
+/* Takes the line off the screen (it is drawn again when next asked). */
+void live_line_erase(live_line_t *live);
+/* A permanent line on stdout, above the live one. */
+void live_line_say(live_line_t *live, const char *text);
+/* A message for the person on stderr ("mapsage: …"), without tearing the live line. */
+void live_line_notice(live_line_t *live, const char *text);
+/* Shows `text` as the live line, cut one column short of the terminal's width (a full line
+ * would wrap, and \r would then rewrite only the wrapped part). A no-op when piped. */
+void live_line_draw(live_line_t *live, const char *text);
+/* Leaves the last live line on the screen, readable, and frees what the line holds. */
+void live_line_close(live_line_t *live);
 /* JSON field helpers that tolerate absent and null fields. */
 const char *format_json_string(const json_t *object, const char *key); /* NULL if not a string */
 int format_json_integer(const json_t *object, const char *key, long long *value);

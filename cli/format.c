@@ -1,7 +1,7 @@
 /* format.c — turning the API's values into text for people: times, ages, durations,
- * numbers, and tables aligned by what a terminal shows rather than by bytes (experiment
- * names are often Chinese, two columns a character). Pure functions; nothing here talks
- * to the server or decides an exit code. */
+ * numbers, tables aligned by what a terminal shows rather than by bytes (experiment names
+ * are often Chinese, two columns a character), and the live line the watch commands keep
+ * rewriting. Nothing here talks to the server or decides an exit code. */
 #include "cli.h"
 
 #include <assert.h>
@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 int format_parse_time(const char *text, double *seconds) {
   if (text == NULL) return -EINVAL;
@@ -234,4 +237,52 @@ void table_free(table_t *table) {
   free(table->cells);
   free(table->widths);
   memset(table, 0, sizeof *table);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * the live line */
+
+static int live_line_columns(void) {
+  struct winsize size;
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  return 80;
+}
+
+void live_line_erase(live_line_t *live) {
+  if (!live->tty || !live->shown) return;
+  fputs("\r\033[K", stdout);
+  fflush(stdout);
+  live->shown = 0;
+  live->dirty = 1;
+}
+
+void live_line_say(live_line_t *live, const char *text) {
+  live_line_erase(live);
+  fputs(text, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+}
+
+void live_line_notice(live_line_t *live, const char *text) {
+  live_line_erase(live);
+  fprintf(stderr, "mapsage: %s\n", text);
+}
+
+void live_line_draw(live_line_t *live, const char *text) {
+  live->dirty = 0;
+  if (!live->tty) return;
+  const int columns = live_line_columns();
+  buffer_clear(&live->line);
+  if (format_append_cut(&live->line, text, (size_t)(columns > 1 ? columns - 1 : 1)) != 0) return;
+  fputs("\r", stdout);
+  fputs(buffer_text(&live->line), stdout);
+  fputs("\033[K", stdout);
+  fflush(stdout);
+  live->shown = 1;
+}
+
+void live_line_close(live_line_t *live) {
+  if (live->tty && live->shown) fputc('\n', stdout);
+  live->shown = 0;
+  buffer_free(&live->line);
 }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -836,14 +835,11 @@ typedef enum {
 typedef struct {
   long long id;
   char *name;
-  int tty;
   char status[32];
   json_t *runs; /* "<id>" → {"name", "seed", "status"}: each distinct run as last known */
   int ended;
 
-  /* The live line (a terminal only). */
-  int line_shown, dirty;
-  buffer_t line;
+  live_line_t live;
 
   /* The current connection. */
   CURL *curl;
@@ -855,34 +851,6 @@ typedef struct {
   int new_events;
   int warned_malformed;
 } study_watch_t;
-
-static int study_watch_columns(void) {
-  struct winsize size;
-  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
-  return 80;
-}
-
-static void study_watch_erase_live_line(study_watch_t *watch) {
-  if (watch->tty && watch->line_shown) {
-    fputs("\r\033[K", stdout);
-    fflush(stdout);
-    watch->line_shown = 0;
-    watch->dirty = 1;
-  }
-}
-
-/* A permanent line on stdout, above the live one. */
-static void study_watch_say(study_watch_t *watch, const char *text) {
-  study_watch_erase_live_line(watch);
-  fputs(text, stdout);
-  fputc('\n', stdout);
-  fflush(stdout);
-}
-
-static void study_watch_notice(study_watch_t *watch, const char *text) {
-  study_watch_erase_live_line(watch);
-  fprintf(stderr, "mapsage: %s\n", text);
-}
 
 /* The runs by status, from what is known of each. */
 static void study_watch_tally(const study_watch_t *watch, json_t *counts) {
@@ -921,21 +889,12 @@ static int study_watch_progress(const study_watch_t *watch, buffer_t *text) {
 
 /* Rewrites the live line: the study's status and progress. A no-op when piped. */
 static void study_watch_draw(study_watch_t *watch) {
-  if (!watch->tty || !watch->dirty) return;
+  if (!watch->live.tty || !watch->live.dirty) return;
   buffer_t text = {0};
   buffer_printf(&text, "%s  ", watch->status[0] != '\0' ? watch->status : "connecting");
   study_watch_progress(watch, &text);
-  int columns = study_watch_columns();
-  buffer_clear(&watch->line);
-  if (format_append_cut(&watch->line, buffer_text(&text), (size_t)(columns > 1 ? columns - 1 : 1)) == 0) {
-    fputs("\r", stdout);
-    fputs(buffer_text(&watch->line), stdout);
-    fputs("\033[K", stdout);
-    fflush(stdout);
-    watch->line_shown = 1;
-  }
+  live_line_draw(&watch->live, buffer_text(&text));
   buffer_free(&text);
-  watch->dirty = 0;
 }
 
 /* What is now known of one run: prints a line when its status changed. A run that has
@@ -971,16 +930,16 @@ static void study_watch_run(study_watch_t *watch, const json_t *run) {
     buffer_printf(&text, ", test accuracy %.2f%%", accuracy * 100);
   else if ((strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0) && error != NULL)
     buffer_printf(&text, ": %s", error);
-  study_watch_say(watch, buffer_text(&text));
+  live_line_say(&watch->live, buffer_text(&text));
   /* Piped, the progress follows each run that ends; on a terminal the live line has it. */
-  if (study_is_ended_status(status) && !watch->tty) {
+  if (study_is_ended_status(status) && !watch->live.tty) {
     buffer_clear(&text);
     buffer_append_text(&text, "progress: ");
     study_watch_progress(watch, &text);
-    study_watch_say(watch, buffer_text(&text));
+    live_line_say(&watch->live, buffer_text(&text));
   }
   buffer_free(&text);
-  watch->dirty = 1;
+  watch->live.dirty = 1;
 }
 
 /* The study's own status: a line when it changes, except to an end, which the closing
@@ -988,13 +947,13 @@ static void study_watch_run(study_watch_t *watch, const json_t *run) {
 static void study_watch_status(study_watch_t *watch, const char *status) {
   if (status == NULL || strcmp(status, watch->status) == 0) return;
   snprintf(watch->status, sizeof watch->status, "%s", status);
-  watch->dirty = 1;
+  watch->live.dirty = 1;
   if (study_is_ended_status(status)) return;
   buffer_t text = {0};
   buffer_printf(&text, "study %lld", watch->id);
   if (watch->name != NULL && watch->name[0] != '\0') buffer_printf(&text, " (%s)", watch->name);
   buffer_printf(&text, ": %s", status);
-  study_watch_say(watch, buffer_text(&text));
+  live_line_say(&watch->live, buffer_text(&text));
   buffer_free(&text);
 }
 
@@ -1023,7 +982,7 @@ static int study_watch_on_event(const sse_event_t *event, void *user_data) {
       char text[320];
       snprintf(text, sizeof text, "ignoring a '%.40s' event whose data is not a JSON object%s%s", event->type,
                data == NULL ? ": " : "", data == NULL ? error.text : "");
-      study_watch_notice(watch, text);
+      live_line_notice(&watch->live, text);
       watch->warned_malformed = 1;
     }
     json_decref(data);
@@ -1073,7 +1032,7 @@ static int study_watch_sync(study_watch_t *watch, const client_t *client) {
   char path[64];
   json_t *study = NULL;
   snprintf(path, sizeof path, "/api/studies/%lld", watch->id);
-  study_watch_erase_live_line(watch); /* client_get_json may have something to say */
+  live_line_erase(&watch->live); /* client_get_json may have something to say */
   int exit_code = client_get_json(client, path, &study);
   if (exit_code == CLI_EXIT_OK) study_watch_apply(watch, study);
   json_decref(study);
@@ -1089,7 +1048,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
       client_call_init(client, &call, path.data) != 0 ||
       client_call_add_header(&call, "Accept: text/event-stream") != 0 ||
       client_call_add_header(&call, "Cache-Control: no-cache") != 0 || (multi = curl_multi_init()) == NULL) {
-    study_watch_notice(watch, "out of memory");
+    live_line_notice(&watch->live, "out of memory");
     goto done;
   }
   CURL *curl = call.curl;
@@ -1107,7 +1066,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
   buffer_clear(&watch->refusal);
   sse_parser_reconnect(&watch->parser);
   if (curl_multi_add_handle(multi, curl) != CURLM_OK) {
-    study_watch_notice(watch, "out of memory");
+    live_line_notice(&watch->live, "out of memory");
     goto done;
   }
 
@@ -1152,7 +1111,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
     buffer_append_text(reason, "could not read the study after connecting to its stream");
     outcome = STUDY_WATCH_DROPPED;
   } else if (watch->refused) {
-    study_watch_erase_live_line(watch);
+    live_line_erase(&watch->live);
     if (watch->http_status == 200) {
       fprintf(stderr, "mapsage: the server answered %s with something other than an event stream\n", path.data);
     } else {
@@ -1161,19 +1120,19 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
     }
     outcome = STUDY_WATCH_REFUSED;
   } else if (watch->stream_error != 0) {
-    study_watch_notice(watch, watch->stream_error == -E2BIG
+    live_line_notice(&watch->live, watch->stream_error == -E2BIG
                                   ? "the stream sent an event larger than 16 MiB; giving up on it"
                                   : "out of memory");
   } else if (running) {
-    study_watch_notice(watch, "libcurl failed to drive the stream");
+    live_line_notice(&watch->live, "libcurl failed to drive the stream");
   } else if (code == CURLE_OK) {
     buffer_clear(reason);
     buffer_append_text(reason, "the server closed the stream before the study ended");
     outcome = STUDY_WATCH_DROPPED;
   } else if (code == CURLE_OUT_OF_MEMORY) {
-    study_watch_notice(watch, "out of memory");
+    live_line_notice(&watch->live, "out of memory");
   } else if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT) {
-    study_watch_erase_live_line(watch);
+    live_line_erase(&watch->live);
     outcome = client_call_report(client, &call, code) == CLI_EXIT_USAGE ? STUDY_WATCH_REFUSED : STUDY_WATCH_BROKEN;
   } else {
     buffer_clear(reason);
@@ -1200,7 +1159,7 @@ static int study_watch_finish(study_watch_t *watch, const client_t *client) {
   json_t *study = NULL;
   snprintf(path, sizeof path, "/api/studies/%lld", watch->id);
   /* Best effort: the stream said it ended; the record says how, and the last run changes. */
-  study_watch_erase_live_line(watch);
+  live_line_erase(&watch->live);
   if (client_get_json(client, path, &study) == CLI_EXIT_OK) study_watch_apply(watch, study);
   const char *status = format_json_string(study, "status");
   if (status == NULL) status = watch->status[0] != '\0' ? watch->status : "ended";
@@ -1223,7 +1182,7 @@ static int study_watch_finish(study_watch_t *watch, const client_t *client) {
     study_append_counts(&text, counts);
   }
   json_decref(counts);
-  study_watch_say(watch, buffer_text(&text));
+  live_line_say(&watch->live, buffer_text(&text));
   buffer_free(&text);
 
   int succeeded = strcmp(status, "succeeded") == 0;
@@ -1245,7 +1204,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   json_t *study = NULL;
   buffer_t reason = {0};
-  study_watch_t watch = {.id = id, .tty = isatty(STDOUT_FILENO), .runs = json_object()};
+  study_watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO), .runs = json_object()};
   sse_parser_init(&watch.parser, study_watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
   struct sigaction previous, action = {.sa_handler = study_watch_on_sigint};
@@ -1284,9 +1243,9 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   if (watch.name != NULL && watch.name[0] != '\0') buffer_printf(&text, " (%s)", watch.name);
   buffer_printf(&text, ": %s, %zu run%s", status != NULL ? status : "?", json_object_size(watch.runs),
                 json_object_size(watch.runs) == 1 ? "" : "s");
-  study_watch_say(&watch, buffer_text(&text));
+  live_line_say(&watch.live, buffer_text(&text));
   buffer_free(&text);
-  watch.dirty = 1;
+  watch.live.dirty = 1;
   if (study_is_ended_status(status) && format_json_string(study, "finished_at") != NULL) {
     exit_code = study_watch_finish(&watch, &client);
     goto done;
@@ -1305,8 +1264,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
       break;
     }
     if (outcome == STUDY_WATCH_INTERRUPTED) {
-      if (watch.tty && watch.line_shown) fputc('\n', stdout); /* leave the last state readable */
-      watch.line_shown = 0;
+      live_line_close(&watch.live); /* leave the last state readable */
       exit_code = CLI_EXIT_INTERRUPTED;
       break;
     }
@@ -1319,7 +1277,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
       char message[512];
       snprintf(message, sizeof message, "lost the stream of study %lld and could not get it back: %s", id,
                buffer_text(&reason));
-      study_watch_notice(&watch, message);
+      live_line_notice(&watch.live, message);
       exit_code = CLI_EXIT_UNREACHABLE;
       break;
     }
@@ -1330,7 +1288,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
     char message[512];
     snprintf(message, sizeof message, "%s; reconnecting in %.1fs (try %d of %d)", buffer_text(&reason),
              pause / 1000.0, failures, STUDY_WATCH_RETRIES);
-    study_watch_notice(&watch, message);
+    live_line_notice(&watch.live, message);
     study_watch_pause(pause);
     if (study_watch_interrupted) {
       exit_code = CLI_EXIT_INTERRUPTED;
@@ -1339,10 +1297,10 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   }
 
 done:
-  study_watch_erase_live_line(&watch);
+  live_line_erase(&watch.live);
   if (handling_sigint) sigaction(SIGINT, &previous, NULL);
   sse_parser_free(&watch.parser);
-  buffer_free(&watch.line);
+  live_line_close(&watch.live);
   buffer_free(&watch.refusal);
   buffer_free(&reason);
   free(watch.name);

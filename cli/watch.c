@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,7 +51,6 @@ typedef enum {
 typedef struct {
   long long id;
   const char *name;
-  int tty;
   long long epochs, stages; /* totals from the experiment's record; 0 when unknown */
 
   /* The latest of everything, from the stream. */
@@ -76,10 +74,8 @@ typedef struct {
   char end_status[32];
   int ended;
 
-  /* The live line. */
-  int line_shown, dirty;
+  live_line_t live;
   double last_draw;
-  buffer_t line;
 
   /* The current connection. */
   CURL *curl;
@@ -95,35 +91,6 @@ typedef struct {
 /* ---------------------------------------------------------------------------------------
  * Output */
 
-static int watch_columns(void) {
-  struct winsize size;
-  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
-  return 80;
-}
-
-static void watch_erase_live_line(watch_t *watch) {
-  if (watch->tty && watch->line_shown) {
-    fputs("\r\033[K", stdout);
-    fflush(stdout);
-    watch->line_shown = 0;
-    watch->dirty = 1;
-  }
-}
-
-/* A permanent line on stdout, above the live one. */
-static void watch_say(watch_t *watch, const char *text) {
-  watch_erase_live_line(watch);
-  fputs(text, stdout);
-  fputc('\n', stdout);
-  fflush(stdout);
-}
-
-/* A message for the person on stderr, without tearing the live line. */
-static void watch_notice(watch_t *watch, const char *text) {
-  watch_erase_live_line(watch);
-  fprintf(stderr, "mapsage: %s\n", text);
-}
-
 static void watch_append_fraction(buffer_t *line, const char *label, long long value, long long total) {
   if (total > 0)
     buffer_printf(line, "  %s %lld/%lld", label, value, total);
@@ -138,7 +105,7 @@ static void watch_append_accuracies(buffer_t *line, const double *accuracy, cons
 
 /* Rewrites the live line; a no-op when piped. Allocation failures only cost a frame. */
 static void watch_draw(watch_t *watch) {
-  if (!watch->tty) return;
+  if (!watch->live.tty) return;
   buffer_t text = {0};
   buffer_append_text(&text, watch->status[0] != '\0' ? watch->status : "connecting");
   if (strcmp(watch->status, "queued") == 0) buffer_append_text(&text, ", waiting for a worker");
@@ -151,24 +118,13 @@ static void watch_draw(watch_t *watch) {
   watch_append_accuracies(&text, watch->accuracy, watch->have_accuracy);
   if (watch->have_speed) buffer_printf(&text, "  %.0f ex/s", watch->examples_per_second);
 
-  /* One column short of the width: a full line would wrap, and \r then rewrites only the
-   * wrapped part. */
-  int columns = watch_columns();
-  buffer_clear(&watch->line);
-  if (format_append_cut(&watch->line, buffer_text(&text), (size_t)(columns > 1 ? columns - 1 : 1)) == 0) {
-    fputs("\r", stdout);
-    fputs(buffer_text(&watch->line), stdout);
-    fputs("\033[K", stdout);
-    fflush(stdout);
-    watch->line_shown = 1;
-  }
+  live_line_draw(&watch->live, buffer_text(&text));
   buffer_free(&text);
-  watch->dirty = 0;
   watch->last_draw = util_monotonic();
 }
 
 static void watch_maybe_draw(watch_t *watch) {
-  if (watch->dirty && util_monotonic() - watch->last_draw >= WATCH_REDRAW_S) watch_draw(watch);
+  if (watch->live.dirty && util_monotonic() - watch->last_draw >= WATCH_REDRAW_S) watch_draw(watch);
 }
 
 /* Prints the line of the epoch whose evaluations have all arrived. */
@@ -184,7 +140,7 @@ static void watch_flush_epoch(watch_t *watch) {
   watch_append_accuracies(&text, watch->eval_accuracy, watch->eval_have);
   if (watch->have_speed) buffer_printf(&text, "  %.0f ex/s", watch->examples_per_second);
   /* Drop the two leading spaces every part starts with. */
-  if (text.length > 2) watch_say(watch, text.data + 2);
+  if (text.length > 2) live_line_say(&watch->live, text.data + 2);
   buffer_free(&text);
 }
 
@@ -203,7 +159,7 @@ static void watch_on_status(watch_t *watch, const json_t *data) {
   watch_flush_epoch(watch);
   snprintf(watch->status, sizeof watch->status, "%s", status);
   watch->attempts = attempts;
-  watch->dirty = 1;
+  watch->live.dirty = 1;
   /* How it ended is the closing line's to say (watch_finish). */
   if (strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)
     return;
@@ -212,7 +168,7 @@ static void watch_on_status(watch_t *watch, const json_t *data) {
   if (watch->name != NULL && watch->name[0] != '\0') buffer_printf(&text, " (%s)", watch->name);
   buffer_printf(&text, ": %s", status);
   if (attempts > 1) buffer_printf(&text, " (attempt %lld)", attempts);
-  watch_say(watch, buffer_text(&text));
+  live_line_say(&watch->live, buffer_text(&text));
   buffer_free(&text);
 }
 
@@ -230,7 +186,7 @@ static void watch_on_metric(watch_t *watch, const json_t *data) {
   const json_t *values = json_object_get(data, "values");
   if (format_json_number(values, "loss/total", &watch->loss) == 0) watch->have_loss = 1;
   if (format_json_number(values, "examples_per_s", &watch->examples_per_second) == 0) watch->have_speed = 1;
-  watch->dirty = 1;
+  watch->live.dirty = 1;
 }
 
 static void watch_on_eval(watch_t *watch, const json_t *data) {
@@ -255,7 +211,7 @@ static void watch_on_eval(watch_t *watch, const json_t *data) {
     watch->eval_accuracy[split] = watch->accuracy[split] = accuracy;
     watch->eval_have[split] = watch->have_accuracy[split] = 1;
   }
-  watch->dirty = 1;
+  watch->live.dirty = 1;
 }
 
 static int watch_on_event(const sse_event_t *event, void *user_data) {
@@ -272,7 +228,7 @@ static int watch_on_event(const sse_event_t *event, void *user_data) {
       char text[320];
       snprintf(text, sizeof text, "ignoring a '%.40s' event whose data is not a JSON object%s%s",
                event->type, data == NULL ? ": " : "", data == NULL ? error.text : "");
-      watch_notice(watch, text);
+      live_line_notice(&watch->live, text);
       watch->warned_malformed = 1;
     }
     json_decref(data);
@@ -348,7 +304,7 @@ static watch_outcome_t watch_connect(watch_t *watch, const client_t *client, buf
       client_call_add_header(&call, "Accept: text/event-stream") != 0 ||
       client_call_add_header(&call, "Cache-Control: no-cache") != 0 ||
       (last_id.length != 0 && client_call_add_header(&call, last_id.data) != 0)) {
-    watch_notice(watch, "out of memory");
+    live_line_notice(&watch->live, "out of memory");
     goto done;
   }
   CURL *curl = call.curl;
@@ -376,7 +332,7 @@ static watch_outcome_t watch_connect(watch_t *watch, const client_t *client, buf
   } else if (watch_interrupted) {
     outcome = WATCH_INTERRUPTED;
   } else if (watch->refused) {
-    watch_erase_live_line(watch);
+    live_line_erase(&watch->live);
     if (watch->http_status == 200) {
       fprintf(stderr, "mapsage: the server answered %s with something other than an event stream\n", path.data);
     } else {
@@ -385,7 +341,7 @@ static watch_outcome_t watch_connect(watch_t *watch, const client_t *client, buf
     }
     outcome = WATCH_REFUSED;
   } else if (watch->stream_error != 0) {
-    watch_notice(watch, watch->stream_error == -E2BIG
+    live_line_notice(&watch->live, watch->stream_error == -E2BIG
                             ? "the stream sent an event larger than 16 MiB; giving up on it"
                             : "out of memory");
   } else if (code == CURLE_OK) {
@@ -393,9 +349,9 @@ static watch_outcome_t watch_connect(watch_t *watch, const client_t *client, buf
     buffer_append_text(reason, "the server closed the stream before the run ended");
     outcome = WATCH_DROPPED;
   } else if (code == CURLE_OUT_OF_MEMORY) {
-    watch_notice(watch, "out of memory");
+    live_line_notice(&watch->live, "out of memory");
   } else if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT) {
-    watch_erase_live_line(watch);
+    live_line_erase(&watch->live);
     outcome = client_call_report(client, &call, code) == CLI_EXIT_USAGE ? WATCH_REFUSED : WATCH_BROKEN;
   } else {
     buffer_clear(reason);
@@ -469,7 +425,7 @@ static int watch_finish(watch_t *watch, const client_t *client) {
     buffer_printf(&text, ": test accuracy %.2f%%", accuracy * 100);
   if (format_json_number(summary, "best_val_accuracy", &accuracy) == 0)
     buffer_printf(&text, ", best val accuracy %.2f%%", accuracy * 100);
-  watch_say(watch, buffer_text(&text));
+  live_line_say(&watch->live, buffer_text(&text));
   buffer_free(&text);
 
   int succeeded = strcmp(status, "succeeded") == 0;
@@ -491,7 +447,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   json_t *experiment = NULL;
   buffer_t reason = {0};
-  watch_t watch = {.id = id, .tty = isatty(STDOUT_FILENO)};
+  watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO)};
   sse_parser_init(&watch.parser, watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
   struct sigaction previous, action = {.sa_handler = watch_on_sigint};
@@ -520,8 +476,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
       break;
     }
     if (outcome == WATCH_INTERRUPTED) {
-      if (watch.tty && watch.line_shown) fputc('\n', stdout); /* leave the last state readable */
-      watch.line_shown = 0;
+      live_line_close(&watch.live); /* leave the last state readable */
       exit_code = CLI_EXIT_INTERRUPTED;
       break;
     }
@@ -535,7 +490,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
       char text[512];
       snprintf(text, sizeof text, "lost the stream of experiment %lld and could not get it back: %s",
                id, buffer_text(&reason));
-      watch_notice(&watch, text);
+      live_line_notice(&watch.live, text);
       exit_code = CLI_EXIT_UNREACHABLE;
       break;
     }
@@ -546,7 +501,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
     char text[512];
     snprintf(text, sizeof text, "%s; reconnecting in %.1fs (try %d of %d)", buffer_text(&reason),
              pause / 1000.0, failures, WATCH_RETRIES);
-    watch_notice(&watch, text);
+    live_line_notice(&watch.live, text);
     watch_pause(pause);
     if (watch_interrupted) {
       exit_code = CLI_EXIT_INTERRUPTED;
@@ -555,11 +510,11 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
   }
 
 done:
-  watch_erase_live_line(&watch);
+  live_line_erase(&watch.live);
   if (handling_sigint) sigaction(SIGINT, &previous, NULL);
   sse_parser_free(&watch.parser);
   buffer_free(&watch.error);
-  buffer_free(&watch.line);
+  live_line_close(&watch.live);
   buffer_free(&watch.refusal);
   buffer_free(&reason);
   json_decref(experiment);
