@@ -102,6 +102,8 @@ int client_check(const client_response_t *response);
 
 /* Parses a 2xx answer's body as a JSON object into `*root` (the caller owns it). */
 int client_parse(const client_response_t *response, const char *what, json_t **root);
+/* Writes a raw answer for --json, ending it with a newline for the shell's sake. */
+void client_print_raw(const client_response_t *response);
 
 /* client_request + client_check + client_parse. */
 int client_get_json(const client_t *client, const char *path, json_t **root);
@@ -177,6 +179,8 @@ int cli_help(const char *command);
 /* Prints "mapsage: <message>", the command's usage line and a pointer to its help on stderr;
  * returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Says "mapsage: out of memory" and returns CLI_EXIT_FAILED. */
+int cli_out_of_memory(void);
 /* Matches argv[*index] as `--name VALUE` or `--name=VALUE`. Returns 1 (and the value,
  * advancing *index past a separate value), 0 when it is another argument, -1 when the
  * value is missing. */
@@ -210,6 +214,10 @@ int command_study_cancel(const cli_global_t *global, int argc, char **argv);
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit
  * with rules of its own. */
 int submit_set(json_t *config, const char *assignment, char *error, size_t error_size);
+/* The array `key` of a list answer (GET /api/experiments, /api/studies) as a table, a row
+ * per item by `add_row`, with a note on stderr when older ones exist. An exit code. */
+int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
+                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now));
 /* Reads FILE ("-": standard input), applies each --set, and gives the text to POST in *body
  * (the caller frees it); `what` ("config", "study") words the errors. Returns CLI_EXIT_OK
  * or an exit code, the reason said on stderr. */

@@ -345,6 +345,11 @@ int client_check(const client_response_t *response) {
   return CLI_EXIT_FAILED;
 }
 
+void client_print_raw(const client_response_t *response) {
+  fwrite(buffer_text(&response->body), 1, response->body.length, stdout);
+  if (response->body.length == 0 || response->body.data[response->body.length - 1] != '\n') putchar('\n');
+}
+
 int client_parse(const client_response_t *response, const char *what, json_t **root) {
   json_error_t error;
   *root = json_loadb(buffer_text(&response->body), response->body.length, 0, &error);

@@ -16,18 +16,6 @@
 /* Well above the daemon's 1 MiB body limit, so the daemon, not the client, words the 413. */
 #define SUBMIT_FILE_LIMIT (16u << 20)
 
-static int commands_out_of_memory(void) {
-  fprintf(stderr, "mapsage: out of memory\n");
-  return CLI_EXIT_FAILED;
-}
-
-/* Writes a raw answer for --json, ending it with a newline for the shell's sake. */
-static void commands_print_raw(const client_response_t *response) {
-  fwrite(buffer_text(&response->body), 1, response->body.length, stdout);
-  if (response->body.length == 0 || response->body.data[response->body.length - 1] != '\n')
-    putchar('\n');
-}
-
 /* ---------------------------------------------------------------------------------------
  * submit --set: `path=value` edits the parsed config before it is sent.
  *
@@ -195,7 +183,7 @@ int submit_read_document(const char *file, const char *what, const char *const *
     }
   }
   if ((*body = json_dumps(document, JSON_COMPACT)) == NULL) {
-    exit_code = commands_out_of_memory();
+    exit_code = cli_out_of_memory();
     goto done;
   }
   *length = strlen(*body);
@@ -219,7 +207,7 @@ int command_submit(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   client_response_t response = {0};
   int exit_code = CLI_EXIT_FAILED;
-  if (assignments == NULL) return commands_out_of_memory();
+  if (assignments == NULL) return cli_out_of_memory();
 
   for (int i = 1; i < argc; i++) {
     const char *value;
@@ -336,6 +324,32 @@ static int ls_add_row(table_t *table, const json_t *experiment, double now) {
   return result;
 }
 
+/* What `ls` and `study ls` share: the array `key` of a list answer as a table, a row per
+ * item by `add_row`, and a note on stderr when the server has older ones. Returns an exit
+ * code. */
+int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
+                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now)) {
+  const json_t *items = json_object_get(answer, key);
+  if (!json_is_array(items)) {
+    fprintf(stderr, "mapsage: the server's list has no \"%s\" array\n", key);
+    return CLI_EXIT_FAILED;
+  }
+  table_t table = {0};
+  table_init(&table, columns, align);
+  const double now = util_now();
+  int result = table_add_row(&table, header);
+  size_t i;
+  const json_t *item;
+  json_array_foreach(items, i, item) if (result == 0) result = add_row(&table, item, now);
+  if (result == 0) table_print(&table, stdout);
+  table_free(&table);
+  if (result != 0) return cli_out_of_memory();
+  const json_t *next_before = json_object_get(answer, "next_before");
+  if (next_before != NULL && !json_is_null(next_before))
+    fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n", json_array_size(items));
+  return CLI_EXIT_OK;
+}
+
 int command_ls(const cli_global_t *global, int argc, char **argv) {
   const char *status = NULL, *name = NULL, *limit = NULL;
   int json = 0;
@@ -366,7 +380,6 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   client_response_t response = {0};
   json_t *answer = NULL;
-  table_t table = {0};
   int exit_code = CLI_EXIT_FAILED;
   /* The filters go to the server as they are: it knows the statuses and limits, and words
    * the error when one is wrong. */
@@ -381,7 +394,7 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
     separator = '&';
   }
   if (result != 0) {
-    exit_code = commands_out_of_memory();
+    exit_code = cli_out_of_memory();
     goto done;
   }
 
@@ -390,39 +403,16 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
-    commands_print_raw(&response);
+    client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, "GET /api/experiments", &answer);
   if (exit_code != CLI_EXIT_OK) goto done;
-  const json_t *experiments = json_object_get(answer, "experiments");
-  if (!json_is_array(experiments)) {
-    fprintf(stderr, "mapsage: the server's list has no \"experiments\" array\n");
-    exit_code = CLI_EXIT_FAILED;
-    goto done;
-  }
-
   static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT,
                                         TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
   static const char *const header[] = {"ID", "NAME", "STATUS", "EPOCH", "TEST-ACC", "AGE", "DURATION"};
-  table_init(&table, ARRAY_SIZE(header), align);
-  double now = util_now();
-  size_t i;
-  const json_t *experiment;
-  if (table_add_row(&table, header) != 0) goto out_of_memory;
-  json_array_foreach(experiments, i, experiment) {
-    if (ls_add_row(&table, experiment, now) != 0) goto out_of_memory;
-  }
-  table_print(&table, stdout);
-  const json_t *next_before = json_object_get(answer, "next_before");
-  if (next_before != NULL && !json_is_null(next_before))
-    fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n",
-            json_array_size(experiments));
-  goto done;
-out_of_memory:
-  exit_code = commands_out_of_memory();
+  exit_code = print_list_table(answer, "experiments", header, align, ARRAY_SIZE(header), ls_add_row);
 done:
-  table_free(&table);
   json_decref(answer);
   client_response_free(&response);
   client_close(&client);
@@ -505,7 +495,7 @@ int command_show(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
-    commands_print_raw(&response);
+    client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, path, &experiment);
@@ -549,7 +539,7 @@ int command_show(const cli_global_t *global, int argc, char **argv) {
     /* 15 significant digits print 0.1 as 0.1; --json has the exact stored text. */
     config = json_dumps(stored, JSON_INDENT(2) | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY);
     if (config == NULL) {
-      exit_code = commands_out_of_memory();
+      exit_code = cli_out_of_memory();
       goto done;
     }
     printf("config\n%s\n", config);
@@ -810,7 +800,7 @@ static int sql_print_table(const json_t *columns, const json_t *rows) {
   exit_code = CLI_EXIT_OK;
   goto done;
 out_of_memory:
-  exit_code = commands_out_of_memory();
+  exit_code = cli_out_of_memory();
 done:
   table_free(&table);
   buffer_free(&cells);
@@ -923,7 +913,7 @@ int command_sql(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   client_response_t response = {0};
   int exit_code = CLI_EXIT_FAILED;
-  if (params == NULL) return commands_out_of_memory();
+  if (params == NULL) return cli_out_of_memory();
 
   for (int i = 1; i < argc; i++) {
     const char *value;
@@ -939,7 +929,7 @@ int command_sql(const cli_global_t *global, int argc, char **argv) {
         goto done;
       }
       if (json_array_append_new(params, param) != 0) {
-        exit_code = commands_out_of_memory();
+        exit_code = cli_out_of_memory();
         goto done;
       }
     } else if (!options_done && strcmp(argv[i], "--csv") == 0) {
@@ -997,7 +987,7 @@ int command_sql(const cli_global_t *global, int argc, char **argv) {
   request = json_pack("{s:o, s:O}", "sql", sql_text, "params", params);
   body = request != NULL ? json_dumps(request, JSON_COMPACT) : NULL;
   if (body == NULL) {
-    exit_code = commands_out_of_memory();
+    exit_code = cli_out_of_memory();
     goto done;
   }
 

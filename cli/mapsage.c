@@ -255,6 +255,11 @@ int cli_help(const char *name) {
   return CLI_EXIT_OK;
 }
 
+int cli_out_of_memory(void) {
+  fprintf(stderr, "mapsage: out of memory\n");
+  return CLI_EXIT_FAILED;
+}
+
 int cli_usage_error(const char *name, const char *format, ...) {
   const cli_command_t *command = cli_find(name);
   va_list arguments;

@@ -23,18 +23,6 @@
 #define STUDY_NAME_COLUMNS 40
 #define STUDY_CELL_COLUMNS 48
 
-static int study_out_of_memory(void) {
-  fprintf(stderr, "mapsage: out of memory\n");
-  return CLI_EXIT_FAILED;
-}
-
-/* Writes a raw answer for --json, ending it with a newline for the shell's sake. */
-static void study_print_raw(const client_response_t *response) {
-  fwrite(buffer_text(&response->body), 1, response->body.length, stdout);
-  if (response->body.length == 0 || response->body.data[response->body.length - 1] != '\n')
-    putchar('\n');
-}
-
 /* Parses `study COMMAND ID`, plus --json when `json` is not NULL and --all when `all` is
  * not NULL. Returns CLI_PROCEED with *id set, or the exit code to return at once. */
 static int study_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json, int *all) {
@@ -277,7 +265,7 @@ static int study_print_dry_run(const json_t *answer) {
   printf("\n");
   goto done;
 out_of_memory:
-  exit_code = study_out_of_memory();
+  exit_code = cli_out_of_memory();
 done:
   table_free(&table);
   buffer_free(&name);
@@ -295,7 +283,7 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   client_response_t response = {0};
   int exit_code = CLI_EXIT_FAILED;
-  if (assignments == NULL) return study_out_of_memory();
+  if (assignments == NULL) return cli_out_of_memory();
 
   for (int i = 1; i < argc; i++) {
     const char *value;
@@ -345,7 +333,7 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
-    study_print_raw(&response);
+    client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, "POST /api/studies", &answer);
@@ -445,14 +433,13 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv) {
   client_t client = {0};
   client_response_t response = {0};
   json_t *answer = NULL;
-  table_t table = {0};
   int exit_code = CLI_EXIT_FAILED;
   /* The limit goes to the server as it is: it knows its range and words the error. */
   int result = buffer_append_text(&path, "/api/studies");
   if (result == 0 && limit != NULL) result = buffer_append_text(&path, "?limit=");
   if (result == 0 && limit != NULL) result = buffer_append_query_value(&path, limit);
   if (result != 0) {
-    exit_code = study_out_of_memory();
+    exit_code = cli_out_of_memory();
     goto done;
   }
 
@@ -461,38 +448,15 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
-    study_print_raw(&response);
+    client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, "GET /api/studies", &answer);
   if (exit_code != CLI_EXIT_OK) goto done;
-  const json_t *studies = json_object_get(answer, "studies");
-  if (!json_is_array(studies)) {
-    fprintf(stderr, "mapsage: the server's list has no \"studies\" array\n");
-    exit_code = CLI_EXIT_FAILED;
-    goto done;
-  }
-
   static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT};
   static const char *const header[] = {"ID", "NAME", "STATUS", "RUNS", "AGE"};
-  table_init(&table, ARRAY_SIZE(header), align);
-  double now = util_now();
-  size_t i;
-  const json_t *study;
-  if (table_add_row(&table, header) != 0) goto out_of_memory;
-  json_array_foreach(studies, i, study) {
-    if (study_ls_add_row(&table, study, now) != 0) goto out_of_memory;
-  }
-  table_print(&table, stdout);
-  const json_t *next_before = json_object_get(answer, "next_before");
-  if (next_before != NULL && !json_is_null(next_before))
-    fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n",
-            json_array_size(studies));
-  goto done;
-out_of_memory:
-  exit_code = study_out_of_memory();
+  exit_code = print_list_table(answer, "studies", header, align, ARRAY_SIZE(header), study_ls_add_row);
 done:
-  table_free(&table);
   json_decref(answer);
   client_response_free(&response);
   client_close(&client);
@@ -718,7 +682,7 @@ int command_study_show(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
   if (json) {
-    study_print_raw(&response);
+    client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, path, &study);
@@ -750,7 +714,7 @@ int command_study_show(const cli_global_t *global, int argc, char **argv) {
   show_stopped(runs);
   goto done;
 out_of_memory:
-  exit_code = study_out_of_memory();
+  exit_code = cli_out_of_memory();
 done:
   buffer_free(&line);
   json_decref(study);
@@ -1209,7 +1173,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   watch.refusal.limit = 64u << 10;
   struct sigaction previous, action = {.sa_handler = study_watch_on_sigint};
   int handling_sigint = 0;
-  int exit_code = watch.runs != NULL ? CLI_EXIT_OK : study_out_of_memory();
+  int exit_code = watch.runs != NULL ? CLI_EXIT_OK : cli_out_of_memory();
   if (exit_code != CLI_EXIT_OK) goto done;
 
   /* The record first: it proves the study exists (a clean 404), names its runs and gives
@@ -1221,7 +1185,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   if (exit_code != CLI_EXIT_OK) goto done;
   const char *name = format_json_string(study, "name");
   if (name != NULL && (watch.name = strdup(name)) == NULL) {
-    exit_code = study_out_of_memory();
+    exit_code = cli_out_of_memory();
     goto done;
   }
   /* Known without a line each: only changes from here on are news. */
