@@ -528,7 +528,11 @@ export class BandChart {
   drawWhiskers(u) {
     const {ctx} = u;
     const ratio = window.devicePixelRatio || 1;
+    const {left, top, width, height} = u.bbox;
     ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, width, height); // an interval past the axis's bounds is cut, as a band is
+    ctx.clip();
     ctx.lineWidth = 2 * ratio;
     this.series.forEach((s, i) => {
       const means = this.data[this.means + i];
@@ -540,12 +544,12 @@ export class BandChart {
       if (low == null || high == null) return;
       // Side by side, a few pixels apart, so that whiskers at the same x do not hide each other.
       const x = Math.round(u.valToPos(this.data[0][k], 'x', true) + (i - (this.series.length - 1) / 2) * 6 * ratio);
-      const [top, bottom] = [u.valToPos(high, 'y', true), u.valToPos(low, 'y', true)];
+      const [upper, lower] = [u.valToPos(high, 'y', true), u.valToPos(low, 'y', true)];
       ctx.strokeStyle = s.color;
       ctx.beginPath();
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, bottom);
-      for (const y of [top, bottom]) {
+      ctx.moveTo(x, upper);
+      ctx.lineTo(x, lower);
+      for (const y of [upper, lower]) {
         ctx.moveTo(x - 5 * ratio, y);
         ctx.lineTo(x + 5 * ratio, y);
       }
