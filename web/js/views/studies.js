@@ -5,7 +5,8 @@
 // Live without a stream per study: the page follows /api/events, the one stream of every
 // experiment, and lists the studies again (at most every two seconds) when one of the
 // experiments changes status while a listed study is still going, or when a new experiment
-// appears (a study just submitted). An epoch ending changes nothing here and costs nothing.
+// appears queued (a study just submitted). An epoch ending changes nothing here and costs
+// nothing.
 
 import {api, streamUrl} from '../api.js';
 import {openStream} from '../stream.js';
@@ -109,8 +110,10 @@ export function mount(root) {
     const before = statuses.get(experiment.id);
     statuses.set(experiment.id, experiment.status);
     if (before === experiment.status) return; // an epoch, not a change of state
+    // First seen queued: perhaps a study just submitted. Otherwise only a study still going
+    // can have changed (a run seen first as running has started since the list was read).
     const going = studies.some((study) => !ENDED.includes(study.status));
-    if (before === undefined ? experiment.status === 'queued' : going) reloadSoon();
+    if (going || (before === undefined && experiment.status === 'queued')) reloadSoon();
   }
 
   const stream = openStream(streamUrl.events(), {experiment: onExperiment}, {onReopen: () => load(null)});

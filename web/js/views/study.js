@@ -147,6 +147,7 @@ export function mount(root, {params}) {
     h('details', {class: 'panel'}, h('summary', {}, 'Spec'), specView));
   root.classList.add('study-view');
   root.dataset.fetches = '0';
+  root.fetchTimes = [];
 
   function section(key, heading, ...children) {
     return h('section', {class: 'study-section', dataset: {section: key}, hidden: true}, h('h2', {}, heading),
@@ -481,6 +482,7 @@ export function mount(root, {params}) {
   async function load() {
     fetches.count++;
     root.dataset.fetches = String(fetches.count);
+    root.fetchTimes.push(performance.now()); // for the browser tests: how far apart the reads were
     const [details, curves] = await Promise.all([api.study(id),
       api.studyCurves(id, {names: CURVES.map((c) => c.name), points: 300}).catch((e) => ({error: e}))]);
     if (stopped) return;
