@@ -325,6 +325,11 @@ test('a 200-run study: the page renders completely and follows it live, reading 
         tr.querySelector('td.n').innerText));
       assert.deepEqual(rows, study.arms.map((arm) => String(arm.outcomes.test_accuracy.n)));
       assert.deepEqual(rows, ['50', '50', '50', '50']);
+      // The curves were read again with the statistics: the legend's last validation accuracy
+      // of each cell (one epoch: its best) is the arm table's.
+      const legend = await page.locator('figure[data-kind="val/accuracy"] ul.band-legend .series-value')
+        .evaluateAll((spans) => spans.map((span) => span.firstChild.textContent.split(' ')[0]));
+      assert.deepEqual(legend, study.arms.map((arm) => `${(arm.outcomes.best_val_accuracy.mean * 100).toFixed(1)}%`));
       await page.locator('table.heatmap tbody td').nth(3).waitFor();
       assert.equal(await page.locator('table.heatmap tbody td').count(), 4);
       const best = study.grid[0].best.cell;

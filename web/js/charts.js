@@ -491,6 +491,7 @@ export class BandChart {
         spanGaps: true, points: {show: s.x.length > 1 && s.x.length <= 30, size: 5, fill: s.color}});
     });
     this.data = data;
+    this.shownIndex = undefined; // new data: the legend is written again whatever the cursor
     const colors = themeColors();
     const axis = {stroke: colors.muted, grid: {stroke: colors.grid, width: 1}, ticks: {stroke: colors.grid, width: 1},
       values: (u, splits) => splits.map(formatTick), size: 50};
