@@ -1,6 +1,7 @@
 """test_web.py — the dashboard: how mapsaged serves it (types, ETags, 404s, paths that try
 to leave the root, --web-dir), then the dashboard itself in real headless Chromium
-(tests/web/dashboard.test.mjs, driven by playwright-core from npm) against a real daemon.
+(tests/web/dashboard.test.mjs, and tests/web/studies.test.mjs for the study views, each
+against a daemon of its own; driven by playwright-core from npm).
 
 The browser part needs node, `npm ci` (playwright-core) and Debian's chromium, which
 scripts/install-deps installs; screenshots land in $MAPSAGE_BIN_DIR/artifacts/."""
@@ -110,9 +111,10 @@ class Serving(unittest.TestCase):
 
 
 class Browser(unittest.TestCase):
-    def test_dashboard_in_chromium(self):
+    def run_in_chromium(self, name, workers, timeout):
+        """Runs tests/web/<name> against a daemon of its own (an empty database)."""
         node = shutil.which("node")
-        script = os.path.join(SOURCE_DIR, "tests", "web", "dashboard.test.mjs")
+        script = os.path.join(SOURCE_DIR, "tests", "web", name)
         missing = [what for what, ok in [("node", node), (CHROMIUM, os.access(CHROMIUM, os.X_OK)),
                                          ("node_modules/playwright-core (npm ci)",
                                           os.path.isdir(os.path.join(SOURCE_DIR, "node_modules", "playwright-core")))]
@@ -120,10 +122,10 @@ class Browser(unittest.TestCase):
         self.assertEqual([], missing, "scripts/install-deps and `npm ci` provide these")
         artifacts = os.path.join(BIN_DIR, "artifacts")
         os.makedirs(artifacts, exist_ok=True)
-        daemon = Daemon(workers=1)
+        daemon = Daemon(workers=workers)
         try:
             env = dict(os.environ, MAPSAGE_URL=daemon.url, MAPSAGE_ARTIFACTS=artifacts, MAPSAGE_CHROMIUM=CHROMIUM)
-            result = subprocess.run([node, "--test-reporter=spec", script], env=env, timeout=240,
+            result = subprocess.run([node, "--test-reporter=spec", script], env=env, timeout=timeout,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             output = result.stdout.decode(errors="replace")
             print(output)
@@ -131,6 +133,13 @@ class Browser(unittest.TestCase):
                              (output[-6000:], daemon.log()[-3000:]))
         finally:
             daemon.close()
+
+    def test_dashboard_in_chromium(self):
+        self.run_in_chromium("dashboard.test.mjs", workers=1, timeout=240)
+
+    def test_studies_in_chromium(self):
+        # Two workers: a study's 400 one-epoch runs end in reasonable time under ASan.
+        self.run_in_chromium("studies.test.mjs", workers=2, timeout=420)
 
 
 if __name__ == "__main__":

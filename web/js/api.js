@@ -66,6 +66,15 @@ export const api = {
   submit: (configText) => call('POST', '/api/experiments', {body: configText}),
   cancel: (id) => call('POST', `/api/experiments/${id}/cancel`),
   sql: (sql, params = []) => call('POST', '/api/sql', {body: {sql, params}}),
+  // Studies (docs/api.md): {studies: [...], next_before}; one study with its runs and
+  // statistics; each arm's mean curves ({name: {x, series}}), at most `points` per arm.
+  studies: ({limit, before} = {}) => call('GET', `/api/studies${query({limit, before})}`),
+  study: (id) => call('GET', `/api/studies/${id}`),
+  studyCurves: (id, {names, points} = {}) =>
+    call('GET', `/api/studies/${id}/curves${query({names: names && names.join(','), points})}`),
+  cancelStudy: (id) => call('POST', `/api/studies/${id}/cancel`),
+  submitStudy: (specText, {dryRun = false} = {}) =>
+    call('POST', `/api/studies${dryRun ? '?dry_run=1' : ''}`, {body: specText}),
   examples: () => call('GET', '/examples/index.json'),
   // The file as written (its layout is the template), not reparsed.
   example: (file) => call('GET', `/examples/${encodeURIComponent(file)}`, {text: true}),
@@ -74,4 +83,5 @@ export const api = {
 export const streamUrl = {
   experiment: (id) => `/api/experiments/${id}/stream`,
   events: () => '/api/events',
+  study: (id) => `/api/studies/${id}/stream`,
 };

@@ -1,11 +1,13 @@
 // app.js — the dashboard's entry point: a hash router (#/experiments, #/experiments/7,
-// #/compare?ids=1,2, #/submit, #/sql) that mounts one view at a time into <main>, keeping
-// the site static. Each view module exports mount(root, {params, query}) and returns a
-// function that stops whatever it started (streams, timers, charts).
+// #/studies, #/studies/3, #/compare?ids=1,2, #/submit, #/sql) that mounts one view at a time
+// into <main>, keeping the site static. Each view module exports mount(root, {params, query})
+// and returns a function that stops whatever it started (streams, timers, charts).
 
 import {api} from './api.js';
 import * as experiments from './views/experiments.js';
 import * as experiment from './views/experiment.js';
+import * as studies from './views/studies.js';
+import * as study from './views/study.js';
 import * as compare from './views/compare.js';
 import * as submit from './views/submit.js';
 import * as sql from './views/sql.js';
@@ -13,6 +15,8 @@ import * as sql from './views/sql.js';
 const ROUTES = [
   {pattern: /^\/experiments\/(\d+)$/, view: experiment, nav: 'experiments'},
   {pattern: /^\/(experiments)?$/, view: experiments, nav: 'experiments'},
+  {pattern: /^\/studies\/(\d+)$/, view: study, nav: 'studies'},
+  {pattern: /^\/studies$/, view: studies, nav: 'studies'},
   {pattern: /^\/compare$/, view: compare, nav: 'compare'},
   {pattern: /^\/submit$/, view: submit, nav: 'submit'},
   {pattern: /^\/sql$/, view: sql, nav: 'sql'},
@@ -32,7 +36,11 @@ function route() {
   root.className = 'view';
   main.replaceChildren(root);
   for (const link of document.querySelectorAll('nav a')) {
-    link.classList.toggle('active', !!found && link.dataset.view === found.nav);
+    const active = !!found && link.dataset.view === found.nav;
+    link.classList.toggle('active', active);
+    // "page" on the exact page, "true" on a section's own page (a study under Studies).
+    if (active) link.setAttribute('aria-current', link.getAttribute('href') === `#${path}` ? 'page' : 'true');
+    else link.removeAttribute('aria-current');
   }
   if (!found) {
     root.append(Object.assign(document.createElement('h1'), {textContent: 'Not found'}),
@@ -47,12 +55,15 @@ window.addEventListener('hashchange', route);
 // Charts take their colours from the theme when drawn: draw again when it changes.
 matchMedia('(prefers-color-scheme: dark)').addEventListener('change', route);
 
-// The header's dot: green while a live stream is connected.
-const dot = document.getElementById('live');
+// The header's live indicator: a filled dot and "live" while a stream is connected, a hollow
+// one and "offline" otherwise (the shape and the word say it, not only the colour).
+const indicator = document.getElementById('live');
 window.addEventListener('mapsage:live', (event) => {
   const open = event.detail.open > 0;
-  dot.classList.toggle('on', open);
-  dot.title = open ? 'live: updates arrive as they happen' : 'not connected';
+  indicator.classList.toggle('on', open);
+  indicator.dataset.live = open ? 'yes' : 'no';
+  indicator.title = open ? 'live: updates arrive as they happen' : 'not connected: what is shown may be out of date';
+  indicator.querySelector('.live-text').textContent = open ? 'live' : 'offline';
 });
 
 // The SQL console needs POST /api/sql, which a daemon announces in its health.

@@ -1,4 +1,4 @@
-// charts.js — live line charts on uPlot: a LiveChart owns its columns (one x, one array per
+// charts.js — line charts on uPlot. LiveChart, for a run's curves: a LiveChart owns its columns (one x, one array per
 // series), takes history in bulk and live points one row at a time, and redraws at most
 // once per animation frame however many points arrive in between. Zoom is a drag on the
 // plot (double-click resets); hovering shows every series' value in the legend.
@@ -11,6 +11,9 @@
 // before it, so the top edge is their sum and a term's share is the height of its band; the
 // raw values stay in `columns` (the legend shows them, with their share of the stack), the
 // running sums in `sums`, kept row by row like the rest.
+//
+// BandChart, for a study's curves: each series is a mean with a band around it (the 95%
+// interval over the seeds), replaced whole when the study's statistics change.
 
 import uPlot from '../vendor/uPlot.esm.js';
 import {h, formatNumber} from './dom.js';
@@ -53,6 +56,9 @@ function formatTick(value) {
   if (magnitude !== 0 && magnitude < 1e-3) return value.toExponential(0);
   return String(+value.toPrecision(4));
 }
+
+// A curve's colour as the other views need it (the study page's arms, its forest plot).
+export {PALETTE, translucent};
 
 // --- one redraw per frame for every chart on the page ---------------------------------
 
@@ -419,4 +425,190 @@ export class LiveChart {
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }
+}
+
+// --- a study's mean curves with their bands -------------------------------------------
+
+// options: title; kind (for tests and CSS); xLabel ('step' | 'epoch'); yBounds ([0, 1] for
+// accuracies: the axis stays inside while the values do, and a band that spills past is
+// cut); format(value) → legend text; height; empty, the text shown while there is nothing.
+export class BandChart {
+  constructor(parent, options) {
+    this.options = {xLabel: 'step', yBounds: null, format: formatNumber, height: 200, empty: 'loading…', ...options};
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement.style.minHeight = `${this.options.height + 10}px`;
+    this.legend = h('ul', {class: 'band-legend'});
+    this.element = h('figure', {class: 'chart band-chart', dataset: {kind: this.options.kind || '', series: '0'}},
+      h('figcaption', {}, this.options.title || ''), this.plotElement, this.legend);
+    this.element.bandChart = this; // for the browser tests, which read the colours drawn
+    parent.append(this.element);
+    this.series = [];
+    this.plot = null;
+    this.resizer = new ResizeObserver(() => this.resize());
+    this.resizer.observe(this.plotElement);
+  }
+
+  setEmpty(text) {
+    this.plotElement.dataset.empty = text;
+  }
+
+  // series: [{label, color, dashed, band, width, rank, x, mean, low, high, n}], drawn in this
+  // order (the last on top) and listed in the legend by rank. Replaces what was drawn.
+  setSeries(series) {
+    this.series = series.filter((s) => s.x && s.x.length);
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+    this.element.dataset.series = String(this.series.length);
+    if (!this.series.length) {
+      this.legend.replaceChildren();
+      return;
+    }
+    // One x for all: uPlot.join leaves nulls where a series has no point (gaps are spanned).
+    const joined = uPlot.join(this.series.map((s) => [s.x, s.mean, s.low, s.high]));
+    const column = (i, part) => Array.from(joined[1 + i * 3 + part], (v) => (v === undefined ? null : v));
+    const count = this.series.length;
+    // The bands first (every upper edge, then every lower), the means after: a line is never
+    // under another series' band.
+    const data = [Array.from(joined[0])];
+    const uSeries = [{label: this.options.xLabel}];
+    const bands = [];
+    this.series.forEach((s, i) => {
+      data.push(column(i, 2));
+      uSeries.push({label: `${s.label} high`, stroke: 'transparent', width: 0, points: {show: false},
+        spanGaps: true});
+    });
+    this.series.forEach((s, i) => {
+      data.push(column(i, 1));
+      uSeries.push({label: `${s.label} low`, stroke: 'transparent', width: 0, points: {show: false}, spanGaps: true});
+      if (s.band !== false) {
+        bands.push({series: [1 + i, 1 + count + i], fill: translucent(s.color, s.dashed ? 0.1 : 0.18)});
+      }
+    });
+    this.means = 1 + 2 * count; // index of the first mean series
+    this.series.forEach((s, i) => {
+      data.push(column(i, 0));
+      uSeries.push({label: s.label, stroke: s.color, width: s.width || 2, dash: s.dashed ? [6, 4] : undefined,
+        spanGaps: true, points: {show: s.x.length > 1 && s.x.length <= 30, size: 5, fill: s.color}});
+    });
+    this.data = data;
+    this.shownIndex = undefined; // new data: the legend is written again whatever the cursor
+    const colors = themeColors();
+    const axis = {stroke: colors.muted, grid: {stroke: colors.grid, width: 1}, ticks: {stroke: colors.grid, width: 1},
+      values: (u, splits) => splits.map(formatTick), size: 50};
+    const xAxis = {...axis, label: this.options.xLabel, labelSize: 18, size: 40, values: undefined};
+    if (this.options.xLabel === 'epoch') xAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+    const bounds = this.options.yBounds;
+    const rangeY = (u, min, max) => {
+      if (min == null || max == null) return bounds ? [...bounds] : [0, 1];
+      const range = uPlot.rangeNum(min, max, 0.1, true);
+      if (bounds) {
+        range[0] = Math.max(range[0], bounds[0]);
+        range[1] = Math.min(range[1], bounds[1]);
+        if (range[0] >= range[1]) return [...bounds];
+      }
+      return range;
+    };
+    const mean = (i) => i >= this.means;
+    this.plot = new uPlot({
+      width: this.width(),
+      height: this.options.height,
+      scales: {x: {time: false}, y: {range: rangeY}},
+      series: uSeries,
+      bands,
+      axes: [xAxis, axis],
+      legend: {show: false}, // ours (below) names each series once, not its band's edges
+      cursor: {drag: {x: true, y: false}, points: {show: (u, i) => (mean(i) ? cursorDot(this.series[i - this.means])
+        : null)}},
+      hooks: {setCursor: [(u) => this.renderLegend(u.cursor.idx)], draw: [(u) => this.drawWhiskers(u)]},
+    }, data, this.plotElement);
+    this.renderLegend(null);
+  }
+
+  // A band around a single point (a one-epoch run's validation accuracy) has no area: its
+  // interval is drawn as a whisker instead.
+  drawWhiskers(u) {
+    const {ctx} = u;
+    const ratio = window.devicePixelRatio || 1;
+    const {left, top, width, height} = u.bbox;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, width, height); // an interval past the axis's bounds is cut, as a band is
+    ctx.clip();
+    ctx.lineWidth = 2 * ratio;
+    this.series.forEach((s, i) => {
+      const means = this.data[this.means + i];
+      const points = means.reduce((list, v, k) => (v == null ? list : [...list, k]), []);
+      if (points.length !== 1 || s.band === false) return;
+      const k = points[0];
+      const low = this.data[1 + this.series.length + i][k];
+      const high = this.data[1 + i][k];
+      if (low == null || high == null) return;
+      // Side by side, a few pixels apart, so that whiskers at the same x do not hide each other.
+      const x = Math.round(u.valToPos(this.data[0][k], 'x', true) + (i - (this.series.length - 1) / 2) * 6 * ratio);
+      const [upper, lower] = [u.valToPos(high, 'y', true), u.valToPos(low, 'y', true)];
+      ctx.strokeStyle = s.color;
+      ctx.beginPath();
+      ctx.moveTo(x, upper);
+      ctx.lineTo(x, lower);
+      for (const y of [upper, lower]) {
+        ctx.moveTo(x - 5 * ratio, y);
+        ctx.lineTo(x + 5 * ratio, y);
+      }
+      ctx.stroke();
+      ctx.fillStyle = s.color;
+      ctx.beginPath();
+      ctx.arc(x, u.valToPos(means[k], 'y', true), 3.5 * ratio, 0, 2 * Math.PI);
+      ctx.fill();
+    });
+    ctx.restore();
+  }
+
+  // Each series' mean and interval at the cursor, or at its last point when the cursor is
+  // away.
+  renderLegend(index) {
+    if (this.shownIndex === index && this.legend.childElementCount) return;
+    this.shownIndex = index;
+    const {format} = this.options;
+    const rows = this.series.map((s, i) => [s, i]).sort(([a, i], [b, j]) => (a.rank ?? i) - (b.rank ?? j)).map(([s, i]) => {
+      let k = index;
+      const means = this.data[this.means + i];
+      if (k == null || means[k] == null) {
+        k = null;
+        for (let j = means.length - 1; j >= 0; j--) if (means[j] != null) { k = j; break; }
+      }
+      const at = k == null ? null : this.data[0][k];
+      const low = k == null ? null : this.data[1 + this.series.length + i][k];
+      const high = k == null ? null : this.data[1 + i][k];
+      const interval = low != null && high != null && high > low ? ` [${format(low)}, ${format(high)}]` : '';
+      return h('li', {dataset: {label: s.label}},
+        h('span', {class: `swatch${s.dashed ? ' dashed' : ''}`, style: `--swatch:${s.color}`}),
+        h('span', {class: 'series-label'}, s.label),
+        h('span', {class: 'series-value'}, k == null ? '—' : `${format(means[k])}${interval}`,
+          k == null ? '' : h('span', {class: 'muted'}, ` at ${this.options.xLabel} ${formatNumber(at)}`)));
+    });
+    this.legend.replaceChildren(...rows);
+  }
+
+  width() {
+    return Math.max(200, this.plotElement.clientWidth || this.element.clientWidth || 400);
+  }
+
+  resize() {
+    if (!this.plot) return;
+    const width = this.width();
+    if (Math.abs(width - this.plot.width) >= 1) this.plot.setSize({width, height: this.options.height});
+  }
+
+  destroy() {
+    this.resizer.disconnect();
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+  }
+}
+
+// The dot uPlot puts on a mean line under the cursor.
+function cursorDot(series) {
+  const dot = document.createElement('div');
+  dot.style.cssText = `width:7px;height:7px;margin:-3.5px 0 0 -3.5px;border-radius:50%;background:${series.color}`;
+  return dot;
 }

@@ -1,5 +1,6 @@
 // stream.js — the dashboard's one client for Server-Sent Events: an experiment's stream
-// (metric, eval, status, end) and the global /api/events (experiment). It parses each
+// (metric, eval, status, end), the global /api/events (experiment) and a study's stream
+// (study, run, end). It parses each
 // event's JSON, resumes after a drop from the last event id so nothing is missed or seen
 // twice, stops for good at `end`, and tells the page whether it is live.
 //
