@@ -422,8 +422,9 @@ int study_cancel(db_t *db, sse_hub_t *hub, sched_t *sched, int64_t id, int *canc
 
 void study_refresh_all(db_t *db) {
   json_t *open = db_select(db, "SELECT id FROM studies WHERE status IN ('queued', 'running') OR "
-                               "(status = 'cancelled' AND finished_at IS NULL)",
-                           0, 0);
+                               "(status = 'cancelled' AND finished_at IS NULL) OR "
+                               "coalesce(json_extract(statistics, '$.version'), 0) != ?1",
+                           STUDY_STATISTICS_VERSION, 0);
   size_t i;
   json_t *row;
   json_array_foreach(open, i, row) update_study(db, NULL, json_integer_value(json_object_get(row, "id")), 1);

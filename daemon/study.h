@@ -47,7 +47,8 @@ void study_observe(db_t *db, sse_hub_t *hub, sched_t *sched, int64_t experiment_
 int study_cancel(db_t *db, sse_hub_t *hub, sched_t *sched, int64_t id, int *cancelled);
 
 /* At start-up: brings every unfinished study's status and statistics up to date with its
- * runs (a daemon that died between a run's end and its study's update). */
+ * runs (a daemon that died between a run's end and its study's update), and computes
+ * again the statistics of a study that an older daemon computed. */
 void study_refresh_all(db_t *db);
 
 #endif

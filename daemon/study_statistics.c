@@ -430,8 +430,8 @@ json_t *study_statistics_compute(db_t *db, int64_t study_id) {
     json_decref(findings);
     goto done;
   }
-  statistics = json_pack("{s:o, s:o, s:o, s:o}", "arms", arms, "comparisons", comparisons_json(&data, a, b), "grid",
-                         grid_json(&data, a), "findings", findings);
+  statistics = json_pack("{s:i, s:o, s:o, s:o, s:o}", "version", STUDY_STATISTICS_VERSION, "arms", arms,
+                         "comparisons", comparisons_json(&data, a, b), "grid", grid_json(&data, a), "findings", findings);
 done:
   free(a);
   free(b);

@@ -18,6 +18,10 @@
 
 #include "db.h"
 
+/* What the statistics hold changes with the daemon: a study whose stored statistics carry
+ * another version is computed again at start-up (study_refresh_all). */
+#define STUDY_STATISTICS_VERSION 2
+
 /* The outcomes, by the names the API, the views and the dashboard use. */
 typedef enum {
   OUTCOME_TEST_ACCURACY,      /* final test accuracy */
@@ -29,7 +33,7 @@ typedef enum {
 } study_outcome_t;
 extern const char *const study_outcome_names[OUTCOME_COUNT];
 
-/* {"arms": […], "comparisons": […], "grid": […], "findings": […]} for the study, from the database as it is
+/* {"version", "arms": […], "comparisons": […], "grid": […], "findings": […]} for the study, from the database as it is
  * now; NULL when the database failed. The caller owns the reference. */
 json_t *study_statistics_compute(db_t *db, int64_t study_id);
 

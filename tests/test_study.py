@@ -429,6 +429,17 @@ class StudyRestart(unittest.TestCase):
             self.assertEqual(7, experiments)    # nothing submitted twice
             self.assertEqual(9, links)          # the shared baseline serves two arms per seed
             self.assertGreaterEqual(interrupted, 1)  # the run the kill interrupted ran again
+            # Statistics an older daemon computed are computed again at the next start.
+            daemon.kill(signal.SIGTERM)
+            database = sqlite3.connect(daemon.db_path)
+            database.execute("UPDATE studies SET statistics = '{\"version\": 1, \"arms\": []}' WHERE id = ?",
+                             (study_id,))
+            database.commit()
+            database.close()
+            daemon.start()
+            body = daemon.get("/api/studies/%d" % study_id)[2]
+            self.assertTrue(body["arms"])
+            self.assertEqual(5, len(body["arms"]))
         finally:
             daemon.close()
 
