@@ -215,6 +215,15 @@ test('the study page: each arm, the comparisons with p, the forest plot, the cur
     assert.deepEqual(marks.map((key) => key.split(' ')[0]), comparisons.map((c) => c.arm));
     assert.equal(await page.locator('svg.forest line.zero').count(), 1);
 
+    // Which term moves the student: a row per distilling arm, its shares as the API has them.
+    const gradientRows = await page.locator('table.gradients tbody tr').evaluateAll((rows) =>
+      rows.map((row) => row.dataset.arm));
+    assert.deepEqual(gradientRows, comparisons.map((c) => c.arm));
+    for (const arm of study.arms.filter((a) => a.gradients)) {
+      const shown = await page.locator(`table.gradients tbody tr[data-arm="${arm.name}"] td`).first().innerText();
+      assert.equal(shown, `${(100 * arm.gradients.share.task).toFixed(1)}%`);
+    }
+
     // The curves: drawn, in each arm's colour (read back from the canvas), the shared
     // baseline once, dashed; the distillation loss for the distilling arms only.
     const drawn = await page.$eval('figure[data-kind="val/accuracy"]', (f) =>

@@ -115,6 +115,13 @@ export function mount(root, {params}) {
   const forestSection = section('forest', 'Difference from the matched baseline', h('p', {class: 'note muted'},
     'Test accuracy, distilling arm minus its baseline, with the 95% interval of the paired difference. A filled ' +
     'diamond is significant after Holm\'s adjustment (p < 0.05); a hollow circle is not.'), forestHost);
+  const gradientsBody = h('div', {class: 'table-wrap'});
+  const findingsList = h('ul', {class: 'findings'});
+  const gradientsSection = section('gradients', 'Which term moves the student', h('p', {class: 'note muted'},
+    'Each distilling arm\'s mean share of the gradient on the student per loss term (its weighted gradient over ' +
+    'all terms\'), and the mean cosine between the task\'s gradient and each other term\'s: below zero, they pull ' +
+    'against each other. A term dominates by its share of the gradient, not of the loss.'), findingsList,
+  gradientsBody);
   const gridBody = h('div', {class: 'grid-figures'});
   const gridSection = section('grid', 'Grid', h('p', {class: 'note muted'}, 'Mean best validation accuracy; the ' +
     'best cell is chosen on validation, never on test.'), gridBody);
@@ -141,7 +148,7 @@ export function mount(root, {params}) {
   append(root,
     h('div', {class: 'run-header study-header'}, title, h('div', {class: 'actions'}, cancelButton), description, meta,
       progress),
-    errorBox, armsSection, forestSection, gridSection, curvesSection, runsSection,
+    errorBox, armsSection, forestSection, gradientsSection, gridSection, curvesSection, runsSection,
     h('details', {class: 'panel', dataset: {panel: 'comparisons'}}, h('summary', {}, 'Every comparison'),
       comparisonsView),
     h('details', {class: 'panel'}, h('summary', {}, 'Spec'), specView));
@@ -292,6 +299,32 @@ export function mount(root, {params}) {
       stopForest = forestPlot(forestHost, rowsOfForest,
         {axisLabel: 'Δ test accuracy vs matched baseline (percentage points)'});
     }
+  }
+
+  function renderGradients() {
+    const arms = (study.arms || []).filter((a) => a.gradients);
+    const terms = ['task', 'distill', 'feature', 'adversarial'].filter((term) =>
+      arms.some((a) => a.gradients.share[term] != null));
+    const findings = study.findings || [];
+    clear(findingsList, findings.map((f) => h('li', {class: 'warning'},
+      h('b', {}, f.arm), describeCell(f.cell) ? ` (${describeCell(f.cell)})` : '', `: ${f.message}`)));
+    findingsList.hidden = findings.length === 0;
+    clear(gradientsBody, arms.length ? h('table', {class: 'gradients'},
+      h('thead', {}, h('tr', {}, [h('th', {scope: 'col'}, 'arm'),
+        ...terms.map((term) => h('th', {scope: 'col', class: 'num'}, `${term} share`)),
+        ...terms.filter((term) => term !== 'task').map((term) => h('th', {scope: 'col', class: 'num'},
+          `cos(task, ${term})`))])),
+      h('tbody', {}, arms.map((a) => h('tr', {dataset: {arm: a.name}},
+        h('th', {scope: 'row'}, a.name, describeCell(a.cell) ? h('span', {class: 'muted'}, ` ${describeCell(a.cell)}`)
+          : ''),
+        ...terms.map((term) => h('td', {class: 'num'}, a.gradients.share[term] != null
+          ? formatPercent(a.gradients.share[term]) : '—')),
+        ...terms.filter((term) => term !== 'task').map((term) => {
+          const cosine = a.gradients.cosine[term];
+          return h('td', {class: cosine != null && cosine < 0 ? 'num against' : 'num'},
+            cosine != null ? cosine.toFixed(2) : '—');
+        }))))) : '');
+    gradientsSection.hidden = arms.length === 0;
   }
 
   function renderGrid() {
@@ -496,6 +529,7 @@ export function mount(root, {params}) {
       error: study.error, counts: study.counts, runs: new Set((study.runs || []).map((run) => run.id)).size});
     renderArms();
     renderForest();
+    renderGradients();
     renderGrid();
     renderComparisons();
     renderRuns();
