@@ -347,25 +347,32 @@ static int get_prometheus_metrics(http_request_t *request) {
   return http_respond_text(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
 }
 
+/* What a body may be: a cross-site form or "simple" request can only claim text/plain,
+ * multipart/form-data or application/x-www-form-urlencoded, so none of these passes. */
+#define JSON "application/json"
+#define EVENTS "application/x-ndjson application/json" /* a remote worker's lines of events */
+
 const http_route_t api_routes[] = {
-    {"POST", "/api/experiments", submit_experiment},
-    {"GET", "/api/experiments", list_experiments},
-    {"GET", "/api/experiments/{id}", get_experiment},
-    {"POST", "/api/experiments/{id}/cancel", cancel_experiment},
-    {"POST", "/api/experiments/{id}/events", post_events},
-    {"GET", "/api/experiments/{id}/metrics", get_metrics},
-    {"GET", "/api/experiments/{id}/stream", get_stream},
-    {"GET", "/api/experiments/{id}/log", get_log},
-    {"GET", "/api/experiments/{id}/report", get_report},
-    {"GET", "/api/events", get_all_events},
-    {"POST", "/api/studies", api_submit_study},
-    {"GET", "/api/studies", api_list_studies},
-    {"GET", "/api/studies/{id}", api_get_study},
-    {"POST", "/api/studies/{id}/cancel", api_cancel_study},
-    {"GET", "/api/studies/{id}/stream", api_get_study_stream},
-    {"GET", "/api/studies/{id}/curves", api_get_study_curves},
-    {"POST", "/api/sql", run_sql},
-    {"GET", "/api/health", get_health},
-    {"GET", "/metrics", get_prometheus_metrics},
+    {"POST", "/api/experiments", submit_experiment, JSON},
+    {"GET", "/api/experiments", list_experiments, NULL},
+    {"GET", "/api/experiments/{id}", get_experiment, NULL},
+    {"POST", "/api/experiments/{id}/cancel", cancel_experiment, JSON},
+    {"POST", "/api/experiments/{id}/events", post_events, EVENTS},
+    {"GET", "/api/experiments/{id}/metrics", get_metrics, NULL},
+    {"GET", "/api/experiments/{id}/stream", get_stream, NULL},
+    {"GET", "/api/experiments/{id}/log", get_log, NULL},
+    {"GET", "/api/experiments/{id}/report", get_report, NULL},
+    {"GET", "/api/events", get_all_events, NULL},
+    {"POST", "/api/studies", api_submit_study, JSON},
+    {"GET", "/api/studies", api_list_studies, NULL},
+    {"GET", "/api/studies/{id}", api_get_study, NULL},
+    {"POST", "/api/studies/{id}/cancel", api_cancel_study, JSON},
+    {"GET", "/api/studies/{id}/stream", api_get_study_stream, NULL},
+    {"GET", "/api/studies/{id}/curves", api_get_study_curves, NULL},
+    {"POST", "/api/sql", run_sql, JSON},
+    {"GET", "/api/health", get_health, NULL},
+    {"GET", "/metrics", get_prometheus_metrics, NULL},
 };
 const size_t api_route_count = ARRAY_SIZE(api_routes);
+#undef JSON
+#undef EVENTS

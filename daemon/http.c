@@ -11,9 +11,21 @@
  *   idle. Each TCP connection therefore gets a deadline (http_peer_t): its request must have
  *   arrived whole within request_timeout_s of the connection opening or of its previous
  *   response; a sweep shuts down the sockets of those that have not. Requests being
- *   answered (streams, suspended SQL) are exempt. */
+ *   answered (streams, suspended SQL) are exempt.
+ * - MHD_stop_daemon() aborts the process while a connection is suspended. Stopping
+ *   therefore waits for every request parked by http_suspend() to be resumed, answered
+ *   and completed (`held`); streams are ended by their owner before (sse_end_all).
+ *
+ * Other web pages (docs/security.md): a browser lets any page send a "simple" POST (a
+ * text/plain or form body, no custom header) to any address, and lets a page whose name
+ * was re-pointed at 127.0.0.1 (DNS rebinding) read our answers as its own. So, before any
+ * route: the Host must be one of our names (rebinding keeps the attacker's name in Host),
+ * a changing request that names an Origin must name one of ours, and a body must carry
+ * its route's type (JSON is not a type a form or a simple request can claim). */
 #include "http.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -35,6 +47,12 @@ typedef struct http_peer {
   int answering;          /* a request is routed and being answered */
 } http_peer_t;
 
+/* A name the Host header may carry: --allowed-host NAME[:PORT]; port 0 means any. */
+typedef struct {
+  char name[256];
+  unsigned port;
+} http_allowed_host_t;
+
 struct http_server {
   uv_loop_t *loop;
   struct MHD_Daemon *mhd;
@@ -49,6 +67,15 @@ struct http_server {
   void (*stopped)(void *data);
   void *stopped_data;
   uint64_t responses[6]; /* answers queued, by status class: [2] counts 2xx, … */
+  char listen_host[256];  /* the listen address's host: lowercase, without brackets */
+  int listen_loopback;    /* 127.0.0.1, [::1], localhost */
+  int listen_wildcard;    /* 0.0.0.0 or [::]: every address of the machine */
+  http_allowed_host_t *allowed;
+  size_t n_allowed;
+  int draining;           /* new requests are answered 503 */
+  int stopping;           /* http_stop was called: close once `held` is 0 */
+  int closing;            /* the handles are closing: MHD must not run again */
+  int held;               /* requests parked by http_suspend, not yet completed */
 };
 
 struct http_request {
@@ -65,6 +92,7 @@ struct http_request {
   void *on_complete_data;
   http_handler_cb on_resume;  /* set while suspended by http_suspend */
   int answered;               /* a response is queued */
+  int held;                   /* was parked by http_suspend: counted in server->held */
   void *context;
 };
 
@@ -84,8 +112,10 @@ static void on_idle(uv_idle_t *idle) {
 }
 
 static void run(http_server_t *server) {
-  if (server->mhd == NULL) return;
+  if (server->mhd == NULL || server->closing) return;
   MHD_run(server->mhd);
+  /* The last held request may have completed inside MHD_run: the handles are closing. */
+  if (server->closing) return;
   MHD_UNSIGNED_LONG_LONG timeout;
   if (MHD_get_timeout(server->mhd, &timeout) != MHD_YES) {
     uv_timer_stop(&server->timer);
@@ -97,7 +127,7 @@ static void run(http_server_t *server) {
 }
 
 void http_wake(http_server_t *server) {
-  if (server->mhd) uv_idle_start(&server->idle, on_idle);
+  if (server->mhd && !server->closing) uv_idle_start(&server->idle, on_idle);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -108,6 +138,14 @@ int http_respond(http_request_t *request, unsigned status, struct MHD_Response *
   /* API answers are never cached; the dashboard's files set their own policy (ETags). */
   if (MHD_get_response_header(response, "Cache-Control") == NULL)
     MHD_add_response_header(response, "Cache-Control", "no-store");
+  /* An answer is never a page to run, frame or guess the type of; the dashboard's files
+   * set a policy that lets them run (static.c). */
+  if (MHD_get_response_header(response, "Content-Security-Policy") == NULL)
+    MHD_add_response_header(response, "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+  if (MHD_get_response_header(response, "X-Content-Type-Options") == NULL)
+    MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+  MHD_add_response_header(response, "X-Frame-Options", "DENY");
+  MHD_add_response_header(response, "Referrer-Policy", "no-referrer");
   enum MHD_Result queued = MHD_queue_response(request->connection, status, response);
   MHD_destroy_response(response);
   if (queued != MHD_YES) return -EIO;
@@ -206,8 +244,171 @@ static int token_matches(const char *expected, const char *header) {
   return difference == 0;
 }
 
+// ---------------------------------------------------------------------------------------
+// who may ask: Host, Origin, Content-Type
+
+int http_is_loopback_host(const char *host) {
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  struct in_addr v4;
+  struct in6_addr v6;
+  if (inet_pton(AF_INET, host, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, host, &v6) == 1)
+    return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+  return 0;
+}
+
+static int is_ip_literal(const char *host) {
+  unsigned char address[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, host, address) == 1 || inet_pton(AF_INET6, host, address) == 1;
+}
+
+/* Splits `length` bytes of "name", "name:port", "[v6]" or "[v6]:port" into a lowercase host
+ * without brackets and a port (0 when none is given). Returns 0, or -EINVAL when it is
+ * none of these. */
+static int split_authority(const char *text, size_t length, char *host, size_t host_size, unsigned *port) {
+  const char *end = text + length, *host_end, *port_start = NULL;
+  if (length == 0) return -EINVAL;
+  if (text[0] == '[') {
+    host_end = memchr(text, ']', length);
+    if (host_end == NULL) return -EINVAL;
+    text++;
+    if (host_end + 1 < end) {
+      if (host_end[1] != ':') return -EINVAL;
+      port_start = host_end + 2;
+    }
+  } else {
+    host_end = memchr(text, ':', length);
+    if (host_end) port_start = host_end + 1;
+    else host_end = end;
+  }
+  size_t host_length = (size_t)(host_end - text);
+  if (host_length == 0 || host_length >= host_size) return -EINVAL;
+  for (size_t i = 0; i < host_length; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c <= ' ' || c >= 0x7f || strchr("/?#@[]", c)) return -EINVAL;
+    host[i] = (char)tolower(c);
+  }
+  host[host_length] = '\0';
+  *port = 0;
+  if (port_start) {
+    if (port_start == end || end - port_start > 5) return -EINVAL;
+    unsigned value = 0;
+    for (const char *p = port_start; p < end; p++) {
+      if (*p < '0' || *p > '9') return -EINVAL;
+      value = value * 10 + (unsigned)(*p - '0');
+    }
+    if (value == 0 || value > 65535) return -EINVAL;
+    *port = value;
+  }
+  return 0;
+}
+
+/* Whether a Host (or an Origin's host and port) names this daemon: the listen address; any
+ * loopback address or localhost when it listens on loopback; any address given as numbers
+ * when it listens on all of them (a number cannot have been re-pointed by DNS); and the
+ * --allowed-host names. `default_port` is the scheme's, for an Origin without a port; 0 for
+ * a Host, whose port only a hand-written client leaves out (a browser says it unless 80). */
+static int host_allowed(const http_server_t *server, const char *authority, size_t length, unsigned default_port) {
+  char host[256];
+  unsigned port;
+  if (split_authority(authority, length, host, sizeof host, &port) != 0) return 0;
+  if (port == 0) port = default_port;
+  for (size_t i = 0; i < server->n_allowed; i++)
+    if (strcmp(server->allowed[i].name, host) == 0 &&
+        (server->allowed[i].port == 0 || port == 0 || server->allowed[i].port == port))
+      return 1;
+  if (port != 0 && port != (unsigned)server->port) return 0;
+  if (strcmp(host, server->listen_host) == 0) return 1;
+  if (server->listen_loopback && http_is_loopback_host(host)) return 1;
+  if (server->listen_wildcard && (strcmp(host, "localhost") == 0 || is_ip_literal(host))) return 1;
+  return 0;
+}
+
+/* Whether an Origin header names a page of ours: http(s)://<an allowed host>. "null" (a
+ * sandboxed frame, a file) and every other site are not. */
+static int origin_allowed(const http_server_t *server, const char *origin) {
+  unsigned default_port;
+  if (strncasecmp(origin, "http://", 7) == 0) {
+    origin += 7;
+    default_port = 80;
+  } else if (strncasecmp(origin, "https://", 8) == 0) {
+    origin += 8;
+    default_port = 443;
+  } else {
+    return 0;
+  }
+  size_t length = strlen(origin);
+  if (length > 0 && origin[length - 1] == '/') length--;
+  return memchr(origin, '/', length) == NULL && host_allowed(server, origin, length, default_port);
+}
+
+/* Whether the media type of a Content-Type header (before any ";") is one of `types`
+ * (space-separated). Media types are case-insensitive. */
+static int type_accepted(const char *types, const char *header) {
+  size_t length = strcspn(header, ";");
+  while (length > 0 && (header[length - 1] == ' ' || header[length - 1] == '\t')) length--;
+  while (*types) {
+    size_t type_length = strcspn(types, " ");
+    if (type_length == length && strncasecmp(types, header, length) == 0) return 1;
+    types += type_length;
+    types += strspn(types, " ");
+  }
+  return 0;
+}
+
+static int refuse_type(http_request_t *request, const char *types, const char *given) {
+  char expected[128] = "";
+  for (const char *t = types; *t && strlen(expected) < sizeof expected - 40;) {
+    size_t type_length = strcspn(t, " ");
+    snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%.*s", expected[0] ? " or " : "",
+             (int)type_length, t);
+    t += type_length;
+    t += strspn(t, " ");
+  }
+  char first[64];
+  snprintf(first, sizeof first, "%.*s", (int)strcspn(types, " "), types);
+  if (given == NULL)
+    return http_respond_error(request, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                              "the body of %s %s must be %s: send \"Content-Type: %s\"", request->method,
+                              request->path, expected, first);
+  return http_respond_error(request, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                            "the body of %s %s must be %s, not %.64s: send \"Content-Type: %s\"", request->method,
+                            request->path, expected, given, first);
+}
+
+/* The checks every request passes before its route; 1 when one refused it (answered). */
+static int refused(http_request_t *request, int *result) {
+  http_server_t *server = request->server;
+  /* HTTP/1.0 clients may send no Host; browsers always do, so none is no page's request. */
+  const char *host = http_header(request, "Host");
+  if (host && !host_allowed(server, host, strlen(host), 0)) {
+    *result = http_respond_error(request, MHD_HTTP_MISDIRECTED_REQUEST,
+                                 "Host \"%.200s\" is not a name of this daemon (a page of another site can reach "
+                                 "it under its own name by DNS rebinding); to serve it under this name, start "
+                                 "mapsaged with --allowed-host NAME[:PORT] (MAPSAGE_ALLOWED_HOST)", host);
+    return 1;
+  }
+  int is_read = strcmp(request->method, "GET") == 0 || strcmp(request->method, "HEAD") == 0 ||
+                strcmp(request->method, "OPTIONS") == 0;
+  const char *origin = http_header(request, "Origin");
+  if (!is_read && origin && !origin_allowed(server, origin)) {
+    *result = http_respond_error(request, MHD_HTTP_FORBIDDEN,
+                                 "Origin \"%.200s\" is another site: a page may change something here only when "
+                                 "this daemon served it (to serve the dashboard under another name, start "
+                                 "mapsaged with --allowed-host NAME[:PORT])", origin);
+    return 1;
+  }
+  if (server->draining) {
+    *result = http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the daemon is stopping; retry once it is back");
+    return 1;
+  }
+  return 0;
+}
+
 static int dispatch(http_request_t *request) {
   const http_options_t *options = &request->server->options;
+  int refusal;
+  if (refused(request, &refusal)) return refusal;
   if (request->too_large)
     return http_respond_error(request, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is larger than %d bytes",
                               HTTP_BODY_LIMIT);
@@ -228,6 +429,10 @@ static int dispatch(http_request_t *request) {
     if (options->token && !is_read && !token_matches(options->token, http_header(request, "Authorization")))
       return http_respond_error(request, MHD_HTTP_UNAUTHORIZED,
                                 "this daemon needs a token: send \"Authorization: Bearer <token>\"");
+    const char *type = http_header(request, "Content-Type");
+    if (route->body_types && (request->body_length > 0 || type) &&
+        (type == NULL || !type_accepted(route->body_types, type)))
+      return refuse_type(request, route->body_types, type);
     return route->handler(request);
   }
   if (allowed[0]) {
@@ -382,17 +587,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *connection, c
   return MHD_YES;
 }
 
+static void close_handles(http_server_t *server);
+
 static void on_completed(void *cls, struct MHD_Connection *connection, void **request_slot,
                          enum MHD_RequestTerminationCode code) {
-  (void)cls;
+  http_server_t *server = cls;
   (void)code;
   set_answering(connection, 0);
   http_request_t *request = *request_slot;
   if (request == NULL) return;
   if (request->on_complete) request->on_complete(request->on_complete_data);
+  int held = request->held;
   free(request->body);
   free(request);
   *request_slot = NULL;
+  if (held && --server->held == 0 && server->stopping) close_handles(server); /* the last one stopping waited for */
 }
 
 static void on_log(void *cls, const char *format, va_list args) {
@@ -434,6 +643,33 @@ static int parse_listen(const char *listen, struct sockaddr_storage *address, so
   return 0;
 }
 
+/* The names of the listen address and of --allowed-host, for the Host check. */
+static int set_names(http_server_t *server, const http_options_t *options, char *error, size_t error_size) {
+  const char *colon = strrchr(options->listen, ':'); /* parse_listen made sure there is one */
+  unsigned port;
+  if (split_authority(options->listen, (size_t)(colon - options->listen), server->listen_host,
+                      sizeof server->listen_host, &port) != 0) {
+    snprintf(error, error_size, "--listen %s: not a host name or address", options->listen);
+    return -EINVAL;
+  }
+  server->listen_loopback = http_is_loopback_host(server->listen_host);
+  server->listen_wildcard = strcmp(server->listen_host, "0.0.0.0") == 0 || strcmp(server->listen_host, "::") == 0;
+  if (options->n_allowed_hosts == 0) return 0;
+  server->allowed = calloc(options->n_allowed_hosts, sizeof *server->allowed);
+  if (server->allowed == NULL) return -ENOMEM;
+  for (size_t i = 0; i < options->n_allowed_hosts; i++) {
+    const char *name = options->allowed_hosts[i];
+    if (split_authority(name, strlen(name), server->allowed[i].name, sizeof server->allowed[i].name,
+                        &server->allowed[i].port) != 0) {
+      snprintf(error, error_size, "--allowed-host: expected NAME or NAME:PORT (like mapsage.example.org or "
+               "mapsage.example.org:443), not \"%.200s\"", name);
+      return -EINVAL;
+    }
+  }
+  server->n_allowed = options->n_allowed_hosts;
+  return 0;
+}
+
 int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **out, char *error, size_t error_size) {
   struct sockaddr_storage address;
   socklen_t address_length;
@@ -443,6 +679,11 @@ int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **o
   if (server == NULL) return -ENOMEM;
   server->loop = loop;
   server->options = *options;
+  if ((result = set_names(server, options, error, error_size)) != 0) {
+    free(server->allowed);
+    free(server);
+    return result;
+  }
   unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (address.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   server->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, server,
@@ -455,6 +696,7 @@ int http_start(uv_loop_t *loop, const http_options_t *options, http_server_t **o
                                  MHD_OPTION_END);
   if (server->mhd == NULL) {
     snprintf(error, error_size, "cannot listen on %s (is the port in use?)", options->listen);
+    free(server->allowed);
     free(server);
     return -EADDRINUSE;
   }
@@ -480,21 +722,39 @@ static void on_handle_closed(uv_handle_t *handle) {
   http_server_t *server = handle->data;
   if (--server->open_handles > 0) return;
   /* The poll is closed, so MHD's epoll fd may go now. */
-  MHD_stop_daemon(server->mhd);
+  MHD_stop_daemon(server->mhd); /* no connection is suspended: close_handles waited for that */
   void (*done)(void *) = server->stopped;
   void *data = server->stopped_data;
+  free(server->allowed);
   free(server);
   if (done) done(data);
 }
 
-void http_stop(http_server_t *server, void (*done)(void *data), void *data) {
-  server->stopped = done;
-  server->stopped_data = data;
-  MHD_quiesce_daemon(server->mhd); /* no new connections */
+static void close_handles(http_server_t *server) {
+  if (server->closing) return;
+  server->closing = 1;
   uv_close((uv_handle_t *)&server->poll, on_handle_closed);
   uv_close((uv_handle_t *)&server->timer, on_handle_closed);
   uv_close((uv_handle_t *)&server->idle, on_handle_closed);
   uv_close((uv_handle_t *)&server->sweep, on_handle_closed);
+}
+
+void http_drain(http_server_t *server) { server->draining = 1; }
+
+void http_stop(http_server_t *server, void (*done)(void *data), void *data) {
+  server->stopped = done;
+  server->stopped_data = data;
+  server->draining = 1;
+  server->stopping = 1;
+  MHD_quiesce_daemon(server->mhd); /* no new connections */
+  if (server->held > 0) {
+    /* A query on the thread pool ends within its time limit and resumes its connection;
+     * MHD keeps running until its answer is sent (on_completed closes then). */
+    fprintf(stderr, "mapsaged: waiting for %d request(s) being answered\n", server->held);
+    http_wake(server);
+    return;
+  }
+  close_handles(server);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -521,6 +781,10 @@ const char *http_body(const http_request_t *request, size_t *length) {
 
 void http_suspend(http_request_t *request, http_handler_cb on_resume) {
   request->on_resume = on_resume;
+  if (!request->held) {
+    request->held = 1;
+    request->server->held++;
+  }
   MHD_suspend_connection(request->connection);
 }
 

@@ -4,7 +4,12 @@
  * on readiness, and a uv_timer follows MHD_get_timeout, so HTTP shares the one thread that
  * owns the database. A request is routed once its body is complete; the handler answers
  * with one of the http_respond_* calls (or hands the connection to a stream, see sse.h).
- * Every error response has one JSON shape: {"error": "…"}. */
+ * Every error response has one JSON shape: {"error": "…"}.
+ *
+ * Before any route, every request passes the checks that keep other web pages out (see
+ * docs/security.md): its Host must be a name of this daemon (DNS rebinding), a request
+ * that changes something must not come from another site's page (Origin), and a body must
+ * have the type its route reads (a cross-site form can only send text/plain and forms). */
 #ifndef MAPSAGE_HTTP_H
 #define MAPSAGE_HTTP_H
 
@@ -27,6 +32,10 @@ typedef struct {
   const char *method;     /* "GET", "POST", … */
   const char *pattern;    /* "/api/experiments/{id}/cancel": {id} matches a positive integer */
   http_handler_cb handler;
+  /* The media types a body may have, the first the one to name in errors, separated by
+   * spaces ("application/json"); NULL for routes that read no body. A request with a body
+   * must say one of them; one without may say nothing, or one of them. */
+  const char *body_types;
 } http_route_t;
 
 typedef struct {
@@ -35,6 +44,10 @@ typedef struct {
   size_t n_routes;
   http_handler_cb fallback;     /* GET requests no route matched (static files), or NULL */
   const char *token;            /* when set, mutating requests need "Authorization: Bearer <token>" */
+  /* Names besides the listen address that the Host header may carry: "NAME" (any port)
+   * or "NAME:PORT" (a reverse proxy's name, say). */
+  const char *const *allowed_hosts;
+  size_t n_allowed_hosts;
   unsigned request_timeout_s;   /* a request (headers and body) must arrive within this; 0: 30 s */
   void *app;                    /* handed to handlers through http_app() */
 } http_options_t;
@@ -44,10 +57,20 @@ int http_port(const http_server_t *server);
 /* Lets MHD run soon, from the loop: needed after MHD_resume_connection, which does not
  * wake MHD in external-epoll mode. Safe to call from anywhere, including MHD callbacks. */
 void http_wake(http_server_t *server);
-/* Stops accepting, closes every connection, frees the server, then calls `done`. */
+/* From now on every new request is answered 503 ("the daemon is stopping"); those being
+ * answered go on. The first step of stopping: no stream or query can start after it. */
+void http_drain(http_server_t *server);
+/* Stops accepting, waits for the requests parked with http_suspend() to be answered and
+ * sent (a query ends within its time limit), closes every connection, frees the server,
+ * then calls `done`. Implies http_drain(). */
 void http_stop(http_server_t *server, void (*done)(void *data), void *data);
 /* Answers queued so far with a status of class `status_class` (2 for 2xx, …). */
 uint64_t http_responses(const http_server_t *server, unsigned status_class);
+
+/* Whether `host` (an address without port or brackets: "127.0.0.1", "::1", "localhost")
+ * is a loopback address. Only numbers are parsed, and the one name "localhost":
+ * "127.0.0.1.example.com" is a name like any other, and not loopback. */
+int http_is_loopback_host(const char *host);
 
 /* --- inside a handler ------------------------------------------------------------------ */
 

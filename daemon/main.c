@@ -2,12 +2,14 @@
  * the database, starts the scheduler, the streams and the HTTP server on one libuv loop,
  * and stops them in order on SIGTERM or SIGINT. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -27,11 +29,14 @@
  * allows 30 s (TimeoutStopSec) for all of it. */
 #define CANCEL_GRACE_MS 5000
 #define SHUTDOWN_GRACE_MS 20000
+#define MAX_ALLOWED_HOSTS 32
 
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
   int workers;
   unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
+  const char *allowed_hosts[MAX_ALLOWED_HOSTS]; /* --allowed-host, each flag or comma-separated name */
+  size_t n_allowed_hosts;
 } settings_t;
 
 typedef struct {
@@ -61,7 +66,12 @@ static void usage(FILE *out) {
         "  --dataset-dir DIR    Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
         "                       default /usr/share/datasets/fashion-mnist)\n"
         "  --token-file FILE    require \"Authorization: Bearer <token>\" on every request that\n"
-        "                       changes something (MAPSAGE_TOKEN_FILE)\n"
+        "                       changes something (MAPSAGE_TOKEN_FILE); the file must be readable\n"
+        "                       by its owner only (chmod 600)\n"
+        "  --allowed-host NAME[:PORT]  answer requests for this name too (a reverse proxy's, a DNS\n"
+        "                       name of this machine); without a port, on any port. Repeat it, or\n"
+        "                       separate names with commas (MAPSAGE_ALLOWED_HOST). Other names are\n"
+        "                       refused: a page of another site could use them (DNS rebinding)\n"
         "  --sql-timeout-ms MS  interrupt a POST /api/sql query after this long (MAPSAGE_SQL_TIMEOUT_MS;\n"
         "                       default 5000)\n"
         "  --sql-max-rows N     return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
@@ -94,6 +104,21 @@ static int parse_count(const char *flag, const char *text, unsigned minimum, uns
   return 0;
 }
 
+/* Adds the comma-separated names of `list` (an argument or the environment's, which lives
+ * as long as the process) to --allowed-host. */
+static int add_allowed_hosts(settings_t *settings, char *list) {
+  for (char *save = NULL, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+    name += strspn(name, " ");
+    if (name[0] == '\0') continue;
+    if (settings->n_allowed_hosts == MAX_ALLOWED_HOSTS) {
+      fprintf(stderr, "mapsaged: --allowed-host: at most %d names\n", MAX_ALLOWED_HOSTS);
+      return -E2BIG;
+    }
+    settings->allowed_hosts[settings->n_allowed_hosts++] = name;
+  }
+  return 0;
+}
+
 static int parse_settings(int argc, char **argv, settings_t *settings) {
   static char worker_bin[PATH_MAX];
   settings->listen = env_or("MAPSAGE_LISTEN", "127.0.0.1:8787");
@@ -108,6 +133,9 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
   const char *request_timeout = env_or("MAPSAGE_REQUEST_TIMEOUT", "30");
   const char *remote_timeout = env_or("MAPSAGE_REMOTE_TIMEOUT", "600");
+  char *allowed_hosts = getenv("MAPSAGE_ALLOWED_HOST");
+  /* The flags replace the environment's names, as every other flag does. */
+  int allowed_hosts_given = 0;
 
   static const struct option options[] = {
       {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
@@ -116,7 +144,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
       {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
       {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
-      {"remote-timeout", required_argument, NULL, 'r'},
+      {"remote-timeout", required_argument, NULL, 'r'}, {"allowed-host", required_argument, NULL, 'A'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -134,6 +162,11 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'g': settings->web_dir = optarg; break;
     case 'q': request_timeout = optarg; break;
     case 'r': remote_timeout = optarg; break;
+    case 'A':
+      if (!allowed_hosts_given) settings->n_allowed_hosts = 0;
+      allowed_hosts_given = 1;
+      if (add_allowed_hosts(settings, optarg) != 0) return -EINVAL;
+      break;
     case 'h': usage(stdout); exit(0);
     default: usage(stderr); return -EINVAL;
     }
@@ -142,6 +175,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     fprintf(stderr, "mapsaged: unexpected argument \"%s\"\n", argv[optind]);
     return -EINVAL;
   }
+  if (!allowed_hosts_given && allowed_hosts && add_allowed_hosts(settings, allowed_hosts) != 0) return -EINVAL;
   int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (cores < 1) cores = 1;
   settings->workers = cores / 2 > 0 ? cores / 2 : 1;
@@ -174,28 +208,85 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   return 0;
 }
 
+/* Whether --listen's host is a loopback address: parsed as a number ("127.0.0.1.evil.com"
+ * is a name, which DNS may point anywhere), or the one name localhost. */
 static int is_loopback(const char *listen) {
-  return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
-         strncmp(listen, "[::1]:", 6) == 0;
+  char host[256];
+  const char *colon = strrchr(listen, ':');
+  size_t length = colon ? (size_t)(colon - listen) : strlen(listen);
+  if (length >= 2 && listen[0] == '[' && listen[length - 1] == ']') {
+    listen++;
+    length -= 2;
+  }
+  if (length == 0 || length >= sizeof host) return 0;
+  memcpy(host, listen, length);
+  host[length] = '\0';
+  return http_is_loopback_host(host);
 }
 
+/* The token: one line of printable characters, at least 16 of them, in a file that only
+ * its owner can read (a token others can read protects nothing). */
 static int read_token(const char *path, char **token) {
-  char *text;
-  size_t length;
-  int result = util_read_file(path, 4096, &text, &length);
-  if (result != 0) {
-    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, strerror(-result));
-    return result;
+  char *text = NULL;
+  size_t length = 0;
+  struct stat info;
+  int result = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &info) != 0) {
+    result = -errno;
+    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, strerror(errno));
+    goto done;
   }
+  if (info.st_mode & (S_IRWXG | S_IRWXO)) {
+    fprintf(stderr, "mapsaged: --token-file %s: others can read it (mode %03o); make it the owner's only: "
+                    "chmod 600 %s\n", path, (unsigned)(info.st_mode & 0777), path);
+    result = -EPERM;
+    goto done;
+  }
+  /* Read from the descriptor just checked, not the path again. */
+  if ((text = malloc(4097)) == NULL) {
+    result = -ENOMEM;
+    goto done;
+  }
+  for (ssize_t got; length < 4097; length += (size_t)got) {
+    got = read(fd, text + length, 4097 - length);
+    if (got < 0 && errno == EINTR) got = 0;
+    else if (got <= 0) {
+      if (got < 0) result = -errno;
+      break;
+    }
+  }
+  if (result == 0 && length > 4096) result = -EFBIG;
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, result == -EFBIG ? "larger than 4 KiB" : strerror(-result));
+    goto done;
+  }
+  text[length] = '\0';
   while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == ' '))
     text[--length] = '\0';
+  for (size_t i = 0; i < length; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c < 0x21 || c > 0x7e) {
+      fprintf(stderr, "mapsaged: --token-file %s: the token must be one line of printable characters without "
+                      "spaces (byte %zu is %s)\n", path, i + 1, c == 0 ? "NUL" : "not one");
+      result = -EINVAL;
+      goto done;
+    }
+  }
   if (length < 16) {
-    fprintf(stderr, "mapsaged: --token-file %s: the token must have at least 16 characters\n", path);
-    free(text);
-    return -EINVAL;
+    fprintf(stderr, "mapsaged: --token-file %s: %s; the token must have at least 16 characters\n", path,
+            length == 0 ? "it is empty" : "it is too short");
+    result = -EINVAL;
+    goto done;
   }
   *token = text;
-  return 0;
+  text = NULL;
+done:
+  if (text) {
+    explicit_bzero(text, length);
+    free(text);
+  }
+  if (fd >= 0) close(fd);
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -220,6 +311,8 @@ static void on_streams_drained(uv_timer_t *timer) {
 static void on_scheduler_stopped(void *data) {
   daemon_t *daemon = data;
   daemon->api.sched = NULL;
+  /* No stream or query may start from here on; those under way end or finish. */
+  http_drain(daemon->http);
   /* Let streams send their last events and end before the connections are closed. */
   sse_end_all(daemon->api.hub);
   http_wake(daemon->http);
@@ -310,7 +403,8 @@ int main(int argc, char **argv) {
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
                          .fallback = static_serve, .token = daemon.token, .app = &daemon.api,
-                         .request_timeout_s = settings->request_timeout_s};
+                         .request_timeout_s = settings->request_timeout_s,
+                         .allowed_hosts = settings->allowed_hosts, .n_allowed_hosts = settings->n_allowed_hosts};
   if ((result = http_start(daemon.loop, &http, &daemon.http, error, sizeof error)) != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
     return 1;

@@ -689,8 +689,9 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     return result;
   }
 
-  char id_text[32], threads_text[16], checkpoint_dir[4096];
+  char id_text[32], threads_text[16], checkpoint_dir[4096], parent_text[24];
   snprintf(id_text, sizeof id_text, "%lld", (long long)id);
+  snprintf(parent_text, sizeof parent_text, "%ld", (long)getpid()); /* it stops if we die */
   snprintf(threads_text, sizeof threads_text, "%d", options->threads_per_worker);
   snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/experiments/%lld", options->data_dir, (long long)id);
   if ((result = util_make_directories(checkpoint_dir)) != 0) {
@@ -713,7 +714,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   }
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
                        "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
-                       resuming ? "--resume" : NULL, resume, NULL};
+                       "--parent-pid", parent_text, resuming ? "--resume" : NULL, resume, NULL};
 
   uv_loop_t *loop = options->loop;
   uv_pipe_init(loop, &worker->input, 0);

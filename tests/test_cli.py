@@ -190,6 +190,7 @@ class CliTest(unittest.TestCase):
 
     def test_token(self):
         token = self.write("token", "s3cret-s3cret-s3cret\n")
+        os.chmod(token, 0o600)  # the daemon refuses a token others can read
         url = self.start_daemon(workers=0, token_file=token)
         _, err = self.check(1, self.mapsage("submit", self.config_path, server=url), "submit without the token")
         self.assertIn("Authorization", err)

@@ -34,7 +34,8 @@ class HostileClients(unittest.TestCase):
     def test_a_slow_client_is_dropped(self):
         sock = socket.create_connection(("127.0.0.1", self.daemon.port))
         started = time.monotonic()
-        request = b"POST /api/experiments HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 100
+        request = (b"POST /api/experiments HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 100\r\n\r\n" % self.daemon.port) + b"{" * 100
         dropped = False
         for byte in request:
             try:
@@ -156,7 +157,7 @@ class BrokenWorker(unittest.TestCase):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no room to hide the lag
             sock.connect(("127.0.0.1", d.port))
-            sock.sendall(b"GET /api/experiments/%d/stream HTTP/1.0\r\nHost: x\r\n\r\n" % experiment_id)
+            sock.sendall(b"GET /api/experiments/%d/stream HTTP/1.0\r\nHost: 127.0.0.1:%d\r\n\r\n" % (experiment_id, d.port))
             d.wait_status(experiment_id, ["succeeded", "failed"])  # the flood passes while we do not read
             sock.settimeout(60)
             received = bytearray()

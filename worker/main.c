@@ -10,8 +10,11 @@
  * experiment teacher it spawns a worker for). Exit status: 0 succeeded, 1 failed (a
  * `finished` event says why), 2 bad command line, 3 the daemon took no more events (the run
  * was cancelled there), 128+N stopped by signal N (SIGTERM → 143, with no `finished` event:
- * the daemon, which sent the signal, decides the run was cancelled). */
+ * the daemon, which sent the signal, decides the run was cancelled). With --parent-pid (the
+ * daemon passes its own) it also gets SIGTERM when the daemon dies, however it dies, and
+ * stops as it would on the daemon's SIGTERM, with a checkpoint; its events then go nowhere. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -42,7 +46,22 @@
  * reads it before every step. */
 static volatile sig_atomic_t worker_stop;
 
-static void worker_on_signal(int signal_number) { worker_stop = signal_number; }
+/* The daemon that started us (--parent-pid), or 0 when started by hand. */
+static pid_t worker_parent;
+
+static void worker_on_signal(int signal_number) {
+  if (worker_parent != 0 && getppid() != worker_parent) {
+    /* The daemon is gone (PR_SET_PDEATHSIG): nobody reads our pipes, and a write to them
+     * would fail the run before its stop checkpoint. Everything here is signal-safe. */
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) {
+      dup2(null, STDOUT_FILENO);
+      dup2(null, STDERR_FILENO);
+      close(null);
+    }
+  }
+  worker_stop = signal_number;
+}
 
 /* Where events go: stdout under the daemon, the daemon's HTTP API with --server. */
 static FILE *worker_events;
@@ -51,6 +70,7 @@ static void worker_usage(FILE *out) {
   fprintf(out,
           "usage: mapsage-worker --experiment ID [--checkpoint-dir DIR] [--dataset-dir DIR]\n"
           "                      [--threads N] [--resume PATH] [--server URL [--token-file FILE]]\n"
+          "                      [--parent-pid PID]\n"
           "\n"
           "Runs one MapSage experiment. The experiment config (JSON) is read from stdin; events\n"
           "(one JSON object per line) go to stdout; progress goes to stderr.\n"
@@ -65,6 +85,8 @@ static void worker_usage(FILE *out) {
           "                        default " DATA_DEFAULT_DIR ")\n"
           "  --threads N           OpenBLAS threads (default 1)\n"
           "  --resume PATH         go on from this checkpoint of the same config\n"
+          "  --parent-pid PID      stop (SIGTERM) when process PID, the daemon that started us,\n"
+          "                        dies; the daemon passes it\n"
           "  --help                this text\n");
 }
 
@@ -106,7 +128,7 @@ static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE };
+  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE, OPT_PARENT_PID };
   static const struct option options[] = {
       {"experiment", required_argument, NULL, 'e'},
       {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
@@ -115,10 +137,11 @@ int main(int argc, char **argv) {
       {"resume", required_argument, NULL, OPT_RESUME},
       {"server", required_argument, NULL, OPT_SERVER},
       {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+      {"parent-pid", required_argument, NULL, OPT_PARENT_PID},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
-  long long experiment = 0, threads = 1;
+  long long experiment = 0, threads = 1, parent = 0;
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
   const char *resume = NULL, *checkpoint_dir = NULL, *server = NULL;
   const char *token_file = getenv("MAPSAGE_TOKEN_FILE");
@@ -154,6 +177,12 @@ int main(int argc, char **argv) {
     case OPT_TOKEN_FILE:
       token_file = optarg;
       break;
+    case OPT_PARENT_PID:
+      if (worker_parse_integer(optarg, 1, INT32_MAX, &parent) != 0) {
+        fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", optarg);
+        return 2;
+      }
+      break;
     case 'h':
       worker_usage(stdout);
       return 0;
@@ -188,6 +217,15 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &action, NULL);
   sigaction(SIGINT, &action, NULL);
   signal(SIGPIPE, SIG_IGN);
+  if (parent != 0) {
+    /* The daemon's SIGKILL or crash must not leave us training for nobody. The signal comes
+     * when the thread that forked us ends: the daemon's loop thread, which lives as long as
+     * it does. If it died before the prctl, our parent is already someone else: stop now. */
+    worker_parent = (pid_t)parent;
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+      fprintf(stderr, "mapsage-worker: cannot ask to stop with the daemon: %s\n", strerror(errno));
+    if (getppid() != worker_parent) raise(SIGTERM);
+  }
 
   openblas_set_num_threads((int)threads);
 

@@ -55,7 +55,9 @@ const ids = {};
 // --- helpers -----------------------------------------------------------------------------
 
 async function call(method, path, body) {
-  const response = await fetch(BASE + path, {method, body: body === undefined ? undefined : JSON.stringify(body)});
+  // The daemon reads only JSON bodies that say so (fetch would call a string text/plain).
+  const response = await fetch(BASE + path, {method, headers: body === undefined ? {} : {'Content-Type': 'application/json'},
+    body: body === undefined ? undefined : JSON.stringify(body)});
   return {status: response.status, body: await response.json()};
 }
 

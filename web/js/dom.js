@@ -11,6 +11,9 @@ export function h(tag, attributes = {}, ...children) {
     if (value == null || value === false) continue;
     if (key === 'class') element.className = value;
     else if (key === 'dataset') Object.assign(element.dataset, value);
+    // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks a style
+    // attribute set as markup, not styles set by a script of ours.
+    else if (key === 'style') element.style.cssText = value;
     else if (key.startsWith('on') && typeof value === 'function') element.addEventListener(key.slice(2), value);
     else if (PROPERTIES.has(key)) element[key] = value;
     else element.setAttribute(key, value === true ? '' : String(value));
