@@ -329,6 +329,9 @@ static int get_prometheus_metrics(http_request_t *request) {
          "Times a stream fell behind the workers and read on from the database.", (double)streams.fell_behind);
   expose(out, "mapsage_streams_dropped_total", "counter", "Streams ended because their client stopped reading.",
          (double)streams.dropped);
+  expose(out, "mapsage_streams_evicted_total", "counter",
+         "Streams ended to make room for a new viewer (the idlest of the client holding the most).",
+         (double)streams.evicted);
   fprintf(out, "# HELP mapsage_http_responses_total HTTP answers by status class.\n"
                "# TYPE mapsage_http_responses_total counter\n");
   for (unsigned status_class = 1; status_class <= 5; status_class++)

@@ -17,9 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
 
 #include "json_text.h"
+#include "util.h"
 
 #define SSE_QUEUE_LIMIT (8u << 20)   /* bytes queued for a client before it is dropped */
 #define SSE_LIVE_QUEUE_LIMIT 131072  /* past this a client gets live events from the database */
@@ -35,6 +37,8 @@ struct sse_subscriber {
   sse_hub_t *hub;
   sse_subscriber_t *prev, *next;
   struct MHD_Connection *connection;
+  char client[NI_MAXHOST]; /* the client's address, numeric: its streams count together */
+  double last_event;      /* util_monotonic() when it was opened or last got an event */
   int64_t experiment_id;  /* SSE_ALL_EXPERIMENTS, or -1 for a study's stream */
   int64_t study_id;       /* a study's stream: its changes only */
   char *queue;
@@ -129,6 +133,7 @@ static char *format_frame(const char *id, const char *type, const char *data, si
 }
 
 static void queue_event(sse_subscriber_t *subscriber, const char *id, const char *type, const char *data) {
+  subscriber->last_event = util_monotonic();
   size_t length;
   char *frame = format_frame(id, type, data, &length);
   if (frame == NULL) subscriber->dropped = 1;
@@ -202,6 +207,7 @@ static void queue_stream_frame(sse_subscriber_t *subscriber, const ev_t *event, 
     return;
   }
   queue_append(subscriber, frame, length);
+  subscriber->last_event = util_monotonic();
   subscriber->cursor_step = event->step;
   subscriber->cursor_phase = event_phase(event);
 }
@@ -398,15 +404,65 @@ void sse_publish_study(sse_hub_t *hub, int64_t study_id, const char *type, const
   }
 }
 
-/* Answers with a stream; `*out` is its subscriber (NULL when it was refused). */
+/* Room for a new viewer, never a refusal: streams are few per person, and whoever holds
+ * the most can give one up. When the new stream's address already has
+ * SSE_MAX_PER_CLIENT, its own stream that has gone longest without an event ends; when
+ * every slot is taken, that of the address holding the most does. The stream ended this
+ * way sees its response end with an error, and a browser's EventSource comes back when it
+ * is still wanted; a client that opens streams in a loop only ends its own. */
+static void make_room(sse_hub_t *hub, const char *client) {
+  int live = 0, mine = 0;
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->dropped || s->ending) continue;
+    live++;
+    mine += strcmp(s->client, client) == 0;
+  }
+  const char *from = NULL;
+  if (mine >= SSE_MAX_PER_CLIENT) {
+    from = client;
+  } else if (live >= SSE_MAX_SUBSCRIBERS) {
+    int most = 0; /* the address with the most live streams: quadratic, over at most 256 */
+    for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+      if (s->dropped || s->ending) continue;
+      int count = 0;
+      for (sse_subscriber_t *t = hub->subscribers; t; t = t->next)
+        count += !t->dropped && !t->ending && strcmp(t->client, s->client) == 0;
+      if (count > most) {
+        most = count;
+        from = s->client;
+      }
+    }
+  }
+  if (from == NULL) return;
+  sse_subscriber_t *idlest = NULL;
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next)
+    if (!s->dropped && !s->ending && strcmp(s->client, from) == 0 && (!idlest || s->last_event < idlest->last_event))
+      idlest = s;
+  if (idlest == NULL) return;
+  idlest->dropped = 1;
+  hub->counters.evicted++;
+  wake(idlest);
+}
+
 static int subscribe(sse_hub_t *hub, http_request_t *request, int64_t experiment_id, int64_t study_id, int64_t step,
                      int phase, sse_subscriber_t **out) {
   *out = NULL;
-  if (hub->count >= SSE_MAX_SUBSCRIBERS)
+  char client[NI_MAXHOST] = "?";
+  const union MHD_ConnectionInfo *info =
+      MHD_get_connection_info(http_connection(request), MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (info && info->client_addr)
+    getnameinfo(info->client_addr,
+                info->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+                client, sizeof client, NULL, 0, NI_NUMERICHOST);
+  make_room(hub, client);
+  /* Ended streams hold their slot until their client has read the end: a bound on those. */
+  if (hub->count >= 2 * SSE_MAX_SUBSCRIBERS)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE,
-                              "too many open streams (%d); close one and retry", SSE_MAX_SUBSCRIBERS);
+                              "too many streams are still closing (%d); retry in a moment", hub->count);
   sse_subscriber_t *subscriber = calloc(1, sizeof *subscriber);
   if (subscriber == NULL) return -ENOMEM;
+  snprintf(subscriber->client, sizeof subscriber->client, "%s", client);
+  subscriber->last_event = util_monotonic();
   subscriber->hub = hub;
   subscriber->connection = http_connection(request);
   subscriber->experiment_id = experiment_id;

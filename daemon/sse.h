@@ -16,7 +16,8 @@
 #include "event.h"
 #include "http.h"
 
-#define SSE_MAX_SUBSCRIBERS 256
+#define SSE_MAX_SUBSCRIBERS 256  /* open streams; a new one ends the idlest of whoever holds most */
+#define SSE_MAX_PER_CLIENT 64    /* open streams of one client address; its next ends its idlest */
 #define SSE_HEARTBEAT_MS 15000
 #define SSE_LIVENESS_MS 2000  /* how often suspended streams are checked for a client gone */
 
@@ -33,6 +34,7 @@ typedef struct {
   uint64_t delivered;    /* live events queued to a stream */
   uint64_t fell_behind;  /* times a stream fell behind the workers and read on from the database */
   uint64_t dropped;      /* streams ended for not reading at all (SSE_QUEUE_LIMIT) */
+  uint64_t evicted;      /* streams ended to make room for a new one (SSE_MAX_*) */
 } sse_counters_t;
 sse_counters_t sse_counters(const sse_hub_t *hub);
 /* Closes the hub's timer and frees it once every stream has ended. */

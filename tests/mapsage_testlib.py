@@ -122,16 +122,18 @@ class Daemon:
     def stream(self, experiment_id, last_event_id=None, timeout=120):
         return SseReader(self.port, "/api/experiments/%d/stream" % experiment_id, last_event_id, timeout)
 
-    def events(self, timeout=120):
-        """The stream of every experiment's changes."""
-        return SseReader(self.port, "/api/events", None, timeout)
+    def events(self, timeout=120, source=None):
+        """The stream of every experiment's changes (from the loopback address `source`)."""
+        return SseReader(self.port, "/api/events", None, timeout, source)
 
 
 class SseReader:
     """Reads a stream event by event: each is a dict with id, event and parsed data."""
 
-    def __init__(self, port, path, last_event_id=None, timeout=120):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    def __init__(self, port, path, last_event_id=None, timeout=120, source=None):
+        # `source` (127.0.0.2, …) makes the stream come from another client address.
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                                     source_address=(source, 0) if source else None)
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id

@@ -87,21 +87,40 @@ class HostileClients(unittest.TestCase):
         self.assertIn(connection.getresponse().status, (400, 405, 501))
         connection.close()
 
-    def test_idle_streams_are_capped(self):
-        d = self.daemon
-        experiment_id = d.submit(synthetic_config("streams", epochs=1))
-        d.wait_status(experiment_id, ["succeeded"])
-        live = d.events()
-        opened = [live]
+    def ended(self, stream, deadline):
+        """Whether the stream's response ends (the daemon ended it) before `deadline`."""
+        stream.connection.sock.settimeout(max(0.1, deadline - time.time()))
         try:
-            for _ in range(300):
-                stream = d.events(timeout=10)
-                opened.append(stream)
-                if stream.status == 503:
-                    break
-            self.assertEqual(503, opened[-1].status)
-            self.assertEqual(256, len(opened) - 1, "the cap is 256 streams")
-            self.assertEqual("ok", d.get("/api/health")[2]["status"], "requests still work at the cap")
+            for _ in stream:
+                pass
+            return True
+        except (OSError, http.client.HTTPException):
+            return time.time() < deadline
+
+    def test_streams_make_room_for_new_viewers(self):
+        # Streams from other loopback addresses count as other clients.
+        d = self.daemon
+        opened = []
+        try:
+            mine = [d.events(timeout=30, source="127.0.0.2") for _ in range(64)]
+            opened += mine
+            self.assertTrue(mine)
+            self.assertTrue(all(stream.status == 200 for stream in mine))
+            # The address's 65th stream is served, and its own idlest (the first) ends.
+            opened.append(d.events(timeout=30, source="127.0.0.2"))
+            self.assertEqual(200, opened[-1].status)
+            self.assertTrue(self.ended(mine[0], time.time() + 20), "the client's idlest stream ended")
+            # Every slot taken (64 more from each of three addresses): a new viewer from a
+            # fourth is still served, and the one ended is of an address holding the most.
+            for address in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+                opened += [d.events(timeout=30, source=address) for _ in range(64)]
+            newcomer = d.events(timeout=30, source="127.0.0.6")
+            opened.append(newcomer)
+            self.assertEqual(200, newcomer.status, "a new viewer is never locked out")
+            self.assertEqual("ok", d.get("/api/health")[2]["status"], "requests still work with every slot taken")
+            metrics = d.get("/metrics")[2]
+            evicted = [line for line in metrics.splitlines() if line.startswith("mapsage_streams_evicted_total ")]
+            self.assertEqual(["mapsage_streams_evicted_total 2"], evicted)
         finally:
             for stream in opened:
                 stream.close()
