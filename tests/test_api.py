@@ -543,6 +543,51 @@ class RemoteWorker(unittest.TestCase):
         self.assertIn("has ended (cancelled)", body["error"])
 
 
+    def test_a_student_cannot_name_its_experiment_teachers_checkpoint(self):
+        d = self.daemon
+        teacher = d.submit(synthetic_config("remote-teacher"))
+        os.makedirs(os.path.join(d.directory, "data"), exist_ok=True)
+        fifo = os.path.join(d.directory, "data", "teacher.fifo")
+        os.mkfifo(fifo)
+        student = synthetic_config("remote-student", stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}])
+        student.pop("epochs")
+        for checkpoint, words in [("/etc/passwd", "must be inside the daemon's data directory"),
+                                  (fifo, "not a regular file")]:
+            status, _, answer = d.request("POST", "/api/experiments",
+                                          dict(student, teacher={"experiment": teacher, "checkpoint": checkpoint}))
+            self.assertEqual(400, status, answer)
+            self.assertEqual("teacher.checkpoint", answer["errors"][0]["path"])
+            self.assertIn(words, answer["errors"][0]["message"])
+
+    def test_bad_lines_are_named_and_nothing_is_applied(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-bad"))
+        status, _, body = self.post(experiment_id, [
+            {"event": "metric", "step": 1, "epoch": 1, "stage": 0, "values": {"loss/total": 2.5}},
+            "this is not json",
+            {"event": "metric", "step": "two", "epoch": 1, "stage": 0, "values": {}}])
+        self.assertEqual(400, status)
+        self.assertEqual("invalid events: none was applied", body["error"])
+        self.assertEqual([2, 3], [e["line"] for e in body["errors"]])
+        self.assertIn("step", body["errors"][1]["message"])
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("queued", experiment["status"], "a refused post claims nothing")
+        self.assertEqual({}, d.get("/api/experiments/%d/metrics" % experiment_id)[2])
+        self.assertEqual(404, self.post(999999, [{"event": "log", "level": "info", "message": "x"}])[0])
+
+    def test_a_cancelled_remote_run_refuses_its_worker(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-cancel"))
+        self.assertEqual(200, self.post(experiment_id, [{"event": "started", "host": "gpu-8"}])[0])
+        status, _, body = d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
+        self.assertEqual(200, status, body)
+        self.assertEqual("cancelled", d.experiment(experiment_id)["status"])
+        status, _, body = self.post(experiment_id, [{"event": "metric", "step": 1, "epoch": 1, "stage": 0,
+                                                     "values": {"loss/total": 2.5}}])
+        self.assertEqual(409, status)
+        self.assertIn("has ended (cancelled)", body["error"])
+
+
 class Restart(unittest.TestCase):
     def test_daemon_killed_mid_run_requeues_and_completes(self):
         d = Daemon(workers=1)
