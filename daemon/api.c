@@ -212,17 +212,22 @@ static int get_metrics(http_request_t *request) {
 }
 
 /* Events from a worker that runs elsewhere: the protocol's lines (NDJSON), as a local
- * worker prints them on stdout. */
+ * worker prints them on stdout. The claiming post's answer carries the run's secret, which
+ * later posts send back in X-MapSage-Run-Secret (docs/security.md, "Remote workers"). */
 static int post_events(http_request_t *request) {
   size_t length = 0;
   const char *body = http_body(request, &length);
   sched_post_t post;
   if (app(request)->sched == NULL) return api_respond_stopping(request);
-  int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length, &post);
+  int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length,
+                                 http_header(request, "X-MapSage-Run-Secret"), &post);
   switch (result) {
-  case 0:
-    return http_respond_json(request, MHD_HTTP_OK,
-                             json_pack("{s:i, s:s}", "accepted", post.accepted, "status", post.status));
+  case 0: {
+    json_t *answer = json_pack("{s:i, s:s}", "accepted", post.accepted, "status", post.status);
+    if (post.secret[0]) json_object_set_new(answer, "secret", json_string(post.secret));
+    if (post.refused) json_object_set_new(answer, "refused", post.refused);
+    return http_respond_json(request, MHD_HTTP_OK, answer);
+  }
   case -EINVAL:
     return http_respond_json(
         request, MHD_HTTP_BAD_REQUEST,
@@ -230,6 +235,7 @@ static int post_events(http_request_t *request) {
   case -ENOENT: return respond_no_experiment(request);
   case -EBUSY:
   case -EALREADY: return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", post.message);
+  case -EACCES: return http_respond_error(request, MHD_HTTP_FORBIDDEN, "%s", post.message);
   case -ESHUTDOWN: return api_respond_stopping(request);
   default: return result;
   }
