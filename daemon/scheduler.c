@@ -1086,7 +1086,8 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
     json_t *experiment = db_experiment_get(db, id, 1);
     remote->run.planned_epochs = planned_epochs(json_object_get(experiment, "config"));
     json_decref(experiment);
-    if ((result = make_secret(remote->secret)) != 0 || (result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
+    if ((result = make_secret(remote->secret)) != 0 ||
+        (result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
       free(remote);
       return result;
     }
