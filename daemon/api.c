@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "report.h"
@@ -44,10 +45,38 @@ static int respond_no_experiment(http_request_t *request) {
 
 // ---------------------------------------------------------------------------------------
 
+/* A client's teacher checkpoint: it must resolve to a regular file inside the data
+ * directory (the worker reads it: nothing else on the machine is any client's business).
+ * Stored resolved; the scheduler checks it again when it hands it to a worker. */
+static void check_teacher_checkpoint(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
+  char directory[PATH_MAX], file[PATH_MAX], joined[PATH_MAX * 2];
+  const char *path = config->teacher.checkpoint;
+  struct stat info;
+  if (path[0] != '/') { /* relative to the data directory */
+    snprintf(joined, sizeof joined, "%s/%s", api->data_dir, path);
+    path = joined;
+  }
+  if (realpath(api->data_dir, directory) == NULL || realpath(path, file) == NULL) {
+    cfg_add_error(errors, "teacher.checkpoint", "%s: %s", config->teacher.checkpoint, strerror(errno));
+    return;
+  }
+  size_t length = strlen(directory);
+  if (strncmp(file, directory, length) != 0 || file[length] != '/') {
+    cfg_add_error(errors, "teacher.checkpoint", "must be inside the daemon's data directory (%s)", directory);
+    return;
+  }
+  if (stat(file, &info) != 0 || !S_ISREG(info.st_mode)) { /* a FIFO would hang the worker */
+    cfg_add_error(errors, "teacher.checkpoint", "%s: not a regular file", config->teacher.checkpoint);
+    return;
+  }
+  util_strlcpy(config->teacher.checkpoint, file, sizeof config->teacher.checkpoint);
+}
+
 /* What only the daemon can check: that an experiment teacher exists, can still succeed,
  * trains without a teacher and has the layers the feature pairs name; that a checkpoint
- * teacher is a file inside the data directory (the worker reads it: nothing else on the
- * machine is any client's business). */
+ * teacher is a regular file inside the data directory. An experiment teacher may come
+ * with a checkpoint too (a remote student reads it from its config, since the daemon fills
+ * one in only for its own workers): it is checked the same way, never taken on trust. */
 void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
   if (config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
     int64_t id = config->teacher.experiment;
@@ -70,24 +99,9 @@ void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *error
       free(ignored);
     }
     json_decref(teacher);
-  } else if (config->teacher.kind == CFG_TEACHER_CHECKPOINT) {
-    char directory[PATH_MAX], file[PATH_MAX], joined[PATH_MAX * 2];
-    const char *path = config->teacher.checkpoint;
-    if (path[0] != '/') { /* relative to the data directory */
-      snprintf(joined, sizeof joined, "%s/%s", api->data_dir, path);
-      path = joined;
-    }
-    if (realpath(api->data_dir, directory) == NULL || realpath(path, file) == NULL) {
-      cfg_add_error(errors, "teacher.checkpoint", "%s: %s", config->teacher.checkpoint, strerror(errno));
-      return;
-    }
-    size_t length = strlen(directory);
-    if (strncmp(file, directory, length) != 0 || file[length] != '/') {
-      cfg_add_error(errors, "teacher.checkpoint", "must be inside the daemon's data directory (%s)", directory);
-      return;
-    }
-    util_strlcpy(config->teacher.checkpoint, file, sizeof config->teacher.checkpoint);
   }
+  if (config->teacher.kind != CFG_TEACHER_NONE && config->teacher.checkpoint[0])
+    check_teacher_checkpoint(api, config, errors);
 }
 
 static int submit_experiment(http_request_t *request) {
@@ -198,17 +212,22 @@ static int get_metrics(http_request_t *request) {
 }
 
 /* Events from a worker that runs elsewhere: the protocol's lines (NDJSON), as a local
- * worker prints them on stdout. */
+ * worker prints them on stdout. The claiming post's answer carries the run's secret, which
+ * later posts send back in X-MapSage-Run-Secret (docs/security.md, "Remote workers"). */
 static int post_events(http_request_t *request) {
   size_t length = 0;
   const char *body = http_body(request, &length);
   sched_post_t post;
   if (app(request)->sched == NULL) return api_respond_stopping(request);
-  int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length, &post);
+  int result = sched_post_events(app(request)->sched, http_path_id(request), body ? body : "", length,
+                                 http_header(request, "X-MapSage-Run-Secret"), &post);
   switch (result) {
-  case 0:
-    return http_respond_json(request, MHD_HTTP_OK,
-                             json_pack("{s:i, s:s}", "accepted", post.accepted, "status", post.status));
+  case 0: {
+    json_t *answer = json_pack("{s:i, s:s}", "accepted", post.accepted, "status", post.status);
+    if (post.secret[0]) json_object_set_new(answer, "secret", json_string(post.secret));
+    if (post.refused) json_object_set_new(answer, "refused", post.refused);
+    return http_respond_json(request, MHD_HTTP_OK, answer);
+  }
   case -EINVAL:
     return http_respond_json(
         request, MHD_HTTP_BAD_REQUEST,
@@ -216,6 +235,7 @@ static int post_events(http_request_t *request) {
   case -ENOENT: return respond_no_experiment(request);
   case -EBUSY:
   case -EALREADY: return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", post.message);
+  case -EACCES: return http_respond_error(request, MHD_HTTP_FORBIDDEN, "%s", post.message);
   case -ESHUTDOWN: return api_respond_stopping(request);
   default: return result;
   }

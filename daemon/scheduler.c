@@ -8,17 +8,28 @@
  * both pipes reached end-of-file. Deciding at exit alone would lose the last events still
  * in the pipe. A worker that runs elsewhere posts the same lines over HTTP instead
  * (sched_post_events): a remote run, claimed by its first post and ended by its `finished`
- * event; both kinds share run_t and apply_event_line(). */
+ * event; both kinds share run_t and apply_event_line().
+ *
+ * What a worker says is not trusted with the daemon's files: a checkpoint it reports is
+ * recorded only if it is a regular file in the experiment's directory under the data dir,
+ * at an epoch the config plans, and checked again before it is handed to a worker
+ * (--resume, a student's teacher), since the file may have been replaced meanwhile. A
+ * remote run's later posts must carry the secret its claim was answered with
+ * (docs/security.md, "Remote workers"). */
 #include "scheduler.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "event.h"
 #include "util.h"
 
@@ -50,6 +61,7 @@ typedef struct {
   sched_t *sched;
   int64_t experiment_id;
   int attempt;
+  int planned_epochs;   /* all stages' epochs: a checkpoint beyond them is refused; 0 = unknown */
   int64_t log_lines;
   char *finished_status, *finished_error, *summary_json; /* from its `finished` event */
 } run_t;
@@ -60,6 +72,9 @@ typedef struct remote {
   run_t run;
   struct remote *next;
   double last_post; /* util_monotonic(): a run silent for options.remote_timeout_s is given up */
+  /* Given to the claiming worker only, kept only here: a daemon restart interrupts the run
+   * anyway, and a database copy must not let anyone post for it. */
+  char secret[2 * SCHED_SECRET_BYTES + 1];
 } remote_t;
 
 struct worker {
@@ -230,15 +245,71 @@ static void replace_string(char **slot, const char *value) {
   *slot = value ? strdup(value) : NULL;
 }
 
-/* One protocol line of a run's worker: stored, published, recorded, or kept in its log. */
-static void apply_event_line(run_t *run, const char *line, size_t length) {
+/* Whether `path` is a checkpoint a worker may be given: it resolves (every symlink
+ * followed) to a regular file inside `directory`. A worker opens what it is given, so a
+ * path elsewhere would make it read any file the daemon can, and a FIFO would hang it.
+ * Returns 0 with the resolved path in `resolved`, or -errno with why in `reason`. */
+static int check_checkpoint_file(const char *directory, const char *path, char *resolved, size_t resolved_size,
+                                 char *reason, size_t reason_size) {
+  char inside[PATH_MAX], file[PATH_MAX];
+  struct stat info;
+  if (realpath(directory, inside) == NULL)
+    return util_error(reason, reason_size, -errno, "%s: %s", directory, strerror(errno));
+  if (realpath(path, file) == NULL) return util_error(reason, reason_size, -errno, "%s: %s", path, strerror(errno));
+  size_t length = strlen(inside);
+  if (strncmp(file, inside, length) != 0 || file[length] != '/')
+    return util_error(reason, reason_size, -EPERM, "%s is not inside %s/", path, inside);
+  /* realpath() followed every link, so stat() sees the file itself (and never opens it). */
+  if (stat(file, &info) != 0) return util_error(reason, reason_size, -errno, "%s: %s", path, strerror(errno));
+  if (!S_ISREG(info.st_mode)) return util_error(reason, reason_size, -EPERM, "%s is not a regular file", path);
+  if (util_strlcpy(resolved, file, resolved_size) != 0)
+    return util_error(reason, reason_size, -ENAMETOOLONG, "%s: path too long", path);
+  return 0;
+}
+
+/* <data_dir>/experiments/<id>: where an experiment's checkpoints must be. */
+static void experiment_directory(const sched_t *sched, int64_t id, char *out, size_t size) {
+  snprintf(out, size, "%s/experiments/%lld", sched->options.data_dir, (long long)id);
+}
+
+/* The epochs a stored config plans, all stages together; 0 when it cannot be read. */
+static int planned_epochs(const json_t *config_json) {
+  cfg_experiment_t *config = malloc(sizeof *config); /* ~10 KiB: not on the stack */
+  cfg_errors_t *errors = malloc(sizeof *errors);
+  int epochs = 0;
+  if (config && errors && cfg_from_json(config_json, config, errors) == 0) epochs = cfg_total_epochs(config);
+  free(config);
+  free(errors);
+  return epochs;
+}
+
+/* Whether a checkpoint event may be recorded: a plausible epoch (one the config plans:
+ * a forged later one would pin the checkpoint as the newest) and a regular file in the
+ * experiment's directory. Returns 0 with the resolved path, or -errno with why. */
+static int check_checkpoint_event(const run_t *run, const ev_t *event, char *resolved, size_t resolved_size,
+                                  char *reason, size_t reason_size) {
+  if (run->planned_epochs <= 0)
+    return util_error(reason, reason_size, -EINVAL, "the config's planned epochs are unknown");
+  if (event->epoch < 0 || event->epoch > run->planned_epochs)
+    return util_error(reason, reason_size, -ERANGE, "epoch %lld: the config plans epochs 0 to %d",
+                      (long long)event->epoch, run->planned_epochs);
+  char directory[PATH_MAX];
+  experiment_directory(run->sched, run->experiment_id, directory, sizeof directory);
+  return check_checkpoint_file(directory, event->path, resolved, resolved_size, reason, reason_size);
+}
+
+/* One protocol line of a run's worker: stored, published, recorded, or kept in its log.
+ * Returns 0, or -EPERM when it was a checkpoint event refused (why in `refusal`, and in the
+ * run's log). */
+static int apply_event_line(run_t *run, const char *line, size_t length, char *refusal, size_t refusal_size) {
   sched_t *sched = run->sched;
   ev_t event;
   char error[256];
+  int result = 0;
   if (ev_parse(line, length, &event, error, sizeof error) != 0) {
     sched->counters.rejected_lines++;
     log_printf(run, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
-    return;
+    return 0;
   }
   sched->counters.events++;
   switch (event.type) {
@@ -285,21 +356,31 @@ static void apply_event_line(run_t *run, const char *line, size_t length) {
     log_printf(run, "[%s] %s", level ? level : "info", json_string_value(json_object_get(event.root, "message")));
     break;
   }
-  case EV_CHECKPOINT:
+  case EV_CHECKPOINT: {
+    char resolved[PATH_MAX];
+    if (check_checkpoint_event(run, &event, resolved, sizeof resolved, refusal, refusal_size) != 0) {
+      log_printf(run, "[mapsaged] checkpoint refused, not recorded: %s", refusal);
+      fprintf(stderr, "mapsaged: experiment %lld: checkpoint refused: %s\n", (long long)run->experiment_id, refusal);
+      result = -EPERM;
+      break;
+    }
     /* Written at once, not batched: a restart must find it even if the batch is lost. */
     flush_batch(sched);
-    if (db_checkpoint_add(sched->options.db, run->experiment_id, event.epoch, event.step, event.path, event.bytes) != 0)
-      log_printf(run, "[mapsaged] could not record the checkpoint %s", event.path);
+    if (db_checkpoint_add(sched->options.db, run->experiment_id, event.epoch, event.step, resolved, event.bytes) != 0)
+      log_printf(run, "[mapsaged] could not record the checkpoint %s", resolved);
     break;
+  }
   case EV_UNKNOWN:
     log_printf(run, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
     break;
   }
   ev_release(&event);
+  return result;
 }
 
 static void handle_event_line(worker_t *worker, const char *line, size_t length) {
-  apply_event_line(&worker->run, line, length);
+  char refusal[PATH_MAX + 256]; /* said in the run's log already */
+  apply_event_line(&worker->run, line, length, refusal, sizeof refusal);
 }
 
 static void handle_error_line(worker_t *worker, const char *line, size_t length) {
@@ -628,32 +709,51 @@ void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status,
   db_fail_dependents(sched->options.db, teacher_id, reason, on_dependent_failed, sched);
 }
 
+/* The student `id` cannot start: it fails, saying why. Returns NULL for config_for_worker. */
+static char *fail_student(sched_t *sched, int64_t id, json_t *config, char *config_json, const char *error) {
+  fprintf(stderr, "mapsaged: experiment %lld failed: %s\n", (long long)id, error);
+  db_experiment_finish(sched->options.db, id, DB_FAILED, error, NULL);
+  status_changed(sched, id);
+  json_decref(config);
+  free(config_json);
+  return NULL;
+}
+
 /* The config the worker gets: the stored one, with an experiment teacher's final
- * checkpoint filled in. Returns NULL (and fails the experiment, saying why) when the
- * teacher has none. */
+ * checkpoint filled in. Either teacher's checkpoint is checked here, as it is handed over,
+ * to be a regular file inside the data directory (an experiment teacher's: inside its own
+ * directory there), since it may have been replaced by a link or a FIFO since it was
+ * recorded or submitted. Returns NULL (and fails the experiment, saying why) when the
+ * teacher has no such checkpoint. */
 static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
   json_t *config = json_loads(config_json, 0, NULL);
   json_t *teacher = json_object_get(config, "teacher");
   json_t *teacher_id = json_object_get(teacher, "experiment");
-  if (!json_is_integer(teacher_id)) {
+  const char *given = json_string_value(json_object_get(teacher, "checkpoint"));
+  char path[4096], directory[4096], resolved[PATH_MAX], reason[PATH_MAX + 256], error[PATH_MAX + 512];
+  if (json_is_integer(teacher_id)) {
+    if (db_checkpoint_latest(sched->options.db, json_integer_value(teacher_id), path, sizeof path) != 0) {
+      snprintf(error, sizeof error, "its teacher, experiment %lld, left no checkpoint to learn from",
+               (long long)json_integer_value(teacher_id));
+      return fail_student(sched, id, config, config_json, error);
+    }
+    experiment_directory(sched, json_integer_value(teacher_id), directory, sizeof directory);
+  } else if (given) {
+    util_strlcpy(path, given, sizeof path);
+    util_strlcpy(directory, sched->options.data_dir, sizeof directory);
+  } else {
     json_decref(config);
     return config_json;
   }
-  char path[4096], error[256];
-  if (db_checkpoint_latest(sched->options.db, json_integer_value(teacher_id), path, sizeof path) != 0) {
-    snprintf(error, sizeof error, "its teacher, experiment %lld, left no checkpoint to learn from",
-             (long long)json_integer_value(teacher_id));
-    db_experiment_finish(sched->options.db, id, DB_FAILED, error, NULL);
-    status_changed(sched, id);
-    json_decref(config);
-    free(config_json);
-    return NULL;
+  if (check_checkpoint_file(directory, path, resolved, sizeof resolved, reason, sizeof reason) != 0) {
+    snprintf(error, sizeof error, "its teacher's checkpoint cannot be given to a worker: %s", reason);
+    return fail_student(sched, id, config, config_json, error);
   }
-  json_object_set_new(teacher, "checkpoint", json_string(path));
-  char *resolved = json_dumps(config, JSON_COMPACT);
+  json_object_set_new(teacher, "checkpoint", json_string(resolved));
+  char *checked = json_dumps(config, JSON_COMPACT);
   json_decref(config);
   free(config_json);
-  return resolved;
+  return checked;
 }
 
 static void on_input_written(uv_write_t *request, int status) {
@@ -681,6 +781,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   json_t *parsed = json_loads(config_json, 0, NULL);
   json_t *max_attempts = json_object_get(parsed, "max_attempts");
   worker->max_attempts = json_is_integer(max_attempts) ? (int)json_integer_value(max_attempts) : 2;
+  worker->run.planned_epochs = planned_epochs(parsed);
   json_decref(parsed);
   int result = db_experiment_start(options->db, id, &worker->run.attempt);
   if (result != 0) {
@@ -703,13 +804,13 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     free(worker);
     return 0;
   }
-  /* A run that was interrupted goes on from its last checkpoint, if it is here to read: a
-   * remote worker's are on its own machine. */
-  char resume[4096] = "";
-  int resuming = worker->run.attempt > 1 && db_checkpoint_latest(options->db, id, resume, sizeof resume) == 0;
-  if (resuming && access(resume, R_OK) != 0) {
-    log_printf(&worker->run, "[mapsaged] the latest checkpoint, %s, cannot be read here (%s): starting over", resume,
-               strerror(errno));
+  /* A run that was interrupted goes on from its last checkpoint if it is still a regular
+   * file in the run's directory: it may have been replaced (by a link out, a FIFO) since
+   * it was recorded. */
+  char recorded[4096] = "", resume[PATH_MAX] = "", reason[PATH_MAX + 256];
+  int resuming = worker->run.attempt > 1 && db_checkpoint_latest(options->db, id, recorded, sizeof recorded) == 0;
+  if (resuming && check_checkpoint_file(checkpoint_dir, recorded, resume, sizeof resume, reason, sizeof reason) != 0) {
+    log_printf(&worker->run, "[mapsaged] the latest checkpoint cannot be resumed from (%s): starting over", reason);
     resuming = 0;
   }
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
@@ -897,14 +998,44 @@ static int check_line(void *context, const char *line, size_t length, int number
 }
 
 static int apply_line(void *context, const char *line, size_t length, int number) {
-  (void)number;
   post_context_t *post_context = context;
-  apply_event_line(post_context->run, line, length);
-  post_context->post->accepted++;
+  sched_post_t *post = post_context->post;
+  char refusal[PATH_MAX + 256];
+  if (apply_event_line(post_context->run, line, length, refusal, sizeof refusal) != 0) {
+    if (post->refused == NULL) post->refused = json_array();
+    json_array_append_new(post->refused, json_pack("{s:i, s:s}", "line", number, "message", refusal));
+    return 0;
+  }
+  post->accepted++;
   return 0;
 }
 
-int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, sched_post_t *post) {
+/* SCHED_SECRET_BYTES from getrandom(2), in hex. */
+static int make_secret(char *out) {
+  unsigned char bytes[SCHED_SECRET_BYTES];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    got += (size_t)n;
+  }
+  for (size_t i = 0; i < sizeof bytes; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  return 0;
+}
+
+/* Compares in time that depends on the length only: a poster learns nothing from how long
+ * a wrong guess took. */
+static int secrets_equal(const char *given, const char *expected) {
+  size_t length = strlen(expected);
+  if (strlen(given) != length) return 0;
+  unsigned char difference = 0;
+  for (size_t i = 0; i < length; i++) difference |= (unsigned char)(given[i] ^ expected[i]);
+  return difference == 0;
+}
+
+int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, const char *secret,
+                      sched_post_t *post) {
   memset(post, 0, sizeof *post);
   if (sched->stopping) return -ESHUTDOWN;
   db_t *db = sched->options.db;
@@ -927,6 +1058,24 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
              (long long)id);
     return -EBUSY;
   }
+  /* A secret names a claimed attempt. With none claimed, the attempt it was given for has
+   * ended (interrupted: timed out, or the daemon restarted): its worker must stop rather
+   * than claim the run again behind the back of whoever runs it next. */
+  if (remote == NULL && secret) {
+    snprintf(post->message, sizeof post->message,
+             "experiment %lld is %s: the attempt this X-MapSage-Run-Secret was given for has ended; stop",
+             (long long)id, post->status);
+    return -EALREADY;
+  }
+  if (remote && (secret == NULL || !secrets_equal(secret, remote->secret))) {
+    snprintf(post->message, sizeof post->message,
+             secret ? "experiment %lld, attempt %d: the X-MapSage-Run-Secret is not this attempt's (it was claimed "
+                      "by another worker, or this one's attempt ended)"
+                    : "experiment %lld, attempt %d, is claimed by a worker: its posts must carry the "
+                      "X-MapSage-Run-Secret its first post was answered with",
+             (long long)id, remote->run.attempt);
+    return -EACCES;
+  }
   /* Every line is checked before any is applied: a post is taken whole or not at all. */
   post_context_t context = {post, NULL};
   for_each_line(body, length, check_line, &context);
@@ -935,10 +1084,20 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
     if ((remote = calloc(1, sizeof *remote)) == NULL) return -ENOMEM;
     remote->run.sched = sched;
     remote->run.experiment_id = id;
-    if ((result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
+    json_t *experiment = db_experiment_get(db, id, 1);
+    remote->run.planned_epochs = planned_epochs(json_object_get(experiment, "config"));
+    json_decref(experiment);
+    if ((result = make_secret(remote->secret)) != 0 ||
+        (result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
       free(remote);
       return result;
     }
+    /* Where its checkpoints must be: the worker writes there when the data directory is
+     * shared storage it sees at the same path. */
+    char directory[PATH_MAX];
+    experiment_directory(sched, id, directory, sizeof directory);
+    util_make_directories(directory);
+    util_strlcpy(post->secret, remote->secret, sizeof post->secret);
     remote->next = sched->remotes;
     sched->remotes = remote;
     if (!uv_is_active((uv_handle_t *)&sched->remote_timer))

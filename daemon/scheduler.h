@@ -71,17 +71,27 @@ int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running);
  * protocol line each in `body`, as a local worker prints them. Every line is checked first:
  * -EINVAL with post->errors ([{"line", "message"}]) when one is not a protocol event, and
  * then none is applied. The first post claims a queued or interrupted experiment (it
- * becomes running, attempt + 1, and no local worker is started for it); a `finished`
- * event ends it. -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs
- * elsewhere unclaimed; -EALREADY: it has ended (cancelled, say): post->message says which;
- * -ESHUTDOWN: the scheduler is stopping. */
+ * becomes running, attempt + 1, and no local worker is started for it) and gets the
+ * attempt's secret in post->secret; every later post must carry it as `secret` (NULL when
+ * the request had none). A `finished` event ends it. A checkpoint event whose path is not
+ * a regular file in <data_dir>/experiments/<id>/, or whose epoch is beyond the config's,
+ * is refused and never stored: post->refused says which line and why; the others apply.
+ * -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs elsewhere
+ * unclaimed; -EALREADY: it has ended (cancelled, say), or the attempt `secret` was given
+ * for has; -EACCES: it is claimed and `secret` is missing or not its attempt's: the
+ * message says which (-EBUSY, -EALREADY, -EACCES: post->message); -ESHUTDOWN: the
+ * scheduler is stopping. */
+#define SCHED_SECRET_BYTES 32 /* from getrandom(2); hex in sched_post_t.secret */
 typedef struct {
   int accepted;       /* events applied */
   json_t *errors;     /* -EINVAL: what was wrong, line by line; the caller's to free */
-  char message[256];  /* -EBUSY, -EALREADY: why */
+  json_t *refused;    /* 0: events refused ([{"line", "message"}]) or NULL; the caller's to free */
+  char message[256];  /* -EBUSY, -EALREADY, -EACCES: why */
   char status[32];    /* the experiment's status after the post */
+  char secret[2 * SCHED_SECRET_BYTES + 1]; /* this post claimed the run: its secret; else "" */
 } sched_post_t;
-int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, sched_post_t *post);
+int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t length, const char *secret,
+                      sched_post_t *post);
 
 /* An experiment ended without success: the runs waiting for it as their teacher fail,
  * saying why. */

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -414,10 +413,18 @@ class RemoteWorker(unittest.TestCase):
     def tearDownClass(cls):
         cls.daemon.close()
 
-    def post(self, experiment_id, events):
+    def post(self, experiment_id, events, secret=None, daemon=None):
         body = "\n".join(e if isinstance(e, str) else json.dumps(e) for e in events) + "\n"
-        return self.daemon.request("POST", "/api/experiments/%d/events" % experiment_id, body,
-                                   {"Content-Type": "application/x-ndjson"})
+        headers = {"Content-Type": "application/x-ndjson"}
+        if secret is not None:
+            headers["X-MapSage-Run-Secret"] = secret
+        return (daemon or self.daemon).request("POST", "/api/experiments/%d/events" % experiment_id, body, headers)
+
+    def claim(self, experiment_id, daemon=None):
+        """The first post: the run is ours; returns its secret."""
+        status, _, body = self.post(experiment_id, [{"event": "started", "host": "gpu-7"}], daemon=daemon)
+        self.assertEqual(200, status, body)
+        return body.get("secret")  # test_a_remote_run_from_claim_to_result checks it is there
 
     def test_a_remote_run_from_claim_to_result(self):
         d = self.daemon
@@ -432,6 +439,8 @@ class RemoteWorker(unittest.TestCase):
             {"event": "metric", "step": 2, "epoch": 1, "stage": 0, "values": {"loss/total": 2.0, "lr": 0.1}},
             {"event": "log", "level": "info", "message": "hello from gpu-7"}])
         self.assertEqual(200, status, body)
+        secret = body.pop("secret")
+        self.assertRegex(secret, "^[0-9a-f]{64}$", "the claim is answered with the run's secret")
         self.assertEqual({"accepted": 5, "status": "running"}, body)
         experiment = d.experiment(experiment_id)
         self.assertEqual("running", experiment["status"])
@@ -440,7 +449,7 @@ class RemoteWorker(unittest.TestCase):
         status, _, body = self.post(experiment_id, [
             {"event": "metric", "step": 3, "epoch": 1, "stage": 0, "values": {"loss/total": 1.5, "lr": 0.1}},
             {"event": "eval", "step": 3, "epoch": 1, "stage": 0, "split": "test", "values": {"accuracy": 0.75}},
-            {"event": "finished", "status": "succeeded", "summary": {"final_test_accuracy": 0.75}}])
+            {"event": "finished", "status": "succeeded", "summary": {"final_test_accuracy": 0.75}}], secret)
         self.assertEqual({"accepted": 3, "status": "succeeded"}, body)
         events = list(stream)
         stream.close()
@@ -451,24 +460,29 @@ class RemoteWorker(unittest.TestCase):
         self.assertEqual([2.5, 2.0, 1.5], d.get("/api/experiments/%d/metrics" % experiment_id)[2]["loss/total"]["value"])
         self.assertIn("hello from gpu-7", d.get("/api/experiments/%d/log" % experiment_id)[2])
         status, _, body = self.post(experiment_id, [{"event": "metric", "step": 4, "epoch": 1, "stage": 0,
-                                                     "values": {"loss/total": 1.0}}])
+                                                     "values": {"loss/total": 1.0}}], secret)
         self.assertEqual(409, status)
         self.assertIn("has ended (succeeded)", body["error"])
 
-    def remote_worker(self, experiment_id, directory):
+    def experiment_directory(self, experiment_id, daemon=None):
+        """Where a run's checkpoints must be: the data directory is the shared storage."""
+        return os.path.join((daemon or self.daemon).directory, "data", "experiments", str(experiment_id))
+
+    def remote_worker(self, experiment_id):
         return subprocess.Popen([os.path.join(BIN_DIR, "mapsage-worker"), "--server", self.daemon.url.rstrip("/"),
-                                 "--experiment", str(experiment_id), "--checkpoint-dir", directory],
+                                 "--experiment", str(experiment_id),
+                                 "--checkpoint-dir", self.experiment_directory(experiment_id)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def test_mapsage_worker_with_server_runs_a_remote_experiment(self):
         d = self.daemon
         experiment_id = d.submit(synthetic_config("remote-real", epochs=3))
-        with tempfile.TemporaryDirectory() as directory:
-            worker = self.remote_worker(experiment_id, directory)
-            out, err = worker.communicate(timeout=120)
-            self.assertEqual(0, worker.returncode, err)
-            self.assertEqual("", out, "events go to the daemon, not to stdout")
-            self.assertTrue(os.path.exists(os.path.join(directory, "epoch-0003.ckpt")))
+        worker = self.remote_worker(experiment_id)
+        out, err = worker.communicate(timeout=120)
+        self.assertEqual(0, worker.returncode, err)
+        self.assertEqual("", out, "events go to the daemon, not to stdout")
+        self.assertNotIn("refused", err)
+        self.assertTrue(os.path.exists(os.path.join(self.experiment_directory(experiment_id), "epoch-0003.ckpt")))
         experiment = d.experiment(experiment_id)
         self.assertEqual("succeeded", experiment["status"], experiment["error"])
         self.assertEqual(3, experiment["progress"]["epoch"])
@@ -483,36 +497,118 @@ class RemoteWorker(unittest.TestCase):
     def test_a_cancel_stops_a_remote_mapsage_worker(self):
         d = self.daemon
         experiment_id = d.submit(synthetic_config("remote-stopped", **LONG))
-        with tempfile.TemporaryDirectory() as directory:
-            worker = self.remote_worker(experiment_id, directory)
-            d.wait_status(experiment_id, ["running"])
-            stream = d.stream(experiment_id)
-            for event in stream:
-                if event["event"] == "metric":
-                    break
-            stream.close()
-            self.assertEqual(200, d.request("POST", "/api/experiments/%d/cancel" % experiment_id)[0])
-            _, err = worker.communicate(timeout=60)
-            self.assertEqual(3, worker.returncode, err)
-            self.assertIn("the daemon takes no more events", err)
+        worker = self.remote_worker(experiment_id)
+        d.wait_status(experiment_id, ["running"])
+        stream = d.stream(experiment_id)
+        for event in stream:
+            if event["event"] == "metric":
+                break
+        stream.close()
+        self.assertEqual(200, d.request("POST", "/api/experiments/%d/cancel" % experiment_id)[0])
+        _, err = worker.communicate(timeout=60)
+        self.assertEqual(3, worker.returncode, err)
+        self.assertIn("the daemon takes no more events", err)
         self.assertEqual("cancelled", d.experiment(experiment_id)["status"])
         self.assertEqual(2, subprocess.run([os.path.join(BIN_DIR, "mapsage-worker"), "--server", "ftp://x",
                                             "--experiment", "1"], capture_output=True).returncode)
 
-    def test_a_silent_remote_run_is_interrupted_then_claimed_again(self):
+    def test_a_silent_remote_run_is_interrupted_then_claimed_again_with_a_new_secret(self):
         d = Daemon(workers=0, extra_args=["--remote-timeout", "1"])
         try:
             experiment_id = d.submit(synthetic_config("remote-silent"))
-            self.assertEqual(200, d.request("POST", "/api/experiments/%d/events" % experiment_id,
-                                            json.dumps({"event": "started", "host": "lost-node"}) + "\n")[0])
+            old = self.claim(experiment_id, daemon=d)
             experiment = d.wait_status(experiment_id, ["interrupted"], timeout=10)
             self.assertIn("no events from its remote worker for 1 s", experiment["error"])
-            status, _, body = d.request("POST", "/api/experiments/%d/events" % experiment_id,
-                                        json.dumps({"event": "started", "host": "new-node"}) + "\n")
+            # The lost node comes back: its attempt is over, and its secret claims nothing.
+            log = {"event": "log", "level": "info", "message": "still here"}
+            status, _, body = self.post(experiment_id, [log], old, daemon=d)
+            self.assertEqual(409, status, body)
+            self.assertIn("the attempt this X-MapSage-Run-Secret was given for has ended", body["error"])
+            self.assertEqual("interrupted", d.experiment(experiment_id)["status"])
+            status, _, body = self.post(experiment_id, [{"event": "started", "host": "new-node"}], daemon=d)
+            new = body.pop("secret")
             self.assertEqual({"accepted": 1, "status": "running"}, body)
+            self.assertNotEqual(old, new)
             self.assertEqual(2, d.experiment(experiment_id)["attempts"])
+            status, _, body = self.post(experiment_id, [log], old, daemon=d)
+            self.assertEqual(403, status, body)
+            self.assertIn("is not this attempt's", body["error"])
+            self.assertEqual(200, self.post(experiment_id, [log], new, daemon=d)[0])
         finally:
             d.close()
+
+    def test_a_claimed_run_takes_posts_only_with_its_secret(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-claimed"))
+        secret = self.claim(experiment_id)
+        metric = {"event": "metric", "step": 1, "epoch": 1, "stage": 0, "values": {"loss/total": 2.5}}
+        forged = {"event": "finished", "status": "failed", "error": "forged"}
+        status, _, body = self.post(experiment_id, [metric, forged])
+        self.assertEqual(403, status, body)
+        self.assertIn("must carry the X-MapSage-Run-Secret", body["error"])
+        status, _, body = self.post(experiment_id, [forged], "0" * 64)
+        self.assertEqual(403, status, body)
+        self.assertIn("is not this attempt's", body["error"])
+        experiment = d.experiment(experiment_id)
+        self.assertEqual("running", experiment["status"], "a forged finished ends nothing")
+        self.assertEqual({}, d.get("/api/experiments/%d/metrics" % experiment_id)[2], "nothing was stored")
+        status, _, body = self.post(experiment_id, [metric, {"event": "finished", "status": "succeeded"}], secret)
+        self.assertEqual({"accepted": 2, "status": "succeeded"}, body)
+
+    def test_checkpoints_must_be_regular_files_in_the_experiments_directory(self):
+        d = self.daemon
+        experiment_id = d.submit(synthetic_config("remote-checkpoints", epochs=2))
+        other = d.submit(synthetic_config("remote-other"))
+        secret = self.claim(experiment_id)
+        directory = self.experiment_directory(experiment_id)
+        os.makedirs(directory, exist_ok=True)  # the claim made it (the shared storage's)
+        good = os.path.join(directory, "epoch-0001.ckpt")
+        with open(good, "wb") as f:
+            f.write(b"checkpoint")
+        os.symlink("/etc/passwd", os.path.join(directory, "link.ckpt"))
+        os.mkfifo(os.path.join(directory, "fifo.ckpt"))  # a worker told to read it would hang
+        os.makedirs(self.experiment_directory(other), exist_ok=True)
+        elsewhere = os.path.join(self.experiment_directory(other), "epoch-0001.ckpt")
+        with open(elsewhere, "wb") as f:
+            f.write(b"not yours")
+
+        def checkpoint(path, epoch=1):
+            return {"event": "checkpoint", "step": 10, "epoch": epoch, "path": path, "bytes": 10}
+        cases = [
+            (checkpoint("/etc/passwd"), "is not inside"),
+            (checkpoint(os.path.join(directory, "link.ckpt")), "is not inside"),
+            (checkpoint(os.path.join(directory, "fifo.ckpt")), "is not a regular file"),
+            (checkpoint(os.path.join(directory, "..", str(other), "epoch-0001.ckpt")), "is not inside"),
+            (checkpoint(os.path.join(directory, "missing.ckpt")), "No such file or directory"),
+            (checkpoint(good, epoch=1000000), "the config plans epochs 0 to 2"),
+        ]
+        status, _, body = self.post(experiment_id, [c for c, _ in cases] + [checkpoint(good)], secret)
+        self.assertEqual(200, status, body)
+        self.assertEqual(1, body["accepted"], body)
+        self.assertEqual(list(range(1, len(cases) + 1)), [r["line"] for r in body["refused"]])
+        for (_, words), refusal in zip(cases, body["refused"]):
+            self.assertIn(words, refusal["message"])
+        checkpoints = d.experiment(experiment_id)["checkpoints"]
+        self.assertEqual([os.path.realpath(good)], [c["path"] for c in checkpoints], "only the good one is stored")
+        self.assertEqual(1, checkpoints[0]["epoch"])
+        self.assertIn("checkpoint refused, not recorded", d.get("/api/experiments/%d/log" % experiment_id)[2])
+        self.assertEqual(200, self.post(experiment_id, [{"event": "finished", "status": "succeeded"}], secret)[0])
+
+    def test_a_student_cannot_name_its_experiment_teachers_checkpoint(self):
+        d = self.daemon
+        teacher = d.submit(synthetic_config("remote-teacher"))
+        os.makedirs(os.path.join(d.directory, "data"), exist_ok=True)
+        fifo = os.path.join(d.directory, "data", "teacher.fifo")
+        os.mkfifo(fifo)
+        student = synthetic_config("remote-student", stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}])
+        student.pop("epochs")
+        for checkpoint, words in [("/etc/passwd", "must be inside the daemon's data directory"),
+                                  (fifo, "not a regular file")]:
+            status, _, answer = d.request("POST", "/api/experiments",
+                                          dict(student, teacher={"experiment": teacher, "checkpoint": checkpoint}))
+            self.assertEqual(400, status, answer)
+            self.assertEqual("teacher.checkpoint", answer["errors"][0]["path"])
+            self.assertIn(words, answer["errors"][0]["message"])
 
     def test_bad_lines_are_named_and_nothing_is_applied(self):
         d = self.daemon
@@ -601,6 +697,59 @@ class Restart(unittest.TestCase):
                 time.sleep(0.1)
                 experiment = d.experiment(experiment_id)
             self.assertEqual(path, experiment["worker"]["resumed_from"])
+        finally:
+            d.close()
+
+    def test_checkpoints_replaced_since_they_were_recorded_are_not_handed_to_workers(self):
+        """A checkpoint is checked again when a worker is to read it: a link out (or a FIFO)
+        put in its place since is never given as --resume, nor as a student's teacher."""
+        d = Daemon(workers=0)
+        try:
+            def post(experiment_id, events, secret=None):
+                body = "".join(json.dumps(e) + "\n" for e in events)
+                headers = {"X-MapSage-Run-Secret": secret} if secret else {}
+                status, _, answer = d.request("POST", "/api/experiments/%d/events" % experiment_id, body, headers)
+                self.assertEqual(200, status, answer)
+                self.assertEqual(len(events), answer["accepted"], answer)
+                return answer.get("secret")
+
+            def checkpoint(experiment_id, epoch):
+                directory = os.path.join(d.directory, "data", "experiments", str(experiment_id))
+                os.makedirs(directory, exist_ok=True)
+                path = os.path.join(directory, "epoch-%04d.ckpt" % epoch)
+                with open(path, "wb") as f:
+                    f.write(b"checkpoint")
+                return {"event": "checkpoint", "step": 10, "epoch": epoch, "path": path, "bytes": 10}, path
+
+            resumed = d.submit(synthetic_config("resumed-from-a-link"))
+            secret = post(resumed, [{"event": "started", "host": "gpu-9"}])
+            event, resumed_path = checkpoint(resumed, 1)
+            post(resumed, [event], secret)
+
+            teacher = d.submit(synthetic_config("teacher-of-a-link"))
+            secret = post(teacher, [{"event": "started", "host": "gpu-9"}])
+            event, teacher_path = checkpoint(teacher, 2)
+            post(teacher, [event, {"event": "finished", "status": "succeeded"}], secret)
+            student = synthetic_config("student-of-a-link",
+                                       stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}])
+            student.pop("epochs")
+            student_id = d.submit(dict(student, teacher={"experiment": teacher}))
+
+            d.kill(signal.SIGTERM)  # the remote run becomes interrupted
+            for path in (resumed_path, teacher_path):
+                os.unlink(path)
+                os.symlink("/etc/passwd", path)
+            d.workers = 1
+            d.start()
+            experiment = d.wait_status(resumed, ["succeeded", "failed"])
+            self.assertEqual("succeeded", experiment["status"], experiment["error"])
+            self.assertIsNone((experiment["worker"] or {}).get("resumed_from"))
+            self.assertIn("the latest checkpoint cannot be resumed from (%s is not inside" % resumed_path,
+                          d.get("/api/experiments/%d/log" % resumed)[2])
+            experiment = d.wait_status(student_id, ["succeeded", "failed"])
+            self.assertEqual("failed", experiment["status"])
+            self.assertIn("its teacher's checkpoint cannot be given to a worker: %s is not inside" % teacher_path,
+                          experiment["error"])
         finally:
             d.close()
 

@@ -2,7 +2,11 @@
  *
  * The stream is a stdio FILE made with fopencookie(): ev_write() writes a line and flushes,
  * which hands the line to report_write(); lines wait in `pending` until a batch is due and
- * are posted whole. One libcurl handle serves every post, so the connection is kept. */
+ * are posted whole. One libcurl handle serves every post, so the connection is kept.
+ *
+ * The first post claims the run; its answer carries the run's secret, sent back with every
+ * later post in X-MapSage-Run-Secret: without it the daemon refuses them (403), so no one
+ * else can post for, or end, the run this worker claimed. */
 #define _GNU_SOURCE
 #include "report.h"
 
@@ -28,6 +32,7 @@ typedef struct {
   size_t length, capacity;
   double last_post;           /* util_monotonic() */
   int refused;                /* the daemon answered 409: the rest is dropped */
+  int claimed;                /* the secret is in `headers`: later posts are this attempt's */
   volatile sig_atomic_t *stop;
   char answer[REPORT_ANSWER_LIMIT];
   size_t answer_length;
@@ -133,6 +138,41 @@ done:
   return result;
 }
 
+/* A 200's answer: the claim's secret, kept and sent from now on; the checkpoints the daemon
+ * refused to record (said on stderr: the run goes on without them). Returns 0 or -1. */
+static int take_answer(report_t *report) {
+  json_t *root = json_loads(report->answer, 0, NULL);
+  const char *secret = json_string_value(json_object_get(root, "secret"));
+  int result = 0;
+  if (secret && !report->claimed) {
+    char header[256];
+    if (snprintf(header, sizeof header, "X-MapSage-Run-Secret: %s", secret) >= (int)sizeof header) {
+      fprintf(stderr, "mapsage-worker: the daemon's run secret is too long\n");
+      errno = EPROTO;
+      result = -1;
+      goto done;
+    }
+    struct curl_slist *headers = curl_slist_append(report->headers, header);
+    if (headers == NULL) {
+      errno = ENOMEM;
+      result = -1;
+      goto done;
+    }
+    report->headers = headers;
+    curl_easy_setopt(report->curl, CURLOPT_HTTPHEADER, report->headers);
+    report->claimed = 1;
+  }
+  json_t *refused = json_object_get(root, "refused"), *item;
+  size_t index;
+  json_array_foreach(refused, index, item) {
+    const char *message = json_string_value(json_object_get(item, "message"));
+    fprintf(stderr, "mapsage-worker: the daemon refused an event: %s\n", message ? message : "(no reason given)");
+  }
+done:
+  json_decref(root);
+  return result;
+}
+
 /* Posts `length` bytes of whole lines, trying again (network, 5xx) for up to
  * REPORT_RETRY_SECONDS. Returns 0 (also on 409: the rest is dropped) or -1 with errno. */
 static int post(report_t *report, const char *data, size_t length) {
@@ -149,9 +189,10 @@ static int post(report_t *report, const char *data, size_t length) {
     char reason[512];
     if (code == CURLE_OK && status == 200) {
       report->last_post = util_monotonic();
-      return 0;
+      return take_answer(report);
     }
-    if (code == CURLE_OK && status == 409) {
+    /* 409: the run has ended; 403 once claimed: the attempt is no longer ours. */
+    if (code == CURLE_OK && (status == 409 || (status == 403 && report->claimed))) {
       fprintf(stderr, "mapsage-worker: the daemon takes no more events: %s; stopping\n",
               answer_error(report->answer, reason, sizeof reason));
       report->refused = 1;
