@@ -607,6 +607,13 @@ int db_experiment_start(db_t *db, int64_t id, int *attempt) {
   return 0;
 }
 
+int db_experiment_unstart(db_t *db, int64_t id, const char *error) {
+  return update_experiment(db,
+                           "UPDATE experiments SET status = CASE WHEN attempts > 1 THEN 'interrupted' ELSE 'queued' END, "
+                           "attempts = attempts - 1, error = ?2 WHERE id = ?1 AND status = 'running'",
+                           id, error, NULL, NULL);
+}
+
 int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json) {
   return update_experiment(db, "UPDATE experiments SET worker = ?2 WHERE id = ?1", id, worker_json, NULL, NULL);
 }

@@ -65,6 +65,10 @@ int db_experiment_next(db_t *db, int64_t *id, char **config_json);
 
 /* A worker starts on it: status running, attempts + 1, started_at now. Returns the attempt. */
 int db_experiment_start(db_t *db, int64_t id, int *attempt);
+/* Its worker could not be started after db_experiment_start: it waits again as it did
+ * (interrupted when it had run before, else queued), that attempt not counted, `error`
+ * saying why it waits. */
+int db_experiment_unstart(db_t *db, int64_t id, const char *error);
 int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json);
 
 /* Ends it: status (succeeded, failed, cancelled or interrupted), error (or NULL), summary

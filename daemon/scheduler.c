@@ -112,7 +112,10 @@ struct sched {
   uv_timer_t flush_timer;
   uv_check_t turns;        /* gives workers that had their read this iteration the next one */
   uv_timer_t remote_timer; /* looks for remote runs gone silent, while there are any */
-  int open_handles;        /* flush_timer, turns and remote_timer, until all are closed */
+  uv_timer_t start_timer;  /* after a worker could not start: when to try again */
+  unsigned start_delay_ms; /* the next pause before trying again */
+  double start_failing_since; /* util_monotonic() of the first of consecutive failed starts; 0: none */
+  int open_handles;        /* flush_timer, turns, remote_timer and start_timer, until all are closed */
   void (*stopped)(void *data);
   void *stopped_data;
   sched_counters_t counters;
@@ -124,6 +127,8 @@ static void set_reading(sched_t *sched, int reading);
 static void on_turns(uv_check_t *check);
 
 static void on_flush_timer(uv_timer_t *timer) { flush_batch(timer->data); }
+
+static void on_start_timer(uv_timer_t *timer) { sched_kick(timer->data); }
 
 /* Every change of an experiment's status goes through here: its streams and the observer
  * (studies) learn it at once. */
@@ -180,7 +185,10 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   sched->turns.data = sched;
   uv_timer_init(options->loop, &sched->remote_timer);
   sched->remote_timer.data = sched;
-  sched->open_handles = 3;
+  uv_timer_init(options->loop, &sched->start_timer);
+  sched->start_timer.data = sched;
+  sched->start_delay_ms = SCHED_START_RETRY_MS;
+  sched->open_handles = 4;
   *out = sched;
   return 0;
 }
@@ -568,6 +576,7 @@ static void stop_finished(sched_t *sched) {
   uv_close((uv_handle_t *)&sched->flush_timer, on_sched_closed);
   uv_close((uv_handle_t *)&sched->turns, on_sched_closed);
   uv_close((uv_handle_t *)&sched->remote_timer, on_sched_closed);
+  uv_close((uv_handle_t *)&sched->start_timer, on_sched_closed);
 }
 
 static void on_worker_handle_closed(uv_handle_t *handle) {
@@ -709,11 +718,18 @@ void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status,
   db_fail_dependents(sched->options.db, teacher_id, reason, on_dependent_failed, sched);
 }
 
-/* The student `id` cannot start: it fails, saying why. Returns NULL for config_for_worker. */
-static char *fail_student(sched_t *sched, int64_t id, json_t *config, char *config_json, const char *error) {
+/* A run that cannot start fails, saying why, and the runs waiting for it as their teacher
+ * fail with it, naming it: none waits for ever for a teacher that will never run. */
+static void fail_before_start(sched_t *sched, int64_t id, const char *error) {
   fprintf(stderr, "mapsaged: experiment %lld failed: %s\n", (long long)id, error);
   db_experiment_finish(sched->options.db, id, DB_FAILED, error, NULL);
   status_changed(sched, id);
+  sched_teacher_ended(sched, id, DB_FAILED, error);
+}
+
+/* The student `id` cannot start: it fails, saying why. Returns NULL for config_for_worker. */
+static char *fail_student(sched_t *sched, int64_t id, json_t *config, char *config_json, const char *error) {
+  fail_before_start(sched, id, error);
   json_decref(config);
   free(config_json);
   return NULL;
@@ -765,6 +781,37 @@ static void on_input_written(uv_write_t *request, int status) {
   if (!uv_is_closing((uv_handle_t *)&worker->input)) uv_close((uv_handle_t *)&worker->input, on_worker_handle_closed);
 }
 
+/* A worker that could not be started. Out of descriptors, processes or memory (EMFILE,
+ * ENFILE, EAGAIN, ENOMEM) is the machine's passing state, not the run's fault: the run goes
+ * back to waiting as it was, and starting is tried again after a pause that doubles up to
+ * SCHED_START_RETRY_MAX_MS — failing every queued run in one pass, as a loop of starts
+ * would, loses a study to a moment of pressure. After SCHED_START_GIVE_UP_S of nothing but
+ * failures, or on any other error (the worker program missing), the run fails, saying why.
+ * Returns nonzero when the pass of starts should stop. */
+static int start_failed(sched_t *sched, int64_t id, int code) {
+  char error[4200];
+  snprintf(error, sizeof error, "cannot start the worker %s: %s", sched->options.worker_bin, uv_strerror(code));
+  const int transient = code == UV_EMFILE || code == UV_ENFILE || code == UV_EAGAIN || code == UV_ENOMEM;
+  const double now = util_monotonic();
+  if (sched->start_failing_since == 0) sched->start_failing_since = now;
+  if (!transient || now - sched->start_failing_since >= SCHED_START_GIVE_UP_S) {
+    fail_before_start(sched, id, error);
+    return 0; /* the next run may start */
+  }
+  char waiting[4300];
+  snprintf(waiting, sizeof waiting, "%s; waiting, tried again in %u ms", error, sched->start_delay_ms);
+  fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, waiting);
+  if (db_experiment_unstart(sched->options.db, id, waiting) != 0) {
+    fail_before_start(sched, id, error);
+    return 0;
+  }
+  status_changed(sched, id);
+  uv_timer_start(&sched->start_timer, on_start_timer, sched->start_delay_ms, 0);
+  sched->start_delay_ms = sched->start_delay_ms * 2 < SCHED_START_RETRY_MAX_MS ? sched->start_delay_ms * 2
+                                                                              : SCHED_START_RETRY_MAX_MS;
+  return -EAGAIN;
+}
+
 /* Starts a worker on experiment `id`, taking ownership of `config_json`. */
 static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   const sched_options_t *options = &sched->options;
@@ -798,8 +845,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   if ((result = util_make_directories(checkpoint_dir)) != 0) {
     char error[4200];
     snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", checkpoint_dir, strerror(-result));
-    db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
-    status_changed(sched, id);
+    fail_before_start(sched, id, error);
     free(config_json);
     free(worker);
     return 0;
@@ -836,15 +882,12 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
       .exit_cb = on_process_exit, .file = options->worker_bin, .args = arguments, .stdio_count = 3, .stdio = stdio};
   result = uv_spawn(loop, &worker->process, &process_options);
   if (result != 0) {
-    char error[4200];
-    snprintf(error, sizeof error, "cannot start the worker %s: %s", options->worker_bin, uv_strerror(result));
-    fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
-    db_experiment_finish(options->db, id, DB_FAILED, error, NULL);
-    status_changed(sched, id);
     /* The process handle is closed too: uv_spawn leaves it initialised on failure. */
     close_worker_handles(worker);
-    return 0;
+    return start_failed(sched, id, result);
   }
+  sched->start_failing_since = 0;
+  sched->start_delay_ms = SCHED_START_RETRY_MS;
   worker->next = sched->workers;
   sched->workers = worker;
   sched->running++;
@@ -862,6 +905,8 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
 }
 
 void sched_kick(sched_t *sched) {
+  /* After a failed start, the retry timer decides when to try again. */
+  if (uv_is_active((uv_handle_t *)&sched->start_timer)) return;
   while (!sched->stopping && sched->running < sched->options.max_workers) {
     int64_t id;
     char *config_json;

@@ -21,6 +21,9 @@
 #define SCHED_FLUSH_MS 25          /* the batch is committed at least this often */
 #define SCHED_FLUSH_ROWS 8192      /* or as soon as it holds this many rows */
 #define SCHED_BATCH_LIMIT 1000000  /* rows held while the database refuses them; then workers wait */
+#define SCHED_START_RETRY_MS 1000  /* a worker that could not start (EMFILE…): first try again after */
+#define SCHED_START_RETRY_MAX_MS 30000
+#define SCHED_START_GIVE_UP_S 600  /* failing to start for this long fails the run */
 
 typedef struct sched sched_t;
 

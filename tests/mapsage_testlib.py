@@ -6,6 +6,7 @@ nothing beyond the README's packages."""
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -31,13 +32,14 @@ def synthetic_config(name="synthetic", epochs=2, train_size=2048, **extra):
 class Daemon:
     """mapsaged on 127.0.0.1:0 with its own database and data directory."""
 
-    def __init__(self, workers=1, directory=None, extra_args=(), environment=None):
+    def __init__(self, workers=1, directory=None, extra_args=(), environment=None, open_files=None):
         self.owns_directory = directory is None
         self.environment = dict(os.environ, **(environment or {}))
         self.directory = directory or tempfile.mkdtemp(prefix="mapsage-test-")
         self.db_path = os.path.join(self.directory, "mapsage.db")
         self.workers = workers
         self.extra_args = list(extra_args)
+        self.open_files = open_files  # RLIMIT_NOFILE for the daemon, to run it out of descriptors
         self.process = None
         self.start()
 
@@ -47,12 +49,16 @@ class Daemon:
             [os.path.join(BIN_DIR, "mapsaged"), "--listen", "127.0.0.1:0", "--db", self.db_path,
              "--data-dir", os.path.join(self.directory, "data"), "--workers", str(self.workers)]
             + self.extra_args,
-            stdout=subprocess.PIPE, stderr=self.stderr, env=self.environment)
+            stdout=subprocess.PIPE, stderr=self.stderr, env=self.environment,
+            preexec_fn=self.limit_files if self.open_files else None)
         line = self.process.stdout.readline().decode()
         if not line.startswith("mapsaged listening on http://"):
             raise RuntimeError("mapsaged did not start: %r; log:\n%s" % (line, self.log()))
         self.url = line.split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
+
+    def limit_files(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def log(self):
         with open(os.path.join(self.directory, "daemon.log"), "rb") as f:

@@ -130,6 +130,73 @@ class HostileClients(unittest.TestCase):
         self.assertEqual(0, d.get("/api/health")[2]["streams"], "closed streams are noticed and freed")
 
 
+class StartFailures(unittest.TestCase):
+    def test_a_worker_that_cannot_start_leaves_the_run_waiting_then_it_runs(self):
+        # A daemon with few descriptors, taken up by idle streams: a worker's three pipes
+        # cannot be made (EMFILE), though a request still gets through.
+        d = Daemon(workers=1, open_files=48)
+        streams = []
+        try:
+            for _ in range(100):
+                stream = socket.create_connection(("127.0.0.1", d.port), timeout=3)
+                stream.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % d.port)
+                try:
+                    stream.recv(100)
+                except socket.timeout:  # not accepted: the daemon is out of descriptors
+                    stream.close()
+                    break
+                streams.append(stream)
+            self.assertTrue(streams)
+            self.assertLess(len(streams), 100, "the daemon ran out of descriptors")
+            for stream in streams[:5]:  # room for a request, not for a worker's pipes
+                stream.close()
+            streams = streams[5:]
+            first = d.submit(synthetic_config("starved-1", epochs=1))
+            second = d.submit(synthetic_config("starved-2", epochs=1))
+            deadline = time.time() + 60
+            while "waiting" not in (d.experiment(first)["error"] or "") and time.time() < deadline:
+                time.sleep(0.1)
+            starved = d.experiment(first)
+            self.assertEqual("queued", starved["status"], starved)
+            self.assertIn("too many open files", starved["error"])
+            self.assertEqual(0, starved["attempts"])
+            self.assertEqual("queued", d.experiment(second)["status"], "the pass stopped at the first failure")
+        finally:
+            for stream in streams:
+                stream.close()
+        try:
+            for experiment_id in (first, second):
+                done = d.wait_status(experiment_id, ["succeeded", "failed"], timeout=120)
+                self.assertEqual("succeeded", done["status"], done)
+                self.assertEqual(1, done["attempts"])
+        finally:
+            d.close()
+
+    def test_a_student_whose_teacher_cannot_start_fails_naming_it(self):
+        # A study stores its teacher and students at once: the students are waiting when
+        # the teacher's worker fails to start (here: no such program).
+        d = Daemon(workers=1, extra_args=["--worker-bin", "/nonexistent/mapsage-worker"])
+        try:
+            data = {"name": "synthetic", "train_size": 512}
+            status, _, created = d.request("POST", "/api/studies", {
+                "name": "orphans", "seeds": 2, "baselines": False,
+                "base": synthetic_config("student", epochs=None, dataset=data,
+                                         stages=[{"epochs": 1, "task_weight": 0.5, "distill_weight": 0.5}]),
+                "teacher": {"config": synthetic_config("teacher", epochs=1, dataset=data)}})
+            self.assertEqual(201, status, created)
+            study = d.get("/api/studies/%d" % created["id"])[2]
+            teacher = [run["id"] for run in study["runs"] if run["role"] == "teacher"][0]
+            students = [run["id"] for run in study["runs"] if run["role"] == "arm"]
+            self.assertEqual(2, len(students))
+            failed = d.wait_status(teacher, ["failed"], timeout=30)
+            self.assertIn("cannot start the worker", failed["error"])
+            for student in students:
+                orphan = d.wait_status(student, ["failed"], timeout=30)
+                self.assertIn("its teacher, experiment %d, failed: cannot start the worker" % teacher, orphan["error"])
+        finally:
+            d.close()
+
+
 class BrokenWorker(unittest.TestCase):
     def test_garbage_endless_lines_and_floods(self):
         fake = os.path.join(SOURCE_DIR, "tests", "fixtures", "misbehaving-worker.py")
