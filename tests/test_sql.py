@@ -3,7 +3,9 @@
 error, and a slow query does not stall a live stream."""
 import hashlib
 import os
+import stat
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -36,6 +38,18 @@ WRITES = [
     ("SELECT 1; DELETE FROM metrics", "one statement per request"),
     ("SELECT 1; SELECT 2", "one statement per request"),
 ]
+
+
+# A worker that logs a line longer than the daemon's log line (1024 bytes) and an event
+# line longer than EV_LINE_MAX, both of three-byte characters, then succeeds.
+CUTTING_WORKER = r"""#!/usr/bin/python3
+import json, sys
+out = sys.stdout.buffer
+out.write(json.dumps({"event": "log", "level": "info", "message": "\u20ac" * 400}).encode() + b"\n")
+out.write("\u20ac".encode() * 400000 + b"\n")
+out.write(json.dumps({"event": "finished", "status": "succeeded", "summary": {}}).encode() + b"\n")
+out.flush()
+"""
 
 
 def file_digests(db_path):
@@ -146,6 +160,30 @@ class Sql(unittest.TestCase):
             self.assertEqual(400, status, body)
             self.assertIn(words, answer["error"], body)
         self.assertEqual(405, self.daemon.request("GET", "/api/sql")[0])
+
+    def test_log_lines_are_cut_between_characters(self):
+        directory = tempfile.mkdtemp(prefix="mapsage-cutting-worker-")
+        fake = os.path.join(directory, "cutting-worker.py")
+        with open(fake, "w") as f:
+            f.write(CUTTING_WORKER)
+        os.chmod(fake, stat.S_IRWXU)
+        d = Daemon(workers=1, extra_args=["--worker-bin", fake])
+        try:
+            experiment_id = d.submit(synthetic_config("cutting"))
+            d.wait_status(experiment_id, ["succeeded", "failed"])
+            status, _, answer = d.request("POST", "/api/sql", {
+                "sql": "SELECT hex(line) FROM logs WHERE experiment_id = ?1 ORDER BY line_number",
+                "params": [experiment_id]})
+            self.assertEqual(200, status, answer)
+            lines = [bytes.fromhex(row[0]).decode("utf-8", errors="replace") for row in answer["rows"]]
+            # A line longer than the daemon's 1024-byte log line ends at the last whole character.
+            self.assertIn("[info] " + "\u20ac" * 338, lines)
+            # A line past EV_LINE_MAX is quoted by its first 200 bytes, whole characters only.
+            self.assertIn("[mapsaged] a line longer than 1048576 bytes was cut; it began: " + "\u20ac" * 66, lines)
+        finally:
+            d.close()
+            os.unlink(fake)
+            os.rmdir(directory)
 
     def test_time_limit_does_not_stall_streams(self):
         d = self.daemon
