@@ -3,10 +3,12 @@
  * Defence in depth, because the database is the only copy of everyone's results:
  * 1. the connection is opened read-only (SQLITE_OPEN_READONLY), with ATTACH limited to
  *    zero databases, defensive mode on and extension loading off;
- * 2. an authorizer allows only reading: SELECT, reading columns, functions other than
- *    load_extension, recursive CTEs and a short list of read-only PRAGMAs. Everything
- *    else is denied: writes, schema changes, temp tables, ATTACH (which VACUUM INTO also
- *    needs: it could otherwise write a copy anywhere), transactions;
+ * 2. an authorizer allows only reading: SELECT, reading columns, the functions on an
+ *    allow-list (what analysis SQL uses: no load_extension(), no fts3_tokenizer(), which
+ *    hands out a heap address), json_each() and json_tree() among the virtual tables,
+ *    recursive CTEs and a short list of read-only PRAGMAs. Everything else is denied:
+ *    writes, schema changes, temp tables, ATTACH (which VACUUM INTO also needs: it could
+ *    otherwise write a copy anywhere), transactions;
  * 3. sqlite3_stmt_readonly() must agree, and the statement must be the only one.
  * A progress handler interrupts a query past its time limit; rows past the row limit are
  * not read. Jobs never touch the daemon's connection or MHD: the result goes back to the
@@ -38,11 +40,12 @@ typedef struct {
   char *text;
   json_t *params;
   double deadline;
+  char **modules; /* the virtual table modules SQLite has, NULL-terminated */
   /* results, written by the worker thread */
   unsigned status;
   json_t *answer;
   const char *denied;   /* what the authorizer refused, in words */
-  char denied_text[24];
+  char denied_text[96];
 } sql_job_t;
 
 int sql_create(const sql_options_t *options, sql_t **out) {
@@ -77,6 +80,51 @@ static const char *const readable_pragmas[] = {
     "journal_mode", "journal_size_limit", "synchronous", "auto_vacuum", "cache_size", "temp_store", "encoding",
     "data_version", "foreign_keys", "busy_timeout", "integrity_check", "quick_check", "foreign_key_check", NULL};
 
+/* The functions a person writing analysis SQL uses (SQLite 3.40's built-ins, by kind).
+ * Everything else is refused by name (docs/security.md gives the reason for each):
+ * load_extension (loads code), fts3_tokenizer (hands out a heap address, or takes one),
+ * zeroblob and randomblob (make a value of up to the value limit in one step, and have no
+ * use in analysis: random() is here for sampling), changes, total_changes and
+ * last_insert_rowid (about writes, which this connection never makes), sqlite_log
+ * (writes to SQLite's log), subtype (the JSON functions' internals), and the full-text
+ * and R*Tree helpers (match, snippet, highlight, bm25, offsets, matchinfo, fts5,
+ * fts5_source_id, optimize, rtreecheck, rtreedepth, rtreenode): the history has no
+ * such tables, and this endpoint cannot make one. A function added by a later SQLite is
+ * refused until it is added here. */
+static const char *const allowed_functions[] = {
+    /* aggregates */
+    "avg", "count", "group_concat", "max", "min", "sum", "total", "json_group_array", "json_group_object",
+    /* window functions */
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead", "first_value",
+    "last_value", "nth_value",
+    /* text */
+    "length", "lower", "upper", "trim", "ltrim", "rtrim", "substr", "substring", "instr", "replace", "printf",
+    "format", "char", "unicode", "hex", "quote", "like", "glob", "soundex",
+    /* values, NULLs and the planner's hints */
+    "abs", "round", "sign", "random", "coalesce", "ifnull", "nullif", "iif", "typeof", "likely", "unlikely",
+    "likelihood",
+    /* dates and times */
+    "date", "time", "datetime", "julianday", "strftime", "unixepoch", "current_date", "current_time",
+    "current_timestamp",
+    /* math */
+    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh", "degrees", "exp",
+    "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "sin", "sinh", "sqrt", "tan",
+    "tanh", "trunc",
+    /* JSON: they return a new value and change nothing stored */
+    "json", "json_array", "json_array_length", "json_extract", "json_insert", "json_object", "json_patch",
+    "json_quote", "json_remove", "json_replace", "json_set", "json_type", "json_valid", "->", "->>",
+    /* what PRAGMA compile_options also says */
+    "sqlite_version", "sqlite_source_id", "sqlite_compileoption_get", "sqlite_compileoption_used", NULL};
+
+/* The virtual tables a reader may use, as table-valued functions. */
+static const char *const allowed_virtual_tables[] = {"json_each", "json_tree", NULL};
+
+static int listed(const char *const *list, const char *name) {
+  for (; *list; list++)
+    if (strcmp(*list, name) == 0) return 1;
+  return 0;
+}
+
 /* Names for what the authorizer refuses, so the error says what was refused. */
 static const char *action_name(int action) {
   switch (action) {
@@ -88,7 +136,6 @@ static const char *action_name(int action) {
   case SQLITE_TRANSACTION: return "a transaction";
   case SQLITE_SAVEPOINT: return "a savepoint";
   case SQLITE_PRAGMA: return "a PRAGMA that sets something";
-  case SQLITE_FUNCTION: return "load_extension()";
   case SQLITE_ANALYZE: return "ANALYZE";
   case SQLITE_REINDEX: return "REINDEX";
   case SQLITE_ALTER_TABLE: return "ALTER TABLE";
@@ -99,27 +146,54 @@ static const char *action_name(int action) {
   }
 }
 
-/* The statement's first word in capitals ("CREATE"), into denied_text; 0 if none. */
-static int first_keyword(sql_job_t *job) {
-  const char *word = job->text + strspn(job->text, " \t\r\n(");
+/* The statement's first word in capitals ("CREATE"), into `out` (at most 20 letters); 0
+ * if none. Whitespace, opening parentheses and comments before it are skipped. */
+static int statement_keyword(const char *text, char *out, size_t size) {
+  const char *word = text;
+  for (;;) {
+    word += strspn(word, " \t\r\n\f(");
+    if (strncmp(word, "--", 2) == 0) {
+      word += strcspn(word, "\n");
+    } else if (strncmp(word, "/*", 2) == 0) {
+      const char *end = strstr(word + 2, "*/");
+      word = end ? end + 2 : word + strlen(word);
+    } else {
+      break;
+    }
+  }
   size_t length = strspn(word, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
-  snprintf(job->denied_text, sizeof job->denied_text, "%.*s", (int)(length < 20 ? length : 20), word);
-  for (char *c = job->denied_text; *c; c++) *c = (char)toupper((unsigned char)*c);
-  return job->denied_text[0] != '\0';
+  snprintf(out, size, "%.*s", (int)(length < 20 ? length : 20), word);
+  for (char *c = out; *c; c++) *c = (char)toupper((unsigned char)*c);
+  return out[0] != '\0';
 }
 
-/* Records the first refusal (SQLite stops at it). Creating or dropping anything first
- * writes sqlite_master: that is named by the statement's own first word ("CREATE"),
- * which says more than "INSERT". */
+/* The first word, into denied_text: what to call a refused statement ("CREATE"). */
+static int first_keyword(sql_job_t *job) {
+  return statement_keyword(job->text, job->denied_text, sizeof job->denied_text);
+}
+
+/* Whether the statement is a query (SELECT, WITH … SELECT, VALUES). */
+static int is_query(const sql_job_t *job) {
+  char word[24];
+  return statement_keyword(job->text, word, sizeof word) &&
+         (strcmp(word, "SELECT") == 0 || strcmp(word, "WITH") == 0 || strcmp(word, "VALUES") == 0);
+}
+
+/* Records the first refusal (SQLite stops at it), naming `name` through `format` (which
+ * holds one %.*s), cut between characters. */
+static int deny_named(sql_job_t *job, const char *format, const char *name) {
+  if (job->denied) return SQLITE_DENY;
+  size_t length = util_utf8_boundary(name, strnlen(name, 60));
+  snprintf(job->denied_text, sizeof job->denied_text, format, (int)length, name);
+  job->denied = job->denied_text;
+  return SQLITE_DENY;
+}
+
+/* Records the first refusal. Creating or dropping anything first writes sqlite_master:
+ * that is named by the statement's own first word ("CREATE"), which says more than
+ * "INSERT". */
 static int deny(sql_job_t *job, int action, const char *table) {
   if (job->denied) return SQLITE_DENY;
-  if (action == SQLITE_UPDATE && table && strcmp(table, "sqlite_master") == 0 && first_keyword(job) &&
-      strcmp(job->denied_text, "SELECT") == 0) {
-    /* A SELECT only touches the schema to set up a table-valued function like
-     * pragma_table_info(), which SQLite registers through an internal schema update. */
-    job->denied = "a table-valued pragma function (use PRAGMA table_info(t) and the like instead)";
-    return SQLITE_DENY;
-  }
   if (table && (strcmp(table, "sqlite_master") == 0 || strcmp(table, "sqlite_temp_master") == 0) &&
       first_keyword(job)) {
     job->denied = job->denied_text;
@@ -129,6 +203,21 @@ static int deny(sql_job_t *job, int action, const char *table) {
   return SQLITE_DENY;
 }
 
+/* Reading a table (or a view's tables, or a CTE) is allowed; a virtual table only when it
+ * is json_each or json_tree. A CTE named like a virtual table module is refused too:
+ * SQLite gives the authorizer no way to tell them apart. */
+static int authorize_read(sql_job_t *job, const char *table) {
+  if (table == NULL || listed(allowed_virtual_tables, table)) return SQLITE_OK;
+  if (strncmp(table, "pragma_", 7) == 0) {
+    if (job->denied) return SQLITE_DENY;
+    job->denied = "a table-valued pragma function (use PRAGMA table_info(t) and the like instead)";
+    return SQLITE_DENY;
+  }
+  for (char **module = job->modules; module && *module; module++)
+    if (strcmp(*module, table) == 0) return deny_named(job, "the virtual table %.*s", table);
+  return SQLITE_OK;
+}
+
 static int authorize(void *context, int action, const char *first, const char *second, const char *database,
                      const char *trigger) {
   sql_job_t *job = context;
@@ -136,11 +225,20 @@ static int authorize(void *context, int action, const char *first, const char *s
   (void)trigger;
   switch (action) {
   case SQLITE_SELECT:
-  case SQLITE_READ:
   case SQLITE_RECURSIVE:
     return SQLITE_OK;
+  case SQLITE_READ:
+    return authorize_read(job, first);
   case SQLITE_FUNCTION:
-    return second && strcmp(second, "load_extension") == 0 ? deny(job, action, NULL) : SQLITE_OK;
+    return second && listed(allowed_functions, second) ? SQLITE_OK
+                                                        : deny_named(job, "the function %.*s()", second ? second : "?");
+  case SQLITE_UPDATE:
+    /* A query that uses a table-valued function (json_each) makes SQLite enter it in its
+     * in-memory copy of the schema first, which it authorizes as an update of
+     * sqlite_master; which function it was is decided when it is read. A query changes
+     * nothing on disk: the connection is read-only and sqlite3_stmt_readonly() must agree. */
+    if (first && strcmp(first, "sqlite_master") == 0 && is_query(job)) return SQLITE_OK;
+    return deny(job, action, first);
   case SQLITE_PRAGMA:
     /* Reading a setting or describing a table; never setting anything. "PRAGMA x(arg)"
      * passes arg as `second`: allowed only for the pragmas that take a table name. */
@@ -153,6 +251,29 @@ static int authorize(void *context, int action, const char *first, const char *s
   default:
     return deny(job, action, first);
   }
+}
+
+/* The virtual table modules this SQLite has (PRAGMA module_list), for authorize_read;
+ * read before the authorizer is set. Returns 0 or an SQLite error code. */
+static int list_modules(sqlite3 *db, sql_job_t *job) {
+  sqlite3_stmt *statement = NULL;
+  int code = sqlite3_prepare_v2(db, "PRAGMA module_list", -1, &statement, NULL);
+  size_t count = 0;
+  while (code == SQLITE_OK && sqlite3_step(statement) == SQLITE_ROW) {
+    const char *name = (const char *)sqlite3_column_text(statement, 0);
+    char **grown = realloc(job->modules, (count + 2) * sizeof *grown);
+    if (grown == NULL) {
+      code = SQLITE_NOMEM;
+      break;
+    }
+    job->modules = grown;
+    if ((job->modules[count] = strdup(name ? name : "")) == NULL) code = SQLITE_NOMEM;
+    else count++;
+    job->modules[count] = NULL;
+  }
+  if (code == SQLITE_OK && job->modules == NULL) code = SQLITE_ERROR; /* there are always some: fail closed */
+  sqlite3_finalize(statement);
+  return code;
 }
 
 static int on_progress(void *context) {
@@ -218,6 +339,11 @@ static void run_query(uv_work_t *work) {
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
   sqlite3_busy_timeout(db, (int)options->timeout_ms);
+  int code = list_modules(db, job);
+  if (code != SQLITE_OK) {
+    fail(job, 503, "cannot list SQLite's virtual tables: %s", sqlite3_errstr(code));
+    goto done;
+  }
   sqlite3_set_authorizer(db, authorize, job);
   sqlite3_progress_handler(db, 1000, on_progress, job);
 
@@ -257,7 +383,7 @@ static void run_query(uv_work_t *work) {
 
   int columns = sqlite3_column_count(statement);
   json_t *names = json_array(), *rows = json_array();
-  int code, truncated = 0;
+  int truncated = 0;
   unsigned count = 0;
   while ((code = sqlite3_step(statement)) == SQLITE_ROW) {
     if (count == options->max_rows) {
@@ -298,6 +424,9 @@ done:
     json_decref(job->answer);
     fail(job, 403, "sql: %s is not allowed: this endpoint only reads", job->denied);
   }
+  for (char **module = job->modules; module && *module; module++) free(*module);
+  free(job->modules);
+  job->modules = NULL;
   sqlite3_finalize(statement);
   sqlite3_close(db);
 }
