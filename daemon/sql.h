@@ -1,9 +1,10 @@
 /* sql.h — POST /api/sql: read-only SQL over the history, off the event loop.
  *
  * Each query runs on the libuv thread pool with its own connection, opened read-only,
- * with an authorizer that allows only reads, one statement per request, and a time and a
- * row limit. The HTTP connection is suspended meanwhile, so a slow query never stalls the
- * loop, live streams or other requests. */
+ * with an authorizer that allows only reads and a reader's functions, one statement per
+ * request, and limits on time, rows and the bytes of one answer. The answer is written
+ * as JSON in the thread pool too; the HTTP connection is suspended meanwhile, so neither
+ * a slow query nor a large answer stalls the loop, live streams or other requests. */
 #ifndef MAPSAGE_SQL_H
 #define MAPSAGE_SQL_H
 
@@ -13,6 +14,8 @@
 
 #define SQL_MAX_RUNNING 4          /* queries at once: the thread pool's default size */
 #define SQL_TEXT_LIMIT (64 * 1024) /* longest statement accepted */
+/* Bytes of JSON in one answer: rows past it are not sent ("truncated": true). */
+#define SQL_ANSWER_LIMIT (32 * 1024 * 1024)
 
 typedef struct sql sql_t;
 

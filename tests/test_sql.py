@@ -1,7 +1,11 @@
 """test_sql.py — POST /api/sql against the real daemon: reads work, nothing can write
-(the database files stay identical byte for byte), limits stop runaway queries with a clear
-error, and a slow query does not stall a live stream."""
+(the database files stay identical byte for byte), only a reader's functions run, every
+value comes back (text that is not UTF-8 marked, never dropped), limits stop runaway
+queries with a clear error, and neither a slow query nor a large answer stalls a live
+stream."""
 import hashlib
+import http.client
+import json
 import os
 import stat
 import sys
@@ -40,6 +44,16 @@ WRITES = [
 ]
 
 
+def large_text(megabytes, character):
+    """SQL for a text of `megabytes` million `character`s, made by copying (replace), which
+    is quicker than printf's repeating: the tests stay well inside the time limit."""
+    return "replace(printf('%%.*c', 1000, 'x'), 'x', printf('%%.*c', %d, '%s'))" % (megabytes * 1000, character)
+
+
+# Rows of 2 MB each: 50 rows (the test daemon's row limit) would make 100 MB of JSON.
+LARGE_ANSWER = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c LIMIT 50) "
+                "SELECT n, %s FROM c" % large_text(2, "x"))
+
 # A worker that logs a line longer than the daemon's log line (1024 bytes) and an event
 # line longer than EV_LINE_MAX, both of three-byte characters, then succeeds.
 CUTTING_WORKER = r"""#!/usr/bin/python3
@@ -50,6 +64,17 @@ out.write("\u20ac".encode() * 400000 + b"\n")
 out.write(json.dumps({"event": "finished", "status": "succeeded", "summary": {}}).encode() + b"\n")
 out.flush()
 """
+
+
+def post_raw(daemon, body):
+    """POST /api/sql and return (status, raw bytes): parsing is left for later, so that a
+    large answer does not hold the interpreter while another thread times a stream."""
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=60)
+    connection.request("POST", "/api/sql", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
 
 
 def file_digests(db_path):
@@ -228,6 +253,26 @@ class Sql(unittest.TestCase):
             self.assertEqual("sql: the virtual table %s is not allowed: this endpoint only reads" % table,
                              answer["error"])
 
+    def test_text_that_is_not_utf8_is_marked_not_dropped(self):
+        answer = self.sql("SELECT 'a', CAST(x'41ff42' AS TEXT) AS broken, CAST(x'e282' AS TEXT) AS cut, 'c'")
+        self.assertEqual(["'a'", "broken", "cut", "'c'"], answer["columns"])
+        self.assertEqual([["a", "A\ufffdB", "\ufffd\ufffd", "c"]], answer["rows"], "each bad byte is one U+FFFD")
+        self.assertIn("2 values were not valid UTF-8 (columns broken, cut)", answer["warning"])
+        self.assertIn("hex(", answer["warning"])
+        self.assertEqual([["41FF42"]], self.sql("SELECT hex(CAST(x'41ff42' AS TEXT))")["rows"], "the exact bytes")
+        answer = self.sql("SELECT 'd\u00e9j\u00e0 \u20ac \U0001F600', char(0, 10, 34, 92)")
+        self.assertEqual([["d\u00e9j\u00e0 \u20ac \U0001F600", "\u0000\n\"\\"]], answer["rows"])
+        self.assertNotIn("warning", answer, "valid text carries no warning")
+
+    def test_error_messages_are_cut_between_characters(self):
+        # SQLite's message echoes the name; the daemon's error has room for about 500 bytes.
+        status, _, answer = self.daemon.request("POST", "/api/sql", {"sql": 'SELECT * FROM "%s"' % ("\u20ac" * 300)})
+        self.assertEqual(400, status, answer)
+        prefix = "no such table: "
+        self.assertTrue(answer["error"].startswith(prefix + "\u20ac" * 100), answer)
+        rest = answer["error"][len(prefix):]
+        self.assertEqual("\u20ac" * len(rest), rest, "only whole characters, none replaced")
+
     def test_log_lines_are_cut_between_characters(self):
         directory = tempfile.mkdtemp(prefix="mapsage-cutting-worker-")
         fake = os.path.join(directory, "cutting-worker.py")
@@ -251,6 +296,18 @@ class Sql(unittest.TestCase):
             d.close()
             os.unlink(fake)
             os.rmdir(directory)
+
+    def test_answer_limit(self):
+        status, data = post_raw(self.daemon, {"sql": LARGE_ANSWER})
+        self.assertEqual(200, status, data[:300])
+        self.assertLessEqual(len(data), 32 * 1024 * 1024)
+        answer = json.loads(data)
+        self.assertTrue(answer["truncated"])
+        self.assertIn("stopped at the answer limit of 33554432 bytes", answer["warning"])
+        rows = answer["rows"]
+        self.assertGreater(len(rows), 10)
+        self.assertEqual(list(range(1, len(rows) + 1)), [row[0] for row in rows], "whole rows, in order")
+        self.assertEqual({"x" * 2000000}, {row[1] for row in rows}, "no value is cut")
 
     def test_time_limit_does_not_stall_streams(self):
         d = self.daemon
@@ -278,6 +335,9 @@ class Sql(unittest.TestCase):
         self.assertEqual(200, d.get("/api/health")[0])
         health_latency = time.monotonic() - before_health
         slow.join()
+        # A large answer, made and written as JSON in the thread pool: the stream must not
+        # notice it either.
+        raw = post_raw(d, {"sql": LARGE_ANSWER})
         ended = time.monotonic()
         self.assertLess(health_latency, 0.2, "other requests are answered while a query runs")
         self.assertEqual(1, len(answers))
@@ -289,6 +349,8 @@ class Sql(unittest.TestCase):
         self.assertGreater(len(during), 4, "metric events kept arriving while the query ran")
         gaps = [b - a for a, b in zip(during, during[1:])]
         self.assertLess(max(gaps), 0.25, "no stall of the stream")
+        self.assertEqual(200, raw[0])
+        self.assertTrue(json.loads(raw[1])["truncated"])
         d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
         reader.join(timeout=30)
         stream.close()
