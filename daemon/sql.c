@@ -10,8 +10,9 @@
  *    writes, schema changes, temp tables, ATTACH (which VACUUM INTO also needs: it could
  *    otherwise write a copy anywhere), transactions;
  * 3. sqlite3_stmt_readonly() must agree, and the statement must be the only one.
- * A progress handler interrupts a query past its time limit; rows past the row limit or
- * the answer limit are not read.
+ * Limits: a progress handler interrupts a query past its time limit or its memory limit;
+ * SQLITE_LIMIT_LENGTH bounds one value, and so the work of one step, which the progress
+ * handler cannot interrupt; rows past the row limit or the answer limit are not read.
  * The answer is written as JSON here too, every value kept: text that is not UTF-8 has
  * each stray byte shown as U+FFFD and the answer says so. Jobs never touch the daemon's
  * connection or MHD: the text goes back to the loop thread in after_work, which resumes
@@ -32,9 +33,10 @@
 #include "json_text.h"
 #include "util.h"
 
-#define PROGRESS_STEPS 1000 /* steps of SQLite's machine between two checks of the time */
+#define PROGRESS_STEPS 100 /* steps of SQLite's machine between two checks of time and memory */
 #define ANSWER_TAIL 1024   /* room kept for what follows the rows: truncated, elapsed_ms, warning */
 #define NAMED_COLUMNS 8    /* columns a warning names before "…" */
+#define FUNCTION_ARGS 127  /* most arguments of one function call: SQLite's SQLITE_MAX_FUNCTION_ARG */
 
 struct sql {
   sql_options_t options;
@@ -42,7 +44,7 @@ struct sql {
   int running;
 };
 
-typedef enum { RUNNING, STOPPED_TIME } stop_t;
+typedef enum { RUNNING, STOPPED_TIME, STOPPED_MEMORY } stop_t;
 
 typedef struct {
   uv_work_t work;
@@ -51,8 +53,11 @@ typedef struct {
   char *text;
   json_t *params;
   double deadline;
+  long long memory_at_start; /* sqlite3_memory_used() when the query began */
   stop_t stopped;            /* why the progress handler interrupted the query */
   char **modules;            /* the virtual table modules SQLite has, NULL-terminated */
+  sqlite3 *formatter;        /* where guarded_printf has SQLite's printf() run, opened when first needed */
+  sqlite3_stmt *formatting[FUNCTION_ARGS + 1]; /* "SELECT printf(?1, …)" by number of arguments */
   /* results, written by the worker thread */
   unsigned status;
   char *answer; /* the JSON text */
@@ -62,6 +67,10 @@ typedef struct {
 } sql_job_t;
 
 int sql_create(const sql_options_t *options, sql_t **out) {
+  /* A ceiling on SQLite's whole heap for what one step of a query can hold before the
+   * memory limit is checked (sql.h); never loosen a lower one set elsewhere. */
+  sqlite3_int64 ceiling = sqlite3_hard_heap_limit64(-1);
+  if (ceiling == 0 || ceiling > SQL_HEAP_LIMIT) sqlite3_hard_heap_limit64(SQL_HEAP_LIMIT);
   sql_t *sql = calloc(1, sizeof *sql);
   if (sql == NULL) return -ENOMEM;
   sql->options = *options;
@@ -266,10 +275,13 @@ static int authorize(void *context, int action, const char *first, const char *s
   }
 }
 
-/* Called every PROGRESS_STEPS steps and at each row; non-zero stops the query. */
+/* Called every PROGRESS_STEPS steps and at each row; non-zero stops the query. The
+ * memory is SQLite's whole heap, so a query running beside a large one may be stopped
+ * for it: the two together are what the limit protects against. */
 static int on_progress(void *context) {
   sql_job_t *job = context;
   if (util_monotonic() > job->deadline) job->stopped = STOPPED_TIME;
+  else if (sqlite3_memory_used() - job->memory_at_start > SQL_MEMORY_LIMIT) job->stopped = STOPPED_MEMORY;
   return job->stopped != RUNNING;
 }
 
@@ -294,6 +306,94 @@ static int list_modules(sqlite3 *db, sql_job_t *job) {
   if (code == SQLITE_OK && job->modules == NULL) code = SQLITE_ERROR; /* there are always some: fail closed */
   sqlite3_finalize(statement);
   return code;
+}
+
+// --- printf() and format(), guarded
+
+/* Whether `format` asks for a %c repeated more than the value limit: in SQLite's printf a
+ * %c's precision repeats its character. Walks the conversions as SQLite does (flags,
+ * width, precision, 'l's, type), counting the arguments that '*' and each conversion
+ * take; a precision too large for the limit, however written, counts as too much. */
+static int repeats_too_much(const char *format, int argc, sqlite3_value **argv) {
+  int argument = 1;
+  for (const char *p = format; *p; p++) {
+    if (*p != '%') continue;
+    p++;
+    p += strspn(p, "-+ #!0,");
+    if (*p == '*') {
+      argument++;
+      p++;
+    } else {
+      while (isdigit((unsigned char)*p)) p++;
+    }
+    long long precision = 0;
+    if (*p == '.') {
+      p++;
+      if (*p == '*') {
+        long long value = argument < argc ? sqlite3_value_int64(argv[argument]) : 0; /* negative: its size */
+        precision = value < -(long long)SQL_VALUE_LIMIT || value > SQL_VALUE_LIMIT ? SQL_VALUE_LIMIT + 1LL : value;
+        argument++;
+        p++;
+      } else {
+        for (; isdigit((unsigned char)*p); p++)
+          precision = precision > SQL_VALUE_LIMIT ? precision : precision * 10 + (*p - '0');
+      }
+    }
+    while (*p == 'l') p++;
+    if (*p == '\0') break;
+    if (*p == 'c' && precision > SQL_VALUE_LIMIT) return 1;
+    if (*p != '%' && *p != 'n') argument++; /* %% and %n take no argument */
+  }
+  return 0;
+}
+
+/* "SELECT printf(?1, …, ?argc)" on the formatter connection, prepared once per query. */
+static sqlite3_stmt *formatting_statement(sql_job_t *job, int argc) {
+  if (argc < 1 || argc > FUNCTION_ARGS) return NULL;
+  if (job->formatting[argc]) return job->formatting[argc];
+  if (job->formatter == NULL) {
+    if (sqlite3_open_v2(":memory:", &job->formatter, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+      sqlite3_close(job->formatter);
+      job->formatter = NULL;
+      return NULL;
+    }
+    sqlite3_limit(job->formatter, SQLITE_LIMIT_LENGTH, SQL_VALUE_LIMIT);
+  }
+  char text[16 + FUNCTION_ARGS * 6] = "SELECT printf(?1";
+  for (int i = 2; i <= argc; i++) snprintf(text + strlen(text), sizeof text - strlen(text), ", ?%d", i);
+  strcat(text, ")");
+  if (sqlite3_prepare_v2(job->formatter, text, -1, &job->formatting[argc], NULL) != SQLITE_OK) return NULL;
+  return job->formatting[argc];
+}
+
+/* printf() and format() on the query's connection. SQLite's own repeat a %c one append
+ * at a time, and past the value limit every append fails but is still made, in one step
+ * the time limit cannot interrupt: printf('%.*c', 1000000000, 'x') took 2.1 s, two of
+ * them 5.7 s. This refuses that with the value limit's error and has SQLite's printf
+ * format everything else, on a private in-memory connection (about 1 µs more a call), so
+ * the rest behaves as SQLite's: NULL for an empty text, or one past the value limit. */
+static void guarded_printf(sqlite3_context *context, int argc, sqlite3_value **argv) {
+  sql_job_t *job = sqlite3_user_data(context);
+  const char *format = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : NULL;
+  if (format == NULL) {
+    sqlite3_result_null(context);
+    return;
+  }
+  if (repeats_too_much(format, argc, argv)) {
+    sqlite3_result_error_toobig(context);
+    return;
+  }
+  sqlite3_stmt *statement = formatting_statement(job, argc);
+  if (statement == NULL) {
+    sqlite3_result_error_nomem(context);
+    return;
+  }
+  for (int i = 0; i < argc; i++) sqlite3_bind_value(statement, i + 1, argv[i]);
+  if (sqlite3_step(statement) != SQLITE_ROW) sqlite3_result_error(context, sqlite3_errmsg(job->formatter), -1);
+  else sqlite3_result_value(context, sqlite3_column_value(statement, 0));
+  sqlite3_reset(statement);
+  sqlite3_clear_bindings(statement);
 }
 
 // --- the answer, as JSON text
@@ -571,6 +671,10 @@ static void run_query(uv_work_t *work) {
     goto done;
   }
   sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, SQL_VALUE_LIMIT);
+  sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, SQL_TEXT_LIMIT);
+  sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, SQL_EXPRESSION_DEPTH);
+  sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0); /* a sort stays on this thread */
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
   sqlite3_busy_timeout(db, (int)options->timeout_ms);
@@ -579,7 +683,15 @@ static void run_query(uv_work_t *work) {
     fail(job, 503, "cannot list SQLite's virtual tables: %s", sqlite3_errstr(code));
     goto done;
   }
+  if (sqlite3_create_function_v2(db, "printf", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, job, guarded_printf, NULL,
+                                 NULL, NULL) != SQLITE_OK ||
+      sqlite3_create_function_v2(db, "format", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, job, guarded_printf, NULL,
+                                 NULL, NULL) != SQLITE_OK) {
+    fail(job, 503, "cannot guard printf(): %s", sqlite3_errmsg(db));
+    goto done;
+  }
   sqlite3_set_authorizer(db, authorize, job);
+  job->memory_at_start = sqlite3_memory_used();
   sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, job);
 
   const char *tail = NULL;
@@ -623,6 +735,18 @@ static void run_query(uv_work_t *work) {
   } else if (job->stopped == STOPPED_TIME) {
     snprintf(detail, sizeof detail, "%u", options->timeout_ms);
     fail(job, 400, "the query ran longer than the time limit of %s ms (mapsaged --sql-timeout-ms)", detail);
+  } else if (job->stopped == STOPPED_MEMORY || code == SQLITE_NOMEM) {
+    snprintf(detail, sizeof detail, "%d", SQL_MEMORY_LIMIT);
+    fail(job, 400,
+         "the query held more than the memory limit of %s bytes (SQL_MEMORY_LIMIT): aggregate, select fewer "
+         "or shorter values, or page with LIMIT … OFFSET",
+         detail);
+  } else if (code == SQLITE_TOOBIG) {
+    snprintf(detail, sizeof detail, "%d", SQL_VALUE_LIMIT);
+    fail(job, 400,
+         "a value would be longer than the value limit of %s bytes (SQL_VALUE_LIMIT): aggregate less, or cut "
+         "it with substr()",
+         detail);
   } else if (code == SQLITE_AUTH && job->denied == NULL) {
     job->denied = "this kind of statement";
   } else {
@@ -636,6 +760,8 @@ done:
   job->modules = NULL;
   sqlite3_finalize(statement);
   sqlite3_close(db);
+  for (int i = 0; i <= FUNCTION_ARGS; i++) sqlite3_finalize(job->formatting[i]);
+  sqlite3_close(job->formatter);
 }
 
 // ---------------------------------------------------------------------------------------

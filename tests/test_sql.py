@@ -44,6 +44,18 @@ WRITES = [
 ]
 
 
+# Each makes one value far past the value limit (16 MiB) in a single step of SQLite's
+# machine, where the time limit cannot reach: the length limit must stop it.
+HUGE_VALUES = [
+    "SELECT length(printf('%.*c', 1000000000, 'x'))",
+    "SELECT length(replace(printf('%.*c', 1000000, 'x'), 'x', printf('%.*c', 1000, 'y')))",
+    "WITH RECURSIVE c(n, s) AS (SELECT 1, printf('%.*c', 1000000, 'x') UNION ALL SELECT n + 1, s FROM c "
+    "LIMIT 100) SELECT length(group_concat(s, '')) FROM c",
+    "SELECT length(printf('%.*c', 10000000, 'x') || printf('%.*c', 10000000, 'y'))",
+]
+
+
+
 def large_text(megabytes, character):
     """SQL for a text of `megabytes` million `character`s, made by copying (replace), which
     is quicker than printf's repeating: the tests stay well inside the time limit."""
@@ -103,7 +115,7 @@ class Sql(unittest.TestCase):
     def sql(self, text, params=None, expected=200):
         body = {"sql": text} if params is None else {"sql": text, "params": params}
         status, _, answer = self.daemon.request("POST", "/api/sql", body)
-        self.assertEqual(expected, status, (text, answer))
+        self.assertEqual(expected, status, (text[:300], str(answer)[:300]))
         return answer
 
     def test_reads_and_views(self):
@@ -297,6 +309,31 @@ class Sql(unittest.TestCase):
             os.unlink(fake)
             os.rmdir(directory)
 
+    def test_value_limit_stops_a_huge_value_in_one_step(self):
+        for text in HUGE_VALUES:
+            answer = self.sql(text, expected=400)
+            self.assertIn("longer than the value limit of 16777216 bytes", answer["error"], text)
+        # Right below the limit is fine.
+        self.assertEqual([[16000000]], self.sql("SELECT length(%s)" % large_text(16, "x"))["rows"])
+        self.assertEqual([[16000000]], self.sql("SELECT length(printf('%.*c', 16000000, 'x'))")["rows"])
+        # printf() and format() are SQLite's own but for the guard on repeating a %c.
+        self.assertEqual([["007|  ab|x    |xxx|3.14|'it''s'|2nd|%|ab"]], self.sql(
+            "SELECT printf('%03d|%4s|%-5c|%.3c|%.2f|%Q|%r|%%|%s', 7, 'ab', 'x', 'x', 3.14159, 'it''s', 2, ?1)",
+            ["ab"])["rows"])
+        self.assertEqual([["xxxx-7"]], self.sql("SELECT format('%.*c-%d', 4, 'x', 7)")["rows"])
+        # SQLite's NULLs: no format, an empty text, a text past the value limit made at once.
+        self.assertEqual([[None, None, None]],
+                         self.sql("SELECT printf(NULL), printf(''), printf('%.*d', 100000000, 1)")["rows"])
+        for text in ("SELECT printf('%.*c%.*c', 3, 'x', 1000000000, 'y')", "SELECT format('%!.2000000000c', 'x')",
+                     "SELECT printf('%5.*c', -100000000, 'x')", "SELECT printf('%-3.*lc', 4294967297, 'x')"):
+            self.assertIn("longer than the value limit", self.sql(text, expected=400)["error"], text)
+
+    def test_memory_limit(self):
+        # Fifteen values of 10 MB, each under the value limit, held at once in one row.
+        columns = ", ".join(large_text(10, chr(ord("a") + i)) for i in range(15))
+        answer = self.sql("SELECT " + columns, expected=400)
+        self.assertIn("memory limit of 134217728 bytes", answer["error"])
+
     def test_answer_limit(self):
         status, data = post_raw(self.daemon, {"sql": LARGE_ANSWER})
         self.assertEqual(200, status, data[:300])
@@ -330,14 +367,14 @@ class Sql(unittest.TestCase):
         answers = []
         slow = threading.Thread(target=lambda: answers.append(d.request("POST", "/api/sql", {"sql": ENDLESS})))
         slow.start()
-        time.sleep(0.1)
+        time.sleep(0.1)  # the query is under way: health is asked while it runs
         before_health = time.monotonic()
         self.assertEqual(200, d.get("/api/health")[0])
         health_latency = time.monotonic() - before_health
         slow.join()
-        # A large answer, made and written as JSON in the thread pool: the stream must not
-        # notice it either.
-        raw = post_raw(d, {"sql": LARGE_ANSWER})
+        # A large answer, made and written as JSON in the thread pool, and values that
+        # SQLite would build in one step: the stream must not notice them either.
+        raw = [post_raw(d, {"sql": LARGE_ANSWER})] + [post_raw(d, {"sql": text}) for text in HUGE_VALUES]
         ended = time.monotonic()
         self.assertLess(health_latency, 0.2, "other requests are answered while a query runs")
         self.assertEqual(1, len(answers))
@@ -349,8 +386,8 @@ class Sql(unittest.TestCase):
         self.assertGreater(len(during), 4, "metric events kept arriving while the query ran")
         gaps = [b - a for a, b in zip(during, during[1:])]
         self.assertLess(max(gaps), 0.25, "no stall of the stream")
-        self.assertEqual(200, raw[0])
-        self.assertTrue(json.loads(raw[1])["truncated"])
+        self.assertEqual([200] + [400] * len(HUGE_VALUES), [status for status, _ in raw])
+        self.assertTrue(json.loads(raw[0][1])["truncated"])
         d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
         reader.join(timeout=30)
         stream.close()
