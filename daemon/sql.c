@@ -674,6 +674,7 @@ static void run_query(uv_work_t *work) {
   sqlite3_limit(db, SQLITE_LIMIT_LENGTH, SQL_VALUE_LIMIT);
   sqlite3_limit(db, SQLITE_LIMIT_SQL_LENGTH, SQL_TEXT_LIMIT);
   sqlite3_limit(db, SQLITE_LIMIT_EXPR_DEPTH, SQL_EXPRESSION_DEPTH);
+  sqlite3_limit(db, SQLITE_LIMIT_FUNCTION_ARG, FUNCTION_ARGS); /* what guarded_printf has room for */
   sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0); /* a sort stays on this thread */
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
