@@ -63,6 +63,17 @@ size_t util_utf8_sequence(const unsigned char *p) {
   return length;
 }
 
+size_t util_utf8_boundary(const char *text, size_t length) {
+  const unsigned char *p = (const unsigned char *)text;
+  /* Back over the continuation bytes at the end (three at most) to the byte before them. */
+  size_t lead = length;
+  while (lead > 0 && length - lead < 3 && (p[lead - 1] & 0xC0) == 0x80) lead--;
+  if (lead == 0) return length;
+  lead--;
+  size_t expected = p[lead] >= 0xF0 ? 4 : p[lead] >= 0xE0 ? 3 : p[lead] >= 0xC0 ? 2 : 1;
+  return length - lead < expected ? lead : length;
+}
+
 void util_utf8_sanitize(const char *text, char *out, size_t size) {
   const unsigned char *p = (const unsigned char *)text;
   size_t used = 0;

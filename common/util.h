@@ -25,6 +25,12 @@ int util_strlcpy(char *dst, const char *src, size_t size);
  * forms, no surrogates, nothing above U+10FFFF. Reads no further than a NUL. */
 size_t util_utf8_sequence(const unsigned char *p);
 
+/* Where to cut `text` so that the first `length` bytes end on a character boundary: the
+ * largest length <= `length` whose last UTF-8 sequence is whole. A line cut at a byte
+ * limit must not end in half a character, which turns the whole line into invalid UTF-8
+ * for everyone who reads it (JSON answers, terminals). Looks only at the `length` bytes. */
+size_t util_utf8_boundary(const char *text, size_t length);
+
 /* Copies `text` into `out` (`size` bytes, NUL-terminated) with every byte that is not
  * part of a valid UTF-8 sequence replaced by '?': for echoing what a client sent inside a
  * JSON answer, which must be valid UTF-8. */

@@ -242,7 +242,10 @@ static void log_printf(run_t *run, const char *format, ...) {
   va_start(args, format);
   int length = vsnprintf(line, sizeof line, format, args);
   va_end(args);
-  log_line(run, line, length < (int)sizeof line ? (size_t)length : sizeof line - 1);
+  if (length < 0) return;
+  /* A longer line is cut, between characters: half a character would make the stored
+   * line invalid UTF-8 for every reader of the log. */
+  log_line(run, line, length < (int)sizeof line ? (size_t)length : util_utf8_boundary(line, sizeof line - 1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,8 +427,12 @@ static void feed_lines(worker_t *worker, line_reader_t *reader, const char *data
     size_t chunk = newline ? (size_t)(newline - data) : length;
     if (!reader->overlong) {
       if (reader->length + chunk > EV_LINE_MAX) {
-        log_printf(&worker->run, "[mapsaged] a line longer than %d bytes was cut; it began: %.200s", EV_LINE_MAX,
-                   reader->length ? reader->data : data);
+        /* Quote its first 200 bytes, or fewer, so that the quote ends between characters. */
+        const char *begun = reader->length ? reader->data : data;
+        size_t available = reader->length ? reader->length : chunk;
+        size_t quoted = util_utf8_boundary(begun, available < 200 ? available : 200);
+        log_printf(&worker->run, "[mapsaged] a line longer than %d bytes was cut; it began: %.*s", EV_LINE_MAX,
+                   (int)quoted, begun);
         reader->overlong = 1;
         reader->length = 0;
       } else if (newline && reader->length == 0) {
