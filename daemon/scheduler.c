@@ -319,7 +319,8 @@ static int apply_event_line(run_t *run, const char *line, size_t length, char *r
   int result = 0;
   if (ev_parse(line, length, &event, error, sizeof error) != 0) {
     sched->counters.rejected_lines++;
-    log_printf(run, "[mapsaged] not a protocol event (%s): %.*s", error, length > 300 ? 300 : (int)length, line);
+    log_printf(run, "[mapsaged] not a protocol event (%s): %.*s", error,
+               (int)util_utf8_boundary(line, length > 300 ? 300 : length), line);
     return 0;
   }
   sched->counters.events++;
@@ -382,7 +383,8 @@ static int apply_event_line(run_t *run, const char *line, size_t length, char *r
     break;
   }
   case EV_UNKNOWN:
-    log_printf(run, "[mapsaged] unknown event kept as is: %.*s", length > 300 ? 300 : (int)length, line);
+    log_printf(run, "[mapsaged] unknown event kept as is: %.*s", (int)util_utf8_boundary(line, length > 300 ? 300 : length),
+               line);
     break;
   }
   ev_release(&event);
