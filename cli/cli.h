@@ -218,6 +218,17 @@ int submit_set(json_t *config, const char *assignment, char *error, size_t error
  * per item by `add_row`, with a note on stderr when older ones exist. An exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
                      size_t columns, int (*add_row)(table_t *table, const json_t *item, double now));
+/* A flag without a value (--dry-run, --json): its name and what it sets to 1. */
+typedef struct {
+  const char *name;
+  int *value;
+} cli_flag_t;
+/* The arguments `submit` and `study submit` share — FILE (or - for standard input),
+ * repeated --set PATH=VALUE (into `assignments`, which holds argc), -h, -- — and the
+ * command's own `flags` (NULL-terminated; may be NULL). `what` ("config", "study") and
+ * `set_example` word the usage errors. Returns CLI_PROCEED, or the exit code to return. */
+int submit_parse_arguments(const char *command, const char *what, const char *set_example, int argc, char **argv,
+                           const cli_flag_t *flags, const char **file, const char **assignments, int *n_assignments);
 /* Reads FILE ("-": standard input), applies each --set, and gives the text to POST in *body
  * (the caller frees it); `what` ("config", "study") words the errors. Returns CLI_EXIT_OK
  * or an exit code, the reason said on stderr. */

@@ -197,11 +197,45 @@ done:
 /* ---------------------------------------------------------------------------------------
  * submit */
 
+int submit_parse_arguments(const char *command, const char *what, const char *set_example, int argc, char **argv,
+                           const cli_flag_t *flags, const char **file, const char **assignments, int *n_assignments) {
+  int options_done = 0;
+  *file = NULL;
+  *n_assignments = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *value;
+    int matched = options_done ? 0 : cli_option_value(argc, argv, &i, "--set", &value);
+    if (matched < 0) return cli_usage_error(command, "--set needs path=value");
+    if (matched > 0) {
+      if (strchr(value, '=') == NULL || value[0] == '=')
+        return cli_usage_error(command, "--set %s: expected path=value, e.g. %s", value, set_example);
+      assignments[(*n_assignments)++] = value;
+      continue;
+    }
+    const cli_flag_t *flag = flags;
+    while (!options_done && flag && flag->name && strcmp(argv[i], flag->name) != 0) flag++;
+    if (!options_done && flag && flag->name) {
+      *flag->value = 1;
+    } else if (!options_done && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
+      return cli_help(command);
+    } else if (!options_done && strcmp(argv[i], "--") == 0) {
+      options_done = 1;
+    } else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
+      return cli_usage_error(command, "unknown option %s", argv[i]);
+    } else if (*file != NULL) {
+      return cli_usage_error(command, "one %s at a time: got %s and %s", what, *file, argv[i]);
+    } else {
+      *file = argv[i];
+    }
+  }
+  if (*file == NULL) return cli_usage_error(command, "which %s? give a FILE, or - for standard input", what);
+  return CLI_PROCEED;
+}
+
 int command_submit(const cli_global_t *global, int argc, char **argv) {
   const char *file = NULL;
   const char **assignments = calloc((size_t)argc, sizeof *assignments);
   int n_assignments = 0;
-  int options_done = 0;
   json_t *answer = NULL;
   char *body = NULL;
   client_t client = {0};
@@ -209,36 +243,10 @@ int command_submit(const cli_global_t *global, int argc, char **argv) {
   int exit_code = CLI_EXIT_FAILED;
   if (assignments == NULL) return cli_out_of_memory();
 
-  for (int i = 1; i < argc; i++) {
-    const char *value;
-    int matched = options_done ? 0 : cli_option_value(argc, argv, &i, "--set", &value);
-    if (matched < 0) {
-      exit_code = cli_usage_error("submit", "--set needs path=value");
-      goto done;
-    }
-    if (matched > 0) {
-      if (strchr(value, '=') == NULL || value[0] == '=') {
-        exit_code = cli_usage_error("submit", "--set %s: expected path=value, e.g. stages[0].epochs=5", value);
-        goto done;
-      }
-      assignments[n_assignments++] = value;
-    } else if (!options_done && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
-      exit_code = cli_help("submit");
-      goto done;
-    } else if (!options_done && strcmp(argv[i], "--") == 0) {
-      options_done = 1;
-    } else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
-      exit_code = cli_usage_error("submit", "unknown option %s", argv[i]);
-      goto done;
-    } else if (file != NULL) {
-      exit_code = cli_usage_error("submit", "one config at a time: got %s and %s", file, argv[i]);
-      goto done;
-    } else {
-      file = argv[i];
-    }
-  }
-  if (file == NULL) {
-    exit_code = cli_usage_error("submit", "which config? give a FILE, or - for standard input");
+  int parsed = submit_parse_arguments("submit", "config", "stages[0].epochs=5", argc, argv, NULL, &file, assignments,
+                                      &n_assignments);
+  if (parsed != CLI_PROCEED) {
+    exit_code = parsed;
     goto done;
   }
 

@@ -277,7 +277,7 @@ done:
 int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   const char *file = NULL;
   const char **assignments = calloc((size_t)argc, sizeof *assignments);
-  int n_assignments = 0, options_done = 0, dry_run = 0, json = 0;
+  int n_assignments = 0, dry_run = 0, json = 0;
   char *body = NULL;
   json_t *answer = NULL;
   client_t client = {0};
@@ -285,40 +285,11 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   int exit_code = CLI_EXIT_FAILED;
   if (assignments == NULL) return cli_out_of_memory();
 
-  for (int i = 1; i < argc; i++) {
-    const char *value;
-    int matched = options_done ? 0 : cli_option_value(argc, argv, &i, "--set", &value);
-    if (matched < 0) {
-      exit_code = cli_usage_error("study submit", "--set needs path=value");
-      goto done;
-    }
-    if (matched > 0) {
-      if (strchr(value, '=') == NULL || value[0] == '=') {
-        exit_code = cli_usage_error("study submit", "--set %s: expected path=value, e.g. seeds=5", value);
-        goto done;
-      }
-      assignments[n_assignments++] = value;
-    } else if (!options_done && strcmp(argv[i], "--dry-run") == 0) {
-      dry_run = 1;
-    } else if (!options_done && strcmp(argv[i], "--json") == 0) {
-      json = 1;
-    } else if (!options_done && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)) {
-      exit_code = cli_help("study submit");
-      goto done;
-    } else if (!options_done && strcmp(argv[i], "--") == 0) {
-      options_done = 1;
-    } else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
-      exit_code = cli_usage_error("study submit", "unknown option %s", argv[i]);
-      goto done;
-    } else if (file != NULL) {
-      exit_code = cli_usage_error("study submit", "one study at a time: got %s and %s", file, argv[i]);
-      goto done;
-    } else {
-      file = argv[i];
-    }
-  }
-  if (file == NULL) {
-    exit_code = cli_usage_error("study submit", "which study? give a FILE, or - for standard input");
+  const cli_flag_t flags[] = {{"--dry-run", &dry_run}, {"--json", &json}, {NULL, NULL}};
+  int parsed = submit_parse_arguments("study submit", "study", "seeds=5", argc, argv, flags, &file, assignments,
+                                      &n_assignments);
+  if (parsed != CLI_PROCEED) {
+    exit_code = parsed;
     goto done;
   }
 
