@@ -6,6 +6,7 @@
 #ifndef MAPSAGE_CLI_H
 #define MAPSAGE_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -218,6 +219,22 @@ int submit_set(json_t *config, const char *assignment, char *error, size_t error
  * per item by `add_row`, with a note on stderr when older ones exist. An exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
                      size_t columns, int (*add_row)(table_t *table, const json_t *item, double now));
+/* Reconnecting a live stream, as `watch` and `study watch` do (watch.c): a connection that
+ * breaks is tried again up to STREAM_RETRIES times in a row, after a pause that starts at
+ * the server's `retry` (else 500 ms), never under 100 ms, and doubles per failure up to 8 s;
+ * a connection that lasted STREAM_HEALTHY_S, or brought events, resets the count. Ctrl-C
+ * ends the watching (not the run) once stream_catch_interrupt() has been called. */
+#define STREAM_RETRIES 5
+#define STREAM_HEALTHY_S 30.0        /* a connection this long was not a failed reconnect */
+#define STREAM_IDLE_TIMEOUT_S 45L    /* three missed pings: the connection is dead */
+long stream_backoff_ms(long server_retry_ms, int failures);
+/* Sleeps, waking early on Ctrl-C. */
+void stream_pause(long milliseconds);
+/* Catches SIGINT into stream_interrupted() (no SA_RESTART, so a pause wakes up); returns 1
+ * when the previous handler was saved in `previous`, to be put back. */
+int stream_catch_interrupt(struct sigaction *previous);
+int stream_interrupted(void);
+
 /* A flag without a value (--dry-run, --json): its name and what it sets to 1. */
 typedef struct {
   const char *name;

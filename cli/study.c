@@ -740,23 +740,11 @@ done:
  * The stream runs on libcurl's multi interface so that the record can be read between two
  * reads of the stream, on the same thread, outside any libcurl callback. */
 
-#define STUDY_WATCH_RETRIES 5
-#define STUDY_WATCH_FIRST_PAUSE_MS 500L
-#define STUDY_WATCH_LONGEST_PAUSE_MS 8000L
-#define STUDY_WATCH_IDLE_TIMEOUT_S 45L /* three missed pings: the connection is dead */
-#define STUDY_WATCH_HEALTHY_S 30.0     /* a connection this long was not a failed reconnect */
 #define STUDY_WATCH_POLL_MS 250        /* how soon Ctrl-C and the live line are seen to */
-
-static volatile sig_atomic_t study_watch_interrupted;
 
 static int study_is_ended_status(const char *status) {
   return status != NULL &&
          (strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0);
-}
-
-static void study_watch_on_sigint(int signal_number) {
-  (void)signal_number;
-  study_watch_interrupted = 1;
 }
 
 typedef enum {
@@ -990,7 +978,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, study_watch_write);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, watch);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, STUDY_WATCH_IDLE_TIMEOUT_S);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, STREAM_IDLE_TIMEOUT_S);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, call.headers);
   call.error[0] = '\0';
   watch->curl = curl;
@@ -1012,7 +1000,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
       code = CURLE_OUT_OF_MEMORY;
       break;
     }
-    if (watch->ended || study_watch_interrupted) break;
+    if (watch->ended || stream_interrupted()) break;
     if (watch->streaming && !synced) {
       synced = 1;
       if (study_watch_sync(watch, client) != CLI_EXIT_OK) {
@@ -1039,7 +1027,7 @@ static study_watch_outcome_t study_watch_connect(study_watch_t *watch, const cli
 
   if (watch->ended) {
     outcome = STUDY_WATCH_ENDED;
-  } else if (study_watch_interrupted) {
+  } else if (stream_interrupted()) {
     outcome = STUDY_WATCH_INTERRUPTED;
   } else if (sync_failed) {
     buffer_clear(reason);
@@ -1082,12 +1070,6 @@ done:
 }
 
 /* Sleeps `milliseconds`, waking early for Ctrl-C. */
-static void study_watch_pause(long milliseconds) {
-  struct timespec left = {milliseconds / 1000, milliseconds % 1000 * 1000000L};
-  while (!study_watch_interrupted && nanosleep(&left, &left) != 0 && errno == EINTR) {
-  }
-}
-
 /* The closing line: how the study ended, in how long, its runs by status. */
 static int study_watch_finish(study_watch_t *watch, const client_t *client) {
   char path[64];
@@ -1142,7 +1124,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   study_watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO), .runs = json_object()};
   sse_parser_init(&watch.parser, study_watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
-  struct sigaction previous, action = {.sa_handler = study_watch_on_sigint};
+  struct sigaction previous;
   int handling_sigint = 0;
   int exit_code = watch.runs != NULL ? CLI_EXIT_OK : cli_out_of_memory();
   if (exit_code != CLI_EXIT_OK) goto done;
@@ -1188,8 +1170,7 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
 
   /* Ctrl-C from here on ends the watching cleanly (exit 130). No SA_RESTART, so a pause
    * between reconnections wakes up. */
-  sigemptyset(&action.sa_mask);
-  handling_sigint = sigaction(SIGINT, &action, &previous) == 0;
+  handling_sigint = stream_catch_interrupt(&previous);
   int failures = 0;
   for (;;) {
     double connected_at = util_monotonic();
@@ -1207,8 +1188,8 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
       exit_code = CLI_EXIT_FAILED;
       break;
     }
-    if (watch.new_events > 0 || util_monotonic() - connected_at >= STUDY_WATCH_HEALTHY_S) failures = 0;
-    if (++failures > STUDY_WATCH_RETRIES) {
+    if (watch.new_events > 0 || util_monotonic() - connected_at >= STREAM_HEALTHY_S) failures = 0;
+    if (++failures > STREAM_RETRIES) {
       char message[512];
       snprintf(message, sizeof message, "lost the stream of study %lld and could not get it back: %s", id,
                buffer_text(&reason));
@@ -1216,16 +1197,13 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
       exit_code = CLI_EXIT_UNREACHABLE;
       break;
     }
-    long pause = watch.parser.retry_ms >= 0 ? watch.parser.retry_ms : STUDY_WATCH_FIRST_PAUSE_MS;
-    if (pause < 100) pause = 100;
-    for (int attempt = 1; attempt < failures && pause < STUDY_WATCH_LONGEST_PAUSE_MS; attempt++) pause *= 2;
-    if (pause > STUDY_WATCH_LONGEST_PAUSE_MS) pause = STUDY_WATCH_LONGEST_PAUSE_MS;
+    long pause = stream_backoff_ms(watch.parser.retry_ms, failures);
     char message[512];
     snprintf(message, sizeof message, "%s; reconnecting in %.1fs (try %d of %d)", buffer_text(&reason),
-             pause / 1000.0, failures, STUDY_WATCH_RETRIES);
+             pause / 1000.0, failures, STREAM_RETRIES);
     live_line_notice(&watch.live, message);
-    study_watch_pause(pause);
-    if (study_watch_interrupted) {
+    stream_pause(pause);
+    if (stream_interrupted()) {
       exit_code = CLI_EXIT_INTERRUPTED;
       break;
     }

@@ -24,19 +24,40 @@
 #include "sse_parser.h"
 #include "util.h"
 
-#define WATCH_RETRIES 5
-#define WATCH_FIRST_PAUSE_MS 500L   /* unless the server's `retry` says otherwise */
-#define WATCH_SHORTEST_PAUSE_MS 100L /* whatever `retry` says: five tries take a moment */
-#define WATCH_LONGEST_PAUSE_MS 8000L
-#define WATCH_IDLE_TIMEOUT_S 45L    /* three missed pings: the connection is dead */
-#define WATCH_HEALTHY_S 30.0        /* a connection this long was not a failed reconnect */
-#define WATCH_REDRAW_S 0.1          /* at most ten redraws a second, however fast steps go */
+#define STREAM_FIRST_PAUSE_MS 500L    /* unless the server's `retry` says otherwise */
+#define STREAM_SHORTEST_PAUSE_MS 100L /* whatever `retry` says: five tries take a moment */
+#define STREAM_LONGEST_PAUSE_MS 8000L
+#define WATCH_REDRAW_S 0.1            /* at most ten redraws a second, however fast steps go */
+
+/* ---------------------------------------------------------------------------------------
+ * Reconnecting (shared with study watch, see cli.h) */
 
 static volatile sig_atomic_t watch_interrupted;
 
 static void watch_on_sigint(int signal_number) {
   (void)signal_number;
   watch_interrupted = 1;
+}
+
+int stream_catch_interrupt(struct sigaction *previous) {
+  struct sigaction action = {.sa_handler = watch_on_sigint};
+  sigemptyset(&action.sa_mask);
+  return sigaction(SIGINT, &action, previous) == 0;
+}
+
+int stream_interrupted(void) { return watch_interrupted; }
+
+long stream_backoff_ms(long server_retry_ms, int failures) {
+  long pause = server_retry_ms >= 0 ? server_retry_ms : STREAM_FIRST_PAUSE_MS;
+  if (pause < STREAM_SHORTEST_PAUSE_MS) pause = STREAM_SHORTEST_PAUSE_MS;
+  for (int i = 1; i < failures && pause < STREAM_LONGEST_PAUSE_MS; i++) pause *= 2;
+  return pause > STREAM_LONGEST_PAUSE_MS ? STREAM_LONGEST_PAUSE_MS : pause;
+}
+
+void stream_pause(long milliseconds) {
+  struct timespec left = {milliseconds / 1000, milliseconds % 1000 * 1000000L};
+  while (!watch_interrupted && nanosleep(&left, &left) != 0 && errno == EINTR) {
+  }
 }
 
 /* What one connection came to. */
@@ -311,7 +332,7 @@ static watch_outcome_t watch_connect(watch_t *watch, const client_t *client, buf
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_write);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, watch);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, WATCH_IDLE_TIMEOUT_S);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, STREAM_IDLE_TIMEOUT_S);
   curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, watch_progress);
   curl_easy_setopt(curl, CURLOPT_XFERINFODATA, watch);
@@ -366,12 +387,6 @@ done:
 }
 
 /* Sleeps `milliseconds`, waking early for Ctrl-C. */
-static void watch_pause(long milliseconds) {
-  struct timespec left = {milliseconds / 1000, milliseconds % 1000 * 1000000L};
-  while (!watch_interrupted && nanosleep(&left, &left) != 0 && errno == EINTR) {
-  }
-}
-
 /* ---------------------------------------------------------------------------------------
  * The command */
 
@@ -450,7 +465,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
   watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO)};
   sse_parser_init(&watch.parser, watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
-  struct sigaction previous, action = {.sa_handler = watch_on_sigint};
+  struct sigaction previous;
   int handling_sigint = 0;
 
   /* The record first: it proves the experiment exists (a clean 404 instead of a broken
@@ -465,8 +480,7 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
 
   /* Ctrl-C from here on ends the watching cleanly: the live line is finished, the exit
    * status is 130. No SA_RESTART, so a pause between reconnections wakes up. */
-  sigemptyset(&action.sa_mask);
-  handling_sigint = sigaction(SIGINT, &action, &previous) == 0;
+  handling_sigint = stream_catch_interrupt(&previous);
   int failures = 0;
   for (;;) {
     double connected_at = util_monotonic();
@@ -484,8 +498,8 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
       exit_code = CLI_EXIT_FAILED;
       break;
     }
-    if (watch.new_events > 0 || util_monotonic() - connected_at >= WATCH_HEALTHY_S) failures = 0;
-    if (++failures > WATCH_RETRIES) {
+    if (watch.new_events > 0 || util_monotonic() - connected_at >= STREAM_HEALTHY_S) failures = 0;
+    if (++failures > STREAM_RETRIES) {
       watch_flush_epoch(&watch);
       char text[512];
       snprintf(text, sizeof text, "lost the stream of experiment %lld and could not get it back: %s",
@@ -494,15 +508,12 @@ int command_watch(const cli_global_t *global, int argc, char **argv) {
       exit_code = CLI_EXIT_UNREACHABLE;
       break;
     }
-    long pause = watch.parser.retry_ms >= 0 ? watch.parser.retry_ms : WATCH_FIRST_PAUSE_MS;
-    if (pause < WATCH_SHORTEST_PAUSE_MS) pause = WATCH_SHORTEST_PAUSE_MS;
-    for (int i = 1; i < failures && pause < WATCH_LONGEST_PAUSE_MS; i++) pause *= 2;
-    if (pause > WATCH_LONGEST_PAUSE_MS) pause = WATCH_LONGEST_PAUSE_MS;
+    long pause = stream_backoff_ms(watch.parser.retry_ms, failures);
     char text[512];
     snprintf(text, sizeof text, "%s; reconnecting in %.1fs (try %d of %d)", buffer_text(&reason),
-             pause / 1000.0, failures, WATCH_RETRIES);
+             pause / 1000.0, failures, STREAM_RETRIES);
     live_line_notice(&watch.live, text);
-    watch_pause(pause);
+    stream_pause(pause);
     if (watch_interrupted) {
       exit_code = CLI_EXIT_INTERRUPTED;
       break;
