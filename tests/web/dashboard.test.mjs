@@ -16,11 +16,9 @@ import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
+import {ARTIFACTS, BASE, call, go, shot, watch} from './common.mjs';
 
-const BASE = process.env.MAPSAGE_URL;
-const ARTIFACTS = process.env.MAPSAGE_ARTIFACTS || join(tmpdir(), 'mapsage-artifacts');
 const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
-if (!BASE) throw new Error('MAPSAGE_URL is not set: run tests/test_web.py, or point it at a running mapsaged');
 // Which node ran the tests, in the log: it is the one package.json's engines must accept.
 console.log(`node ${process.version} (${process.execPath}), chromium ${CHROMIUM}`);
 
@@ -46,13 +44,6 @@ const problems = []; // page errors and console errors, checked at the end
 const ids = {};
 
 // --- helpers -----------------------------------------------------------------------------
-
-async function call(method, path, body) {
-  // The daemon reads only JSON bodies that say so (fetch would call a string text/plain).
-  const response = await fetch(BASE + path, {method, headers: body === undefined ? {} : {'Content-Type': 'application/json'},
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)});
-  return {status: response.status, body: await response.json()};
-}
 
 async function submit(config) {
   const {status, body} = await call('POST', '/api/experiments', config);
@@ -87,27 +78,6 @@ async function teacherEvaluation(id) {
     controller.abort();
   }
   return null;
-}
-
-function watch(p) {
-  p.setDefaultTimeout(60000);
-  p.on('pageerror', (error) => problems.push(`${p.url()}: page error: ${error.message}`));
-  p.on('console', (message) => {
-    // Chromium reports each 4xx answer (the refused config, the refused SQL) as a console
-    // error; those are the point of some tests. Anything else is a fault.
-    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
-      problems.push(`${p.url()}: console: ${message.text()}`);
-    }
-  });
-  return p;
-}
-
-async function shot(p, name) {
-  await p.screenshot({path: join(ARTIFACTS, `${name}.png`), fullPage: true});
-}
-
-async function go(p, hash) {
-  await p.goto(`${BASE}/${hash}`);
 }
 
 // What a chart holds, read from the LiveChart behind a <figure data-kind=…>.
@@ -275,7 +245,7 @@ before(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
-  page = watch(context.pages()[0] || await context.newPage());
+  page = watch(context.pages()[0] || await context.newPage(), problems);
 });
 
 after(async () => {
@@ -341,7 +311,7 @@ test('a config submitted from the form streams its loss curve live and ends succ
   });
 
   // Cancel the blocker from the list, in a second tab: both tabs follow on their own.
-  const list = watch(await context.newPage());
+  const list = watch(await context.newPage(), problems);
   try {
     await go(list, '#/experiments');
     const cancel = list.locator(`tr[data-id="${ids.blocker}"] button[data-action="cancel"]`);

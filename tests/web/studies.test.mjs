@@ -15,11 +15,9 @@ import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
+import {ARTIFACTS, BASE, call, go, shot, watch} from './common.mjs';
 
-const BASE = process.env.MAPSAGE_URL;
-const ARTIFACTS = process.env.MAPSAGE_ARTIFACTS || join(tmpdir(), 'mapsage-artifacts');
 const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
-if (!BASE) throw new Error('MAPSAGE_URL is not set: run tests/test_web.py, or point it at a running mapsaged');
 
 const DATA = {name: 'synthetic', train_size: 512};
 const STUDENT = {layers: [{type: 'linear', out: 32}, {type: 'relu'}, {type: 'linear', out: 10}]};
@@ -54,13 +52,6 @@ const ids = {};
 
 // --- helpers -----------------------------------------------------------------------------
 
-async function call(method, path, body) {
-  // The daemon reads only JSON bodies that say so (fetch would call a string text/plain).
-  const response = await fetch(BASE + path, {method, headers: body === undefined ? {} : {'Content-Type': 'application/json'},
-    body: body === undefined ? undefined : JSON.stringify(body)});
-  return {status: response.status, body: await response.json()};
-}
-
 async function waitStudy(id, statuses, timeout = 180000) {
   const deadline = Date.now() + timeout;
   for (;;) {
@@ -70,25 +61,6 @@ async function waitStudy(id, statuses, timeout = 180000) {
     if (Date.now() > deadline) throw new Error(`study ${id} still ${body.status} ${JSON.stringify(body.counts)}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-}
-
-function watch(p) {
-  p.setDefaultTimeout(60000);
-  p.on('pageerror', (error) => problems.push(`${p.url()}: page error: ${error.message}`));
-  p.on('console', (message) => {
-    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
-      problems.push(`${p.url()}: console: ${message.text()}`);
-    }
-  });
-  return p;
-}
-
-async function shot(p, name) {
-  await p.screenshot({path: join(ARTIFACTS, `${name}.png`), fullPage: true});
-}
-
-async function go(p, hash) {
-  await p.goto(`${BASE}/${hash}`);
 }
 
 // The p-value as the page writes it.
@@ -123,7 +95,7 @@ before(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
   });
-  page = watch(context.pages()[0] || await context.newPage());
+  page = watch(context.pages()[0] || await context.newPage(), problems);
 });
 
 after(async () => {

@@ -1,0 +1,41 @@
+// common.mjs — what the browser tests share: the daemon's address (MAPSAGE_URL, from
+// tests/test_web.py) and where screenshots go, a JSON call to the API, and a page that
+// records its errors, with screenshots and navigation.
+
+import {join} from 'node:path';
+import {tmpdir} from 'node:os';
+
+export const BASE = process.env.MAPSAGE_URL;
+export const ARTIFACTS = process.env.MAPSAGE_ARTIFACTS || join(tmpdir(), 'mapsage-artifacts');
+if (!BASE) throw new Error('MAPSAGE_URL is not set: run tests/test_web.py, or point it at a running mapsaged');
+
+// One API call: {status, body (parsed JSON)}. A body that is a string goes as it is (a
+// malformed config, say); the daemon reads only JSON bodies that say so, which fetch would
+// otherwise label text/plain.
+export async function call(method, path, body) {
+  const response = await fetch(BASE + path, {method, headers: body === undefined ? {} : {'Content-Type': 'application/json'},
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)});
+  return {status: response.status, body: await response.json()};
+}
+
+// Records a page's errors and console errors into `problems`, checked at the end. Chromium
+// reports each 4xx answer (a refused config, a refused SQL query) as a console error; those
+// are the point of some tests. Anything else is a fault.
+export function watch(page, problems) {
+  page.setDefaultTimeout(60000);
+  page.on('pageerror', (error) => problems.push(`${page.url()}: page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) {
+      problems.push(`${page.url()}: console: ${message.text()}`);
+    }
+  });
+  return page;
+}
+
+export async function shot(page, name) {
+  await page.screenshot({path: join(ARTIFACTS, `${name}.png`), fullPage: true});
+}
+
+export async function go(page, hash) {
+  await page.goto(`${BASE}/${hash}`);
+}
