@@ -1,9 +1,9 @@
 /* scheduler.c — the queue, the worker processes and their event pipes (see scheduler.h).
  *
  * A worker is a child process with three pipes. Its stdout carries protocol lines, its
- * stderr the run's log; both are split into lines by a line_reader_t that never holds
- * more than EV_LINE_MAX bytes, so a worker that prints an endless line or garbage costs
- * bounded memory and ends up, marked, in the log. The outcome of a run is decided in
+ * stderr the run's log; both are split into lines by a line_reader_t (line_reader.h)
+ * that never holds more than EV_LINE_MAX bytes, so a worker that prints an endless line or
+ * garbage costs bounded memory and ends up, marked, in the log. The outcome of a run is decided in
  * finish_worker() once three things have happened, in any order: the process exited and
  * both pipes reached end-of-file. Deciding at exit alone would lose the last events still
  * in the pipe. A worker that runs elsewhere posts the same lines over HTTP instead
@@ -31,17 +31,12 @@
 
 #include "config.h"
 #include "event.h"
+#include "line_reader.h"
 #include "util.h"
 
 #define READ_BUFFER_SIZE 65536
 #define LOG_TAIL_LINES 5     /* stderr lines quoted when a worker dies */
 #define LOG_TAIL_WIDTH 240
-
-typedef struct {
-  char *data;
-  size_t length;
-  int overlong; /* the current line passed EV_LINE_MAX: the rest of it is dropped */
-} line_reader_t;
 
 typedef struct worker worker_t;
 
@@ -420,47 +415,16 @@ static void format_log_tail(const worker_t *worker, char *out, size_t size) {
   }
 }
 
-typedef void (*line_cb)(worker_t *worker, const char *line, size_t length);
+/* The line reader's callbacks, for a worker's two pipes. */
+static void on_event_line(void *context, const char *line, size_t length) { handle_event_line(context, line, length); }
+static void on_error_line(void *context, const char *line, size_t length) { handle_error_line(context, line, length); }
 
-/* Splits `data` into lines, carrying a partial line over to the next read. */
-static void feed_lines(worker_t *worker, line_reader_t *reader, const char *data, size_t length, line_cb handle) {
-  while (length > 0) {
-    const char *newline = memchr(data, '\n', length);
-    size_t chunk = newline ? (size_t)(newline - data) : length;
-    if (!reader->overlong) {
-      if (reader->length + chunk > EV_LINE_MAX) {
-        /* Quote its first 200 bytes, or fewer, so that the quote ends between characters. */
-        const char *begun = reader->length ? reader->data : data;
-        size_t available = reader->length ? reader->length : chunk;
-        size_t quoted = util_utf8_boundary(begun, available < 200 ? available : 200);
-        log_printf(&worker->run, "[mapsaged] a line longer than %d bytes was cut; it began: %.*s", EV_LINE_MAX,
-                   (int)quoted, begun);
-        reader->overlong = 1;
-        reader->length = 0;
-      } else if (newline && reader->length == 0) {
-        handle(worker, data, chunk); /* the common case: a whole line in one read, no copy */
-      } else {
-        char *grown = realloc(reader->data, reader->length + chunk + 1);
-        if (grown == NULL) {
-          reader->overlong = 1;
-          reader->length = 0;
-        } else {
-          reader->data = grown;
-          memcpy(reader->data + reader->length, data, chunk);
-          reader->length += chunk;
-          reader->data[reader->length] = '\0';
-          if (newline) {
-            handle(worker, reader->data, reader->length);
-            reader->length = 0;
-          }
-        }
-      }
-    }
-    if (!newline) break;
-    reader->overlong = 0;
-    data = newline + 1;
-    length -= chunk + 1;
-  }
+static void on_overlong_line(void *context, const char *begun, size_t length) {
+  worker_t *worker = context;
+  /* Quote its first 200 bytes, or fewer, so that the quote ends between characters. */
+  size_t quoted = util_utf8_boundary(begun, length < 200 ? length : 200);
+  log_printf(&worker->run, "[mapsaged] a line longer than %d bytes was cut; it began: %.*s", EV_LINE_MAX, (int)quoted,
+             begun);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -513,12 +477,11 @@ static void on_turns(uv_check_t *check) {
 static void on_output(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
   worker_t *worker = stream->data;
   if (n > 0) {
-    feed_lines(worker, &worker->output_lines, buffer->base, (size_t)n, handle_event_line);
+    line_reader_feed(&worker->output_lines, buffer->base, (size_t)n, EV_LINE_MAX, on_event_line, on_overlong_line,
+                     worker);
     end_turn(worker);
   } else if (n < 0) {
-    if (worker->output_lines.length > 0) /* a last line without its newline */
-      handle_event_line(worker, worker->output_lines.data, worker->output_lines.length);
-    worker->output_lines.length = 0;
+    line_reader_finish(&worker->output_lines, on_event_line, worker); /* a last line without its newline */
     uv_read_stop(stream);
     worker->output_done = 1;
     finish_worker(worker);
@@ -528,11 +491,10 @@ static void on_output(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
 static void on_errors(uv_stream_t *stream, ssize_t n, const uv_buf_t *buffer) {
   worker_t *worker = stream->data;
   if (n > 0) {
-    feed_lines(worker, &worker->error_lines, buffer->base, (size_t)n, handle_error_line);
+    line_reader_feed(&worker->error_lines, buffer->base, (size_t)n, EV_LINE_MAX, on_error_line, on_overlong_line,
+                     worker);
   } else if (n < 0) {
-    if (worker->error_lines.length > 0)
-      handle_error_line(worker, worker->error_lines.data, worker->error_lines.length);
-    worker->error_lines.length = 0;
+    line_reader_finish(&worker->error_lines, on_error_line, worker);
     uv_read_stop(stream);
     worker->errors_done = 1;
     finish_worker(worker);
@@ -592,8 +554,8 @@ static void on_worker_handle_closed(uv_handle_t *handle) {
   worker_t *worker = handle->data;
   if (--worker->open_handles > 0) return;
   sched_t *sched = worker->run.sched;
-  free(worker->output_lines.data);
-  free(worker->error_lines.data);
+  line_reader_free(&worker->output_lines);
+  line_reader_free(&worker->error_lines);
   free_run(&worker->run);
   free(worker->config_json);
   free(worker);
