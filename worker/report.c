@@ -145,9 +145,13 @@ static int take_answer(report_t *report) {
   const char *secret = json_string_value(json_object_get(root, "secret"));
   int result = 0;
   if (secret && !report->claimed) {
+    /* Hex, as the daemon makes it: anything else (a line break above all) would write
+     * headers of its choosing into every later post. */
     char header[256];
-    if (snprintf(header, sizeof header, "X-MapSage-Run-Secret: %s", secret) >= (int)sizeof header) {
-      fprintf(stderr, "mapsage-worker: the daemon's run secret is too long\n");
+    if (secret[0] == '\0' || strspn(secret, "0123456789abcdef") != strlen(secret) ||
+        snprintf(header, sizeof header, "X-MapSage-Run-Secret: %s", secret) >= (int)sizeof header) {
+      fprintf(stderr, "mapsage-worker: the daemon's run secret is not what a daemon sends (hex, under 200 "
+                      "characters)\n");
       errno = EPROTO;
       result = -1;
       goto done;
