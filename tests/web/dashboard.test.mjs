@@ -145,6 +145,12 @@ function distillationFixture() {
       values['grad_norm/fc1'] = 1.2 * Math.exp(-t) + 0.1 * noise() + 0.3;
       values['grad_norm/logits'] = 0.6 * Math.exp(-t) + 0.05 * noise() + 0.1;
       values['grad_norm/total'] = values['grad_norm/fc1'] + values['grad_norm/logits'];
+      // What the worker says of each term's own gradient (grad_norm_every steps).
+      values['grad_norm_term/task'] = 0.9 * Math.exp(-t) + 0.2;
+      values['grad_norm_term/distill'] = 1.4 * Math.exp(-t) + 0.3;
+      values['grad_share/task'] = 0.55 + 0.1 * t;
+      values['grad_share/distill'] = 1 - values['grad_share/task'];
+      values['grad_cos/task_distill'] = 0.4 - 0.6 * t;
     }
     events.push({id: String(step), type: 'metric', data: {step, epoch, stage, values}});
     if (step % perEpoch === 0) {
@@ -582,6 +588,10 @@ test('a distillation run: every term, the teacher line, per-class accuracy, diag
       ['feature/ungated_mse', 'gate/effective_fraction', 'gate/mean']);
     assert.deepEqual((await chartState(page, 'disc')).names.sort(), ['disc/accuracy', 'disc/loss']);
     assert.deepEqual((await chartState(page, 'schedule')).names.sort(), ['lr', 'temperature']);
+    // Each term's share of the gradient, its cosine with the task's, its raw norm.
+    assert.deepEqual((await chartState(page, 'grad-share')).names, ['grad_share/task', 'grad_share/distill']);
+    assert.deepEqual((await chartState(page, 'grad-cosine')).names, ['grad_cos/task_distill']);
+    assert.deepEqual((await chartState(page, 'grad-term')).names, ['grad_norm_term/task', 'grad_norm_term/distill']);
     assert.equal(await page.locator('figure[data-kind="diagnostics"], figure[data-kind="eval-other"]').count(), 0,
       'every curve has its chart');
 

@@ -60,6 +60,15 @@ const CHARTS = [
     yBounds: [0, 1],
     axisLabels: (names) => (names.includes('disc/loss') && names.length > 1 ? {y: 'accuracy', right: 'loss'} : {})},
   {key: 'grad', title: 'Gradient norm per layer', test: (n) => n.startsWith('grad_norm/')},
+  // Which term moves the student: each term's weighted share of the gradient (stacked, they
+  // sum to one), and how each term's gradient points against the task's (below zero: the
+  // objectives conflict). Judged by gradient, not by loss: a large loss can move little.
+  {key: 'grad-share', title: 'Share of the gradient on the student, per term (stacked)',
+    test: (n) => n.startsWith('grad_share/'), order: termRank, stacked: () => true, yBounds: [0, 1]},
+  {key: 'grad-cosine', title: 'Cosine of each term\'s gradient with the task\'s', test: (n) => n.startsWith('grad_cos/'),
+    yBounds: [-1, 1]},
+  {key: 'grad-term', title: 'Gradient norm per term (raw)', test: (n) => n.startsWith('grad_norm_term/'),
+    order: termRank},
   {key: 'speed', title: 'Examples per second', test: (n) => n === 'examples_per_s'},
   {key: 'diagnostics', title: 'Other curves', catchAll: true},
   {key: 'eval-other', title: 'Other evaluations', perEpoch: true, catchAll: true},
