@@ -1032,11 +1032,14 @@ int command_sql(const cli_global_t *global, int argc, char **argv) {
     fflush(stdout); /* the footer comes after the table on a terminal that shows both */
     fprintf(stderr, "(%zu row%s, %.*f ms)\n", count, count == 1 ? "" : "s", elapsed < 1 ? 2 : 1, elapsed);
   }
-  /* Whatever the format: a cut answer must not pass for a whole one. */
-  if (json_is_true(json_object_get(answer, "truncated"))) {
+  /* Whatever the format: a cut answer must not pass for a whole one, and a value marked by
+   * the server (text that was not UTF-8) must not pass for what was stored. The server's
+   * warning says which limit cut it and which columns were marked. */
+  const char *warning = format_json_string(answer, "warning");
+  if (warning != NULL || json_is_true(json_object_get(answer, "truncated"))) {
     fflush(stdout);
-    fprintf(stderr, "(truncated at the server's row limit of %zu rows: mapsaged --sql-max-rows)\n",
-            json_array_size(rows));
+    if (warning != NULL) fprintf(stderr, "mapsage: %s\n", warning);
+    else fprintf(stderr, "(truncated after %zu rows)\n", json_array_size(rows));
   }
   /* A row with fewer values than there are columns was shown padded with NULLs. */
   size_t i;

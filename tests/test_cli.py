@@ -327,7 +327,7 @@ class CliTest(unittest.TestCase):
         out, err = self.check(0, self.mapsage("sql", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                                               "LIMIT 50) SELECT x FROM c", "--csv"), "a query past the row limit")
         self.assertEqual(out.split(), ["x", "1", "2", "3", "4", "5"])
-        self.assertIn("truncated at the server's row limit of 5 rows", err)
+        self.assertIn("stopped at the row limit of 5 rows (mapsaged --sql-max-rows)", err)
 
         # Usage errors.
         self.check(2, self.mapsage("sql"), "sql without a statement")
