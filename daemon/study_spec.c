@@ -574,6 +574,34 @@ typedef struct {
   int distills;
 } arm_cell_t;
 
+/* What a baseline trains, as a key that equal trainings share: its config with each run of
+ * consecutive stages that have the same weights and learning rate made one stage of their
+ * epochs, names dropped. Stages like that train the same way however they are split: the
+ * schedules run over the epochs, not the stages (kd-progressive's baseline, 5 + 10 epochs
+ * of the task alone, gave kd-weighted's 15-epoch baseline's figures to the last digit), so
+ * their baselines are one run. Takes no reference of `baseline`. */
+static json_t *training_key(const json_t *baseline) {
+  json_t *key = json_deep_copy(baseline), *merged = json_array(), *stage;
+  size_t i;
+  json_array_foreach(json_object_get(key, "stages"), i, stage) {
+    json_t *last = json_array_get(merged, json_array_size(merged) - 1);
+    json_t *copy = json_deep_copy(stage);
+    json_object_del(copy, "name");
+    json_t *epochs = json_incref(json_object_get(copy, "epochs"));
+    json_object_del(copy, "epochs");
+    if (last && json_equal(json_object_get(last, "training"), copy)) {
+      json_object_set_new(last, "epochs",
+                          json_integer(json_integer_value(json_object_get(last, "epochs")) + json_integer_value(epochs)));
+      json_decref(copy);
+    } else {
+      json_array_append_new(merged, json_pack("{s:o, s:O}", "training", copy, "epochs", epochs));
+    }
+    json_decref(epochs);
+  }
+  json_object_set_new(key, "stages", merged);
+  return key;
+}
+
 static int prepare_arm_cell(const json_t *merged, const char *arm, const json_t *cell, const char *study_name,
                             const teacher_t *teacher, int baselines, arm_cell_t *out, cfg_errors_t *errors) {
   *out = (arm_cell_t){.arm = arm, .cell = cell};
@@ -621,9 +649,10 @@ static int prepare_arm_cell(const json_t *merged, const char *arm, const json_t 
   if (baseline == NULL) return -ENOMEM;
   json_object_set_new(baseline, "name", json_string(""));
   json_object_del(baseline, "seed"); /* every seed has its own run anyway */
-  out->baseline_key = baseline;
   json_t *seeded = json_deep_copy(baseline);
   json_object_set(seeded, "seed", json_object_get(out->config, "seed"));
+  out->baseline_key = training_key(baseline);
+  json_decref(baseline);
   out->baseline = normalize(seeded, &out->baseline_parsed, prefix, " (its matched baseline)",
                             errors);
   return out->baseline ? 0 : -EINVAL;

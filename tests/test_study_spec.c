@@ -265,6 +265,35 @@ static void test_teacher_and_baselines(void) {
   study_plan_free(plan);
 }
 
+/* Baselines that train the same way share a run, however their stages are split and named:
+ * kd-progressive's (3 task-only epochs, then 2 of distillation) and a one-stage arm's. */
+static void test_baselines_of_equal_training_are_one_run(void) {
+  cfg_errors_t errors;
+  study_plan_t *plan = expand(
+      "{\"seeds\": 1, " BASE ", \"teacher\": {\"experiment\": 4}, \"arms\": {"
+      "\"one\": {\"temperature\": {\"schedule\": \"constant\", \"start\": 4}, \"stages\": [{\"name\": \"all\", "
+      "\"epochs\": 5, \"task_weight\": 0.7, \"distill_weight\": 0.3}]}, "
+      "\"two\": {\"temperature\": {\"schedule\": \"constant\", \"start\": 4}, \"stages\": [{\"name\": \"task\", "
+      "\"epochs\": 3}, {\"name\": \"kd\", \"epochs\": 2, \"task_weight\": 0.7, \"distill_weight\": 0.3}]}, "
+      "\"slower\": {\"temperature\": {\"schedule\": \"constant\", \"start\": 4}, \"stages\": [{\"epochs\": 3}, "
+      "{\"epochs\": 2, \"lr\": 0.01, \"distill_weight\": 0.3}]}}}",
+      &errors);
+  CHECK(plan != NULL);
+  if (plan == NULL) return;
+  /* one, its baseline (shared by two), two, slower, its own baseline (another lr). */
+  CHECK_INT(5, plan->n_runs);
+  int baseline_of_one = -1, baseline_of_two = -1, baseline_of_slower = -1;
+  for (int l = 0; l < plan->n_links; l++) {
+    if (strcmp(plan->links[l].arm, "one/baseline") == 0) baseline_of_one = plan->links[l].run;
+    if (strcmp(plan->links[l].arm, "two/baseline") == 0) baseline_of_two = plan->links[l].run;
+    if (strcmp(plan->links[l].arm, "slower/baseline") == 0) baseline_of_slower = plan->links[l].run;
+  }
+  CHECK(baseline_of_one >= 0 && baseline_of_slower >= 0);
+  CHECK_INT(baseline_of_one, baseline_of_two);
+  CHECK(baseline_of_slower != baseline_of_one);
+  study_plan_free(plan);
+}
+
 /* A study's teacher given as an existing experiment: every distilling run names it. */
 static void test_existing_teacher(void) {
   cfg_errors_t errors;
@@ -325,6 +354,7 @@ int main(void) {
   test_random();
   test_teacher_and_baselines();
   test_existing_teacher();
+  test_baselines_of_equal_training_are_one_run();
   test_errors();
   return check_summary();
 }
