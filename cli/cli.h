@@ -210,6 +210,13 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv);
 int command_study_show(const cli_global_t *global, int argc, char **argv);
 int command_study_watch(const cli_global_t *global, int argc, char **argv);
 int command_study_cancel(const cli_global_t *global, int argc, char **argv);
+/* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
+ * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's
+ * counts; a runs list's distinct experiments; counts as "3 succeeded, 2 running". */
+int study_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json, int *all);
+long long study_ended_runs(const json_t *counts);
+size_t study_count_runs(const json_t *runs);
+int study_append_counts(buffer_t *buffer, const json_t *counts);
 
 /* Applies one `--set path=value` to `config`. On failure, returns -EINVAL (or -ENOMEM)
  * with a sentence naming the path in `error`. Exposed for its own sake: it is the one piece of submit
