@@ -683,8 +683,10 @@ static void on_dependent_failed(void *context, int64_t id) {
 
 void sched_teacher_ended(sched_t *sched, int64_t teacher_id, const char *status, const char *error) {
   char reason[1200];
-  snprintf(reason, sizeof reason, "its teacher, experiment %lld, %s%s%s", (long long)teacher_id,
-           strcmp(status, DB_CANCELLED) == 0 ? "was cancelled" : "failed", error && error[0] ? ": " : "",
+  /* The teacher's error is quoted up to what the line has room for, cut between characters. */
+  const size_t quoted = error ? util_utf8_boundary(error, strlen(error) < 1000 ? strlen(error) : 1000) : 0;
+  snprintf(reason, sizeof reason, "its teacher, experiment %lld, %s%s%.*s", (long long)teacher_id,
+           strcmp(status, DB_CANCELLED) == 0 ? "was cancelled" : "failed", error && error[0] ? ": " : "", (int)quoted,
            error ? error : "");
   db_fail_dependents(sched->options.db, teacher_id, reason, on_dependent_failed, sched);
 }
