@@ -256,4 +256,54 @@ int cfg_uses_adversarial(const cfg_experiment_t *config);
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind);
 
+/* ---------------------------------------------------------------------------------------
+ * Memory: what a worker will need for a config, so that the daemon can refuse at
+ * submission a run the machine cannot hold (--max-worker-memory) and give its worker a
+ * matching limit. An ESTIMATE, documented in docs/config.md ("Memory"): the large
+ * allocations are counted exactly as the worker makes them, the rest (the process, libc,
+ * OpenBLAS's buffers) as one measured constant. */
+
+/* The model's slabs in floats (int32 for indices), exactly as worker/nn.c's nn_model_create
+ * (forward_only = 0) or nn_model_create_inference (1) sizes them for max_batch examples:
+ * the fields of nn_model_t of the same names. tests/test_nn.c compares the two on several
+ * networks, so a change to one that the other misses fails there. -EINVAL when the layers do
+ * not fit (the same cases nn_model_create refuses). `config` must have been validated. */
+typedef struct {
+  size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
+} cfg_slabs_t;
+int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
+
+/* What the process, libc and OpenBLAS hold beyond the counted allocations (peak RSS of a
+ * worker minus them; the measurements are beside its definition in config.c). */
+#define CFG_MEMORY_OVERHEAD ((size_t)48 << 20)
+
+/* The estimate, in bytes, by share; total is their sum. */
+typedef struct {
+  size_t dataset;        /* the float images and labels of every split, and the raw pool while loading */
+  size_t student;        /* parameters, gradients, optimizer state, per-term gradients */
+  size_t activations;    /* activations and their gradients, im2col and scratch, masks, argmaxes,
+                            the trainer's batch buffers: what grows with batch_size */
+  size_t teacher;        /* the teacher's inference model and buffers */
+  size_t teacher_cache;  /* its cached outputs, within the budget */
+  size_t distill;        /* adapters, gates, discriminator: params, grads, Adam, scratch */
+  size_t overhead;       /* CFG_MEMORY_OVERHEAD */
+  size_t total;
+  int teacher_counted;   /* 0 when the run has a teacher whose config was not given */
+} cfg_memory_t;
+
+/* Estimates the memory a worker needs to run `config` (validated). `teacher` is the
+ * teacher's config for a distilling run, or NULL when it is not known (a checkpoint teacher:
+ * its config lives inside the checkpoint file, which the daemon does not open at submission)
+ * — then the teacher and its cache are left out and teacher_counted says so.
+ * `teacher_cache_budget` is the worker's MAPSAGE_TEACHER_CACHE_MB in bytes. Returns 0, or
+ * -EINVAL when a network does not fit (validation refuses those first). */
+int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *teacher,
+                        size_t teacher_cache_budget, cfg_memory_t *out);
+
+/* "about 9.7 GiB (dataset 0.2, student 0.1, teacher cache 2.0, activations 7.4 for batch
+ * 4096)" into `out`, and returns the config path of the largest share (what an error about
+ * it points at): "dataset", "model.layers", "batch_size", "teacher" or "features". */
+const char *cfg_memory_describe(const cfg_memory_t *memory, const cfg_experiment_t *config, char *out,
+                                size_t size);
+
 #endif
