@@ -1158,8 +1158,7 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
 
   /* The dataset as worker/data.c holds it: every split as float images and int labels, and
    * while loading the raw uint8 pool and test set and the shuffle order beside them. The raw
-   * part is freed before the model exists, but glibc does not always give it back at once:
-   * counting it is what keeps the estimate above the measured peak (docs/config.md). */
+   * part is freed before the model is built: the baseline MLP's peak is there. */
   size_t pool = CFG_FASHION_TRAIN, test = CFG_FASHION_TEST;
   if (config->dataset.kind == CFG_DATASET_SYNTHETIC) {
     pool = (size_t)config->dataset.train_size;
@@ -1169,8 +1168,8 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
   size_t train = pool > val ? pool - val : 0;
   if (config->dataset.train_limit > 0 && (size_t)config->dataset.train_limit < train)
     train = (size_t)config->dataset.train_limit;
-  out->dataset = (train + val + test) * (CFG_INPUTS * F + sizeof(int)) + (pool + test) * (CFG_INPUTS + 1) +
-                 pool * sizeof(int) /* the shuffle */ + train * sizeof(int) /* the trainer's order */;
+  out->dataset = (train + val + test) * (CFG_INPUTS * F + sizeof(int)) + train * sizeof(int) /* the trainer's order */;
+  out->loading = (pool + test) * (CFG_INPUTS + 1) + pool * sizeof(int) /* the shuffle */;
 
   cfg_slabs_t student;
   int rc = cfg_model_slabs(config, config->batch_size, 0, &student);
@@ -1193,8 +1192,11 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
     rc = cfg_model_slabs(teacher, config->batch_size, 1, &slabs);
     if (rc) return rc;
     const size_t features = cfg__teacher_features(config, teacher, shapes);
+    /* Its checkpoint is mapped (MAP_POPULATE: resident) while its params are read: the
+     * params and the optimizer state it was saved with. */
+    const size_t teacher_optim = teacher->optimizer.kind == CFG_OPTIMIZER_ADAM ? 2 : 1;
     out->teacher = (slabs.n_params + slabs.n_activations + slabs.n_workspace) * F + slabs.n_indices * sizeof(int32_t) +
-                   B * (CFG_CLASSES * F + sizeof(int));
+                   B * (CFG_CLASSES * F + sizeof(int)) + (1 + teacher_optim) * slabs.n_params * F;
     /* worker/train.c caches the training split (with the pairs' layers when a stage aligns
      * features) when the teacher is needed, then the test split's logits, each only if it
      * fits what is left of the budget. */
@@ -1213,9 +1215,13 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
     cfg__distill_floats(config, shapes, &distill_params, &distill_scratch);
     out->distill = (4 * distill_params + distill_scratch) * F + B * (2 * CFG_CLASSES + 1) * F;
   }
+  /* worker/checkpoint.c builds the whole file in one buffer before writing it (and a
+   * resumed run maps the one it resumes from): the tensors of worker/train.c, and the meta. */
+  out->checkpoint = (student.n_params + student.n_optim_state + 3 * distill_params) * F + ((size_t)64 << 10);
   out->overhead = CFG_MEMORY_OVERHEAD;
-  out->total = out->dataset + out->student + out->activations + out->teacher + out->teacher_cache + out->distill +
-               out->overhead;
+  const size_t rest = out->student + out->activations + out->teacher + out->teacher_cache + out->distill +
+                      out->checkpoint;
+  out->total = out->overhead + out->dataset + (rest > out->loading ? rest : out->loading);
   return 0;
 }
 
@@ -1235,7 +1241,13 @@ const char *cfg_memory_describe(const cfg_memory_t *memory, const cfg_experiment
       {"teacher", "teacher", memory->teacher},
       {"teacher cache", "teacher", memory->teacher_cache},
       {"distillation", "features", memory->distill},
+      {"checkpoint", "model.layers", memory->checkpoint},
+      {"loading", "dataset", 0},
   };
+  /* The raw files while loading count only when they outweigh what comes after them. */
+  const size_t rest = memory->student + memory->activations + memory->teacher + memory->teacher_cache +
+                      memory->distill + memory->checkpoint;
+  if (memory->loading > rest) shares[sizeof shares / sizeof shares[0] - 1].bytes = memory->loading;
   const char *path = "model.layers";
   size_t largest = 0, used = 0;
   int n = snprintf(out, size, "about %.1f %s (", (double)memory->total / unit, in_gib ? "GiB" : "MiB");

@@ -273,21 +273,28 @@ typedef struct {
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
 
-/* What the process, libc and OpenBLAS hold beyond the counted allocations (peak RSS of a
- * worker minus them; the measurements are beside its definition in config.c). */
-#define CFG_MEMORY_OVERHEAD ((size_t)48 << 20)
+/* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak
+ * RSS minus what it counts (Release build, OpenBLAS 0.3.21, 1 and 2 threads): 10.3 MiB for
+ * a 200-example synthetic run, 10.2 for the baseline MLP on Fashion-MNIST, 15.6 for the CNN
+ * teacher, 25 for a 2048-wide MLP at batch 512 (OpenBLAS touches more of its GEMM buffer for
+ * larger products; that buffer is 32 MiB, shared by its threads). 40 MiB covers a small
+ * process plus the whole buffer. docs/config.md ("Memory") has the table. */
+#define CFG_MEMORY_OVERHEAD ((size_t)40 << 20)
 
 /* The estimate, in bytes, by share; total is their sum. */
 typedef struct {
-  size_t dataset;        /* the float images and labels of every split, and the raw pool while loading */
+  size_t dataset;        /* the float images and labels of every split, the trainer's order */
+  size_t loading;        /* the raw uint8 images and the shuffle while loading: freed before the
+                            model exists, so the total counts max(loading, what follows) */
   size_t student;        /* parameters, gradients, optimizer state, per-term gradients */
   size_t activations;    /* activations and their gradients, im2col and scratch, masks, argmaxes,
                             the trainer's batch buffers: what grows with batch_size */
   size_t teacher;        /* the teacher's inference model and buffers */
   size_t teacher_cache;  /* its cached outputs, within the budget */
   size_t distill;        /* adapters, gates, discriminator: params, grads, Adam, scratch */
+  size_t checkpoint;     /* the file a checkpoint is written from, built whole in memory */
   size_t overhead;       /* CFG_MEMORY_OVERHEAD */
-  size_t total;
+  size_t total;          /* overhead + dataset + max(loading, every other share) */
   int teacher_counted;   /* 0 when the run has a teacher whose config was not given */
 } cfg_memory_t;
 
