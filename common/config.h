@@ -304,6 +304,9 @@ typedef struct {
  * — then the teacher and its cache are left out and teacher_counted says so.
  * `teacher_cache_budget` is the worker's MAPSAGE_TEACHER_CACHE_MB in bytes. Returns 0, or
  * -EINVAL when a network does not fit (validation refuses those first). */
+/* The worker's teacher cache budget (worker/teacher.h), which the daemon needs to estimate. */
+#define CFG_TEACHER_CACHE_DEFAULT_MB 2048
+#define CFG_TEACHER_CACHE_ENV "MAPSAGE_TEACHER_CACHE_MB"
 int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *teacher,
                         size_t teacher_cache_budget, cfg_memory_t *out);
 
