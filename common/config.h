@@ -256,4 +256,64 @@ int cfg_uses_adversarial(const cfg_experiment_t *config);
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind);
 
+/* ---------------------------------------------------------------------------------------
+ * Memory: what a worker will need for a config, so that the daemon can refuse at
+ * submission a run the machine cannot hold (--max-worker-memory) and give its worker a
+ * matching limit. An ESTIMATE, documented in docs/config.md ("Memory"): the large
+ * allocations are counted exactly as the worker makes them, the rest (the process, libc,
+ * OpenBLAS's buffers) as one measured constant. */
+
+/* The model's slabs in floats (int32 for indices), exactly as worker/nn.c's nn_model_create
+ * (forward_only = 0) or nn_model_create_inference (1) sizes them for max_batch examples:
+ * the fields of nn_model_t of the same names. tests/test_nn.c compares the two on several
+ * networks, so a change to one that the other misses fails there. -EINVAL when the layers do
+ * not fit (the same cases nn_model_create refuses). `config` must have been validated. */
+typedef struct {
+  size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
+} cfg_slabs_t;
+int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
+
+/* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak
+ * RSS minus what it counts (Release build, OpenBLAS 0.3.21, 1 and 2 threads): 10.3 MiB for
+ * a 200-example synthetic run, 10.2 for the baseline MLP on Fashion-MNIST, 15.6 for the CNN
+ * teacher, 25 for a 2048-wide MLP at batch 512 (OpenBLAS touches more of its GEMM buffer for
+ * larger products; that buffer is 32 MiB, shared by its threads). 40 MiB covers a small
+ * process plus the whole buffer. docs/config.md ("Memory") has the table. */
+#define CFG_MEMORY_OVERHEAD ((size_t)40 << 20)
+
+/* The estimate, in bytes, by share; total is their sum. */
+typedef struct {
+  size_t dataset;        /* the float images and labels of every split, the trainer's order */
+  size_t loading;        /* the raw uint8 images and the shuffle while loading: freed before the
+                            model exists, so the total counts max(loading, what follows) */
+  size_t student;        /* parameters, gradients, optimizer state, per-term gradients */
+  size_t activations;    /* activations and their gradients, im2col and scratch, masks, argmaxes,
+                            the trainer's batch buffers: what grows with batch_size */
+  size_t teacher;        /* the teacher's inference model and buffers */
+  size_t teacher_cache;  /* its cached outputs, within the budget */
+  size_t distill;        /* adapters, gates, discriminator: params, grads, Adam, scratch */
+  size_t checkpoint;     /* the file a checkpoint is written from, built whole in memory */
+  size_t overhead;       /* CFG_MEMORY_OVERHEAD */
+  size_t total;          /* overhead + dataset + max(loading, every other share) */
+  int teacher_counted;   /* 0 when the run has a teacher whose config was not given */
+} cfg_memory_t;
+
+/* Estimates the memory a worker needs to run `config` (validated). `teacher` is the
+ * teacher's config for a distilling run, or NULL when it is not known (a checkpoint teacher:
+ * its config lives inside the checkpoint file, which the daemon does not open at submission)
+ * — then the teacher and its cache are left out and teacher_counted says so.
+ * `teacher_cache_budget` is the worker's MAPSAGE_TEACHER_CACHE_MB in bytes. Returns 0, or
+ * -EINVAL when a network does not fit (validation refuses those first). */
+/* The worker's teacher cache budget (worker/teacher.h), which the daemon needs to estimate. */
+#define CFG_TEACHER_CACHE_DEFAULT_MB 2048
+#define CFG_TEACHER_CACHE_ENV "MAPSAGE_TEACHER_CACHE_MB"
+int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *teacher,
+                        size_t teacher_cache_budget, cfg_memory_t *out);
+
+/* "about 9.7 GiB (dataset 0.2, student 0.1, teacher cache 2.0, activations 7.4 for batch
+ * 4096)" into `out`, and returns the config path of the largest share (what an error about
+ * it points at): "dataset", "model.layers", "batch_size", "teacher" or "features". */
+const char *cfg_memory_describe(const cfg_memory_t *memory, const cfg_experiment_t *config, char *out,
+                                size_t size);
+
 #endif

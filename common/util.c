@@ -1,6 +1,7 @@
 /* util.c — small helpers shared by the programs: time, strings, whole-file I/O. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -214,4 +215,34 @@ fail:
   if (fd >= 0) close(fd);
   unlink(temporary);
   return result;
+}
+
+int util_parse_size(const char *text, size_t *out) {
+  if (text == NULL || !isdigit((unsigned char)text[0])) return -EINVAL;
+  if (strpbrk(text, "xXpP")) return -EINVAL; /* strtod would read hexadecimal */
+  char *end;
+  errno = 0;
+  const double value = strtod(text, &end);
+  if (errno || end == text) return -EINVAL;
+  double scale = 1.0;
+  switch (toupper((unsigned char)*end)) {
+  case 'K': scale = 1024.0; break;
+  case 'M': scale = 1024.0 * 1024.0; break;
+  case 'G': scale = 1024.0 * 1024.0 * 1024.0; break;
+  case 'T': scale = 1024.0 * 1024.0 * 1024.0 * 1024.0; break;
+  case '\0': break;
+  default: return -EINVAL;
+  }
+  if (*end) {
+    end++;
+    if (*end == 'i' || *end == 'I') end++;
+    if (*end == 'B' || *end == 'b') end++;
+  }
+  if (*end != '\0') return -EINVAL;
+  /* Without a suffix, bytes: a whole number only. */
+  if (scale == 1.0 && strpbrk(text, ".eE")) return -EINVAL;
+  const double bytes = value * scale;
+  if (!(bytes >= 1.0) || bytes >= 18446744073709551616.0) return -EINVAL;
+  *out = (size_t)bytes;
+  return 0;
 }

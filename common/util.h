@@ -43,6 +43,12 @@ int util_read_file(const char *path, size_t limit, char **data, size_t *length);
 /* Creates a directory and its missing parents (mkdir -p). Returns 0 or -errno. */
 int util_make_directories(const char *path);
 
+/* A size in bytes: a whole number with an optional binary suffix K, M, G or T (KiB, MiB,
+ * GiB, TiB; "KiB", "k", "MB" are read the same), e.g. "4G", "512M", "1073741824". A
+ * fraction is allowed with a suffix ("1.5G"). Returns 0, or -EINVAL for anything else,
+ * zero or a size that does not fit in size_t. */
+int util_parse_size(const char *text, size_t *out);
+
 /* Writes `length` bytes to `path` atomically and durably: a temporary file beside it,
  * fsync, rename, fsync of the directory. */
 int util_write_file_atomic(const char *path, const void *data, size_t length);

@@ -104,12 +104,60 @@ void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *error
     check_teacher_checkpoint(api, config, errors);
 }
 
+
+size_t api_teacher_cache_budget(void) {
+  const char *text = getenv(CFG_TEACHER_CACHE_ENV);
+  double mb = CFG_TEACHER_CACHE_DEFAULT_MB;
+  if (text && text[0]) {
+    char *end;
+    double value = strtod(text, &end);
+    /* A bad value makes every distilling worker fail at start, saying why; estimate with
+     * the default meanwhile. */
+    if (*end == '\0' && value >= 0.0 && value <= 1e9) mb = value;
+  }
+  return (size_t)(mb * 1048576.0);
+}
+
+int api_teacher_config(db_t *db, const cfg_experiment_t *config, cfg_experiment_t *out) {
+  if (config->teacher.kind != CFG_TEACHER_EXPERIMENT) return -ENOENT;
+  json_t *teacher = db_experiment_get(db, config->teacher.experiment, 1);
+  if (teacher == NULL) return -ENOENT;
+  cfg_errors_t *ignored = malloc(sizeof *ignored);
+  int result = ignored && cfg_from_json(json_object_get(teacher, "config"), out, ignored) == 0 ? 0 : -ENOENT;
+  free(ignored);
+  json_decref(teacher);
+  return result;
+}
+
+void api_check_memory(api_t *api, const cfg_experiment_t *config, const cfg_experiment_t *teacher,
+                      const char *prefix, cfg_errors_t *errors) {
+  if (api->max_worker_memory == 0) return;
+  cfg_experiment_t *found = NULL;
+  if (teacher == NULL && config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
+    found = malloc(sizeof *found);
+    if (found && api_teacher_config(api->db, config, found) == 0) teacher = found;
+  }
+  cfg_memory_t memory;
+  if (cfg_memory_estimate(config, teacher, api->teacher_cache_budget, &memory) == 0 &&
+      memory.total > api->max_worker_memory) {
+    char text[512];
+    const char *path = cfg_memory_describe(&memory, config, text, sizeof text);
+    const double GiB = 1024.0 * 1024.0 * 1024.0;
+    char at[CFG_TITLE_MAX + 64];
+    snprintf(at, sizeof at, "%s%s%s", prefix, prefix[0] ? "." : "", path);
+    cfg_add_error(errors, at, "this run needs %s, more than --max-worker-memory %.1f GiB", text,
+                  (double)api->max_worker_memory / GiB);
+  }
+  free(found);
+}
+
 static int submit_experiment(http_request_t *request) {
   size_t length;
   const char *body = http_body(request, &length);
   cfg_experiment_t config;
   cfg_errors_t errors;
   if (cfg_parse(body, length, &config, &errors) == 0) api_check_teacher(app(request), &config, &errors);
+  if (errors.count == 0) api_check_memory(app(request), &config, NULL, "", &errors);
   if (errors.count > 0) {
     json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
     return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);

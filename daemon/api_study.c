@@ -57,6 +57,35 @@ done:
   free(found);
 }
 
+
+/* Every run of the study against --max-worker-memory (api_check_memory), the first error
+ * only (the arms of a grid share it): at "arms.<arm>.<path>", or "teacher.<path>" for the
+ * study's own teacher run. A trained teacher's config is in the plan; an existing
+ * experiment's is looked up. */
+static void check_memory(api_t *api, const study_plan_t *plan, cfg_errors_t *errors) {
+  cfg_experiment_t *config = malloc(sizeof *config), *teacher = malloc(sizeof *teacher);
+  cfg_errors_t *found = malloc(sizeof *found);
+  if (config == NULL || teacher == NULL || found == NULL) goto done;
+  for (int r = 0; r < plan->n_runs && errors->count == 0; r++) {
+    const study_run_t *run = &plan->runs[r];
+    if (cfg_from_json(run->config, config, found) != 0) continue; /* validated already */
+    const cfg_experiment_t *known = NULL;
+    if (run->teacher_run >= 0 && cfg_from_json(plan->runs[run->teacher_run].config, teacher, found) == 0)
+      known = teacher;
+    char prefix[CFG_TITLE_MAX + 16];
+    int is_teacher = 0;
+    for (int l = 0; l < plan->n_links; l++)
+      is_teacher |= plan->links[l].run == r && plan->links[l].role == STUDY_ROLE_TEACHER;
+    if (is_teacher) snprintf(prefix, sizeof prefix, "teacher");
+    else snprintf(prefix, sizeof prefix, "arms.%s", arm_of(plan, r));
+    api_check_memory(api, config, known, prefix, errors);
+  }
+done:
+  free(config);
+  free(teacher);
+  free(found);
+}
+
 static int respond_invalid(http_request_t *request, const cfg_errors_t *errors) {
   json_t *answer = json_pack("{s:s, s:o}", "error", "invalid study", "errors", cfg_errors_to_json(errors));
   return http_respond_json(request, MHD_HTTP_BAD_REQUEST, answer);
@@ -82,6 +111,7 @@ int api_submit_study(http_request_t *request) {
   study_plan_t *plan = NULL;
   int result = study_spec_expand(spec, &plan, &errors);
   if (result == 0) check_teacher(api, plan, &errors);
+  if (result == 0 && errors.count == 0) check_memory(api, plan, &errors);
   if (errors.count > 0 || result == -EINVAL) {
     study_plan_free(plan);
     json_decref(spec);

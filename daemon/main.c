@@ -35,6 +35,7 @@ typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
   int workers;
   unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
+  size_t max_worker_memory;  /* bytes; a run estimated above it is refused at submission */
   const char *allowed_hosts[MAX_ALLOWED_HOSTS]; /* --allowed-host, each flag or comma-separated name */
   size_t n_allowed_hosts;
 } settings_t;
@@ -81,6 +82,10 @@ static void usage(FILE *out) {
         "  --remote-timeout S   interrupt a run whose remote worker (mapsage-worker --server) has\n"
         "                       posted nothing for S seconds, to run again (MAPSAGE_REMOTE_TIMEOUT;\n"
         "                       default 600)\n"
+        "  --max-worker-memory SIZE  refuse at submission a run estimated to need more memory\n"
+        "                       than this (bytes, or with K, M, G: 4G, 512M), and limit each worker\n"
+        "                       to about its estimate (MAPSAGE_MAX_WORKER_MEMORY; default 80% of the\n"
+        "                       machine's memory divided among --workers; docs/config.md, Memory)\n"
         "  --web-dir DIR        serve the dashboard from DIR (web/ of a source tree) instead of the\n"
         "                       copy built in, while developing it (MAPSAGE_WEB_DIR)\n"
         "  -h, --help           show this help\n",
@@ -133,6 +138,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   const char *sql_rows = env_or("MAPSAGE_SQL_MAX_ROWS", "10000");
   const char *request_timeout = env_or("MAPSAGE_REQUEST_TIMEOUT", "30");
   const char *remote_timeout = env_or("MAPSAGE_REMOTE_TIMEOUT", "600");
+  const char *max_worker_memory = env_or("MAPSAGE_MAX_WORKER_MEMORY", NULL);
   char *allowed_hosts = getenv("MAPSAGE_ALLOWED_HOST");
   /* The flags replace the environment's names, as every other flag does. */
   int allowed_hosts_given = 0;
@@ -145,6 +151,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
       {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
       {"remote-timeout", required_argument, NULL, 'r'}, {"allowed-host", required_argument, NULL, 'A'},
+      {"max-worker-memory", required_argument, NULL, 'M'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -162,6 +169,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'g': settings->web_dir = optarg; break;
     case 'q': request_timeout = optarg; break;
     case 'r': remote_timeout = optarg; break;
+    case 'M': max_worker_memory = optarg; break;
     case 'A':
       if (!allowed_hosts_given) settings->n_allowed_hosts = 0;
       allowed_hosts_given = 1;
@@ -193,6 +201,16 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       parse_count("--request-timeout", request_timeout, 1, 3600, &settings->request_timeout_s) != 0 ||
       parse_count("--remote-timeout", remote_timeout, 1, 86400, &settings->remote_timeout_s) != 0)
     return -EINVAL;
+  /* Default: 80% of the machine's memory shared among the workers that run at once. The
+   * other 20% is the daemon's, SQLite's, the page cache's (the dataset files, checkpoints)
+   * and the system's; a run's estimate is already above its peak (docs/config.md). */
+  const double machine = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  settings->max_worker_memory = (size_t)(machine * 0.8 / (settings->workers > 0 ? settings->workers : 1));
+  if (max_worker_memory && util_parse_size(max_worker_memory, &settings->max_worker_memory) != 0) {
+    fprintf(stderr, "mapsaged: --max-worker-memory: expected a size such as 4G, 512M or a number of bytes, "
+                    "not \"%s\"\n", max_worker_memory);
+    return -EINVAL;
+  }
   if (settings->worker_bin == NULL) {
     /* Beside our own executable first, so a build tree runs its own worker. */
     size_t size = sizeof worker_bin;
@@ -368,6 +386,8 @@ int main(int argc, char **argv) {
   daemon.loop = uv_default_loop();
   daemon.api.started_at = util_monotonic();
   daemon.api.data_dir = settings->data_dir;
+  daemon.api.max_worker_memory = settings->max_worker_memory;
+  daemon.api.teacher_cache_budget = api_teacher_cache_budget();
   result = db_open(settings->db_path, &daemon.api.db, error, sizeof error);
   if (result != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
@@ -393,6 +413,8 @@ int main(int argc, char **argv) {
       .cancel_grace_ms = CANCEL_GRACE_MS,
       .stop_grace_ms = SHUTDOWN_GRACE_MS,
       .remote_timeout_s = settings->remote_timeout_s,
+      .max_worker_memory = settings->max_worker_memory,
+      .teacher_cache_budget = daemon.api.teacher_cache_budget,
       .observe = on_observation,
       .observer = &daemon.api,
   };

@@ -785,6 +785,43 @@ static int start_failed(sched_t *sched, int64_t id, int code) {
   return -EAGAIN;
 }
 
+
+/* The worker's --memory-limit for a config: max(estimate × 1.5, estimate + 256 MiB + 128 MiB
+ * per OpenBLAS thread), or 0 (none) when the estimate is incomplete (a checkpoint teacher's
+ * config is inside the file) or there is no --max-worker-memory. RLIMIT_DATA counts
+ * reserved address space, not resident pages: OpenBLAS mallocs a 128 MiB buffer per thread
+ * and glibc reserves its own; measured VmData peaks ran 207–251 MiB above the peak RSS at
+ * 2 threads (docs/config.md). Not capped by --max-worker-memory, which is about the RSS the
+ * estimate predicts: the cap would refuse the reservations, not the runs. */
+static size_t memory_limit(const sched_t *sched, const char *config_json) {
+  const sched_options_t *options = &sched->options;
+  if (options->max_worker_memory == 0) return 0;
+  cfg_experiment_t *config = malloc(sizeof *config), *teacher = malloc(sizeof *teacher);
+  cfg_errors_t *errors = malloc(sizeof *errors);
+  json_t *parsed = json_loads(config_json, 0, NULL);
+  size_t limit = 0;
+  if (!config || !teacher || !errors || !parsed || cfg_from_json(parsed, config, errors) != 0) goto done;
+  int have_teacher = 0;
+  if (config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
+    json_t *row = db_experiment_get(options->db, config->teacher.experiment, 1);
+    have_teacher = row && cfg_from_json(json_object_get(row, "config"), teacher, errors) == 0;
+    json_decref(row);
+  }
+  if (config->teacher.kind != CFG_TEACHER_NONE && !have_teacher) goto done;
+  cfg_memory_t memory;
+  if (cfg_memory_estimate(config, have_teacher ? teacher : NULL, options->teacher_cache_budget, &memory) != 0)
+    goto done;
+  const size_t reserved = ((size_t)256 << 20) + (size_t)options->threads_per_worker * ((size_t)128 << 20);
+  limit = memory.total + memory.total / 2 > memory.total + reserved ? memory.total + memory.total / 2
+                                                                   : memory.total + reserved;
+done:
+  json_decref(parsed);
+  free(config);
+  free(teacher);
+  free(errors);
+  return limit;
+}
+
 /* Starts a worker on experiment `id`, taking ownership of `config_json`. */
 static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   const sched_options_t *options = &sched->options;
@@ -810,7 +847,9 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
     return result;
   }
 
-  char id_text[32], threads_text[16], checkpoint_dir[4096], parent_text[24];
+  char id_text[32], threads_text[16], checkpoint_dir[4096], parent_text[24], limit_text[32];
+  const size_t limit = memory_limit(sched, config_json);
+  snprintf(limit_text, sizeof limit_text, "%zu", limit);
   snprintf(id_text, sizeof id_text, "%lld", (long long)id);
   snprintf(parent_text, sizeof parent_text, "%ld", (long)getpid()); /* it stops if we die */
   snprintf(threads_text, sizeof threads_text, "%d", options->threads_per_worker);
@@ -834,7 +873,16 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   }
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
                        "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
-                       "--parent-pid", parent_text, resuming ? "--resume" : NULL, resume, NULL};
+                       "--parent-pid", parent_text, NULL, NULL, NULL, NULL, NULL};
+  int argument = 11;
+  if (limit) {
+    arguments[argument++] = "--memory-limit";
+    arguments[argument++] = limit_text;
+  }
+  if (resuming) {
+    arguments[argument++] = "--resume";
+    arguments[argument++] = resume;
+  }
 
   uv_loop_t *loop = options->loop;
   uv_pipe_init(loop, &worker->input, 0);

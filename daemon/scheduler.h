@@ -45,6 +45,8 @@ typedef struct {
   unsigned cancel_grace_ms;      /* a cancel: SIGTERM, then SIGKILL after this long */
   unsigned stop_grace_ms;        /* the daemon stopping: workers checkpoint, so longer */
   unsigned remote_timeout_s;     /* a remote run silent this long is interrupted */
+  size_t max_worker_memory;      /* --max-worker-memory: caps each worker's --memory-limit (0: none) */
+  size_t teacher_cache_budget;   /* the workers' MAPSAGE_TEACHER_CACHE_MB, in bytes */
   /* Called after each observation, on the loop, when set. It may call sched_cancel. */
   void (*observe)(void *observer, int64_t experiment_id, sched_observation_t what);
   void *observer;

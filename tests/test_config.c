@@ -483,6 +483,55 @@ static void test_examples(void) {
   globfree(&found);
 }
 
+/* The memory estimate: a hand-computed figure, and it grows with the batch and the width. */
+static size_t estimate(const char *text) {
+  cfg_memory_t memory;
+  CHECK_INT(0, parse(text));
+  CHECK_INT(0, cfg_memory_estimate(&config, NULL, 0, &memory));
+  return memory.total;
+}
+
+static void test_memory_estimate(void) {
+  /* Synthetic 1000 + 100, val 100, one linear layer 784→10, SGD, batch 10. */
+  CHECK_INT(0, parse("{\"dataset\": {\"name\": \"synthetic\", \"train_size\": 1000, \"test_size\": 100, "
+                     "\"val_size\": 100}, \"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 10}]}, "
+                     "\"batch_size\": 10, \"epochs\": 1}"));
+  cfg_memory_t m;
+  CHECK_INT(0, cfg_memory_estimate(&config, NULL, 0, &m));
+  const size_t params = 784 * 10 + 10;
+  CHECK_INT((900 + 100 + 100) * (784 * 4 + 4) + 900 * 4, m.dataset);
+  CHECK_INT((1000 + 100) * 785 + 1000 * 4, m.loading);
+  CHECK_INT(3 * params * 4, m.student); /* params, grads, velocity */
+  CHECK_INT(2 * 10 * 10 * 4 + 10 * (784 * 4 + 3 * 4 + 10 * 4), m.activations);
+  CHECK_INT(2 * params * 4 + (64 << 10), m.checkpoint);
+  CHECK_INT(0, m.teacher + m.teacher_cache + m.distill);
+  CHECK_INT(CFG_MEMORY_OVERHEAD + m.dataset + (m.loading > m.student + m.activations + m.checkpoint
+                                                   ? m.loading : m.student + m.activations + m.checkpoint),
+            m.total);
+  CHECK(m.teacher_counted);
+
+#define WIDE(width, batch) "{\"dataset\": {\"name\": \"synthetic\", \"train_size\": 256, \"val_size\": 16}, \"model\": {\"layers\": [{\"type\": \"linear\", \"out\": " #width "}, " \
+  "{\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]}, \"batch_size\": " #batch "}"
+  CHECK(estimate(WIDE(512, 64)) < estimate(WIDE(512, 128)));
+  CHECK(estimate(WIDE(512, 128)) < estimate(WIDE(512, 4096)));
+  CHECK(estimate(WIDE(512, 128)) < estimate(WIDE(1024, 128)));
+  CHECK(estimate(WIDE(1024, 128)) < estimate(WIDE(8192, 128)));
+
+  /* The description names the largest share's path and the batch. */
+  char text[512];
+  CHECK_INT(0, parse(WIDE(16384, 4096)));
+  CHECK_INT(0, cfg_memory_estimate(&config, NULL, 0, &m));
+  CHECK_STR("batch_size", cfg_memory_describe(&m, &config, text, sizeof text));
+  CHECK(strstr(text, "GiB (") && strstr(text, "activations") && strstr(text, "for batch 4096"));
+  /* A checkpoint teacher's config is not known: the estimate says what it leaves out. */
+  CHECK_INT(0, parse("{" MLP ", \"teacher\": {\"checkpoint\": \"t.ckpt\"}, \"temperature\": {\"start\": 4}, "
+                     "\"stages\": [{\"epochs\": 1, \"task_weight\": 0.5, \"distill_weight\": 0.5}]}"));
+  CHECK_INT(0, cfg_memory_estimate(&config, NULL, 0, &m));
+  CHECK(!m.teacher_counted);
+  cfg_memory_describe(&m, &config, text, sizeof text);
+  CHECK(strstr(text, "not counted") != NULL);
+}
+
 int main(void) {
   test_minimal_config_gets_defaults();
   test_full_config();
@@ -499,5 +548,6 @@ int main(void) {
   test_schedules_and_growth();
   test_temperature_over_distilling_stages();
   test_examples();
+  test_memory_estimate();
   return check_summary();
 }

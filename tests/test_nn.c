@@ -1318,6 +1318,53 @@ static void test_optimizer_step(void) {
   nn_model_free(&model);
 }
 
+
+/* ---------------------------------------------------------------------------------------
+ * the daemon's memory estimate counts the slabs nn_model_create allocates */
+
+static void check_slabs(const char *what, const cfg_experiment_t *config, int batch) {
+  for (int forward_only = 0; forward_only <= 1; forward_only++) {
+    nn_model_t model;
+    cfg_slabs_t slabs;
+    int rc = forward_only ? nn_model_create_inference(&model, config, batch) : nn_model_create(&model, config, batch);
+    CHECK_INT(0, rc);
+    CHECK_INT(0, cfg_model_slabs(config, batch, forward_only, &slabs));
+    if (rc) continue;
+    printf("  %s, batch %d%s: %zu params, %zu activations, %zu workspace, %zu indices\n", what, batch,
+           forward_only ? " (inference)" : "", model.n_params, model.n_activations, model.n_workspace, model.n_indices);
+    CHECK_INT(model.n_params, slabs.n_params);
+    CHECK_INT(model.n_optim_state, slabs.n_optim_state);
+    CHECK_INT(model.n_activations, slabs.n_activations);
+    CHECK_INT(model.n_workspace, slabs.n_workspace);
+    CHECK_INT(model.n_indices, slabs.n_indices);
+    nn_model_free(&model);
+  }
+}
+
+static void test_memory_slabs(void) {
+  printf("cfg_model_slabs agrees with nn_model_create\n");
+  static const char *const configs[] = {
+      "{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 32}, {\"type\": \"relu\"}, "
+      "{\"type\": \"linear\", \"out\": 10}]}}",
+      "{\"model\": {\"layers\": [{\"type\": \"flatten\"}, {\"type\": \"linear\", \"out\": 64}, {\"type\": \"relu\"}, "
+      "{\"type\": \"dropout\", \"p\": 0.2}, {\"type\": \"linear\", \"out\": 10}]}, "
+      "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}}",
+      "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 8, \"kernel\": 3}, {\"type\": \"relu\"}, "
+      "{\"type\": \"maxpool\", \"size\": 2, \"stride\": 2}, {\"type\": \"conv2d\", \"out\": 16, \"kernel\": 5, "
+      "\"stride\": 2}, {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2, \"stride\": 1}, "
+      "{\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.5}, {\"type\": \"linear\", \"out\": 10}]}}",
+      "{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 16, \"name\": \"fc1\"}, {\"type\": \"relu\"}, "
+      "{\"type\": \"linear\", \"out\": 10}]}, \"grow\": [{\"epoch\": 2, \"after\": \"fc1\", \"hidden\": 8}, "
+      "{\"epoch\": 2, \"after\": \"relu0\"}], \"epochs\": 3}",
+  };
+  static const char *const names[] = {"mlp", "mlp with dropout, adam", "cnn", "growing mlp"};
+  for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+    cfg_experiment_t config = parse_config(configs[i]);
+    check_slabs(names[i], &config, 1);
+    check_slabs(names[i], &config, 37);
+  }
+}
+
 int main(void) {
   openblas_set_num_threads(1);
   rng_seed(&test_rng, 2024, 99, 0);
@@ -1336,5 +1383,6 @@ int main(void) {
   test_sgd();
   test_adam();
   test_optimizer_step();
+  test_memory_slabs();
   return check_summary();
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -85,10 +86,15 @@ static void worker_usage(FILE *out) {
           "                        default " DATA_DEFAULT_DIR ")\n"
           "  --threads N           OpenBLAS threads (default 1)\n"
           "  --resume PATH         go on from this checkpoint of the same config\n"
+          "  --memory-limit SIZE   limit the process's data (RLIMIT_DATA) to SIZE bytes (or 512M,\n"
+          "                        4G); the daemon passes one from the run's memory estimate\n"
           "  --parent-pid PID      stop (SIGTERM) when process PID, the daemon that started us,\n"
           "                        dies; the daemon passes it\n"
           "  --help                this text\n");
 }
+
+/* --memory-limit in bytes, 0 without one: a failure for want of memory names it. */
+static size_t worker_memory_limit;
 
 /* Reports a failure as the `finished` event (and on stderr unless `quiet`: the caller has
  * said it there already); returns main's exit status. */
@@ -100,6 +106,12 @@ static int worker_fail(int quiet, const char *format, ...) {
   va_start(args, format);
   vsnprintf(message, sizeof message, format, args);
   va_end(args);
+  if (worker_memory_limit && strstr(message, "memory")) {
+    size_t used = strlen(message);
+    snprintf(message + used, sizeof message - used,
+             " (the worker's memory limit, --memory-limit, is %.0f MiB: mapsaged sets it from the run's "
+             "estimate and --max-worker-memory)", (double)worker_memory_limit / 1048576.0);
+  }
   if (!quiet) fprintf(stderr, "mapsage-worker: %s\n", message);
   ev_write(worker_events, json_pack("{s:s, s:s, s:s}", "event", "finished", "status", "failed", "error",
                                     message));
@@ -128,7 +140,8 @@ static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE, OPT_PARENT_PID };
+  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE, OPT_PARENT_PID,
+         OPT_MEMORY_LIMIT };
   static const struct option options[] = {
       {"experiment", required_argument, NULL, 'e'},
       {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
@@ -138,6 +151,7 @@ int main(int argc, char **argv) {
       {"server", required_argument, NULL, OPT_SERVER},
       {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
       {"parent-pid", required_argument, NULL, OPT_PARENT_PID},
+      {"memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -180,6 +194,12 @@ int main(int argc, char **argv) {
     case OPT_PARENT_PID:
       if (worker_parse_integer(optarg, 1, INT32_MAX, &parent) != 0) {
         fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", optarg);
+        return 2;
+      }
+      break;
+    case OPT_MEMORY_LIMIT:
+      if (util_parse_size(optarg, &worker_memory_limit) != 0) {
+        fprintf(stderr, "mapsage-worker: --memory-limit: expected a size (bytes, or 512M, 4G), not \"%s\"\n", optarg);
         return 2;
       }
       break;
@@ -228,6 +248,30 @@ int main(int argc, char **argv) {
   }
 
   openblas_set_num_threads((int)threads);
+  /* RLIMIT_DATA, not RLIMIT_AS: the address space counts what OpenBLAS and glibc reserve and
+   * never touch, and would refuse healthy runs. RLIMIT_DATA counts private writable mappings
+   * (the heap, malloc's mmaps): past it malloc returns NULL and the run fails through its
+   * -ENOMEM paths, saying so (worker_fail). OpenBLAS's threads each malloc a 128 MiB buffer
+   * the first time they run and retry for ever when that fails (measured: a worker under a
+   * 100 MiB limit hung in blas_memory_alloc, at its first product or at exit), so one
+   * product on every thread comes first: what is mapped when the limit is set is kept. */
+#if defined(__SANITIZE_ADDRESS__)
+  /* AddressSanitizer maps terabytes of shadow, all counted by RLIMIT_DATA: under it every
+   * later mapping would fail. A sanitized build runs without the limit. */
+  if (worker_memory_limit) {
+    fprintf(stderr, "mapsage-worker: --memory-limit ignored: AddressSanitizer's shadow memory counts against it\n");
+    worker_memory_limit = 0;
+  }
+#endif
+  if (worker_memory_limit) {
+    static float a[256 * 256], b[256 * 256], c[256 * 256];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, 256, 256, 1.0f, a, 256, b, 256, 0.0f, c, 256);
+    struct rlimit limit = {.rlim_cur = worker_memory_limit, .rlim_max = worker_memory_limit};
+    if (setrlimit(RLIMIT_DATA, &limit) != 0) {
+      fprintf(stderr, "mapsage-worker: --memory-limit: setrlimit(RLIMIT_DATA): %s\n", strerror(errno));
+      return 2;
+    }
+  }
 
   char *text = NULL;
   size_t length = 0;

@@ -42,8 +42,8 @@
 #include "data.h"
 #include "nn.h"
 
-#define TEACHER_CACHE_DEFAULT_MB 2048
-#define TEACHER_CACHE_ENV "MAPSAGE_TEACHER_CACHE_MB"
+#define TEACHER_CACHE_DEFAULT_MB CFG_TEACHER_CACHE_DEFAULT_MB
+#define TEACHER_CACHE_ENV CFG_TEACHER_CACHE_ENV
 #define TEACHER_CACHE_SPLITS 3  /* train, val, test */
 
 /* One cached split: n rows of `row` floats (logits, then the layer outputs when `features`). */
