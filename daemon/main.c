@@ -22,6 +22,7 @@
 #include "sse.h"
 #include "static.h"
 #include "study.h"
+#include "token.h"
 #include "util.h"
 
 /* SIGTERM to a worker, then SIGKILL after this long. Stopping, a worker finishes its step
@@ -242,70 +243,6 @@ static int is_loopback(const char *listen) {
   return http_is_loopback_host(host);
 }
 
-/* The token: one line of printable characters, at least 16 of them, in a file that only
- * its owner can read (a token others can read protects nothing). */
-static int read_token(const char *path, char **token) {
-  char *text = NULL;
-  size_t length = 0;
-  struct stat info;
-  int result = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || fstat(fd, &info) != 0) {
-    result = -errno;
-    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, strerror(errno));
-    goto done;
-  }
-  if (info.st_mode & (S_IRWXG | S_IRWXO)) {
-    fprintf(stderr, "mapsaged: --token-file %s: others can read it (mode %03o); make it the owner's only: "
-                    "chmod 600 %s\n", path, (unsigned)(info.st_mode & 0777), path);
-    result = -EPERM;
-    goto done;
-  }
-  /* Read from the descriptor just checked, not the path again. */
-  if ((text = malloc(4097)) == NULL) {
-    result = -ENOMEM;
-    goto done;
-  }
-  for (ssize_t got; length < 4097; length += (size_t)got) {
-    got = read(fd, text + length, 4097 - length);
-    if (got < 0 && errno == EINTR) got = 0;
-    else if (got <= 0) {
-      if (got < 0) result = -errno;
-      break;
-    }
-  }
-  if (result == 0 && length > 4096) result = -EFBIG;
-  if (result != 0) {
-    fprintf(stderr, "mapsaged: --token-file %s: %s\n", path, result == -EFBIG ? "larger than 4 KiB" : strerror(-result));
-    goto done;
-  }
-  text[length] = '\0';
-  while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r' || text[length - 1] == ' '))
-    text[--length] = '\0';
-  for (size_t i = 0; i < length; i++) {
-    unsigned char c = (unsigned char)text[i];
-    if (c < 0x21 || c > 0x7e) {
-      fprintf(stderr, "mapsaged: --token-file %s: the token must be one line of printable characters without "
-                      "spaces (byte %zu is %s)\n", path, i + 1, c == 0 ? "NUL" : "not one");
-      result = -EINVAL;
-      goto done;
-    }
-  }
-  if (length < 16) {
-    fprintf(stderr, "mapsaged: --token-file %s: %s; the token must have at least 16 characters\n", path,
-            length == 0 ? "it is empty" : "it is too short");
-    result = -EINVAL;
-    goto done;
-  }
-  *token = text;
-  text = NULL;
-done:
-  if (text) {
-    explicit_bzero(text, length);
-    free(text);
-  }
-  if (fd >= 0) close(fd);
-  return result;
-}
 
 // ---------------------------------------------------------------------------------------
 // stopping, in order: workers (their runs become interrupted, the batch is flushed), then
@@ -365,7 +302,10 @@ int main(int argc, char **argv) {
                     "and cancel experiments\n", settings->listen);
     return 2;
   }
-  if (settings->token_file && read_token(settings->token_file, &daemon.token) != 0) return 2;
+  if (settings->token_file && token_read(settings->token_file, &daemon.token, error, sizeof error) != 0) {
+    fprintf(stderr, "mapsaged: --token-file %s: %s\n", settings->token_file, error);
+    return 2;
+  }
   if (static_set_dir(settings->web_dir, error, sizeof error) != 0) {
     fprintf(stderr, "mapsaged: %s\n", error);
     return 2;
