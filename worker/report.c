@@ -140,41 +140,50 @@ done:
 
 /* A 200's answer: the claim's secret, kept and sent from now on; the checkpoints the daemon
  * refused to record (said on stderr: the run goes on without them). Returns 0 or -1. */
-static int take_answer(report_t *report) {
-  json_t *root = json_loads(report->answer, 0, NULL);
+int report_read_answer(const char *answer, char *header, size_t header_size, void (*on_refused)(const char *message)) {
+  json_t *root = json_loads(answer, 0, NULL);
   const char *secret = json_string_value(json_object_get(root, "secret"));
   int result = 0;
-  if (secret && !report->claimed) {
-    /* Hex, as the daemon makes it: anything else (a line break above all) would write
-     * headers of its choosing into every later post. */
-    char header[256];
-    if (secret[0] == '\0' || strspn(secret, "0123456789abcdef") != strlen(secret) ||
-        snprintf(header, sizeof header, "X-MapSage-Run-Secret: %s", secret) >= (int)sizeof header) {
-      fprintf(stderr, "mapsage-worker: the daemon's run secret is not what a daemon sends (hex, under 200 "
-                      "characters)\n");
-      errno = EPROTO;
-      result = -1;
-      goto done;
-    }
-    struct curl_slist *headers = curl_slist_append(report->headers, header);
-    if (headers == NULL) {
-      errno = ENOMEM;
-      result = -1;
-      goto done;
-    }
-    report->headers = headers;
-    curl_easy_setopt(report->curl, CURLOPT_HTTPHEADER, report->headers);
-    report->claimed = 1;
+  header[0] = '\0';
+  /* Hex, as the daemon makes it: anything else (a line break above all) would write headers
+   * of its choosing into every later post. */
+  if (secret && (secret[0] == '\0' || strspn(secret, "0123456789abcdef") != strlen(secret) ||
+                 snprintf(header, header_size, "X-MapSage-Run-Secret: %s", secret) >= (int)header_size)) {
+    header[0] = '\0';
+    result = -EPROTO;
   }
-  json_t *refused = json_object_get(root, "refused"), *item;
+  json_t *list = json_object_get(root, "refused"), *item;
   size_t index;
-  json_array_foreach(refused, index, item) {
+  json_array_foreach(list, index, item) {
     const char *message = json_string_value(json_object_get(item, "message"));
-    fprintf(stderr, "mapsage-worker: the daemon refused an event: %s\n", message ? message : "(no reason given)");
+    on_refused(message && message[0] ? message : "(no reason given)");
   }
-done:
   json_decref(root);
   return result;
+}
+
+static void say_refused(const char *message) {
+  fprintf(stderr, "mapsage-worker: the daemon refused an event: %s\n", message);
+}
+
+static int take_answer(report_t *report) {
+  char header[256];
+  if (report_read_answer(report->answer, header, sizeof header, say_refused) != 0) {
+    fprintf(stderr, "mapsage-worker: the daemon's run secret is not what a daemon sends (hex, under 200 "
+                    "characters)\n");
+    errno = EPROTO;
+    return -1;
+  }
+  if (header[0] == '\0' || report->claimed) return 0;
+  struct curl_slist *headers = curl_slist_append(report->headers, header);
+  if (headers == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+  report->headers = headers;
+  curl_easy_setopt(report->curl, CURLOPT_HTTPHEADER, report->headers);
+  report->claimed = 1;
+  return 0;
 }
 
 /* Posts `length` bytes of whole lines, trying again (network, 5xx) for up to

@@ -33,6 +33,12 @@ typedef struct {
 int report_fetch_config(const report_target_t *target, char **text, size_t *length, char *error,
                         size_t error_size);
 
+/* Reads the daemon's answer to a post: the claim's run secret as the header later posts
+ * carry (`header` is "" when the answer has none), and each event it refused, whose reason
+ * goes to `on_refused`. -EPROTO for a secret that is not what a daemon sends (hex, under
+ * 200 characters): a forged answer must not write headers of its choosing. */
+int report_read_answer(const char *answer, char *header, size_t header_size, void (*on_refused)(const char *message));
+
 /* The events stream; fclose() posts what is left. NULL with the reason in `error`. */
 FILE *report_open(const report_target_t *target, volatile sig_atomic_t *stop, char *error, size_t error_size);
 
