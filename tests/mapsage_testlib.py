@@ -125,6 +125,18 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError("experiment %d still %s after %ds" % (experiment_id, experiment["status"], timeout))
 
+    def wait_study(self, study_id, statuses, timeout=240):
+        """The study once its status is one of `statuses` (GET /api/studies/{id})."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, _, study = self.get("/api/studies/%d" % study_id)
+            if status != 200:
+                raise AssertionError("GET /api/studies/%d answered %d: %s" % (study_id, status, study))
+            if study["status"] in statuses:
+                return study
+            time.sleep(0.1)
+        raise AssertionError("study %d still %s after %ds: %s" % (study_id, study["status"], timeout, study["counts"]))
+
     def stream(self, experiment_id, last_event_id=None, timeout=120):
         return SseReader(self.port, "/api/experiments/%d/stream" % experiment_id, last_event_id, timeout)
 

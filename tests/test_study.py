@@ -73,13 +73,7 @@ class Studies(unittest.TestCase):
         return body
 
     def wait_study(self, study_id, statuses, timeout=240):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            body = self.get_study(study_id)
-            if body["status"] in statuses:
-                return body
-            time.sleep(0.1)
-        self.fail("study %d still %s after %d s: %s" % (study_id, body["status"], timeout, body["counts"]))
+        return self.daemon.wait_study(study_id, statuses, timeout)
 
     def submit(self, spec):
         status, response, body = self.post("/api/studies", spec)
@@ -412,13 +406,7 @@ class StudyRestart(unittest.TestCase):
                 time.sleep(0.05)
             daemon.kill(signal.SIGKILL)
             daemon.start()
-            deadline = time.time() + 240
-            while True:
-                body = daemon.get("/api/studies/%d" % study_id)[2]
-                if body["status"] in ("succeeded", "failed"):
-                    break
-                self.assertLess(time.time(), deadline, body["counts"])
-                time.sleep(0.1)
+            body = daemon.wait_study(study_id, ("succeeded", "failed"))
             self.assertEqual("succeeded", body["status"], body.get("error"))
             self.assertEqual({"succeeded": 7}, body["counts"])
             database = sqlite3.connect(daemon.db_path)
@@ -458,13 +446,7 @@ class ManyRuns(unittest.TestCase):
             self.assertEqual(200, plan["count"])
             status, _, created = daemon.request("POST", "/api/studies", spec)
             self.assertEqual(201, status, created)
-            deadline = time.time() + 400
-            while True:
-                body = daemon.get("/api/studies/%d" % created["id"])[2]
-                if body["status"] in ("succeeded", "failed"):
-                    break
-                self.assertLess(time.time(), deadline, body["counts"])
-                time.sleep(0.2)
+            body = daemon.wait_study(created["id"], ("succeeded", "failed"), timeout=400)
             self.assertEqual("succeeded", body["status"], body.get("error"))
             self.assertEqual(200, len(body["runs"]))
             self.assertEqual({"succeeded": 200}, body["counts"])

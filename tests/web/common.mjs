@@ -1,12 +1,15 @@
 // common.mjs — what the browser tests share: the daemon's address (MAPSAGE_URL, from
-// tests/test_web.py) and where screenshots go, a JSON call to the API, and a page that
-// records its errors, with screenshots and navigation.
+// tests/test_web.py) and where screenshots go, Debian's Chromium opened and closed, a JSON
+// call to the API, and a page that records its errors, with screenshots and navigation.
 
+import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
 import {join} from 'node:path';
 import {tmpdir} from 'node:os';
+import {chromium} from 'playwright-core';
 
 export const BASE = process.env.MAPSAGE_URL;
 export const ARTIFACTS = process.env.MAPSAGE_ARTIFACTS || join(tmpdir(), 'mapsage-artifacts');
+export const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
 if (!BASE) throw new Error('MAPSAGE_URL is not set: run tests/test_web.py, or point it at a running mapsaged');
 
 // One API call: {status, body (parsed JSON)}. A body that is a string goes as it is (a
@@ -38,4 +41,22 @@ export async function shot(page, name) {
 
 export async function go(page, hash) {
   await page.goto(`${BASE}/${hash}`);
+}
+
+// Debian's Chromium, headless, with a profile of its own: {context, close()}.
+export async function openBrowser() {
+  mkdirSync(ARTIFACTS, {recursive: true});
+  const profile = mkdtempSync(join(tmpdir(), 'mapsage-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: {width: 1280, height: 900},
+    colorScheme: 'light',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  return {context, async close() {
+    await context.close();
+    rmSync(profile, {recursive: true, force: true});
+  }};
 }

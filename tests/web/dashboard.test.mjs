@@ -12,13 +12,8 @@
 
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
-import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
-import {chromium} from 'playwright-core';
-import {ARTIFACTS, BASE, call, go, shot, watch} from './common.mjs';
+import {BASE, CHROMIUM, call, go, openBrowser, shot, watch} from './common.mjs';
 
-const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
 // Which node ran the tests, in the log: it is the one package.json's engines must accept.
 console.log(`node ${process.version} (${process.execPath}), chromium ${CHROMIUM}`);
 
@@ -37,7 +32,7 @@ const BAD = `{
 }
 `;
 
-let profile;
+let browser;
 let context;
 let page;
 const problems = []; // page errors and console errors, checked at the end
@@ -241,22 +236,13 @@ async function serveFixture(p) {
 // --- setup -------------------------------------------------------------------------------
 
 before(async () => {
-  mkdirSync(ARTIFACTS, {recursive: true});
-  profile = mkdtempSync(join(tmpdir(), 'mapsage-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: {width: 1280, height: 900},
-    colorScheme: 'light',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await openBrowser();
+  context = browser.context;
   page = watch(context.pages()[0] || await context.newPage(), problems);
 });
 
 after(async () => {
-  if (context) await context.close();
-  if (profile) rmSync(profile, {recursive: true, force: true});
+  if (browser) await browser.close();
 });
 
 // --- the tests ---------------------------------------------------------------------------

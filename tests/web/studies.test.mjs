@@ -11,13 +11,8 @@
 
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
-import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
-import {tmpdir} from 'node:os';
-import {join} from 'node:path';
-import {chromium} from 'playwright-core';
-import {ARTIFACTS, BASE, call, go, shot, watch} from './common.mjs';
+import {BASE, CHROMIUM, call, go, openBrowser, shot, watch} from './common.mjs';
 
-const CHROMIUM = process.env.MAPSAGE_CHROMIUM || '/usr/bin/chromium';
 
 const DATA = {name: 'synthetic', train_size: 512};
 const STUDENT = {layers: [{type: 'linear', out: 32}, {type: 'relu'}, {type: 'linear', out: 10}]};
@@ -44,7 +39,7 @@ const LARGE = (name) => ({
 });
 const ENDED = ['succeeded', 'failed', 'cancelled'];
 
-let profile;
+let browser;
 let context;
 let page;
 const problems = [];
@@ -85,22 +80,13 @@ function pixelsOf(p, kind, color) {
 // --- setup -------------------------------------------------------------------------------
 
 before(async () => {
-  mkdirSync(ARTIFACTS, {recursive: true});
-  profile = mkdtempSync(join(tmpdir(), 'mapsage-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: {width: 1280, height: 900},
-    colorScheme: 'light',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await openBrowser();
+  context = browser.context;
   page = watch(context.pages()[0] || await context.newPage(), problems);
 });
 
 after(async () => {
-  if (context) await context.close();
-  if (profile) rmSync(profile, {recursive: true, force: true});
+  if (browser) await browser.close();
 });
 
 // --- the tests ---------------------------------------------------------------------------
