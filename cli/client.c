@@ -142,6 +142,7 @@ int client_open(client_t *client, const cli_global_t *global) {
   memset(client, 0, sizeof *client);
   const char *server = global->server;
   if (server == NULL || server[0] == '\0') server = getenv("MAPSAGE_SERVER");
+  if (server == NULL || server[0] == '\0') server = global->file_server;
   if (server == NULL || server[0] == '\0') server = CLI_DEFAULT_SERVER;
 
   buffer_t url = {0};
@@ -158,6 +159,7 @@ int client_open(client_t *client, const cli_global_t *global) {
 
   const char *token_file = global->token_file;
   if (token_file == NULL || token_file[0] == '\0') token_file = getenv("MAPSAGE_TOKEN_FILE");
+  if (token_file == NULL || token_file[0] == '\0') token_file = global->file_token_file;
   if (token_file != NULL && token_file[0] != '\0') {
     int exit_code = client_read_token(client, token_file);
     if (exit_code != CLI_EXIT_OK) {
