@@ -207,6 +207,8 @@ void cli_options_init(options_t *parser, const char *command, int argc, char **a
  * OPTIONS_ERROR the usage error, an argument "unexpected argument". Returns the exit code. */
 int cli_options_default(const options_t *parser, const char *command, int key);
 
+/* Prints every command's help as roff for mapsage(1) (`mapsage help --man`). */
+int cli_help_man(void);
 /* Prints `mapsage COMMAND --help` on stdout; returns CLI_EXIT_OK. */
 int cli_help(const char *command);
 /* Prints "mapsage: <message>", the command's usage line and a pointer to its help on stderr;

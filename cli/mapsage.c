@@ -237,7 +237,7 @@ static const cli_command_t cli_commands[] = {
    "   mapsage rerun 7 --set seed=2\n"
    "   for lr in 0.1 0.03 0.01; do mapsage rerun 7 --set optimizer.lr=$lr; done\n",
    CLI_OPTIONS(cli_submit_options), "experiment"},
-  {"logs", command_logs, "logs ID [-f] [--json]",
+  {"logs", command_logs, "logs ID [-f | --follow] [--json]",
    "Prints an experiment's log: what its worker wrote on standard error, each line\n"
    "prefixed with the attempt (\"attempt 1 | ...\"), and the stdout lines that were not\n"
    "protocol events.\n"
@@ -371,6 +371,37 @@ int cli_help(const char *name) {
   return CLI_EXIT_OK;
 }
 
+/* One line of help as roff inside .nf: a backslash written \e, a minus \-, and \& before
+ * a line that would otherwise start with a request. */
+static void cli_roff_line(const char *line, size_t length) {
+  if (length > 0 && (line[0] == '.' || line[0] == '\'')) fputs("\\&", stdout);
+  for (size_t i = 0; i < length; i++) {
+    if (line[i] == '\\') fputs("\\e", stdout);
+    else if (line[i] == '-') fputs("\\-", stdout);
+    else putchar(line[i]);
+  }
+  putchar('\n');
+}
+
+/* `mapsage help --man`: every command's help as the COMMANDS section of mapsage(1), in the
+ * form help2man's --include reads (the build makes the man page from it and --help). */
+int cli_help_man(void) {
+  printf("[COMMANDS]\n");
+  for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++) {
+    const cli_command_t *command = &cli_commands[i];
+    printf(".SS \"mapsage ");
+    cli_roff_line(command->usage, strcspn(command->usage, "\n"));
+    printf(".nf\n");
+    for (const char *line = command->help; *line != '\0';) {
+      size_t length = strcspn(line, "\n");
+      cli_roff_line(line, length);
+      line += length + (line[length] == '\n');
+    }
+    printf(".fi\n");
+  }
+  return CLI_EXIT_OK;
+}
+
 int cli_out_of_memory(void) {
   fprintf(stderr, "mapsage: out of memory\n");
   return CLI_EXIT_FAILED;
@@ -480,6 +511,7 @@ int main(int argc, char **argv) {
       printf("%s%s", cli_usage, cli_main_help);
       return CLI_EXIT_OK;
     }
+    if (strcmp(argv[i + 1], "--man") == 0 && i + 2 == argc) return cli_help_man();
     if (cli_find_command(argv[i + 1]) == NULL)
       return cli_usage_error("", "'%s' is not a mapsage command", argv[i + 1]);
     const cli_command_t *sub = i + 2 < argc ? cli_find_subcommand(argv[i + 1], argv[i + 2]) : NULL;

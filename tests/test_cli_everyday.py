@@ -343,6 +343,23 @@ class Everyday(unittest.TestCase):
         with open(os.path.join(BIN_DIR, "completion", "mapsage")) as f, open(script) as g:
             self.assertEqual(f.read(), g.read())
 
+    def test_help_lists_every_option(self):
+        """The option tables (which parse, and which the completion lists) and the help
+        texts written by hand say the same: every option a command takes is in its --help
+        and its usage line, and every option its usage line shows is one it takes."""
+        script = self.check(0, self.mapsage("completion", "bash"), "completion bash")[0]
+        tables = re.findall(r'^    "([a-z ]+)"\) flags="([^"]*)"', script, re.MULTILINE)
+        self.assertGreaterEqual(len(tables), 16, "every command's table is in the script")
+        for command, flags in tables:
+            out, _ = self.check(0, self.mapsage(*command.split(), "--help"), command + " --help")
+            usage = out.splitlines()[0]
+            taken = {flag for flag in flags.split() if flag.startswith("--") and flag != "--help"}
+            for flag in taken:
+                self.assertRegex(out, r"(?m)^ +(-\w, )?%s\b" % re.escape(flag),
+                                 "%s --help describes %s on a line of its own" % (command, flag))
+                self.assertIn(flag, usage, "%s's usage line shows %s" % (command, flag))
+            self.assertEqual(set(re.findall(r"--[a-z-]+", usage)) - {"--help"}, taken, command)
+
     def test_zsh_completion(self):
         zsh = shutil.which("zsh")
         self.assertIsNotNone(zsh, "zsh is missing: scripts/install-deps --tests installs it")
@@ -378,6 +395,11 @@ class Everyday(unittest.TestCase):
                                                                            re.escape(version)))
             for option in options:
                 self.assertIn(option.replace("-", "\\-"), page, "%s's page lacks %s" % (program, option))
+            if program == "mapsage":
+                # Every command's --help is a part of the COMMANDS section.
+                for command in ("submit FILE|", "rerun ID", "logs ID", "study submit FILE|", "completion bash|zsh"):
+                    self.assertIn('.SS "mapsage %s' % command.replace("-", "\\-"), page)
+                self.assertIn("optimizer.lr=0.01, seed=2, stages[1].epochs=5", page)
         daemon = self.start_daemon(workers=0)
         self.assertEqual(daemon.get("/api/health")[2]["version"], version)
 
