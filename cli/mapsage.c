@@ -19,7 +19,14 @@
 
 /* The options every command shares, and each command's table (common/options.h). The
  * tables drive the parsing, and `mapsage completion` reads them: a flag added here is
- * completed too. The help texts stay written by hand, for their examples. */
+ * completed too. The help texts stay written by hand, for their examples;
+ * test_cli_everyday.py checks that each shows every option of its table.
+ *
+ * A new command: a CLI_OPTION_* key in cli.h for each new flag, a table here, a row in
+ * cli_commands (name, function, usage, help, CLI_OPTIONS(table), what its arguments are),
+ * and in the function a loop as command_ls has: cli_options_init, then options_next until
+ * OPTIONS_END, each key handled and the rest given to cli_options_default (which answers
+ * -h and words the usage errors). A command taking one id: cli_parse_id_arguments. */
 #define CLI_HELP {CLI_OPTION_HELP, "help", 'h', NULL, "show this help"}
 #define CLI_JSON {CLI_OPTION_JSON, "json", 0, NULL, "machine-readable output: JSON"}
 #define CLI_SET {CLI_OPTION_SET, "set", 0, "PATH=VALUE", "change one field before sending; repeatable"}
@@ -423,8 +430,11 @@ int cli_usage_error(const char *name, const char *format, ...) {
 
 void cli_options_init(options_t *parser, const char *command, int argc, char **argv) {
   const cli_command_t *entry = cli_find(command);
-  options_init(parser, entry != NULL ? entry->options : cli_help_options,
-               entry != NULL ? entry->n_options : ARRAY_SIZE(cli_help_options), argc, argv);
+  /* An entry without a table of its own still answers -h. */
+  if (entry != NULL && entry->options != NULL)
+    options_init(parser, entry->options, entry->n_options, argc, argv);
+  else
+    options_init(parser, cli_help_options, ARRAY_SIZE(cli_help_options), argc, argv);
 }
 
 int cli_options_default(const options_t *parser, const char *command, int key) {
