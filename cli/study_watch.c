@@ -454,6 +454,13 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   buffer_free(&text);
   watch.live.dirty = 1;
   if (study_is_ended_status(status) && format_json_string(study, "finished_at") != NULL) {
+    /* No stream to print with --json: the study as it ended stands for it. */
+    if (json) {
+      json_t *line = json_pack("{s:s, s:O}", "event", "study", "data", study);
+      if (line != NULL) json_dumpf(line, stdout, JSON_COMPACT);
+      putchar('\n');
+      json_decref(line);
+    }
     exit_code = study_watch_finish(&watch, &client);
     goto done;
   }

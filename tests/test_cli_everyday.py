@@ -247,6 +247,12 @@ class Everyday(unittest.TestCase):
         self.assertTrue(runs, "the runs' cancellations came as events")
         self.assertTrue(all(event["data"]["status"] == "cancelled" for event in runs))
         self.assertNotIn("study %d" % study, watched, "no lines for people among the JSON")
+        # An ended study has no stream to print: its record stands for it, one line.
+        code, out, _ = self.mapsage("study", "watch", str(study), "--json")
+        self.assertEqual(code, 1)
+        lines = self.json_lines(out, "study watch --json of an ended study")
+        self.assertEqual([(line["event"], line["data"]["id"], line["data"]["status"]) for line in lines],
+                         [("study", study, "cancelled")])
 
     # --- the config file ------------------------------------------------------------------
 
