@@ -57,6 +57,53 @@ static void completion_valued(const option_t *options, size_t n_options, FILE *o
   if (!any) fputs("--no-option-takes-a-value", out);
 }
 
+/* The part of _mapsage after the command word: a group's subcommand, then each command's
+ * flags, the flags that take a value, and what its arguments are. */
+static void completion_bash_commands(const cli_command_t *commands, size_t count, FILE *out) {
+  /* A group (study): its subcommand first, then the subcommand's own completion. */
+  for (size_t c = 0; c < count; c++) {
+    if (!completion_is_group(commands, count, commands[c].name)) continue;
+    fprintf(out, "    %s)\n      if [ \"$next\" -ge \"$COMP_CWORD\" ]; then\n        COMPREPLY=($(compgen -W \"",
+            commands[c].name);
+    size_t length = strlen(commands[c].name);
+    int first = 1;
+    for (size_t s = 0; s < count; s++)
+      if (strncmp(commands[s].name, commands[c].name, length) == 0 && commands[s].name[length] == ' ') {
+        fprintf(out, "%s%s", first ? "" : " ", commands[s].name + length + 1);
+        first = 0;
+      }
+    fputs("\" -- \"$cur\"))\n        return\n      fi\n      command=\"$command ${COMP_WORDS[next]}\" ;;\n", out);
+  }
+  fputs("    help) COMPREPLY=($(compgen -W \"", out);
+  for (size_t c = 0; c < count; c++)
+    if (strchr(commands[c].name, ' ') == NULL) fprintf(out, "%s%s", c ? " " : "", commands[c].name);
+  fputs("\" -- \"$cur\")); return ;;\n  esac\n  case $command in\n", out);
+  for (size_t c = 0; c < count; c++) {
+    fprintf(out, "    \"%s\") flags=\"", commands[c].name);
+    completion_flags(commands[c].options, commands[c].n_options, out);
+    fputs("\"; valued=\"", out);
+    completion_valued(commands[c].options, commands[c].n_options, out);
+    fprintf(out, "\"; arguments=%s ;;\n", commands[c].arguments != NULL ? commands[c].arguments : "none");
+  }
+  fputs("    *) return ;;\n"
+        "  esac\n"
+        "  case \"|$valued|\" in *\"|$prev|\"*) COMPREPLY=(); return ;; esac\n"
+        "  if [[ $cur == -* ]]; then\n"
+        "    COMPREPLY=($(compgen -W \"$flags\" -- \"$cur\"))\n"
+        "    return\n"
+        "  fi\n"
+        "  case $arguments in\n"
+        "    file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- \"$cur\")) ;;\n"
+        "    experiment) COMPREPLY=($(compgen -W \"$(_mapsage_ids experiments \"${global[@]}\")\" -- \"$cur\")) ;;\n"
+        "    study) COMPREPLY=($(compgen -W \"$(_mapsage_ids studies \"${global[@]}\")\" -- \"$cur\")) ;;\n"
+        "    shell) COMPREPLY=($(compgen -W \"bash zsh\" -- \"$cur\")) ;;\n"
+        "    *) COMPREPLY=() ;;\n"
+        "  esac\n"
+        "}\n"
+        "complete -F _mapsage mapsage\n",
+        out);
+}
+
 static void completion_bash(FILE *out) {
   size_t count, n_global;
   const cli_command_t *commands = cli_command_list(&count);
@@ -112,48 +159,7 @@ static void completion_bash(FILE *out) {
         "  local next=$((i + 1))\n"
         "  case $command in\n",
         out);
-  /* A group (study): its subcommand first, then the subcommand's own completion. */
-  for (size_t c = 0; c < count; c++) {
-    if (!completion_is_group(commands, count, commands[c].name)) continue;
-    fprintf(out, "    %s)\n      if [ \"$next\" -ge \"$COMP_CWORD\" ]; then\n        COMPREPLY=($(compgen -W \"",
-            commands[c].name);
-    size_t length = strlen(commands[c].name);
-    int first = 1;
-    for (size_t s = 0; s < count; s++)
-      if (strncmp(commands[s].name, commands[c].name, length) == 0 && commands[s].name[length] == ' ') {
-        fprintf(out, "%s%s", first ? "" : " ", commands[s].name + length + 1);
-        first = 0;
-      }
-    fputs("\" -- \"$cur\"))\n        return\n      fi\n      command=\"$command ${COMP_WORDS[next]}\" ;;\n", out);
-  }
-  fputs("    help) COMPREPLY=($(compgen -W \"", out);
-  for (size_t c = 0; c < count; c++)
-    if (strchr(commands[c].name, ' ') == NULL) fprintf(out, "%s%s", c ? " " : "", commands[c].name);
-  fputs("\" -- \"$cur\")); return ;;\n  esac\n  case $command in\n", out);
-  for (size_t c = 0; c < count; c++) {
-    fprintf(out, "    \"%s\") flags=\"", commands[c].name);
-    completion_flags(commands[c].options, commands[c].n_options, out);
-    fputs("\"; valued=\"", out);
-    completion_valued(commands[c].options, commands[c].n_options, out);
-    fprintf(out, "\"; arguments=%s ;;\n", commands[c].arguments != NULL ? commands[c].arguments : "none");
-  }
-  fputs("    *) return ;;\n"
-        "  esac\n"
-        "  case \"|$valued|\" in *\"|$prev|\"*) COMPREPLY=(); return ;; esac\n"
-        "  if [[ $cur == -* ]]; then\n"
-        "    COMPREPLY=($(compgen -W \"$flags\" -- \"$cur\"))\n"
-        "    return\n"
-        "  fi\n"
-        "  case $arguments in\n"
-        "    file) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- \"$cur\")) ;;\n"
-        "    experiment) COMPREPLY=($(compgen -W \"$(_mapsage_ids experiments \"${global[@]}\")\" -- \"$cur\")) ;;\n"
-        "    study) COMPREPLY=($(compgen -W \"$(_mapsage_ids studies \"${global[@]}\")\" -- \"$cur\")) ;;\n"
-        "    shell) COMPREPLY=($(compgen -W \"bash zsh\" -- \"$cur\")) ;;\n"
-        "    *) COMPREPLY=() ;;\n"
-        "  esac\n"
-        "}\n"
-        "complete -F _mapsage mapsage\n",
-        out);
+  completion_bash_commands(commands, count, out);
 }
 
 /* One table as _arguments specs: '--name[help]:value:' each, files for FILE values. */
