@@ -53,14 +53,12 @@ const char *buffer_text(const buffer_t *buffer);
 /* ---------------------------------------------------------------------------------------
  * client_: talking to mapsaged. */
 
-/* Where the global options say the server is and how to authenticate. Each setting comes
- * from its flag, else its environment variable, else the config file (config_file.c). */
+/* What the global options say: where the server is, how to authenticate (each setting from
+ * its flag, else its environment variable, else the config file: client_open), --json. */
 typedef struct {
-  const char *server;          /* --server, or NULL */
-  const char *token_file;      /* --token-file, or NULL */
-  const char *file_server;     /* the config file's `server`, or NULL */
-  const char *file_token_file; /* the config file's `token-file`, or NULL */
-  int json;                    /* `mapsage --json COMMAND`: as the command's own --json */
+  const char *server;     /* --server, or NULL */
+  const char *token_file; /* --token-file, or NULL */
+  int json;               /* `mapsage --json COMMAND`: as the command's own --json */
 } cli_global_t;
 
 typedef struct {
@@ -82,8 +80,10 @@ typedef struct {
   char error[CURL_ERROR_SIZE];
 } client_call_t;
 
-/* Resolves the server (--server, $MAPSAGE_SERVER, the default) and reads the token
- * (--token-file, $MAPSAGE_TOKEN_FILE). Returns a CLI_EXIT_* code, having printed why. */
+/* Reads the config file (config_file.c), resolves the server (--server, $MAPSAGE_SERVER,
+ * the file's, the default) and reads the token (--token-file, $MAPSAGE_TOKEN_FILE, the
+ * file's). Only commands that talk to a server read the file, so a broken one does not
+ * stand in the way of --help or `completion`. Returns a CLI_EXIT_* code, having printed why. */
 int client_open(client_t *client, const cli_global_t *global);
 void client_close(client_t *client);
 
@@ -264,9 +264,9 @@ typedef struct {
   char *server;
   char *token_file;
 } config_file_t;
-/* Reads the file if it exists and points global->file_* at its values. Returns CLI_EXIT_OK,
- * or CLI_EXIT_USAGE after naming the file, the line number and what is wrong with it. */
-int config_file_load(config_file_t *file, cli_global_t *global);
+/* Reads the file if it exists. Returns CLI_EXIT_OK (`file` to be freed), or CLI_EXIT_USAGE
+ * after naming the file, the line number and what is wrong with it (nothing to free). */
+int config_file_load(config_file_t *file);
 void config_file_free(config_file_t *file);
 /* study.c: `mapsage study` itself (its help, an unknown subcommand), then each subcommand,
  * run with argv[0] = "submit", "ls", … */

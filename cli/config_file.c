@@ -2,7 +2,7 @@
  * for people who would otherwise export MAPSAGE_SERVER in every shell. One place:
  * $XDG_CONFIG_HOME/mapsage/config, else ~/.config/mapsage/config (the XDG base directory
  * rule). Lines of `key = value`; blank lines and lines starting with # are skipped. The
- * values only fill what neither a flag nor the environment gave (client.c). A line that
+ * values only fill what neither a flag nor the environment gave (client_open). A line that
  * is not understood stops the command with the file's name and the line's number: a typo
  * silently ignored would send requests to the wrong server. */
 #include "cli.h"
@@ -90,10 +90,12 @@ static int config_file_line(config_file_t *file, char *line, int number) {
     return CLI_EXIT_USAGE;
   }
   *slot = slot == &file->token_file ? config_file_resolve(file->path, value) : strdup(value);
-  return *slot != NULL ? CLI_EXIT_OK : cli_out_of_memory();
+  if (*slot != NULL) return CLI_EXIT_OK;
+  fprintf(stderr, "mapsage: out of memory\n");
+  return CLI_EXIT_FAILED;
 }
 
-int config_file_load(config_file_t *file, cli_global_t *global) {
+int config_file_load(config_file_t *file) {
   memset(file, 0, sizeof *file);
   file->path = config_file_path();
   if (file->path == NULL) return CLI_EXIT_OK;
@@ -120,13 +122,8 @@ int config_file_load(config_file_t *file, cli_global_t *global) {
     line = end != NULL ? end + 1 : NULL;
   }
   free(text);
-  if (exit_code != CLI_EXIT_OK) {
-    config_file_free(file);
-    return exit_code;
-  }
-  global->file_server = file->server;
-  global->file_token_file = file->token_file;
-  return CLI_EXIT_OK;
+  if (exit_code != CLI_EXIT_OK) config_file_free(file);
+  return exit_code;
 }
 
 void config_file_free(config_file_t *file) {

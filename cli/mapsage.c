@@ -537,17 +537,12 @@ int main(int argc, char **argv) {
     i++;
   }
 
-  config_file_t config_file = {0};
-  int exit_code = config_file_load(&config_file, &global);
-  if (exit_code != CLI_EXIT_OK) return exit_code;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     fprintf(stderr, "mapsage: cannot initialise libcurl\n");
-    config_file_free(&config_file);
     return CLI_EXIT_FAILED;
   }
-  exit_code = command->run(&global, argc - i, argv + i);
+  int exit_code = command->run(&global, argc - i, argv + i);
   curl_global_cleanup();
-  config_file_free(&config_file);
   /* A full disk or a closed pipe must not pass for success: scripts read our stdout. */
   if (fflush(stdout) != 0 || ferror(stdout)) {
     fprintf(stderr, "mapsage: cannot write the output: %s\n", strerror(errno));

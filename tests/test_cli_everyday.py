@@ -287,6 +287,10 @@ class Everyday(unittest.TestCase):
             _, err = self.check(2, self.mapsage("ls", server=False, extra_env={"XDG_CONFIG_HOME": xdg}),
                                 "config file %r" % text)
             self.assertEqual(err, "mapsage: %s:%d: %s\n" % (path, line, message))
+        # Only what talks to a server reads it: help and completion still work.
+        env = {"XDG_CONFIG_HOME": xdg}
+        self.assertTrue(self.check(0, self.mapsage("ls", "--help", server=False, extra_env=env), "ls --help")[0])
+        self.assertTrue(self.check(0, self.mapsage("completion", "bash", server=False, extra_env=env), "completion")[0])
 
     def test_config_file_token(self):
         token = self.write("secrets/token", "s3cret-s3cret-s3cret\n")
