@@ -13,15 +13,19 @@
 
 #include <jansson.h>
 
+#define CFG_PATH_MAX 1024
+
 #define CFG_NAME_MAX 64     /* layer and stage names, including the NUL */
 #define CFG_TITLE_MAX 128   /* the experiment's name, including the NUL */
 #define CFG_MAX_LAYERS 64
 #define CFG_MAX_STAGES 32
-#define CFG_CLASSES 10      /* both datasets have ten classes */
-#define CFG_IMAGE_SIDE 28   /* and 28×28 single-channel images */
-#define CFG_INPUTS (CFG_IMAGE_SIDE * CFG_IMAGE_SIDE)
+#define CFG_CLASSES 10      /* the built-in datasets have ten classes */
+#define CFG_IMAGE_SIDE 28   /* and 28×28 single-channel images; a registered dataset has */
+#define CFG_INPUTS (CFG_IMAGE_SIDE * CFG_IMAGE_SIDE) /* its own (dataset.classes, .input) */
+#define CFG_MAX_CLASSES 1000 /* a registered dataset's labels are in 0 … 999 */
+#define CFG_DATASET_MAX_FILES 8
 
-typedef enum { CFG_DATASET_FASHION_MNIST, CFG_DATASET_SYNTHETIC } cfg_dataset_kind_t;
+typedef enum { CFG_DATASET_FASHION_MNIST, CFG_DATASET_SYNTHETIC, CFG_DATASET_REGISTERED } cfg_dataset_kind_t;
 typedef enum {
   CFG_LAYER_LINEAR,
   CFG_LAYER_RELU,
@@ -95,9 +99,24 @@ typedef struct {
  * (and a teacher trained then with the default seed shares the split of a student now). */
 #define CFG_SPLIT_SEED 1
 
+/* Where a registered dataset's data is and how to read it (worker/dataset_formats.h reads
+ * it): mapsaged fills it in from its registry (daemon/dataset.c) when a run is submitted, so
+ * that the worker needs no registry and a run says exactly which files, and which content
+ * (the checksum), it trained on. */
+typedef struct {
+  char format[16];           /* "idx", "npy", "npz", "cifar10", "cifar100", "csv" */
+  int n_train, n_test;
+  char train[CFG_DATASET_MAX_FILES][CFG_PATH_MAX]; /* idx, npy: images then labels; npz,
+                                                       csv: one file; cifar: its batches */
+  char test[CFG_DATASET_MAX_FILES][CFG_PATH_MAX];
+  char names[CFG_PATH_MAX];  /* the class names, one a line; "" for none */
+  char layout[8];            /* npy, npz: "auto", "nchw" or "nhwc" */
+  int classes;               /* 0: from the names file or the format, else the largest label + 1 */
+  char checksum[65];         /* SHA-256 of every file's bytes, in order; "" not yet known */
+} cfg_dataset_source_t;
+
 #define CFG_MAX_FEATURES 8
 #define CFG_MAX_GROW 8
-#define CFG_PATH_MAX 1024
 
 typedef struct {
   char name[CFG_TITLE_MAX];  /* free text for people; may be "" */
@@ -113,7 +132,12 @@ typedef struct {
     int val_size;            /* examples held out of the training set for validation */
     int train_limit;         /* use at most this many training examples; 0 = all */
     int train_size;          /* synthetic only: generated training examples */
-    int test_size;           /* synthetic only: generated test examples */
+    int test_size;           /* synthetic only: generated test examples; registered: the
+                                counts mapsaged filled in (train_size the training pool) */
+    char name[CFG_NAME_MAX]; /* the dataset's name: a built-in's or a registered one's */
+    int classes;             /* the logits the last layer outputs */
+    cfg_shape_t input;       /* one example's shape (channels × height × width) */
+    cfg_dataset_source_t source; /* CFG_DATASET_REGISTERED */
   } dataset;
 
   int n_layers;
@@ -255,6 +279,20 @@ int cfg_uses_features(const cfg_experiment_t *config);
 int cfg_uses_adversarial(const cfg_experiment_t *config);
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind);
+
+/* The model's input shape, its floats and its class count: the dataset's, which validation
+ * fills in; Fashion-MNIST's (1×28×28, ten) for a config built by hand that leaves them 0. */
+cfg_shape_t cfg_input_shape(const cfg_experiment_t *config);
+int cfg_inputs(const cfg_experiment_t *config);
+int cfg_classes(const cfg_experiment_t *config);
+
+/* Reads a registered dataset's source from the config's "dataset" object (what mapsaged
+ * stores: format, train, test, names, layout, classes, checksum), adding errors under
+ * `path`; and writes it back. Shared with the daemon's registry, which keeps the same
+ * object. */
+void cfg_dataset_source_parse(const json_t *object, const char *path, cfg_dataset_source_t *source,
+                              cfg_errors_t *errors);
+void cfg_dataset_source_to_json(const cfg_dataset_source_t *source, json_t *object);
 
 /* ---------------------------------------------------------------------------------------
  * Memory: what a worker will need for a config, so that the daemon can refuse at

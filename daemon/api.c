@@ -156,7 +156,12 @@ static int submit_experiment(http_request_t *request) {
   const char *body = http_body(request, &length);
   cfg_experiment_t config;
   cfg_errors_t errors;
-  if (cfg_parse(body, length, &config, &errors) == 0) api_check_teacher(app(request), &config, &errors);
+  /* A registered dataset's files, checksum and shape go into the config first (dataset.h). */
+  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, NULL);
+  if (json_is_object(root)) dataset_fill_config(app(request)->datasets, root);
+  if ((json_is_object(root) ? cfg_from_json(root, &config, &errors) : cfg_parse(body, length, &config, &errors)) == 0)
+    api_check_teacher(app(request), &config, &errors);
+  json_decref(root);
   if (errors.count == 0) api_check_memory(app(request), &config, NULL, "", &errors);
   if (errors.count > 0) {
     json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
@@ -174,6 +179,7 @@ static int submit_experiment(http_request_t *request) {
   if (result != 0)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",
                               strerror(-result));
+  if (app(request)->datasets) dataset_record_run(app(request)->datasets, id, &config);
   sse_publish_experiment(app(request)->hub, id);
   if (app(request)->sched) sched_kick(app(request)->sched); /* else it runs at the next start */
   char status[32] = DB_QUEUED;
@@ -418,6 +424,16 @@ static int get_prometheus_metrics(http_request_t *request) {
   return http_respond_text(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
 }
 
+/* The dataset registry's routes (dataset.h): 503 while a daemon runs without one. */
+static int with_datasets(http_request_t *request, int (*handler)(dataset_registry_t *, http_request_t *)) {
+  if (!app(request)->datasets) return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "no dataset registry");
+  return handler(app(request)->datasets, request);
+}
+static int register_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_register); }
+static int list_datasets(http_request_t *request) { return with_datasets(request, dataset_handle_list); }
+static int get_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_get); }
+static int get_dataset_samples(http_request_t *request) { return with_datasets(request, dataset_handle_samples); }
+
 /* What a body may be: a cross-site form or "simple" request can only claim text/plain,
  * multipart/form-data or application/x-www-form-urlencoded, so none of these passes. */
 #define JSON "application/json"
@@ -440,6 +456,10 @@ const http_route_t api_routes[] = {
     {"POST", "/api/studies/{id}/cancel", api_cancel_study, JSON},
     {"GET", "/api/studies/{id}/stream", api_get_study_stream, NULL},
     {"GET", "/api/studies/{id}/curves", api_get_study_curves, NULL},
+    {"POST", "/api/datasets", register_dataset, JSON},
+    {"GET", "/api/datasets", list_datasets, NULL},
+    {"GET", "/api/datasets/{name}", get_dataset, NULL},
+    {"GET", "/api/datasets/{name}/samples", get_dataset_samples, NULL},
     {"POST", "/api/sql", run_sql, JSON},
     {"GET", "/api/health", get_health, NULL},
     {"GET", "/metrics", get_prometheus_metrics, NULL},

@@ -34,6 +34,7 @@
 
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
+  const char *datasets_dir;  /* the registry's files (dataset.h); NULL: <data dir>/datasets */
   int workers;
   unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
   size_t max_worker_memory;  /* bytes; a run estimated above it is refused at submission */
@@ -67,6 +68,8 @@ static void usage(FILE *out) {
         "                       beside mapsaged, else from PATH)\n"
         "  --dataset-dir DIR    Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
         "                       default /usr/share/datasets/fashion-mnist)\n"
+        "  --datasets-dir DIR   registered datasets' files (MAPSAGE_DATASETS_DIR; default\n"
+        "                       DATA_DIR/datasets)\n"
         "  --token-file FILE    require \"Authorization: Bearer <token>\" on every request that\n"
         "                       changes something (MAPSAGE_TOKEN_FILE); the file must be readable\n"
         "                       by its owner only (chmod 600)\n"
@@ -132,6 +135,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   settings->data_dir = env_or("MAPSAGE_DATA_DIR", "./mapsage-data");
   settings->dataset_dir = env_or("MAPSAGE_DATASET_DIR", "/usr/share/datasets/fashion-mnist");
   settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
+  settings->datasets_dir = env_or("MAPSAGE_DATASETS_DIR", NULL);
   settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
   settings->web_dir = env_or("MAPSAGE_WEB_DIR", NULL);
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
@@ -153,6 +157,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
       {"remote-timeout", required_argument, NULL, 'r'}, {"allowed-host", required_argument, NULL, 'A'},
       {"max-worker-memory", required_argument, NULL, 'M'},
+      {"datasets-dir", required_argument, NULL, 'X'},
       {NULL, 0, NULL, 0},
   };
   int option;
@@ -171,6 +176,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case 'q': request_timeout = optarg; break;
     case 'r': remote_timeout = optarg; break;
     case 'M': max_worker_memory = optarg; break;
+    case 'X': settings->datasets_dir = optarg; break;
     case 'A':
       if (!allowed_hosts_given) settings->n_allowed_hosts = 0;
       allowed_hosts_given = 1;
@@ -362,6 +368,14 @@ int main(int argc, char **argv) {
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,
                        .max_rows = settings->sql_max_rows};
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
+  char datasets_dir[PATH_MAX];
+  snprintf(datasets_dir, sizeof datasets_dir, "%s/datasets", settings->data_dir);
+  if ((result = dataset_registry_create(daemon.loop, daemon.api.db, settings->datasets_dir ? settings->datasets_dir
+                                                                                           : datasets_dir,
+                                        settings->dataset_dir, &daemon.api.datasets, error, sizeof error)) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
                          .fallback = static_serve, .token = daemon.token, .app = &daemon.api,
@@ -395,6 +409,7 @@ int main(int argc, char **argv) {
 
   db_close(daemon.api.db);
   sql_destroy(daemon.api.sql);
+  dataset_registry_free(daemon.api.datasets);
   uv_loop_close(daemon.loop);
   free(daemon.token);
   fprintf(stderr, "mapsaged: stopped\n");

@@ -120,7 +120,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
     goto fail_model;
   }
   teacher__slots(teacher);
-  teacher->probs = malloc((size_t)max_batch * CFG_CLASSES * sizeof *teacher->probs);
+  teacher->probs = malloc((size_t)max_batch * teacher->model.classes * sizeof *teacher->probs);
   teacher->predictions = malloc((size_t)max_batch * sizeof *teacher->predictions);
   if (!teacher->probs || !teacher->predictions) {
     rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
@@ -165,11 +165,11 @@ static const teacher_cache_t *teacher__cache_of(const teacher_t *teacher, const 
 int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_features,
                         teacher_cache_cost_t *cost) {
   with_features = with_features && teacher->n_slots > 0;
-  const size_t row = CFG_CLASSES + (with_features ? teacher->features_floats : 0);
+  const size_t row = teacher->model.classes + (with_features ? teacher->features_floats : 0);
   memset(cost, 0, sizeof *cost);
   cost->n = split->n;
-  cost->logits = CFG_CLASSES;
-  cost->features = row - CFG_CLASSES;
+  cost->logits = teacher->model.classes;
+  cost->features = row - teacher->model.classes;
   cost->bytes = (size_t)split->n * row * sizeof(float);
   const teacher_cache_t *cached = teacher__cache_of(teacher, split);
   if (cached) return cached->features || !with_features ? 0 : -EEXIST;
@@ -179,7 +179,7 @@ int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_
     /* What teacher_outputs answers from a cache, allocated with the first one: a run without
      * a cache does not carry it. */
     teacher->gathered = malloc((size_t)teacher->model.max_batch *
-                               (CFG_CLASSES + teacher->features_floats) * sizeof *teacher->gathered);
+                               (teacher->model.classes + teacher->features_floats) * sizeof *teacher->gathered);
     if (!teacher->gathered) return -ENOMEM;
   }
   float *rows = malloc(cost->bytes > 0 ? cost->bytes : 1);
@@ -192,14 +192,14 @@ int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_
   nn_model_t *model = &teacher->model;
   for (int start = 0; start < split->n; start += model->max_batch) {
     const int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
+    const float *logits = nn_forward(model, split->images + (size_t)start * teacher->model.inputs, B, 0);
     for (int b = 0; b < B; b++) {
       float *r = rows + (size_t)(start + b) * row;
-      memcpy(r, logits + (size_t)b * CFG_CLASSES, CFG_CLASSES * sizeof *r);
+      memcpy(r, logits + (size_t)b * teacher->model.classes, teacher->model.classes * sizeof *r);
       if (!with_features) continue;
       for (int s = 0; s < teacher->n_slots; s++) {
         const size_t size = teacher->slot_floats[s];
-        memcpy(r + CFG_CLASSES + teacher->slot_offset[s],
+        memcpy(r + teacher->model.classes + teacher->slot_offset[s],
                nn_layer_output(model, teacher->slot_layer[s]) + (size_t)b * size, size * sizeof *r);
       }
     }
@@ -223,18 +223,18 @@ static void teacher__gather(teacher_t *teacher, const teacher_cache_t *cache, co
   for (int b = 0; b < B; b++) {
     assert(indices[b] >= 0 && indices[b] < cache->n);
     const float *r = cache->rows + (size_t)indices[b] * cache->row;
-    memcpy(logits + (size_t)b * CFG_CLASSES, r, CFG_CLASSES * sizeof *logits);
+    memcpy(logits + (size_t)b * teacher->model.classes, r, teacher->model.classes * sizeof *logits);
     if (!cache->features) continue;
     for (int s = 0; s < teacher->n_slots; s++) {
       const size_t size = teacher->slot_floats[s];
-      float *block = teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[s]);
-      memcpy(block + (size_t)b * size, r + CFG_CLASSES + teacher->slot_offset[s], size * sizeof *block);
+      float *block = teacher->gathered + MB * (teacher->model.classes + teacher->slot_offset[s]);
+      memcpy(block + (size_t)b * size, r + teacher->model.classes + teacher->slot_offset[s], size * sizeof *block);
     }
   }
   out->logits = logits;
   for (int i = 0; i < teacher->n_features; i++)
     out->features[i] = cache->features
-                           ? teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[teacher->pair_slot[i]])
+                           ? teacher->gathered + MB * (teacher->model.classes + teacher->slot_offset[teacher->pair_slot[i]])
                            : NULL;
 }
 
@@ -247,8 +247,8 @@ void teacher_outputs(teacher_t *teacher, const data_split_t *split, const int *i
 #ifndef NDEBUG
     /* The cache answers for the split's own images: no augmentation may have changed them. */
     for (int b = 0; b < B; b++)
-      assert(memcmp(inputs + (size_t)b * CFG_INPUTS, split->images + (size_t)indices[b] * CFG_INPUTS,
-                    CFG_INPUTS * sizeof *inputs) == 0);
+      assert(memcmp(inputs + (size_t)b * teacher->model.inputs, split->images + (size_t)indices[b] * teacher->model.inputs,
+                    teacher->model.inputs * sizeof *inputs) == 0);
 #endif
     teacher__gather(teacher, cache, indices, B, out);
     return;
@@ -265,9 +265,9 @@ int teacher_evaluate(teacher_t *teacher, const data_split_t *split) {
   for (int start = 0; start < split->n; start += model->max_batch) {
     int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
     const int *labels = split->labels + start;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
+    const float *logits = nn_forward(model, split->images + (size_t)start * teacher->model.inputs, B, 0);
     total += (double)loss_crossentropy_forward(teacher->probs, teacher->predictions, logits, labels,
-                                               B, CFG_CLASSES) * B;
+                                               B, teacher->model.classes) * B;
     for (int b = 0; b < B; b++) correct += teacher->predictions[b] == labels[b];
   }
   int n = split->n > 0 ? split->n : 1;
