@@ -210,6 +210,12 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv);
 int command_study_show(const cli_global_t *global, int argc, char **argv);
 int command_study_watch(const cli_global_t *global, int argc, char **argv);
 int command_study_cancel(const cli_global_t *global, int argc, char **argv);
+/* dataset.c: `mapsage dataset` (help, unknown subcommands), its subcommands, and `export`. */
+int command_dataset(const cli_global_t *global, int argc, char **argv);
+int command_dataset_add(const cli_global_t *global, int argc, char **argv);
+int command_dataset_ls(const cli_global_t *global, int argc, char **argv);
+int command_dataset_show(const cli_global_t *global, int argc, char **argv);
+int command_export(const cli_global_t *global, int argc, char **argv);
 /* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
  * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's
  * counts; a runs list's distinct experiments; counts as "3 succeeded, 2 running". */

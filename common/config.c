@@ -619,12 +619,66 @@ static void parse_stages(const json_t *root, cfg_experiment_t *config, cfg_error
   if (total > 10000) add_error(errors, "stages", "may have at most 10000 epochs in all, not %lld", total);
 }
 
+/* teacher.model of a safetensors teacher: parsed as a config of its own (the student's with
+ * this model, so that the dataset's input and classes apply), its errors moved under
+ * "teacher.". */
+static void parse_teacher_model(const json_t *root, const json_t *teacher, cfg_experiment_t *config,
+                                cfg_errors_t *errors) {
+  const json_t *model = json_object_get(teacher, "model");
+  if (!model) {
+    add_error(errors, "teacher.model", "is required with safetensors: the teacher's layers, e.g. {\"layers\": "
+              "[{\"type\": \"linear\", \"out\": 10}]}");
+    return;
+  }
+  json_t *copy = json_pack("{s:O, s:i}", "model", model, "epochs", 1);
+  if (copy && json_object_get(root, "dataset")) json_object_set(copy, "dataset", json_object_get(root, "dataset"));
+  cfg_experiment_t *parsed = malloc(sizeof *parsed);
+  cfg_errors_t *found = malloc(sizeof *found);
+  if (copy && parsed && found) {
+    cfg_from_json(copy, parsed, found);
+    for (int i = 0; i < found->count && i < CFG_MAX_ERRORS; i++) {
+      if (strncmp(found->items[i].path, "model", 5) != 0) continue; /* the dataset's are the student's */
+      char path[160];
+      snprintf(path, sizeof path, "teacher.%s", found->items[i].path);
+      add_error(errors, path, "%s", found->items[i].message);
+    }
+    config->teacher.n_layers = parsed->n_layers;
+    memcpy(config->teacher.layers, parsed->layers, sizeof parsed->layers);
+  }
+  json_decref(copy);
+  free(parsed);
+  free(found);
+}
+
+void cfg_safetensors_teacher(const cfg_experiment_t *student, cfg_experiment_t *teacher) {
+  *teacher = *student;
+  teacher->n_layers = student->teacher.n_layers;
+  memcpy(teacher->layers, student->teacher.layers, sizeof teacher->layers);
+  teacher->teacher.kind = CFG_TEACHER_NONE;
+  teacher->teacher.n_layers = 0;
+  teacher->n_features = 0;
+  teacher->n_grow = 0;
+  teacher->adversarial.enabled = 0;
+}
+
 static void parse_teacher(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known[] = {"experiment", "checkpoint", NULL};
+  static const char *const known[] = {"experiment", "checkpoint", "safetensors", "model", NULL};
   const json_t *teacher = get_object(root, "", "teacher", errors);
   config->teacher.kind = CFG_TEACHER_NONE;
   if (!teacher) return;
   check_known_keys(teacher, "teacher", known, errors);
+  if (json_object_get(teacher, "safetensors")) {
+    if (get_string(teacher, "teacher", "safetensors", config->teacher.checkpoint, sizeof config->teacher.checkpoint,
+                   errors) && config->teacher.checkpoint[0] == '\0')
+      add_error(errors, "teacher.safetensors", "must be the path of a .safetensors file");
+    if (json_object_get(teacher, "experiment") || json_object_get(teacher, "checkpoint"))
+      add_error(errors, "teacher", "give one of experiment, checkpoint or safetensors");
+    config->teacher.kind = CFG_TEACHER_SAFETENSORS;
+    parse_teacher_model(root, teacher, config, errors);
+    return;
+  }
+  if (json_object_get(teacher, "model"))
+    add_error(errors, "teacher.model", "is for a safetensors teacher: a checkpoint or an experiment has its own");
   long long experiment = 0;
   int has_experiment = get_integer(teacher, "teacher", "experiment", 1, INT64_MAX / 2, &experiment, errors);
   int has_checkpoint =
@@ -942,7 +996,15 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
     json_t *teacher = json_object();
     if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)
       json_object_set_new(teacher, "experiment", json_integer(config->teacher.experiment));
-    if (config->teacher.checkpoint[0]) json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
+    if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) {
+      json_t *teacher_layers = json_array();
+      for (int i = 0; i < config->teacher.n_layers; i++)
+        json_array_append_new(teacher_layers, layer_to_json(&config->teacher.layers[i]));
+      json_object_set_new(teacher, "safetensors", json_string(config->teacher.checkpoint));
+      json_object_set_new(teacher, "model", json_pack("{s:o}", "layers", teacher_layers));
+    } else if (config->teacher.checkpoint[0]) {
+      json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
+    }
     json_object_set_new(root, "teacher", teacher);
     json_t *temperature = json_pack("{s:s, s:f}", "schedule", temperature_schedules[config->temperature.kind], "start",
                                     config->temperature.start);

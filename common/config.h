@@ -38,7 +38,7 @@ typedef enum {
 typedef enum { CFG_OPTIMIZER_SGD, CFG_OPTIMIZER_ADAM } cfg_optimizer_kind_t;
 typedef enum { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_COSINE } cfg_lr_schedule_t;
 typedef enum { CFG_TEMPERATURE_CONSTANT, CFG_TEMPERATURE_LINEAR, CFG_TEMPERATURE_COSINE, CFG_TEMPERATURE_STEP } cfg_temperature_schedule_t;
-typedef enum { CFG_TEACHER_NONE, CFG_TEACHER_EXPERIMENT, CFG_TEACHER_CHECKPOINT } cfg_teacher_kind_t;
+typedef enum { CFG_TEACHER_NONE, CFG_TEACHER_EXPERIMENT, CFG_TEACHER_CHECKPOINT, CFG_TEACHER_SAFETENSORS } cfg_teacher_kind_t;
 typedef enum { CFG_GATE_NONE, CFG_GATE_SOFTMAX, CFG_GATE_MEAN_ONE } cfg_gate_t;
 typedef enum { CFG_ADVERSARIAL_LSGAN, CFG_ADVERSARIAL_BCE } cfg_adversarial_loss_t;
 
@@ -162,7 +162,13 @@ typedef struct {
     cfg_teacher_kind_t kind;
     int64_t experiment;      /* CFG_TEACHER_EXPERIMENT */
     char checkpoint[CFG_PATH_MAX]; /* CFG_TEACHER_CHECKPOINT; for an experiment teacher, the
-                                      daemon fills in its final checkpoint when the run starts */
+                                      daemon fills in its final checkpoint when the run starts;
+                                      CFG_TEACHER_SAFETENSORS: the .safetensors file */
+    /* CFG_TEACHER_SAFETENSORS: a model trained elsewhere, whose layers teacher.model
+     * describes (in this config's dataset's input shape and classes); the file must hold
+     * exactly their tensors (worker/safetensors.h names them). */
+    int n_layers;
+    cfg_layer_t layers[CFG_MAX_LAYERS];
   } teacher;
 
   struct {
@@ -250,6 +256,11 @@ json_t *cfg_errors_to_json(const cfg_errors_t *errors);
  * Errors are added to `errors` (paths into the student's config). Returns 0 or -EINVAL. The daemon calls it at submission for experiment teachers; the worker calls it
  * with the config stored in a teacher checkpoint. */
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors);
+
+/* A safetensors teacher's own config: the student's (same data, split, batch size) with the
+ * teacher's layers and nothing to distil. What the worker builds the teacher from and the
+ * daemon checks the feature pairs against. */
+void cfg_safetensors_teacher(const cfg_experiment_t *student, cfg_experiment_t *teacher);
 
 /* The index of the layer called `name` (its own name, or the automatic one: "linear1"), or
  * -1. */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "export.h"
 #include "report.h"
 #include "util.h"
 
@@ -51,22 +52,23 @@ static int respond_no_experiment(http_request_t *request) {
 static void check_teacher_checkpoint(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
   char directory[PATH_MAX], file[PATH_MAX], joined[PATH_MAX * 2];
   const char *path = config->teacher.checkpoint;
+  const char *field = config->teacher.kind == CFG_TEACHER_SAFETENSORS ? "teacher.safetensors" : "teacher.checkpoint";
   struct stat info;
   if (path[0] != '/') { /* relative to the data directory */
     snprintf(joined, sizeof joined, "%s/%s", api->data_dir, path);
     path = joined;
   }
   if (realpath(api->data_dir, directory) == NULL || realpath(path, file) == NULL) {
-    cfg_add_error(errors, "teacher.checkpoint", "%s: %s", config->teacher.checkpoint, strerror(errno));
+    cfg_add_error(errors, field, "%s: %s", config->teacher.checkpoint, strerror(errno));
     return;
   }
   size_t length = strlen(directory);
   if (strncmp(file, directory, length) != 0 || file[length] != '/') {
-    cfg_add_error(errors, "teacher.checkpoint", "must be inside the daemon's data directory (%s)", directory);
+    cfg_add_error(errors, field, "must be inside the daemon's data directory (%s)", directory);
     return;
   }
   if (stat(file, &info) != 0 || !S_ISREG(info.st_mode)) { /* a FIFO would hang the worker */
-    cfg_add_error(errors, "teacher.checkpoint", "%s: not a regular file", config->teacher.checkpoint);
+    cfg_add_error(errors, field, "%s: not a regular file", config->teacher.checkpoint);
     return;
   }
   util_strlcpy(config->teacher.checkpoint, file, sizeof config->teacher.checkpoint);
@@ -102,6 +104,14 @@ void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *error
   }
   if (config->teacher.kind != CFG_TEACHER_NONE && config->teacher.checkpoint[0])
     check_teacher_checkpoint(api, config, errors);
+  if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) { /* its layers against the feature pairs */
+    cfg_experiment_t *teacher_config = malloc(sizeof *teacher_config);
+    if (teacher_config) {
+      cfg_safetensors_teacher(config, teacher_config);
+      cfg_check_teacher(config, teacher_config, errors);
+    }
+    free(teacher_config);
+  }
 }
 
 
@@ -434,6 +444,9 @@ static int list_datasets(http_request_t *request) { return with_datasets(request
 static int get_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_get); }
 static int get_dataset_samples(http_request_t *request) { return with_datasets(request, dataset_handle_samples); }
 
+static int download_checkpoint(http_request_t *request) { return export_handle_checkpoint(app(request)->db, request); }
+static int export_model(http_request_t *request) { return export_handle_export(app(request)->db, request); }
+
 /* What a body may be: a cross-site form or "simple" request can only claim text/plain,
  * multipart/form-data or application/x-www-form-urlencoded, so none of these passes. */
 #define JSON "application/json"
@@ -449,6 +462,8 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/stream", get_stream, NULL},
     {"GET", "/api/experiments/{id}/log", get_log, NULL},
     {"GET", "/api/experiments/{id}/report", get_report, NULL},
+    {"GET", "/api/experiments/{id}/checkpoints/{name}", download_checkpoint, NULL},
+    {"GET", "/api/experiments/{id}/export", export_model, NULL},
     {"GET", "/api/events", get_all_events, NULL},
     {"POST", "/api/studies", api_submit_study, JSON},
     {"GET", "/api/studies", api_list_studies, NULL},

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "safetensors.h"
 #include "util.h"
 
 
@@ -54,6 +55,83 @@ static void teacher__config_error(const cfg_errors_t *errors, char *out, size_t 
   snprintf(out, size, "%s%s%s", first->path, first->path[0] ? ": " : "", first->message);
 }
 
+/* Fills `params` (laid out as `config`'s network, `total` floats) from a safetensors file's
+ * tensors: every one the layers need, of exactly their shape, F32, and no other. */
+static int teacher__fill_from_safetensors(const safetensors_t *file, const char *path, const cfg_experiment_t *config,
+                                          float *params, size_t total, char *error, size_t error_size) {
+  model_tensor_t *tensors = malloc(MODEL_MAX_TENSORS * sizeof *tensors);
+  if (!tensors) return util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
+  size_t expected_total;
+  int n = model_tensors(config, tensors, &expected_total), rc = 0;
+  if (n < 0 || expected_total != total) {
+    rc = util_error(error, error_size, -EINVAL, "teacher %s: its layers do not lay out (%zu parameters, %zu built)",
+                    path, expected_total, total);
+    goto done;
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    const model_tensor_t *want = &tensors[i];
+    const safetensors_tensor_t *have = safetensors_find(file, want->name);
+    char want_shape[96] = "", have_shape[96] = "";
+    for (int d = 0; d < want->n_dims; d++)
+      snprintf(want_shape + strlen(want_shape), sizeof want_shape - strlen(want_shape), "%s%lld", d ? ", " : "",
+               (long long)want->shape[d]);
+    if (!have) {
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: no tensor \"%s\" (teacher.model's layers need it, "
+                      "shape [%s])", path, want->name, want_shape);
+      break;
+    }
+    for (int d = 0; d < have->n_dims; d++)
+      snprintf(have_shape + strlen(have_shape), sizeof have_shape - strlen(have_shape), "%s%lld", d ? ", " : "",
+               (long long)have->shape[d]);
+    int same = have->n_dims == want->n_dims;
+    for (int d = 0; same && d < want->n_dims; d++) same = have->shape[d] == want->shape[d];
+    if (!same)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" has shape [%s], teacher.model's layers "
+                      "need [%s]", path, want->name, have_shape, want_shape);
+    else if (strcmp(have->dtype, "F32") != 0)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" is %s, not F32 (save the model in "
+                      "float32)", path, want->name, have->dtype);
+    else
+      memcpy(params + want->offset, have->data, want->count * sizeof(float));
+  }
+  for (int i = 0; i < file->n && !rc; i++) {
+    int used = 0;
+    for (int k = 0; k < n && !used; k++) used = strcmp(file->tensors[i].name, tensors[k].name) == 0;
+    if (!used)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" belongs to no layer of teacher.model "
+                      "(its layers' tensors are named <layer>.weight and <layer>.bias)", path, file->tensors[i].name);
+  }
+done:
+  free(tensors);
+  return rc;
+}
+
+/* A teacher trained elsewhere: its layers from student->teacher, its weights from the file. */
+static int teacher__load_safetensors(teacher_t *teacher, const cfg_experiment_t *student, int max_batch,
+                                     char *error, size_t error_size) {
+  const char *path = student->teacher.checkpoint;
+  char *data = NULL;
+  size_t length;
+  safetensors_t file = {0};
+  int rc = util_read_file(path, (size_t)4 << 30, &data, &length);
+  if (rc) return util_error(error, error_size, rc, "teacher %s: cannot read: %s", path, strerror(-rc));
+  rc = safetensors_parse((const uint8_t *)data, length, path, &file, error, error_size);
+  if (rc) goto done;
+  cfg_safetensors_teacher(student, &teacher->config);
+  rc = nn_model_create_inference(&teacher->model, &teacher->config, max_batch);
+  if (rc) {
+    rc = util_error(error, error_size, rc, "teacher %s: cannot build its network: %s", path, strerror(-rc));
+    goto done;
+  }
+  rc = teacher__fill_from_safetensors(&file, path, &teacher->config, teacher->model.params, teacher->model.n_params,
+                                      error, error_size);
+  if (rc) nn_model_free(&teacher->model);
+done:
+  safetensors_free(&file);
+  free(data);
+  return rc;
+}
+
 int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_batch, char *error,
                  size_t error_size) {
   memset(teacher, 0, sizeof *teacher);
@@ -67,12 +145,19 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
                           (long long)student->teacher.experiment);
   snprintf(teacher->path, sizeof teacher->path, "%s", path);
 
-  ckpt_t ckpt;
+  ckpt_t ckpt = {0};
   char reason[768];
-  int rc = ckpt_open(path, &ckpt, reason, sizeof reason);
+  cfg_errors_t *errors = NULL;
+  int rc;
+  if (student->teacher.kind == CFG_TEACHER_SAFETENSORS) {
+    rc = teacher__load_safetensors(teacher, student, max_batch, error, error_size);
+    if (rc) goto fail;
+    goto loaded;
+  }
+  rc = ckpt_open(path, &ckpt, reason, sizeof reason);
   if (rc) return util_error(error, error_size, rc, "teacher checkpoint %s", reason);
 
-  cfg_errors_t *errors = calloc(1, sizeof *errors);
+  errors = calloc(1, sizeof *errors);
   if (!errors) {
     rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
     goto fail;
@@ -111,6 +196,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
     rc = util_error(error, error_size, rc, "teacher checkpoint %s", reason);
     goto fail_model;
   }
+loaded:
   teacher->n_features = student->n_features;
   for (int i = 0; i < student->n_features; i++)
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
