@@ -189,7 +189,6 @@ static int submit_experiment(http_request_t *request) {
   if (result != 0)
     return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "the experiment could not be stored: %s",
                               strerror(-result));
-  if (app(request)->datasets) dataset_record_run(app(request)->datasets, id, &config);
   sse_publish_experiment(app(request)->hub, id);
   if (app(request)->sched) sched_kick(app(request)->sched); /* else it runs at the next start */
   char status[32] = DB_QUEUED;

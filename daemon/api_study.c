@@ -108,6 +108,10 @@ int api_submit_study(http_request_t *request) {
                   json_error.text);
     return respond_invalid(request, &errors);
   }
+  /* A registered dataset's files, checksum and shape, into the configs runs are made from. */
+  if (json_is_object(json_object_get(spec, "base"))) dataset_fill_config(api->datasets, json_object_get(spec, "base"));
+  json_t *teacher_config = json_object_get(json_object_get(spec, "teacher"), "config");
+  if (json_is_object(teacher_config)) dataset_fill_config(api->datasets, teacher_config);
   study_plan_t *plan = NULL;
   int result = study_spec_expand(spec, &plan, &errors);
   if (result == 0) check_teacher(api, plan, &errors);

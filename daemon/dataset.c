@@ -557,25 +557,6 @@ void dataset_fill_config(dataset_registry_t *registry, json_t *root) {
   json_decref(row);
 }
 
-int dataset_record_run(dataset_registry_t *registry, int64_t id, const cfg_experiment_t *config) {
-  char name[CFG_NAME_MAX];
-  const char *checksum = config->dataset.source.checksum[0] ? config->dataset.source.checksum : NULL;
-  util_strlcpy(name, config->dataset.kind == CFG_DATASET_REGISTERED ? config->dataset.name
-                     : config->dataset.kind == CFG_DATASET_SYNTHETIC ? "synthetic" : "fashion-mnist", sizeof name);
-  sqlite3_stmt *statement = NULL;
-  if (sqlite3_prepare_v2(db_sqlite(registry->db),
-                         "UPDATE experiments SET dataset = ?2, dataset_checksum = coalesce(?3, (SELECT checksum FROM "
-                         "datasets WHERE name = ?2)) WHERE id = ?1",
-                         -1, &statement, NULL) != SQLITE_OK)
-    return -EIO;
-  sqlite3_bind_int64(statement, 1, id);
-  sqlite3_bind_text(statement, 2, name, -1, SQLITE_STATIC);
-  if (checksum) sqlite3_bind_text(statement, 3, checksum, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(statement) == SQLITE_DONE ? 0 : -EIO;
-  sqlite3_finalize(statement);
-  return rc;
-}
-
 /* ---------------------------------------------------------------------------------------
  * Life */
 

@@ -7,7 +7,8 @@
  *
  * At submission the registry fills a config's dataset in (format, files, checksum, classes,
  * input shape): the worker then needs no registry, checks the checksum itself, and the run
- * records which data it trained on (experiments.dataset, .dataset_checksum). */
+ * records which data it trained on (experiments.dataset, .dataset_checksum: a trigger,
+ * daemon/db.c). */
 #ifndef MAPSAGE_DATASET_H
 #define MAPSAGE_DATASET_H
 
@@ -40,7 +41,5 @@ int dataset_handle_samples(dataset_registry_t *registry, http_request_t *request
  * wrote there). A name that is neither built in nor registered is left for cfg_from_json
  * to refuse. */
 void dataset_fill_config(dataset_registry_t *registry, json_t *root);
-/* After the insert: experiments.dataset and .dataset_checksum of run `id`. */
-int dataset_record_run(dataset_registry_t *registry, int64_t id, const cfg_experiment_t *config);
 
 #endif

@@ -187,12 +187,22 @@ static int add_dataset_columns(db_t *db, char **message) {
     return SQLITE_ERROR;
   if (sqlite3_step(statement) == SQLITE_ROW) missing = sqlite3_column_int(statement, 0);
   sqlite3_finalize(statement);
-  if (!missing) return SQLITE_OK;
+  if (missing && sqlite3_exec(db->sql,
+                              "ALTER TABLE experiments ADD COLUMN dataset TEXT; "
+                              "ALTER TABLE experiments ADD COLUMN dataset_checksum TEXT; "
+                              "UPDATE experiments SET dataset = coalesce(json_extract(config, '$.dataset.name'), "
+                              "'fashion-mnist');",
+                              NULL, NULL, message) != SQLITE_OK)
+    return SQLITE_ERROR;
+  /* Every insert, an experiment's or a study's runs', records its data: the name and the
+   * checksum in its config (a registered dataset's, filled in at submission), else the
+   * registry's (Fashion-MNIST's once it has been read). */
   return sqlite3_exec(db->sql,
-                      "ALTER TABLE experiments ADD COLUMN dataset TEXT; "
-                      "ALTER TABLE experiments ADD COLUMN dataset_checksum TEXT; "
-                      "UPDATE experiments SET dataset = coalesce(json_extract(config, '$.dataset.name'), "
-                      "'fashion-mnist');",
+                      "CREATE TRIGGER IF NOT EXISTS experiments_dataset AFTER INSERT ON experiments BEGIN "
+                      "UPDATE experiments SET dataset = coalesce(json_extract(NEW.config, '$.dataset.name'), "
+                      "'fashion-mnist'), dataset_checksum = coalesce(json_extract(NEW.config, '$.dataset.checksum'), "
+                      "(SELECT checksum FROM datasets WHERE name = coalesce(json_extract(NEW.config, "
+                      "'$.dataset.name'), 'fashion-mnist'))) WHERE id = NEW.id; END;",
                       NULL, NULL, message);
 }
 

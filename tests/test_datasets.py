@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import sys
 import unittest
 import zipfile
@@ -359,12 +360,48 @@ class Runs(unittest.TestCase):
         self.assertTrue(accuracy)
         self.assertGreater(accuracy[-1], 0.6)  # chance is 1/6
 
+        # A study on it: the daemon fills the dataset into the configs its runs are made from.
+        code, _, plan = self.daemon.request("POST", "/api/studies?dry_run=1", {
+            "name": "rgb-study", "base": {"dataset": {"name": "rgb"}, "model": model, "epochs": 1}, "seeds": 2})
+        self.assertEqual(200, code, plan)
+        self.assertEqual(2, plan["count"])
+        self.assertEqual(answer["checksum"], plan["runs"][0]["config"]["dataset"]["checksum"])
+
         # The file changes under the name: the next run fails, saying so.
         np.savez(path, x_train=train_x[::-1], y_train=train_y[::-1], x_test=test_x, y_test=test_y)
         again = self.daemon.submit({"dataset": {"name": "rgb"}, "model": model, "epochs": 1})
         done = self.daemon.wait_status(again, ["succeeded", "failed"], timeout=120)
         self.assertEqual("failed", done["status"])
         self.assertIn('dataset "rgb" changed since it was registered', done["error"])
+
+
+class Migration(unittest.TestCase):
+    def test_an_older_database_gains_the_dataset_columns(self):
+        """A database from before schema 4: experiments without dataset columns."""
+        import sqlite3
+        daemon = Daemon(workers=0)
+        try:
+            first = daemon.submit({"dataset": {"name": "synthetic"}, "model": {"layers": [{"type": "linear", "out": 10}]},
+                                   "epochs": 1})
+            daemon.kill(signal.SIGTERM)
+            daemon.stopped = True
+            connection = sqlite3.connect(daemon.db_path)
+            connection.executescript("DROP TRIGGER experiments_dataset; ALTER TABLE experiments DROP COLUMN dataset; "
+                                     "ALTER TABLE experiments DROP COLUMN dataset_checksum; PRAGMA user_version = 3;")
+            connection.close()
+            daemon.start()
+            daemon.stopped = False
+            code, _, rows = daemon.request("POST", "/api/sql", {"sql": "SELECT id, dataset, dataset_checksum FROM "
+                                                                       "experiments ORDER BY id"})
+            self.assertEqual(200, code, rows)
+            self.assertEqual([[first, "synthetic", None]], rows["rows"])
+            second = daemon.submit({"model": {"layers": [{"type": "linear", "out": 10}]}, "epochs": 1})
+            code, _, rows = daemon.request("POST", "/api/sql", {"sql": "SELECT dataset FROM experiments WHERE id = ?1",
+                                                                "params": [second]})
+            self.assertEqual([["fashion-mnist"]], rows["rows"])
+            self.assertEqual([[4]], daemon.request("POST", "/api/sql", {"sql": "PRAGMA user_version"})[2]["rows"])
+        finally:
+            daemon.close()
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ static int dataset__read_idx(const char *images_path, const char *labels_path, d
                              size_t error_size) {
   uint8_t *images = NULL, *labels = NULL;
   size_t images_length, labels_length, count;
-  uint32_t image_dims[3], label_dims[3];
+  uint32_t image_dims[3] = {0}, label_dims[3] = {0};
   int rc = dataset__load_file(images_path, &images, &images_length, error, error_size);
   if (rc) goto done;
   rc = dataset__idx_header(images, images_length, images_path, 3, image_dims, &count, error, error_size);
