@@ -303,8 +303,9 @@ int dataset_npy_parse(const uint8_t *data, size_t length, const char *what, data
   char order = descr[1], kind = descr[2], size = descr[3];
   if (!order || !kind || !size || descr[4] != descr[0] || (order != '<' && order != '|' && order != '=') ||
       !strchr("uif", kind) || !strchr("1248", size) || (kind == 'f' && size < '4'))
-    return util_error(error, error_size, -EINVAL, "%s: element type %.8s is not supported (unsigned or signed "
-                      "integers, float32 or float64, little-endian)", what, descr);
+    return util_error(error, error_size, -EINVAL, "%s: element type %.*s is not supported (unsigned or signed "
+                      "integers, float32 or float64, little-endian)", what,
+                      (int)(strchr(descr + 1, descr[0]) ? strchr(descr + 1, descr[0]) - descr + 1 : 8), descr);
   array->type[0] = kind;
   array->type[1] = size;
   const char *fortran = dataset__npy_field(header, "fortran_order");
