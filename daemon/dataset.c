@@ -336,50 +336,102 @@ static int dataset__valid_name(const char *name) {
          strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == length && name[0] != '.';
 }
 
-int dataset_handle_register(dataset_registry_t *registry, http_request_t *request) {
+/* The request's name: valid, not the generated set's, not taken. Returns 0, or the result
+ * of the answer it gave (1 when that answer was queued). */
+static int dataset__check_name(dataset_registry_t *registry, http_request_t *request, const json_t *root,
+                               const char **out) {
   static const char *const known[] = {"name", "format", "files", "train", "test", "names", "layout", "classes", NULL};
+  const char *key;
+  json_t *value;
+  json_object_foreach((json_t *)root, key, value) {
+    int ok = 0;
+    for (int i = 0; known[i]; i++) ok |= strcmp(key, known[i]) == 0;
+    if (!ok) {
+      int result = dataset__refuse(request, key, "unknown field (expected name, format, files or train and test, "
+                                                 "names, layout, classes)");
+      return result ? result : 1;
+    }
+  }
+  const char *name = json_string_value(json_object_get(root, "name"));
+  int result = 0;
+  if (!name || !dataset__valid_name(name))
+    result = dataset__refuse(request, "name", "must be 1 to 63 letters, digits, _ - . (not starting with .)");
+  else if (strcmp(name, "synthetic") == 0)
+    result = dataset__refuse(request, "name", "\"synthetic\" is the generated dataset's name");
+  else {
+    json_t *existing = dataset__row(registry, name, 0);
+    if (!existing) {
+      *out = name;
+      return 0;
+    }
+    json_decref(existing);
+    result = http_respond_error(request, MHD_HTTP_CONFLICT, "name: a dataset \"%s\" is registered already (a "
+                                "changed dataset needs a new name: runs refer to it by name)", name);
+  }
+  return result ? result : 1;
+}
+
+/* "files" (sorted by their names) or "train" and "test", each resolved inside the datasets
+ * directory, into `source`. Returns 0, or -EINVAL with the reason in `error` and the
+ * request's field it concerns in `*field`. */
+static int dataset__resolve_files(dataset_registry_t *registry, const json_t *listed, cfg_dataset_source_t *source,
+                                  const char **field, char *error, size_t error_size) {
+  int rc = 0;
+  *field = listed ? "files" : "train";
+  if (!listed) {
+    for (int i = 0; !rc && i < source->n_train; i++)
+      rc = dataset__resolve(registry, source->train[i], source->train[i], error, error_size);
+    *field = "test";
+    for (int i = 0; !rc && i < source->n_test; i++)
+      rc = dataset__resolve(registry, source->test[i], source->test[i], error, error_size);
+  } else {
+    const size_t count = json_array_size(listed);
+    if (!json_is_array(listed) || count < 1 || count > 2 * CFG_DATASET_MAX_FILES)
+      return util_error(error, error_size, -EINVAL, "must be an array of 1 to %d file paths", 2 * CFG_DATASET_MAX_FILES);
+    char (*resolved)[CFG_PATH_MAX] = calloc(count, CFG_PATH_MAX);
+    if (!resolved) return util_error(error, error_size, -ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < count; i++) {
+      const char *given = json_string_value(json_array_get(listed, i));
+      rc = given ? dataset__resolve(registry, given, resolved[i], error, error_size)
+                 : util_error(error, error_size, -EINVAL, "item %zu must be a path", i);
+    }
+    source->n_train = source->n_test = 0;
+    if (!rc) rc = dataset__sort_files(source, resolved, (int)count, error, error_size);
+    free(resolved);
+  }
+  if (!rc && source->names[0]) {
+    *field = "names";
+    rc = dataset__resolve(registry, source->names, source->names, error, error_size);
+  }
+  return rc;
+}
+
+int dataset_handle_register(dataset_registry_t *registry, http_request_t *request) {
   size_t length;
   const char *body = http_body(request, &length);
-  json_error_t parse_error;
-  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, &parse_error);
+  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, NULL), *fields = NULL;
   dataset__job_t *job = NULL;
-  char error[1024];
+  cfg_errors_t *errors = NULL;
+  const char *name = NULL;
   int result;
   if (!json_is_object(root)) {
     json_decref(root);
     return dataset__refuse(request, "", "the body must be a JSON object like {\"name\": \"cifar10\", \"files\": "
                                         "[\"cifar10/data_batch_1.bin\", …]}");
   }
-  const char *key;
-  json_t *value;
-  json_object_foreach(root, key, value) {
-    int ok = 0;
-    for (int i = 0; known[i]; i++) ok |= strcmp(key, known[i]) == 0;
-    if (!ok) {
-      snprintf(error, sizeof error, "unknown field (expected name, format, files or train and test, names, layout, "
-                                    "classes)");
-      result = dataset__refuse(request, key, error);
-      goto done;
-    }
-  }
-  const char *name = json_string_value(json_object_get(root, "name"));
-  if (!name || !dataset__valid_name(name)) {
-    result = dataset__refuse(request, "name", "must be 1 to 63 letters, digits, _ - . (not starting with .)");
+  if ((result = dataset__check_name(registry, request, root, &name)) != 0) {
+    result = result > 0 ? 0 : result;
     goto done;
   }
-  if (strcmp(name, "synthetic") == 0) {
-    result = dataset__refuse(request, "name", "\"synthetic\" is the generated dataset's name");
-    goto done;
-  }
-  json_t *existing = dataset__row(registry, name, 0);
-  if (existing) {
-    json_decref(existing);
-    result = http_respond_error(request, MHD_HTTP_CONFLICT, "name: a dataset \"%s\" is registered already (a "
-                                "changed dataset needs a new name: runs refer to it by name)", name);
+  const json_t *files = json_object_get(root, "files");
+  if (files && (json_object_get(root, "train") || json_object_get(root, "test"))) {
+    result = dataset__refuse(request, "files", "give either files or train and test, not both");
     goto done;
   }
   job = calloc(1, sizeof *job);
-  if (!job) {
+  errors = calloc(1, sizeof *errors);
+  fields = json_deep_copy(root);
+  if (!job || !errors || !fields) {
     result = -ENOMEM;
     goto done;
   }
@@ -387,22 +439,9 @@ int dataset_handle_register(dataset_registry_t *registry, http_request_t *reques
   job->request = request;
   job->fresh = 1;
   util_strlcpy(job->name, name, sizeof job->name);
-  /* The format's fields with the config's own parser; "files" is sorted here. */
-  json_t *fields = json_deep_copy(root);
+  /* The format's fields through the config's own parser; "files" is sorted below. */
   json_object_del(fields, "name");
-  json_t *files = json_object_get(fields, "files");
-  if (files && (json_object_get(fields, "train") || json_object_get(fields, "test"))) {
-    json_decref(fields);
-    result = dataset__refuse(request, "files", "give either files or train and test, not both");
-    goto done;
-  }
-  cfg_errors_t *errors = calloc(1, sizeof *errors);
-  if (!errors) {
-    json_decref(fields);
-    result = -ENOMEM;
-    goto done;
-  }
-  json_t *listed = json_incref(files);
+  json_object_del(fields, "files");
   if (files) {
     json_object_set_new(fields, "train", json_pack("[s]", "-"));
     json_object_set_new(fields, "test", json_pack("[s]", "-"));
@@ -410,51 +449,23 @@ int dataset_handle_register(dataset_registry_t *registry, http_request_t *reques
   }
   cfg_dataset_source_parse(fields, "", &job->source, errors);
   if (files && !json_object_get(root, "format")) job->source.format[0] = 0;
-  json_decref(fields);
   if (errors->count > 0) {
-    json_decref(listed);
     result = http_respond_json(request, MHD_HTTP_BAD_REQUEST, json_pack("{s:s, s:o}", "error", "invalid dataset",
                                                                         "errors", cfg_errors_to_json(errors)));
-    free(errors);
     goto done;
   }
-  free(errors);
-  char (*resolved)[CFG_PATH_MAX] = calloc(2 * CFG_DATASET_MAX_FILES, CFG_PATH_MAX);
-  if (!resolved) {
-    json_decref(listed);
-    result = -ENOMEM;
-    goto done;
-  }
-  int rc = 0;
-  if (listed) {
-    if (!json_is_array(listed) || json_array_size(listed) < 1 || json_array_size(listed) > 2 * CFG_DATASET_MAX_FILES) {
-      rc = util_error(error, sizeof error, -EINVAL, "must be an array of 1 to %d file paths", 2 * CFG_DATASET_MAX_FILES);
-    }
-    for (size_t i = 0; !rc && i < json_array_size(listed); i++) {
-      const char *given = json_string_value(json_array_get(listed, i));
-      rc = given ? dataset__resolve(registry, given, resolved[i], error, sizeof error)
-                 : util_error(error, sizeof error, -EINVAL, "item %zu must be a path", i);
-    }
-    job->source.n_train = job->source.n_test = 0;
-    if (!rc) rc = dataset__sort_files(&job->source, resolved, (int)json_array_size(listed), error, sizeof error);
-  } else {
-    for (int i = 0; !rc && i < job->source.n_train; i++)
-      rc = dataset__resolve(registry, job->source.train[i], job->source.train[i], error, sizeof error);
-    for (int i = 0; !rc && i < job->source.n_test; i++)
-      rc = dataset__resolve(registry, job->source.test[i], job->source.test[i], error, sizeof error);
-  }
-  if (!rc && job->source.names[0]) rc = dataset__resolve(registry, job->source.names, job->source.names, error,
-                                                         sizeof error);
-  free(resolved);
-  json_decref(listed);
-  if (rc) {
-    result = dataset__refuse(request, listed ? "files" : "train", error);
+  char error[1024];
+  const char *field;
+  if (dataset__resolve_files(registry, files, &job->source, &field, error, sizeof error) != 0) {
+    result = dataset__refuse(request, field, error);
     goto done;
   }
   result = dataset__start(job);
   job = NULL;
 done:
   free(job);
+  free(errors);
+  json_decref(fields);
   json_decref(root);
   return result;
 }

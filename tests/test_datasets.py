@@ -233,6 +233,41 @@ class Registry(unittest.TestCase):
         self.check(answer, files, train_x, train_y, expected_test, train_y[:3], 3)
         self.assertEqual(1, answer["statistics"]["duplicates"]["within_train"])
 
+    def test_cli(self):
+        """mapsage dataset add / ls / show: local paths inside the datasets directory go resolved."""
+        import subprocess
+        from mapsage_testlib import BIN_DIR
+        base = os.path.join(self.dir, "cli")
+        x = self.rng.integers(0, 256, (12, 3, 3), dtype=np.uint8)
+        y = np.arange(12) % 2
+        write(base + "/train-images-idx3-ubyte", idx_bytes(x))
+        write(base + "/train-labels-idx1-ubyte", idx_bytes(y))
+        write(base + "/t10k-images-idx3-ubyte", idx_bytes(x[:4]))
+        write(base + "/t10k-labels-idx1-ubyte", idx_bytes(y[:4]))
+        write(base + "/names.txt", b"even\nodd\n")
+        mapsage = [os.path.join(BIN_DIR, "mapsage"), "--server", self.daemon.url]
+        added = subprocess.run(mapsage + ["dataset", "add", "cli-idx", "t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                                          "train-labels-idx1-ubyte", "train-images-idx3-ubyte", "--names", "names.txt"],
+                               cwd=base, capture_output=True, text=True)
+        self.assertEqual(0, added.returncode, added.stderr)
+        self.assertRegex(added.stdout, r"^[0-9a-f]{64}\n$")
+        self.assertIn("registered dataset cli-idx: 12 training and 4 test examples of 1x3x3, 2 classes", added.stderr)
+        self.assertIn("warning: leakage: 4 test examples are exact copies of training examples", added.stderr)
+        listed = subprocess.run(mapsage + ["dataset", "ls"], capture_output=True, text=True, check=True).stdout
+        row = [line.split() for line in listed.splitlines() if line.startswith("cli-idx")]
+        self.assertEqual([["cli-idx", "idx", "2", "1x3x3", "12", "4", "1"]], row)
+        shown = json.loads(subprocess.run(mapsage + ["dataset", "show", "cli-idx"], capture_output=True, text=True,
+                                          check=True).stdout)
+        self.assertEqual(["even", "odd"], shown["class_names"])
+        self.assertEqual(added.stdout.strip(), shown["checksum"])
+        refused = subprocess.run(mapsage + ["dataset", "add", "cli-bad", "train-images-idx3-ubyte",
+                                            "t10k-images-idx3-ubyte"], cwd=base, capture_output=True, text=True)
+        self.assertEqual(1, refused.returncode)
+        self.assertIn("train: idx needs 2 files (images, then labels), not 1", refused.stderr)
+        usage = subprocess.run(mapsage + ["dataset", "add", "only-a-name"], capture_output=True, text=True)
+        self.assertEqual(2, usage.returncode)
+        self.assertIn("give a NAME and the dataset's files", usage.stderr)
+
     def test_fashion_mnist_is_registered_by_default(self):
         code, _, listing = self.daemon.get("/api/datasets")
         self.assertEqual(200, code)
@@ -373,6 +408,31 @@ class Runs(unittest.TestCase):
         done = self.daemon.wait_status(again, ["succeeded", "failed"], timeout=120)
         self.assertEqual("failed", done["status"])
         self.assertIn('dataset "rgb" changed since it was registered', done["error"])
+
+    def test_a_hundred_classes_train_with_their_names(self):
+        """CIFAR-100's layout: 100 logits, 100 per-class accuracies named after the classes."""
+        rng = np.random.default_rng(4)
+        base = os.path.join(self.dir, "c100")
+        os.makedirs(base)
+        for split, n in (("train", 600), ("test", 200)):
+            labels = np.arange(n) % 100
+            pixels = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+            with open(os.path.join(base, split + ".bin"), "wb") as f:
+                f.write(b"".join(bytes([label // 5, label]) + image.tobytes() for label, image in zip(labels, pixels)))
+        with open(os.path.join(base, "fine_label_names.txt"), "w") as f:
+            f.write("\n".join("Class %d" % k for k in range(100)))
+        code, _, answer = self.daemon.request("POST", "/api/datasets", {
+            "name": "c100", "files": ["c100/train.bin", "c100/test.bin", "c100/fine_label_names.txt"]})
+        self.assertEqual(201, code, answer)
+        run = self.daemon.submit({"dataset": {"name": "c100"}, "epochs": 1, "batch_size": 50,
+                                  "model": {"layers": [{"type": "linear", "out": 100}]}})
+        done = self.daemon.wait_status(run, ["succeeded", "failed"], timeout=180)
+        self.assertEqual("succeeded", done["status"], done.get("error"))
+        per_class = [name for name in done["series"] if name.startswith("test/accuracy/")]
+        self.assertEqual(100, len(per_class))
+        self.assertIn("test/accuracy/class_42", per_class)
+        self.assertEqual({"name": "c100", "train": 540, "val": 60, "test": 200, "classes": 100, "input": [3, 32, 32],
+                          "checksum": answer["checksum"]}, done["worker"]["dataset"])
 
 
 class Migration(unittest.TestCase):
