@@ -25,6 +25,26 @@ static json_t *dataset_path(const char *given) {
   return json_string(realpath(given, resolved) ? resolved : given);
 }
 
+/* What registration found: the shape and warnings for people (stderr), the checksum for
+ * scripts (stdout). */
+static void dataset_print_registered(const json_t *answer, const char *name) {
+  const json_t *input = json_object_get(answer, "input");
+  long long classes = 0, train = 0, test = 0;
+  format_json_integer(answer, "classes", &classes);
+  format_json_integer(answer, "train_size", &train);
+  format_json_integer(answer, "test_size", &test);
+  fprintf(stderr, "registered dataset %s: %lld training and %lld test examples of %lldx%lldx%lld, %lld classes\n",
+          name, train, test, (long long)json_integer_value(json_array_get(input, 0)),
+          (long long)json_integer_value(json_array_get(input, 1)),
+          (long long)json_integer_value(json_array_get(input, 2)), classes);
+  const json_t *warnings = json_object_get(json_object_get(answer, "statistics"), "warnings");
+  size_t index;
+  const json_t *warning;
+  json_array_foreach(warnings, index, warning) fprintf(stderr, "warning: %s\n", json_string_value(warning));
+  const char *checksum = format_json_string(answer, "checksum");
+  printf("%s\n", checksum ? checksum : "");
+}
+
 int command_dataset_add(const cli_global_t *global, int argc, char **argv) {
   const char *name = NULL, *value;
   json_t *body = json_object(), *files = json_array();
@@ -91,23 +111,8 @@ int command_dataset_add(const cli_global_t *global, int argc, char **argv) {
     } else {
       json_t *answer = NULL;
       exit_code = client_parse(&response, "/api/datasets", &answer);
-      if (answer) {
-        const json_t *input = json_object_get(answer, "input");
-        long long classes = 0, train = 0, test = 0;
-        format_json_integer(answer, "classes", &classes);
-        format_json_integer(answer, "train_size", &train);
-        format_json_integer(answer, "test_size", &test);
-        fprintf(stderr, "registered dataset %s: %lld training and %lld test examples of %lldx%lldx%lld, %lld "
-                "classes\n", name, train, test, (long long)json_integer_value(json_array_get(input, 0)),
-                (long long)json_integer_value(json_array_get(input, 1)),
-                (long long)json_integer_value(json_array_get(input, 2)), classes);
-        const json_t *warnings = json_object_get(json_object_get(answer, "statistics"), "warnings");
-        size_t index;
-        const json_t *warning;
-        json_array_foreach(warnings, index, warning) fprintf(stderr, "warning: %s\n", json_string_value(warning));
-        printf("%s\n", format_json_string(answer, "checksum") ? format_json_string(answer, "checksum") : "");
-        json_decref(answer);
-      }
+      if (answer) dataset_print_registered(answer, name);
+      json_decref(answer);
     }
   }
   client_response_free(&response);

@@ -646,6 +646,25 @@ static int dataset__csv_number(const char *start, double *value) {
   return end != start && (*end == ',' || *end == '\n' || *end == 0) && !errno && isfinite(*value);
 }
 
+/* One row's fields: the label (an integer, clipped to what the class check refuses) and the
+ * features, in order. */
+static int dataset__csv_row(const char **starts, int count, int label_column, float *row, int32_t *label, int line,
+                            const char *what, char *error, size_t error_size) {
+  for (int c = 0, k = 0; c < count; c++) {
+    double value;
+    if (!dataset__csv_number(starts[c], &value))
+      return util_error(error, error_size, -EINVAL, "%s: line %d, field %d is not a number", what, line, c + 1);
+    if (c != label_column) {
+      row[k++] = (float)value;
+      continue;
+    }
+    if (value != floor(value))
+      return util_error(error, error_size, -EINVAL, "%s: line %d: label %g is not an integer", what, line, value);
+    *label = value < 0 ? -1 : value > CFG_MAX_CLASSES ? CFG_MAX_CLASSES : (int32_t)value;
+  }
+  return 0;
+}
+
 #define DATASET_CSV_MAX_FIELDS (1 << 20)
 
 int dataset_csv_parse(const char *text, size_t length, const char *what, dataset_split_t *split, int *features,
@@ -700,23 +719,9 @@ int dataset_csv_parse(const char *text, size_t length, const char *what, dataset
                       line, count, columns);
       goto done;
     }
-    float *row = values + n * (size_t)(columns - 1);
-    for (int c = 0, k = 0; c < count; c++) {
-      double value;
-      if (!dataset__csv_number(starts[c], &value)) {
-        rc = util_error(error, error_size, -EINVAL, "%s: line %d, field %d is not a number", what, line, c + 1);
-        goto done;
-      }
-      if (c == label_column) {
-        if (value != floor(value)) {
-          rc = util_error(error, error_size, -EINVAL, "%s: line %d: label %g is not an integer", what, line, value);
-          goto done;
-        }
-        labels[n] = value < 0 ? -1 : value > CFG_MAX_CLASSES ? CFG_MAX_CLASSES : (int32_t)value;
-      } else {
-        row[k++] = (float)value;
-      }
-    }
+    rc = dataset__csv_row(starts, count, label_column, values + n * (size_t)(columns - 1), &labels[n], line, what,
+                          error, error_size);
+    if (rc) goto done;
     n++;
   }
   if (n == 0) {

@@ -138,6 +138,45 @@ static int safetensors__by_start(const void *a, const void *b) {
   return (x->data > y->data) - (x->data < y->data);
 }
 
+/* One tensor of the header: its dtype, shape and byte range, checked against the data. */
+static int safetensors__entry(const char *key, const json_t *value, const uint8_t *start, size_t available,
+                              safetensors_tensor_t *t, const char *what, char *error, size_t error_size) {
+  t->name = key;
+  const char *dtype = json_string_value(json_object_get(value, "dtype"));
+  const json_t *shape = json_object_get(value, "shape"), *offsets = json_object_get(value, "data_offsets");
+  if (!dtype || strlen(dtype) >= sizeof t->dtype || !json_is_array(shape) || json_array_size(shape) > 8 ||
+      !json_is_array(offsets) || json_array_size(offsets) != 2)
+    return util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": needs dtype, shape and data_offsets", what, key);
+  util_strlcpy(t->dtype, dtype, sizeof t->dtype);
+  size_t element = strcmp(dtype, "F32") == 0 || strcmp(dtype, "I32") == 0 ? 4
+                   : strcmp(dtype, "F64") == 0 || strcmp(dtype, "I64") == 0 ? 8
+                   : strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0 || strcmp(dtype, "I16") == 0 ? 2
+                   : strcmp(dtype, "U8") == 0 || strcmp(dtype, "I8") == 0 || strcmp(dtype, "BOOL") == 0 ? 1 : 0;
+  if (!element) return util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": unknown dtype %s", what, key, dtype);
+  t->n_dims = (int)json_array_size(shape);
+  t->count = 1;
+  for (int d = 0; d < t->n_dims; d++) {
+    const json_t *dim = json_array_get(shape, (size_t)d);
+    if (!json_is_integer(dim) || json_integer_value(dim) < 0 || json_integer_value(dim) > (1ll << 40))
+      return util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": bad shape", what, key);
+    t->shape[d] = json_integer_value(dim);
+    t->count *= (size_t)t->shape[d];
+    if (t->count > (1ull << 40))
+      return util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": implausible shape", what, key);
+  }
+  const json_t *first = json_array_get(offsets, 0), *last = json_array_get(offsets, 1);
+  if (!json_is_integer(first) || !json_is_integer(last) || json_integer_value(first) < 0 ||
+      json_integer_value(last) < json_integer_value(first) || (uint64_t)json_integer_value(last) > available)
+    return util_error(error, error_size, -EINVAL, "%s: truncated or damaged: tensor \"%s\"'s data_offsets fall "
+                      "outside the %zu bytes of data", what, key, available);
+  t->data = start + json_integer_value(first);
+  t->bytes = (size_t)(json_integer_value(last) - json_integer_value(first));
+  if (t->bytes != t->count * element)
+    return util_error(error, error_size, -EINVAL, "%s: tensor \"%s\" has %zu bytes for %zu %s elements", what, key,
+                      t->bytes, t->count, dtype);
+  return 0;
+}
+
 int safetensors_parse(const uint8_t *data, size_t length, const char *what, safetensors_t *file, char *error,
                       size_t error_size) {
   memset(file, 0, sizeof *file);
@@ -166,53 +205,8 @@ int safetensors_parse(const uint8_t *data, size_t length, const char *what, safe
   json_t *value;
   json_object_foreach(file->header, key, value) {
     if (strcmp(key, "__metadata__") == 0) continue;
-    safetensors_tensor_t *t = &file->tensors[file->n];
-    t->name = key;
-    const char *dtype = json_string_value(json_object_get(value, "dtype"));
-    const json_t *shape = json_object_get(value, "shape"), *offsets = json_object_get(value, "data_offsets");
-    if (!dtype || strlen(dtype) >= sizeof t->dtype || !json_is_array(shape) || json_array_size(shape) > 8 ||
-        !json_is_array(offsets) || json_array_size(offsets) != 2) {
-      rc = util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": needs dtype, shape and data_offsets", what, key);
-      goto fail;
-    }
-    util_strlcpy(t->dtype, dtype, sizeof t->dtype);
-    size_t element = strcmp(dtype, "F32") == 0 || strcmp(dtype, "I32") == 0 ? 4
-                     : strcmp(dtype, "F64") == 0 || strcmp(dtype, "I64") == 0 ? 8
-                     : strcmp(dtype, "F16") == 0 || strcmp(dtype, "BF16") == 0 || strcmp(dtype, "I16") == 0 ? 2
-                     : strcmp(dtype, "U8") == 0 || strcmp(dtype, "I8") == 0 || strcmp(dtype, "BOOL") == 0 ? 1 : 0;
-    if (!element) {
-      rc = util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": unknown dtype %s", what, key, dtype);
-      goto fail;
-    }
-    t->n_dims = (int)json_array_size(shape);
-    t->count = 1;
-    for (int d = 0; d < t->n_dims; d++) {
-      const json_t *dim = json_array_get(shape, (size_t)d);
-      if (!json_is_integer(dim) || json_integer_value(dim) < 0 || json_integer_value(dim) > (1ll << 40)) {
-        rc = util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": bad shape", what, key);
-        goto fail;
-      }
-      t->shape[d] = json_integer_value(dim);
-      t->count *= (size_t)t->shape[d];
-      if (t->count > (1ull << 40)) {
-        rc = util_error(error, error_size, -EINVAL, "%s: tensor \"%s\": implausible shape", what, key);
-        goto fail;
-      }
-    }
-    const json_t *first = json_array_get(offsets, 0), *last = json_array_get(offsets, 1);
-    if (!json_is_integer(first) || !json_is_integer(last) || json_integer_value(first) < 0 ||
-        json_integer_value(last) < json_integer_value(first) || (uint64_t)json_integer_value(last) > available) {
-      rc = util_error(error, error_size, -EINVAL, "%s: truncated or damaged: tensor \"%s\"'s data_offsets fall "
-                      "outside the %zu bytes of data", what, key, available);
-      goto fail;
-    }
-    t->data = start + json_integer_value(first);
-    t->bytes = (size_t)(json_integer_value(last) - json_integer_value(first));
-    if (t->bytes != t->count * element) {
-      rc = util_error(error, error_size, -EINVAL, "%s: tensor \"%s\" has %zu bytes for %zu %s elements", what, key,
-                      t->bytes, t->count, dtype);
-      goto fail;
-    }
+    rc = safetensors__entry(key, value, start, available, &file->tensors[file->n], what, error, error_size);
+    if (rc) goto fail;
     file->n++;
   }
   /* No two tensors may share bytes. */
