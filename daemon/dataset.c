@@ -105,7 +105,12 @@ static void dataset__read(uv_work_t *work) {
   job->rc = dataset_read(&job->set, &job->source, job->error, sizeof job->error);
   if (job->rc) return;
   job->statistics = dataset_statistics(&job->set);
-  job->samples = dataset_samples(&job->set, job->set.classes <= 20 ? 8 : 4);
+  /* 8 a class (4 past 20 classes), fewer for large images: the samples stay under about
+   * 4 MiB of pixels (5.3 MiB of base64), which the dashboard loads with the page. */
+  const size_t budget = (size_t)4 << 20, per_image = (size_t)job->set.inputs * (size_t)job->set.classes;
+  int per_class = job->set.classes <= 20 ? 8 : 4;
+  while (per_class > 1 && (size_t)per_class * per_image > budget) per_class--;
+  job->samples = dataset_samples(&job->set, per_class);
   if (!job->statistics || !job->samples) {
     job->rc = -ENOMEM;
     snprintf(job->error, sizeof job->error, "out of memory computing the statistics");
