@@ -169,8 +169,10 @@ static int submit_experiment(http_request_t *request) {
   /* A registered dataset's files, checksum and shape go into the config first (dataset.h). */
   json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, NULL);
   if (json_is_object(root)) dataset_fill_config(app(request)->datasets, root);
-  if ((json_is_object(root) ? cfg_from_json(root, &config, &errors) : cfg_parse(body, length, &config, &errors)) == 0)
+  if ((json_is_object(root) ? cfg_from_json(root, &config, &errors) : cfg_parse(body, length, &config, &errors)) == 0) {
+    dataset_check_config(app(request)->datasets, &config, "", &errors);
     api_check_teacher(app(request), &config, &errors);
+  }
   json_decref(root);
   if (errors.count == 0) api_check_memory(app(request), &config, NULL, "", &errors);
   if (errors.count > 0) {

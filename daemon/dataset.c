@@ -573,6 +573,37 @@ void dataset_fill_config(dataset_registry_t *registry, json_t *root) {
   json_decref(row);
 }
 
+int dataset_check_config(dataset_registry_t *registry, const cfg_experiment_t *config, const char *prefix,
+                         cfg_errors_t *errors) {
+  if (config->dataset.kind != CFG_DATASET_REGISTERED) return 0;
+  char path[160];
+  snprintf(path, sizeof path, "%sdataset.name", prefix);
+  json_t *row = registry ? dataset__row(registry, config->dataset.name, 0) : NULL;
+  if (!row) {
+    cfg_add_error(errors, path, "\"%s\" is not a registered dataset (mapsage dataset ls, GET /api/datasets)",
+                  config->dataset.name);
+    return -EINVAL;
+  }
+  /* The files and checksum must be the registry's: the worker reads what the config says,
+   * so nothing else on the machine may be named there (an arm's patch, a hand-made config). */
+  static const char *const keys[] = {"format", "train", "test", "names", "layout"};
+  json_t *mine = json_object();
+  cfg_dataset_source_to_json(&config->dataset.source, mine);
+  const json_t *theirs = json_object_get(row, "source");
+  int same = json_equal(json_object_get(row, "checksum"), json_object_get(mine, "checksum"));
+  for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+    same &= json_equal(json_object_get(mine, keys[i]), json_object_get(theirs, keys[i])) ||
+            (json_is_null(json_object_get(mine, keys[i])) && !json_object_get(theirs, keys[i]));
+  json_decref(mine);
+  json_decref(row);
+  if (same) return 0;
+  snprintf(path, sizeof path, "%sdataset", prefix);
+  cfg_add_error(errors, path, "the files, format or checksum differ from the registered dataset \"%s\"'s: a run "
+                "reads a registered dataset as registered (leave them out: the daemon fills them in)",
+                config->dataset.name);
+  return -EINVAL;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Life */
 

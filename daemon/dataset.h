@@ -41,5 +41,9 @@ int dataset_handle_samples(dataset_registry_t *registry, http_request_t *request
  * wrote there). A name that is neither built in nor registered is left for cfg_from_json
  * to refuse. */
 void dataset_fill_config(dataset_registry_t *registry, json_t *root);
+/* After validation: a config on a registered dataset names one the registry has, with its
+ * very files, format and checksum. Errors at `prefix` + "dataset…". 0 or -EINVAL. */
+int dataset_check_config(dataset_registry_t *registry, const cfg_experiment_t *config, const char *prefix,
+                         cfg_errors_t *errors);
 
 #endif

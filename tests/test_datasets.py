@@ -402,6 +402,21 @@ class Runs(unittest.TestCase):
         self.assertEqual(2, plan["count"])
         self.assertEqual(answer["checksum"], plan["runs"][0]["config"]["dataset"]["checksum"])
 
+        # A config cannot point a worker at other files, by hand or by an arm's patch.
+        forged = {"name": "forged", "format": "csv", "train": ["/etc/passwd"], "test": ["/etc/passwd"],
+                  "checksum": "0" * 64, "classes": 6, "input": [3, 12, 12], "train_size": 10, "test_size": 10}
+        code, _, refused = self.daemon.request("POST", "/api/experiments",
+                                               {"dataset": forged, "model": model, "epochs": 1})
+        self.assertEqual(400, code)
+        self.assertIn({"path": "dataset.name", "message": '"forged" is not a registered dataset (mapsage dataset ls, '
+                                                          'GET /api/datasets)'}, refused["errors"])
+        code, _, refused = self.daemon.request("POST", "/api/studies?dry_run=1", {
+            "name": "patched", "base": {"dataset": {"name": "rgb"}, "model": model, "epochs": 1},
+            "arms": {"other": {"dataset": {"train": ["/etc/passwd"]}}}, "seeds": 1})
+        self.assertEqual(400, code, refused)
+        self.assertEqual("arms.other.dataset", refused["errors"][0]["path"])
+        self.assertIn("differ from the registered dataset \"rgb\"'s", refused["errors"][0]["message"])
+
         # The file changes under the name: the next run fails, saying so.
         np.savez(path, x_train=train_x[::-1], y_train=train_y[::-1], x_test=test_x, y_test=test_y)
         again = self.daemon.submit({"dataset": {"name": "rgb"}, "model": model, "epochs": 1})
