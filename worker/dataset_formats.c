@@ -844,14 +844,13 @@ static int dataset__read_split(const cfg_dataset_source_t *source, int test, dat
 }
 
 /* Every label in [0, classes): the first that is not, named by split and example. */
-static int dataset__check_labels(const dataset_t *set, const dataset_split_t *split, const char *split_name,
-                                 const char *file, char *error, size_t error_size) {
+static int dataset__check_labels(const dataset_t *set, const dataset_split_t *split, const char *file, char *error,
+                                 size_t error_size) {
   for (int i = 0; i < split->n; i++)
     if (split->labels[i] < 0 || split->labels[i] >= set->classes)
       return util_error(error, error_size, -EINVAL, "%s: label %s%d of example %d is out of range: %d classes (from %s) "
                         "take labels 0–%d", file, split->labels[i] >= CFG_MAX_CLASSES ? "≥ " : "",
                         split->labels[i], i, set->classes, set->classes_from, set->classes - 1);
-  (void)split_name;
   return 0;
 }
 
@@ -902,8 +901,8 @@ int dataset_read(dataset_t *set, const cfg_dataset_source_t *source, char *error
                     set->classes);
     goto fail;
   }
-  rc = dataset__check_labels(set, &set->train, "train", source->train[source->n_train - 1], error, error_size);
-  if (!rc) rc = dataset__check_labels(set, &set->test, "test", source->test[source->n_test - 1], error, error_size);
+  rc = dataset__check_labels(set, &set->train, source->train[source->n_train - 1], error, error_size);
+  if (!rc) rc = dataset__check_labels(set, &set->test, source->test[source->n_test - 1], error, error_size);
   if (rc) goto fail;
   return 0;
 fail:
