@@ -901,8 +901,20 @@ int dataset_read(dataset_t *set, const cfg_dataset_source_t *source, char *error
                     set->classes);
     goto fail;
   }
-  rc = dataset__check_labels(set, &set->train, source->train[source->n_train - 1], error, error_size);
-  if (!rc) rc = dataset__check_labels(set, &set->test, source->test[source->n_test - 1], error, error_size);
+  /* Labels come from the split's last file (pairs) or from each of its batches (CIFAR):
+   * the message names the file, or the batches as one split. */
+  char train_what[CFG_PATH_MAX + 64], test_what[CFG_PATH_MAX + 64];
+  const int batches = strncmp(source->format, "cifar", 5) == 0;
+  if (batches && source->n_train > 1)
+    snprintf(train_what, sizeof train_what, "the training batches (%d files)", source->n_train);
+  else
+    snprintf(train_what, sizeof train_what, "%s", source->train[source->n_train - 1]);
+  if (batches && source->n_test > 1)
+    snprintf(test_what, sizeof test_what, "the test batches (%d files)", source->n_test);
+  else
+    snprintf(test_what, sizeof test_what, "%s", source->test[source->n_test - 1]);
+  rc = dataset__check_labels(set, &set->train, train_what, error, error_size);
+  if (!rc) rc = dataset__check_labels(set, &set->test, test_what, error, error_size);
   if (rc) goto fail;
   return 0;
 fail:
