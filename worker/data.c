@@ -221,23 +221,27 @@ static int data__split_alloc(data_split_t *split, int n, int inputs) {
 
 /* Converts examples to standardised floats: 8-bit ones through one 256-entry table per
  * channel, float ones by (value − mean) / std of their channel. */
+/* The statistics' channel of plane `c`: channels past DATA_MAX_CHANNELS share the last. */
+static int data__channel(int c) { return c < DATA_MAX_CHANNELS ? c : DATA_MAX_CHANNELS - 1; }
+
+/* Converts examples to standardised floats, plane by plane: 8-bit ones through one
+ * 256-entry table per channel, float ones by (value − mean) / std of their channel. */
 static void data__split_fill(data_split_t *split, const data__raw_t *raw, const int *indices, const float *tables,
                              const data_set_t *set) {
   const int inputs = raw->inputs, plane = inputs / raw->channels;
   for (int i = 0; i < split->n; i++) {
     int source = indices ? indices[i] : i;
-    float *images = split->images + (size_t)i * inputs;
-    if (raw->values) {
-      const float *values = raw->values + (size_t)source * inputs;
-      for (int p = 0; p < inputs; p++) {
-        int c = p / plane < DATA_MAX_CHANNELS ? p / plane : DATA_MAX_CHANNELS - 1;
-        images[p] = (float)((values[p] - set->channel_mean[c]) / set->channel_std[c]);
-      }
-    } else {
-      const uint8_t *pixels = raw->pixels + (size_t)source * inputs;
-      for (int p = 0; p < inputs; p++) {
-        int c = p / plane < DATA_MAX_CHANNELS ? p / plane : DATA_MAX_CHANNELS - 1;
-        images[p] = tables[c * 256 + pixels[p]];
+    for (int c = 0; c < raw->channels; c++) {
+      float *images = split->images + (size_t)i * inputs + (size_t)c * plane;
+      const size_t from = (size_t)source * inputs + (size_t)c * plane;
+      if (raw->values) {
+        const float *values = raw->values + from;
+        const double mean = set->channel_mean[data__channel(c)], std = set->channel_std[data__channel(c)];
+        for (int p = 0; p < plane; p++) images[p] = (float)((values[p] - mean) / std);
+      } else {
+        const uint8_t *pixels = raw->pixels + from;
+        const float *table = tables + data__channel(c) * 256;
+        for (int p = 0; p < plane; p++) images[p] = table[pixels[p]];
       }
     }
     split->labels[i] = raw->labels[source];
@@ -249,26 +253,30 @@ static void data__split_fill(data_split_t *split, const data__raw_t *raw, const 
  * (on the [0, 1] scale); double sums for float data. */
 static void data__statistics(data_set_t *set, const data__raw_t *pool, const int *indices, int n) {
   const int inputs = pool->inputs, plane = inputs / pool->channels;
-  const int channels = pool->channels < DATA_MAX_CHANNELS ? pool->channels : DATA_MAX_CHANNELS;
   uint64_t sum[DATA_MAX_CHANNELS] = {0}, sum_squares[DATA_MAX_CHANNELS] = {0};
   double fsum[DATA_MAX_CHANNELS] = {0}, fsum_squares[DATA_MAX_CHANNELS] = {0};
   double count[DATA_MAX_CHANNELS] = {0};
   for (int i = 0; i < n; i++) {
-    for (int p = 0; p < inputs; p++) {
-      int c = p / plane < DATA_MAX_CHANNELS ? p / plane : DATA_MAX_CHANNELS - 1;
+    for (int c = 0; c < pool->channels; c++) {
+      const int k = data__channel(c);
+      const size_t from = (size_t)indices[i] * inputs + (size_t)c * plane;
       if (pool->values) {
-        double v = pool->values[(size_t)indices[i] * inputs + p];
-        fsum[c] += v;
-        fsum_squares[c] += v * v;
+        for (int p = 0; p < plane; p++) {
+          double v = pool->values[from + p];
+          fsum[k] += v;
+          fsum_squares[k] += v * v;
+        }
       } else {
-        uint64_t v = pool->pixels[(size_t)indices[i] * inputs + p];
-        sum[c] += v;
-        sum_squares[c] += v * v;
+        for (int p = 0; p < plane; p++) {
+          uint64_t v = pool->pixels[from + p];
+          sum[k] += v;
+          sum_squares[k] += v * v;
+        }
       }
     }
   }
-  for (int p = 0; p < inputs; p++) count[p / plane < DATA_MAX_CHANNELS ? p / plane : DATA_MAX_CHANNELS - 1] += n;
-  for (int c = 0; c < channels; c++) {
+  for (int c = 0; c < pool->channels; c++) count[data__channel(c)] += (double)n * plane;
+  for (int c = 0; c < pool->channels && c < DATA_MAX_CHANNELS; c++) {
     double mean, variance;
     if (pool->values) {
       mean = fsum[c] / count[c];
