@@ -244,6 +244,8 @@ void cfg_dataset_source_parse(const json_t *object, const char *path, cfg_datase
   int layout = get_choice(object, path, "layout", dataset_layouts, 0, errors);
   util_strlcpy(source->layout, dataset_layouts[layout], sizeof source->layout);
   get_int(object, path, "classes", 0, CFG_MAX_CLASSES, &source->classes, errors);
+  static const char *const value_types[] = {"uint8", "float32", NULL};
+  source->float_values = get_choice(object, path, "values", value_types, 0, errors);
   get_string(object, path, "checksum", source->checksum, sizeof source->checksum, errors);
 }
 
@@ -257,6 +259,7 @@ void cfg_dataset_source_to_json(const cfg_dataset_source_t *source, json_t *obje
   json_object_set_new(object, "names", source->names[0] ? json_string(source->names) : json_null());
   json_object_set_new(object, "layout", json_string(source->layout[0] ? source->layout : "auto"));
   json_object_set_new(object, "classes", json_integer(source->classes));
+  json_object_set_new(object, "values", json_string(source->float_values ? "float32" : "uint8"));
   json_object_set_new(object, "checksum", json_string(source->checksum));
 }
 
@@ -307,7 +310,7 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
                                       NULL};
   static const char *const known_registered[] = {"name", "split_seed", "val_size", "train_limit", "train_size",
                                                  "test_size", "format", "train", "test", "names", "layout",
-                                                 "classes", "checksum", "input", NULL};
+                                                 "classes", "values", "checksum", "input", NULL};
   const json_t *dataset = get_object(root, "", "dataset", errors);
   config->dataset.kind = CFG_DATASET_FASHION_MNIST;
   util_strlcpy(config->dataset.name, dataset_names[0], sizeof config->dataset.name);

@@ -112,6 +112,8 @@ typedef struct {
   char names[CFG_PATH_MAX];  /* the class names, one a line; "" for none */
   char layout[8];            /* npy, npz: "auto", "nchw" or "nhwc" */
   int classes;               /* 0: from the names file or the format, else the largest label + 1 */
+  int float_values;          /* "values": "float32" (1) or "uint8" (0), as registration found
+                                them: what a run's memory estimate counts while loading */
   char checksum[65];         /* SHA-256 of every file's bytes, in order; "" not yet known */
 } cfg_dataset_source_t;
 

@@ -147,8 +147,10 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
   if (config->dataset.train_limit > 0 && (size_t)config->dataset.train_limit < train)
     train = (size_t)config->dataset.train_limit;
   const size_t inputs = (size_t)cfg_inputs(config), classes = (size_t)cfg_classes(config);
-  /* A registered dataset of float32 values is read whole, 4 bytes a value, then converted. */
-  const size_t raw_bytes = config->dataset.kind == CFG_DATASET_REGISTERED ? 2 * F : 1;
+  /* A registered dataset's files are read whole (a gzipped one into a buffer grown by
+   * doubling) and decoded beside them: twice its values' bytes, 4 a value for float32 data. */
+  const size_t raw_bytes = config->dataset.kind != CFG_DATASET_REGISTERED ? 1
+                           : config->dataset.source.float_values ? 2 * F : 2;
   out->dataset = (train + val + test) * (inputs * F + sizeof(int)) + train * sizeof(int) /* the trainer's order */;
   out->loading = (pool + test) * (inputs * raw_bytes + sizeof(int)) + pool * sizeof(int) /* the shuffle */;
 

@@ -120,6 +120,7 @@ static void dataset__read(uv_work_t *work) {
 static int dataset__store(dataset__job_t *job) {
   dataset_registry_t *registry = job->registry;
   json_t *source = json_object();
+  job->source.float_values = job->set.is_float;
   cfg_dataset_source_to_json(&job->source, source);
   json_object_set_new(source, "classes", json_integer(job->source.classes));
   json_t *names = job->class_names ? json_incref(job->class_names) : NULL;
@@ -586,7 +587,7 @@ int dataset_check_config(dataset_registry_t *registry, const cfg_experiment_t *c
   }
   /* The files and checksum must be the registry's: the worker reads what the config says,
    * so nothing else on the machine may be named there (an arm's patch, a hand-made config). */
-  static const char *const keys[] = {"format", "train", "test", "names", "layout"};
+  static const char *const keys[] = {"format", "train", "test", "names", "layout", "values"};
   json_t *mine = json_object();
   cfg_dataset_source_to_json(&config->dataset.source, mine);
   const json_t *theirs = json_object_get(row, "source");
