@@ -186,6 +186,7 @@ void table_free(table_t *table);
  * mapsage.c); a command switches on them as options_next returns them. */
 enum {
   CLI_OPTION_HELP = 'h',
+  CLI_OPTION_OUTPUT = 'o',
   CLI_OPTION_FOLLOW = 'f',
   CLI_OPTION_JSON = 256,
   CLI_OPTION_SERVER,
@@ -200,6 +201,11 @@ enum {
   CLI_OPTION_PARAM,
   CLI_OPTION_CSV,
   CLI_OPTION_SHELL,
+  CLI_OPTION_FORMAT,
+  CLI_OPTION_NAMES,
+  CLI_OPTION_LAYOUT,
+  CLI_OPTION_CLASSES,
+  CLI_OPTION_EPOCH,
 };
 /* Starts parsing `command`'s arguments (argv[0] is its name) with its option table. */
 void cli_options_init(options_t *parser, const char *command, int argc, char **argv);
@@ -276,6 +282,12 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv);
 int command_study_show(const cli_global_t *global, int argc, char **argv);
 int command_study_watch(const cli_global_t *global, int argc, char **argv);
 int command_study_cancel(const cli_global_t *global, int argc, char **argv);
+/* dataset.c: `mapsage dataset` (help, unknown subcommands), its subcommands, and `export`. */
+int command_dataset(const cli_global_t *global, int argc, char **argv);
+int command_dataset_add(const cli_global_t *global, int argc, char **argv);
+int command_dataset_ls(const cli_global_t *global, int argc, char **argv);
+int command_dataset_show(const cli_global_t *global, int argc, char **argv);
+int command_export(const cli_global_t *global, int argc, char **argv);
 /* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
  * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's
  * counts; a runs list's distinct experiments; counts as "3 succeeded, 2 running". */

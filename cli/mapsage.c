@@ -49,6 +49,17 @@ static const option_t cli_sql_options[] = {
   {CLI_OPTION_CSV, "csv", 0, NULL, "RFC 4180 CSV"}};
 static const option_t cli_logs_options[] = {
   CLI_HELP, CLI_JSON, {CLI_OPTION_FOLLOW, "follow", 'f', NULL, "keep printing lines as they come"}};
+static const option_t cli_dataset_add_options[] = {
+  CLI_HELP, CLI_JSON,
+  {CLI_OPTION_FORMAT, "format", 0, "F", "idx, npy, npz, cifar10, cifar100 or csv"},
+  {CLI_OPTION_NAMES, "names", 0, "FILE", "class names, one a line"},
+  {CLI_OPTION_LAYOUT, "layout", 0, "L", "npy, npz: auto, nchw or nhwc"},
+  {CLI_OPTION_CLASSES, "classes", 0, "N", "the class count"}};
+static const option_t cli_export_options[] = {
+  CLI_HELP,
+  {CLI_OPTION_EPOCH, "epoch", 0, "N", "the checkpoint of epoch N (default: the latest)"},
+  {CLI_OPTION_FORMAT, "format", 0, "F", "safetensors (default) or checkpoint"},
+  {CLI_OPTION_OUTPUT, "output", 'o', "FILE", "the file to write"}};
 /* `mapsage [OPTIONS] COMMAND`: what comes before the command. */
 static const option_t cli_global_options[] = {
   {CLI_OPTION_SERVER, "server", 0, "URL", "the daemon to talk to"},
@@ -257,6 +268,58 @@ static const cli_command_t cli_commands[] = {
    "   mapsage logs 7\n"
    "   mapsage logs -f \"$(mapsage submit examples/baseline.json)\"\n",
    CLI_OPTIONS(cli_logs_options), "experiment"},
+  {"dataset", command_dataset, "dataset COMMAND [ARGS]",
+   "The dataset registry: datasets by name, their checksum, statistics and warnings.\n"
+   "\n"
+   "Commands:\n"
+   "   dataset add NAME FILE...   register a dataset from its files\n"
+   "   dataset ls                 list the registered datasets\n"
+   "   dataset show NAME          one dataset's details and statistics (JSON)\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset add cifar10 cifar10/*.bin cifar10/batches.meta.txt\n",
+   CLI_OPTIONS(cli_help_options), NULL},
+  {"dataset add", command_dataset_add,
+   "dataset add NAME FILE... [--format F] [--names FILE] [--layout L] [--classes N] [--json]",
+   "Registers a dataset under NAME from its files, which must lie inside the daemon's\n"
+   "datasets directory (relative paths are taken from it). The daemon reads every file,\n"
+   "checks it and measures it; prints the content's SHA-256 on stdout, the shape and any\n"
+   "warning (imbalance, duplicates, leakage) on stderr. A bad file is refused with the\n"
+   "reason (exit 1). Files are sorted by their names: \"test\" or \"t10k\" marks test\n"
+   "files, \"label\" (or a leading y) labels, .txt the class names.\n"
+   "\n"
+   "   --format F     idx, npy, npz, cifar10, cifar100 or csv (default: from the names)\n"
+   "   --names FILE   class names, one a line\n"
+   "   --layout L     npy, npz: auto, nchw or nhwc\n"
+   "   --classes N    the class count (default: the names, the format, the largest label)\n"
+   "   --json         print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset add mnist mnist/train-images-idx3-ubyte.gz mnist/train-labels-idx1-ubyte.gz \\\n"
+   "       mnist/t10k-images-idx3-ubyte.gz mnist/t10k-labels-idx1-ubyte.gz\n",
+   CLI_OPTIONS(cli_dataset_add_options), "file"},
+  {"dataset ls", command_dataset_ls, "dataset ls [--json]",
+   "Lists the registered datasets: name, format, classes, input shape, examples and the\n"
+   "number of warnings.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n",
+   CLI_OPTIONS(cli_id_options), NULL},
+  {"dataset show", command_dataset_show, "dataset show NAME",
+   "Prints one dataset as the server describes it (JSON): files, checksum, class names,\n"
+   "class counts per split, per-channel mean and deviation, duplicates, warnings.\n",
+   CLI_OPTIONS(cli_help_options), NULL},
+  {"export", command_export, "export ID [--epoch N] [--format safetensors|checkpoint] (-o | --output) FILE",
+   "Writes a run's weights to FILE: as safetensors (default; the config's layer names in\n"
+   "PyTorch's shapes, the config as metadata; docs/export.md loads it into PyTorch), or the\n"
+   "checkpoint file as stored. Without --epoch, the latest checkpoint.\n"
+   "\n"
+   "   --epoch N      the checkpoint of epoch N\n"
+   "   --format F     safetensors (default) or checkpoint\n"
+   "   -o, --output FILE  the file to write\n"
+   "\n"
+   "Example:\n"
+   "   mapsage export 12 -o model.safetensors\n",
+   CLI_OPTIONS(cli_export_options), "experiment"},
   {"sql", command_sql, "sql STATEMENT|- [--param VALUE]... [--csv | --json]",
    "Runs one read-only SQL statement over the whole history (tables and views in\n"
    "docs/sql.md) and prints the result as an aligned table: a header, a rule, one\n"
@@ -309,6 +372,8 @@ static const char cli_main_help[] =
   "   report ID          the run's analysis: loss terms, teacher, baseline, findings\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
   "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
+  "   dataset COMMAND    the dataset registry: add, ls, show\n"
+  "   export ID -o FILE  a run's weights as safetensors (or its checkpoint)\n"
   "   completion SHELL   the bash or zsh completion script\n"
   "   help [COMMAND]     this help, or one command's\n"
   "\n"

@@ -35,6 +35,7 @@
 
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
+  const char *datasets_dir;  /* the registry's files (dataset.h); NULL: <data dir>/datasets */
   int workers;
   unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
   size_t max_worker_memory;  /* bytes; a run estimated above it is refused at submission */
@@ -58,7 +59,7 @@ typedef struct {
 enum {
   OPTION_LISTEN = 256, OPTION_DB, OPTION_DATA_DIR, OPTION_WORKERS, OPTION_WORKER_BIN, OPTION_DATASET_DIR,
   OPTION_TOKEN_FILE, OPTION_ALLOWED_HOST, OPTION_SQL_TIMEOUT, OPTION_SQL_ROWS, OPTION_REQUEST_TIMEOUT,
-  OPTION_REMOTE_TIMEOUT, OPTION_MAX_WORKER_MEMORY, OPTION_WEB_DIR, OPTION_VERSION,
+  OPTION_REMOTE_TIMEOUT, OPTION_MAX_WORKER_MEMORY, OPTION_WEB_DIR, OPTION_VERSION, OPTION_DATASETS_DIR,
 };
 
 static const option_t daemon_options[] = {
@@ -71,6 +72,8 @@ static const option_t daemon_options[] = {
    "beside mapsaged, else from PATH)"},
   {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
    "default /usr/share/datasets/fashion-mnist)"},
+  {OPTION_DATASETS_DIR, "datasets-dir", 0, "DIR", "registered datasets' files (MAPSAGE_DATASETS_DIR; default\n"
+   "DATA_DIR/datasets)"},
   {OPTION_TOKEN_FILE, "token-file", 0, "FILE", "require \"Authorization: Bearer <token>\" on every request that\n"
    "changes something (MAPSAGE_TOKEN_FILE); the file must be readable\nby its owner only (chmod 600)"},
   {OPTION_ALLOWED_HOST, "allowed-host", 0, "NAME[:PORT]", "answer requests for this name too (a reverse proxy's, a DNS\n"
@@ -145,6 +148,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   settings->data_dir = env_or("MAPSAGE_DATA_DIR", "./mapsage-data");
   settings->dataset_dir = env_or("MAPSAGE_DATASET_DIR", "/usr/share/datasets/fashion-mnist");
   settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
+  settings->datasets_dir = env_or("MAPSAGE_DATASETS_DIR", NULL);
   settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
   settings->web_dir = env_or("MAPSAGE_WEB_DIR", NULL);
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
@@ -170,6 +174,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case OPTION_WORKERS: workers = value; break;
     case OPTION_WORKER_BIN: settings->worker_bin = value; break;
     case OPTION_DATASET_DIR: settings->dataset_dir = value; break;
+    case OPTION_DATASETS_DIR: settings->datasets_dir = value; break;
     case OPTION_TOKEN_FILE: settings->token_file = value; break;
     case OPTION_SQL_TIMEOUT: sql_timeout = value; break;
     case OPTION_SQL_ROWS: sql_rows = value; break;
@@ -370,6 +375,14 @@ int main(int argc, char **argv) {
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,
                        .max_rows = settings->sql_max_rows};
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
+  char datasets_dir[PATH_MAX];
+  snprintf(datasets_dir, sizeof datasets_dir, "%s/datasets", settings->data_dir);
+  if ((result = dataset_registry_create(daemon.loop, daemon.api.db, settings->datasets_dir ? settings->datasets_dir
+                                                                                           : datasets_dir,
+                                        settings->dataset_dir, &daemon.api.datasets, error, sizeof error)) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
                          .fallback = static_serve, .token = daemon.token, .app = &daemon.api,
@@ -403,6 +416,7 @@ int main(int argc, char **argv) {
 
   db_close(daemon.api.db);
   sql_destroy(daemon.api.sql);
+  dataset_registry_free(daemon.api.datasets);
   uv_loop_close(daemon.loop);
   free(daemon.token);
   fprintf(stderr, "mapsaged: stopped\n");

@@ -385,8 +385,11 @@ int main(int argc, char **argv) {
 
   char host[256] = "";
   gethostname(host, sizeof host - 1);
-  json_t *dataset = json_pack("{s:s, s:i, s:i, s:i}", "name", data.name, "train", data.train.n,
-                              "val", data.val.n, "test", data.test.n);
+  json_t *dataset = json_pack("{s:s, s:i, s:i, s:i, s:i, s:[i, i, i]}", "name", data.name, "train", data.train.n,
+                              "val", data.val.n, "test", data.test.n, "classes", data.classes, "input",
+                              data.input.channels, data.input.height, data.input.width);
+  if (dataset && config->dataset.source.checksum[0])
+    json_object_set_new(dataset, "checksum", json_string(config->dataset.source.checksum));
   json_t *started = json_pack("{s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event", "started",
                               "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
                               "host", host, "threads", (int)threads, "version", MAPSAGE_VERSION,
