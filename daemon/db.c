@@ -23,7 +23,7 @@
 extern const unsigned char schema_sql[];
 extern const size_t schema_sql_len;
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* What the config plans, from its JSON text: stored with the experiment so that showing one
  * does not parse its config (that was a third of the time of a GET). */
@@ -568,6 +568,8 @@ int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
                        "SELECT id, config FROM experiments e WHERE status IN ('queued', 'interrupted') "
                        "AND (teacher_id IS NULL OR "
                        "     (SELECT status FROM experiments t WHERE t.id = e.teacher_id) = 'succeeded') "
+                       /* a cluster job that may still run it (daemon/slurm.c) */
+                       "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.experiment_id = e.id AND j.ended_at IS NULL) "
                        "ORDER BY priority DESC, id LIMIT 1",
                        &statement) != 0)
     return fail_sql(db, "next experiment");

@@ -114,6 +114,7 @@ struct sched {
   void (*stopped)(void *data);
   void *stopped_data;
   sched_counters_t counters;
+  slurm_t *slurm;          /* --executor slurm: runs become batch jobs; NULL: local workers */
 };
 
 static void flush_batch(sched_t *sched);
@@ -169,9 +170,28 @@ static void batch_grew(sched_t *sched) {
     uv_timer_start(&sched->flush_timer, on_flush_timer, SCHED_FLUSH_MS, 0);
 }
 
-int sched_create(const sched_options_t *options, sched_t **out) {
+static void on_job_ended(void *context, int64_t id, const char *status, const char *error, int retry);
+static void on_job_changed(void *context, int64_t id) {
+  sched_t *sched = context;
+  sse_publish_status(sched->options.hub, id);
+}
+static void on_job_room(void *context) { sched_kick(context); }
+
+int sched_create(const sched_options_t *options, sched_t **out, char *error, size_t error_size) {
   sched_t *sched = calloc(1, sizeof *sched);
-  if (sched == NULL) return -ENOMEM;
+  if (sched == NULL) return util_error(error, error_size, -ENOMEM, "out of memory");
+  if (options->executor == EXECUTOR_SLURM) {
+    slurm_options_t slurm = {.loop = options->loop, .db = options->db, .settings = options->slurm,
+                             .worker_bin = options->worker_bin, .dataset_dir = options->dataset_dir,
+                             .data_dir = options->data_dir, .threads = options->threads_per_worker,
+                             .server_url = options->server_url,
+                             .events = {sched, on_job_ended, on_job_changed, on_job_room}};
+    int result = slurm_create(&slurm, &sched->slurm, error, error_size);
+    if (result != 0) {
+      free(sched);
+      return result;
+    }
+  }
   sched->options = *options;
   sched->reading = 1;
   uv_timer_init(options->loop, &sched->flush_timer);
@@ -183,7 +203,7 @@ int sched_create(const sched_options_t *options, sched_t **out) {
   uv_timer_init(options->loop, &sched->start_timer);
   sched->start_timer.data = sched;
   sched->start_delay_ms = SCHED_START_RETRY_MS;
-  sched->open_handles = 4;
+  sched->open_handles = 4 + (sched->slurm != NULL);
   *out = sched;
   return 0;
 }
@@ -375,6 +395,8 @@ static int apply_event_line(run_t *run, const char *line, size_t length, char *r
     flush_batch(sched);
     if (db_checkpoint_add(sched->options.db, run->experiment_id, event.epoch, event.step, resolved, event.bytes) != 0)
       log_printf(run, "[mapsaged] could not record the checkpoint %s", resolved);
+    else if (sched->slurm)
+      slurm_checkpoint_recorded(sched->slurm, run->experiment_id, resolved);
     break;
   }
   case EV_UNKNOWN:
@@ -519,8 +541,11 @@ static void on_process_exit(uv_process_t *process, int64_t exit_status, int term
   finish_worker(worker);
 }
 
-static void on_sched_closed(uv_handle_t *handle) {
-  sched_t *sched = handle->data;
+static void sched_part_closed(sched_t *sched);
+static void on_sched_closed(uv_handle_t *handle) { sched_part_closed(handle->data); }
+static void on_slurm_stopped(void *data) { sched_part_closed(data); }
+
+static void sched_part_closed(sched_t *sched) {
   if (--sched->open_handles > 0) return;
   while (sched->pending) { /* still refused at exit: the next start marks these runs interrupted */
     outcome_t *outcome = sched->pending;
@@ -548,6 +573,7 @@ static void stop_finished(sched_t *sched) {
   uv_close((uv_handle_t *)&sched->turns, on_sched_closed);
   uv_close((uv_handle_t *)&sched->remote_timer, on_sched_closed);
   uv_close((uv_handle_t *)&sched->start_timer, on_sched_closed);
+  if (sched->slurm) slurm_stop(sched->slurm, on_slurm_stopped, sched);
 }
 
 static void on_worker_handle_closed(uv_handle_t *handle) {
@@ -793,14 +819,13 @@ static int start_failed(sched_t *sched, int64_t id, int code) {
  * and glibc reserves its own; measured VmData peaks ran 207–251 MiB above the peak RSS at
  * 2 threads (docs/config.md). Not capped by --max-worker-memory, which is about the RSS the
  * estimate predicts: the cap would refuse the reservations, not the runs. */
-static size_t memory_limit(const sched_t *sched, const char *config_json) {
+static size_t memory_limit(const sched_t *sched, const cfg_experiment_t *config) {
   const sched_options_t *options = &sched->options;
   if (options->max_worker_memory == 0) return 0;
-  cfg_experiment_t *config = malloc(sizeof *config), *teacher = malloc(sizeof *teacher);
+  cfg_experiment_t *teacher = malloc(sizeof *teacher);
   cfg_errors_t *errors = malloc(sizeof *errors);
-  json_t *parsed = json_loads(config_json, 0, NULL);
   size_t limit = 0;
-  if (!config || !teacher || !errors || !parsed || cfg_from_json(parsed, config, errors) != 0) goto done;
+  if (!teacher || !errors) goto done;
   int have_teacher = 0;
   if (config->teacher.kind == CFG_TEACHER_EXPERIMENT) {
     json_t *row = db_experiment_get(options->db, config->teacher.experiment, 1);
@@ -815,73 +840,110 @@ static size_t memory_limit(const sched_t *sched, const char *config_json) {
   limit = memory.total + memory.total / 2 > memory.total + reserved ? memory.total + memory.total / 2
                                                                    : memory.total + reserved;
 done:
-  json_decref(parsed);
-  free(config);
   free(teacher);
   free(errors);
   return limit;
 }
 
-/* Starts a worker on experiment `id`, taking ownership of `config_json`. */
-static int start_worker(sched_t *sched, int64_t id, char *config_json) {
+void exec_plan_free(exec_plan_t *plan) {
+  free(plan->config_json);
+  free(plan->config);
+  plan->config_json = NULL;
+  plan->config = NULL;
+}
+
+/* Resolves what experiment `id` runs with, taking `config_json` (its stored config): the
+ * config parsed once, the teacher's checkpoint filled in and checked, its directory made,
+ * and, for a run that ran before, the checkpoint it goes on from if that is still a
+ * regular file in its directory (it may have been replaced, by a link out or a FIFO, since
+ * it was recorded). Returns 0, or -ENOENT when the run cannot start: it has failed, saying
+ * why, and the next one may start. */
+static int resolve_plan(sched_t *sched, int64_t id, char *config_json, exec_plan_t *plan) {
   const sched_options_t *options = &sched->options;
-  config_json = config_for_worker(sched, id, config_json);
-  if (config_json == NULL) return 0; /* failed, said why; the next one may start */
+  memset(plan, 0, sizeof *plan);
+  plan->experiment_id = id;
+  if ((plan->config_json = config_for_worker(sched, id, config_json)) == NULL) return -ENOENT;
+  char error[PATH_MAX + 512];
+  cfg_errors_t *errors = malloc(sizeof *errors);
+  json_t *parsed = json_loads(plan->config_json, 0, NULL);
+  plan->config = malloc(sizeof *plan->config); /* ~10 KiB: not on the stack */
+  int valid = errors && plan->config && cfg_from_json(parsed, plan->config, errors) == 0;
+  if (!valid)
+    snprintf(error, sizeof error, "its stored config cannot be read: %s%s%s",
+             errors && errors->count ? errors->items[0].path : "out of memory",
+             errors && errors->count ? ": " : "", errors && errors->count ? errors->items[0].message : "");
+  json_decref(parsed);
+  free(errors);
+  if (!valid) {
+    fail_before_start(sched, id, error);
+    exec_plan_free(plan);
+    return -ENOENT;
+  }
+  plan->planned_epochs = cfg_total_epochs(plan->config);
+  plan->max_attempts = plan->config->max_attempts;
+  plan->memory_limit = memory_limit(sched, plan->config);
+  experiment_directory(sched, id, plan->checkpoint_dir, sizeof plan->checkpoint_dir);
+  int result = util_make_directories(plan->checkpoint_dir);
+  if (result != 0) {
+    snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", plan->checkpoint_dir,
+             strerror(-result));
+    fail_before_start(sched, id, error);
+    exec_plan_free(plan);
+    return -ENOENT;
+  }
+  char status[32] = "", recorded[4096] = "", reason[sizeof plan->resume_refused];
+  db_experiment_status(options->db, id, status, sizeof status);
+  if (strcmp(status, DB_INTERRUPTED) == 0 && db_checkpoint_latest(options->db, id, recorded, sizeof recorded) == 0 &&
+      check_checkpoint_file(plan->checkpoint_dir, recorded, plan->resume, sizeof plan->resume, reason,
+                            sizeof reason) != 0) {
+    plan->resume[0] = '\0';
+    util_strlcpy(plan->resume_refused, reason, sizeof plan->resume_refused);
+    fprintf(stderr, "mapsaged: experiment %lld: the latest checkpoint cannot be resumed from (%s): starting over\n",
+            (long long)id, reason);
+  }
+  return 0;
+}
+
+/* The local executor: starts a worker process on the plan, taking it. */
+static int start_worker(sched_t *sched, exec_plan_t *plan) {
+  const sched_options_t *options = &sched->options;
+  const int64_t id = plan->experiment_id;
   worker_t *worker = calloc(1, sizeof *worker);
   if (worker == NULL) {
-    free(config_json);
+    exec_plan_free(plan);
     return -ENOMEM;
   }
   worker->run.sched = sched;
   worker->run.experiment_id = id;
-  worker->config_json = config_json;
-  json_t *parsed = json_loads(config_json, 0, NULL);
-  json_t *max_attempts = json_object_get(parsed, "max_attempts");
-  worker->max_attempts = json_is_integer(max_attempts) ? (int)json_integer_value(max_attempts) : 2;
-  worker->run.planned_epochs = planned_epochs(parsed);
-  json_decref(parsed);
+  worker->config_json = plan->config_json; /* the worker's now, freed once written to it */
+  plan->config_json = NULL;
+  worker->max_attempts = plan->max_attempts;
+  worker->run.planned_epochs = plan->planned_epochs;
   int result = db_experiment_start(options->db, id, &worker->run.attempt);
   if (result != 0) {
-    free(config_json);
+    free(worker->config_json);
     free(worker);
+    exec_plan_free(plan);
     return result;
   }
 
-  char id_text[32], threads_text[16], checkpoint_dir[4096], parent_text[24], limit_text[32];
-  const size_t limit = memory_limit(sched, config_json);
-  snprintf(limit_text, sizeof limit_text, "%zu", limit);
+  char id_text[32], threads_text[16], parent_text[24], limit_text[32];
+  snprintf(limit_text, sizeof limit_text, "%zu", plan->memory_limit);
   snprintf(id_text, sizeof id_text, "%lld", (long long)id);
   snprintf(parent_text, sizeof parent_text, "%ld", (long)getpid()); /* it stops if we die */
   snprintf(threads_text, sizeof threads_text, "%d", options->threads_per_worker);
-  snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/experiments/%lld", options->data_dir, (long long)id);
-  if ((result = util_make_directories(checkpoint_dir)) != 0) {
-    char error[4200];
-    snprintf(error, sizeof error, "cannot create the checkpoint directory %s: %s", checkpoint_dir, strerror(-result));
-    fail_before_start(sched, id, error);
-    free(config_json);
-    free(worker);
-    return 0;
-  }
-  /* A run that was interrupted goes on from its last checkpoint if it is still a regular
-   * file in the run's directory: it may have been replaced (by a link out, a FIFO) since
-   * it was recorded. */
-  char recorded[4096] = "", resume[PATH_MAX] = "", reason[PATH_MAX + 256];
-  int resuming = worker->run.attempt > 1 && db_checkpoint_latest(options->db, id, recorded, sizeof recorded) == 0;
-  if (resuming && check_checkpoint_file(checkpoint_dir, recorded, resume, sizeof resume, reason, sizeof reason) != 0) {
-    log_printf(&worker->run, "[mapsaged] the latest checkpoint cannot be resumed from (%s): starting over", reason);
-    resuming = 0;
-  }
+  const int resuming = plan->resume[0] != '\0';
   char *arguments[] = {(char *)options->worker_bin, "--experiment", id_text, "--threads", threads_text,
-                       "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", checkpoint_dir,
+                       "--dataset-dir", (char *)options->dataset_dir, "--checkpoint-dir", plan->checkpoint_dir,
                        "--parent-pid", parent_text, NULL, NULL, NULL, NULL, NULL};
   int argument = 11;
-  if (limit) {
+  if (plan->memory_limit) {
     arguments[argument++] = "--memory-limit";
     arguments[argument++] = limit_text;
   }
   if (resuming) {
     arguments[argument++] = "--resume";
-    arguments[argument++] = resume;
+    arguments[argument++] = plan->resume;
   }
 
   uv_loop_t *loop = options->loop;
@@ -905,6 +967,7 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   if (result != 0) {
     /* The process handle is closed too: uv_spawn leaves it initialised on failure. */
     close_worker_handles(worker);
+    exec_plan_free(plan);
     return start_failed(sched, id, result);
   }
   sched->start_failing_since = 0;
@@ -914,9 +977,13 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   sched->running++;
   sched->counters.started++;
   fprintf(stderr, "mapsaged: experiment %lld started (attempt %d, pid %d%s%s)\n", (long long)id, worker->run.attempt,
-          worker->process.pid, resuming ? ", resuming from " : "", resuming ? resume : "");
-  if (resuming) log_printf(&worker->run, "[mapsaged] resuming from %s", resume);
+          worker->process.pid, resuming ? ", resuming from " : "", resuming ? plan->resume : "");
+  if (resuming) log_printf(&worker->run, "[mapsaged] resuming from %s", plan->resume);
+  if (plan->resume_refused[0])
+    log_printf(&worker->run, "[mapsaged] the latest checkpoint cannot be resumed from (%s): starting over",
+               plan->resume_refused);
   status_changed(sched, id);
+  exec_plan_free(plan);
 
   update_reading(worker);
   uv_buf_t buffer = uv_buf_init(worker->config_json, (unsigned)strlen(worker->config_json));
@@ -925,15 +992,71 @@ static int start_worker(sched_t *sched, int64_t id, char *config_json) {
   return 0;
 }
 
+/* The Slurm executor: the plan becomes a batch job (slurm.c); the run stays queued, with
+ * its job's state, until the job's worker claims it with its first post. */
+static int submit_job(sched_t *sched, exec_plan_t *plan) {
+  char error[PATH_MAX + 512];
+  const int64_t id = plan->experiment_id;
+  if (slurm_submit(sched->slurm, plan, error, sizeof error) != 0) fail_before_start(sched, id, error);
+  else sse_publish_status(sched->options.hub, id);
+  return 0;
+}
+
+static int executor_has_room(const sched_t *sched) {
+  return sched->slurm ? slurm_has_room(sched->slurm) : sched->running < sched->options.max_workers;
+}
+
 void sched_kick(sched_t *sched) {
   /* After a failed start, the retry timer decides when to try again. */
   if (uv_is_active((uv_handle_t *)&sched->start_timer)) return;
-  while (!sched->stopping && sched->running < sched->options.max_workers) {
+  while (!sched->stopping && executor_has_room(sched)) {
     int64_t id;
     char *config_json;
+    exec_plan_t plan;
     if (db_experiment_next(sched->options.db, &id, &config_json) != 0) return;
-    if (start_worker(sched, id, config_json) != 0) return;
+    if (resolve_plan(sched, id, config_json, &plan) != 0) continue; /* failed, said why */
+    if ((sched->slurm ? submit_job(sched, &plan) : start_worker(sched, &plan)) != 0) return;
   }
+}
+
+/* A job ended, or was requeued, without its run's own `finished` (slurm.h). */
+static void on_job_ended(void *context, int64_t id, const char *status, const char *error, int retry) {
+  sched_t *sched = context;
+  char current[32] = "";
+  if (db_experiment_status(sched->options.db, id, current, sizeof current) != 0 || db_status_is_terminal(current)) {
+    sched_kick(sched);
+    return;
+  }
+  remote_t *remote = find_remote(sched, id);
+  outcome_t outcome = {.experiment_id = id, .status = status, .error = (char *)error};
+  char message[2400];
+  if (strcmp(status, DB_INTERRUPTED) == 0 && retry) {
+    if (remote == NULL) { /* no attempt of it ran: its job runs later, or is submitted again */
+      sched_kick(sched);
+      return;
+    }
+    json_t *experiment = db_experiment_get(sched->options.db, id, 1);
+    json_t *attempts = json_object_get(json_object_get(experiment, "config"), "max_attempts");
+    const int max_attempts = json_is_integer(attempts) ? (int)json_integer_value(attempts) : 2;
+    json_decref(experiment);
+    const int crashes = db_experiment_crashes(sched->options.db, id);
+    if (crashes + 1 < max_attempts) {
+      snprintf(message, sizeof message, "attempt %d: %s (%d of max_attempts %d)", remote->run.attempt, error,
+               crashes + 2, max_attempts);
+      outcome = (outcome_t){.experiment_id = id, .status = DB_INTERRUPTED, .error = message, .retry = 1};
+    } else {
+      snprintf(message, sizeof message, "%s; but it has had its max_attempts (%d)", error, max_attempts);
+      outcome = (outcome_t){.experiment_id = id, .status = DB_FAILED, .error = message};
+    }
+  }
+  if (remote) {
+    log_printf(&remote->run, "[mapsaged] %s", outcome.error);
+    forget_remote(sched, remote);
+  }
+  flush_batch(sched);
+  fprintf(stderr, "mapsaged: experiment %lld %s: %s\n", (long long)id, outcome.status, outcome.error);
+  record_outcome(sched, &outcome);
+  sched_kick(sched);
 }
 
 static void on_kill_timer(uv_timer_t *timer) {
@@ -952,7 +1075,16 @@ static void terminate(worker_t *worker, unsigned grace_ms) {
     uv_timer_start(&worker->kill_timer, on_kill_timer, grace_ms, 0);
 }
 
+static int cancel_run(sched_t *sched, int64_t id, const char *reason, int *running);
+
 int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running) {
+  int result = cancel_run(sched, id, reason, running);
+  /* Its job, pending or running, is cancelled in Slurm too: scancel. */
+  if (result == 0 && sched->slurm) slurm_cancel(sched->slurm, id);
+  return result;
+}
+
+static int cancel_run(sched_t *sched, int64_t id, const char *reason, int *running) {
   worker_t *worker = find_worker(sched, id);
   if (reason == NULL) reason = "cancelled";
   if (worker) {
@@ -1127,7 +1259,16 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
   /* A secret names a claimed attempt. With none claimed, the attempt it was given for has
    * ended (interrupted: timed out, or the daemon restarted): its worker must stop rather
    * than claim the run again behind the back of whoever runs it next. */
-  if (remote == NULL && secret) {
+  /* A Slurm job's worker was given its run's secret beforehand (slurm.c): its first post
+   * carries it, and no other poster can claim the run. */
+  const char *expected = sched->slurm ? slurm_secret(sched->slurm, id) : NULL;
+  if (remote == NULL && expected && (secret == NULL || !secrets_equal(secret, expected))) {
+    snprintf(post->message, sizeof post->message,
+             "experiment %lld runs as a Slurm job of this daemon: its posts must carry the job's X-MapSage-Run-Secret",
+             (long long)id);
+    return -EACCES;
+  }
+  if (remote == NULL && secret && !expected) {
     snprintf(post->message, sizeof post->message,
              "experiment %lld is %s: the attempt this X-MapSage-Run-Secret was given for has ended; stop",
              (long long)id, post->status);
@@ -1153,7 +1294,8 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
     json_t *experiment = db_experiment_get(db, id, 1);
     remote->run.planned_epochs = planned_epochs(json_object_get(experiment, "config"));
     json_decref(experiment);
-    if ((result = make_secret(remote->secret)) != 0 ||
+    if (expected) util_strlcpy(remote->secret, expected, sizeof remote->secret);
+    if ((!expected && (result = make_secret(remote->secret)) != 0) ||
         (result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
       free(remote);
       return result;

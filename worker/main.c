@@ -80,6 +80,10 @@ static void worker_usage(FILE *out) {
           "  --server URL          run it for the daemon at URL (http://host:8787) from here:\n"
           "                        the config from the daemon, the events to it over HTTP\n"
           "  --token-file FILE     the daemon's bearer token, with --server (env MAPSAGE_TOKEN_FILE)\n"
+          "  --secret-file FILE    the run's secret, with --server: a job the daemon submitted\n"
+          "                        (Slurm) claims its run with it (docs/slurm.md)\n"
+          "  --config-file FILE    with --server: the config from this file, not the daemon's API\n"
+          "                        (the daemon writes it with the teacher's checkpoint filled in)\n"
           "  --checkpoint-dir DIR  write a checkpoint (epoch-NNNN.ckpt) there every\n"
           "                        checkpoint_every epochs and after the last; none without it\n"
           "  --dataset-dir DIR     Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
@@ -141,7 +145,7 @@ static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher
 
 int main(int argc, char **argv) {
   enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE, OPT_PARENT_PID,
-         OPT_MEMORY_LIMIT };
+         OPT_MEMORY_LIMIT, OPT_SECRET_FILE, OPT_CONFIG_FILE };
   static const struct option options[] = {
       {"experiment", required_argument, NULL, 'e'},
       {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
@@ -152,6 +156,8 @@ int main(int argc, char **argv) {
       {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
       {"parent-pid", required_argument, NULL, OPT_PARENT_PID},
       {"memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT},
+      {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+      {"config-file", required_argument, NULL, OPT_CONFIG_FILE},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -159,6 +165,7 @@ int main(int argc, char **argv) {
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
   const char *resume = NULL, *checkpoint_dir = NULL, *server = NULL;
   const char *token_file = getenv("MAPSAGE_TOKEN_FILE");
+  const char *secret_file = NULL, *config_file = NULL;
   int option;
   while ((option = getopt_long(argc, argv, "e:t:h", options, NULL)) != -1) {
     switch (option) {
@@ -191,6 +198,12 @@ int main(int argc, char **argv) {
     case OPT_TOKEN_FILE:
       token_file = optarg;
       break;
+    case OPT_SECRET_FILE:
+      secret_file = optarg;
+      break;
+    case OPT_CONFIG_FILE:
+      config_file = optarg;
+      break;
     case OPT_PARENT_PID:
       if (worker_parse_integer(optarg, 1, INT32_MAX, &parent) != 0) {
         fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", optarg);
@@ -222,6 +235,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!dataset_dir || !dataset_dir[0]) dataset_dir = DATA_DEFAULT_DIR;
+  if ((secret_file || config_file) && !server) {
+    fprintf(stderr, "mapsage-worker: --secret-file and --config-file go with --server\n");
+    return 2;
+  }
   if (server && strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0) {
     fprintf(stderr, "mapsage-worker: --server: expected http://host:port, not \"%s\"\n", server);
     return 2;
@@ -294,13 +311,36 @@ int main(int argc, char **argv) {
       return 2;
     }
     while (token && token_length > 0 && strchr(" \t\r\n", token[token_length - 1])) token[--token_length] = '\0';
-    const report_target_t target = {server, experiment, token};
-    if ((rc = report_fetch_config(&target, &text, &length, error, sizeof error)) != 0) {
-      fprintf(stderr, "mapsage-worker: %s\n", error);
+    char *secret = NULL;
+    size_t secret_length = 0;
+    if (secret_file && (rc = util_read_file(secret_file, 4096, &secret, &secret_length)) != 0) {
+      fprintf(stderr, "mapsage-worker: --secret-file %s: %s\n", secret_file, strerror(-rc));
       free(token);
+      return 2;
+    }
+    while (secret && secret_length > 0 && strchr(" \t\r\n", secret[secret_length - 1])) secret[--secret_length] = '\0';
+    /* Hex, as the daemon makes it: anything else would write a header of its choosing. */
+    if (secret && (secret_length == 0 || secret_length > 200 ||
+                   strspn(secret, "0123456789abcdef") != secret_length)) {
+      fprintf(stderr, "mapsage-worker: --secret-file %s: not a run secret (hex, under 200 characters)\n",
+              secret_file);
+      free(token);
+      free(secret);
+      return 2;
+    }
+    const report_target_t target = {server, experiment, token, secret};
+    rc = config_file ? util_read_file(config_file, WORKER_CONFIG_LIMIT, &text, &length)
+                     : report_fetch_config(&target, &text, &length, error, sizeof error);
+    if (rc != 0) {
+      if (config_file) fprintf(stderr, "mapsage-worker: --config-file %s: %s\n", config_file, strerror(-rc));
+      else fprintf(stderr, "mapsage-worker: %s\n", error);
+      free(token);
+      free(secret);
       return 1;
     }
-    if ((worker_events = report_open(&target, &worker_stop, error, sizeof error)) == NULL) {
+    worker_events = report_open(&target, &worker_stop, error, sizeof error);
+    free(secret); /* report_open copied it into its headers */
+    if (worker_events == NULL) {
       fprintf(stderr, "mapsage-worker: %s\n", error);
       free(token);
       free(text);
