@@ -1030,8 +1030,11 @@ static void on_job_ended(void *context, int64_t id, const char *status, const ch
   remote_t *remote = find_remote(sched, id);
   outcome_t outcome = {.experiment_id = id, .status = status, .error = (char *)error};
   char message[2400];
-  if (strcmp(status, DB_INTERRUPTED) == 0 && retry) {
-    if (remote == NULL) { /* no attempt of it ran: its job runs later, or is submitted again */
+  /* A run that ran before and whose job ended without claiming it again (its worker gave
+   * up on a daemon that was down, say) is tried again too, as a crash is. */
+  const int unclaimed_rerun = !remote && strcmp(current, DB_INTERRUPTED) == 0 && strcmp(status, DB_FAILED) == 0;
+  if ((strcmp(status, DB_INTERRUPTED) == 0 && retry) || unclaimed_rerun) {
+    if (remote == NULL && strcmp(current, DB_QUEUED) == 0) { /* never ran: its job runs later, or again */
       sched_kick(sched);
       return;
     }
@@ -1041,8 +1044,8 @@ static void on_job_ended(void *context, int64_t id, const char *status, const ch
     json_decref(experiment);
     const int crashes = db_experiment_crashes(sched->options.db, id);
     if (crashes + 1 < max_attempts) {
-      snprintf(message, sizeof message, "attempt %d: %s (%d of max_attempts %d)", remote->run.attempt, error,
-               crashes + 2, max_attempts);
+      snprintf(message, sizeof message, "%s%s (%d of max_attempts %d)", error,
+               unclaimed_rerun ? "; it runs again" : "", crashes + 2, max_attempts);
       outcome = (outcome_t){.experiment_id = id, .status = DB_INTERRUPTED, .error = message, .retry = 1};
     } else {
       snprintf(message, sizeof message, "%s; but it has had its max_attempts (%d)", error, max_attempts);

@@ -25,6 +25,10 @@
 
 #define LOG_TAIL_BYTES 4096  /* of job.log, quoted when a job fails */
 #define SECRET_BYTES 32
+/* A pending reason that means "never" is believed once it has held this long: Slurm 22.05
+ * first says PartitionConfig for a job over the partition's MaxTime, and PartitionTimeLimit
+ * about half a second later (measured on the test cluster), on its next scheduling pass. */
+#define HOPELESS_AFTER_S 3.0
 
 typedef struct job {
   struct job *next;
@@ -35,6 +39,7 @@ typedef struct job {
   int max_attempts;
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
+  double hopeless_since;     /* util_monotonic() when its reason became one that never passes; 0 */
   char secret[2 * SECRET_BYTES + 1];
   char directory[PATH_MAX];
 } job_t;
@@ -557,7 +562,8 @@ static void apply_line(slurm_t *slurm, char *line) {
   job->seen = 1;
   const char *state = fields[1], *reason = fields[2], *node = fields[3];
   const int restarts = atoi(fields[4]);
-  int changed = strcmp(job->state, state) || strcmp(job->reason, reason) || strcmp(job->node, node);
+  const char *kept_reason = strcmp(reason, "None") ? reason : "";
+  int changed = strcmp(job->state, state) || strcmp(job->reason, kept_reason) || strcmp(job->node, node);
   if (restarts > job->restarts) {
     /* Requeued (scontrol requeue, a node that failed, preemption): the attempt that ran is
      * over; the job's next start claims the run again and goes on from job.resume. */
@@ -570,16 +576,9 @@ static void apply_line(slurm_t *slurm, char *line) {
     say_ended(slurm, job->experiment_id, "interrupted", error, 1);
     changed = 1;
   }
-  if (!changed) return;
-  util_strlcpy(job->state, state, sizeof job->state);
-  util_strlcpy(job->reason, strcmp(reason, "None") ? reason : "", sizeof job->reason);
-  util_strlcpy(job->node, node, sizeof job->node);
-  if (state_is(state, TERMINAL_STATES)) {
-    job_ended(slurm, job, state);
-    return;
-  }
-  store_job(slurm, job, 0);
-  if (strcmp(state, "PENDING") == 0 && hopeless(job->reason) && !job->cancelling) {
+  const int hopeless_now = strcmp(state, "PENDING") == 0 && hopeless(kept_reason);
+  if (!hopeless_now || changed) job->hopeless_since = hopeless_now ? util_monotonic() : 0;
+  if (hopeless_now && !job->cancelling && util_monotonic() - job->hopeless_since >= HOPELESS_AFTER_S) {
     char error[512];
     snprintf(error, sizeof error, "Slurm cannot start its job %s: %s", job->job_id, job->reason);
     int64_t id = job->experiment_id;
@@ -590,6 +589,15 @@ static void apply_line(slurm_t *slurm, char *line) {
     say_ended(slurm, id, "failed", error, 0);
     return;
   }
+  if (!changed) return;
+  util_strlcpy(job->state, state, sizeof job->state);
+  util_strlcpy(job->reason, strcmp(reason, "None") ? reason : "", sizeof job->reason);
+  util_strlcpy(job->node, node, sizeof job->node);
+  if (state_is(state, TERMINAL_STATES)) {
+    job_ended(slurm, job, state);
+    return;
+  }
+  store_job(slurm, job, 0);
   if (slurm->options.events.changed) slurm->options.events.changed(slurm->options.events.context, job->experiment_id);
 }
 

@@ -78,7 +78,8 @@ class Cluster:
         return "\n".join(text)
 
     def start_munge(self):
-        os.makedirs(self.path("munge"), mode=0o700)
+        os.makedirs(self.path("munge"))
+        os.chmod(self.path("munge"), 0o755)  # the socket reachable by every user, as munged asks
         key = self.path("munge", "munge.key")
         with open(key, "wb") as f:
             f.write(os.urandom(1024))
@@ -137,6 +138,8 @@ class Cluster:
             % (self.node, hw["CPUs"], hw.get("Boards", 1), hw.get("SocketsPerBoard", 1),
                hw.get("CoresPerSocket", hw["CPUs"]), hw.get("ThreadsPerCore", 1), hw.get("RealMemory", 1000)),
             "PartitionName=%s Nodes=%s Default=YES MaxTime=INFINITE State=UP" % (self.partition, self.node),
+            # A job asking for more time than this can never start here (PartitionTimeLimit).
+            "PartitionName=short Nodes=%s MaxTime=1 State=UP" % self.node,
         ]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -178,7 +181,7 @@ class Cluster:
         return result.stdout
 
     def node_state(self):
-        return self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T", check=False).strip()
+        return self.run("sinfo", "-h", "-N", "-n", self.node, "-p", self.partition, "-o", "%T", check=False).strip()
 
     def wait_idle(self, timeout):
         deadline = time.time() + timeout
