@@ -11,7 +11,8 @@
 -- tables: version 3 is this file; a change to a released table adds a migration (in
 -- daemon/db.c) that brings version N to N+1 (2 added experiments.planned_epochs and
 -- planned_stages; 3 added the study tables, which need no migration: they are created
--- when missing; 4 added the jobs table, created when missing too).
+-- when missing; the jobs table, added later, needs no version of its own either: it is
+-- created when missing).
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,

@@ -23,7 +23,7 @@
 extern const unsigned char schema_sql[];
 extern const size_t schema_sql_len;
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 3
 
 /* What the config plans, from its JSON text: stored with the experiment so that showing one
  * does not parse its config (that was a third of the time of a GET). */

@@ -5,7 +5,7 @@
  * the stored config parsed once, the teacher's checkpoint filled in and checked, where
  * its checkpoints go, the checkpoint it resumes from, how many attempts it may have. An
  * executor starts a worker for the plan somewhere:
- *   local  — a child process of the daemon (scheduler.c, `mapsaged --executor local`);
+ *   local  — a child process of the daemon (executor_local.c, `mapsaged --executor local`);
  *   slurm  — a batch job on a Slurm cluster (slurm.c, `mapsaged --executor slurm`), whose
  *            worker posts its events over HTTP like any remote worker (docs/slurm.md).
  * Both end a run through the scheduler, which alone writes outcomes. */
