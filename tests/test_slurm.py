@@ -52,12 +52,14 @@ class SlurmTest(unittest.TestCase):
     def setUp(self):
         self.daemon = self.start_daemon()
 
+    extra = ()
+
     def start_daemon(self, directory=None, port=0):
         # --workers 2: one OpenBLAS thread per job, so two jobs share the node's two CPUs.
         # A restarted daemon listens where its jobs' workers post (the --listen given last wins).
         return Daemon(workers=2, directory=directory, environment=CLUSTER.environment(),
                       extra_args=["--executor", "slurm", "--slurm-poll-ms", "300",
-                                  "--slurm-max-jobs", str(self.max_jobs)]
+                                  "--slurm-max-jobs", str(self.max_jobs)] + list(self.extra)
                       + (["--listen", "127.0.0.1:%d" % port] if port else []))
 
     def tearDown(self):
@@ -177,6 +179,45 @@ class SlurmTest(unittest.TestCase):
         self.assertTrue(given["teacher"]["checkpoint"].startswith(
             os.path.realpath(os.path.join(d.directory, "data", "experiments", str(teacher)))))
 
+    def test_a_studys_runs_go_to_the_cluster_within_max_jobs(self):
+        self.daemon.close()
+        self.max_jobs = 2
+        self.daemon = d = self.start_daemon()
+        dataset = {"name": "synthetic", "train_size": 512, "test_size": 256, "val_size": 64}
+        model = {"layers": [{"type": "linear", "out": 16, "name": "fc1"}, {"type": "relu"},
+                            {"type": "linear", "out": 10}]}
+        spec = {"name": "on-slurm", "seeds": 2,
+                "base": {"dataset": dataset, "model": model, "batch_size": 64,
+                         "stages": [{"name": "main", "epochs": 2}],
+                         "resources": {"cpus": 1, "time": "00:10:00"}},
+                "teacher": {"config": {"dataset": dataset, "model": model, "batch_size": 64, "epochs": 2}},
+                "arms": {"kd": {"temperature": {"schedule": "constant", "start": 4},
+                                "stages": [{"name": "main", "epochs": 2, "task_weight": 0.7,
+                                            "distill_weight": 0.3}]}}}
+        status, _, created = d.request("POST", "/api/studies", spec)
+        self.assertEqual(201, status, created)
+        deadline, most = time.time() + 240, 0
+        while True:
+            status, _, study = d.get("/api/studies/%d" % created["id"])
+            self.assertEqual(200, status, study)
+            _, _, active = d.request("POST", "/api/sql", {"sql": "SELECT count(*) FROM jobs WHERE ended_at IS NULL"})
+            most = max(most, active["rows"][0][0])
+            self.assertLessEqual(most, 2)  # --slurm-max-jobs
+            if study["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            self.assertLess(time.time(), deadline, study.get("counts"))
+            time.sleep(0.1)
+        self.assertEqual("succeeded", study["status"], study.get("error"))
+        roles = {run["id"]: run["role"] for run in study["runs"]}
+        self.assertEqual(5, len(roles))  # the teacher; per seed, the arm and its baseline
+        for experiment_id, role in roles.items():
+            experiment = d.experiment(experiment_id)
+            self.assertEqual("succeeded", experiment["status"])
+            with open(experiment["job"]["script"]) as f:
+                script = f.read()
+            # base.resources is every arm's and baseline's; the teacher's config is its own.
+            self.assertEqual(role != "teacher", "#SBATCH --time=0-00:10:00" in script, (role, script))
+
     def test_scancel_from_outside_cancels_and_cancel_in_mapsage_scancels(self):
         d = self.daemon
         outside = d.submit(long_config("scancelled", epochs=40))
@@ -257,6 +298,26 @@ class SlurmTest(unittest.TestCase):
         job_id = experiment["job"]["id"]
         wait_for("job %s cancelled" % job_id,
                  lambda: (self.squeue(job_id) or ("CANCELLED",))[0] == "CANCELLED", timeout=60)
+
+    def test_a_held_job_shows_slurms_reason_and_one_that_cannot_see_the_data_directory_says_so(self):
+        self.daemon.close()
+        self.extra = ("--slurm-extra", "--hold")
+        self.daemon = d = self.start_daemon()
+        experiment_id = d.submit(synthetic_config("held"))
+        job_id = self.job_id(experiment_id)
+        # Pending: the run is queued, with Slurm's reason.
+        job = wait_for("the job held", lambda: (lambda j: j if j.get("reason") == "JobHeldUser" else None)(
+            self.job(experiment_id)), timeout=60)
+        self.assertEqual("PENDING", job["state"])
+        self.assertEqual("queued", d.experiment(experiment_id)["status"])
+        # A node that does not see the shared directory sees no job.secret there either.
+        os.unlink(os.path.join(d.directory, "data", "experiments", str(experiment_id), "job.secret"))
+        CLUSTER.run("scontrol", "release", job_id)
+        experiment = d.wait_status(experiment_id, ("failed", "succeeded"), timeout=120)
+        self.assertEqual("failed", experiment["status"])
+        self.assertIn("its Slurm job %s ended FAILED" % job_id, experiment["error"])
+        self.assertIn("is not visible on %s" % CLUSTER.node, experiment["error"])
+        self.assertIn("shared storage", experiment["error"])
 
     def test_a_node_set_down_mid_run_requeues_the_job(self):
         d = self.daemon
