@@ -36,7 +36,6 @@ typedef struct job {
   char job_id[32];           /* "" while sbatch runs */
   char state[32], reason[256], node[256];
   int restarts;
-  int max_attempts;
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
   double hopeless_since;     /* util_monotonic() when its reason became one that never passes; 0 */
@@ -400,7 +399,7 @@ static void on_submitted(command_t *command) {
     slurm_cancel(slurm, job->experiment_id);
   }
   if (slurm->options.events.changed) slurm->options.events.changed(slurm->options.events.context, job->experiment_id);
-  if (!uv_is_active((uv_handle_t *)&slurm->poll_timer))
+  if (!slurm->stopping && !uv_is_active((uv_handle_t *)&slurm->poll_timer))
     uv_timer_start(&slurm->poll_timer, on_poll_timer, slurm->options.settings.poll_ms,
                    slurm->options.settings.poll_ms);
 }
@@ -413,7 +412,6 @@ int slurm_submit(slurm_t *slurm, exec_plan_t *plan, char *error, size_t error_si
     goto done;
   }
   job->experiment_id = plan->experiment_id;
-  job->max_attempts = plan->max_attempts;
   util_strlcpy(job->directory, plan->checkpoint_dir, sizeof job->directory);
   if (plan->checkpoint_dir[0] != '/') {
     result = util_error(error, error_size, -EINVAL,
@@ -531,6 +529,7 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   }
   end_job(slurm, job);
   if (cancelling) return; /* cancelled here: the scheduler has ended the run already */
+  fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
   if (state == NULL || (state && state_is(state, again)))
     say_ended(slurm, id, "interrupted", error, 1);
   else if (strcmp(state, "CANCELLED") == 0)
@@ -675,8 +674,8 @@ static void load_jobs(slurm_t *slurm) {
   db_t *db = slurm->options.db;
   json_t *rows = db_select(db,
                            "SELECT j.id, j.experiment_id, coalesce(j.job_id, '') AS job_id, j.state, "
-                           "coalesce(j.reason, '') AS reason, coalesce(j.node, '') AS node, j.restarts, e.config "
-                           "FROM jobs j JOIN experiments e ON e.id = j.experiment_id WHERE j.ended_at IS NULL "
+                           "coalesce(j.reason, '') AS reason, coalesce(j.node, '') AS node, j.restarts "
+                           "FROM jobs j WHERE j.ended_at IS NULL "
                            "AND ?1 = ?2",
                            0, 0);
   size_t index;
@@ -691,10 +690,6 @@ static void load_jobs(slurm_t *slurm) {
     util_strlcpy(job->reason, json_string_value(json_object_get(row, "reason")), sizeof job->reason);
     util_strlcpy(job->node, json_string_value(json_object_get(row, "node")), sizeof job->node);
     job->restarts = (int)json_integer_value(json_object_get(row, "restarts"));
-    json_t *config = json_loads(json_string_value(json_object_get(row, "config")), 0, NULL);
-    json_t *attempts = json_object_get(config, "max_attempts");
-    job->max_attempts = json_is_integer(attempts) ? (int)json_integer_value(attempts) : 2;
-    json_decref(config);
     snprintf(job->directory, sizeof job->directory, "%s/experiments/%lld", slurm->options.data_dir,
              (long long)job->experiment_id);
     char path[PATH_MAX + 16], *secret = NULL;

@@ -172,6 +172,24 @@ class Cluster:
             time.sleep(0.1)
         raise ClusterError("%s wrote no pid file %s within %d s\n%s" % (program, path, timeout, self.logs()))
 
+    def restart_controller(self, timeout=60):
+        """slurmctld stopped and started again from a clean state: it forgets every job, as a
+        controller that lost its StateSaveLocation would."""
+        pid = self.pids.pop("slurmctld")
+        os.kill(pid, 15)
+        deadline = time.time() + timeout
+        while time.time() < deadline and os.path.exists("/proc/%d" % pid):
+            time.sleep(0.1)
+        if os.path.exists(self.path("slurmctld.pid")):  # it removes it itself as it stops
+            os.unlink(self.path("slurmctld.pid"))
+        result = subprocess.run(["slurmctld", "-f", self.conf, "-c"], capture_output=True, text=True,
+                                env=self.environment(), timeout=60)
+        if result.returncode != 0:
+            raise ClusterError("slurmctld did not start again (exit %d): %s\n%s"
+                               % (result.returncode, result.stderr.strip(), self.logs()))
+        self.pids["slurmctld"] = self.read_pid(self.path("slurmctld.pid"), "slurmctld", 30)
+        self.wait_idle(timeout)
+
     def run(self, *arguments, check=True, timeout=60):
         result = subprocess.run(list(arguments), capture_output=True, text=True, env=self.environment(),
                                 timeout=timeout)

@@ -283,6 +283,26 @@ class SlurmTest(unittest.TestCase):
         self.assertEqual([[job_id]], rows["rows"])  # one job, never submitted again
         self.assertEqual(job_id, experiment["job"]["id"])
 
+    def test_a_restarted_daemon_submits_again_a_job_slurm_forgot(self):
+        self.daemon.close()
+        self.extra = ("--slurm-extra", "--hold")
+        self.daemon = d = self.start_daemon()
+        experiment_id = d.submit(synthetic_config("forgotten"))
+        self.job_id(experiment_id)
+        d.kill(signal.SIGKILL)
+        d.stopped = True
+        CLUSTER.restart_controller()  # every job forgotten
+        self.extra = ()
+        self.daemon = d = self.start_daemon(directory=d.directory, port=d.port)
+        experiment = d.wait_status(experiment_id, ("succeeded", "failed", "cancelled"), timeout=180)
+        self.assertEqual("succeeded", experiment["status"], experiment.get("error"))
+        wait_for("the new job COMPLETED", lambda: self.job(experiment_id)["state"] == "COMPLETED", timeout=60)
+        status, _, rows = d.request("POST", "/api/sql", {"sql": "SELECT state FROM jobs WHERE experiment_id = %d "
+                                                                "ORDER BY id" % experiment_id})
+        self.assertEqual(200, status, rows)
+        self.assertEqual([["VANISHED"], ["COMPLETED"]], rows["rows"])
+        self.assertIn("Slurm no longer knows job", d.log())
+
     def test_a_job_that_cannot_start_fails_with_slurms_reason(self):
         d = self.daemon
         nowhere = d.submit(synthetic_config("no-partition", resources={"partition": "nowhere"}))
