@@ -1,5 +1,5 @@
-/* scheduler.h — the queue and the workers: which experiment runs next, the worker processes,
- * and what their events mean.
+/* scheduler.h — the queue and the workers: which experiment runs next, the executor that
+ * starts its worker (executor.h: local processes, or Slurm jobs), and what their events mean.
  *
  * An experiment's life:  queued ──▶ running ──▶ succeeded | failed | cancelled
  *                          ▲           │
@@ -84,7 +84,9 @@ int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running);
  * then none is applied. The first post claims a queued or interrupted experiment (it
  * becomes running, attempt + 1, and no local worker is started for it) and gets the
  * attempt's secret in post->secret; every later post must carry it as `secret` (NULL when
- * the request had none). A `finished` event ends it. A checkpoint event whose path is not
+ * the request had none). A Slurm job's worker was given its secret beforehand (slurm.h):
+ * its first post must carry it too, and no other post claims that run. A `finished` event
+ * ends it. A checkpoint event whose path is not
  * a regular file in <data_dir>/experiments/<id>/, or whose epoch is beyond the config's,
  * is refused and never stored: post->refused says which line and why; the others apply.
  * -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs elsewhere

@@ -404,8 +404,33 @@ static void on_submitted(command_t *command) {
                    slurm->options.settings.poll_ms);
 }
 
+/* The job's files in the run's directory: its secret, its config, where it resumes from,
+ * and its script. */
+static int write_job_files(const slurm_t *slurm, job_t *job, const exec_plan_t *plan, char *script,
+                           size_t script_size, char *error, size_t error_size) {
+  if (plan->checkpoint_dir[0] != '/')
+    return util_error(error, error_size, -EINVAL,
+                      "the data directory must be an absolute path the nodes see (shared storage), not %s",
+                      plan->checkpoint_dir);
+  int result = make_secret(job->secret);
+  if (result != 0) return util_error(error, error_size, result, "getrandom: %s", strerror(-result));
+  const struct {
+    const char *name, *text;
+  } files[] = {{"job.secret", job->secret}, {"job.config.json", plan->config_json}, {"job.resume", plan->resume}};
+  for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/%s", plan->checkpoint_dir, files[i].name);
+    if ((result = write_private_file(path, files[i].text, 0600)) != 0)
+      return util_error(error, error_size, result, "cannot write %s in the data directory: %s", path,
+                        strerror(-result));
+  }
+  snprintf(script, script_size, "%s/job.sh", plan->checkpoint_dir);
+  return write_script(slurm, plan, script, error, error_size);
+}
+
 int slurm_submit(slurm_t *slurm, exec_plan_t *plan, char *error, size_t error_size) {
   int result = 0;
+  char script[PATH_MAX + 32];
   job_t *job = calloc(1, sizeof *job);
   if (job == NULL) {
     result = util_error(error, error_size, -ENOMEM, "out of memory");
@@ -413,31 +438,7 @@ int slurm_submit(slurm_t *slurm, exec_plan_t *plan, char *error, size_t error_si
   }
   job->experiment_id = plan->experiment_id;
   util_strlcpy(job->directory, plan->checkpoint_dir, sizeof job->directory);
-  if (plan->checkpoint_dir[0] != '/') {
-    result = util_error(error, error_size, -EINVAL,
-                        "the data directory must be an absolute path the nodes see (shared storage), not %s",
-                        plan->checkpoint_dir);
-    goto done;
-  }
-  char path[PATH_MAX + 32], script[PATH_MAX + 32];
-  if ((result = make_secret(job->secret)) != 0) {
-    util_error(error, error_size, result, "getrandom: %s", strerror(-result));
-    goto done;
-  }
-  struct {
-    const char *name, *text;
-    mode_t mode;
-  } files[] = {{"job.secret", job->secret, 0600}, {"job.config.json", plan->config_json, 0600},
-               {"job.resume", plan->resume, 0600}};
-  for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-    snprintf(path, sizeof path, "%s/%s", plan->checkpoint_dir, files[i].name);
-    if ((result = write_private_file(path, files[i].text, files[i].mode)) != 0) {
-      util_error(error, error_size, result, "cannot write %s in the data directory: %s", path, strerror(-result));
-      goto done;
-    }
-  }
-  snprintf(script, sizeof script, "%s/job.sh", plan->checkpoint_dir);
-  if ((result = write_script(slurm, plan, script, error, error_size)) != 0) goto done;
+  if ((result = write_job_files(slurm, job, plan, script, sizeof script, error, error_size)) != 0) goto done;
 
   db_t *db = slurm->options.db;
   sqlite3_stmt *statement = db_statement(db, "INSERT INTO jobs (experiment_id, script) VALUES (?1, ?2)");

@@ -42,7 +42,7 @@ class Cluster:
             raise ClusterError("the test cluster runs slurmd as root (SlurmdUser=root): run the tests as root")
         for program in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo"):
             if shutil.which(program) is None:
-                raise ClusterError("%s is not installed: install slurm-wlm and munge "
+                raise ClusterError("%s is not installed: install slurmctld, slurmd, slurm-client and munge "
                                    "(scripts/install-deps --tests)" % program)
         self.directory = tempfile.mkdtemp(prefix="mapsage-slurm-")
         os.chmod(self.directory, 0o755)  # jobs read their scripts as root anyway; munge checks modes
