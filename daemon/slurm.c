@@ -39,6 +39,7 @@ typedef struct job {
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
   double hopeless_since;     /* util_monotonic() when its reason became one that never passes; 0 */
+  double known_since;        /* util_monotonic() when sbatch answered (0: reattached, known before) */
   char secret[2 * SECRET_BYTES + 1];
   char directory[PATH_MAX];
 } job_t;
@@ -392,6 +393,7 @@ static void on_submitted(command_t *command) {
   }
   snprintf(job->job_id, sizeof job->job_id, "%lld", number);
   snprintf(job->state, sizeof job->state, "PENDING");
+  job->known_since = util_monotonic();
   store_job(slurm, job, 0);
   fprintf(stderr, "mapsaged: experiment %lld submitted as Slurm job %s\n", (long long)job->experiment_id,
           job->job_id);
@@ -573,7 +575,10 @@ static void apply_line(slurm_t *slurm, char *line) {
              reason[0] && strcmp(reason, "None") ? reason : "");
     job->restarts = restarts;
     store_job(slurm, job, 0);
-    say_ended(slurm, job->experiment_id, "interrupted", error, 1);
+    const int64_t id = job->experiment_id;
+    say_ended(slurm, id, "interrupted", error, 1);
+    /* What the scheduler did about it may have cancelled the job (a study's rule). */
+    if ((job = find_job(slurm, id)) == NULL) return;
     changed = 1;
   }
   const int hopeless_now = strcmp(state, "PENDING") == 0 && hopeless(kept_reason);
@@ -615,9 +620,16 @@ static void on_polled(command_t *command) {
     apply_line(slurm, line);
   /* Not in the answer: gone from Slurm's memory (MinJobAge past its end, or a restarted
    * controller that lost it). A job submitted after this squeue started may not be in it. */
-  for (job_t *job = slurm->jobs, *next; job; job = next) {
-    next = job->next;
-    if (!job->seen && job->job_id[0] && !job->cancelling) job_ended(slurm, job, NULL);
+  /* The list is walked again after each end: what the scheduler does about it (a study
+   * that cancels its other runs) may end other jobs too. */
+  for (int again = 1; again;) {
+    again = 0;
+    for (job_t *job = slurm->jobs; job && !again; job = job->next) {
+      if (job->seen || !job->job_id[0] || job->cancelling || job->known_since >= slurm->poll_started) continue;
+      job->seen = 1; /* said once */
+      job_ended(slurm, job, NULL);
+      again = 1;
+    }
   }
   if (slurm->jobs == NULL) uv_timer_stop(&slurm->poll_timer);
 }
@@ -629,7 +641,8 @@ static void poll_now(slurm_t *slurm) {
   if (!any) return;
   /* Every state, also the ended ones Slurm still remembers; the fields machine-read, '|'
    * after each (no field of these holds one). */
-  const char *arguments[] = {"squeue", "--noheader", "--me", "--states=all", "--Format=JobID:|,State:|,Reason:|,NodeList:|,RestartCnt:|", NULL};
+  const char *arguments[] = {"squeue", "--noheader", "--me", "--states=all",
+                             "--Format=JobID:|,State:|,Reason:|,NodeList:|,RestartCnt:|", NULL};
   slurm->polling = 1;
   slurm->poll_started = util_monotonic();
   run_command(slurm, arguments, on_polled, 0);
