@@ -215,7 +215,23 @@ class Cluster:
         raise ClusterError("node %s is not idle after %d s (sinfo says %r)\n%s"
                            % (self.node, timeout, state, self.logs()))
 
+    def drain(self, timeout=60):
+        """Cancels every job and waits for their steps to end, so no slurmstepd outlives the
+        slurmd that started it."""
+        self.run("scancel", "--me", check=False)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if not self.run("squeue", "--noheader", "--me", "--states=RUNNING,COMPLETING,CONFIGURING",
+                            check=False).strip():
+                return
+            time.sleep(0.2)
+
     def stop(self):
+        if "slurmctld" in self.pids and "slurmd" in self.pids:
+            try:
+                self.drain()
+            except (OSError, subprocess.SubprocessError):
+                pass  # stopping anyway
         for program in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.pop(program, None)
             if pid is None:

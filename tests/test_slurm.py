@@ -57,10 +57,12 @@ class SlurmTest(unittest.TestCase):
     def start_daemon(self, directory=None, port=0):
         # --workers 2: one OpenBLAS thread per job, so two jobs share the node's two CPUs.
         # A restarted daemon listens where its jobs' workers post (the --listen given last wins).
-        return Daemon(workers=2, directory=directory, environment=CLUSTER.environment(),
-                      extra_args=["--executor", "slurm", "--slurm-poll-ms", "300",
-                                  "--slurm-max-jobs", str(self.max_jobs)] + list(self.extra)
-                      + (["--listen", "127.0.0.1:%d" % port] if port else []))
+        daemon = Daemon(workers=2, directory=directory, environment=CLUSTER.environment(),
+                        extra_args=["--executor", "slurm", "--slurm-poll-ms", "300",
+                                    "--slurm-max-jobs", str(self.max_jobs)] + list(self.extra)
+                        + (["--listen", "127.0.0.1:%d" % port] if port else []))
+        daemon.owns_directory = True  # a restarted one takes over its killed predecessor's
+        return daemon
 
     def tearDown(self):
         self.daemon.close()
