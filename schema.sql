@@ -11,7 +11,8 @@
 -- tables: version 3 is this file; a change to a released table adds a migration (in
 -- daemon/db.c) that brings version N to N+1 (2 added experiments.planned_epochs and
 -- planned_stages; 3 added the study tables, which need no migration: they are created
--- when missing).
+-- when missing; the jobs table, added later, needs no version of its own either: it is
+-- created when missing).
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,
@@ -109,6 +110,26 @@ CREATE TABLE IF NOT EXISTS logs (
 -- ---------------------------------------------------------------------------------------
 -- Studies: many experiments that answer one question (docs/studies.md). A study is stored
 -- once and expanded at submission into ordinary experiments, each linked by study_runs.
+
+-- A cluster job per attempt of an experiment run by an executor other than the local one
+-- (mapsaged --executor slurm, daemon/slurm.c). The row is the daemon's memory of the job
+-- across restarts: one whose ended_at is NULL may still run, so a restarted daemon looks
+-- it up in Slurm and reattaches to it instead of submitting it again.
+CREATE TABLE IF NOT EXISTS jobs (
+  id            INTEGER PRIMARY KEY,
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id),
+  executor      TEXT NOT NULL DEFAULT 'slurm',
+  job_id        TEXT,                          -- Slurm's job id; NULL while sbatch runs
+  state         TEXT NOT NULL DEFAULT 'SUBMITTING', -- Slurm's: PENDING, RUNNING, COMPLETED, …
+  reason        TEXT,                          -- why it waits or ended, in Slurm's words
+  node          TEXT,                          -- where it runs or ran
+  script        TEXT NOT NULL,                 -- the batch script, in the run's data directory
+  restarts      INTEGER NOT NULL DEFAULT 0,    -- Slurm's restart count (requeues) seen so far
+  submitted_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  ended_at      TEXT                           -- NULL while Slurm may still run it
+);
+CREATE INDEX IF NOT EXISTS jobs_by_experiment ON jobs (experiment_id, id);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (experiment_id) WHERE ended_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS studies (
   id           INTEGER PRIMARY KEY,

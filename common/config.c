@@ -871,12 +871,93 @@ static void check_terms(const json_t *root, cfg_experiment_t *config, cfg_errors
 }
 
 // ---------------------------------------------------------------------------------------
+// resources: what a cluster job asks for
+
+/* "[days-]hours:minutes:seconds" or "minutes" → seconds; -1 when it is neither. */
+static int64_t parse_duration(const char *text) {
+  long long days = 0, hours = 0, minutes = 0, seconds = 0;
+  int used = 0;
+  if (sscanf(text, "%lld-%lld:%lld:%lld%n", &days, &hours, &minutes, &seconds, &used) == 4 && text[used] == '\0') {
+    if (hours > 23) return -1;
+  } else if (days = 0, used = 0,
+             sscanf(text, "%lld:%lld:%lld%n", &hours, &minutes, &seconds, &used) == 3 && text[used] == '\0') {
+  } else if (hours = minutes = seconds = 0, used = 0,
+             sscanf(text, "%lld%n", &minutes, &used) == 1 && text[used] == '\0') {
+    return minutes >= 0 && minutes <= 1000000 ? minutes * 60 : -1;
+  } else {
+    return -1;
+  }
+  if (days < 0 || days > 1000 || hours < 0 || hours > 24000 || minutes < 0 || minutes > 59 || seconds < 0 ||
+      seconds > 59)
+    return -1;
+  return ((days * 24 + hours) * 60 + minutes) * 60 + seconds;
+}
+
+/* "512M", "2G", "1T" or an integer of MiB → MiB; -1 when it is none of these. */
+static int64_t parse_memory(const json_t *value) {
+  if (json_is_integer(value)) return json_integer_value(value);
+  const char *text = json_string_value(value);
+  long long amount = 0;
+  char unit = 0;
+  int used = 0;
+  if (text == NULL || sscanf(text, "%lld%c%n", &amount, &unit, &used) != 2 || text[used] != '\0' || amount < 0)
+    return -1;
+  switch (unit) {
+  case 'M': case 'm': return amount;
+  case 'G': case 'g': return amount <= INT64_MAX / 1024 ? amount * 1024 : -1;
+  case 'T': case 't': return amount <= INT64_MAX / (1024 * 1024) ? amount * 1024 * 1024 : -1;
+  default: return -1;
+  }
+}
+
+static void parse_resources(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
+  static const char *const known[] = {"cpus", "memory", "time", "partition", NULL};
+  const json_t *resources = get_object(root, "", "resources", errors);
+  if (resources == NULL) return;
+  check_known_keys(resources, "resources", known, errors);
+  get_int(resources, "resources", "cpus", 1, 4096, &config->resources.cpus, errors);
+  const json_t *memory = json_object_get(resources, "memory");
+  if (memory) {
+    const int64_t megabytes = parse_memory(memory);
+    if (megabytes < 1 || megabytes > ((int64_t)1 << 40))
+      add_error(errors, "resources.memory",
+                "must be a size such as \"512M\", \"4G\" or \"1T\", or an integer of MiB, at least 1 MiB");
+    else
+      config->resources.memory_mb = megabytes;
+  }
+  const json_t *time = json_object_get(resources, "time");
+  if (time) {
+    const int64_t seconds = json_is_integer(time)  ? json_integer_value(time) * 60
+                            : json_is_string(time) ? parse_duration(json_string_value(time))
+                                                   : -1;
+    if (seconds < 60 || seconds > (int64_t)366 * 24 * 3600)
+      add_error(errors, "resources.time",
+                "must be a time limit of at least a minute: minutes (an integer or \"30\"), \"hours:minutes:seconds\" "
+                "or \"days-hours:minutes:seconds\"");
+    else
+      config->resources.time_seconds = seconds;
+  }
+  if (get_string(resources, "resources", "partition", config->resources.partition,
+                 sizeof config->resources.partition, errors)) {
+    const char *name = config->resources.partition;
+    /* It is written into the job script's #SBATCH lines: a name, nothing a shell or sbatch
+     * would read as more. */
+    if (name[0] == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                              strlen(name)) {
+      add_error(errors, "resources.partition", "must be a partition name (letters, digits, '_', '.', '-'), not \"%s\"",
+                name);
+      config->resources.partition[0] = '\0';
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 
 int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
   static const char *const known[] = {"name", "seed", "priority", "dataset", "model", "optimizer",
                                       "batch_size", "epochs", "stages", "teacher", "temperature",
                                       "features", "adversarial", "grow", "checkpoint_every",
-                                      "checkpoint_keep", "grad_norm_every", "max_attempts", NULL};
+                                      "checkpoint_keep", "grad_norm_every", "max_attempts", "resources", NULL};
   memset(config, 0, sizeof *config);
   memset(errors, 0, sizeof *errors);
   if (!json_is_object(root)) {
@@ -908,6 +989,7 @@ int cfg_from_json(const json_t *root, cfg_experiment_t *config, cfg_errors_t *er
   get_int(root, "", "grad_norm_every", 1, 1000000, &config->grad_norm_every, errors);
   config->max_attempts = 2;
   get_int(root, "", "max_attempts", 1, 10, &config->max_attempts, errors);
+  parse_resources(root, config, errors);
   return errors->count == 0 ? 0 : -EINVAL;
 }
 
@@ -995,6 +1077,21 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                            config->grad_norm_every);
   json_object_set_new(root, "checkpoint_keep", json_integer(config->checkpoint_keep));
   json_object_set_new(root, "max_attempts", json_integer(config->max_attempts));
+  const typeof(config->resources) *resources = &config->resources;
+  if (resources->cpus || resources->memory_mb || resources->time_seconds || resources->partition[0]) {
+    json_t *asked = json_object();
+    if (resources->cpus) json_object_set_new(asked, "cpus", json_integer(resources->cpus));
+    if (resources->memory_mb) json_object_set_new(asked, "memory", json_integer(resources->memory_mb));
+    if (resources->time_seconds) {
+      char time[48];
+      snprintf(time, sizeof time, "%lld-%02lld:%02lld:%02lld", (long long)(resources->time_seconds / 86400),
+               (long long)(resources->time_seconds / 3600 % 24), (long long)(resources->time_seconds / 60 % 60),
+               (long long)(resources->time_seconds % 60));
+      json_object_set_new(asked, "time", json_string(time));
+    }
+    if (resources->partition[0]) json_object_set_new(asked, "partition", json_string(resources->partition));
+    json_object_set_new(root, "resources", asked);
+  }
   if (config->teacher.kind != CFG_TEACHER_NONE) {
     json_t *teacher = json_object();
     if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)

@@ -119,6 +119,7 @@ typedef struct {
 
 #define CFG_MAX_FEATURES 8
 #define CFG_MAX_GROW 8
+#define CFG_PARTITION_MAX 64
 
 typedef struct {
   char name[CFG_TITLE_MAX];  /* free text for people; may be "" */
@@ -202,6 +203,15 @@ typedef struct {
   int max_attempts;          /* runs of a worker that crashes (a signal, an exit without a
                                 result) before the experiment fails; resumed from a checkpoint */
   int grad_norm_every;       /* steps between per-layer gradient norms */
+
+  /* What a cluster job asks for (the Slurm executor's sbatch options); 0 / "" = the
+   * cluster's default. A local worker ignores them. */
+  struct {
+    int cpus;                /* --cpus-per-task */
+    int64_t memory_mb;       /* --mem, in MiB */
+    int64_t time_seconds;    /* --time */
+    char partition[CFG_PARTITION_MAX]; /* --partition: overrides mapsaged --slurm-partition */
+  } resources;
 } cfg_experiment_t;
 
 /* One validation error: where and why. */

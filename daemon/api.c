@@ -234,6 +234,20 @@ static int get_experiment(http_request_t *request) {
   int result = db_experiment_text(app(request)->db, http_path_id(request), 1, &experiment, &length);
   if (result == -ENOENT) return respond_no_experiment(request);
   if (result != 0) return result;
+  /* A run given to a cluster: its latest job, {id, state, reason, node, script} (slurm.h). */
+  char *job = slurm_job_text(app(request)->db, http_path_id(request));
+  if (job && length > 0 && experiment[length - 1] == '}') {
+    const size_t joined_length = length + strlen(job) + 8;
+    char *joined = malloc(joined_length);
+    if (joined && snprintf(joined, joined_length, "%.*s,\"job\":%s}", (int)(length - 1), experiment, job) > 0) {
+      free(experiment);
+      experiment = joined;
+      length = strlen(joined);
+    } else {
+      free(joined);
+    }
+  }
+  free(job);
   return http_respond_text(request, MHD_HTTP_OK, "application/json", experiment, length);
 }
 

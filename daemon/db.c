@@ -601,6 +601,8 @@ int db_experiment_next(db_t *db, int64_t *id, char **config_json) {
                        "SELECT id, config FROM experiments e WHERE status IN ('queued', 'interrupted') "
                        "AND (teacher_id IS NULL OR "
                        "     (SELECT status FROM experiments t WHERE t.id = e.teacher_id) = 'succeeded') "
+                       /* a cluster job that may still run it (daemon/slurm.c) */
+                       "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.experiment_id = e.id AND j.ended_at IS NULL) "
                        "ORDER BY priority DESC, id LIMIT 1",
                        &statement) != 0)
     return fail_sql(db, "next experiment");

@@ -61,7 +61,8 @@ typedef struct {
  * frees; NULL when the database failed. */
 char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *length);
 
-/* The next experiment to run: queued or interrupted, whose teacher (if any) has succeeded,
+/* The next experiment to run: queued or interrupted, with no cluster job that may still run it
+ * (table jobs), whose teacher (if any) has succeeded,
  * highest priority first, then oldest. Returns 0 with its id and config (caller frees),
  * -ENOENT when there is none. */
 int db_experiment_next(db_t *db, int64_t *id, char **config_json);

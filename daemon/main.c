@@ -41,6 +41,9 @@ typedef struct {
   size_t max_worker_memory;  /* bytes; a run estimated above it is refused at submission */
   const char *allowed_hosts[MAX_ALLOWED_HOSTS]; /* --allowed-host, each flag or comma-separated name */
   size_t n_allowed_hosts;
+  executor_kind_t executor;  /* --executor local|slurm */
+  slurm_settings_t slurm;    /* --slurm-* */
+  const char *slurm_server_url; /* --slurm-server-url; NULL: the address it listens on */
 } settings_t;
 
 typedef struct {
@@ -52,6 +55,7 @@ typedef struct {
   uv_timer_t drain_timer;
   int stopping;
   char *token;
+  char server_url[512];  /* where a Slurm job's worker posts: set once the port is known */
 } daemon_t;
 
 /* The options, their --help and their parsing in one table (common/options.h). To add a
@@ -60,6 +64,8 @@ enum {
   OPTION_LISTEN = 256, OPTION_DB, OPTION_DATA_DIR, OPTION_WORKERS, OPTION_WORKER_BIN, OPTION_DATASET_DIR,
   OPTION_TOKEN_FILE, OPTION_ALLOWED_HOST, OPTION_SQL_TIMEOUT, OPTION_SQL_ROWS, OPTION_REQUEST_TIMEOUT,
   OPTION_REMOTE_TIMEOUT, OPTION_MAX_WORKER_MEMORY, OPTION_WEB_DIR, OPTION_VERSION, OPTION_DATASETS_DIR,
+  OPTION_EXECUTOR, OPTION_SLURM_PARTITION, OPTION_SLURM_ACCOUNT, OPTION_SLURM_EXTRA, OPTION_SLURM_MAX_JOBS,
+  OPTION_SLURM_POLL_MS, OPTION_SLURM_SERVER_URL,
 };
 
 static const option_t daemon_options[] = {
@@ -92,6 +98,18 @@ static const option_t daemon_options[] = {
    "than this (bytes, or with K, M, G: 4G, 512M), and limit each worker\n"
    "to about its estimate (MAPSAGE_MAX_WORKER_MEMORY; default 80% of the\n"
    "machine's memory divided among --workers; docs/config.md, Memory)"},
+  {OPTION_EXECUTOR, "executor", 0, "local|slurm", "where runs train: worker processes of this daemon (local,\n"
+   "the default), or one Slurm batch job each (MAPSAGE_EXECUTOR;\ndocs/slurm.md)"},
+  {OPTION_SLURM_PARTITION, "slurm-partition", 0, "P", "the partition jobs go to, unless a config's\n"
+   "resources.partition says (MAPSAGE_SLURM_PARTITION; default the cluster's)"},
+  {OPTION_SLURM_ACCOUNT, "slurm-account", 0, "A", "the account jobs are charged to (MAPSAGE_SLURM_ACCOUNT)"},
+  {OPTION_SLURM_EXTRA, "slurm-extra", 0, "ARGS", "more sbatch options, separated by spaces (MAPSAGE_SLURM_EXTRA)"},
+  {OPTION_SLURM_MAX_JOBS, "slurm-max-jobs", 0, "N", "jobs pending or running at once (MAPSAGE_SLURM_MAX_JOBS;\n"
+   "default 100)"},
+  {OPTION_SLURM_POLL_MS, "slurm-poll-ms", 0, "MS", "how often squeue is asked for the jobs' states\n"
+   "(MAPSAGE_SLURM_POLL_MS; default 5000)"},
+  {OPTION_SLURM_SERVER_URL, "slurm-server-url", 0, "URL", "where the jobs' workers reach this daemon\n"
+   "(MAPSAGE_SLURM_SERVER_URL; default the address it listens on)"},
   {OPTION_WEB_DIR, "web-dir", 0, "DIR", "serve the dashboard from DIR (web/ of a source tree) instead of the\n"
    "copy built in, while developing it (MAPSAGE_WEB_DIR)"},
   {'h', "help", 'h', NULL, "show this help"},
@@ -158,6 +176,13 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   const char *remote_timeout = env_or("MAPSAGE_REMOTE_TIMEOUT", "600");
   const char *max_worker_memory = env_or("MAPSAGE_MAX_WORKER_MEMORY", NULL);
   char *allowed_hosts = getenv("MAPSAGE_ALLOWED_HOST");
+  const char *executor = env_or("MAPSAGE_EXECUTOR", "local");
+  const char *max_jobs = env_or("MAPSAGE_SLURM_MAX_JOBS", "100");
+  const char *poll_ms = env_or("MAPSAGE_SLURM_POLL_MS", "5000");
+  settings->slurm.partition = env_or("MAPSAGE_SLURM_PARTITION", NULL);
+  settings->slurm.account = env_or("MAPSAGE_SLURM_ACCOUNT", NULL);
+  settings->slurm.extra = env_or("MAPSAGE_SLURM_EXTRA", NULL);
+  settings->slurm_server_url = env_or("MAPSAGE_SLURM_SERVER_URL", NULL);
   /* The flags replace the environment's names, as every other flag does. */
   int allowed_hosts_given = 0;
 
@@ -182,6 +207,13 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
     case OPTION_REQUEST_TIMEOUT: request_timeout = value; break;
     case OPTION_REMOTE_TIMEOUT: remote_timeout = value; break;
     case OPTION_MAX_WORKER_MEMORY: max_worker_memory = value; break;
+    case OPTION_EXECUTOR: executor = value; break;
+    case OPTION_SLURM_PARTITION: settings->slurm.partition = value; break;
+    case OPTION_SLURM_ACCOUNT: settings->slurm.account = value; break;
+    case OPTION_SLURM_EXTRA: settings->slurm.extra = value; break;
+    case OPTION_SLURM_MAX_JOBS: max_jobs = value; break;
+    case OPTION_SLURM_POLL_MS: poll_ms = value; break;
+    case OPTION_SLURM_SERVER_URL: settings->slurm_server_url = value; break;
     case OPTION_ALLOWED_HOST:
       if (!allowed_hosts_given) settings->n_allowed_hosts = 0;
       allowed_hosts_given = 1;
@@ -215,6 +247,31 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
       parse_count("--request-timeout", request_timeout, 1, 3600, &settings->request_timeout_s) != 0 ||
       parse_count("--remote-timeout", remote_timeout, 1, 86400, &settings->remote_timeout_s) != 0)
     return -EINVAL;
+  unsigned jobs = 0;
+  if (parse_count("--slurm-max-jobs", max_jobs, 1, 100000, &jobs) != 0 ||
+      parse_count("--slurm-poll-ms", poll_ms, 100, 3600000, &settings->slurm.poll_ms) != 0)
+    return -EINVAL;
+  settings->slurm.max_jobs = (int)jobs;
+  if (strcmp(executor, "local") == 0) {
+    settings->executor = EXECUTOR_LOCAL;
+  } else if (strcmp(executor, "slurm") == 0) {
+    settings->executor = EXECUTOR_SLURM;
+  } else {
+    fprintf(stderr, "mapsaged: --executor: must be local or slurm, not \"%s\"\n", executor);
+    return -EINVAL;
+  }
+  if (settings->slurm.partition && strspn(settings->slurm.partition, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                     "0123456789_.-,") != strlen(settings->slurm.partition)) {
+    fprintf(stderr, "mapsaged: --slurm-partition: a partition name (letters, digits, '_', '.', '-'), not \"%s\"\n",
+            settings->slurm.partition);
+    return -EINVAL;
+  }
+  if (settings->slurm.account && strspn(settings->slurm.account, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                 "0123456789_.-") != strlen(settings->slurm.account)) {
+    fprintf(stderr, "mapsaged: --slurm-account: an account name (letters, digits, '_', '.', '-'), not \"%s\"\n",
+            settings->slurm.account);
+    return -EINVAL;
+  }
   /* Default: 80% of the machine's memory shared among the workers that run at once. The
    * other 20% is the daemon's, SQLite's, the page cache's (the dataset files, checkpoints)
    * and the system's; a run's estimate is already above its peak (docs/config.md). */
@@ -336,6 +393,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mapsaged: --data-dir %s: %s\n", settings->data_dir, strerror(-result));
     return 1;
   }
+  /* A job's worker finds the run's files at the same path on its node: an absolute one. */
+  static char data_dir[PATH_MAX];
+  if (settings->executor == EXECUTOR_SLURM) {
+    if (realpath(settings->data_dir, data_dir) == NULL) {
+      fprintf(stderr, "mapsaged: --data-dir %s: %s\n", settings->data_dir, strerror(errno));
+      return 1;
+    }
+    settings->data_dir = data_dir;
+    settings->slurm.token_file = settings->token_file;
+  }
   daemon.loop = uv_default_loop();
   daemon.api.started_at = util_monotonic();
   daemon.api.data_dir = settings->data_dir;
@@ -370,8 +437,14 @@ int main(int argc, char **argv) {
       .teacher_cache_budget = daemon.api.teacher_cache_budget,
       .observe = on_observation,
       .observer = &daemon.api,
+      .executor = settings->executor,
+      .slurm = settings->slurm,
+      .server_url = daemon.server_url,
   };
-  if (sched_create(&scheduler, &daemon.api.sched) != 0) return 1;
+  if ((result = sched_create(&scheduler, &daemon.api.sched, error, sizeof error)) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,
                        .max_rows = settings->sql_max_rows};
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
@@ -407,6 +480,8 @@ int main(int argc, char **argv) {
   char *colon = strrchr(host, ':');
   if (colon) *colon = '\0';
   printf("mapsaged listening on http://%s:%d\n", host, http_port(daemon.http));
+  if (settings->slurm_server_url) util_strlcpy(daemon.server_url, settings->slurm_server_url, sizeof daemon.server_url);
+  else snprintf(daemon.server_url, sizeof daemon.server_url, "http://%s:%d", host, http_port(daemon.http));
   fflush(stdout);
   fprintf(stderr, "mapsaged: database %s, %d worker(s) of %d thread(s), worker %s, dataset %s\n", settings->db_path,
           settings->workers, scheduler.threads_per_worker, settings->worker_bin, settings->dataset_dir);

@@ -1,5 +1,5 @@
-/* scheduler.h — the queue and the workers: which experiment runs next, the worker processes,
- * and what their events mean.
+/* scheduler.h — the queue and the workers: which experiment runs next, the executor that
+ * starts its worker (executor.h: local processes, or Slurm jobs), and what their events mean.
  *
  * An experiment's life:  queued ──▶ running ──▶ succeeded | failed | cancelled
  *                          ▲           │
@@ -16,6 +16,8 @@
 #include <uv.h>
 
 #include "db.h"
+#include "executor.h"
+#include "slurm.h"
 #include "sse.h"
 
 #define SCHED_FLUSH_MS 25          /* the batch is committed at least this often */
@@ -47,12 +49,16 @@ typedef struct {
   unsigned remote_timeout_s;     /* a remote run silent this long is interrupted */
   size_t max_worker_memory;      /* --max-worker-memory: caps each worker's --memory-limit (0: none) */
   size_t teacher_cache_budget;   /* the workers' MAPSAGE_TEACHER_CACHE_MB, in bytes */
+  executor_kind_t executor;      /* --executor: local processes, or Slurm jobs (executor.h) */
+  slurm_settings_t slurm;        /* --slurm-*, with EXECUTOR_SLURM */
+  const char *server_url;        /* where a job's worker posts: read at each submission */
   /* Called after each observation, on the loop, when set. It may call sched_cancel. */
   void (*observe)(void *observer, int64_t experiment_id, sched_observation_t what);
   void *observer;
 } sched_options_t;
 
-int sched_create(const sched_options_t *options, sched_t **out);
+/* -errno with why in `error` when the executor cannot start. */
+int sched_create(const sched_options_t *options, sched_t **out, char *error, size_t error_size);
 /* Starts whatever can start now. Call after anything that may free a slot or queue work. */
 void sched_kick(sched_t *sched);
 int sched_running(const sched_t *sched);
@@ -78,7 +84,9 @@ int sched_cancel(sched_t *sched, int64_t id, const char *reason, int *running);
  * then none is applied. The first post claims a queued or interrupted experiment (it
  * becomes running, attempt + 1, and no local worker is started for it) and gets the
  * attempt's secret in post->secret; every later post must carry it as `secret` (NULL when
- * the request had none). A `finished` event ends it. A checkpoint event whose path is not
+ * the request had none). A Slurm job's worker was given its secret beforehand (slurm.h):
+ * its first post must carry it too, and no other post claims that run. A `finished` event
+ * ends it. A checkpoint event whose path is not
  * a regular file in <data_dir>/experiments/<id>/, or whose epoch is beyond the config's,
  * is refused and never stored: post->refused says which line and why; the others apply.
  * -ENOENT: no such experiment; -EBUSY: a local worker runs it, or it runs elsewhere

@@ -532,6 +532,47 @@ static void test_memory_estimate(void) {
   CHECK(strstr(text, "not counted") != NULL);
 }
 
+/* resources: what a Slurm job asks for; sizes and times in the forms sbatch takes, stored
+ * in one canonical form that parses back to the same values. */
+static void test_resources(void) {
+  CHECK_INT(0, parse("{" MLP "}"));
+  CHECK_INT(0, config.resources.cpus);
+  json_t *none = cfg_to_json(&config);
+  CHECK(json_object_get(none, "resources") == NULL); /* none asked: none stored */
+  json_decref(none);
+  CHECK_INT(0, parse("{\"resources\": {\"cpus\": 4, \"memory\": \"2G\", \"time\": \"1-02:03:04\", "
+                     "\"partition\": \"gpu_a-1.x\"}," MLP "}"));
+  CHECK_INT(4, config.resources.cpus);
+  CHECK_INT(2048, (long long)config.resources.memory_mb);
+  CHECK_INT(((24 + 2) * 60 + 3) * 60 + 4, (long long)config.resources.time_seconds);
+  CHECK_STR("gpu_a-1.x", config.resources.partition);
+  json_t *stored = cfg_to_json(&config);
+  CHECK_STR("1-02:03:04", json_string_value(json_object_get(json_object_get(stored, "resources"), "time")));
+  cfg_experiment_t first = config;
+  CHECK_INT(0, cfg_from_json(stored, &config, &errors));
+  CHECK(memcmp(&first, &config, sizeof config) == 0);
+  json_decref(stored);
+  CHECK_INT(0, parse("{\"resources\": {\"memory\": 512, \"time\": 90}," MLP "}"));
+  CHECK_INT(512, (long long)config.resources.memory_mb);
+  CHECK_INT(90 * 60, (long long)config.resources.time_seconds);
+  CHECK_INT(0, parse("{\"resources\": {\"time\": \"00:30:00\", \"memory\": \"1t\"}," MLP "}"));
+  CHECK_INT(1800, (long long)config.resources.time_seconds);
+  CHECK_INT(1024 * 1024, (long long)config.resources.memory_mb);
+
+  CHECK_INT(-EINVAL, parse("{\"resources\": {\"cpus\": 0, \"memory\": \"lots\", \"time\": \"00:00:30\", "
+                           "\"partition\": \"a b;rm\", \"gpus\": 1}," MLP "}"));
+  CHECK(has_error("resources.cpus", "between 1 and 4096"));
+  CHECK(has_error("resources.memory", "a size such as"));
+  CHECK(has_error("resources.time", "at least a minute"));
+  CHECK(has_error("resources.partition", "must be a partition name"));
+  CHECK(has_error("resources.gpus", "unknown field"));
+  CHECK_INT(-EINVAL, parse("{\"resources\": {\"time\": \"1:99:00\", \"memory\": \"5X\"}," MLP "}"));
+  CHECK(has_error("resources.time", "hours:minutes:seconds"));
+  CHECK(has_error("resources.memory", "integer of MiB"));
+  CHECK_INT(-EINVAL, parse("{\"resources\": [1]," MLP "}"));
+  CHECK(has_error("resources", "must be an object"));
+}
+
 int main(void) {
   test_minimal_config_gets_defaults();
   test_full_config();
@@ -549,5 +590,6 @@ int main(void) {
   test_temperature_over_distilling_stages();
   test_examples();
   test_memory_estimate();
+  test_resources();
   return check_summary();
 }

@@ -70,7 +70,7 @@ static FILE *worker_events;
 /* The options, their --help and their parsing in one table (common/options.h). */
 enum {
   OPTION_CHECKPOINT_DIR = 256, OPTION_DATASET_DIR, OPTION_RESUME, OPTION_SERVER, OPTION_TOKEN_FILE,
-  OPTION_PARENT_PID, OPTION_MEMORY_LIMIT, OPTION_VERSION,
+  OPTION_PARENT_PID, OPTION_MEMORY_LIMIT, OPTION_VERSION, OPTION_SECRET_FILE, OPTION_CONFIG_FILE,
 };
 
 static const option_t worker_options[] = {
@@ -78,6 +78,10 @@ static const option_t worker_options[] = {
   {OPTION_SERVER, "server", 0, "URL", "run it for the daemon at URL (http://host:8787) from here:\n"
    "the config from the daemon, the events to it over HTTP"},
   {OPTION_TOKEN_FILE, "token-file", 0, "FILE", "the daemon's bearer token, with --server (env MAPSAGE_TOKEN_FILE)"},
+  {OPTION_SECRET_FILE, "secret-file", 0, "FILE", "the run's secret, with --server: a job the daemon submitted\n"
+   "(Slurm) claims its run with it (docs/slurm.md)"},
+  {OPTION_CONFIG_FILE, "config-file", 0, "FILE", "with --server: the config from this file, not the daemon's API\n"
+   "(the daemon writes it with the teacher's checkpoint filled in)"},
   {OPTION_CHECKPOINT_DIR, "checkpoint-dir", 0, "DIR", "write a checkpoint (epoch-NNNN.ckpt) there every\n"
    "checkpoint_every epochs and after the last; none without it"},
   {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
@@ -156,6 +160,7 @@ int main(int argc, char **argv) {
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
   const char *resume = NULL, *checkpoint_dir = NULL, *server = NULL;
   const char *token_file = getenv("MAPSAGE_TOKEN_FILE");
+  const char *secret_file = NULL, *config_file = NULL;
   options_t parser;
   options_init(&parser, worker_options, ARRAY_SIZE(worker_options), argc, argv);
   parser.abbreviations = 1; /* getopt_long's rule, which the worker had first */
@@ -181,6 +186,8 @@ int main(int argc, char **argv) {
     case OPTION_RESUME: resume = value; break;
     case OPTION_SERVER: server = value; break;
     case OPTION_TOKEN_FILE: token_file = value; break;
+    case OPTION_SECRET_FILE: secret_file = value; break;
+    case OPTION_CONFIG_FILE: config_file = value; break;
     case OPTION_PARENT_PID:
       if (worker_parse_integer(value, 1, INT32_MAX, &parent) != 0) {
         fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", value);
@@ -215,6 +222,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!dataset_dir || !dataset_dir[0]) dataset_dir = DATA_DEFAULT_DIR;
+  if ((secret_file || config_file) && !server) {
+    fprintf(stderr, "mapsage-worker: --secret-file and --config-file go with --server\n");
+    return 2;
+  }
   if (server && strncmp(server, "http://", 7) != 0 && strncmp(server, "https://", 8) != 0) {
     fprintf(stderr, "mapsage-worker: --server: expected http://host:port, not \"%s\"\n", server);
     return 2;
@@ -287,13 +298,36 @@ int main(int argc, char **argv) {
       return 2;
     }
     while (token && token_length > 0 && strchr(" \t\r\n", token[token_length - 1])) token[--token_length] = '\0';
-    const report_target_t target = {server, experiment, token};
-    if ((rc = report_fetch_config(&target, &text, &length, error, sizeof error)) != 0) {
-      fprintf(stderr, "mapsage-worker: %s\n", error);
+    char *secret = NULL;
+    size_t secret_length = 0;
+    if (secret_file && (rc = util_read_file(secret_file, 4096, &secret, &secret_length)) != 0) {
+      fprintf(stderr, "mapsage-worker: --secret-file %s: %s\n", secret_file, strerror(-rc));
       free(token);
+      return 2;
+    }
+    while (secret && secret_length > 0 && strchr(" \t\r\n", secret[secret_length - 1])) secret[--secret_length] = '\0';
+    /* Hex, as the daemon makes it: anything else would write a header of its choosing. */
+    if (secret && (secret_length == 0 || secret_length > 200 ||
+                   strspn(secret, "0123456789abcdef") != secret_length)) {
+      fprintf(stderr, "mapsage-worker: --secret-file %s: not a run secret (hex, under 200 characters)\n",
+              secret_file);
+      free(token);
+      free(secret);
+      return 2;
+    }
+    const report_target_t target = {server, experiment, token, secret};
+    rc = config_file ? util_read_file(config_file, WORKER_CONFIG_LIMIT, &text, &length)
+                     : report_fetch_config(&target, &text, &length, error, sizeof error);
+    if (rc != 0) {
+      if (config_file) fprintf(stderr, "mapsage-worker: --config-file %s: %s\n", config_file, strerror(-rc));
+      else fprintf(stderr, "mapsage-worker: %s\n", error);
+      free(token);
+      free(secret);
       return 1;
     }
-    if ((worker_events = report_open(&target, &worker_stop, error, sizeof error)) == NULL) {
+    worker_events = report_open(&target, &worker_stop, error, sizeof error);
+    free(secret); /* report_open copied it into its headers */
+    if (worker_events == NULL) {
       fprintf(stderr, "mapsage-worker: %s\n", error);
       free(token);
       free(text);

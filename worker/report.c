@@ -291,6 +291,13 @@ FILE *report_open(const report_target_t *target, volatile sig_atomic_t *stop, ch
   snprintf(url, sizeof url, "%s/api/experiments/%lld/events", target->server, (long long)target->experiment);
   report->url = strdup(url);
   report->headers = make_headers(target, "Content-Type: application/x-ndjson");
+  if (target->secret) { /* given beforehand: this worker's claim is the first post already */
+    char header[256];
+    snprintf(header, sizeof header, "X-MapSage-Run-Secret: %s", target->secret);
+    struct curl_slist *headers = curl_slist_append(report->headers, header);
+    if (headers) report->headers = headers;
+    report->claimed = headers != NULL;
+  }
   report->curl = report->url ? open_handle(report->url, report->headers, report) : NULL;
   report->stop = stop;
   report->last_post = util_monotonic();

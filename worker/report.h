@@ -26,6 +26,8 @@ typedef struct {
   const char *server; /* "http://host:8787" */
   int64_t experiment;
   const char *token;  /* the bearer token, or NULL */
+  const char *secret; /* the run's secret given beforehand (a Slurm job's, --secret-file): hex,
+                         sent with every post, the first one included; NULL: from the claim */
 } report_target_t;
 
 /* The experiment's config as JSON text (the caller frees it). Returns 0, or a negative

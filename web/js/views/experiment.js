@@ -257,6 +257,11 @@ export function mount(root, {params}) {
     const seconds = runSeconds(e);
     if (seconds != null) parts.push(`ran ${formatDuration(seconds)}`);
     if (e.attempts > 1) parts.push(`${e.attempts} attempts`);
+    // A run on a Slurm cluster (docs/slurm.md): its job, and why it waits in Slurm's words.
+    if (e.job) {
+      parts.push(`Slurm job ${e.job.id ?? '(submitting)'} ${e.job.state}${e.job.reason ? ` (${e.job.reason})` : ''}`
+        + `${e.job.node ? ` on ${e.job.node}` : ''}`);
+    }
     cancelButton.hidden = !ACTIVE.has(e.status);
     if (shownTitle !== `${e.name} ${e.status}`) {
       clear(title, h('span', {class: 'muted'}, `#${id} `), e.name || '(unnamed)', ' ', statusBadge(e.status));
@@ -608,6 +613,8 @@ export function mount(root, {params}) {
     scheduleHeader();
     // started_at and the worker's report arrive with the run: read them once it runs.
     if (event.status === 'running' && !experiment.worker) setTimeout(refresh, 500);
+    // A job's state and reason change while the run stays queued: each change comes as a status event.
+    else if (event.status === 'queued' && experiment.job) setTimeout(refresh, 0);
     if (changed) fetchTeacher();
   }
 
