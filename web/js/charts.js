@@ -12,6 +12,11 @@
 // raw values stay in `columns` (the legend shows them, with their share of the stack), the
 // running sums in `sums`, kept row by row like the rest.
 //
+// Every LiveChart has tools in its caption: smoothing (an exponential moving average, the
+// raw curve faint behind it), a log scale, and downloads as PNG (what is drawn) and CSV (the
+// raw values). From the keyboard, the plot takes focus: the arrow keys move the cursor point
+// by point (Home, End, PageUp, PageDown further) and a live region reads out the values.
+//
 // BandChart, for a study's curves: each series is a mean with a band around it (the 95%
 // interval over the seeds), replaced whole when the study's statistics change.
 
@@ -96,10 +101,17 @@ export class LiveChart {
       color: colorFor, height: 220, order: null, stacked: null, references: () => [], yBounds: null, axisLabels: {},
       empty: 'loading…'};
     for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
-    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}, tabindex: '0', role: 'group',
+      'aria-roledescription': 'chart', 'aria-label': `${this.options.title || 'chart'}: arrow keys read the values`,
+      onkeydown: (event) => this.onKey(event)});
     this.plotElement.style.minHeight = `${this.options.height + 30}px`;
+    this.smoothing = 0; // the EMA's weight of the past, 0 (off) to 0.99
+    this.logScale = false;
+    this.keyIndex = null; // the point the keyboard cursor is on
+    this.readout = h('p', {class: 'chart-readout', 'aria-live': 'polite'});
     this.element = h('figure', {class: 'chart', dataset: {kind: this.options.kind || '', points: '0', series: '0'}},
-      h('figcaption', {}, this.options.title || ''), this.plotElement);
+      h('figcaption', {}, h('span', {class: 'chart-title'}, this.options.title || ''), this.tools()),
+      this.plotElement, this.readout);
     this.element.liveChart = this; // for the browser tests, which read what is drawn
     parent.append(this.element);
     this.x = [];
@@ -116,6 +128,107 @@ export class LiveChart {
   }
 
   get length() { return this.x.length; }
+
+  // The caption's controls: smoothing, log scale, PNG, CSV.
+  tools() {
+    const title = this.options.title || 'chart';
+    const shown = h('output', {class: 'smoothing-value'}, 'off');
+    const slider = h('input', {type: 'range', min: '0', max: '0.99', step: '0.01', value: '0', class: 'smoothing',
+      'aria-label': `smoothing of ${title}`, oninput: () => {
+        this.setSmoothing(Number(slider.value));
+        shown.textContent = this.smoothing ? this.smoothing.toFixed(2) : 'off';
+      }});
+    const log = h('input', {type: 'checkbox', class: 'log-scale', 'aria-label': `log scale for ${title}`,
+      onchange: () => this.setLogScale(log.checked)});
+    return h('span', {class: 'chart-tools'},
+      h('label', {class: 'inline', title: 'exponential moving average; the raw curve stays faint behind'}, 'smooth ',
+        slider, ' ', shown),
+      h('label', {class: 'inline'}, log, ' log'),
+      h('button', {type: 'button', class: 'secondary small', dataset: {download: 'png'},
+        'aria-label': `download ${title} as PNG`, onclick: () => this.downloadPng()}, 'PNG'),
+      h('button', {type: 'button', class: 'secondary small', dataset: {download: 'csv'},
+        'aria-label': `download ${title} as CSV`, onclick: () => this.downloadCsv()}, 'CSV'));
+  }
+
+  setSmoothing(weight) {
+    const was = this.smoothing > 0;
+    this.smoothing = Math.max(0, Math.min(0.99, weight || 0));
+    this.element.dataset.smoothing = String(this.smoothing);
+    if (was !== this.smoothing > 0) this.rebuild = true; // the raw series come or go
+    this.schedule();
+  }
+
+  setLogScale(on) {
+    this.logScale = !!on;
+    this.element.dataset.log = this.logScale ? 'yes' : 'no';
+    this.rebuild = true;
+    this.schedule();
+  }
+
+  // A file name from the chart's title: "loss-total-by-step".
+  fileName(extension) {
+    const base = (this.options.fileName || this.options.title || this.options.kind || 'chart').toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+    return `${base || 'chart'}.${extension}`;
+  }
+
+  // What is drawn, on the panel's colour (a transparent PNG is unreadable on a dark viewer).
+  downloadPng() {
+    if (!this.plot) return;
+    const source = this.plot.ctx.canvas;
+    const canvas = document.createElement('canvas');
+    canvas.width = source.width;
+    canvas.height = source.height;
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = themeColors().panel;
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(source, 0, 0);
+    canvas.toBlob((blob) => saveFile(blob, this.fileName('png')), 'image/png');
+  }
+
+  // The raw values (the stacked ones as reported, not summed), one row per x; with the
+  // smoothed values beside them while smoothing is on.
+  csvText() {
+    const quote = (text) => (/[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
+    const header = [this.options.xLabel, ...this.names];
+    const smoothed = this.smoothing > 0 ? this.names.map((name, i) => ema(this.columns[i], this.smoothing)) : [];
+    if (smoothed.length) header.push(...this.names.map((name) => `${name} (smoothed ${this.smoothing})`));
+    const lines = [header.map(quote).join(',')];
+    for (let row = 0; row < this.x.length; row++) {
+      const cells = [this.x[row], ...this.columns.map((values) => values[row]), ...smoothed.map((values) => values[row])];
+      lines.push(cells.map((v) => (v == null ? '' : String(v))).join(','));
+    }
+    return `${lines.join('\n')}\n`;
+  }
+
+  downloadCsv() {
+    saveFile(new Blob([this.csvText()], {type: 'text/csv'}), this.fileName('csv'));
+  }
+
+  // Arrow keys move the cursor a point; Home and End go to the ends, PageUp and PageDown a
+  // tenth of the way. The values at the point are read out (and shown in the legend).
+  onKey(event) {
+    const n = this.x.length;
+    if (!this.plot || n === 0) return;
+    const page = Math.max(1, Math.round(n / 10));
+    const at = this.keyIndex ?? n - 1;
+    const moves = {ArrowLeft: at - 1, ArrowRight: at + 1, ArrowDown: at - 1, ArrowUp: at + 1, Home: 0, End: n - 1,
+      PageDown: at - page, PageUp: at + page};
+    if (!(event.key in moves)) return;
+    event.preventDefault();
+    this.moveCursor(Math.max(0, Math.min(n - 1, moves[event.key])));
+  }
+
+  moveCursor(index) {
+    this.keyIndex = index;
+    const u = this.plot;
+    const left = u.valToPos(this.x[index], 'x');
+    u.setCursor({left, top: u.over.clientHeight / 2});
+    const values = this.names.map((name, i) => [name, this.columns[i][index]]).filter(([, v]) => v != null);
+    this.readout.textContent = `${this.options.xLabel} ${formatNumber(this.x[index])}: ${
+      values.map(([name, v]) => `${this.options.label(name)} ${formatNumber(v)}`).join(', ') || 'no value'}`;
+    this.element.dataset.cursor = String(index);
+  }
 
   column(name) {
     let i = this.index.get(name);
@@ -231,8 +344,13 @@ export class LiveChart {
   }
 
   // What uPlot draws: the running sums in place of the stacked series.
+  // Smoothed, the raw series follow the smoothed ones (drawn faint); on a log scale a value
+  // that is not positive has no place and is left out.
   data() {
-    return [this.x, ...this.columns.map((values, i) => (this.sums && this.sums[i]) || values)];
+    let shown = this.columns.map((values, i) => (this.sums && this.sums[i]) || values);
+    if (this.smoothing > 0) shown = [...shown.map((values) => ema(values, this.smoothing)), ...shown];
+    if (this.logScale) shown = shown.map((values) => values.map((v) => (v != null && v > 0 ? v : null)));
+    return [this.x, ...shown];
   }
 
   flush() {
@@ -288,6 +406,16 @@ export class LiveChart {
         points: {size: 5},
       });
     });
+    // Smoothed: each raw series again, faint. uPlot draws in order, so these, appended, lie
+    // over the smoothed ones (appending keeps the indices the bands and the legend use); at a
+    // quarter of the colour's strength they stay in the background.
+    if (this.smoothing > 0) {
+      this.names.forEach((name, i) => {
+        series.push({label: `${options.label(name)} (raw)`, stroke: translucent(options.color(name, i), 0.25),
+          width: 1, scale: options.rightAxis(name) ? 'right' : 'y', spanGaps: true, points: {show: false},
+          value: (u, v) => formatNumber(v)});
+      });
+    }
     // Each stacked series fills down to the one under it (the first, down to zero).
     const bands = stacked.slice(1).map((s, k) => ({series: [s, stacked[k]]}));
     const labels = options.axisLabels || {};
@@ -308,7 +436,8 @@ export class LiveChart {
         min = min == null ? y : Math.min(min, y);
         max = max == null ? y : Math.max(max, y);
       }
-      if (min == null || max == null) return [0, 1];
+      if (min == null || max == null) return this.logScale ? [0.1, 1] : [0, 1];
+      if (this.logScale) return uPlot.rangeLog(Math.max(min, 1e-12), Math.max(max, 1e-12), 10, true);
       if (stacked.length) min = Math.min(0, min);
       const range = uPlot.rangeNum(min, max, 0.1, true);
       const bounds = options.yBounds;
@@ -322,7 +451,7 @@ export class LiveChart {
     this.plot = new uPlot({
       width: this.width(),
       height: options.height,
-      scales: {x: {time: false}, y: {range: rangeY}, right: {}},
+      scales: {x: {time: false}, y: this.logScale ? {range: rangeY, distr: 3, log: 10} : {range: rangeY}, right: {}},
       series,
       bands,
       axes,
@@ -335,6 +464,11 @@ export class LiveChart {
         setLegend: [(u) => this.showLatest(u)],
       },
     }, data, this.plotElement);
+    // The raw series stay out of the legend: it names each curve once.
+    if (this.smoothing > 0) {
+      const rows = this.plot.root.querySelectorAll('.u-legend .u-series');
+      for (let i = 1 + this.names.length; i < rows.length; i++) rows[i].hidden = true;
+    }
   }
 
   // While the pointer is elsewhere (cursor.left < 0), the legend follows the newest point.
@@ -425,6 +559,35 @@ export class LiveChart {
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }
+}
+
+// An exponential moving average, debiased as TensorBoard does (the first points are not
+// pulled towards zero); gaps stay gaps.
+export function ema(values, weight) {
+  const out = new Array(values.length);
+  let last = 0;
+  let count = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v == null || !Number.isFinite(v)) {
+      out[i] = v ?? null;
+      continue;
+    }
+    last = last * weight + (1 - weight) * v;
+    count++;
+    out[i] = last / (1 - weight ** count);
+  }
+  return out;
+}
+
+// Saves a Blob as a file the browser downloads.
+export function saveFile(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', {href: url, download: name, hidden: true});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 // --- a study's mean curves with their bands -------------------------------------------

@@ -17,6 +17,7 @@
 
 import {api, streamUrl} from '../api.js';
 import {openStream} from '../stream.js';
+import {organiseControls} from './experiment_organise.js';
 import {LiveChart, colorFor} from '../charts.js';
 import {h, append, clear, confirmButton, formatAgo, formatBytes, formatCount, formatDuration, formatNumber,
   formatPercent, formatTime, runSeconds, statusBadge, ACTIVE} from '../dom.js';
@@ -191,7 +192,13 @@ export function mount(root, {params}) {
   // must survive that.
   const cancelButton = confirmButton('Cancel', 'Really cancel?', () => api.cancel(id).catch((e) => showError(e.message)),
     {class: 'danger', dataset: {action: 'cancel'}});
-  const header = h('div', {class: 'run-header'}, title, meta, teacherLine, h('div', {class: 'actions'}, cancelButton));
+  const organise = organiseControls(id, {onChanged: (changed) => {
+    experiment = {...experiment, ...changed};
+    shownTitle = null;
+    scheduleHeader();
+  }, onError: (message) => showError(message)});
+  const header = h('div', {class: 'run-header'}, title, meta, teacherLine, organise.shown,
+    h('div', {class: 'actions'}, cancelButton, organise.buttons), organise.panel);
   let shownTitle = null;
   const figures = h('div', {class: 'figures'});
   const stagesStrip = h('div', {class: 'stages', hidden: true});
@@ -263,6 +270,7 @@ export function mount(root, {params}) {
       shownTitle = `${e.name} ${e.status}`;
     }
     meta.textContent = parts.join(' · ');
+    organise.update(e);
     renderTeacher();
     if (charts.size === 0) {
       waiting.textContent = ACTIVE.has(e.status) ? 'No points yet: the charts fill in as the run reports them.'
