@@ -55,6 +55,7 @@ export function colorFor(name, index) {
 
 // Axis ticks: short (250k, 1.5M, 5e-4), since the axis is narrow.
 function formatTick(value) {
+  if (value == null) return ''; // a log scale's splits leave gaps
   const magnitude = Math.abs(value);
   if (magnitude >= 1e6) return `${+(value / 1e6).toPrecision(3)}M`;
   if (magnitude >= 1e4) return `${+(value / 1e3).toPrecision(3)}k`;

@@ -119,7 +119,7 @@ export function mount(root, {query}) {
       heading('teacher', 'teacher'), heading('status', 'status'), heading('progress', 'progress'),
       heading('age', 'created_at'), heading('duration', 'duration'),
       heading('test acc.', 'summary.final_test_accuracy'), heading('best val', 'summary.best_val_accuracy'),
-      extra.map((column) => heading(column, column)), h('th', {}, ''));
+      ...extra.map((column) => heading(column, column)), h('th', {}, ''));
   }
 
   function extraColumns() {
