@@ -202,6 +202,12 @@ int command_cancel(const cli_global_t *global, int argc, char **argv);
 int command_watch(const cli_global_t *global, int argc, char **argv);
 int command_sql(const cli_global_t *global, int argc, char **argv);
 int command_report(const cli_global_t *global, int argc, char **argv);
+/* organise.c: tags, notes, names, archive, delete (PATCH and DELETE /api/experiments/{id}). */
+int command_tag(const cli_global_t *global, int argc, char **argv);
+int command_note(const cli_global_t *global, int argc, char **argv);
+int command_rename(const cli_global_t *global, int argc, char **argv);
+int command_archive(const cli_global_t *global, int argc, char **argv);
+int command_rm(const cli_global_t *global, int argc, char **argv);
 /* study.c: `mapsage study` itself (its help, an unknown subcommand), then each subcommand,
  * run with argv[0] = "submit", "ls", … */
 int command_study(const cli_global_t *global, int argc, char **argv);

@@ -80,6 +80,37 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage cancel 7\n"},
+  {"tag", command_tag, "tag ID TAG... [--remove] | tag ID --clear [--json]",
+   "Adds tags to an experiment (or, with --remove, takes them away; --clear removes\n"
+   "them all) and prints its tags. A tag is 1 to 64 letters, digits or . _ - : / +.\n"
+   "'mapsage ls' does not filter by tag yet: GET /api/experiments?tag=TAG does.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage tag 7 baseline sweep-3\n"},
+  {"note", command_note, "note ID TEXT|- [--json]",
+   "Sets an experiment's free-text note: TEXT (quoted), or standard input for -\n"
+   "(a final newline dropped); \"\" clears it. The note shows on the dashboard.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage note 7 'lr too high: diverged at epoch 3'\n"},
+  {"rename", command_rename, "rename ID NAME [--json]",
+   "Gives an experiment a new name (its stored config's name follows).\n"
+   "\n"
+   "Example:\n"
+   "   mapsage rename 7 baseline-lr0.05\n"},
+  {"archive", command_archive, "archive ID [--undo] [--json]",
+   "Archives an experiment: it leaves the default list (the dashboard's and\n"
+   "'mapsage ls') and is kept, whole. --undo brings it back.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage archive 7\n"},
+  {"rm", command_rm, "rm ID [--json]",
+   "Deletes an experiment: its rows (curves, log, checkpoints, tags) and its\n"
+   "checkpoint files. Refused (exit 1, with the reason) while it runs, while another\n"
+   "experiment names it as its teacher, and for a run of a study.\n"
+   "\n"
+   "Example:\n"
+   "   mapsage rm 7\n"},
   {"report", command_report, "report ID [--json]",
    "Analyses an experiment: for each stage, how each loss term moved (the mean of\n"
    "its first and last 20 steps) and what share of the total loss it took; the run\n"

@@ -7,13 +7,14 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mapsage_testlib import SOURCE_DIR, Daemon, synthetic_config  # noqa: E402
+from mapsage_testlib import BIN_DIR, SOURCE_DIR, Daemon, synthetic_config  # noqa: E402
 
 
 def query(**parameters):
@@ -303,6 +304,92 @@ class Organise(unittest.TestCase):
             time.sleep(0.1)
         self.assert_refused("DELETE", "/api/experiments/%d" % run, None, 409,
                             r"^experiment %d is a run of study %d: archive it instead" % (run, study_id))
+
+
+class Cli(unittest.TestCase):
+    """mapsage tag, note, rename, archive and rm (cli/organise.c) against a live daemon."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=1)
+        cls.id = cls.daemon.submit(synthetic_config("cli-run", epochs=2))
+        cls.daemon.wait_status(cls.id, ["succeeded"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    def mapsage(self, *arguments, stdin=None):
+        env = dict(os.environ, MAPSAGE_SERVER=self.daemon.url)
+        env.pop("MAPSAGE_TOKEN_FILE", None)
+        done = subprocess.run([os.path.join(BIN_DIR, "mapsage"), *arguments], input=stdin, capture_output=True,
+                              text=True, env=env, timeout=60)
+        return done.returncode, done.stdout, done.stderr
+
+    def test_tag_note_rename_archive(self):
+        experiment = str(self.id)
+        self.assertEqual((0, "experiment %s: tags best, sweep\n" % experiment, ""),
+                         self.mapsage("tag", experiment, "sweep", "best"))
+        self.assertEqual((0, "experiment %s: tags sweep\n" % experiment, ""),
+                         self.mapsage("tag", experiment, "best", "--remove"))
+        code, out, err = self.mapsage("tag", experiment, "has space")
+        self.assertEqual(1, code)
+        self.assertIn("add_tags: element 0 must be a tag", err)
+        self.assertEqual(["sweep"], self.daemon.experiment(self.id)["tags"])
+        self.assertEqual((0, "experiment %s: tags (none)\n" % experiment, ""), self.mapsage("tag", experiment, "--clear"))
+        self.assertEqual(0, self.mapsage("note", experiment, "first line")[0])
+        self.assertEqual("first line", self.daemon.experiment(self.id)["note"])
+        code, out, _ = self.mapsage("note", experiment, "-", stdin="from stdin\nsecond\n")
+        self.assertEqual((0, "experiment %s: note saved (17 bytes)\n" % experiment), (code, out))
+        self.assertEqual("from stdin\nsecond", self.daemon.experiment(self.id)["note"])
+        self.assertEqual((0, "experiment %s: note cleared\n" % experiment, ""), self.mapsage("note", experiment, ""))
+        self.assertEqual((0, "experiment %s: renamed cli-renamed\n" % experiment, ""),
+                         self.mapsage("rename", experiment, "cli-renamed"))
+        self.assertEqual("cli-renamed", self.daemon.experiment(self.id)["name"])
+        code, out, _ = self.mapsage("archive", experiment)
+        self.assertEqual(0, code)
+        self.assertRegex(out, r"^experiment %s: archived \(\d{4}-" % experiment)
+        code, out, _ = self.mapsage("ls")
+        self.assertNotIn("cli-renamed", out)  # archived: out of the default list
+        self.assertEqual((0, "experiment %s: not archived\n" % experiment, ""),
+                         self.mapsage("archive", experiment, "--undo"))
+        code, out, _ = self.mapsage("archive", experiment, "--json")
+        self.assertIsNotNone(json.loads(out)["archived_at"])
+        self.mapsage("archive", experiment, "--undo")
+
+    def test_usage_errors(self):
+        for arguments, message in [(["tag"], "which experiment?"), (["tag", "7"], "which tags?"),
+                                   (["tag", "x", "a"], "an ID is a positive number"),
+                                   (["tag", "7", "a", "--clear"], "--clear takes no tags"),
+                                   (["note", "7"], "give the note as one argument"),
+                                   (["rename", "7", "a", "b"], "give the new name as one argument"),
+                                   (["archive", "7", "--bogus"], "unknown option --bogus"),
+                                   (["rm"], "which experiment?")]:
+            code, _, err = self.mapsage(*arguments)
+            self.assertEqual(2, code, arguments)
+            self.assertIn(message, err, arguments)
+        code, out, _ = self.mapsage("tag", "--help")
+        self.assertEqual(0, code)
+        self.assertIn("usage: mapsage tag ID TAG...", out)
+
+    def test_rm_deletes_and_says_why_not(self):
+        doomed = self.daemon.submit(synthetic_config("cli-doomed", epochs=2))
+        self.daemon.wait_status(doomed, ["succeeded"])
+        files = len(os.listdir(os.path.join(self.daemon.directory, "data", "experiments", str(doomed))))
+        self.assertGreater(files, 0)
+        self.assertEqual((0, "deleted experiment %d (%d checkpoint files)\n" % (doomed, files), ""),
+                         self.mapsage("rm", str(doomed)))
+        self.assertEqual(404, self.daemon.get("/api/experiments/%d" % doomed)[0])
+        code, _, err = self.mapsage("rm", str(doomed))
+        self.assertEqual(1, code)
+        self.assertIn("no experiment %d" % doomed, err)
+        long_run = self.daemon.submit(synthetic_config("cli-long", epochs=3000))
+        self.daemon.wait_status(long_run, ["running"])
+        code, _, err = self.mapsage("rm", str(long_run))
+        self.assertEqual(1, code)
+        self.assertIn("experiment %d is running: cancel it first" % long_run, err)
+        self.daemon.request("POST", "/api/experiments/%d/cancel" % long_run)
+        self.daemon.wait_status(long_run, ["cancelled"])
 
 
 class Migration(unittest.TestCase):
