@@ -185,7 +185,7 @@ static int submit_experiment(http_request_t *request) {
 
 static int list_experiments(http_request_t *request) {
   static const char *const statuses[] = {DB_QUEUED, DB_RUNNING, DB_SUCCEEDED, DB_FAILED, DB_CANCELLED, DB_INTERRUPTED};
-  static api_list_query_t query; /* 25 KiB of paths: the loop thread's alone, not its stack's */
+  static api_list_query_t query; /* 12 KiB of paths: the loop thread's alone, off its stack */
   query = (api_list_query_t){0};
   db_list_filter_t *filter_options = &query.filter;
   filter_options->statuses = http_query(request, "status");

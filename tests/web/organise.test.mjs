@@ -403,6 +403,55 @@ test('compare stays live while a run trains', {timeout: 150000}, async () => {
   await waitStatus(ids.live, ['cancelled']);
 });
 
+test('a study\'s mean curves have the same tools: smoothing, log scale, PNG, CSV', {timeout: 240000}, async () => {
+  const spec = {name: 'org-study', seeds: 1,
+    base: {dataset: {name: 'synthetic', train_size: 4096}, model: MODEL, stages: [{name: 'main', epochs: 2}]},
+    teacher: {experiment: ids.b}, arms: {kd: {stages: [{name: 'main', epochs: 2, distill_weight: 0.5}]}}};
+  const {status, body} = await call('POST', '/api/studies', spec);
+  assert.equal(status, 201, JSON.stringify(body));
+  const deadline = Date.now() + 200000;
+  while ((await call('GET', `/api/studies/${body.id}`)).body.status !== 'succeeded') {
+    assert.ok(Date.now() < deadline, 'the study ends');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await go(page, `#/studies/${body.id}`);
+  const selector = 'figure.band-chart[data-kind="val/accuracy"]';
+  await page.waitForFunction((s) => Number(document.querySelector(s)?.dataset.series) > 0 &&
+    document.querySelector(s).bandChart.plot, selector);
+  const curves = (await call('GET', `/api/studies/${body.id}/curves?names=val/accuracy`)).body['val/accuracy'];
+  assert.ok(curves.series.length > 0);
+
+  const csv = await download(page.locator(`${selector} button[data-download="csv"]`));
+  assert.equal(csv.name, 'validation-accuracy-per-epoch.csv'); // named after the chart's title
+  const lines = csv.bytes.toString('utf8').trim().split('\n');
+  const header = lines[0].split(',');
+  assert.equal(header[0], 'epoch');
+  const shown = await page.$eval(selector, (f) => f.bandChart.given.filter((s) => s.x.length).map((s) => s.label));
+  assert.equal(header.length, 1 + 3 * shown.length);
+  const column = header.findIndex((name) => name.endsWith(' mean'));
+  assert.ok(column > 0);
+  const given = await page.$eval(selector, (f) => f.bandChart.given.find((s) => s.x.length).mean);
+  assert.ok(given.length > 0);
+  assert.ok(curves.series.some((s) => JSON.stringify(s.mean) === JSON.stringify(given)), 'a mean the API gives');
+  for (let row = 0; row < given.length; row++) {
+    assert.ok(Math.abs(Number(lines[row + 1].split(',')[column]) - given[row]) < 1e-12, `row ${row}`);
+  }
+
+  await page.locator(`${selector} input.smoothing`).fill('0.5');
+  await page.waitForFunction((s) => document.querySelector(s).dataset.smoothing === '0.5', selector);
+  const smoothed = await page.$eval(selector, (f) => f.bandChart.series[0].mean);
+  let last = 0;
+  given.forEach((v, i) => {
+    last = 0.5 * last + 0.5 * v;
+    assert.ok(Math.abs(smoothed[i] - last / (1 - 0.5 ** (i + 1))) < 1e-12, `smoothed mean ${i}`);
+  });
+  await page.locator(`${selector} input.log-scale`).check();
+  await page.waitForFunction((s) => document.querySelector(s).bandChart.plot?.scales.y.distr === 3, selector);
+  const png = await download(page.locator(`${selector} button[data-download="png"]`));
+  assert.deepEqual([...png.bytes.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
+  assert.ok(png.bytes.length > 2000, `a drawn chart, not an empty image (${png.bytes.length} bytes)`);
+});
+
 // --- accessibility ------------------------------------------------------------------------
 
 test('focus rings, aria-current in the nav, the live indicator in words', async () => {

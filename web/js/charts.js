@@ -12,7 +12,7 @@
 // raw values stay in `columns` (the legend shows them, with their share of the stack), the
 // running sums in `sums`, kept row by row like the rest.
 //
-// Every LiveChart has tools in its caption: smoothing (an exponential moving average, the
+// Every chart (LiveChart and BandChart) has tools in its caption: smoothing (an exponential moving average, the
 // raw curve faint behind it), a log scale, and downloads as PNG (what is drawn) and CSV (the
 // raw values). From the keyboard, the plot takes focus: the arrow keys move the cursor point
 // by point (Home, End, PageUp, PageDown further) and a live region reads out the values.
@@ -130,25 +130,8 @@ export class LiveChart {
 
   get length() { return this.x.length; }
 
-  // The caption's controls: smoothing, log scale, PNG, CSV.
   tools() {
-    const title = this.options.title || 'chart';
-    const shown = h('output', {class: 'smoothing-value'}, 'off');
-    const slider = h('input', {type: 'range', min: '0', max: '0.99', step: '0.01', value: '0', class: 'smoothing',
-      'aria-label': `smoothing of ${title}`, oninput: () => {
-        this.setSmoothing(Number(slider.value));
-        shown.textContent = this.smoothing ? this.smoothing.toFixed(2) : 'off';
-      }});
-    const log = h('input', {type: 'checkbox', class: 'log-scale', 'aria-label': `log scale for ${title}`,
-      onchange: () => this.setLogScale(log.checked)});
-    return h('span', {class: 'chart-tools'},
-      h('label', {class: 'inline', title: 'exponential moving average; the raw curve stays faint behind'}, 'smooth ',
-        slider, ' ', shown),
-      h('label', {class: 'inline'}, log, ' log'),
-      h('button', {type: 'button', class: 'secondary small', dataset: {download: 'png'},
-        'aria-label': `download ${title} as PNG`, onclick: () => this.downloadPng()}, 'PNG'),
-      h('button', {type: 'button', class: 'secondary small', dataset: {download: 'csv'},
-        'aria-label': `download ${title} as CSV`, onclick: () => this.downloadCsv()}, 'CSV'));
+    return chartTools(this, this.options.title || 'chart');
   }
 
   setSmoothing(weight) {
@@ -166,40 +149,22 @@ export class LiveChart {
     this.schedule();
   }
 
-  // A file name from the chart's title: "loss-total-by-step".
   fileName(extension) {
-    const base = (this.options.fileName || this.options.title || this.options.kind || 'chart').toLowerCase()
-      .replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-    return `${base || 'chart'}.${extension}`;
+    return fileNameOf(this.options, extension);
   }
 
-  // What is drawn, on the panel's colour (a transparent PNG is unreadable on a dark viewer).
   downloadPng() {
-    if (!this.plot) return;
-    const source = this.plot.ctx.canvas;
-    const canvas = document.createElement('canvas');
-    canvas.width = source.width;
-    canvas.height = source.height;
-    const ctx = canvas.getContext('2d');
-    ctx.fillStyle = themeColors().panel;
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.drawImage(source, 0, 0);
-    canvas.toBlob((blob) => saveFile(blob, this.fileName('png')), 'image/png');
+    if (this.plot) savePng(this.plot, this.fileName('png'));
   }
 
   // The raw values (the stacked ones as reported, not summed), one row per x; with the
   // smoothed values beside them while smoothing is on.
   csvText() {
-    const quote = (text) => (/[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
     const header = [this.options.xLabel, ...this.names];
-    const smoothed = this.smoothing > 0 ? this.names.map((name, i) => ema(this.columns[i], this.smoothing)) : [];
+    const smoothed = this.smoothing > 0 ? this.columns.map((values) => ema(values, this.smoothing)) : [];
     if (smoothed.length) header.push(...this.names.map((name) => `${name} (smoothed ${this.smoothing})`));
-    const lines = [header.map(quote).join(',')];
-    for (let row = 0; row < this.x.length; row++) {
-      const cells = [this.x[row], ...this.columns.map((values) => values[row]), ...smoothed.map((values) => values[row])];
-      lines.push(cells.map((v) => (v == null ? '' : String(v))).join(','));
-    }
-    return `${lines.join('\n')}\n`;
+    return csvOf(header, this.x.map((x, row) => [x, ...this.columns.map((values) => values[row]),
+      ...smoothed.map((values) => values[row])]));
   }
 
   downloadCsv() {
@@ -438,7 +403,7 @@ export class LiveChart {
         max = max == null ? y : Math.max(max, y);
       }
       if (min == null || max == null) return this.logScale ? [0.1, 1] : [0, 1];
-      if (this.logScale) return uPlot.rangeLog(Math.max(min, 1e-12), Math.max(max, 1e-12), 10, true);
+      if (this.logScale) return logRange(min, max);
       if (stacked.length) min = Math.min(0, min);
       const range = uPlot.rangeNum(min, max, 0.1, true);
       const bounds = options.yBounds;
@@ -562,6 +527,60 @@ export class LiveChart {
   }
 }
 
+// A chart's caption controls: smoothing, log scale, PNG, CSV. `chart` has setSmoothing,
+// setLogScale, downloadPng and downloadCsv (LiveChart and BandChart alike).
+function chartTools(chart, title) {
+  const shown = h('output', {class: 'smoothing-value'}, 'off');
+  const slider = h('input', {type: 'range', min: '0', max: '0.99', step: '0.01', value: '0', class: 'smoothing',
+    'aria-label': `smoothing of ${title}`, oninput: () => {
+      chart.setSmoothing(Number(slider.value));
+      shown.textContent = chart.smoothing ? chart.smoothing.toFixed(2) : 'off';
+    }});
+  const log = h('input', {type: 'checkbox', class: 'log-scale', 'aria-label': `log scale for ${title}`,
+    onchange: () => chart.setLogScale(log.checked)});
+  return h('span', {class: 'chart-tools'},
+    h('label', {class: 'inline', title: 'exponential moving average; the raw curve stays faint behind'}, 'smooth ',
+      slider, ' ', shown),
+    h('label', {class: 'inline'}, log, ' log'),
+    h('button', {type: 'button', class: 'secondary small', dataset: {download: 'png'},
+      'aria-label': `download ${title} as PNG`, onclick: () => chart.downloadPng()}, 'PNG'),
+    h('button', {type: 'button', class: 'secondary small', dataset: {download: 'csv'},
+      'aria-label': `download ${title} as CSV`, onclick: () => chart.downloadCsv()}, 'CSV'));
+}
+
+// A file name from a chart's title: "loss-total-by-step.png".
+function fileNameOf(options, extension) {
+  const base = (options.fileName || options.title || options.kind || 'chart').toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  return `${base || 'chart'}.${extension}`;
+}
+
+// What a uPlot has drawn, on the panel's colour (a transparent PNG is unreadable on a dark
+// viewer), saved as a PNG file.
+function savePng(plot, name) {
+  const source = plot.ctx.canvas;
+  const canvas = document.createElement('canvas');
+  canvas.width = source.width;
+  canvas.height = source.height;
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = themeColors().panel;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(source, 0, 0);
+  canvas.toBlob((blob) => saveFile(blob, name), 'image/png');
+}
+
+// CSV text: a header and rows of numbers (empty where there is none).
+function csvOf(header, rows) {
+  const quote = (text) => (/[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
+  return `${[header.map(quote).join(','), ...rows.map((cells) => cells.map((v) => (v == null ? '' : String(v)))
+    .join(','))].join('\n')}\n`;
+}
+
+// A y scale's range on a log axis: whole decades around what is there.
+function logRange(min, max) {
+  return uPlot.rangeLog(Math.max(min, 1e-12), Math.max(max, 1e-12), 10, true);
+}
+
 // An exponential moving average, debiased as TensorBoard does (the first points are not
 // pulled towards zero); gaps stay gaps.
 export function ema(values, weight) {
@@ -602,11 +621,15 @@ export class BandChart {
     this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
     this.plotElement.style.minHeight = `${this.options.height + 10}px`;
     this.legend = h('ul', {class: 'band-legend'});
+    this.smoothing = 0;
+    this.logScale = false;
     this.element = h('figure', {class: 'chart band-chart', dataset: {kind: this.options.kind || '', series: '0'}},
-      h('figcaption', {}, this.options.title || ''), this.plotElement, this.legend);
+      h('figcaption', {}, h('span', {class: 'chart-title'}, this.options.title || ''),
+        chartTools(this, this.options.title || 'chart')), this.plotElement, this.legend);
     this.element.bandChart = this; // for the browser tests, which read the colours drawn
     parent.append(this.element);
     this.series = [];
+    this.given = []; // the series as set, before smoothing
     this.plot = null;
     this.resizer = new ResizeObserver(() => this.resize());
     this.resizer.observe(this.plotElement);
@@ -619,7 +642,12 @@ export class BandChart {
   // series: [{label, color, dashed, band, width, rank, x, mean, low, high, n}], drawn in this
   // order (the last on top) and listed in the legend by rank. Replaces what was drawn.
   setSeries(series) {
-    this.series = series.filter((s) => s.x && s.x.length);
+    this.given = series;
+    // Smoothed, the mean and both edges of the band each go through the moving average.
+    const smooth = (values) => (this.smoothing > 0 && values ? ema(values, this.smoothing) : values);
+    this.series = series.filter((s) => s.x && s.x.length)
+      .map((s) => (this.smoothing > 0 ? {...s, mean: smooth(s.mean), low: smooth(s.low), high: smooth(s.high)} : s));
+    this.element.dataset.smoothing = String(this.smoothing);
     if (this.plot) this.plot.destroy();
     this.plot = null;
     this.element.dataset.series = String(this.series.length);
@@ -664,6 +692,7 @@ export class BandChart {
     const bounds = this.options.yBounds;
     const rangeY = (u, min, max) => {
       if (min == null || max == null) return bounds ? [...bounds] : [0, 1];
+      if (this.logScale) return logRange(min, max);
       const range = uPlot.rangeNum(min, max, 0.1, true);
       if (bounds) {
         range[0] = Math.max(range[0], bounds[0]);
@@ -676,7 +705,7 @@ export class BandChart {
     this.plot = new uPlot({
       width: this.width(),
       height: this.options.height,
-      scales: {x: {time: false}, y: {range: rangeY}},
+      scales: {x: {time: false}, y: this.logScale ? {range: rangeY, distr: 3, log: 10} : {range: rangeY}},
       series: uSeries,
       bands,
       axes: [xAxis, axis],
@@ -686,6 +715,33 @@ export class BandChart {
       hooks: {setCursor: [(u) => this.renderLegend(u.cursor.idx)], draw: [(u) => this.drawWhiskers(u)]},
     }, data, this.plotElement);
     this.renderLegend(null);
+  }
+
+  setSmoothing(weight) {
+    this.smoothing = Math.max(0, Math.min(0.99, weight || 0));
+    this.setSeries(this.given);
+  }
+
+  setLogScale(on) {
+    this.logScale = !!on;
+    this.element.dataset.log = this.logScale ? 'yes' : 'no';
+    this.setSeries(this.given);
+  }
+
+  downloadPng() {
+    if (this.plot) savePng(this.plot, fileNameOf(this.options, 'png'));
+  }
+
+  // Each series' mean and interval as given (not smoothed), on the x of all of them.
+  downloadCsv() {
+    const series = this.given.filter((s) => s.x && s.x.length);
+    if (!series.length) return;
+    const joined = uPlot.join(series.map((s) => [s.x, s.mean, s.low || s.mean, s.high || s.mean]));
+    const header = [this.options.xLabel, ...series.flatMap((s) => [`${s.label} mean`, `${s.label} low`,
+      `${s.label} high`])];
+    const rows = Array.from(joined[0], (x, row) => [x, ...series.flatMap((s, i) => [1, 2, 3]
+      .map((part) => joined[1 + i * 3 + part - 1][row]))]);
+    saveFile(new Blob([csvOf(header, rows)], {type: 'text/csv'}), fileNameOf(this.options, 'csv'));
   }
 
   // A band around a single point (a one-epoch run's validation accuracy) has no area: its
