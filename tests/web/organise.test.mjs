@@ -450,6 +450,29 @@ test('a study\'s mean curves have the same tools: smoothing, log scale, PNG, CSV
   const png = await download(page.locator(`${selector} button[data-download="png"]`));
   assert.deepEqual([...png.bytes.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
   assert.ok(png.bytes.length > 2000, `a drawn chart, not an empty image (${png.bytes.length} bytes)`);
+
+  // The study's own tags, note, name and archive, from its page; the list hides it then.
+  await page.locator('.study-header details.organise summary').click();
+  await page.locator('.study-header input[name="rename"]').fill('org-study-2');
+  await page.locator('.study-header input[name="tags"]').fill('kd first-try');
+  await page.locator('.study-header textarea[name="note"]').fill('one seed only');
+  await page.locator('.study-header button[data-action="save"]').click();
+  await page.locator('.study-header .organise-status', {hasText: 'saved'}).waitFor();
+  const saved = (await call('GET', `/api/studies/${body.id}`)).body;
+  assert.deepEqual([saved.name, saved.tags, saved.note], ['org-study-2', ['first-try', 'kd'], 'one seed only']);
+  await page.locator('.study-header h1', {hasText: 'org-study-2'}).waitFor();
+  await page.locator('.study-header button[data-action="archive"]').click();
+  await page.locator('.study-header .organise-shown .tag.archived').waitFor();
+  assert.ok((await call('GET', `/api/studies/${body.id}`)).body.archived_at);
+  assert.equal(await page.locator('.study-header button[data-action="delete"]').count(), 0, 'a study is not deleted');
+  await go(page, '#/studies');
+  await page.waitForFunction(() => document.querySelector('table.studies tbody tr') ||
+    !document.querySelector('p.empty').hidden); // the list has been read
+  assert.equal(await page.locator(`table.studies tr[data-id="${body.id}"]`).count(), 0, 'archived: not listed');
+  await page.locator('select[name="archived"]').selectOption('1');
+  const listed = page.locator(`table.studies tr[data-id="${body.id}"]`);
+  await listed.waitFor();
+  assert.deepEqual(await listed.locator('.tag').allInnerTexts(), ['first-try', 'kd', 'archived']);
 });
 
 // --- accessibility ------------------------------------------------------------------------

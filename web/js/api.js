@@ -75,7 +75,7 @@ export const api = {
   sql: (sql, params = []) => call('POST', '/api/sql', {body: {sql, params}}),
   // Studies (docs/api.md): {studies: [...], next_before}; one study with its runs and
   // statistics; each arm's mean curves ({name: {x, series}}), at most `points` per arm.
-  studies: ({limit, before} = {}) => call('GET', `/api/studies${query({limit, before})}`),
+  studies: ({limit, before, archived} = {}) => call('GET', `/api/studies${query({limit, before, archived})}`),
   study: (id) => call('GET', `/api/studies/${id}`),
   studyCurves: (id, {names, points} = {}) =>
     call('GET', `/api/studies/${id}/curves${query({names: names && names.join(','), points})}`),

@@ -17,12 +17,12 @@
 //
 // The page is in three modules: this one (the header, the stream and the history, feeding
 // the charts), experiment_charts.js (which chart each curve goes to, the per-class bars),
-// experiment_panels.js (the checkpoints and the worker's report) and experiment_organise.js
-// (name, tags, note, archive, delete).
+// experiment_panels.js (the checkpoints and the worker's report); ../organise.js has its
+// name, tags, note, archive and delete.
 
 import {api, streamUrl} from '../api.js';
 import {openStream} from '../stream.js';
-import {organiseControls} from './experiment_organise.js';
+import {organiseControls} from '../organise.js';
 import {checkpointsPanel, workerPanel} from './experiment_panels.js';
 import {CHARTS, ClassBars, EVALUATION, SPLIT_ORDER, referenceChart, routeOf} from './experiment_charts.js';
 import {LiveChart, colorFor} from '../charts.js';
@@ -55,7 +55,8 @@ export function mount(root, {params}) {
   // must survive that.
   const cancelButton = confirmButton('Cancel', 'Really cancel?', () => api.cancel(id).catch((e) => showError(e.message)),
     {class: 'danger', dataset: {action: 'cancel'}});
-  const organise = organiseControls(id, {onChanged: (changed) => {
+  const organise = organiseControls({patch: (changes) => api.patchExperiment(id, changes),
+    remove: () => api.deleteExperiment(id), done: () => { location.hash = '#/experiments'; }, onChanged: (changed) => {
     experiment = {...experiment, ...changed};
     shownTitle = null;
     scheduleHeader();

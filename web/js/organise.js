@@ -1,16 +1,16 @@
-// views/experiment_organise.js — the experiment page's organising controls: its tags and note
-// shown under the title, and a form to rename it, edit its tags and note, archive or delete
-// it (PATCH and DELETE /api/experiments/{id}, docs/api.md "Organising"). The page hands it
-// each new copy of the run; what the user is typing is never overwritten by one.
+// organise.js — the organising controls of an experiment's page and a study's: its tags and
+// note shown under the title, and a form to rename it and edit its tags and note; Archive,
+// and for an experiment Delete (PATCH and DELETE /api/experiments/{id} and
+// /api/studies/{id}, docs/api.md "Organising"). The page hands it each new copy of the thing;
+// what the user is typing is never overwritten by one.
 
-import {api} from '../api.js';
-import {h, clear, confirmButton, ACTIVE} from '../dom.js';
+import {h, clear, confirmButton, ACTIVE} from './dom.js';
 
 const tagList = (text) => text.split(/[\s,]+/).map((t) => t.trim()).filter(Boolean);
 
-// onChanged(experiment): after a change, with the run as the server now has it;
-// onError(message).
-export function organiseControls(id, {onChanged, onError}) {
+// patch(changes) → the thing as the server now has it; remove() deletes it (null: no
+// Delete button); done() after a deletion; onChanged(thing) after a change; onError(message).
+export function organiseControls({patch, remove = null, done = null, onChanged, onError}) {
   const shown = h('div', {class: 'organise-shown'});
   const nameInput = h('input', {type: 'text', name: 'rename', 'aria-label': 'name', maxlength: '127'});
   const tagsInput = h('input', {type: 'text', name: 'tags', 'aria-label': 'tags, separated by commas or spaces',
@@ -21,7 +21,7 @@ export function organiseControls(id, {onChanged, onError}) {
 
   async function change(changes, done) {
     try {
-      const changed = await api.patchExperiment(id, changes);
+      const changed = await patch(changes);
       status.textContent = done;
       onChanged(changed);
     } catch (e) {
@@ -39,14 +39,14 @@ export function organiseControls(id, {onChanged, onError}) {
   const archiveButton = h('button', {type: 'button', class: 'secondary', dataset: {action: 'archive'}, onclick: () =>
     change({archived: !(experiment && experiment.archived_at)}, experiment && experiment.archived_at ? 'unarchived'
       : 'archived')});
-  const deleteButton = confirmButton('Delete', 'Really delete? Its curves and checkpoints go too', async () => {
+  const deleteButton = remove ? confirmButton('Delete', 'Really delete? Its curves and checkpoints go too', async () => {
     try {
-      await api.deleteExperiment(id);
-      location.hash = '#/experiments';
+      await remove();
+      if (done) done();
     } catch (e) {
       onError(e.message);
     }
-  }, {class: 'danger', dataset: {action: 'delete'}});
+  }, {class: 'danger', dataset: {action: 'delete'}}) : null;
   const panel = h('details', {class: 'organise'}, h('summary', {}, 'Name, tags, note'), form);
 
   // A new copy of the run: the shown tags and note, and the form's fields unless being edited.
@@ -64,8 +64,10 @@ export function organiseControls(id, {onChanged, onError}) {
       noteInput.value = next.note || '';
     }
     archiveButton.textContent = next.archived_at ? 'Unarchive' : 'Archive';
-    deleteButton.hidden = next.status === 'running';
-    deleteButton.title = ACTIVE.has(next.status) ? 'deleting a waiting run also takes it off the queue' : '';
+    if (deleteButton) {
+      deleteButton.hidden = next.status === 'running';
+      deleteButton.title = ACTIVE.has(next.status) ? 'deleting a waiting run also takes it off the queue' : '';
+    }
   }
 
   return {shown, panel, buttons: [archiveButton, deleteButton], update};
