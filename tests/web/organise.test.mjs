@@ -451,6 +451,15 @@ test('a study\'s mean curves have the same tools: smoothing, log scale, PNG, CSV
   assert.deepEqual([...png.bytes.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
   assert.ok(png.bytes.length > 2000, `a drawn chart, not an empty image (${png.bytes.length} bytes)`);
 
+  // From the keyboard: Tab onto the plot, Home to the first epoch, the values read out.
+  await page.locator(`${selector} button[data-download="csv"]`).focus();
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Home');
+  await page.waitForFunction((s) => document.querySelector(s).dataset.cursor === '0', selector);
+  const readout = await page.locator(`${selector} .chart-readout`).innerText();
+  const first = await page.$eval(selector, (f) => f.bandChart.series.map((s) => s.label));
+  assert.match(readout, new RegExp(`^epoch 1: ${first[0]} \\d`));
+
   // The study's own tags, note, name and archive, from its page; the list hides it then.
   await page.locator('.study-header details.organise summary').click();
   await page.locator('.study-header input[name="rename"]').fill('org-study-2');

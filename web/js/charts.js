@@ -102,9 +102,8 @@ export class LiveChart {
       color: colorFor, height: 220, order: null, stacked: null, references: () => [], yBounds: null, axisLabels: {},
       empty: 'loading…'};
     for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
-    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}, tabindex: '0', role: 'group',
-      'aria-roledescription': 'chart', 'aria-label': `${this.options.title || 'chart'}: arrow keys read the values`,
-      onkeydown: (event) => this.onKey(event)});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty},
+      ...focusable(this.options.title, (event) => this.onKey(event))});
     this.plotElement.style.minHeight = `${this.options.height + 30}px`;
     this.smoothing = 0; // the EMA's weight of the past, 0 (off) to 0.99
     this.logScale = false;
@@ -174,15 +173,8 @@ export class LiveChart {
   // Arrow keys move the cursor a point; Home and End go to the ends, PageUp and PageDown a
   // tenth of the way. The values at the point are read out (and shown in the legend).
   onKey(event) {
-    const n = this.x.length;
-    if (!this.plot || n === 0) return;
-    const page = Math.max(1, Math.round(n / 10));
-    const at = this.keyIndex ?? n - 1;
-    const moves = {ArrowLeft: at - 1, ArrowRight: at + 1, ArrowDown: at - 1, ArrowUp: at + 1, Home: 0, End: n - 1,
-      PageDown: at - page, PageUp: at + page};
-    if (!(event.key in moves)) return;
-    event.preventDefault();
-    this.moveCursor(Math.max(0, Math.min(n - 1, moves[event.key])));
+    const index = this.plot ? keyTarget(event, this.keyIndex, this.x.length) : null;
+    if (index != null) this.moveCursor(index);
   }
 
   moveCursor(index) {
@@ -548,6 +540,25 @@ function chartTools(chart, title) {
       'aria-label': `download ${title} as CSV`, onclick: () => chart.downloadCsv()}, 'CSV'));
 }
 
+// The point a key moves a chart's cursor to (from `at`, or the newest when none yet), or
+// null for a key that does not move it (then the page keeps it: Tab goes on).
+function keyTarget(event, at, n) {
+  if (n === 0) return null;
+  const page = Math.max(1, Math.round(n / 10));
+  const from = at ?? n - 1;
+  const moves = {ArrowLeft: from - 1, ArrowRight: from + 1, ArrowDown: from - 1, ArrowUp: from + 1, Home: 0,
+    End: n - 1, PageDown: from - page, PageUp: from + page};
+  if (!(event.key in moves)) return null;
+  event.preventDefault();
+  return Math.max(0, Math.min(n - 1, moves[event.key]));
+}
+
+// The plot's attributes that make it a keyboard stop with a name.
+function focusable(title, onKey) {
+  return {tabindex: '0', role: 'group', 'aria-roledescription': 'chart',
+    'aria-label': `${title || 'chart'}: arrow keys read the values`, onkeydown: onKey};
+}
+
 // A file name from a chart's title: "loss-total-by-step.png".
 function fileNameOf(options, extension) {
   const base = (options.fileName || options.title || options.kind || 'chart').toLowerCase()
@@ -618,14 +629,17 @@ export function saveFile(blob, name) {
 export class BandChart {
   constructor(parent, options) {
     this.options = {xLabel: 'step', yBounds: null, format: formatNumber, height: 200, empty: 'loading…', ...options};
-    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty},
+      ...focusable(this.options.title, (event) => this.onKey(event))});
     this.plotElement.style.minHeight = `${this.options.height + 10}px`;
     this.legend = h('ul', {class: 'band-legend'});
+    this.readout = h('p', {class: 'chart-readout', 'aria-live': 'polite'});
+    this.keyIndex = null;
     this.smoothing = 0;
     this.logScale = false;
     this.element = h('figure', {class: 'chart band-chart', dataset: {kind: this.options.kind || '', series: '0'}},
       h('figcaption', {}, h('span', {class: 'chart-title'}, this.options.title || ''),
-        chartTools(this, this.options.title || 'chart')), this.plotElement, this.legend);
+        chartTools(this, this.options.title || 'chart')), this.plotElement, this.legend, this.readout);
     this.element.bandChart = this; // for the browser tests, which read the colours drawn
     parent.append(this.element);
     this.series = [];
@@ -720,6 +734,21 @@ export class BandChart {
   setSmoothing(weight) {
     this.smoothing = Math.max(0, Math.min(0.99, weight || 0));
     this.setSeries(this.given);
+  }
+
+  onKey(event) {
+    const index = this.plot ? keyTarget(event, this.keyIndex, this.data[0].length) : null;
+    if (index == null) return;
+    this.keyIndex = index;
+    const u = this.plot;
+    u.setCursor({left: u.valToPos(this.data[0][index], 'x'), top: u.over.clientHeight / 2});
+    const {format} = this.options;
+    const values = this.series.map((s, i) => [s, this.data[this.means + i][index], this.data[1 + this.series.length + i][index],
+      this.data[1 + i][index]]).filter(([, mean]) => mean != null);
+    this.readout.textContent = `${this.options.xLabel} ${formatNumber(this.data[0][index])}: ${values.map(([s, mean, low,
+      high]) => `${s.label} ${format(mean)}${low != null && high != null && high > low ? ` [${format(low)}, ${format(high)}]`
+      : ''}`).join(', ') || 'no value'}`;
+    this.element.dataset.cursor = String(index);
   }
 
   setLogScale(on) {
