@@ -2,8 +2,8 @@
  * from the shell, through PATCH and DELETE /api/experiments/{id} (docs/api.md,
  * "Organising"). Each prints what the experiment is now (or that it is gone) and returns a
  * CLI_EXIT_* code; the server's refusals (a bad tag, a run still running, a teacher of
- * another) are printed with its reason, exit 1. Arguments are read here, by the commands
- * themselves, so that this file stands alone beside the shared option parser. */
+ * another) are printed with its reason, exit 1. Options come from each command's table in
+ * mapsage.c, through the shared parser. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -55,33 +55,31 @@ static int patch(const cli_global_t *global, long long id, json_t *changes, int 
   return exit_code;
 }
 
-/* `COMMAND ID [WORDS…] [flags]`: the id, the other words in order, which flags were given.
- * Returns CLI_PROCEED or the exit code to return at once. */
-static int parse(const char *command, int argc, char **argv, const char *const *flags, int *given, long long *id,
-                 const char ***words, int *n_words) {
+/* `COMMAND ID [WORDS…] [flags]` through the command's option table (mapsage.c): the id, the
+ * other words in order (freed by the caller), which of --remove, --clear, --undo and --json
+ * were given. Returns CLI_PROCEED or the exit code to return at once. */
+typedef struct {
+  int remove, clear, undo, json;
+} organise_flags_t;
+
+static int parse(const cli_global_t *global, const char *command, int argc, char **argv, organise_flags_t *flags,
+                 long long *id, const char ***words, int *n_words) {
   const char *id_text = NULL;
-  *words = calloc((size_t)argc, sizeof **words);
-  if (*words == NULL) return cli_out_of_memory();
+  *flags = (organise_flags_t){.json = global->json};
   *n_words = 0;
-  int rest_are_words = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *argument = argv[i];
-    int flag = -1;
-    for (int f = 0; !rest_are_words && flags && flags[f]; f++)
-      if (strcmp(argument, flags[f]) == 0) flag = f;
-    if (flag >= 0) {
-      given[flag] = 1;
-    } else if (!rest_are_words && (strcmp(argument, "-h") == 0 || strcmp(argument, "--help") == 0)) {
-      return cli_help(command);
-    } else if (!rest_are_words && strcmp(argument, "--") == 0) {
-      rest_are_words = 1;
-    } else if (!rest_are_words && argument[0] == '-' && argument[1] != '\0') {
-      return cli_usage_error(command, "unknown option %s", argument);
-    } else if (id_text == NULL) {
-      id_text = argument;
-    } else {
-      (*words)[(*n_words)++] = argument;
-    }
+  *words = calloc((size_t)argc + 1, sizeof **words);
+  if (*words == NULL) return cli_out_of_memory();
+  options_t parser;
+  cli_options_init(&parser, command, argc, argv);
+  int key;
+  while ((key = options_next(&parser)) != OPTIONS_END) {
+    if (key == OPTIONS_ARGUMENT && id_text == NULL) id_text = parser.value;
+    else if (key == OPTIONS_ARGUMENT) (*words)[(*n_words)++] = parser.value;
+    else if (key == CLI_OPTION_REMOVE) flags->remove = 1;
+    else if (key == CLI_OPTION_CLEAR) flags->clear = 1;
+    else if (key == CLI_OPTION_UNDO) flags->undo = 1;
+    else if (key == CLI_OPTION_JSON) flags->json = 1;
+    else return cli_options_default(&parser, command, key);
   }
   if (id_text == NULL) return cli_usage_error(command, "which experiment? give its ID");
   if (cli_parse_id(id_text, id) != 0) return cli_usage_error(command, "an ID is a positive number, not %s", id_text);
@@ -89,22 +87,21 @@ static int parse(const char *command, int argc, char **argv, const char *const *
 }
 
 int command_tag(const cli_global_t *global, int argc, char **argv) {
-  static const char *const flags[] = {"--remove", "--clear", "--json", NULL};
-  int given[3] = {0};
+  organise_flags_t flags;
   long long id;
   const char **words = NULL;
   int n_words = 0;
-  int result = parse("tag", argc, argv, flags, given, &id, &words, &n_words);
-  if (result == CLI_PROCEED && n_words == 0 && !given[1])
+  int result = parse(global, "tag", argc, argv, &flags, &id, &words, &n_words);
+  if (result == CLI_PROCEED && n_words == 0 && !flags.clear)
     result = cli_usage_error("tag", "which tags? give one or more (or --clear)");
-  if (result == CLI_PROCEED && given[1] && (n_words > 0 || given[0]))
+  if (result == CLI_PROCEED && flags.clear && (n_words > 0 || flags.remove))
     result = cli_usage_error("tag", "--clear takes no tags");
   if (result == CLI_PROCEED) {
     json_t *tags = json_array();
     for (int i = 0; i < n_words; i++) json_array_append_new(tags, json_string(words[i]));
     json_t *changes = json_object();
-    json_object_set_new(changes, given[1] ? "tags" : given[0] ? "remove_tags" : "add_tags", tags);
-    result = patch(global, id, changes, given[2], "tags");
+    json_object_set_new(changes, flags.clear ? "tags" : flags.remove ? "remove_tags" : "add_tags", tags);
+    result = patch(global, id, changes, flags.json, "tags");
   }
   free(words);
   return result;
@@ -129,12 +126,11 @@ static char *read_note(void) {
 }
 
 int command_note(const cli_global_t *global, int argc, char **argv) {
-  static const char *const flags[] = {"--json", NULL};
-  int given[1] = {0};
+  organise_flags_t flags;
   long long id;
   const char **words = NULL;
   int n_words = 0;
-  int result = parse("note", argc, argv, flags, given, &id, &words, &n_words);
+  int result = parse(global, "note", argc, argv, &flags, &id, &words, &n_words);
   if (result == CLI_PROCEED && n_words != 1)
     result = cli_usage_error("note", "give the note as one argument (quoted), - to read it from standard input, "
                                      "or \"\" to clear it");
@@ -145,7 +141,7 @@ int command_note(const cli_global_t *global, int argc, char **argv) {
     } else {
       json_t *changes = json_object();
       json_object_set_new(changes, "note", json_string(from_input ? from_input : words[0]));
-      result = patch(global, id, changes, given[0], "note");
+      result = patch(global, id, changes, flags.json, "note");
     }
     free(from_input);
   }
@@ -154,27 +150,26 @@ int command_note(const cli_global_t *global, int argc, char **argv) {
 }
 
 int command_rename(const cli_global_t *global, int argc, char **argv) {
-  static const char *const flags[] = {"--json", NULL};
-  int given[1] = {0};
+  organise_flags_t flags;
   long long id;
   const char **words = NULL;
   int n_words = 0;
-  int result = parse("rename", argc, argv, flags, given, &id, &words, &n_words);
+  int result = parse(global, "rename", argc, argv, &flags, &id, &words, &n_words);
   if (result == CLI_PROCEED && n_words != 1) result = cli_usage_error("rename", "give the new name as one argument");
-  if (result == CLI_PROCEED) result = patch(global, id, json_pack("{s:s}", "name", words[0]), given[0], "name");
+  if (result == CLI_PROCEED) result = patch(global, id, json_pack("{s:s}", "name", words[0]), flags.json, "name");
   free(words);
   return result;
 }
 
 int command_archive(const cli_global_t *global, int argc, char **argv) {
-  static const char *const flags[] = {"--undo", "--json", NULL};
-  int given[2] = {0};
+  organise_flags_t flags;
   long long id;
   const char **words = NULL;
   int n_words = 0;
-  int result = parse("archive", argc, argv, flags, given, &id, &words, &n_words);
+  int result = parse(global, "archive", argc, argv, &flags, &id, &words, &n_words);
   if (result == CLI_PROCEED && n_words > 0) result = cli_usage_error("archive", "one experiment at a time");
-  if (result == CLI_PROCEED) result = patch(global, id, json_pack("{s:b}", "archived", !given[0]), given[1], "archived");
+  if (result == CLI_PROCEED)
+    result = patch(global, id, json_pack("{s:b}", "archived", !flags.undo), flags.json, "archived");
   free(words);
   return result;
 }
@@ -182,7 +177,7 @@ int command_archive(const cli_global_t *global, int argc, char **argv) {
 int command_rm(const cli_global_t *global, int argc, char **argv) {
   long long id;
   int json = 0;
-  int parsed = cli_parse_id_command("rm", argc, argv, &id, &json);
+  int parsed = cli_parse_id_command(global, "rm", argc, argv, &id, &json);
   if (parsed != CLI_PROCEED) return parsed;
   char path[80];
   snprintf(path, sizeof path, "/api/experiments/%lld", id);

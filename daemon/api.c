@@ -13,8 +13,8 @@
 #include "config.h"
 #include "report.h"
 #include "util.h"
+#include "version.h"
 
-#define MAPSAGE_VERSION "0.1.0"
 
 static api_t *app(const http_request_t *request) { return http_app(request); }
 
