@@ -202,6 +202,7 @@ int api_delete_experiment(http_request_t *request) {
   if (result == -EBUSY) return http_respond_error(request, MHD_HTTP_CONFLICT, "%s", reason);
   if (result != 0) return result;
   if ((result = db_experiment_delete(api->db, id)) != 0) return result;
+  sse_publish_deleted(api->hub, id);
   int files = 0;
   int removed = remove_checkpoints(directory, &files);
   if (removed != 0)

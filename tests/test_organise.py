@@ -148,8 +148,16 @@ class Organise(unittest.TestCase):
         files = os.listdir(directory)
         self.assertTrue(files)
         self.patch("/api/experiments/%d" % experiment_id, {"tags": ["doomed"], "note": "bye"})
-        status, _, body = self.daemon.request("DELETE", "/api/experiments/%d" % experiment_id)
-        self.assertEqual(200, status, body)
+        events = self.daemon.events()
+        try:
+            status, _, body = self.daemon.request("DELETE", "/api/experiments/%d" % experiment_id)
+            self.assertEqual(200, status, body)
+            for event in events:  # the lists are told
+                if event["event"] == "deleted":
+                    self.assertEqual({"id": experiment_id}, event["data"])
+                    break
+        finally:
+            events.close()
         self.assertEqual({"id": experiment_id, "deleted": True, "files_removed": len(files)}, body)
         self.assertFalse(os.path.exists(directory))
         for suffix in ["", "/metrics", "/log", "/report"]:

@@ -256,6 +256,14 @@ test('archive and delete from the list', async () => {
   await remove.click();
   await doomed.waitFor({state: 'detached'});
   assert.equal((await call('GET', `/api/experiments/${ids.doomed}`)).status, 404);
+  // Deleted elsewhere (the API, another tab): the row goes too, by the stream.
+  await page.evaluate(() => { window.notReloaded = true; });
+  const elsewhere = await submit(run('org-elsewhere', 0.05, 1));
+  await waitStatus(elsewhere, ['succeeded']);
+  await page.locator(`tr[data-id="${elsewhere}"]`).waitFor();
+  assert.equal((await call('DELETE', `/api/experiments/${elsewhere}`)).status, 200);
+  await page.locator(`tr[data-id="${elsewhere}"]`).waitFor({state: 'detached'});
+  assert.equal(await page.evaluate(() => window.notReloaded), true, 'by the stream, not a reload');
 });
 
 // --- compare ------------------------------------------------------------------------------

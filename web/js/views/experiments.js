@@ -179,11 +179,8 @@ export function mount(root, {query}) {
     row.archive = h('button', {type: 'button', class: 'secondary small', dataset: {action: 'archive'}, onclick: () =>
       api.patchExperiment(experiment.id, {archived: row.experiment.archived_at == null}).then((changed) => upsert(changed))
         .catch((e) => showError(`archive #${experiment.id}: ${e.message}`))});
-    row.remove = confirmButton('Delete', 'Really delete?', () => api.deleteExperiment(experiment.id).then(() => {
-      row.tr.remove();
-      state.rows.delete(experiment.id);
-      updateEmpty();
-    }).catch((e) => showError(`delete #${experiment.id}: ${e.message}`)), {class: 'danger small', dataset: {action: 'delete'}});
+    row.remove = confirmButton('Delete', 'Really delete?', () => api.deleteExperiment(experiment.id)
+      .then(() => drop(experiment)).catch((e) => showError(`delete #${experiment.id}: ${e.message}`)), {class: 'danger small', dataset: {action: 'delete'}});
     row.cells.actions.append(row.archive, row.remove);
     row.link = link;
     append(row.tr, Object.values(row.cells));
@@ -353,7 +350,16 @@ export function mount(root, {query}) {
   }
 
   renderHead();
-  const stream = openStream(streamUrl.events(), {experiment: (experiment) => upsert(experiment)},
+  // Deleted elsewhere (another tab, `mapsage rm`): its row goes.
+  function drop({id}) {
+    const row = state.rows.get(id);
+    if (!row) return;
+    row.tr.remove();
+    state.rows.delete(id);
+    updateEmpty();
+  }
+
+  const stream = openStream(streamUrl.events(), {experiment: (experiment) => upsert(experiment), deleted: drop},
     {onReopen: () => load(null)});
   load(null);
 
