@@ -8,11 +8,12 @@
 -- The daemon runs this whole file at every start, in one transaction: tables and indexes
 -- are created if missing, and views are dropped and made again, so a database always has
 -- the views of the daemon that opened it. PRAGMA user_version counts the versions of the
--- tables: version 3 is this file; a change to a released table adds a migration (in
+-- tables: version 5 is this file; a change to a released table adds a migration (in
 -- daemon/db.c) that brings version N to N+1 (2 added experiments.planned_epochs and
 -- planned_stages; 3 added the study tables, which need no migration: they are created
--- when missing; the jobs table, added later, needs no version of its own either: it is
--- created when missing).
+-- when missing; 4 added experiments.dataset and dataset_checksum, filled by a trigger; 5
+-- added note and archived_at to experiments and studies, and the tag tables. The jobs table
+-- of the Slurm executor needs no version of its own: it is created when missing).
 
 CREATE TABLE IF NOT EXISTS experiments (
   id           INTEGER PRIMARY KEY,
@@ -35,7 +36,9 @@ CREATE TABLE IF NOT EXISTS experiments (
   step         INTEGER,
   stage        INTEGER,
   planned_epochs INTEGER,                      -- the config's epochs in all its stages
-  planned_stages INTEGER                       -- how many stages the config has
+  planned_stages INTEGER,                      -- how many stages the config has
+  note         TEXT NOT NULL DEFAULT '',       -- the user's free text, editable at any time
+  archived_at  TEXT                            -- when it was archived (hidden from the default list); NULL: not
 );
 CREATE INDEX IF NOT EXISTS experiments_by_queue ON experiments (status, priority DESC, id);
 CREATE INDEX IF NOT EXISTS experiments_by_teacher ON experiments (teacher_id) WHERE teacher_id IS NOT NULL;
@@ -142,8 +145,10 @@ CREATE TABLE IF NOT EXISTS studies (
   started_at   TEXT,                           -- when its first run started
   finished_at  TEXT,                           -- when its last run ended
   error        TEXT,                           -- failed: which runs failed
-  statistics   TEXT                            -- JSON: arms, comparisons, grid (as the API shows them),
+  statistics   TEXT,                           -- JSON: arms, comparisons, grid (as the API shows them),
                                                -- computed by the daemon each time one of its runs ends
+  note         TEXT NOT NULL DEFAULT '',       -- the user's free text, editable at any time
+  archived_at  TEXT                            -- when it was archived (hidden from the default list); NULL: not
 );
 
 -- One row per run and the role it plays for an arm: `role` is 'teacher', 'arm' or
@@ -215,6 +220,32 @@ CREATE TABLE IF NOT EXISTS study_comparison_statistics (
 ) WITHOUT ROWID;
 
 -- ---------------------------------------------------------------------------------------
+-- Organising: the user's tags on experiments and studies (note and archived_at are columns
+-- of their tables). A tag is 1–64 characters of letters, digits and . _ - : / + (the API
+-- checks); order does not matter, each at most once.
+
+CREATE TABLE IF NOT EXISTS experiment_tags (
+  experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+  tag           TEXT NOT NULL,
+  PRIMARY KEY (experiment_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS experiment_tags_by_tag ON experiment_tags (tag);
+
+CREATE TABLE IF NOT EXISTS study_tags (
+  study_id      INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+  tag           TEXT NOT NULL,
+  PRIMARY KEY (study_id, tag)
+) WITHOUT ROWID;
+
+-- The highest id ever deleted, per table ('experiments', 'studies'): a new row is numbered
+-- past it, so that a deleted run's id (in a bookmark, a teacher reference, a log) never
+-- comes back naming another run. SQLite alone would reuse the largest id once deleted.
+CREATE TABLE IF NOT EXISTS deleted_ids (
+  table_name TEXT PRIMARY KEY,
+  last_id    INTEGER NOT NULL
+);
+
+-- ---------------------------------------------------------------------------------------
 -- Views for people writing SQL by hand.
 
 -- All curves in one long table: per-step metrics and per-epoch evaluations under their
@@ -264,7 +295,11 @@ CREATE VIEW experiment_summary AS
     e.error,
     e.created_at,
     e.started_at,
-    e.finished_at
+    e.finished_at,
+    e.note,
+    (SELECT group_concat(tag, ',') FROM (SELECT tag FROM experiment_tags t WHERE t.experiment_id = e.id ORDER BY tag))
+                                                             AS tags,
+    e.archived_at
   FROM experiments e;
 
 -- Each loss term per stage of each experiment: where the stage starts and ends, and the

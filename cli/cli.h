@@ -206,6 +206,9 @@ enum {
   CLI_OPTION_LAYOUT,
   CLI_OPTION_CLASSES,
   CLI_OPTION_EPOCH,
+  CLI_OPTION_REMOVE,
+  CLI_OPTION_CLEAR,
+  CLI_OPTION_UNDO,
 };
 /* Starts parsing `command`'s arguments (argv[0] is its name) with its option table. */
 void cli_options_init(options_t *parser, const char *command, int argc, char **argv);
@@ -247,6 +250,12 @@ int command_report(const cli_global_t *global, int argc, char **argv);
 int command_rerun(const cli_global_t *global, int argc, char **argv);
 int command_logs(const cli_global_t *global, int argc, char **argv);
 int command_completion(const cli_global_t *global, int argc, char **argv);
+/* organise.c: tags, notes, names, archive, delete (PATCH and DELETE /api/experiments/{id}). */
+int command_tag(const cli_global_t *global, int argc, char **argv);
+int command_note(const cli_global_t *global, int argc, char **argv);
+int command_rename(const cli_global_t *global, int argc, char **argv);
+int command_archive(const cli_global_t *global, int argc, char **argv);
+int command_rm(const cli_global_t *global, int argc, char **argv);
 
 /* The command table (mapsage.c), which completion.c turns into shell scripts. A command with
  * subcommands has an entry of its own and one per subcommand, named "study submit". */

@@ -47,6 +47,11 @@ static const option_t cli_study_show_options[] = {
 static const option_t cli_sql_options[] = {
   CLI_HELP, CLI_JSON, {CLI_OPTION_PARAM, "param", 0, "VALUE", "bind ?1, ?2, … in order"},
   {CLI_OPTION_CSV, "csv", 0, NULL, "RFC 4180 CSV"}};
+static const option_t cli_tag_options[] = {
+  CLI_HELP, CLI_JSON, {CLI_OPTION_REMOVE, "remove", 0, NULL, "take the tags away instead"},
+  {CLI_OPTION_CLEAR, "clear", 0, NULL, "remove every tag"}};
+static const option_t cli_archive_options[] = {
+  CLI_HELP, CLI_JSON, {CLI_OPTION_UNDO, "undo", 0, NULL, "bring it back to the list"}};
 static const option_t cli_logs_options[] = {
   CLI_HELP, CLI_JSON, {CLI_OPTION_FOLLOW, "follow", 'f', NULL, "keep printing lines as they come"}};
 static const option_t cli_dataset_add_options[] = {
@@ -138,6 +143,54 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   mapsage cancel 7\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
+  {"tag", command_tag, "tag ID TAG... [--remove] [--json] | tag ID --clear",
+   "Adds tags to an experiment and prints its tags. A tag is 1 to 64 letters,\n"
+   "digits or . _ - : / +.\n"
+   "\n"
+   "   --remove   take the tags away instead\n"
+   "   --clear    remove every tag\n"
+   "   --json     print the server's JSON answer (the experiment) as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage tag 7 baseline sweep-3\n",
+   CLI_OPTIONS(cli_tag_options), "experiment"},
+  {"note", command_note, "note ID TEXT|- [--json]",
+   "Sets an experiment's free-text note: TEXT (quoted), or standard input for -\n"
+   "(a final newline dropped); \"\" clears it. The note shows on the dashboard.\n"
+   "\n"
+   "   --json   print the server's JSON answer (the experiment) as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage note 7 'lr too high: diverged at epoch 3'\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
+  {"rename", command_rename, "rename ID NAME [--json]",
+   "Gives an experiment a new name (its stored config's name follows).\n"
+   "\n"
+   "   --json   print the server's JSON answer (the experiment) as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage rename 7 baseline-lr0.05\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
+  {"archive", command_archive, "archive ID [--undo] [--json]",
+   "Archives an experiment: it leaves the default list (the dashboard's and\n"
+   "'mapsage ls') and is kept, whole.\n"
+   "\n"
+   "   --undo   bring it back to the list\n"
+   "   --json   print the server's JSON answer (the experiment) as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage archive 7\n",
+   CLI_OPTIONS(cli_archive_options), "experiment"},
+  {"rm", command_rm, "rm ID [--json]",
+   "Deletes an experiment: its rows (curves, log, checkpoints, tags) and its\n"
+   "checkpoint files. Refused (exit 1, with the reason) while it runs, while another\n"
+   "experiment names it as its teacher, and for a run of a study.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage rm 7\n",
    CLI_OPTIONS(cli_id_options), "experiment"},
   {"report", command_report, "report ID [--json]",
    "Analyses an experiment: for each stage, how each loss term moved (the mean of\n"

@@ -50,6 +50,32 @@ int api_teacher_config(db_t *db, const cfg_experiment_t *config, cfg_experiment_
 /* MAPSAGE_TEACHER_CACHE_MB as the workers will read it, in bytes. */
 size_t api_teacher_cache_budget(void);
 
+/* Organising (api_organise.c; docs/api.md, "Organising"). */
+int api_patch_experiment(http_request_t *request);
+int api_delete_experiment(http_request_t *request);
+int api_patch_study(http_request_t *request);
+
+/* The experiment list's options beyond status, name, limit and before: archived, tag,
+ * where, columns, sort, order, offset. The filter points into the struct's own storage. */
+#define API_LIST_CONDITIONS 8
+#define API_LIST_COLUMNS 16
+#define API_FIELD_PATH_MAX 256
+typedef struct {
+  db_list_filter_t filter;
+  db_condition_t conditions[API_LIST_CONDITIONS];
+  char condition_paths[API_LIST_CONDITIONS][API_FIELD_PATH_MAX];
+  char condition_values[API_LIST_CONDITIONS][API_FIELD_PATH_MAX];
+  db_field_t columns[API_LIST_COLUMNS];
+  char column_paths[API_LIST_COLUMNS][API_FIELD_PATH_MAX];
+  char column_names[API_LIST_COLUMNS][API_FIELD_PATH_MAX];
+  const char *names[API_LIST_COLUMNS];
+  db_field_t sort;
+  char sort_path[API_FIELD_PATH_MAX];
+} api_list_query_t;
+/* Reads those options into query->filter: 0, or 1 when a 400 was answered (the handler
+ * returns 0), or a negative errno. */
+int api_list_query(http_request_t *request, api_list_query_t *query);
+
 /* Studies (api_study.c; docs/api.md). */
 int api_submit_study(http_request_t *request);
 int api_list_studies(http_request_t *request);

@@ -182,8 +182,17 @@ int api_list_studies(http_request_t *request) {
   int bad = api_query_integer(request, "limit", 1, 500, &limit);
   if (bad == 0) bad = api_query_integer(request, "before", 1, INT64_MAX, &before);
   if (bad) return bad > 0 ? 0 : bad;
+  const char *archived_text = http_query(request, "archived");
+  int archived = 0;
+  if (archived_text && strcmp(archived_text, "0") != 0) {
+    if (strcmp(archived_text, "1") == 0) archived = 1;
+    else if (strcmp(archived_text, "all") == 0) archived = 2;
+    else
+      return http_respond_error(request, MHD_HTTP_BAD_REQUEST,
+                                "archived: must be 0 (not archived, the default), 1 (archived only) or all");
+  }
   size_t length = 0;
-  char *list = study_list_text(app(request)->db, before, (int)limit, &length);
+  char *list = study_list_text(app(request)->db, before, (int)limit, archived, &length);
   if (list == NULL) return -EIO;
   return http_respond_text(request, MHD_HTTP_OK, "application/json", list, length);
 }

@@ -51,14 +51,44 @@ json_t *db_experiment_get(db_t *db, int64_t id, int with_config);
 /* Its status ("queued", …) into `status`; -ENOENT when there is no such experiment. */
 int db_experiment_status(db_t *db, int64_t id, char *status, size_t size);
 
+/* A value of an experiment for the list's conditions, columns and sort: a JSON path
+ * ("$.optimizer.lr") into its config or its summary. */
+enum { DB_FIELD_CONFIG, DB_FIELD_SUMMARY };
+typedef struct {
+  int source;       /* DB_FIELD_CONFIG or DB_FIELD_SUMMARY */
+  const char *path; /* "$.optimizer.lr", "$.stages[0].epochs" */
+} db_field_t;
+/* Operators of a condition, in this order: DB_OPERATORS[op]. */
+#define DB_OPERATORS {"=", "!=", "<", "<=", ">", ">="}
+typedef struct {
+  db_field_t field;
+  int op;           /* an index into DB_OPERATORS */
+  const char *text; /* the value as written, compared as text unless is_number */
+  int is_number;
+  double number;
+} db_condition_t;
+
 typedef struct {
   const char *statuses;  /* comma-separated, or NULL for all */
   const char *name;      /* substring, or NULL */
   int64_t before;        /* only ids below it; 0 for no bound */
   int limit;
+  int archived;          /* 0: not archived (the default), 1: archived only, 2: both */
+  const char *tags;      /* comma-separated: those with any of them; NULL for all */
+  const db_condition_t *conditions; /* all must hold */
+  int n_conditions;
+  const db_field_t *columns;        /* values shown with each row, under column_names */
+  const char *const *column_names;
+  int n_columns;
+  int sort_key;          /* an index for db_list_sort_key (0, "id": newest first by default) */
+  const db_field_t *sort_field; /* or a config or summary value; NULL: sort_key */
+  int ascending;
+  int64_t offset;        /* rows skipped (pages of any order; `before` pages by id) */
 } db_list_filter_t;
-/* {"experiments": […], "next_before": id|null}, newest first, as JSON text the caller
- * frees; NULL when the database failed. */
+/* The name of the list's sort key `index` ("id", "name", "status", …), NULL past the last. */
+const char *db_list_sort_key(size_t index);
+/* {"experiments": […], "next_before": id|null, "next_offset": n|null}, newest first unless
+ * sorted otherwise, as JSON text the caller frees; NULL when the database failed. */
 char *db_experiment_list(db_t *db, const db_list_filter_t *filter, size_t *length);
 
 /* The next experiment to run: queued or interrupted, with no cluster job that may still run it
@@ -103,6 +133,30 @@ int db_count_status(db_t *db, const char *status);
 
 /* The highest metric step stored for the experiment (0 when none), or a negative errno. */
 int64_t db_max_step(db_t *db, int64_t id);
+
+/* --- organising (db_organise.c) ------------------------------------------------------ */
+
+/* What a PATCH changes; NULL (or -1) leaves it as it is. Tags are arrays of strings the
+ * caller has checked. */
+typedef struct {
+  const char *name;
+  const char *note;
+  int archived;                 /* 1 archive (the first date is kept), 0 unarchive, -1 unchanged */
+  const json_t *tags;           /* replaces them all */
+  const json_t *add_tags, *remove_tags;
+} db_changes_t;
+/* All the changes in one transaction, or none: 0, -ENOENT when there is no such row, or
+ * another negative errno. */
+int db_experiment_update(db_t *db, int64_t id, const db_changes_t *changes);
+int db_study_update(db_t *db, int64_t id, const db_changes_t *changes);
+/* Whether the experiment may be deleted: 0; -EBUSY with `reason` (running, a teacher of
+ * another run, by id or by a checkpoint in `checkpoint_dir`, its resolved directory; a
+ * study's run); -ENOENT. */
+int db_experiment_deletable(db_t *db, int64_t id, const char *checkpoint_dir, char *reason, size_t reason_size);
+/* Deletes it and every row of it; its id is never given again. */
+int db_experiment_delete(db_t *db, int64_t id);
+/* Drops what db.c keeps in memory about a deleted experiment. */
+void db_forget_experiment(db_t *db, int64_t id);
 
 /* --- the batch ------------------------------------------------------------------------- */
 

@@ -329,6 +329,16 @@ void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id) {
   free(text);
 }
 
+void sse_publish_deleted(sse_hub_t *hub, int64_t experiment_id) {
+  char data[48];
+  snprintf(data, sizeof data, "{\"id\":%lld}", (long long)experiment_id);
+  for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
+    if (s->experiment_id != SSE_ALL_EXPERIMENTS || s->ending || s->dropped) continue;
+    queue_event(s, NULL, "deleted", data);
+    wake(s);
+  }
+}
+
 void sse_publish_status(sse_hub_t *hub, int64_t experiment_id) {
   for (sse_subscriber_t *s = hub->subscribers; s; s = s->next) {
     if (s->experiment_id != experiment_id || s->replaying || s->ending || s->dropped) continue;

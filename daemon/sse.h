@@ -65,5 +65,8 @@ void sse_publish_status(sse_hub_t *hub, int64_t experiment_id);
 /* The experiment was created or made progress (an epoch ended): tells the streams of all
  * experiments. Reads the database, so call it at most once per epoch, not per step. */
 void sse_publish_experiment(sse_hub_t *hub, int64_t experiment_id);
+/* The experiment was deleted: a `deleted` event, {"id": N}, to the streams of all
+ * experiments (the lists drop its row). */
+void sse_publish_deleted(sse_hub_t *hub, int64_t experiment_id);
 
 #endif

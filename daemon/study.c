@@ -148,12 +148,17 @@ static json_t *status_counts(db_t *db, int64_t id) {
 /* The study's row and counts: what its list entry and its stream's "study" event show. */
 static json_t *study_header(db_t *db, int64_t id) {
   json_t *found = rows(db, "SELECT id, name, description, status, created_at, started_at, finished_at, error, "
-                           "(SELECT count(DISTINCT experiment_id) FROM study_runs WHERE study_id = studies.id) AS runs "
+                           "(SELECT count(DISTINCT experiment_id) FROM study_runs WHERE study_id = studies.id) AS runs, "
+                           "note, archived_at, (SELECT json_group_array(tag) FROM (SELECT tag FROM study_tags "
+                           "WHERE study_id = studies.id ORDER BY tag)) AS tags "
                            "FROM studies WHERE id = ?1",
                        id);
   json_t *study = json_incref(json_array_get(found, 0));
   json_decref(found);
   if (study) json_object_set_new(study, "counts", status_counts(db, id));
+  /* The tags come back from db_select as JSON text: make them the array they are. */
+  json_t *tags = study ? json_loads(json_string_value(json_object_get(study, "tags")), 0, NULL) : NULL;
+  if (study) json_object_set_new(study, "tags", tags ? tags : json_array());
   return study;
 }
 
@@ -201,9 +206,14 @@ int study_state_text(db_t *db, int64_t id, char **text, int *ended) {
   return *text ? 0 : -ENOMEM;
 }
 
-char *study_list_text(db_t *db, int64_t before, int limit, size_t *length) {
-  json_t *ids = db_select(db, "SELECT id FROM studies WHERE ?1 = 0 OR id < ?1 ORDER BY id DESC LIMIT ?2", before,
-                          limit + 1);
+char *study_list_text(db_t *db, int64_t before, int limit, int archived, size_t *length) {
+  json_t *ids = db_select(db,
+                          archived == 2   ? "SELECT id FROM studies WHERE ?1 = 0 OR id < ?1 ORDER BY id DESC LIMIT ?2"
+                          : archived == 1 ? "SELECT id FROM studies WHERE (?1 = 0 OR id < ?1) AND archived_at IS NOT "
+                                            "NULL ORDER BY id DESC LIMIT ?2"
+                                          : "SELECT id FROM studies WHERE (?1 = 0 OR id < ?1) AND archived_at IS NULL "
+                                            "ORDER BY id DESC LIMIT ?2",
+                          before, limit + 1);
   json_t *studies = json_array();
   size_t i;
   json_t *row;

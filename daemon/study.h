@@ -36,7 +36,8 @@ int study_text(db_t *db, int64_t id, char **text, size_t *length);
 int study_state_text(db_t *db, int64_t id, char **text, int *ended);
 
 /* GET /api/studies: newest first, `limit` of them below id `before` (0: from the newest). */
-char *study_list_text(db_t *db, int64_t before, int limit, size_t *length);
+/* `archived`: 0 those not archived, 1 those archived, 2 all. */
+char *study_list_text(db_t *db, int64_t before, int limit, int archived, size_t *length);
 
 /* What the scheduler says about an experiment (its status changed, or an epoch ended), for
  * the study it belongs to, if any: one indexed look-up when it belongs to none. */

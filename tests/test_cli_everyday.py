@@ -334,12 +334,13 @@ class Everyday(unittest.TestCase):
         script = self.write("completion.bash", self.check(0, self.mapsage("completion", "bash"), "completion bash")[0])
         commands = self.complete("", script=script)
         for command in ("submit", "ls", "show", "watch", "cancel", "rerun", "logs", "report", "sql", "study",
-                        "completion", "help"):
+                        "completion", "help", "tag", "note", "rename", "archive", "rm"):
             self.assertIn(command, commands)
-        self.assertEqual(self.complete("re", script=script), ["report", "rerun"])
+        self.assertEqual(self.complete("re", script=script), ["rename", "report", "rerun"])
         self.assertEqual(self.complete("--s", script=script), ["--server"])
         self.assertEqual(self.complete("study", "s", script=script), ["show", "submit"])
         self.assertEqual(self.complete("logs", "--", script=script), ["--follow", "--help", "--json"])
+        self.assertEqual(self.complete("tag", "--", script=script), ["--clear", "--help", "--json", "--remove"])
         self.assertEqual(self.complete("study", "show", "--a", script=script), ["--all"])
         self.assertEqual(self.complete("completion", "", script=script), ["bash", "zsh"])
         # Ids from the server, the global options already typed passed on.

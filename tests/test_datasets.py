@@ -474,7 +474,7 @@ class Migration(unittest.TestCase):
             code, _, rows = daemon.request("POST", "/api/sql", {"sql": "SELECT dataset FROM experiments WHERE id = ?1",
                                                                 "params": [second]})
             self.assertEqual([["fashion-mnist"]], rows["rows"])
-            self.assertEqual([[4]], daemon.request("POST", "/api/sql", {"sql": "PRAGMA user_version"})[2]["rows"])
+            self.assertEqual([[5]], daemon.request("POST", "/api/sql", {"sql": "PRAGMA user_version"})[2]["rows"])
         finally:
             daemon.close()
 

@@ -157,7 +157,7 @@ class Sql(unittest.TestCase):
         self.assertEqual([[3.5, "text", None, 1]], answer["rows"])
         answer = self.sql("PRAGMA table_info(metrics)")
         self.assertIn("name", [row[1] for row in answer["rows"]])
-        self.assertEqual([[4]], self.sql("PRAGMA user_version")["rows"])
+        self.assertEqual([[5]], self.sql("PRAGMA user_version")["rows"])
         self.assertEqual([[0]], self.sql("PRAGMA foreign_keys")["rows"])  # per connection: reading is allowed
         answer = self.sql("SELECT * FROM pragma_table_info('metrics')", expected=403)
         self.assertIn("use PRAGMA table_info(t)", answer["error"])
@@ -309,43 +309,6 @@ class Sql(unittest.TestCase):
             os.unlink(fake)
             os.rmdir(directory)
 
-    def test_value_limit_stops_a_huge_value_in_one_step(self):
-        for text in HUGE_VALUES:
-            answer = self.sql(text, expected=400)
-            self.assertIn("longer than the value limit of 16777216 bytes", answer["error"], text)
-        # Right below the limit is fine.
-        self.assertEqual([[16000000]], self.sql("SELECT length(%s)" % large_text(16, "x"))["rows"])
-        self.assertEqual([[16000000]], self.sql("SELECT length(printf('%.*c', 16000000, 'x'))")["rows"])
-        # printf() and format() are SQLite's own but for the guard on repeating a %c.
-        self.assertEqual([["007|  ab|x    |xxx|3.14|'it''s'|2nd|%|ab"]], self.sql(
-            "SELECT printf('%03d|%4s|%-5c|%.3c|%.2f|%Q|%r|%%|%s', 7, 'ab', 'x', 'x', 3.14159, 'it''s', 2, ?1)",
-            ["ab"])["rows"])
-        self.assertEqual([["xxxx-7"]], self.sql("SELECT format('%.*c-%d', 4, 'x', 7)")["rows"])
-        # SQLite's NULLs: no format, an empty text, a text past the value limit made at once.
-        self.assertEqual([[None, None, None]],
-                         self.sql("SELECT printf(NULL), printf(''), printf('%.*d', 100000000, 1)")["rows"])
-        for text in ("SELECT printf('%.*c%.*c', 3, 'x', 1000000000, 'y')", "SELECT format('%!.2000000000c', 'x')",
-                     "SELECT printf('%5.*c', -100000000, 'x')", "SELECT printf('%-3.*lc', 4294967297, 'x')"):
-            self.assertIn("longer than the value limit", self.sql(text, expected=400)["error"], text)
-
-    def test_memory_limit(self):
-        # Fifteen values of 10 MB, each under the value limit, held at once in one row.
-        columns = ", ".join(large_text(10, chr(ord("a") + i)) for i in range(15))
-        answer = self.sql("SELECT " + columns, expected=400)
-        self.assertIn("memory limit of 134217728 bytes", answer["error"])
-
-    def test_answer_limit(self):
-        status, data = post_raw(self.daemon, {"sql": LARGE_ANSWER})
-        self.assertEqual(200, status, data[:300])
-        self.assertLessEqual(len(data), 32 * 1024 * 1024)
-        answer = json.loads(data)
-        self.assertTrue(answer["truncated"])
-        self.assertIn("stopped at the answer limit of 33554432 bytes", answer["warning"])
-        rows = answer["rows"]
-        self.assertGreater(len(rows), 10)
-        self.assertEqual(list(range(1, len(rows) + 1)), [row[0] for row in rows], "whole rows, in order")
-        self.assertEqual({"x" * 2000000}, {row[1] for row in rows}, "no value is cut")
-
     def test_time_limit_does_not_stall_streams(self):
         d = self.daemon
         experiment_id = d.submit(synthetic_config("streams-on", epochs=300, train_size=4096))
@@ -391,6 +354,59 @@ class Sql(unittest.TestCase):
         d.request("POST", "/api/experiments/%d/cancel" % experiment_id)
         reader.join(timeout=30)
         stream.close()
+
+
+class SqlLimits(unittest.TestCase):
+    """The size limits, on a daemon of their own whose time limit is far away: building
+    100 MB values takes a few hundred milliseconds on a busy machine under ASan, and the
+    500 ms limit of the class above would stop them first, for the wrong reason."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon(workers=0, extra_args=["--sql-timeout-ms", "60000", "--sql-max-rows", "50"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.close()
+
+    sql = Sql.sql
+
+    def test_value_limit_stops_a_huge_value_in_one_step(self):
+        for text in HUGE_VALUES:
+            answer = self.sql(text, expected=400)
+            self.assertIn("longer than the value limit of 16777216 bytes", answer["error"], text)
+        # Right below the limit is fine.
+        self.assertEqual([[16000000]], self.sql("SELECT length(%s)" % large_text(16, "x"))["rows"])
+        self.assertEqual([[16000000]], self.sql("SELECT length(printf('%.*c', 16000000, 'x'))")["rows"])
+        # printf() and format() are SQLite's own but for the guard on repeating a %c.
+        self.assertEqual([["007|  ab|x    |xxx|3.14|'it''s'|2nd|%|ab"]], self.sql(
+            "SELECT printf('%03d|%4s|%-5c|%.3c|%.2f|%Q|%r|%%|%s', 7, 'ab', 'x', 'x', 3.14159, 'it''s', 2, ?1)",
+            ["ab"])["rows"])
+        self.assertEqual([["xxxx-7"]], self.sql("SELECT format('%.*c-%d', 4, 'x', 7)")["rows"])
+        # SQLite's NULLs: no format, an empty text, a text past the value limit made at once.
+        self.assertEqual([[None, None, None]],
+                         self.sql("SELECT printf(NULL), printf(''), printf('%.*d', 100000000, 1)")["rows"])
+        for text in ("SELECT printf('%.*c%.*c', 3, 'x', 1000000000, 'y')", "SELECT format('%!.2000000000c', 'x')",
+                     "SELECT printf('%5.*c', -100000000, 'x')", "SELECT printf('%-3.*lc', 4294967297, 'x')"):
+            self.assertIn("longer than the value limit", self.sql(text, expected=400)["error"], text)
+
+    def test_memory_limit(self):
+        # Fifteen values of 10 MB, each under the value limit, held at once in one row.
+        columns = ", ".join(large_text(10, chr(ord("a") + i)) for i in range(15))
+        answer = self.sql("SELECT " + columns, expected=400)
+        self.assertIn("memory limit of 134217728 bytes", answer["error"])
+
+    def test_answer_limit(self):
+        status, data = post_raw(self.daemon, {"sql": LARGE_ANSWER})
+        self.assertEqual(200, status, data[:300])
+        self.assertLessEqual(len(data), 32 * 1024 * 1024)
+        answer = json.loads(data)
+        self.assertTrue(answer["truncated"])
+        self.assertIn("stopped at the answer limit of 33554432 bytes", answer["warning"])
+        rows = answer["rows"]
+        self.assertGreater(len(rows), 10)
+        self.assertEqual(list(range(1, len(rows) + 1)), [row[0] for row in rows], "whole rows, in order")
+        self.assertEqual({"x" * 2000000}, {row[1] for row in rows}, "no value is cut")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """test_web.py — the dashboard: how mapsaged serves it (types, ETags, 404s, paths that try
 to leave the root, --web-dir), then the dashboard itself in real headless Chromium
-(tests/web/dashboard.test.mjs, and tests/web/studies.test.mjs for the study views, each
-against a daemon of its own; driven by playwright-core from npm).
+(tests/web/dashboard.test.mjs, tests/web/organise.test.mjs for tags, notes, archive, delete,
+the list's sort and filters, compare and the chart tools, and tests/web/studies.test.mjs for
+the study views, each against a daemon of its own; driven by playwright-core from npm).
 
 The browser part needs node, `npm ci` (playwright-core) and Debian's chromium, which
 scripts/install-deps installs; screenshots land in $MAPSAGE_BIN_DIR/artifacts/."""
@@ -138,6 +139,9 @@ class Browser(unittest.TestCase):
 
     def test_dashboard_in_chromium(self):
         self.run_in_chromium("dashboard.test.mjs", workers=1, timeout=240)
+
+    def test_organise_in_chromium(self):
+        self.run_in_chromium("organise.test.mjs", workers=1, timeout=300)
 
     def test_studies_in_chromium(self):
         # Two workers: a study's 400 one-epoch runs end in reasonable time under ASan.

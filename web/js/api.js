@@ -55,8 +55,15 @@ function query(parameters) {
 export const api = {
   health: () => call('GET', '/api/health'),
   // {experiments: [...], next_before}; status: one status or several joined by commas.
-  experiments: ({status, name, limit, before} = {}) =>
-    call('GET', `/api/experiments${query({status, name, limit, before})}`),
+  // Also: tag, where ('optimizer.lr>0.01,…'), archived ('1', 'all'), columns, sort, order,
+  // offset (docs/api.md, "The list's options").
+  experiments: ({status, name, tag, where, archived, columns, sort, order, limit, before, offset} = {}) =>
+    call('GET', `/api/experiments${query({status, name, tag, where, archived, columns, sort, order, limit, before,
+      offset})}`),
+  // {name, note, tags, add_tags, remove_tags, archived}: answers the changed experiment.
+  patchExperiment: (id, changes) => call('PATCH', `/api/experiments/${id}`, {body: changes}),
+  deleteExperiment: (id) => call('DELETE', `/api/experiments/${id}`),
+  patchStudy: (id, changes) => call('PATCH', `/api/studies/${id}`, {body: changes}),
   experiment: (id) => call('GET', `/api/experiments/${id}`),
   // {name: {step: [], value: [], epoch?: []}}; names: an array of metric names.
   metrics: (id, {names, sinceStep} = {}) =>
@@ -68,7 +75,7 @@ export const api = {
   sql: (sql, params = []) => call('POST', '/api/sql', {body: {sql, params}}),
   // Studies (docs/api.md): {studies: [...], next_before}; one study with its runs and
   // statistics; each arm's mean curves ({name: {x, series}}), at most `points` per arm.
-  studies: ({limit, before} = {}) => call('GET', `/api/studies${query({limit, before})}`),
+  studies: ({limit, before, archived} = {}) => call('GET', `/api/studies${query({limit, before, archived})}`),
   study: (id) => call('GET', `/api/studies/${id}`),
   studyCurves: (id, {names, points} = {}) =>
     call('GET', `/api/studies/${id}/curves${query({names: names && names.join(','), points})}`),

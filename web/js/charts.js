@@ -12,6 +12,11 @@
 // raw values stay in `columns` (the legend shows them, with their share of the stack), the
 // running sums in `sums`, kept row by row like the rest.
 //
+// Every chart (LiveChart and BandChart) has tools in its caption: smoothing (an exponential moving average, the
+// raw curve faint behind it), a log scale, and downloads as PNG (what is drawn) and CSV (the
+// raw values). From the keyboard, the plot takes focus: the arrow keys move the cursor point
+// by point (Home, End, PageUp, PageDown further) and a live region reads out the values.
+//
 // BandChart, for a study's curves: each series is a mean with a band around it (the 95%
 // interval over the seeds), replaced whole when the study's statistics change.
 
@@ -50,6 +55,7 @@ export function colorFor(name, index) {
 
 // Axis ticks: short (250k, 1.5M, 5e-4), since the axis is narrow.
 function formatTick(value) {
+  if (value == null) return ''; // a log scale's splits leave gaps
   const magnitude = Math.abs(value);
   if (magnitude >= 1e6) return `${+(value / 1e6).toPrecision(3)}M`;
   if (magnitude >= 1e4) return `${+(value / 1e3).toPrecision(3)}k`;
@@ -96,10 +102,16 @@ export class LiveChart {
       color: colorFor, height: 220, order: null, stacked: null, references: () => [], yBounds: null, axisLabels: {},
       empty: 'loading…'};
     for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
-    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty},
+      ...focusable(this.options.title, (event) => this.onKey(event))});
     this.plotElement.style.minHeight = `${this.options.height + 30}px`;
+    this.smoothing = 0; // the EMA's weight of the past, 0 (off) to 0.99
+    this.logScale = false;
+    this.keyIndex = null; // the point the keyboard cursor is on
+    this.readout = h('p', {class: 'chart-readout', 'aria-live': 'polite'});
     this.element = h('figure', {class: 'chart', dataset: {kind: this.options.kind || '', points: '0', series: '0'}},
-      h('figcaption', {}, this.options.title || ''), this.plotElement);
+      h('figcaption', {}, h('span', {class: 'chart-title'}, this.options.title || ''), this.tools()),
+      this.plotElement, this.readout);
     this.element.liveChart = this; // for the browser tests, which read what is drawn
     parent.append(this.element);
     this.x = [];
@@ -116,6 +128,65 @@ export class LiveChart {
   }
 
   get length() { return this.x.length; }
+
+  tools() {
+    return chartTools(this, this.options.title || 'chart');
+  }
+
+  setSmoothing(weight) {
+    const was = this.smoothing > 0;
+    this.smoothing = Math.max(0, Math.min(0.99, weight || 0));
+    this.element.dataset.smoothing = String(this.smoothing);
+    if (was !== this.smoothing > 0) this.rebuild = true; // the raw series come or go
+    this.schedule();
+  }
+
+  setLogScale(on) {
+    this.logScale = !!on;
+    this.element.dataset.log = this.logScale ? 'yes' : 'no';
+    this.rebuild = true;
+    this.schedule();
+  }
+
+  fileName(extension) {
+    return fileNameOf(this.options, extension);
+  }
+
+  downloadPng() {
+    if (this.plot) savePng(this.plot, this.fileName('png'));
+  }
+
+  // The raw values (the stacked ones as reported, not summed), one row per x; with the
+  // smoothed values beside them while smoothing is on.
+  csvText() {
+    const header = [this.options.xLabel, ...this.names];
+    const smoothed = this.smoothing > 0 ? this.columns.map((values) => ema(values, this.smoothing)) : [];
+    if (smoothed.length) header.push(...this.names.map((name) => `${name} (smoothed ${this.smoothing})`));
+    return csvOf(header, this.x.map((x, row) => [x, ...this.columns.map((values) => values[row]),
+      ...smoothed.map((values) => values[row])]));
+  }
+
+  downloadCsv() {
+    saveFile(new Blob([this.csvText()], {type: 'text/csv'}), this.fileName('csv'));
+  }
+
+  // Arrow keys move the cursor a point; Home and End go to the ends, PageUp and PageDown a
+  // tenth of the way. The values at the point are read out (and shown in the legend).
+  onKey(event) {
+    const index = this.plot ? keyTarget(event, this.keyIndex, this.x.length) : null;
+    if (index != null) this.moveCursor(index);
+  }
+
+  moveCursor(index) {
+    this.keyIndex = index;
+    const u = this.plot;
+    const left = u.valToPos(this.x[index], 'x');
+    u.setCursor({left, top: u.over.clientHeight / 2});
+    const values = this.names.map((name, i) => [name, this.columns[i][index]]).filter(([, v]) => v != null);
+    this.readout.textContent = `${this.options.xLabel} ${formatNumber(this.x[index])}: ${
+      values.map(([name, v]) => `${this.options.label(name)} ${formatNumber(v)}`).join(', ') || 'no value'}`;
+    this.element.dataset.cursor = String(index);
+  }
 
   column(name) {
     let i = this.index.get(name);
@@ -231,8 +302,13 @@ export class LiveChart {
   }
 
   // What uPlot draws: the running sums in place of the stacked series.
+  // Smoothed, the raw series follow the smoothed ones (drawn faint); on a log scale a value
+  // that is not positive has no place and is left out.
   data() {
-    return [this.x, ...this.columns.map((values, i) => (this.sums && this.sums[i]) || values)];
+    let shown = this.columns.map((values, i) => (this.sums && this.sums[i]) || values);
+    if (this.smoothing > 0) shown = [...shown.map((values) => ema(values, this.smoothing)), ...shown];
+    if (this.logScale) shown = shown.map((values) => values.map((v) => (v != null && v > 0 ? v : null)));
+    return [this.x, ...shown];
   }
 
   flush() {
@@ -288,6 +364,16 @@ export class LiveChart {
         points: {size: 5},
       });
     });
+    // Smoothed: each raw series again, faint. uPlot draws in order, so these, appended, lie
+    // over the smoothed ones (appending keeps the indices the bands and the legend use); at a
+    // quarter of the colour's strength they stay in the background.
+    if (this.smoothing > 0) {
+      this.names.forEach((name, i) => {
+        series.push({label: `${options.label(name)} (raw)`, stroke: translucent(options.color(name, i), 0.25),
+          width: 1, scale: options.rightAxis(name) ? 'right' : 'y', spanGaps: true, points: {show: false},
+          value: (u, v) => formatNumber(v)});
+      });
+    }
     // Each stacked series fills down to the one under it (the first, down to zero).
     const bands = stacked.slice(1).map((s, k) => ({series: [s, stacked[k]]}));
     const labels = options.axisLabels || {};
@@ -308,7 +394,8 @@ export class LiveChart {
         min = min == null ? y : Math.min(min, y);
         max = max == null ? y : Math.max(max, y);
       }
-      if (min == null || max == null) return [0, 1];
+      if (min == null || max == null) return this.logScale ? [0.1, 1] : [0, 1];
+      if (this.logScale) return logRange(min, max);
       if (stacked.length) min = Math.min(0, min);
       const range = uPlot.rangeNum(min, max, 0.1, true);
       const bounds = options.yBounds;
@@ -322,7 +409,7 @@ export class LiveChart {
     this.plot = new uPlot({
       width: this.width(),
       height: options.height,
-      scales: {x: {time: false}, y: {range: rangeY}, right: {}},
+      scales: {x: {time: false}, y: this.logScale ? {range: rangeY, distr: 3, log: 10} : {range: rangeY}, right: {}},
       series,
       bands,
       axes,
@@ -335,6 +422,11 @@ export class LiveChart {
         setLegend: [(u) => this.showLatest(u)],
       },
     }, data, this.plotElement);
+    // The raw series stay out of the legend: it names each curve once.
+    if (this.smoothing > 0) {
+      const rows = this.plot.root.querySelectorAll('.u-legend .u-series');
+      for (let i = 1 + this.names.length; i < rows.length; i++) rows[i].hidden = true;
+    }
   }
 
   // While the pointer is elsewhere (cursor.left < 0), the legend follows the newest point.
@@ -427,6 +519,108 @@ export class LiveChart {
   }
 }
 
+// A chart's caption controls: smoothing, log scale, PNG, CSV. `chart` has setSmoothing,
+// setLogScale, downloadPng and downloadCsv (LiveChart and BandChart alike).
+function chartTools(chart, title) {
+  const shown = h('output', {class: 'smoothing-value'}, 'off');
+  const slider = h('input', {type: 'range', min: '0', max: '0.99', step: '0.01', value: '0', class: 'smoothing',
+    'aria-label': `smoothing of ${title}`, oninput: () => {
+      chart.setSmoothing(Number(slider.value));
+      shown.textContent = chart.smoothing ? chart.smoothing.toFixed(2) : 'off';
+    }});
+  const log = h('input', {type: 'checkbox', class: 'log-scale', 'aria-label': `log scale for ${title}`,
+    onchange: () => chart.setLogScale(log.checked)});
+  return h('span', {class: 'chart-tools'},
+    h('label', {class: 'inline', title: 'exponential moving average; the raw curve stays faint behind'}, 'smooth ',
+      slider, ' ', shown),
+    h('label', {class: 'inline'}, log, ' log'),
+    h('button', {type: 'button', class: 'secondary small', dataset: {download: 'png'},
+      'aria-label': `download ${title} as PNG`, onclick: () => chart.downloadPng()}, 'PNG'),
+    h('button', {type: 'button', class: 'secondary small', dataset: {download: 'csv'},
+      'aria-label': `download ${title} as CSV`, onclick: () => chart.downloadCsv()}, 'CSV'));
+}
+
+// The point a key moves a chart's cursor to (from `at`, or the newest when none yet), or
+// null for a key that does not move it (then the page keeps it: Tab goes on).
+function keyTarget(event, at, n) {
+  if (n === 0) return null;
+  const page = Math.max(1, Math.round(n / 10));
+  const from = at ?? n - 1;
+  const moves = {ArrowLeft: from - 1, ArrowRight: from + 1, ArrowDown: from - 1, ArrowUp: from + 1, Home: 0,
+    End: n - 1, PageDown: from - page, PageUp: from + page};
+  if (!(event.key in moves)) return null;
+  event.preventDefault();
+  return Math.max(0, Math.min(n - 1, moves[event.key]));
+}
+
+// The plot's attributes that make it a keyboard stop with a name.
+function focusable(title, onKey) {
+  return {tabindex: '0', role: 'group', 'aria-roledescription': 'chart',
+    'aria-label': `${title || 'chart'}: arrow keys read the values`, onkeydown: onKey};
+}
+
+// A file name from a chart's title: "loss-total-by-step.png".
+function fileNameOf(options, extension) {
+  const base = (options.fileName || options.title || options.kind || 'chart').toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  return `${base || 'chart'}.${extension}`;
+}
+
+// What a uPlot has drawn, on the panel's colour (a transparent PNG is unreadable on a dark
+// viewer), saved as a PNG file.
+function savePng(plot, name) {
+  const source = plot.ctx.canvas;
+  const canvas = document.createElement('canvas');
+  canvas.width = source.width;
+  canvas.height = source.height;
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = themeColors().panel;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(source, 0, 0);
+  canvas.toBlob((blob) => saveFile(blob, name), 'image/png');
+}
+
+// CSV text: a header and rows of numbers (empty where there is none).
+function csvOf(header, rows) {
+  const quote = (text) => (/[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text);
+  return `${[header.map(quote).join(','), ...rows.map((cells) => cells.map((v) => (v == null ? '' : String(v)))
+    .join(','))].join('\n')}\n`;
+}
+
+// A y scale's range on a log axis: whole decades around what is there.
+function logRange(min, max) {
+  return uPlot.rangeLog(Math.max(min, 1e-12), Math.max(max, 1e-12), 10, true);
+}
+
+// An exponential moving average, debiased as TensorBoard does (the first points are not
+// pulled towards zero); gaps stay gaps.
+export function ema(values, weight) {
+  const out = new Array(values.length);
+  let last = 0;
+  let count = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v == null || !Number.isFinite(v)) {
+      out[i] = v ?? null;
+      continue;
+    }
+    last = last * weight + (1 - weight) * v;
+    count++;
+    out[i] = last / (1 - weight ** count);
+  }
+  return out;
+}
+
+// Saves a Blob as a file the browser downloads.
+export function saveFile(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = h('a', {href: url, download: name, hidden: true});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
 // --- a study's mean curves with their bands -------------------------------------------
 
 // options: title; kind (for tests and CSS); xLabel ('step' | 'epoch'); yBounds ([0, 1] for
@@ -435,14 +629,21 @@ export class LiveChart {
 export class BandChart {
   constructor(parent, options) {
     this.options = {xLabel: 'step', yBounds: null, format: formatNumber, height: 200, empty: 'loading…', ...options};
-    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty}});
+    this.plotElement = h('div', {class: 'plot', dataset: {empty: this.options.empty},
+      ...focusable(this.options.title, (event) => this.onKey(event))});
     this.plotElement.style.minHeight = `${this.options.height + 10}px`;
     this.legend = h('ul', {class: 'band-legend'});
+    this.readout = h('p', {class: 'chart-readout', 'aria-live': 'polite'});
+    this.keyIndex = null;
+    this.smoothing = 0;
+    this.logScale = false;
     this.element = h('figure', {class: 'chart band-chart', dataset: {kind: this.options.kind || '', series: '0'}},
-      h('figcaption', {}, this.options.title || ''), this.plotElement, this.legend);
+      h('figcaption', {}, h('span', {class: 'chart-title'}, this.options.title || ''),
+        chartTools(this, this.options.title || 'chart')), this.plotElement, this.legend, this.readout);
     this.element.bandChart = this; // for the browser tests, which read the colours drawn
     parent.append(this.element);
     this.series = [];
+    this.given = []; // the series as set, before smoothing
     this.plot = null;
     this.resizer = new ResizeObserver(() => this.resize());
     this.resizer.observe(this.plotElement);
@@ -455,7 +656,12 @@ export class BandChart {
   // series: [{label, color, dashed, band, width, rank, x, mean, low, high, n}], drawn in this
   // order (the last on top) and listed in the legend by rank. Replaces what was drawn.
   setSeries(series) {
-    this.series = series.filter((s) => s.x && s.x.length);
+    this.given = series;
+    // Smoothed, the mean and both edges of the band each go through the moving average.
+    const smooth = (values) => (this.smoothing > 0 && values ? ema(values, this.smoothing) : values);
+    this.series = series.filter((s) => s.x && s.x.length)
+      .map((s) => (this.smoothing > 0 ? {...s, mean: smooth(s.mean), low: smooth(s.low), high: smooth(s.high)} : s));
+    this.element.dataset.smoothing = String(this.smoothing);
     if (this.plot) this.plot.destroy();
     this.plot = null;
     this.element.dataset.series = String(this.series.length);
@@ -500,6 +706,7 @@ export class BandChart {
     const bounds = this.options.yBounds;
     const rangeY = (u, min, max) => {
       if (min == null || max == null) return bounds ? [...bounds] : [0, 1];
+      if (this.logScale) return logRange(min, max);
       const range = uPlot.rangeNum(min, max, 0.1, true);
       if (bounds) {
         range[0] = Math.max(range[0], bounds[0]);
@@ -512,7 +719,7 @@ export class BandChart {
     this.plot = new uPlot({
       width: this.width(),
       height: this.options.height,
-      scales: {x: {time: false}, y: {range: rangeY}},
+      scales: {x: {time: false}, y: this.logScale ? {range: rangeY, distr: 3, log: 10} : {range: rangeY}},
       series: uSeries,
       bands,
       axes: [xAxis, axis],
@@ -522,6 +729,48 @@ export class BandChart {
       hooks: {setCursor: [(u) => this.renderLegend(u.cursor.idx)], draw: [(u) => this.drawWhiskers(u)]},
     }, data, this.plotElement);
     this.renderLegend(null);
+  }
+
+  setSmoothing(weight) {
+    this.smoothing = Math.max(0, Math.min(0.99, weight || 0));
+    this.setSeries(this.given);
+  }
+
+  onKey(event) {
+    const index = this.plot ? keyTarget(event, this.keyIndex, this.data[0].length) : null;
+    if (index == null) return;
+    this.keyIndex = index;
+    const u = this.plot;
+    u.setCursor({left: u.valToPos(this.data[0][index], 'x'), top: u.over.clientHeight / 2});
+    const {format} = this.options;
+    const values = this.series.map((s, i) => [s, this.data[this.means + i][index], this.data[1 + this.series.length + i][index],
+      this.data[1 + i][index]]).filter(([, mean]) => mean != null);
+    this.readout.textContent = `${this.options.xLabel} ${formatNumber(this.data[0][index])}: ${values.map(([s, mean, low,
+      high]) => `${s.label} ${format(mean)}${low != null && high != null && high > low ? ` [${format(low)}, ${format(high)}]`
+      : ''}`).join(', ') || 'no value'}`;
+    this.element.dataset.cursor = String(index);
+  }
+
+  setLogScale(on) {
+    this.logScale = !!on;
+    this.element.dataset.log = this.logScale ? 'yes' : 'no';
+    this.setSeries(this.given);
+  }
+
+  downloadPng() {
+    if (this.plot) savePng(this.plot, fileNameOf(this.options, 'png'));
+  }
+
+  // Each series' mean and interval as given (not smoothed), on the x of all of them.
+  downloadCsv() {
+    const series = this.given.filter((s) => s.x && s.x.length);
+    if (!series.length) return;
+    const joined = uPlot.join(series.map((s) => [s.x, s.mean, s.low || s.mean, s.high || s.mean]));
+    const header = [this.options.xLabel, ...series.flatMap((s) => [`${s.label} mean`, `${s.label} low`,
+      `${s.label} high`])];
+    const rows = Array.from(joined[0], (x, row) => [x, ...series.flatMap((s, i) => [1, 2, 3]
+      .map((part) => joined[1 + i * 3 + part - 1][row]))]);
+    saveFile(new Blob([csvOf(header, rows)], {type: 'text/csv'}), fileNameOf(this.options, 'csv'));
   }
 
   // A band around a single point (a one-epoch run's validation accuracy) has no area: its

@@ -14,156 +14,20 @@
 // stream's `stage` events for the ones that begin later. A run recorded before the daemon
 // kept stage starts has none; for it they are worked out as before, from the config's epochs
 // per stage and the steps at which the evaluations say each epoch ended.
+//
+// The page is in three modules: this one (the header, the stream and the history, feeding
+// the charts), experiment_charts.js (which chart each curve goes to, the per-class bars),
+// experiment_panels.js (the checkpoints and the worker's report); ../organise.js has its
+// name, tags, note, archive and delete.
 
 import {api, streamUrl} from '../api.js';
 import {openStream} from '../stream.js';
+import {organiseControls} from '../organise.js';
+import {checkpointsPanel, workerPanel} from './experiment_panels.js';
+import {CHARTS, ClassBars, EVALUATION, SPLIT_ORDER, referenceChart, routeOf} from './experiment_charts.js';
 import {LiveChart, colorFor} from '../charts.js';
-import {h, append, clear, confirmButton, formatAgo, formatBytes, formatCount, formatDuration, formatNumber,
-  formatPercent, formatTime, runSeconds, statusBadge, ACTIVE} from '../dom.js';
-
-const SPLIT_ORDER = {train: 1, val: 2, test: 3, teacher: 4}; // the <n> of an eval event's id
-const EVALUATION = /^(train|val|test|teacher)\//; // per-epoch curves, by name (docs/api.md)
-const PER_CLASS = 'test/accuracy/';
-
-// Loss terms in the order the config's formula has them; the total first.
-const TERMS = ['total', 'task', 'distill', 'feature', 'adversarial'];
-const termRank = (name) => {
-  const index = TERMS.indexOf(name.slice(name.indexOf('/') + 1));
-  return index >= 0 ? index : TERMS.length;
-};
-const splitRank = (name) => SPLIT_ORDER[name.split('/')[0]] || 9;
-
-// Every curve goes to the charts whose test it passes, or else to its kind's catch-all; page
-// order is this order. perEpoch charts have the epoch on x; `bars` is the per-class view.
-// The teacher's evaluations (`teacher/<split>/<name>`) are not curves: each is one value,
-// drawn as a reference line on the chart its `<split>/<name>` goes to.
-const CHARTS = [
-  {key: 'loss', title: 'Loss terms (raw)', test: (n) => n.startsWith('loss/'), order: termRank},
-  {key: 'weighted', title: 'Weighted terms, stacked: the top edge is loss/total',
-    test: (n) => n.startsWith('weighted/') || n === 'loss/total', order: termRank,
-    stacked: (n) => n.startsWith('weighted/')},
-  {key: 'accuracy', title: 'Accuracy per epoch', perEpoch: true, test: (n) => /^(train|val|test)\/accuracy$/.test(n),
-    order: splitRank, yBounds: [0, 1]},
-  {key: 'eval-loss', title: 'Loss per epoch', perEpoch: true, test: (n) => /^(train|val|test)\/loss$/.test(n),
-    order: splitRank},
-  {key: 'per-class', title: 'Test accuracy per class', perEpoch: true, bars: true,
-    test: (n) => n.startsWith(PER_CLASS) && n.length > PER_CLASS.length},
-  {key: 'agreement', title: 'Agreement with the teacher (same predicted class)', perEpoch: true,
-    test: (n) => /^(train|val|test)\/agreement$/.test(n), order: splitRank, yBounds: [0, 1]},
-  {key: 'schedule', title: 'Learning rate and temperature', test: (n) => n === 'lr' || n === 'temperature',
-    rightAxis: (n) => n === 'temperature', axisLabels: (names) => (names.includes('temperature')
-      ? {y: 'lr', right: 'temperature'} : {})},
-  {key: 'gate', title: 'Selective gate', test: (n) => n.startsWith('gate/') || n === 'feature/ungated_mse',
-    rightAxis: (n) => n === 'feature/ungated_mse', axisLabels: (names) => (names.includes('feature/ungated_mse')
-      ? {y: 'gate', right: 'ungated mse'} : {})},
-  {key: 'disc', title: 'Discriminator', test: (n) => n.startsWith('disc/'), rightAxis: (n) => n === 'disc/loss',
-    yBounds: [0, 1],
-    axisLabels: (names) => (names.includes('disc/loss') && names.length > 1 ? {y: 'accuracy', right: 'loss'} : {})},
-  {key: 'grad', title: 'Gradient norm per layer', test: (n) => n.startsWith('grad_norm/')},
-  // Which term moves the student: each term's weighted share of the gradient (stacked, they
-  // sum to one), and how each term's gradient points against the task's (below zero: the
-  // objectives conflict). Judged by gradient, not by loss: a large loss can move little.
-  {key: 'grad-share', title: 'Share of the gradient on the student, per term (stacked)',
-    test: (n) => n.startsWith('grad_share/'), order: termRank, stacked: () => true, yBounds: [0, 1]},
-  {key: 'grad-cosine', title: 'Cosine of each term\'s gradient with the task\'s', test: (n) => n.startsWith('grad_cos/'),
-    yBounds: [-1, 1]},
-  {key: 'grad-term', title: 'Gradient norm per term (raw)', test: (n) => n.startsWith('grad_norm_term/'),
-    order: termRank},
-  {key: 'speed', title: 'Examples per second', test: (n) => n === 'examples_per_s'},
-  {key: 'diagnostics', title: 'Other curves', catchAll: true},
-  {key: 'eval-other', title: 'Other evaluations', perEpoch: true, catchAll: true},
-];
-
-// Which charts a curve goes to (their keys): 'teacher' for the teacher's evaluations.
-function routeOf(name, perEpoch = EVALUATION.test(name)) {
-  if (perEpoch && name.startsWith('teacher/') && referenceChart(name)) return ['teacher'];
-  const kind = CHARTS.filter((c) => !!c.perEpoch === perEpoch);
-  const keys = kind.filter((c) => c.test && c.test(name)).map((c) => c.key);
-  return keys.length ? keys : kind.filter((c) => c.catchAll).map((c) => c.key);
-}
-
-// The chart a teacher's value is a reference line on: where the student's curve of the
-// same name is drawn (teacher/test/accuracy → the accuracy chart), if it is a line chart.
-function referenceChart(name) {
-  const own = name.slice('teacher/'.length);
-  const spec = CHARTS.find((c) => c.perEpoch && !c.bars && c.test && c.test(own));
-  return spec ? spec.key : null;
-}
-
-// The per-class view: one bar per class at the newest epoch (a line per class over the
-// epochs is ten tangled lines; what one wants to see is which classes lag). Takes points as
-// a LiveChart does, so the page feeds both the same way.
-class ClassBars {
-  constructor(parent, {title, overall}) {
-    this.latest = new Map(); // class → {epoch, value}
-    this.overall = overall; // epoch → the overall test accuracy, for the caption
-    this.caption = h('figcaption', {}, title);
-    this.list = h('div', {class: 'class-bars'});
-    this.title = title;
-    this.element = h('figure', {class: 'chart bars', dataset: {kind: 'per-class', classes: '0'}}, this.caption,
-      this.list, h('p', {class: 'empty-note'}, 'loading…'));
-    this.queued = false;
-    parent.append(this.element);
-  }
-
-  declare() {}
-
-  set(name, epoch, value) {
-    if (value == null) return;
-    const label = name.slice(PER_CLASS.length);
-    const known = this.latest.get(label);
-    if (!known || epoch >= known.epoch) this.latest.set(label, {epoch, value});
-    this.schedule();
-  }
-
-  load(tables) {
-    for (const [name, epochs, values] of tables) {
-      if (epochs.length) this.set(name, epochs[epochs.length - 1], values[values.length - 1]);
-    }
-  }
-
-  addRow(epoch, entries) {
-    for (const [name, value] of entries) this.set(name, epoch, value);
-    return true;
-  }
-
-  schedule() {
-    if (this.queued) return;
-    this.queued = true;
-    requestAnimationFrame(() => this.render());
-  }
-
-  redraw() {}
-
-  setEmpty(text) {
-    this.element.querySelector('.empty-note').textContent = text;
-  }
-
-  render() {
-    this.queued = false;
-    if (this.destroyed) return;
-    let epoch = 0;
-    for (const point of this.latest.values()) epoch = Math.max(epoch, point.epoch);
-    const rows = [...this.latest].filter(([, point]) => point.epoch === epoch)
-      .sort(([a], [b]) => a.localeCompare(b, 'en', {numeric: true}));
-    const worst = Math.min(...rows.map(([, point]) => point.value));
-    const overall = this.overall(epoch);
-    clear(this.caption, this.title, rows.length ? h('span', {class: 'muted'},
-      ` · epoch ${epoch}${overall != null ? ` · overall ${formatPercent(overall)}` : ''}`) : null);
-    clear(this.list, rows.map(([label, {value}]) => h('div', {
-      class: `class-row${value === worst && rows.length > 1 ? ' worst' : ''}`, dataset: {class: label}},
-    h('span', {class: 'class-name', title: label}, label),
-    h('span', {class: 'class-bar'}, h('span', {style: `width:${Math.max(0, Math.min(1, value)) * 100}%`})),
-    h('span', {class: 'class-value'}, formatPercent(value)))));
-    this.element.dataset.epoch = String(epoch);
-    this.element.dataset.classes = String(rows.length);
-    this.element.querySelector('.empty-note').hidden = rows.length > 0;
-  }
-
-  destroy() {
-    this.destroyed = true;
-  }
-}
+import {h, append, clear, confirmButton, formatAgo, formatCount, formatDuration, formatNumber,
+  formatPercent, runSeconds, statusBadge, ACTIVE} from '../dom.js';
 
 export function mount(root, {params}) {
   const id = Number(params[0]);
@@ -191,7 +55,14 @@ export function mount(root, {params}) {
   // must survive that.
   const cancelButton = confirmButton('Cancel', 'Really cancel?', () => api.cancel(id).catch((e) => showError(e.message)),
     {class: 'danger', dataset: {action: 'cancel'}});
-  const header = h('div', {class: 'run-header'}, title, meta, teacherLine, h('div', {class: 'actions'}, cancelButton));
+  const organise = organiseControls({patch: (changes) => api.patchExperiment(id, changes),
+    remove: () => api.deleteExperiment(id), done: () => { location.hash = '#/experiments'; }, onChanged: (changed) => {
+    experiment = {...experiment, ...changed};
+    shownTitle = null;
+    scheduleHeader();
+  }, onError: (message) => showError(message)});
+  const header = h('div', {class: 'run-header'}, title, meta, teacherLine, organise.shown,
+    h('div', {class: 'actions'}, cancelButton, organise.buttons), organise.panel);
   let shownTitle = null;
   const figures = h('div', {class: 'figures'});
   const stagesStrip = h('div', {class: 'stages', hidden: true});
@@ -268,6 +139,7 @@ export function mount(root, {params}) {
       shownTitle = `${e.name} ${e.status}`;
     }
     meta.textContent = parts.join(' · ');
+    organise.update(e);
     renderTeacher();
     if (charts.size === 0) {
       waiting.textContent = ACTIVE.has(e.status) ? 'No points yet: the charts fill in as the run reports them.'
@@ -361,26 +233,7 @@ export function mount(root, {params}) {
     if (key === shownCheckpoints) return;
     shownCheckpoints = key;
     checkpointsCount.textContent = list.length ? `(${list.length})` : '';
-    if (!list.length) {
-      const every = experiment.config && experiment.config.checkpoint_every;
-      const when = every ? `every ${every === 1 ? 'epoch' : `${every} epochs`} and at the end` : 'at the end';
-      const text = !experiment.started_at ? (ACTIVE.has(experiment.status) ? 'None yet: the run has not started.'
-        : 'None: the run never started.')
-        : ACTIVE.has(experiment.status) ? `None yet: this run writes one ${when}.` : 'This run left no checkpoint.';
-      clear(checkpointsView, h('p', {class: 'empty-note'}, text));
-      return;
-    }
-    const rows = [...list].sort((a, b) => b.epoch - a.epoch); // newest first: where a run resumes
-    clear(checkpointsView, h('div', {class: 'table-wrap checkpoints-wrap'}, h('table', {class: 'checkpoints'},
-      h('thead', {}, h('tr', {}, h('th', {class: 'num'}, 'epoch'), h('th', {class: 'num'}, 'step'),
-        h('th', {class: 'num'}, 'size'), h('th', {}, 'written'), h('th', {}, 'path'))),
-      h('tbody', {}, rows.map((c, i) => h('tr', {dataset: {epoch: c.epoch}},
-        h('td', {class: 'num', dataset: {label: 'epoch'}}, String(c.epoch),
-          i === 0 && rows.length > 1 ? h('span', {class: 'muted'}, ' newest') : null),
-        h('td', {class: 'num', dataset: {label: 'step'}}, formatCount(c.step)),
-        h('td', {class: 'num', title: `${formatCount(c.bytes)} bytes`}, formatBytes(c.bytes)),
-        h('td', {class: 'time', title: c.created_at || ''}, formatTime(c.created_at)),
-        h('td', {class: 'path'}, h('code', {}, c.path))))))));
+    clear(checkpointsView, checkpointsPanel(experiment));
   }
 
   // --- charts ----------------------------------------------------------------------------
@@ -658,17 +511,7 @@ export function mount(root, {params}) {
   }
 
   function renderWorker(worker) {
-    clear(workerView);
-    if (!worker) {
-      workerView.append(h('dd', {}, 'No worker has started this run yet.'));
-      return;
-    }
-    const flat = (object, prefix) => Object.entries(object).flatMap(([key, value]) =>
-      value && typeof value === 'object' && !Array.isArray(value) ? flat(value, `${prefix}${key}.`)
-        : [[`${prefix}${key}`, value]]);
-    for (const [key, value] of flat(worker, '')) {
-      workerView.append(h('dt', {}, key), h('dd', {}, typeof value === 'number' ? formatCount(value) : String(value)));
-    }
+    clear(workerView, workerPanel(worker));
   }
 
   function editAsNew(event) {

@@ -1,6 +1,6 @@
-// views/studies.js — the studies page (#/studies): every study, newest first, with its
-// status, how many of its runs are done (a bar in the colours of their outcomes), and when it
-// was created and ran.
+// views/studies.js — the studies page (#/studies, #/studies?archived=1): every study, newest
+// first, with its status, its tags, how many of its runs are done (a bar in the colours of
+// their outcomes), and when it was created and ran; archived ones on demand.
 //
 // Live without a stream per study: the page follows /api/events, the one stream of every
 // experiment, and lists the studies again (at most every two seconds) when one of the
@@ -37,8 +37,9 @@ export function runsProgress(study) {
     ['succeeded', 'failed', 'cancelled', 'running'].map(segment)));
 }
 
-export function mount(root) {
+export function mount(root, {query}) {
   document.title = 'Studies · MapSage';
+  let archived = query.get('archived') || '';
   const statuses = new Map(); // experiment id → the status last seen, to tell a change from progress
   let studies = [];
   let nextBefore = null;
@@ -51,8 +52,15 @@ export function mount(root) {
   const error = h('p', {class: 'error', hidden: true});
   const more = h('button', {type: 'button', class: 'secondary', hidden: true, onclick: () => load(nextBefore)},
     'Load older');
+  const archivedSelect = h('select', {name: 'archived', 'aria-label': 'archived', onchange: () => {
+    archived = archivedSelect.value;
+    history.replaceState(null, '', `#/studies${archived ? `?archived=${archived}` : ''}`);
+    load(null);
+  }}, h('option', {value: ''}, 'not archived'), h('option', {value: '1'}, 'archived'), h('option', {value: 'all'},
+    'archived or not'));
+  archivedSelect.value = archived;
   append(root,
-    h('div', {class: 'toolbar'}, h('h1', {}, 'Studies')),
+    h('div', {class: 'toolbar'}, h('h1', {}, 'Studies'), h('div', {class: 'filters'}, archivedSelect)),
     error,
     h('div', {class: 'table-wrap'}, h('table', {class: 'studies'},
       h('thead', {}, h('tr', {}, h('th', {scope: 'col'}, 'id'), h('th', {scope: 'col'}, 'name'),
@@ -66,6 +74,9 @@ export function mount(root) {
     return h('tr', {dataset: {id: String(study.id), status: study.status}},
       h('td', {class: 'id'}, link(`#${study.id}`)),
       h('td', {class: 'name'}, link(study.name || '(unnamed)'),
+        (study.tags || []).length ? h('span', {class: 'tags'}, study.tags.map((t) => h('span', {class: 'tag'}, t)))
+          : null,
+        study.archived_at ? h('span', {class: 'tag archived'}, 'archived') : null,
         study.description ? h('div', {class: 'description muted'}, study.description) : null,
         study.error ? h('div', {class: 'row-error', title: study.error}, study.error) : null),
       h('td', {class: 'status-cell'}, statusBadge(study.status)),
@@ -86,7 +97,7 @@ export function mount(root) {
   async function load(before = null) {
     lastLoad = Date.now();
     try {
-      const page = await api.studies({limit: PAGE, before});
+      const page = await api.studies({limit: PAGE, before, archived});
       if (stopped) return;
       studies = before ? [...studies, ...page.studies] : page.studies;
       nextBefore = page.next_before;

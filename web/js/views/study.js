@@ -16,6 +16,7 @@ import {openStream} from '../stream.js';
 import {BandChart, PALETTE, themeColors} from '../charts.js';
 import {forestPlot, formatPoints, formatValue, heatmap, axisTable} from '../plots.js';
 import {runsProgress, ENDED} from './studies.js';
+import {organiseControls} from '../organise.js';
 import {h, append, clear, confirmButton, formatAgo, formatCount, formatDuration, formatNumber, formatPercent,
   formatTime, runSeconds, statusBadge} from '../dom.js';
 
@@ -106,6 +107,12 @@ export function mount(root, {params}) {
   const cancelButton = confirmButton('Cancel study', 'Really cancel every run?', () => api.cancelStudy(id)
     .then(() => refetchSoon()).catch((e) => showError(`cancel: ${e.message}`)), {class: 'danger',
     dataset: {action: 'cancel'}, hidden: true});
+  const organise = organiseControls({patch: (changes) => api.patchStudy(id, changes), onChanged: (changed) => {
+    // Not through takeHeader: these fields say nothing of how far the runs have got.
+    header = {...header, name: changed.name, note: changed.note, tags: changed.tags, archived_at: changed.archived_at};
+    shownTitle = null;
+    renderHeader();
+  }, onError: (message) => showError(message)});
   const armsBody = h('tbody');
   const armsHead = h('thead');
   const armsNote = h('p', {class: 'note muted'});
@@ -146,8 +153,8 @@ export function mount(root, {params}) {
       format: curve.format, empty: 'loading…'})};
   });
   append(root,
-    h('div', {class: 'run-header study-header'}, title, h('div', {class: 'actions'}, cancelButton), description, meta,
-      progress),
+    h('div', {class: 'run-header study-header'}, title, h('div', {class: 'actions'}, cancelButton, organise.buttons),
+      description, organise.shown, meta, progress, organise.panel),
     errorBox, armsSection, forestSection, gradientsSection, gridSection, curvesSection, runsSection,
     h('details', {class: 'panel', dataset: {panel: 'comparisons'}}, h('summary', {}, 'Every comparison'),
       comparisonsView),
@@ -214,6 +221,7 @@ export function mount(root, {params}) {
     meta.textContent = parts.join(' · ');
     clear(progress, runsProgress(s));
     cancelButton.hidden = ENDED.includes(s.status);
+    organise.update(s);
     root.dataset.status = s.status;
     showError(s.error || '');
   }
@@ -526,7 +534,8 @@ export function mount(root, {params}) {
     // it, their number.
     takeHeader({id: study.id, name: study.name, description: study.description, status: study.status,
       created_at: study.created_at, started_at: study.started_at, finished_at: study.finished_at,
-      error: study.error, counts: study.counts, runs: new Set((study.runs || []).map((run) => run.id)).size});
+      error: study.error, counts: study.counts, runs: new Set((study.runs || []).map((run) => run.id)).size,
+      note: study.note, tags: study.tags, archived_at: study.archived_at});
     renderArms();
     renderForest();
     renderGradients();

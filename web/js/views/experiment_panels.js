@@ -1,0 +1,39 @@
+// views/experiment_panels.js — the experiment page's panels that show what the API says as
+// it is: the checkpoints (newest first, where a run resumes) and the worker's start report.
+// Pure functions of the run: the page calls them again when it changes.
+
+import {h, formatBytes, formatCount, formatTime, ACTIVE} from '../dom.js';
+
+// The checkpoints table, or a sentence saying why there is none (yet).
+export function checkpointsPanel(experiment) {
+  const list = experiment.checkpoints || [];
+  if (!list.length) {
+    const every = experiment.config && experiment.config.checkpoint_every;
+    const when = every ? `every ${every === 1 ? 'epoch' : `${every} epochs`} and at the end` : 'at the end';
+    const text = !experiment.started_at ? (ACTIVE.has(experiment.status) ? 'None yet: the run has not started.'
+      : 'None: the run never started.')
+      : ACTIVE.has(experiment.status) ? `None yet: this run writes one ${when}.` : 'This run left no checkpoint.';
+    return h('p', {class: 'empty-note'}, text);
+  }
+  const rows = [...list].sort((a, b) => b.epoch - a.epoch); // newest first: where a run resumes
+  return h('div', {class: 'table-wrap checkpoints-wrap'}, h('table', {class: 'checkpoints'},
+    h('thead', {}, h('tr', {}, h('th', {class: 'num'}, 'epoch'), h('th', {class: 'num'}, 'step'),
+      h('th', {class: 'num'}, 'size'), h('th', {}, 'written'), h('th', {}, 'path'))),
+    h('tbody', {}, rows.map((c, i) => h('tr', {dataset: {epoch: c.epoch}},
+      h('td', {class: 'num', dataset: {label: 'epoch'}}, String(c.epoch),
+        i === 0 && rows.length > 1 ? h('span', {class: 'muted'}, ' newest') : null),
+      h('td', {class: 'num', dataset: {label: 'step'}}, formatCount(c.step)),
+      h('td', {class: 'num', title: `${formatCount(c.bytes)} bytes`}, formatBytes(c.bytes)),
+      h('td', {class: 'time', title: c.created_at || ''}, formatTime(c.created_at)),
+      h('td', {class: 'path'}, h('code', {}, c.path)))))));
+}
+
+// What the worker reported when it started (pid, host, threads, parameter counts…), flat.
+export function workerPanel(worker) {
+  if (!worker) return h('dd', {}, 'No worker has started this run yet.');
+  const flat = (object, prefix) => Object.entries(object).flatMap(([key, value]) =>
+    value && typeof value === 'object' && !Array.isArray(value) ? flat(value, `${prefix}${key}.`)
+      : [[`${prefix}${key}`, value]]);
+  return flat(worker, '').map(([key, value]) => [h('dt', {}, key),
+    h('dd', {}, typeof value === 'number' ? formatCount(value) : String(value))]);
+}
