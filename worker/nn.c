@@ -14,6 +14,7 @@
 
 #include <cblas.h>
 
+#include "kernels.h"
 #include "rng.h"
 
 /* GCC at -O2 vectorises a loop only when vector code can replace it entirely: a trip count
@@ -93,18 +94,40 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
 /* ---------------------------------------------------------------------------------------
  * Conv2d
  *
- * im2col lays out every input patch of the whole batch as a column of
- * col (C·K·K, B·OH·OW), so that the convolution of the batch is ONE product
- * weight (OC, C·K·K) · col = (OC, B·OH·OW). That product is channel-major (OC, B, OH·OW);
+ * im2col lays out every input patch of the batch as a column of col (C·K·K, B·OH·OW), so
+ * that a convolution is a product weight (OC, C·K·K) · col = (OC, B·OH·OW), channel-major;
  * one pass puts it in NCHW order and adds the bias. The backward does the same in reverse:
  * dout goes into channel-major order (summing dbias on the way), then one product for
  * dweight against the col the forward left, one for dcol, and col2im adds dcol back onto
- * the input's gradient. The alternative, a GEMM per example (on the same im2col) writing
- * NCHW directly, saves the two reorderings but runs B smaller products. Measured on one
- * OpenBLAS 0.3.21 thread at B = 128 (forward + backward, ms): 32→64 channels at 14×14,
- * batched 110 vs per example 112; 1→32 at 28×28 (K = 9: memory-bound, the reordering
- * shows), 11.6 vs 9.6. A wash overall, so one product per layer: fewer, larger calls, and
- * the shape that gains most when OpenBLAS gets more threads. */
+ * the input's gradient.
+ *
+ * The batch goes through in chunks of a few examples (conv2d__chunk): im2col, product and
+ * reordering of one chunk run back to back while its columns and product are in the L2
+ * cache, and the scratch is one chunk's, not the batch's. Measured on one OpenBLAS 0.3.21
+ * thread (Zen 3, "Zen" kernels): the 32→64-channel products at 14×14 run at 62–80 GFLOP/s
+ * whether N is 2 examples' columns or 128 (noise between runs exceeds the difference), so
+ * chunking costs the GEMMs nothing, while the passes around them stopped missing the cache
+ * (the 29 MB dcol and the 6.4 MB product no longer go through memory).
+ *
+ * A convolution with few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network)
+ * skips OpenBLAS for its forward and weight gradient: with K = 9 OpenBLAS reached only
+ * 19–23 GFLOP/s, and kernels.h's loops write NCHW directly (no reordering pass). */
+
+/* C·K·K at or below which kernels.h's loops replace the products (the GEMM at K = 9:
+ * 2 × 2.8 ms per step of 128 against ~0.6 ms + 0.9 ms for the loops; by K = 18 the product
+ * stays packing-bound too, but 32 taps is where OpenBLAS's kernel starts to pay). */
+#define NN_FEW_TAPS 24
+/* Examples per chunk (CFG_CONV_CHUNK_FLOATS: a chunk's product and dcol together take half
+ * of a 1 MB L2), shared with the daemon's memory estimate. */
+static int conv2d__chunk(int B, int CKK, int OC, size_t P) {
+  return cfg_conv_chunk(B, (size_t)CKK, (size_t)OC, P);
+}
+
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+                             int with_dinp) {
+  const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
+  return cfg_conv_scratch_floats(B, (size_t)C * K * K, (size_t)OC, P, with_dinp);
+}
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi). */
 static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int stride, int pad) {
@@ -117,15 +140,15 @@ static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int str
   *hi = end;
 }
 
-static void conv2d__im2col(float *restrict col, const float *restrict inp, int B, int C, int H,
-                           int W, int K, int stride, int pad, int OH, int OW) {
-  // inp (B,C,H,W) -> col (C·K·K, B·OH·OW)
-  /* Channel c of the whole batch (B planes) is read K² times in a row: it stays in cache. */
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
+static void conv2d__im2col(float *restrict col, size_t col_stride, const float *restrict inp,
+                           int B, int C, int H, int W, int K, int stride, int pad, int OH, int OW) {
+  // inp (B,C,H,W) -> col (C·K·K rows of col_stride floats; the B·OH·OW first columns)
+  /* Channel c of the chunk (B planes) is read K² times in a row: it stays in cache. */
+  const size_t P = (size_t)OH * OW;
   for (int c = 0; c < C; c++) {
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        float *row = col + ((size_t)(c * K + ki) * K + kj) * N;
+        float *row = col + ((size_t)(c * K + ki) * K + kj) * col_stride;
         int lo, hi;
         conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
         for (int b = 0; b < B; b++) {
@@ -212,16 +235,27 @@ void conv2d_forward(float *out, float *col, float *scratch, const float *inp, co
                     int pad) {
   // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (C·K·K, B·OH·OW)
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K, N = B * OH * OW;
-  const size_t P = (size_t)OH * OW;
-  conv2d__im2col(col, inp, B, C, H, W, K, stride, pad, OH, OW);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, N, CKK, 1.0f, weight, CKK, col, N,
-              0.0f, scratch, N);
-  /* (OC, B, P) -> (B, OC, P), adding the bias: rows of P floats, both sides contiguous. */
-  for (int b = 0; b < B; b++)
-    for (int o = 0; o < OC; o++)
-      conv2d__add_bias(out + ((size_t)b * OC + o) * P, scratch + ((size_t)o * B + b) * P,
-                       bias ? bias[o] : 0.0f, P);
+  const int CKK = C * K * K;
+  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
+  const int chunk = conv2d__chunk(B, CKK, OC, P);
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    const int bc = B - b0 < chunk ? B - b0 : chunk;
+    const int n = (int)((size_t)bc * P);
+    float *col_chunk = col + (size_t)b0 * P;
+    float *out_chunk = out + (size_t)b0 * OC * P;
+    conv2d__im2col(col_chunk, N, inp + (size_t)b0 * C * H * W, bc, C, H, W, K, stride, pad, OH, OW);
+    if (CKK <= NN_FEW_TAPS) {
+      kernels_conv_few_taps_forward(out_chunk, col_chunk, N, weight, bias, bc, OC, CKK, (int)P);
+      continue;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, n, CKK, 1.0f, weight, CKK,
+                col_chunk, (int)N, 0.0f, scratch, n);
+    /* (OC, bc, P) -> (bc, OC, P), adding the bias: rows of P floats, both sides contiguous. */
+    for (int b = 0; b < bc; b++)
+      for (int o = 0; o < OC; o++)
+        conv2d__add_bias(out_chunk + ((size_t)b * OC + o) * P, scratch + ((size_t)o * bc + b) * P,
+                         bias ? bias[o] : 0.0f, P);
+  }
 }
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
@@ -229,22 +263,34 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, 
                      int K, int stride, int pad) {
   // dout (B,OC,OH,OW), col (C·K·K, B·OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K, N = B * OH * OW;
-  const size_t P = (size_t)OH * OW;
-  float *dout_t = scratch; /* (OC, B·P) */
-  for (int o = 0; o < OC; o++) {
-    float sum = 0.0f;
-    for (int b = 0; b < B; b++)
-      sum += conv2d__copy_sum(dout_t + ((size_t)o * B + b) * P, dout + ((size_t)b * OC + o) * P, P);
-    if (dbias) dbias[o] += sum;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, N, 1.0f, dout_t, N, col, N, 1.0f,
-              dweight, CKK);
-  if (dinp) {
-    float *dcol = scratch + (size_t)OC * N; /* (C·K·K, B·P) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, N, OC, 1.0f, weight, CKK, dout_t, N,
-                0.0f, dcol, N);
-    conv2d__col2im(dinp, dcol, B, C, H, W, K, stride, pad, OH, OW);
+  const int CKK = C * K * K, few_taps = CKK <= NN_FEW_TAPS;
+  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
+  const int chunk = conv2d__chunk(B, CKK, OC, P);
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    const int bc = B - b0 < chunk ? B - b0 : chunk;
+    const int n = (int)((size_t)bc * P);
+    const float *col_chunk = col + (size_t)b0 * P;
+    const float *dout_chunk = dout + (size_t)b0 * OC * P;
+    if (few_taps)
+      kernels_conv_few_taps_backward(dweight, dbias, dout_chunk, col_chunk, N, bc, OC, CKK, (int)P);
+    if (few_taps && !dinp) continue;
+    float *dout_t = scratch; /* (OC, bc·P) */
+    for (int o = 0; o < OC; o++) {
+      float sum = 0.0f;
+      for (int b = 0; b < bc; b++)
+        sum += conv2d__copy_sum(dout_t + ((size_t)o * bc + b) * P,
+                                dout_chunk + ((size_t)b * OC + o) * P, P);
+      if (dbias && !few_taps) dbias[o] += sum;
+    }
+    if (!few_taps)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, n, 1.0f, dout_t, n, col_chunk,
+                  (int)N, 1.0f, dweight, CKK);
+    if (dinp) {
+      float *dcol = scratch + (size_t)OC * n; /* (C·K·K, bc·P) */
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, n, OC, 1.0f, weight, CKK, dout_t, n,
+                  0.0f, dcol, n);
+      conv2d__col2im(dinp + (size_t)b0 * C * H * W, dcol, bc, C, H, W, K, stride, pad, OH, OW);
+    }
   }
 }
 
@@ -254,6 +300,10 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, 
 void maxpool_forward(float *out, int32_t *argmax, const float *inp, int B, int C, int H, int W,
                      int K, int stride) {
   // inp (B,C,H,W) -> out (B,C,OH,OW), argmax (B,C,OH,OW)
+  if (K == 2 && stride == 2) { /* the only pool of the teacher CNN: kernels.h's unrolled loop */
+    kernels_maxpool2_forward(out, argmax, inp, (size_t)B * C, H, W);
+    return;
+  }
   const int OH = conv2d_out_size(H, K, stride, 0), OW = conv2d_out_size(W, K, stride, 0);
   for (size_t bc = 0; bc < (size_t)B * C; bc++) {
     const float *plane = inp + bc * H * W;
@@ -587,11 +637,14 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
       /* Training keeps each conv's im2col for its backward; inference shares one. */
       layer->col = forward_only ? 0 : n_col;
       n_col = forward_only ? nn__max(n_col, ckk * columns) : n_col + ckk * columns;
-      /* The product before reordering, then (backward, if an input gradient may be wanted)
-       * dcol. l > 0 is enough: only the first layer never needs its input's gradient. */
-      size_t scratch = (size_t)spec->out * columns;
-      if (!forward_only && l > 0) scratch += ckk * columns;
-      n_scratch = nn__max(n_scratch, scratch);
+      /* One chunk's product before reordering, then (backward, if an input gradient may be
+       * wanted) its dcol. l > 0 is enough: only the first layer never needs its input's
+       * gradient. */
+      n_scratch = nn__max(n_scratch, conv2d_scratch_floats(max_batch, layer->in_shape.channels,
+                                                           layer->in_shape.height,
+                                                           layer->in_shape.width, spec->out,
+                                                           spec->kernel, spec->stride,
+                                                           spec->padding, !forward_only && l > 0));
       break;
     }
     case CFG_LAYER_MAXPOOL:
