@@ -165,11 +165,19 @@ def main():
         if args.serve:
             print(json.dumps({"rep": len(rates) - 1, "samples_per_s": round(rates[-1], 1)}), flush=True)
     blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()})
+    # The kernel set the OpenBLAS it loaded runs (bench/run gives both sides the same one).
+    core = "?"
+    for path in blas:
+        if "libopenblas" in path:
+            import ctypes
+            library = ctypes.CDLL(path)
+            library.openblas_get_corename.restype = ctypes.c_char_p
+            core = library.openblas_get_corename().decode()
     out = {
         "workload": args.workload, "batch": B, "reps": args.reps,
         "samples_per_s": statistics.median(rates), "samples_per_s_all": [round(r, 1) for r in rates],
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "mkldnn": torch.backends.mkldnn.is_available(), "blas_loaded": blas,
+        "mkldnn": torch.backends.mkldnn.is_available(), "blas_loaded": blas, "openblas_core": core,
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "loss_finite": total == total,
     }
     if epoch:

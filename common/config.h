@@ -275,7 +275,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
 /* A convolution runs its batch in chunks of examples (worker/nn.c, "Conv2d"): how many
  * examples of B go in one, for C·K·K = ckk taps, oc outputs and p output pixels, and the
  * scratch floats that takes (the chunk's product, plus its dcol when with_dinp). */
-#define CFG_CONV_CHUNK_FLOATS (128 * 1024)
+#define CFG_CONV_CHUNK_FLOATS (512 * 1024)
 int cfg_conv_chunk(int batch, size_t ckk, size_t oc, size_t p);
 size_t cfg_conv_scratch_floats(int batch, size_t ckk, size_t oc, size_t p, int with_dinp);
 

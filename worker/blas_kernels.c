@@ -9,6 +9,7 @@
  * Measured on the issue's Intel machine (family 6 model 207): Prescott's SSE3 sgemm reached
  * 15–30 GFLOP/s on the training products, against OpenBLAS's AVX-512 kernels' several times
  * that on the same processor. */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "blas_kernels.h"
 
 #include <errno.h>
@@ -210,7 +211,7 @@ void blas_kernels_start(char **argv, blas_report_t *report, FILE *log) {
       unsetenv(BLAS_KERNELS_CORETYPE);
     }
     setenv(BLAS_KERNELS_MARKER, marker, 1);
-    fprintf(log, "mapsage-worker: BLAS kernels: %s; re-executing\n", decision.reason);
+    fprintf(log, "%s: BLAS kernels: %s; re-executing\n", program_invocation_short_name, decision.reason);
     fflush(log);
     execv("/proc/self/exe", argv);
     /* Still here: run on what is loaded, and say why. */
@@ -224,7 +225,7 @@ void blas_kernels_start(char **argv, blas_report_t *report, FILE *log) {
   }
   snprintf(report->chosen_by, sizeof report->chosen_by, "%s", decision.chosen_by);
   snprintf(report->reason, sizeof report->reason, "%s", decision.reason);
-  fprintf(log, "mapsage-worker: BLAS kernels %s (chosen by %s: %s); self-check %s\n", report->core,
+  fprintf(log, "%s: BLAS kernels %s (chosen by %s: %s); self-check %s\n", program_invocation_short_name, report->core,
           report->chosen_by, report->reason, report->self_check);
 }
 

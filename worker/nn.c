@@ -102,12 +102,14 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
  * the input's gradient.
  *
  * The batch goes through in chunks of a few examples (conv2d__chunk): im2col, product and
- * reordering of one chunk run back to back while its columns and product are in the L2
- * cache, and the scratch is one chunk's, not the batch's. Measured on one OpenBLAS 0.3.21
- * thread (Zen 3, "Zen" kernels): the 32→64-channel products at 14×14 run at 62–80 GFLOP/s
- * whether N is 2 examples' columns or 128 (noise between runs exceeds the difference), so
- * chunking costs the GEMMs nothing, while the passes around them stopped missing the cache
- * (the 29 MB dcol and the 6.4 MB product no longer go through memory).
+ * reordering of one chunk run back to back while its columns and product are in cache, and
+ * the scratch is one chunk's, not the batch's (CNN: 5 MB instead of 38 MB). Measured on one
+ * OpenBLAS 0.3.21 thread (Zen 3, "Zen" kernels), the 32→64-channel products at 14×14 run at
+ * 62–80 GFLOP/s whether N is 1 example's columns or 128 (run-to-run noise is larger than the
+ * difference), and the whole CNN step did the same at chunks of 128K, 512K, 1M, 2M, 8M floats
+ * and the whole batch (1,530–1,640 samples per CPU-second, alternated in one run, load 6):
+ * 512K floats (2 MB) had the best median twice. A GEMM per example writing NCHW directly
+ * (no reordering) measured 1,516 against 1,607 for the chunks: no better, as before.
  *
  * A convolution with few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network)
  * skips OpenBLAS for its forward and weight gradient: with K = 9 OpenBLAS reached only
