@@ -272,12 +272,9 @@ typedef struct {
   size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
-/* A convolution runs its batch in chunks of examples (worker/nn.c, "Conv2d"): how many
- * examples of B go in one, for C·K·K = ckk taps, oc outputs and p output pixels, and the
- * scratch floats that takes (the chunk's product, plus its dcol when with_dinp). */
-#define CFG_CONV_CHUNK_FLOATS (512 * 1024)
-int cfg_conv_chunk(int batch, size_t ckk, size_t oc, size_t p);
-size_t cfg_conv_scratch_floats(int batch, size_t ckk, size_t oc, size_t p, int with_dinp);
+/* The scratch a convolution takes (worker/nn.c, "Conv2d"): one example's dcol, C·K·K = ckk
+ * rows of p output pixels, when its input gradient is wanted; nothing otherwise. */
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, int with_dinp);
 
 /* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak
  * RSS minus what it counts (Release build, OpenBLAS 0.3.21, 1 and 2 threads): 10.3 MiB for

@@ -20,17 +20,7 @@
 
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
-int cfg_conv_chunk(int batch, size_t ckk, size_t oc, size_t p) {
-  const size_t per_example = (oc + ckk) * p;
-  size_t chunk = per_example ? CFG_CONV_CHUNK_FLOATS / per_example : (size_t)batch;
-  if (chunk < 1) chunk = 1;
-  return chunk > (size_t)batch ? batch : (int)chunk;
-}
-
-size_t cfg_conv_scratch_floats(int batch, size_t ckk, size_t oc, size_t p, int with_dinp) {
-  const size_t columns = (size_t)cfg_conv_chunk(batch, ckk, oc, p) * p;
-  return oc * columns + (with_dinp ? ckk * columns : 0);
-}
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, int with_dinp) { return with_dinp ? ckk * p : 0; }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
  * out): keep the two together. tests/test_nn.c checks that they agree. */
@@ -57,8 +47,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       const size_t columns = batch * (size_t)shape->height * (size_t)shape->width;
       n_params += (size_t)spec->out * ckk + (size_t)spec->out;
       n_col = forward_only ? cfg__max(n_col, ckk * columns) : n_col + ckk * columns;
-      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(max_batch, ckk, (size_t)spec->out,
-                                                              columns / batch,
+      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, columns / batch,
                                                               !forward_only && l > 0));
       break;
     }

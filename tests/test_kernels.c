@@ -1,6 +1,7 @@
 /* test_kernels.c — checks worker/kernels.c on every instruction set this CPU runs (each
  * printed as it runs; the sets it lacks are named as not run): the few-taps convolution
- * forward and weight gradient against a double-precision definition, the 2×2 max-pool
+ * weight gradient and the unpacked GEMM (both orientations of A, bias or none, rows and
+ * columns that leave remainders) against a double-precision definition, the 2×2 max-pool
  * against the definition bit for bit (ties included), odd sizes that leave vector tails,
  * batch 1, channel counts that are not a multiple of the register block, column strides of
  * a chunk, and the same bits from one call to the next. MAPSAGE_KERNELS is checked too.
@@ -31,40 +32,22 @@ static void test_few_taps_case(const few_taps_case_t *k) {
   const size_t n_col = (size_t)k->CKK * stride, n_out = (size_t)k->B * k->OC * k->P;
   const size_t n_w = (size_t)k->OC * k->CKK;
   float *col = malloc(n_col * sizeof *col), *weight = malloc(n_w * sizeof *weight);
-  float *bias = malloc(k->OC * sizeof *bias), *out = malloc(n_out * sizeof *out);
-  float *again = malloc(n_out * sizeof *again), *dout = malloc(n_out * sizeof *dout);
+  float *bias = malloc(k->OC * sizeof *bias), *dout = malloc(n_out * sizeof *dout);
   float *dweight = malloc(n_w * sizeof *dweight), *dbias = malloc(k->OC * sizeof *dbias);
   float *dweight2 = malloc(n_w * sizeof *dweight2), *dbias2 = malloc(k->OC * sizeof *dbias2);
   fill_uniform(col, n_col, -1, 1);
   fill_uniform(weight, n_w, -1, 1);
   fill_uniform(bias, k->OC, -1, 1);
   fill_uniform(dout, n_out, -1, 1);
-  const float *b = k->with_bias ? bias : NULL;
 
-  for (size_t i = 0; i < n_out; i++) out[i] = NAN; /* every element must be written */
-  kernels_conv_few_taps_forward(out, col, stride, weight, b, k->B, k->OC, k->CKK, k->P);
-  double worst = 0.0;
-  for (int e = 0; e < k->B; e++)
-    for (int o = 0; o < k->OC; o++)
-      for (int p = 0; p < k->P; p++) {
-        double sum = b ? b[o] : 0.0;
-        for (int t = 0; t < k->CKK; t++)
-          sum += (double)weight[o * k->CKK + t] * col[t * stride + (size_t)e * k->P + p];
-        float got = out[((size_t)e * k->OC + o) * k->P + p];
-        worst = fmax(worst, isnan(got) ? INFINITY : fabs(sum - got));
-      }
-  printf("    few taps B=%d OC=%d CKK=%d P=%d%s: forward max |error| %.2e", k->B, k->OC, k->CKK,
-         k->P, b ? "" : " (no bias)", worst);
-  CHECK(worst < 1e-5 * k->CKK);
-  kernels_conv_few_taps_forward(again, col, stride, weight, b, k->B, k->OC, k->CKK, k->P);
-  CHECK(memcmp(out, again, n_out * sizeof *out) == 0);
-
+  printf("    few taps B=%d OC=%d CKK=%d P=%d%s: weight gradient", k->B, k->OC, k->CKK, k->P,
+         k->with_bias ? "" : " (no bias)");
   /* The gradients accumulate onto what is there. */
   for (size_t i = 0; i < n_w; i++) dweight[i] = dweight2[i] = 0.25f;
   for (int o = 0; o < k->OC; o++) dbias[o] = dbias2[o] = -0.5f;
   kernels_conv_few_taps_backward(dweight, k->with_bias ? dbias : NULL, dout, col, stride, k->B,
                                  k->OC, k->CKK, k->P);
-  worst = 0.0;
+  double worst = 0.0;
   for (int o = 0; o < k->OC; o++) {
     double bias_sum = -0.5;
     for (int t = 0; t < k->CKK; t++) {
@@ -78,13 +61,13 @@ static void test_few_taps_case(const few_taps_case_t *k) {
       for (int p = 0; p < k->P; p++) bias_sum += dout[((size_t)e * k->OC + o) * k->P + p];
     worst = fmax(worst, fabs((k->with_bias ? bias_sum : -0.5) - dbias[o]));
   }
-  printf(", backward %.2e\n", worst);
+  printf(" max |error| %.2e\n", worst);
   CHECK(worst < 1e-6 * k->B * k->P + 1e-6);
   kernels_conv_few_taps_backward(dweight2, k->with_bias ? dbias2 : NULL, dout, col, stride, k->B,
                                  k->OC, k->CKK, k->P);
   CHECK(memcmp(dweight, dweight2, n_w * sizeof *dweight) == 0);
   CHECK(memcmp(dbias, dbias2, k->OC * sizeof *dbias) == 0);
-  free(col), free(weight), free(bias), free(out), free(again), free(dout);
+  free(col), free(weight), free(bias), free(dout);
   free(dweight), free(dbias), free(dweight2), free(dbias2);
 }
 
@@ -97,6 +80,59 @@ static void test_few_taps(void) {
       {2, 33, 24, 17, 0, 1},  /* the largest few-taps convolution, P shorter than AVX-512's 16 */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_few_taps_case(&cases[i]);
+}
+
+typedef struct {
+  int M, N, K;
+  int transposed;   /* A read as the transpose of a row-major K×M matrix (dcol = weightᵀ · dout) */
+  int extra;        /* ldb = N + extra, ldc = N + extra (a view into wider rows) */
+  int with_bias;
+} gemm_case_t;
+
+static void test_gemm_case(const gemm_case_t *k) {
+  const size_t ldb = (size_t)k->N + k->extra, ldc = ldb;
+  const size_t a_row = k->transposed ? 1 : (size_t)k->K, a_col = k->transposed ? (size_t)k->M : 1;
+  float *a = malloc((size_t)k->M * k->K * sizeof *a), *b = malloc((size_t)k->K * ldb * sizeof *b);
+  float *bias = malloc(k->M * sizeof *bias), *c = malloc((size_t)k->M * ldc * sizeof *c);
+  float *again = malloc((size_t)k->M * ldc * sizeof *again);
+  fill_uniform(a, (size_t)k->M * k->K, -1, 1);
+  fill_uniform(b, (size_t)k->K * ldb, -1, 1);
+  fill_uniform(bias, k->M, -1, 1);
+  for (size_t i = 0; i < (size_t)k->M * ldc; i++) c[i] = again[i] = NAN; /* all of C[:, :N] written */
+  const float *with = k->with_bias ? bias : NULL;
+  kernels_gemm_unpacked(c, ldc, a, a_row, a_col, b, ldb, with, k->M, k->N, k->K);
+  kernels_gemm_unpacked(again, ldc, a, a_row, a_col, b, ldb, with, k->M, k->N, k->K);
+  double worst = 0.0;
+  int outside = 1;
+  for (int i = 0; i < k->M; i++) {
+    for (int j = 0; j < k->N; j++) {
+      double sum = with ? with[i] : 0.0;
+      for (int t = 0; t < k->K; t++) sum += (double)a[i * a_row + t * a_col] * b[t * ldb + j];
+      const float got = c[i * ldc + j];
+      worst = fmax(worst, isnan(got) ? INFINITY : fabs(sum - got));
+    }
+    for (size_t j = (size_t)k->N; j < ldc; j++) outside &= isnan(c[i * ldc + j]); /* past N: untouched */
+  }
+  printf("    unpacked GEMM %dx%dx%d%s%s: max |error| %.2e\n", k->M, k->N, k->K,
+         k->transposed ? ", A transposed" : "", with ? ", bias" : "", worst);
+  CHECK(worst < 1e-6 * k->K + 1e-6);
+  CHECK(outside);
+  CHECK(memcmp(c, again, (size_t)k->M * ldc * sizeof *c) == 0);
+  free(a), free(b), free(bias), free(c), free(again);
+}
+
+static void test_gemm(void) {
+  static const gemm_case_t cases[] = {
+      {1, 1, 1, 0, 0, 1},      /* scalar only */
+      {7, 5, 3, 0, 2, 0},      /* N under a vector on AVX2: scalar columns; 6 + 1 rows */
+      {64, 196, 288, 0, 0, 1}, /* the teacher's second convolution, one example */
+      {288, 196, 64, 1, 0, 0}, /* its dcol = weightᵀ · dout */
+      {13, 37, 9, 0, 13, 1},   /* 6 + 6 + 1 rows, a vector tail that overlaps, wider rows */
+      {5, 33, 17, 1, 3, 1},    /* 3 + 1 + 1 rows */
+      {6, 16, 2, 0, 0, 0},     /* exactly one tile on AVX2 */
+      {32, 784, 9, 0, 0, 1},   /* the teacher's first convolution, one example */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_gemm_case(&cases[i]);
 }
 
 /* The definition: the first strict maximum of the window in row-major order. */
@@ -182,6 +218,7 @@ int main(void) {
     printf("kernels %s (%d floats a vector)\n", kernels_isa_name(set), kernels_isa_width(set));
     CHECK_INT(0, kernels_use(set));
     CHECK_INT(set, kernels_current());
+    test_gemm();
     test_few_taps();
     test_maxpool2();
     ran++;

@@ -1,11 +1,12 @@
 /* kernels.c — builds kernels_body.h once per instruction set and dispatches to one copy.
  *
- * Why these loops and not OpenBLAS: the first convolution of the teacher CNN (1 → 32
- * channels, 3×3) is a product with K = 9, where OpenBLAS 0.3.21 reaches 19–23 GFLOP/s
- * (packing dominates) and its output must then be reordered to NCHW: 5.6 ms of GEMM per
- * step of 128 plus the reordering, against ~1 ms for these loops, which write NCHW directly
- * (bench/README.md). Max-pool 2×2 is the only pool the teacher uses; the general K×K loop
- * spent 5.8% of a CNN step there.
+ * Why these loops and not OpenBLAS: a convolution's products per example are small (the
+ * teacher's: 64 × 196 × 288), their B operand (the example's im2col) is already in cache,
+ * and the output must be NCHW; OpenBLAS packs both operands, zeroes C, and computes the
+ * channel-major product that then needs reordering. The first convolution's weight gradient
+ * has N = 9, where OpenBLAS 0.3.21 reached 19–23 GFLOP/s. Max-pool 2×2 is the only pool the
+ * teacher uses; the general K×K loop spent 5.8–9% of a CNN step there. nn.c, "Conv2d", and
+ * bench/README.md have the measurements.
  *
  * Dispatch: a table of function pointers, chosen on first use (MAPSAGE_KERNELS, else the
  * widest set the CPU has) or by kernels_use(). The choice is process-wide; nothing runs two
@@ -18,11 +19,11 @@
 #include <string.h>
 
 typedef struct {
-  void (*conv_few_taps_forward)(float *, const float *, size_t, const float *, const float *, int,
-                                int, int, int);
   void (*conv_few_taps_backward)(float *, float *, const float *, const float *, size_t, int, int,
                                  int, int);
   void (*maxpool2_forward)(float *, int32_t *, const float *, size_t, int, int);
+  void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
+                        const float *, int, int, int);
 } kernels_table_t;
 
 /* Portable: the compiler's baseline (SSE2 on x86-64), 4 floats a vector. */
@@ -135,12 +136,6 @@ kernels_isa_t kernels_current(void) {
   return kernels_isa;
 }
 
-void kernels_conv_few_taps_forward(float *out, const float *col, size_t col_stride,
-                                   const float *weight, const float *bias, int B, int OC, int CKK,
-                                   int P) {
-  kernels__table()->conv_few_taps_forward(out, col, col_stride, weight, bias, B, OC, CKK, P);
-}
-
 void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *dout,
                                     const float *col, size_t col_stride, int B, int OC, int CKK,
                                     int P) {
@@ -150,4 +145,9 @@ void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *d
 void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
                               int W) {
   kernels__table()->maxpool2_forward(out, argmax, inp, planes, H, W);
+}
+
+void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                           const float *B, size_t ldb, const float *bias, int M, int N, int K) {
+  kernels__table()->gemm_unpacked(C, ldc, A, a_row, a_col, B, ldb, bias, M, N, K);
 }

@@ -31,17 +31,22 @@ int kernels_use_from_env(char *error, size_t error_size);
 /* Floats per vector of the set: 4, 8, 16. */
 int kernels_isa_width(kernels_isa_t isa);
 
-/* Convolution with few taps (C·K·K small: the first layer), straight from im2col columns.
- * col holds CKK rows of `col_stride` floats; the B examples here are the B·P columns from
- * col's start. out (B,OC,P) = weight (OC,CKK) · col + bias (NULL: none), in NCHW order. */
-void kernels_conv_few_taps_forward(float *out, const float *col, size_t col_stride,
-                                   const float *weight, const float *bias, int B, int OC, int CKK,
-                                   int P);
-/* Its weight gradient: dout (B,OC,P) -> dweight (OC,CKK) += dout · colᵀ, dbias (OC) +=
+/* The weight gradient of a convolution with few taps (C·K·K small: the first layer), from
+ * im2col columns: col holds CKK rows of `col_stride` floats, the B examples here being the
+ * B·P columns from col's start (B = 1 with col_stride = P: one example's col). */
+/* dout (B,OC,P) -> dweight (OC,CKK) += dout · colᵀ, dbias (OC) +=
  * Σ dout (may be NULL). */
 void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *dout,
                                     const float *col, size_t col_stride, int B, int OC, int CKK,
                                     int P);
+
+/* C (M rows of ldc floats, the first N columns) = A · B + bias (per row; NULL: none), without
+ * packing: A(i,k) = A[i·a_row + k·a_col] (either orientation of a row-major matrix), B holds
+ * K rows of ldb floats. Register tiles of 6 rows × 2 vectors, read straight from B: for the
+ * convolutions' products, whose B (a few examples' im2col columns) is in cache, this skips
+ * OpenBLAS's packing and its zeroing of C, and writes NCHW directly. C is overwritten. */
+void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                           const float *B, size_t ldb, const float *bias, int M, int N, int K);
 
 /* Max-pool with a 2×2 window and stride 2 over `planes` planes of H×W, with maxpool_forward's
  * semantics (argmax in the plane, the first maximum in row-major order wins a tie). */

@@ -29,68 +29,8 @@ static inline __attribute__((always_inline)) float KFN(lanes_sum)(KFN(vec) v) {
   return sum;
 }
 
-/* Four output channels of one example (rows = 4; 1 for the remainder): out rows of P floats
- * = weight rows (CKK each) · col + bias. Four named accumulators, not an array: GCC at -O2
- * kept an array of them on the stack (a store and a load per FMA) rather than unroll. Every
- * column vector loaded feeds all four. */
-static inline __attribute__((always_inline)) void
-KFN(few_taps_rows)(float *restrict out, const float *restrict col, size_t col_stride,
-                   const float *restrict weight, const float *restrict bias, int rows, int CKK,
-                   int P) {
-  const float *restrict w0 = weight, *restrict w1 = weight + (rows > 1 ? CKK : 0);
-  const float *restrict w2 = weight + (rows > 2 ? 2 * CKK : 0);
-  const float *restrict w3 = weight + (rows > 3 ? 3 * CKK : 0);
-  int p = 0;
-  for (; p + KW <= P; p += KW) {
-    KFN(vec) acc0 = (KFN(vec)){0} + (bias ? bias[0] : 0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    if (rows == 4 && bias) {
-      acc1 = (KFN(vec)){0} + bias[1];
-      acc2 = (KFN(vec)){0} + bias[2];
-      acc3 = (KFN(vec)){0} + bias[3];
-    }
-    for (int k = 0; k < CKK; k++) {
-      const KFN(vec) c = KFN(load)(col + (size_t)k * col_stride + p);
-      acc0 += c * w0[k];
-      if (rows == 4) {
-        acc1 += c * w1[k];
-        acc2 += c * w2[k];
-        acc3 += c * w3[k];
-      }
-    }
-    KFN(store)(out + p, acc0);
-    if (rows == 4) {
-      KFN(store)(out + (size_t)P + p, acc1);
-      KFN(store)(out + 2 * (size_t)P + p, acc2);
-      KFN(store)(out + 3 * (size_t)P + p, acc3);
-    }
-  }
-  for (; p < P; p++) {
-    for (int j = 0; j < rows; j++) {
-      float sum = bias ? bias[j] : 0.0f;
-      for (int k = 0; k < CKK; k++) sum += col[(size_t)k * col_stride + p] * weight[j * CKK + k];
-      out[(size_t)j * P + p] = sum;
-    }
-  }
-}
-
-static void KFN(conv_few_taps_forward)(float *out, const float *col, size_t col_stride,
-                                       const float *weight, const float *bias, int B, int OC,
-                                       int CKK, int P) {
-  for (int b = 0; b < B; b++) {
-    const float *col_b = col + (size_t)b * P;
-    float *out_b = out + (size_t)b * OC * P;
-    int o = 0;
-    for (; o + 4 <= OC; o += 4)
-      KFN(few_taps_rows)(out_b + (size_t)o * P, col_b, col_stride, weight + (size_t)o * CKK,
-                         bias ? bias + o : NULL, 4, CKK, P);
-    for (; o < OC; o++)
-      KFN(few_taps_rows)(out_b + (size_t)o * P, col_b, col_stride, weight + (size_t)o * CKK,
-                         bias ? bias + o : NULL, 1, CKK, P);
-  }
-}
-
 /* `taps` (4, or 1 for the remainder) consecutive rows of col against one row d of dout:
- * dweight[t] += Σ_p d[p] · col[t][p]. Named accumulators (see few_taps_rows): independent
+ * dweight[t] += Σ_p d[p] · col[t][p]. Named accumulators (see gemm_tile): independent
  * chains, so the FMAs overlap. */
 static inline __attribute__((always_inline)) void
 KFN(few_taps_dots)(float *restrict dweight, const float *restrict d, const float *restrict col,
@@ -138,6 +78,106 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
       }
     }
   }
+}
+
+/* One tile of C = A·B (+ bias per row): `rows` (≤ 6) rows × `vecs` (1 or 2) vectors of
+ * columns, all constants after inlining. Twelve named accumulators at most (GCC at -O2 kept
+ * an array of them in memory); per k, `vecs` loads of B and `rows` broadcasts of A feed
+ * rows × vecs FMAs. A(i,k) = A[i·a_row + k·a_col]. */
+static inline __attribute__((always_inline)) void
+KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row, size_t a_col,
+               const float *restrict B, size_t ldb, const float *restrict bias, int rows, int vecs,
+               int K) {
+  KFN(vec) c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+  KFN(vec) c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+  if (bias) {
+    c00 = c01 = c00 + bias[0];
+    if (rows > 1) c10 = c11 = c10 + bias[1];
+    if (rows > 2) c20 = c21 = c20 + bias[2];
+    if (rows > 3) c30 = c31 = c30 + bias[3];
+    if (rows > 4) c40 = c41 = c40 + bias[4];
+    if (rows > 5) c50 = c51 = c50 + bias[5];
+  }
+  for (int k = 0; k < K; k++) {
+    const float *restrict b = B + (size_t)k * ldb;
+    const float *restrict a = A + (size_t)k * a_col;
+    const KFN(vec) b0 = KFN(load)(b), b1 = vecs > 1 ? KFN(load)(b + KW) : b0;
+    float x = a[0];
+    c00 += b0 * x;
+    if (vecs > 1) c01 += b1 * x;
+    if (rows > 1) {
+      x = a[a_row];
+      c10 += b0 * x;
+      if (vecs > 1) c11 += b1 * x;
+    }
+    if (rows > 2) {
+      x = a[2 * a_row];
+      c20 += b0 * x;
+      if (vecs > 1) c21 += b1 * x;
+    }
+    if (rows > 3) {
+      x = a[3 * a_row];
+      c30 += b0 * x;
+      if (vecs > 1) c31 += b1 * x;
+    }
+    if (rows > 4) {
+      x = a[4 * a_row];
+      c40 += b0 * x;
+      if (vecs > 1) c41 += b1 * x;
+    }
+    if (rows > 5) {
+      x = a[5 * a_row];
+      c50 += b0 * x;
+      if (vecs > 1) c51 += b1 * x;
+    }
+  }
+  const KFN(vec) first[6] = {c00, c10, c20, c30, c40, c50}, second[6] = {c01, c11, c21, c31, c41, c51};
+  for (int i = 0; i < rows; i++) {
+    KFN(store)(C + (size_t)i * ldc, first[i]);
+    if (vecs > 1) KFN(store)(C + (size_t)i * ldc + KW, second[i]);
+  }
+}
+
+/* Every row of C over `vecs` vectors of columns from column n: tiles of 6 rows, then 3, then
+ * 1. The columns' panel of B (K rows × vecs vectors) stays in L1 while the row tiles pass
+ * over it; A's rows come from L2. */
+static inline __attribute__((always_inline)) void
+KFN(gemm_columns)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row,
+                  size_t a_col, const float *restrict B, size_t ldb, const float *restrict bias,
+                  int M, int n, int vecs, int K) {
+  int i = 0;
+  for (; i + 6 <= M; i += 6)
+    KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
+                   bias ? bias + i : NULL, 6, vecs, K);
+  for (; i + 3 <= M; i += 3)
+    KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
+                   bias ? bias + i : NULL, 3, vecs, K);
+  for (; i < M; i++)
+    KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
+                   bias ? bias + i : NULL, 1, vecs, K);
+}
+
+/* Column panels of two vectors, one more of one vector, and the last partial vector
+ * recomputed as a whole vector ending at column N (a tile overwrites C, so the overlap writes
+ * the same values again). Narrower than a vector: scalar. */
+static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                               const float *B, size_t ldb, const float *bias, int M, int N, int K) {
+  int n = 0;
+  for (; n + 2 * KW <= N; n += 2 * KW) KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, n, 2, K);
+  if (n + KW <= N) {
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, n, 1, K);
+    n += KW;
+  }
+  if (n < N && N >= KW) {
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, N - KW, 1, K);
+    n = N;
+  }
+  for (; n < N; n++)
+    for (int i = 0; i < M; i++) {
+      float sum = bias ? bias[i] : 0.0f;
+      for (int k = 0; k < K; k++) sum += A[(size_t)i * a_row + (size_t)k * a_col] * B[(size_t)k * ldb + n];
+      C[(size_t)i * ldc + n] = sum;
+    }
 }
 
 /* 2×2, stride 2. The four candidates of a window in row-major order, each replacing the
@@ -216,9 +256,9 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
 #undef KERNELS_LANES
 
 static const kernels_table_t KFN(kernels_table) = {
-    .conv_few_taps_forward = KFN(conv_few_taps_forward),
     .conv_few_taps_backward = KFN(conv_few_taps_backward),
     .maxpool2_forward = KFN(maxpool2_forward),
+    .gemm_unpacked = KFN(gemm_unpacked),
 };
 
 #undef KW

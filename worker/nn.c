@@ -94,41 +94,39 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
 /* ---------------------------------------------------------------------------------------
  * Conv2d
  *
- * im2col lays out every input patch of the batch as a column of col (C·K·K, B·OH·OW), so
- * that a convolution is a product weight (OC, C·K·K) · col = (OC, B·OH·OW), channel-major;
- * one pass puts it in NCHW order and adds the bias. The backward does the same in reverse:
- * dout goes into channel-major order (summing dbias on the way), then one product for
- * dweight against the col the forward left, one for dcol, and col2im adds dcol back onto
+ * Example by example: im2col lays out the patches of example b as col_b (C·K·K, OH·OW)
+ * (col holds the batch as (B, C·K·K, OH·OW) and is left for the backward), and the output
+ * out_b (OC, OH·OW) = weight (OC, C·K·K) · col_b + bias is written in NCHW order by
+ * kernels.h's unpacked GEMM, while col_b is still in L2. The backward, per example: dbias
+ * += row sums of dout_b, dweight += dout_b · col_bᵀ (OpenBLAS; kernels.h's dot products
+ * when C·K·K is small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto
  * the input's gradient.
  *
- * The batch goes through in chunks of a few examples (conv2d__chunk): im2col, product and
- * reordering of one chunk run back to back while its columns and product are in cache, and
- * the scratch is one chunk's, not the batch's (CNN: 5 MB instead of 38 MB). Measured on one
- * OpenBLAS 0.3.21 thread (Zen 3, "Zen" kernels), the 32→64-channel products at 14×14 run at
- * 62–80 GFLOP/s whether N is 1 example's columns or 128 (run-to-run noise is larger than the
- * difference), and the whole CNN step did the same at chunks of 128K, 512K, 1M, 2M, 8M floats
- * and the whole batch (1,530–1,640 samples per CPU-second, alternated in one run, load 6):
- * 512K floats (2 MB) had the best median twice. A GEMM per example writing NCHW directly
- * (no reordering) measured 1,516 against 1,607 for the chunks: no better, as before.
+ * Measured on one core of the Zen 3 machine (OpenBLAS 0.3.21 "Zen", bench/README.md), the
+ * CNN step in samples per CPU-second, alternated in one run: the whole-batch layout (one
+ * OpenBLAS GEMM per product, reordering passes between NCHW and channel-major) 1,303; chunks
+ * of a few examples (the same passes, in cache) within noise of it whatever the chunk
+ * (128K floats to the whole batch); OpenBLAS per example writing NCHW (no reordering) 1,516
+ * against 1,607 for chunks; the unpacked GEMM per example (no packing, no zeroing of C, no
+ * reordering) 1,511 against 1,303 in one run. Then the per-example col layout took the B
+ * operand's rows from 100 KB apart (a TLB miss per row) to 784 B. OpenBLAS keeps the weight
+ * gradient (its packed NT product reached 80 GFLOP/s at K = 196, the unpacked form would
+ * need a reduction per output).
  *
- * A convolution with few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network)
- * skips OpenBLAS for its forward and weight gradient: with K = 9 OpenBLAS reached only
- * 19–23 GFLOP/s, and kernels.h's loops write NCHW directly (no reordering pass). */
+ * With few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network) the weight
+ * gradient goes to kernels.h's dot products too: OpenBLAS reached 19–23 GFLOP/s with
+ * N = 9. */
 
-/* C·K·K at or below which kernels.h's loops replace the products (the GEMM at K = 9:
- * 2 × 2.8 ms per step of 128 against ~0.6 ms + 0.9 ms for the loops; by K = 18 the product
- * stays packing-bound too, but 32 taps is where OpenBLAS's kernel starts to pay). */
+/* C·K·K at or below which the weight gradient is kernels.h's (the GEMM at K = 9:
+ * 2.8 ms per step of 128 against ~0.9 ms for the dot products; by 32 taps OpenBLAS's
+ * kernel starts to pay). */
 #define NN_FEW_TAPS 24
-/* Examples per chunk (CFG_CONV_CHUNK_FLOATS: a chunk's product and dcol together take half
- * of a 1 MB L2), shared with the daemon's memory estimate. */
-static int conv2d__chunk(int B, int CKK, int OC, size_t P) {
-  return cfg_conv_chunk(B, (size_t)CKK, (size_t)OC, P);
-}
 
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
                              int with_dinp) {
+  (void)B, (void)OC;
   const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
-  return cfg_conv_scratch_floats(B, (size_t)C * K * K, (size_t)OC, P, with_dinp);
+  return cfg_conv_scratch_floats((size_t)C * K * K, P, with_dinp);
 }
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi). */
@@ -142,65 +140,58 @@ static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int str
   *hi = end;
 }
 
-static void conv2d__im2col(float *restrict col, size_t col_stride, const float *restrict inp,
-                           int B, int C, int H, int W, int K, int stride, int pad, int OH, int OW) {
-  // inp (B,C,H,W) -> col (C·K·K rows of col_stride floats; the B·OH·OW first columns)
-  /* Channel c of the chunk (B planes) is read K² times in a row: it stays in cache. */
+static void conv2d__im2col(float *restrict col, const float *restrict inp, int C, int H, int W,
+                           int K, int stride, int pad, int OH, int OW) {
+  // inp (C,H,W) of one example -> col (C·K·K, OH·OW)
   const size_t P = (size_t)OH * OW;
   for (int c = 0; c < C; c++) {
+    const float *plane = inp + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        float *row = col + ((size_t)(c * K + ki) * K + kj) * col_stride;
+        float *dst = col + ((size_t)(c * K + ki) * K + kj) * P;
         int lo, hi;
         conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int b = 0; b < B; b++) {
-          const float *plane = inp + ((size_t)b * C + c) * H * W;
-          float *dst = row + (size_t)b * P;
-          for (int oh = 0; oh < OH; oh++, dst += OW) {
-            int ih = oh * stride - pad + ki;
-            if (ih < 0 || ih >= H) {
-              memset(dst, 0, (size_t)OW * sizeof *dst);
-              continue;
-            }
-            /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
-            ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-            for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-            if (stride == 1) {
-              memcpy(dst + lo, plane + base + lo, (size_t)(hi - lo) * sizeof *dst);
-            } else {
-              for (int ow = lo; ow < hi; ow++) dst[ow] = plane[base + (ptrdiff_t)ow * stride];
-            }
-            for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+        for (int oh = 0; oh < OH; oh++, dst += OW) {
+          int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) {
+            memset(dst, 0, (size_t)OW * sizeof *dst);
+            continue;
           }
+          /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
+          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
+          for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+          if (stride == 1) {
+            memcpy(dst + lo, plane + base + lo, (size_t)(hi - lo) * sizeof *dst);
+          } else {
+            for (int ow = lo; ow < hi; ow++) dst[ow] = plane[base + (ptrdiff_t)ow * stride];
+          }
+          for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
         }
       }
     }
   }
 }
 
-static void conv2d__col2im(float *restrict dinp, const float *restrict col, int B, int C, int H,
-                           int W, int K, int stride, int pad, int OH, int OW) {
-  // col (C·K·K, B·OH·OW) -> dinp (B,C,H,W) +=
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
+static void conv2d__col2im(float *restrict dinp, const float *restrict col, int C, int H, int W,
+                           int K, int stride, int pad, int OH, int OW) {
+  // col (C·K·K, OH·OW) of one example -> dinp (C,H,W) +=
+  const size_t P = (size_t)OH * OW;
   for (int c = 0; c < C; c++) {
+    float *plane = dinp + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        const float *row = col + ((size_t)(c * K + ki) * K + kj) * N;
+        const float *src = col + ((size_t)(c * K + ki) * K + kj) * P;
         int lo, hi;
         conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int b = 0; b < B; b++) {
-          float *plane = dinp + ((size_t)b * C + c) * H * W;
-          const float *src = row + (size_t)b * P;
-          for (int oh = 0; oh < OH; oh++, src += OW) {
-            int ih = oh * stride - pad + ki;
-            if (ih < 0 || ih >= H) continue; /* padding: its gradient goes nowhere */
-            ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-            if (stride == 1) {
-              float *restrict d = plane + base;
-              for (int ow = lo; ow < hi; ow++) d[ow] += src[ow];
-            } else {
-              for (int ow = lo; ow < hi; ow++) plane[base + (ptrdiff_t)ow * stride] += src[ow];
-            }
+        for (int oh = 0; oh < OH; oh++, src += OW) {
+          int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) continue; /* padding: its gradient goes nowhere */
+          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
+          if (stride == 1) {
+            float *restrict d = plane + base;
+            for (int ow = lo; ow < hi; ow++) d[ow] += src[ow];
+          } else {
+            for (int ow = lo; ow < hi; ow++) plane[base + (ptrdiff_t)ow * stride] += src[ow];
           }
         }
       }
@@ -208,90 +199,55 @@ static void conv2d__col2im(float *restrict dinp, const float *restrict col, int 
   }
 }
 
-/* dst (n) = src (n), returning Σ src, summed in NN_BLOCK partial sums so that the loop
- * vectorises (in a fixed order: the same from run to run). */
-static float conv2d__copy_sum(float *restrict dst, const float *restrict src, size_t n) {
+/* Σ src (n), in NN_BLOCK partial sums (vectorised, a fixed order). */
+static float conv2d__sum(const float *restrict src, size_t n) {
   float partial[NN_BLOCK] = {0};
   size_t i = 0;
-  for (; i + NN_BLOCK <= n; i += NN_BLOCK) {
-    for (size_t k = 0; k < NN_BLOCK; k++) {
-      dst[i + k] = src[i + k];
-      partial[k] += src[i + k];
-    }
-  }
+  for (; i + NN_BLOCK <= n; i += NN_BLOCK)
+    for (size_t k = 0; k < NN_BLOCK; k++) partial[k] += src[i + k];
   float sum = 0.0f;
-  for (; i < n; i++) {
-    dst[i] = src[i];
-    sum += src[i];
-  }
+  for (; i < n; i++) sum += src[i];
   for (int k = 0; k < NN_BLOCK; k++) sum += partial[k];
   return sum;
-}
-
-static void conv2d__add_bias(float *restrict dst, const float *restrict src, float bias, size_t n) {
-  for (size_t i = 0; i < n; i++) dst[i] = src[i] + bias;
 }
 
 void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad) {
-  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (C·K·K, B·OH·OW)
+  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (B, C·K·K, OH·OW)
+  (void)scratch;
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
   const int CKK = C * K * K;
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
-  const int chunk = conv2d__chunk(B, CKK, OC, P);
-  for (int b0 = 0; b0 < B; b0 += chunk) {
-    const int bc = B - b0 < chunk ? B - b0 : chunk;
-    const int n = (int)((size_t)bc * P);
-    float *col_chunk = col + (size_t)b0 * P;
-    float *out_chunk = out + (size_t)b0 * OC * P;
-    conv2d__im2col(col_chunk, N, inp + (size_t)b0 * C * H * W, bc, C, H, W, K, stride, pad, OH, OW);
-    if (CKK <= NN_FEW_TAPS) {
-      kernels_conv_few_taps_forward(out_chunk, col_chunk, N, weight, bias, bc, OC, CKK, (int)P);
-      continue;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, n, CKK, 1.0f, weight, CKK,
-                col_chunk, (int)N, 0.0f, scratch, n);
-    /* (OC, bc, P) -> (bc, OC, P), adding the bias: rows of P floats, both sides contiguous. */
-    for (int b = 0; b < bc; b++)
-      for (int o = 0; o < OC; o++)
-        conv2d__add_bias(out_chunk + ((size_t)b * OC + o) * P, scratch + ((size_t)o * bc + b) * P,
-                         bias ? bias[o] : 0.0f, P);
+  const size_t P = (size_t)OH * OW;
+  for (int b = 0; b < B; b++) {
+    float *col_b = col + (size_t)b * CKK * P;
+    conv2d__im2col(col_b, inp + (size_t)b * C * H * W, C, H, W, K, stride, pad, OH, OW);
+    kernels_gemm_unpacked(out + (size_t)b * OC * P, P, weight, (size_t)CKK, 1, col_b, P, bias, OC,
+                          (int)P, CKK);
   }
 }
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
                      const float *col, const float *weight, int B, int C, int H, int W, int OC,
                      int K, int stride, int pad) {
-  // dout (B,OC,OH,OW), col (C·K·K, B·OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
+  // dout (B,OC,OH,OW), col (B, C·K·K, OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K, few_taps = CKK <= NN_FEW_TAPS;
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
-  const int chunk = conv2d__chunk(B, CKK, OC, P);
-  for (int b0 = 0; b0 < B; b0 += chunk) {
-    const int bc = B - b0 < chunk ? B - b0 : chunk;
-    const int n = (int)((size_t)bc * P);
-    const float *col_chunk = col + (size_t)b0 * P;
-    const float *dout_chunk = dout + (size_t)b0 * OC * P;
-    if (few_taps)
-      kernels_conv_few_taps_backward(dweight, dbias, dout_chunk, col_chunk, N, bc, OC, CKK, (int)P);
-    if (few_taps && !dinp) continue;
-    float *dout_t = scratch; /* (OC, bc·P) */
-    for (int o = 0; o < OC; o++) {
-      float sum = 0.0f;
-      for (int b = 0; b < bc; b++)
-        sum += conv2d__copy_sum(dout_t + ((size_t)o * bc + b) * P,
-                                dout_chunk + ((size_t)b * OC + o) * P, P);
-      if (dbias && !few_taps) dbias[o] += sum;
+  const int CKK = C * K * K;
+  const size_t P = (size_t)OH * OW;
+  for (int b = 0; b < B; b++) {
+    const float *dout_b = dout + (size_t)b * OC * P, *col_b = col + (size_t)b * CKK * P;
+    if (CKK <= NN_FEW_TAPS) {
+      kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+    } else {
+      if (dbias)
+        for (int o = 0; o < OC; o++) dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, (int)P, 1.0f, dout_b, (int)P,
+                  col_b, (int)P, 1.0f, dweight, CKK);
     }
-    if (!few_taps)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, n, 1.0f, dout_t, n, col_chunk,
-                  (int)N, 1.0f, dweight, CKK);
     if (dinp) {
-      float *dcol = scratch + (size_t)OC * n; /* (C·K·K, bc·P) */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, n, OC, 1.0f, weight, CKK, dout_t, n,
-                  0.0f, dcol, n);
-      conv2d__col2im(dinp + (size_t)b0 * C * H * W, dcol, bc, C, H, W, K, stride, pad, OH, OW);
+      float *dcol = scratch; /* (C·K·K, P) */
+      kernels_gemm_unpacked(dcol, P, weight, 1, (size_t)CKK, dout_b, P, NULL, CKK, (int)P, OC);
+      conv2d__col2im(dinp + (size_t)b * C * H * W, dcol, C, H, W, K, stride, pad, OH, OW);
     }
   }
 }

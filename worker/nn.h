@@ -40,16 +40,15 @@ static inline int conv2d_out_size(int size, int K, int stride, int pad) {
 
 /* inp (B,C,H,W), weight (OC, C·K·K), bias (OC) or NULL -> out (B,OC,OH,OW), with
  * OH = conv2d_out_size(H, K, stride, pad) and likewise OW (zero padding, cross-correlation
- * as in PyTorch). As im2col + GEMMs over chunks of the batch:
- *   col (C·K·K, B·OH·OW) receives im2col(inp) and is left there for conv2d_backward;
- *   scratch (conv2d_scratch_floats) holds a chunk's product before it is put in NCHW order. */
-/* Floats of scratch conv2d_forward and conv2d_backward need for batches up to B (the
- * backward's dcol included when with_dinp): one chunk of examples' worth, not the batch's. */
-size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
-                             int with_dinp);
+ * as in PyTorch). As im2col + a product per example:
+ *   col (B, C·K·K, OH·OW) receives im2col(inp) and is left there for conv2d_backward;
+ *   scratch is not used by the forward (the parameter keeps the pair's signatures alike). */
 void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad);
+/* Floats of scratch conv2d_backward needs (one example's dcol when with_dinp, else 0). */
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+                             int with_dinp);
 /* dout (B,OC,OH,OW), col = im2col(inp) as conv2d_forward left it -> dweight (OC, C·K·K) +=,
  * dbias (OC) += (may be NULL), dinp (B,C,H,W) += (may be NULL: the first layer). scratch
  * holds conv2d_scratch_floats(…, dinp != NULL) floats. col is only read,
