@@ -217,7 +217,8 @@ static void bench_gemms_print(const bench_gemms_t *list, int reps, int B, FILE *
 
 // ---------------------------------------------------------------------------------------
 // The FMA peak of one core: 12 independent chains of vector FMAs (more than latency × ports,
-// 4 × 2 on Zen 3 and Intel cores), at the width of the kernel set in use.
+// 4 × 2 on Zen 3 and Intel cores), at the width of the kernel set in use, over CPU time (a
+// shared machine's waits left out, as in samples_per_cpu_s).
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -230,12 +231,12 @@ static void bench_gemms_print(const bench_gemms_t *list, int reps, int B, FILE *
 #define BENCH_PEAK_BODY                                                                       \
   const PEAK_VEC m = PEAK_SET1(0.999f), c = PEAK_SET1(0.001f);                                \
   BENCH_PEAK_CHAINS(BENCH_PEAK_INIT)                                                          \
-  double start = bench_now();                                                                 \
+  double start = bench_cpu_now();                                                             \
   for (long k = 0; k < iterations; k++) {                                                     \
     BENCH_PEAK_CHAINS(BENCH_PEAK_FMA)                                                         \
     __asm__ volatile("" : "+x"(a0));                                                          \
   }                                                                                           \
-  double seconds = bench_now() - start;                                                       \
+  double seconds = bench_cpu_now() - start;                                                   \
   PEAK_VEC sum = PEAK_SET1(0.0f);                                                             \
   BENCH_PEAK_CHAINS(BENCH_PEAK_SUM)                                                           \
   if (sum[0] == 1234.5f) puts("");                                                            \

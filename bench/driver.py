@@ -282,11 +282,16 @@ class Suite:
         docs/design.md says is its best), alternated in one more run."""
         flops = (ours["step_gflop"] + ours["other_gflop"]) * 1e9 / ours["batch"]
         peak = ours["fma_peak_gflops"]
+        # Per CPU-second (process CPU time, both sides): what the step costs when it has the
+        # core, the figure to set against a peak measured when the core was ours.
+        ours_cpu, peer_cpu = ours["samples_per_cpu_s"], peer.get("samples_per_cpu_s", 0)
+        self.row("  the same per CPU-second (process CPU time: descheduled time left out)", f"{ours_cpu:,.0f}",
+                 f"PyTorch {peer_cpu:,.0f}", f"{ours_cpu / peer_cpu:.2f}×" if peer_cpu else "—", "≥ 2.0×")
         if peak > 0:
-            self.row(f"  the same in GFLOP/s ({flops / 1e6:.1f} MFLOP/example) vs one core's FMA peak "
-                     f"({ours['kernels']} FMA, measured)", f"{ours['samples_per_s'] * flops * 1e-9:.1f}",
-                     f"peak {peak:.1f}", f"{ours['samples_per_s'] * flops * 1e-9 / peak:.0%}",
-                     f"≥ 60% (PyTorch: {peer['samples_per_s'] * flops * 1e-9 / peak:.0%})")
+            self.row(f"  per CPU-second in GFLOP/s ({flops / 1e6:.1f} MFLOP/example) vs one core's FMA peak "
+                     f"({ours['kernels']} FMA, measured)", f"{ours_cpu * flops * 1e-9:.1f}",
+                     f"peak {peak:.1f}", f"{ours_cpu * flops * 1e-9 / peak:.0%}",
+                     f"≥ 60% (PyTorch: {peer_cpu * flops * 1e-9 / peak:.0%})")
         bench = os.path.join(self.bin, "bench_train")
         common = ["--seconds", str(self.s["train_seconds"])]
         torch_cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bench.py"), "cnn", "--threads", "2"]
