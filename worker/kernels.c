@@ -34,23 +34,39 @@ typedef struct {
 #undef KERNELS_SUFFIX
 
 #if defined(__x86_64__) || defined(__i386__)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 #define KERNELS_WIDTH 8
 #define KERNELS_SUFFIX avx2
 #include "kernels_body.h"
 #undef KERNELS_WIDTH
 #undef KERNELS_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#endif
 #define KERNELS_WIDTH 16
 #define KERNELS_SUFFIX avx512
 #include "kernels_body.h"
 #undef KERNELS_WIDTH
 #undef KERNELS_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 static const kernels_table_t *const kernels_tables[KERNELS_COUNT] = {

@@ -185,14 +185,25 @@ static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_ro
  * Selects on values, not branches (which element wins is data). KW windows at a time: two
  * row vectors de-interleaved into their even and odd columns. */
 #if KERNELS_WIDTH == 4
-#define KERNELS_EVEN {0, 2, 4, 6}
+#define KERNELS_EVEN_LIST 0, 2, 4, 6
+#define KERNELS_ODD_LIST 1, 3, 5, 7
 #define KERNELS_LANES {0, 1, 2, 3}
 #elif KERNELS_WIDTH == 8
-#define KERNELS_EVEN {0, 2, 4, 6, 8, 10, 12, 14}
+#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14
+#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15
 #define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7}
 #else
-#define KERNELS_EVEN {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}
+#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+#endif
+/* The even or odd lanes of the 2·KW floats in (a, b): GCC's and clang's spellings. */
+#if defined(__clang__)
+#define KERNELS_EVEN(a, b) __builtin_shufflevector(a, b, KERNELS_EVEN_LIST)
+#define KERNELS_ODD(a, b) __builtin_shufflevector(a, b, KERNELS_ODD_LIST)
+#else
+#define KERNELS_EVEN(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_EVEN_LIST})
+#define KERNELS_ODD(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ODD_LIST})
 #endif
 
 /* Where v > max: max = v, best = at (a blend on the comparison's mask). */
@@ -206,7 +217,7 @@ static inline __attribute__((always_inline)) void KFN(take_greater)(KFN(vec) *ma
 static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp, size_t planes,
                                   int H, int W) {
   const int OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
-  const KFN(ivec) even = KERNELS_EVEN, odd = even + 1, twice_lanes = (KFN(ivec))KERNELS_LANES * 2;
+  const KFN(ivec) twice_lanes = (KFN(ivec))KERNELS_LANES * 2;
   for (size_t plane = 0; plane < planes; plane++) {
     const float *in = inp + plane * (size_t)H * W;
     for (int oh = 0; oh < OH; oh++) {
@@ -222,11 +233,11 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
         const KFN(vec) t0 = KFN(load)(top + 2 * ow), t1 = KFN(load)(top + 2 * ow + KW);
         const KFN(vec) b0 = KFN(load)(bottom + 2 * ow), b1 = KFN(load)(bottom + 2 * ow + KW);
         const KFN(ivec) at = twice_lanes + (row + 2 * ow);
-        KFN(vec) max = __builtin_shuffle(t0, t1, even);
+        KFN(vec) max = KERNELS_EVEN(t0, t1);
         KFN(ivec) best = at;
-        KFN(take_greater)(&max, &best, __builtin_shuffle(t0, t1, odd), at + 1);
-        KFN(take_greater)(&max, &best, __builtin_shuffle(b0, b1, even), at + W);
-        KFN(take_greater)(&max, &best, __builtin_shuffle(b0, b1, odd), at + W + 1);
+        KFN(take_greater)(&max, &best, KERNELS_ODD(t0, t1), at + 1);
+        KFN(take_greater)(&max, &best, KERNELS_EVEN(b0, b1), at + W);
+        KFN(take_greater)(&max, &best, KERNELS_ODD(b0, b1), at + W + 1);
         KFN(store)(o + ow, max);
         memcpy(a + ow, &best, sizeof best);
         ow += KW;
@@ -253,6 +264,9 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
 }
 
 #undef KERNELS_EVEN
+#undef KERNELS_ODD
+#undef KERNELS_EVEN_LIST
+#undef KERNELS_ODD_LIST
 #undef KERNELS_LANES
 
 static const kernels_table_t KFN(kernels_table) = {
