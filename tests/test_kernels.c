@@ -183,6 +183,34 @@ static void test_maxpool2(void) {
   CHECK(windows > 0 && ties > 0);
 }
 
+/* ReLU bit for bit against `x > 0 ? x : 0` (−0 and NaN give +0), lengths with a vector tail. */
+static void test_relu(void) {
+  static const size_t lengths[] = {1, 7, 64, 1001};
+  int same = 1;
+  size_t total = 0;
+  for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
+    const size_t n = lengths[l];
+    float *inp = malloc(n * sizeof *inp), *out = malloc(n * sizeof *out), *dout = malloc(n * sizeof *dout);
+    float *dinp = malloc(n * sizeof *dinp);
+    fill_uniform(inp, n, -1, 1);
+    fill_uniform(dout, n, -1, 1);
+    inp[0] = -0.0f;
+    if (n > 3) inp[3] = NAN;
+    for (size_t i = 0; i < n; i++) dinp[i] = 0.5f;
+    kernels_relu_forward(out, inp, n);
+    kernels_relu_backward(dinp, dout, out, n);
+    for (size_t i = 0; i < n; i++) {
+      const float relu = inp[i] > 0.0f ? inp[i] : 0.0f, grad = 0.5f + (out[i] > 0.0f ? dout[i] : 0.0f);
+      same &= memcmp(&out[i], &relu, sizeof relu) == 0 && memcmp(&dinp[i], &grad, sizeof grad) == 0;
+    }
+    total += n;
+    free(inp), free(out), free(dout), free(dinp);
+  }
+  printf("    relu: %zu values, forward and backward bit-identical to the definition: %s\n", total,
+         same ? "yes" : "NO");
+  CHECK(same);
+}
+
 /* MAPSAGE_KERNELS: a known set the CPU has is used; an unknown name or a set the CPU lacks
  * is an error naming the variable, and the best set is used instead. */
 static void test_environment(void) {
@@ -219,6 +247,7 @@ int main(void) {
     CHECK_INT(0, kernels_use(set));
     CHECK_INT(set, kernels_current());
     test_gemm();
+    test_relu();
     test_few_taps();
     test_maxpool2();
     ran++;

@@ -48,6 +48,11 @@ void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *d
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
                            const float *B, size_t ldb, const float *bias, int M, int N, int K);
 
+/* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
+ * relu_backward, which call these). */
+void kernels_relu_forward(float *out, const float *inp, size_t n);
+void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+
 /* Max-pool with a 2×2 window and stride 2 over `planes` planes of H×W, with maxpool_forward's
  * semantics (argmax in the plane, the first maximum in row-major order wins a tie). */
 void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
