@@ -15,7 +15,7 @@
  * itself when OpenBLAS fell back to generic kernels; kernels.h's set) and prints both, with
  * the FMA peak of one core at that vector width (measured: independent FMA chains).
  *
- *   bench_train mlp|kd|cnn|kd-epoch|kd-epoch-cache [--seconds S] [--reps N] [--examples N]
+ *   bench_train mlp|kd|cnn|cnn-teacher|kd-epoch|kd-epoch-cache [--seconds S] [--reps N] [--examples N]
  *               [--threads N] [--serve]
  *   bench_train blas      the kernel sets only, as JSON */
 #include <errno.h>
@@ -56,6 +56,14 @@ static const char bench_teacher_json[] =
     "{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 1200}, {\"type\": \"relu\"},"
     " {\"type\": \"linear\", \"out\": 1200}, {\"type\": \"relu\", \"name\": \"hidden\"},"
     " {\"type\": \"linear\", \"out\": 10}]}, \"epochs\": 1, \"seed\": 2,"
+    " \"dataset\": {\"name\": \"synthetic\"}}";
+/* examples/cnn-teacher.json's network (no padding, dropout 0.3 before fc1) and optimizer. */
+static const char bench_cnn_teacher_json[] =
+    "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3}, {\"type\": \"relu\"},"
+    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"conv2d\", \"out\": 64, \"kernel\": 3}, {\"type\": \"relu\"},"
+    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.3},"
+    " {\"type\": \"linear\", \"out\": 128}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]},"
+    " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01, \"momentum\": 0.9}, \"epochs\": 1,"
     " \"dataset\": {\"name\": \"synthetic\"}}";
 static const char bench_cnn_json[] =
     "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3, \"padding\": 1},"
@@ -399,8 +407,9 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
   }
 
   static cfg_experiment_t student_config, teacher_config; /* large: not on the stack */
-  int cnn = strcmp(workload, "cnn") == 0;
-  bench_parse_config(cnn ? bench_cnn_json : bench_student_json, &student_config);
+  int cnn = strcmp(workload, "cnn") == 0, cnn_teacher = strcmp(workload, "cnn-teacher") == 0;
+  bench_parse_config(cnn ? bench_cnn_json : cnn_teacher ? bench_cnn_teacher_json : bench_student_json,
+                     &student_config);
   if (nn_model_create(&r->student, &student_config, r->B) != 0) bench_die("cannot build the student");
   if (strncmp(workload, "kd", 2) == 0) {
     bench_parse_config(bench_teacher_json, &teacher_config);
@@ -464,7 +473,7 @@ static void bench_epoch(bench_run_t *r) {
 }
 
 static void bench_usage(void) {
-  fputs("usage: bench_train mlp|kd|cnn|kd-epoch|kd-epoch-cache|blas [--seconds S] [--reps N] [--examples N]\n"
+  fputs("usage: bench_train mlp|kd|cnn|cnn-teacher|kd-epoch|kd-epoch-cache|blas [--seconds S] [--reps N] [--examples N]\n"
         "       [--threads N] [--serve]\n"
         "Times one training workload (median of N repetitions of about S seconds each) and its\n"
         "GEMM-bound limit; prints JSON. kd-epoch: one repetition = one epoch of --examples.\n"
@@ -512,7 +521,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const int epoch = strcmp(workload, "kd-epoch") == 0 || strcmp(workload, "kd-epoch-cache") == 0;
-  if (!epoch && strcmp(workload, "mlp") && strcmp(workload, "kd") && strcmp(workload, "cnn")) {
+  if (!epoch && strcmp(workload, "mlp") && strcmp(workload, "kd") && strcmp(workload, "cnn") &&
+      strcmp(workload, "cnn-teacher")) {
     bench_usage();
     return 2;
   }
@@ -528,6 +538,11 @@ int main(int argc, char **argv) {
     other_flops = 2 * (2.0 * 32 * B * 28 * 28 * 9); /* conv1 forward and weight gradient */
     bench_gemm_conv(&gemms, B, 32, 14, 14, 64, 3, 1);
     bench_gemm_linear(&gemms, B, 64 * 7 * 7, 128, 1, 1);
+    bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
+  } else if (strcmp(workload, "cnn-teacher") == 0) {
+    other_flops = 2 * (2.0 * 32 * B * 26 * 26 * 9);
+    bench_gemm_conv(&gemms, B, 32, 11, 11, 64, 3, 1); /* 13×13 in, 11×11 out: the limit's shapes */
+    bench_gemm_linear(&gemms, B, 64 * 5 * 5, 128, 1, 1);
     bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
   } else {
     if (run.has_teacher && !run.cached) { /* cached, the teacher runs once, before the epochs */

@@ -44,6 +44,13 @@ def cnn():
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+def cnn_teacher():
+    """examples/cnn-teacher.json's network: no padding, dropout before fc1."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
 class KD:
     """Teacher 784-1200-1200-10 (frozen, no grad), student 784-256-128-10, a linear adapter
     128 → 1200 pulling the student's second hidden layer (after its ReLU) toward the
@@ -95,7 +102,7 @@ class Plain:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["mlp", "kd", "cnn", "kd-epoch"])
+    parser.add_argument("workload", choices=["mlp", "kd", "cnn", "cnn-teacher", "kd-epoch"])
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--examples", type=int, default=55000)
@@ -107,13 +114,15 @@ def main():
     torch.manual_seed(1)
     epoch = args.workload == "kd-epoch"
     n = args.examples if epoch else POOL
-    shape = (n, 1, 28, 28) if args.workload == "cnn" else (n, 784)
+    shape = (n, 1, 28, 28) if args.workload.startswith("cnn") else (n, 784)
     images = torch.rand(shape)
     labels = torch.randint(0, 10, (n,))
     if args.workload == "mlp":
         runner = Plain(mlp([784, 256, 128, 10]))
     elif args.workload == "cnn":
         runner = Plain(cnn())
+    elif args.workload == "cnn-teacher":
+        runner = Plain(cnn_teacher())
     else:
         runner = KD()
     batches = n // B
