@@ -157,6 +157,26 @@ CREATE TABLE IF NOT EXISTS study_arm_statistics (
   ci_high   REAL,
   PRIMARY KEY (study_id, arm, cell, outcome)
 ) WITHOUT ROWID;
+
+-- The dataset registry (daemon/dataset.c, docs/datasets.md): files inside --datasets-dir,
+-- their content's SHA-256, shape and what registration measured. Runs refer to a dataset
+-- by name (experiments.dataset) and keep the checksum they trained on
+-- (experiments.dataset_checksum, added by daemon/db.c when missing).
+CREATE TABLE IF NOT EXISTS datasets (
+  name          TEXT PRIMARY KEY,
+  source        TEXT NOT NULL,                 -- JSON: format, train, test, names, layout, classes
+  checksum      TEXT,                          -- SHA-256 of the files; NULL until first read
+  classes       INTEGER,
+  channels      INTEGER,
+  height        INTEGER,
+  width         INTEGER,
+  train_size    INTEGER,
+  test_size     INTEGER,
+  class_names   TEXT,                          -- JSON array, or NULL
+  statistics    TEXT,                          -- JSON: counts, mean and std, duplicates, warnings
+  samples       TEXT,                          -- JSON: a few base64 images per class
+  registered_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS study_comparison_statistics (
   study_id  INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
   arm       TEXT NOT NULL,

@@ -13,6 +13,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "options.h"
+
 /* The exit codes are part of the interface: scripts test them, --help and docs/cli.md list
  * them. */
 enum {
@@ -51,10 +53,12 @@ const char *buffer_text(const buffer_t *buffer);
 /* ---------------------------------------------------------------------------------------
  * client_: talking to mapsaged. */
 
-/* Where the global options say the server is and how to authenticate. */
+/* What the global options say: where the server is, how to authenticate (each setting from
+ * its flag, else its environment variable, else the config file: client_open), --json. */
 typedef struct {
   const char *server;     /* --server, or NULL */
   const char *token_file; /* --token-file, or NULL */
+  int json;               /* `mapsage --json COMMAND`: as the command's own --json */
 } cli_global_t;
 
 typedef struct {
@@ -76,8 +80,10 @@ typedef struct {
   char error[CURL_ERROR_SIZE];
 } client_call_t;
 
-/* Resolves the server (--server, $MAPSAGE_SERVER, the default) and reads the token
- * (--token-file, $MAPSAGE_TOKEN_FILE). Returns a CLI_EXIT_* code, having printed why. */
+/* Reads the config file (config_file.c), resolves the server (--server, $MAPSAGE_SERVER,
+ * the file's, the default) and reads the token (--token-file, $MAPSAGE_TOKEN_FILE, the
+ * file's). Only commands that talk to a server read the file, so a broken one does not
+ * stand in the way of --help or `completion`. Returns a CLI_EXIT_* code, having printed why. */
 int client_open(client_t *client, const cli_global_t *global);
 void client_close(client_t *client);
 
@@ -132,6 +138,7 @@ int format_append_cut(buffer_t *buffer, const char *text, size_t columns);
  * permanent lines printed above it. Piped (tty 0), only the permanent lines appear. */
 typedef struct {
   int tty;
+  int json;       /* --json: stdout carries the events as JSON lines; say() writes nothing */
   int shown;      /* the line is on the screen */
   int dirty;      /* what it should show changed since it was drawn */
   buffer_t line;
@@ -175,6 +182,39 @@ void table_free(table_t *table);
 /* ---------------------------------------------------------------------------------------
  * mapsage.c: help and usage errors, shared by every command. */
 
+/* The keys of every command's options (their tables are beside the help texts, in
+ * mapsage.c); a command switches on them as options_next returns them. */
+enum {
+  CLI_OPTION_HELP = 'h',
+  CLI_OPTION_OUTPUT = 'o',
+  CLI_OPTION_FOLLOW = 'f',
+  CLI_OPTION_JSON = 256,
+  CLI_OPTION_SERVER,
+  CLI_OPTION_TOKEN_FILE,
+  CLI_OPTION_VERSION,
+  CLI_OPTION_SET,
+  CLI_OPTION_STATUS,
+  CLI_OPTION_NAME,
+  CLI_OPTION_LIMIT,
+  CLI_OPTION_ALL,
+  CLI_OPTION_DRY_RUN,
+  CLI_OPTION_PARAM,
+  CLI_OPTION_CSV,
+  CLI_OPTION_SHELL,
+  CLI_OPTION_FORMAT,
+  CLI_OPTION_NAMES,
+  CLI_OPTION_LAYOUT,
+  CLI_OPTION_CLASSES,
+  CLI_OPTION_EPOCH,
+};
+/* Starts parsing `command`'s arguments (argv[0] is its name) with its option table. */
+void cli_options_init(options_t *parser, const char *command, int argc, char **argv);
+/* What a command does with the keys it has no case of its own for: -h prints its help,
+ * OPTIONS_ERROR the usage error, an argument "unexpected argument". Returns the exit code. */
+int cli_options_default(const options_t *parser, const char *command, int key);
+
+/* Prints every command's help as roff for mapsage(1) (`mapsage help --man`). */
+int cli_help_man(void);
 /* Prints `mapsage COMMAND --help` on stdout; returns CLI_EXIT_OK. */
 int cli_help(const char *command);
 /* Prints "mapsage: <message>", the command's usage line and a pointer to its help on stderr;
@@ -182,16 +222,18 @@ int cli_help(const char *command);
 int cli_usage_error(const char *command, const char *format, ...) __attribute__((format(printf, 2, 3)));
 /* Says "mapsage: out of memory" and returns CLI_EXIT_FAILED. */
 int cli_out_of_memory(void);
-/* Matches argv[*index] as `--name VALUE` or `--name=VALUE`. Returns 1 (and the value,
- * advancing *index past a separate value), 0 when it is another argument, -1 when the
- * value is missing. */
-int cli_option_value(int argc, char **argv, int *index, const char *name, const char **value);
 /* Parses an experiment id; returns 0 or -EINVAL. */
 int cli_parse_id(const char *text, long long *id);
 /* Parses the arguments of the commands that take one experiment: `COMMAND ID`, plus
- * `--json` when `json` is not NULL. Returns CLI_PROCEED with *id set, or the exit code to
+ * `--json` when `json` is not NULL (set too by the global --json). Returns CLI_PROCEED with *id set, or the exit code to
  * return at once (after --help, or a usage error it printed). */
-int cli_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json);
+/* The same for any one-id command: `what` ("experiment", "study") words the errors, `flags`
+ * (ended by a 0 key) are the flags it takes beside -h. */
+struct cli_flag;
+int cli_parse_id_arguments(const char *command, const char *what, int argc, char **argv, long long *id,
+                           const struct cli_flag *flags);
+int cli_parse_id_command(const cli_global_t *global, const char *command, int argc, char **argv, long long *id,
+                         int *json);
 
 /* ---------------------------------------------------------------------------------------
  * The commands: argv[0] is the command's name. Each returns a CLI_EXIT_* code. */
@@ -202,6 +244,36 @@ int command_cancel(const cli_global_t *global, int argc, char **argv);
 int command_watch(const cli_global_t *global, int argc, char **argv);
 int command_sql(const cli_global_t *global, int argc, char **argv);
 int command_report(const cli_global_t *global, int argc, char **argv);
+int command_rerun(const cli_global_t *global, int argc, char **argv);
+int command_logs(const cli_global_t *global, int argc, char **argv);
+int command_completion(const cli_global_t *global, int argc, char **argv);
+
+/* The command table (mapsage.c), which completion.c turns into shell scripts. A command with
+ * subcommands has an entry of its own and one per subcommand, named "study submit". */
+typedef struct {
+  const char *name;
+  int (*run)(const cli_global_t *global, int argc, char **argv);
+  const char *usage;   /* what follows "usage: mapsage " */
+  const char *help;    /* the rest of `mapsage COMMAND --help` */
+  const option_t *options;
+  size_t n_options;
+  const char *arguments; /* what completes the arguments: "experiment", "study", "file", "shell", NULL */
+} cli_command_t;
+const cli_command_t *cli_command_list(size_t *count);
+const option_t *cli_global_option_list(size_t *count);
+
+/* ---------------------------------------------------------------------------------------
+ * config_file.c: ~/.config/mapsage/config ($XDG_CONFIG_HOME respected), lines of
+ * `key = value`: server, token-file. What it sets comes after the flags and the environment. */
+typedef struct {
+  char *path;       /* the file read, or NULL when there is none */
+  char *server;
+  char *token_file;
+} config_file_t;
+/* Reads the file if it exists. Returns CLI_EXIT_OK (`file` to be freed), or CLI_EXIT_USAGE
+ * after naming the file, the line number and what is wrong with it (nothing to free). */
+int config_file_load(config_file_t *file);
+void config_file_free(config_file_t *file);
 /* study.c: `mapsage study` itself (its help, an unknown subcommand), then each subcommand,
  * run with argv[0] = "submit", "ls", … */
 int command_study(const cli_global_t *global, int argc, char **argv);
@@ -210,10 +282,17 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv);
 int command_study_show(const cli_global_t *global, int argc, char **argv);
 int command_study_watch(const cli_global_t *global, int argc, char **argv);
 int command_study_cancel(const cli_global_t *global, int argc, char **argv);
+/* dataset.c: `mapsage dataset` (help, unknown subcommands), its subcommands, and `export`. */
+int command_dataset(const cli_global_t *global, int argc, char **argv);
+int command_dataset_add(const cli_global_t *global, int argc, char **argv);
+int command_dataset_ls(const cli_global_t *global, int argc, char **argv);
+int command_dataset_show(const cli_global_t *global, int argc, char **argv);
+int command_export(const cli_global_t *global, int argc, char **argv);
 /* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
  * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's
  * counts; a runs list's distinct experiments; counts as "3 succeeded, 2 running". */
-int study_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json, int *all);
+int study_parse_id_command(const cli_global_t *global, const char *command, int argc, char **argv, long long *id,
+                           int *json, int *all);
 long long study_ended_runs(const json_t *counts);
 size_t study_count_runs(const json_t *runs);
 int study_append_counts(buffer_t *buffer, const json_t *counts);
@@ -235,6 +314,10 @@ int print_list_table(const json_t *answer, const char *key, const char *const *h
 #define STREAM_HEALTHY_S 30.0        /* a connection this long was not a failed reconnect */
 #define STREAM_IDLE_TIMEOUT_S 45L    /* three missed pings: the connection is dead */
 long stream_backoff_ms(long server_retry_ms, int failures);
+/* Writes one event of a stream as the JSON line of `watch --json` and `study watch --json`:
+ * {"event": "metric", "id": "12", "data": {…}} (no "id" when the event has none). */
+struct sse_event;
+void stream_print_event(const struct sse_event *event, const json_t *data);
 /* Sleeps, waking early on Ctrl-C. */
 void stream_pause(long milliseconds);
 /* Catches SIGINT into stream_interrupted() (no SA_RESTART, so a pause wakes up); returns 1
@@ -242,9 +325,9 @@ void stream_pause(long milliseconds);
 int stream_catch_interrupt(struct sigaction *previous);
 int stream_interrupted(void);
 
-/* A flag without a value (--dry-run, --json): its name and what it sets to 1. */
-typedef struct {
-  const char *name;
+/* A flag without a value (--dry-run, --json): its key (CLI_OPTION_*) and what it sets to 1. */
+typedef struct cli_flag {
+  int key;
   int *value;
 } cli_flag_t;
 /* The arguments `submit` and `study submit` share — FILE (or - for standard input),

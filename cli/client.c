@@ -140,8 +140,12 @@ done:
 
 int client_open(client_t *client, const cli_global_t *global) {
   memset(client, 0, sizeof *client);
+  config_file_t file;
+  int exit_code = config_file_load(&file);
+  if (exit_code != CLI_EXIT_OK) return exit_code;
   const char *server = global->server;
   if (server == NULL || server[0] == '\0') server = getenv("MAPSAGE_SERVER");
+  if (server == NULL || server[0] == '\0') server = file.server;
   if (server == NULL || server[0] == '\0') server = CLI_DEFAULT_SERVER;
 
   buffer_t url = {0};
@@ -151,6 +155,7 @@ int client_open(client_t *client, const cli_global_t *global) {
   if (result != 0) {
     fprintf(stderr, "mapsage: out of memory\n");
     buffer_free(&url);
+    config_file_free(&file);
     return CLI_EXIT_FAILED;
   }
   while (url.length > 0 && url.data[url.length - 1] == '/') url.data[--url.length] = '\0';
@@ -158,14 +163,11 @@ int client_open(client_t *client, const cli_global_t *global) {
 
   const char *token_file = global->token_file;
   if (token_file == NULL || token_file[0] == '\0') token_file = getenv("MAPSAGE_TOKEN_FILE");
-  if (token_file != NULL && token_file[0] != '\0') {
-    int exit_code = client_read_token(client, token_file);
-    if (exit_code != CLI_EXIT_OK) {
-      client_close(client);
-      return exit_code;
-    }
-  }
-  return CLI_EXIT_OK;
+  if (token_file == NULL || token_file[0] == '\0') token_file = file.token_file;
+  if (token_file != NULL && token_file[0] != '\0') exit_code = client_read_token(client, token_file);
+  config_file_free(&file);
+  if (exit_code != CLI_EXIT_OK) client_close(client);
+  return exit_code;
 }
 
 void client_close(client_t *client) {

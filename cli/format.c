@@ -257,6 +257,7 @@ void live_line_erase(live_line_t *live) {
 }
 
 void live_line_say(live_line_t *live, const char *text) {
+  if (live->json) return; /* stdout carries the events as JSON lines instead */
   live_line_erase(live);
   fputs(text, stdout);
   fputc('\n', stdout);

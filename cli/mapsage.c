@@ -15,16 +15,64 @@
 #include <string.h>
 
 #include "util.h"
+#include "version.h"
 
-typedef struct {
-  const char *name;
-  int (*run)(const cli_global_t *global, int argc, char **argv);
-  const char *usage;   /* what follows "usage: mapsage " */
-  const char *help;    /* the rest of `mapsage COMMAND --help` */
-} cli_command_t;
+/* The options every command shares, and each command's table (common/options.h). The
+ * tables drive the parsing, and `mapsage completion` reads them: a flag added here is
+ * completed too. The help texts stay written by hand, for their examples;
+ * test_cli_everyday.py checks that each shows every option of its table.
+ *
+ * A new command: a CLI_OPTION_* key in cli.h for each new flag, a table here, a row in
+ * cli_commands (name, function, usage, help, CLI_OPTIONS(table), what its arguments are),
+ * and in the function a loop as command_ls has: cli_options_init, then options_next until
+ * OPTIONS_END, each key handled and the rest given to cli_options_default (which answers
+ * -h and words the usage errors). A command taking one id: cli_parse_id_arguments. */
+#define CLI_HELP {CLI_OPTION_HELP, "help", 'h', NULL, "show this help"}
+#define CLI_JSON {CLI_OPTION_JSON, "json", 0, NULL, "machine-readable output: JSON"}
+#define CLI_SET {CLI_OPTION_SET, "set", 0, "PATH=VALUE", "change one field before sending; repeatable"}
+#define CLI_LIMIT {CLI_OPTION_LIMIT, "limit", 0, "N", "at most N (1 to 500)"}
+static const option_t cli_id_options[] = {CLI_HELP, CLI_JSON};
+static const option_t cli_help_options[] = {CLI_HELP};
+static const option_t cli_submit_options[] = {CLI_HELP, CLI_JSON, CLI_SET};
+static const option_t cli_ls_options[] = {
+  CLI_HELP, CLI_JSON, CLI_LIMIT,
+  {CLI_OPTION_STATUS, "status", 0, "STATUS", "only these statuses, separated by commas"},
+  {CLI_OPTION_NAME, "name", 0, "TEXT", "only names containing TEXT"},
+};
+static const option_t cli_study_submit_options[] = {
+  CLI_HELP, CLI_JSON, CLI_SET, {CLI_OPTION_DRY_RUN, "dry-run", 0, NULL, "create nothing: list the runs"}};
+static const option_t cli_study_ls_options[] = {CLI_HELP, CLI_JSON, CLI_LIMIT};
+static const option_t cli_study_show_options[] = {
+  CLI_HELP, CLI_JSON, {CLI_OPTION_ALL, "all", 0, NULL, "every outcome the daemon compares"}};
+static const option_t cli_sql_options[] = {
+  CLI_HELP, CLI_JSON, {CLI_OPTION_PARAM, "param", 0, "VALUE", "bind ?1, ?2, … in order"},
+  {CLI_OPTION_CSV, "csv", 0, NULL, "RFC 4180 CSV"}};
+static const option_t cli_logs_options[] = {
+  CLI_HELP, CLI_JSON, {CLI_OPTION_FOLLOW, "follow", 'f', NULL, "keep printing lines as they come"}};
+static const option_t cli_dataset_add_options[] = {
+  CLI_HELP, CLI_JSON,
+  {CLI_OPTION_FORMAT, "format", 0, "F", "idx, npy, npz, cifar10, cifar100 or csv"},
+  {CLI_OPTION_NAMES, "names", 0, "FILE", "class names, one a line"},
+  {CLI_OPTION_LAYOUT, "layout", 0, "L", "npy, npz: auto, nchw or nhwc"},
+  {CLI_OPTION_CLASSES, "classes", 0, "N", "the class count"}};
+static const option_t cli_export_options[] = {
+  CLI_HELP,
+  {CLI_OPTION_EPOCH, "epoch", 0, "N", "the checkpoint of epoch N (default: the latest)"},
+  {CLI_OPTION_FORMAT, "format", 0, "F", "safetensors (default) or checkpoint"},
+  {CLI_OPTION_OUTPUT, "output", 'o', "FILE", "the file to write"}};
+/* `mapsage [OPTIONS] COMMAND`: what comes before the command. */
+static const option_t cli_global_options[] = {
+  {CLI_OPTION_SERVER, "server", 0, "URL", "the daemon to talk to"},
+  {CLI_OPTION_TOKEN_FILE, "token-file", 0, "FILE", "the daemon's bearer token"},
+  CLI_JSON,
+  CLI_HELP,
+  {CLI_OPTION_VERSION, "version", 0, NULL, "print the version and exit"},
+};
+
+#define CLI_OPTIONS(table) table, ARRAY_SIZE(table)
 
 static const cli_command_t cli_commands[] = {
-  {"submit", command_submit, "submit FILE|- [--set PATH=VALUE]...",
+  {"submit", command_submit, "submit FILE|- [--set PATH=VALUE]... [--json]",
    "Queues the experiment config in FILE, or on standard input for -. Prints the new\n"
    "experiment's id on stdout and \"submitted experiment 7 (queued)\" on stderr. An\n"
    "invalid config is refused with every bad field listed by its path (exit 1).\n"
@@ -34,11 +82,13 @@ static const cli_command_t cli_commands[] = {
    "                      stages[1].epochs; missing object keys are created. VALUE is\n"
    "                      JSON when it parses as JSON (5, 0.01, true, null,\n"
    "                      '{\"type\":\"relu\"}', '\"42\"'), otherwise a string (baseline)\n"
+   "   --json             print the server's JSON answer (id, status) instead of the id\n"
    "\n"
    "Examples:\n"
    "   mapsage submit examples/baseline.json\n"
    "   ID=$(mapsage submit base.json --set name=lr-0.01 --set optimizer.lr=0.01)\n"
-   "   generate-config | mapsage submit -\n"},
+   "   generate-config | mapsage submit -\n",
+   CLI_OPTIONS(cli_submit_options), "file"},
   {"ls", command_ls, "ls [--status STATUS] [--name TEXT] [--limit N] [--json]",
    "Lists experiments, newest first: ID, NAME, STATUS, EPOCH (done/total), TEST-ACC\n"
    "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far).\n"
@@ -50,7 +100,8 @@ static const cli_command_t cli_commands[] = {
    "   --json            print the server's JSON answer as it is\n"
    "\n"
    "Example:\n"
-   "   mapsage ls --status queued,running --name kd\n"},
+   "   mapsage ls --status queued,running --name kd\n",
+   CLI_OPTIONS(cli_ls_options), NULL},
   {"show", command_show, "show ID [--json]",
    "Shows one experiment: name, status, error, times, attempts, progress, the summary\n"
    "its worker reported, the worker's details and the stored config, with every\n"
@@ -59,8 +110,9 @@ static const cli_command_t cli_commands[] = {
    "   --json   print the server's JSON answer as it is\n"
    "\n"
    "Example:\n"
-   "   mapsage show 7 --json | jq .summary.final_test_accuracy\n"},
-  {"watch", command_watch, "watch ID",
+   "   mapsage show 7 --json | jq .summary.final_test_accuracy\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
+  {"watch", command_watch, "watch ID [--json]",
    "Follows an experiment live until it ends. On a terminal one line is kept up to\n"
    "date: status, epoch, step, latest loss, accuracies, examples/s. Each finished\n"
    "epoch and each status change also leaves a line of its own; those lines are all\n"
@@ -68,18 +120,25 @@ static const cli_command_t cli_commands[] = {
    "where it left off (up to 5 tries in a row). Ctrl-C stops the watching, not the\n"
    "experiment.\n"
    "\n"
+   "   --json   print each event of the stream as a JSON line instead:\n"
+   "            {\"event\": \"metric\", \"id\": \"12\", \"data\": {...}} (docs/api.md)\n"
+   "\n"
    "Exit status: 0 if the run succeeded; 1 if it failed or was cancelled (its error\n"
    "is printed); 3 if the server cannot be reached; 130 after Ctrl-C.\n"
    "\n"
    "Example:\n"
-   "   mapsage watch \"$(mapsage submit examples/baseline.json)\" && echo trained\n"},
-  {"cancel", command_cancel, "cancel ID",
+   "   mapsage watch \"$(mapsage submit examples/baseline.json)\" && echo trained\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
+  {"cancel", command_cancel, "cancel ID [--json]",
    "Stops an experiment. A queued one is cancelled at once. A running one is asked\n"
    "to stop and becomes cancelled once its worker has exited ('mapsage watch ID'\n"
    "follows it). An experiment that has already ended is refused (exit 1).\n"
    "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
    "Example:\n"
-   "   mapsage cancel 7\n"},
+   "   mapsage cancel 7\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
   {"report", command_report, "report ID [--json]",
    "Analyses an experiment: for each stage, how each loss term moved (the mean of\n"
    "its first and last 20 steps) and what share of the total loss it took; the run\n"
@@ -90,7 +149,8 @@ static const cli_command_t cli_commands[] = {
    "   --json   print the server's JSON answer as it is\n"
    "\n"
    "Example:\n"
-   "   mapsage report 12\n"},
+   "   mapsage report 12\n",
+   CLI_OPTIONS(cli_id_options), "experiment"},
   {"study", command_study, "study COMMAND [ARGS]",
    "Studies: one submission that expands into many matched runs (arms, seeds, grid\n"
    "cells, the matched baseline of every distilling arm, a teacher the study trains),\n"
@@ -107,7 +167,8 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Example:\n"
    "   ID=$(mapsage study submit kd-study.json) && mapsage study watch \"$ID\" &&\n"
-   "       mapsage study show \"$ID\"\n"},
+   "       mapsage study show \"$ID\"\n",
+   CLI_OPTIONS(cli_help_options), NULL},
   {"study submit", command_study_submit, "study submit FILE|- [--dry-run] [--set PATH=VALUE]... [--json]",
    "Queues the study in FILE, or on standard input for -. Prints the new study's id on\n"
    "stdout and \"submitted study 3 (queued): 14 runs\" on stderr. An invalid study is\n"
@@ -123,7 +184,8 @@ static const cli_command_t cli_commands[] = {
    "\n"
    "Examples:\n"
    "   mapsage study submit kd-study.json --dry-run\n"
-   "   ID=$(mapsage study submit kd-study.json --set seeds=5)\n"},
+   "   ID=$(mapsage study submit kd-study.json --set seeds=5)\n",
+   CLI_OPTIONS(cli_study_submit_options), "file"},
   {"study ls", command_study_ls, "study ls [--limit N] [--json]",
    "Lists studies, newest first: ID, NAME, STATUS, RUNS (ended/total) and AGE (since it\n"
    "was submitted).\n"
@@ -132,7 +194,8 @@ static const cli_command_t cli_commands[] = {
    "   --json      print the server's JSON answer as it is\n"
    "\n"
    "Example:\n"
-   "   mapsage study ls --limit 10\n"},
+   "   mapsage study ls --limit 10\n",
+   CLI_OPTIONS(cli_study_ls_options), NULL},
   {"study show", command_study_show, "study show ID [--all] [--json]",
    "Shows one study: name, status, runs by status, error and times; a table of its arms\n"
    "(N counted runs, mean test and best validation accuracy, each ± the half-width of\n"
@@ -147,26 +210,116 @@ static const cli_command_t cli_commands[] = {
    "   --json   print the server's JSON answer as it is\n"
    "\n"
    "Example:\n"
-   "   mapsage study show 3 --json | jq '.comparisons[] | select(.outcome == \"test_accuracy\")'\n"},
-  {"study watch", command_study_watch, "study watch ID",
+   "   mapsage study show 3 --json | jq '.comparisons[] | select(.outcome == \"test_accuracy\")'\n",
+   CLI_OPTIONS(cli_study_show_options), "study"},
+  {"study watch", command_study_watch, "study watch ID [--json]",
    "Follows a study live until every run has ended: a line each time one of its runs\n"
    "changes status (with its test accuracy when it succeeds), and the progress: on a\n"
    "terminal one line kept up to date, otherwise a line each time a run ends. A broken\n"
    "connection is resumed (up to 5 tries in a row). Ctrl-C stops the watching, not the\n"
    "study.\n"
    "\n"
+   "   --json   print each event of the stream as a JSON line instead:\n"
+   "            {\"event\": \"run\", \"data\": {...}} (docs/api.md)\n"
+   "\n"
    "Exit status: 0 if the study succeeded; 1 if it failed or was cancelled (its error\n"
    "is printed); 3 if the server cannot be reached; 130 after Ctrl-C.\n"
    "\n"
    "Example:\n"
-   "   mapsage study watch \"$(mapsage study submit kd-study.json)\" && echo done\n"},
-  {"study cancel", command_study_cancel, "study cancel ID",
+   "   mapsage study watch \"$(mapsage study submit kd-study.json)\" && echo done\n",
+   CLI_OPTIONS(cli_id_options), "study"},
+  {"study cancel", command_study_cancel, "study cancel ID [--json]",
    "Cancels a study: its queued runs at once, its running ones asked to stop. The study\n"
    "ends once they have ('mapsage study watch ID' follows it). A study that has already\n"
    "ended is refused (exit 1).\n"
    "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
    "Example:\n"
-   "   mapsage study cancel 3\n"},
+   "   mapsage study cancel 3\n",
+   CLI_OPTIONS(cli_id_options), "study"},
+  {"rerun", command_rerun, "rerun ID [--set PATH=VALUE]... [--json]",
+   "Queues a new experiment with the stored config of experiment ID (every default\n"
+   "filled in, as 'mapsage show ID' prints it), changed by each --set. Prints the new\n"
+   "experiment's id on stdout and \"submitted experiment 8 (queued): rerun of 7\" on\n"
+   "stderr. A --set whose path does not fit the config is refused naming the path\n"
+   "(exit 2); a config the server refuses, with every bad field by its path (exit 1).\n"
+   "A stage's lr, filled in from optimizer.lr, follows a new optimizer.lr; a stage\n"
+   "given an lr of its own keeps it.\n"
+   "\n"
+   "   --set PATH=VALUE   change one field; repeatable; as for 'mapsage submit':\n"
+   "                      optimizer.lr=0.01, seed=2, stages[1].epochs=5, name=again\n"
+   "   --json             print the server's JSON answer (id, status) instead of the id\n"
+   "\n"
+   "Examples:\n"
+   "   mapsage rerun 7 --set seed=2\n"
+   "   for lr in 0.1 0.03 0.01; do mapsage rerun 7 --set optimizer.lr=$lr; done\n",
+   CLI_OPTIONS(cli_submit_options), "experiment"},
+  {"logs", command_logs, "logs ID [-f | --follow] [--json]",
+   "Prints an experiment's log: what its worker wrote on standard error, each line\n"
+   "prefixed with the attempt (\"attempt 1 | ...\"), and the stdout lines that were not\n"
+   "protocol events.\n"
+   "\n"
+   "   -f, --follow   keep printing lines as they arrive until the experiment ends\n"
+   "                  (the log is read again every second)\n"
+   "   --json         one JSON object a line: {\"attempt\": 1, \"line\": \"...\"}\n"
+   "\n"
+   "Examples:\n"
+   "   mapsage logs 7\n"
+   "   mapsage logs -f \"$(mapsage submit examples/baseline.json)\"\n",
+   CLI_OPTIONS(cli_logs_options), "experiment"},
+  {"dataset", command_dataset, "dataset COMMAND [ARGS]",
+   "The dataset registry: datasets by name, their checksum, statistics and warnings.\n"
+   "\n"
+   "Commands:\n"
+   "   dataset add NAME FILE...   register a dataset from its files\n"
+   "   dataset ls                 list the registered datasets\n"
+   "   dataset show NAME          one dataset's details and statistics (JSON)\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset add cifar10 cifar10/*.bin cifar10/batches.meta.txt\n",
+   CLI_OPTIONS(cli_help_options), NULL},
+  {"dataset add", command_dataset_add,
+   "dataset add NAME FILE... [--format F] [--names FILE] [--layout L] [--classes N] [--json]",
+   "Registers a dataset under NAME from its files, which must lie inside the daemon's\n"
+   "datasets directory (relative paths are taken from it). The daemon reads every file,\n"
+   "checks it and measures it; prints the content's SHA-256 on stdout, the shape and any\n"
+   "warning (imbalance, duplicates, leakage) on stderr. A bad file is refused with the\n"
+   "reason (exit 1). Files are sorted by their names: \"test\" or \"t10k\" marks test\n"
+   "files, \"label\" (or a leading y) labels, .txt the class names.\n"
+   "\n"
+   "   --format F     idx, npy, npz, cifar10, cifar100 or csv (default: from the names)\n"
+   "   --names FILE   class names, one a line\n"
+   "   --layout L     npy, npz: auto, nchw or nhwc\n"
+   "   --classes N    the class count (default: the names, the format, the largest label)\n"
+   "   --json         print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset add mnist mnist/train-images-idx3-ubyte.gz mnist/train-labels-idx1-ubyte.gz \\\n"
+   "       mnist/t10k-images-idx3-ubyte.gz mnist/t10k-labels-idx1-ubyte.gz\n",
+   CLI_OPTIONS(cli_dataset_add_options), "file"},
+  {"dataset ls", command_dataset_ls, "dataset ls [--json]",
+   "Lists the registered datasets: name, format, classes, input shape, examples and the\n"
+   "number of warnings.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n",
+   CLI_OPTIONS(cli_id_options), NULL},
+  {"dataset show", command_dataset_show, "dataset show NAME",
+   "Prints one dataset as the server describes it (JSON): files, checksum, class names,\n"
+   "class counts per split, per-channel mean and deviation, duplicates, warnings.\n",
+   CLI_OPTIONS(cli_help_options), NULL},
+  {"export", command_export, "export ID [--epoch N] [--format safetensors|checkpoint] (-o | --output) FILE",
+   "Writes a run's weights to FILE: as safetensors (default; the config's layer names in\n"
+   "PyTorch's shapes, the config as metadata; docs/export.md loads it into PyTorch), or the\n"
+   "checkpoint file as stored. Without --epoch, the latest checkpoint.\n"
+   "\n"
+   "   --epoch N      the checkpoint of epoch N\n"
+   "   --format F     safetensors (default) or checkpoint\n"
+   "   -o, --output FILE  the file to write\n"
+   "\n"
+   "Example:\n"
+   "   mapsage export 12 -o model.safetensors\n",
+   CLI_OPTIONS(cli_export_options), "experiment"},
   {"sql", command_sql, "sql STATEMENT|- [--param VALUE]... [--csv | --json]",
    "Runs one read-only SQL statement over the whole history (tables and views in\n"
    "docs/sql.md) and prints the result as an aligned table: a header, a rule, one\n"
@@ -187,11 +340,21 @@ static const cli_command_t cli_commands[] = {
    "   mapsage sql \"SELECT id, name, best_test_accuracy FROM experiment_summary\"\n"
    "   mapsage sql \"SELECT step, value FROM metrics WHERE experiment_id = ?1 AND name = ?2\" \\\n"
    "       --param 7 --param loss/total --csv > curve.csv\n"
-   "   mapsage sql - < best-per-dataset.sql\n"},
+   "   mapsage sql - < best-per-dataset.sql\n",
+   CLI_OPTIONS(cli_sql_options), NULL},
+  {"completion", command_completion, "completion bash|zsh",
+   "Prints the shell completion script for bash or zsh: commands, their options,\n"
+   "experiment and study ids (asked of the server as you type), files where a file\n"
+   "goes. Installed packages load it by themselves; by hand:\n"
+   "\n"
+   "Examples:\n"
+   "   source <(mapsage completion bash)             # in ~/.bashrc\n"
+   "   mapsage completion zsh > ~/.zfunc/_mapsage    # with fpath+=(~/.zfunc) in ~/.zshrc\n",
+   CLI_OPTIONS(cli_help_options), "shell"},
 };
 
 static const char cli_usage[] =
-  "usage: mapsage [--server URL] [--token-file FILE] COMMAND [ARGS]\n";
+  "usage: mapsage [--server URL] [--token-file FILE] [--json] COMMAND [ARGS]\n";
 
 static const char cli_main_help[] =
   "\n"
@@ -204,16 +367,31 @@ static const char cli_main_help[] =
   "   show ID            one experiment: status, times, progress, summary, config\n"
   "   watch ID           follow a run live until it ends\n"
   "   cancel ID          stop a queued or running experiment\n"
+  "   rerun ID           queue the experiment's config again, changed by --set\n"
+  "   logs ID            the worker's log (-f: follow it)\n"
+  "   report ID          the run's analysis: loss terms, teacher, baseline, findings\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
   "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
+  "   dataset COMMAND    the dataset registry: add, ls, show\n"
+  "   export ID -o FILE  a run's weights as safetensors (or its checkpoint)\n"
+  "   completion SHELL   the bash or zsh completion script\n"
   "   help [COMMAND]     this help, or one command's\n"
   "\n"
   "Options:\n"
-  "   --server URL       the daemon to talk to (default: $MAPSAGE_SERVER, else\n"
-  "                      " CLI_DEFAULT_SERVER ")\n"
+  "   --server URL       the daemon to talk to (default: $MAPSAGE_SERVER, else the\n"
+  "                      config file's server, else " CLI_DEFAULT_SERVER ")\n"
   "   --token-file FILE  send the token in FILE as \"Authorization: Bearer\" with every\n"
-  "                      request (default: $MAPSAGE_TOKEN_FILE)\n"
+  "                      request (default: $MAPSAGE_TOKEN_FILE, else the config file's\n"
+  "                      token-file)\n"
+  "   --json             machine-readable output, as the command's own --json\n"
   "   -h, --help         show this help\n"
+  "   --version          print the version and exit\n"
+  "\n"
+  "Config file:\n"
+  "   $XDG_CONFIG_HOME/mapsage/config (default ~/.config/mapsage/config), lines of\n"
+  "   KEY = VALUE, # comments. Keys: server (a URL) and token-file (a path; ~/ is the\n"
+  "   home directory, a relative path is relative to the file's directory). A flag\n"
+  "   wins over the environment, which wins over the file.\n"
   "\n"
   "Exit status:\n"
   "   0  success\n"
@@ -227,6 +405,16 @@ static const char cli_main_help[] =
   "   mapsage watch \"$ID\" && mapsage show \"$ID\"\n"
   "\n"
   "See 'mapsage COMMAND --help' for one command's options.\n";
+
+const cli_command_t *cli_command_list(size_t *count) {
+  *count = ARRAY_SIZE(cli_commands);
+  return cli_commands;
+}
+
+const option_t *cli_global_option_list(size_t *count) {
+  *count = ARRAY_SIZE(cli_global_options);
+  return cli_global_options;
+}
 
 static const cli_command_t *cli_find(const char *name) {
   for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++)
@@ -255,6 +443,37 @@ int cli_help(const char *name) {
   return CLI_EXIT_OK;
 }
 
+/* One line of help as roff inside .nf: a backslash written \e, a minus \-, and \& before
+ * a line that would otherwise start with a request. */
+static void cli_roff_line(const char *line, size_t length) {
+  if (length > 0 && (line[0] == '.' || line[0] == '\'')) fputs("\\&", stdout);
+  for (size_t i = 0; i < length; i++) {
+    if (line[i] == '\\') fputs("\\e", stdout);
+    else if (line[i] == '-') fputs("\\-", stdout);
+    else putchar(line[i]);
+  }
+  putchar('\n');
+}
+
+/* `mapsage help --man`: every command's help as the COMMANDS section of mapsage(1), in the
+ * form help2man's --include reads (the build makes the man page from it and --help). */
+int cli_help_man(void) {
+  printf("[COMMANDS]\n");
+  for (size_t i = 0; i < ARRAY_SIZE(cli_commands); i++) {
+    const cli_command_t *command = &cli_commands[i];
+    printf(".SS \"mapsage ");
+    cli_roff_line(command->usage, strcspn(command->usage, "\n"));
+    printf(".nf\n");
+    for (const char *line = command->help; *line != '\0';) {
+      size_t length = strcspn(line, "\n");
+      cli_roff_line(line, length);
+      line += length + (line[length] == '\n');
+    }
+    printf(".fi\n");
+  }
+  return CLI_EXIT_OK;
+}
+
 int cli_out_of_memory(void) {
   fprintf(stderr, "mapsage: out of memory\n");
   return CLI_EXIT_FAILED;
@@ -274,18 +493,21 @@ int cli_usage_error(const char *name, const char *format, ...) {
   return CLI_EXIT_USAGE;
 }
 
-int cli_option_value(int argc, char **argv, int *index, const char *name, const char **value) {
-  const char *argument = argv[*index];
-  size_t length = strlen(name);
-  if (strncmp(argument, name, length) != 0) return 0;
-  if (argument[length] == '=') {
-    *value = argument + length + 1;
-    return 1;
-  }
-  if (argument[length] != '\0') return 0;
-  if (*index + 1 >= argc) return -1;
-  *value = argv[++*index];
-  return 1;
+void cli_options_init(options_t *parser, const char *command, int argc, char **argv) {
+  const cli_command_t *entry = cli_find(command);
+  /* An entry without a table of its own still answers -h. */
+  if (entry != NULL && entry->options != NULL)
+    options_init(parser, entry->options, entry->n_options, argc, argv);
+  else
+    options_init(parser, cli_help_options, ARRAY_SIZE(cli_help_options), argc, argv);
+}
+
+int cli_options_default(const options_t *parser, const char *command, int key) {
+  if (key == CLI_OPTION_HELP) return cli_help(command);
+  if (key == OPTIONS_ERROR) return cli_usage_error(command, "%s", parser->error);
+  if (key == OPTIONS_ARGUMENT) return cli_usage_error(command, "unexpected argument %s", parser->value);
+  /* An option in the command's table that the command forgot to handle. */
+  return cli_usage_error(command, "--%s is not handled here", parser->option != NULL ? parser->option->name : "?");
 }
 
 int cli_parse_id(const char *text, long long *id) {
@@ -298,46 +520,61 @@ int cli_parse_id(const char *text, long long *id) {
   return 0;
 }
 
-int cli_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json) {
+int cli_parse_id_arguments(const char *command, const char *what, int argc, char **argv, long long *id,
+                           const cli_flag_t *flags) {
+  options_t parser;
+  cli_options_init(&parser, command, argc, argv);
   const char *id_text = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (json != NULL && strcmp(argv[i], "--json") == 0)
-      *json = 1;
-    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-      return cli_help(command);
-    else if (argv[i][0] == '-')
-      return cli_usage_error(command, "unknown option %s", argv[i]);
-    else if (id_text != NULL)
-      return cli_usage_error(command, "one experiment at a time: got %s and %s", id_text, argv[i]);
+  int key;
+  while ((key = options_next(&parser)) != OPTIONS_END) {
+    const cli_flag_t *flag = flags;
+    while (flag != NULL && flag->key != 0 && flag->key != key) flag++;
+    if (flag != NULL && flag->key != 0 && flag->value != NULL) *flag->value = 1;
+    else if (key == OPTIONS_ARGUMENT && id_text != NULL)
+      return cli_usage_error(command, "one %s at a time: got %s and %s", what, id_text, parser.value);
+    else if (key == OPTIONS_ARGUMENT)
+      id_text = parser.value;
     else
-      id_text = argv[i];
+      return cli_options_default(&parser, command, key);
   }
-  if (id_text == NULL) return cli_usage_error(command, "which experiment? give its ID");
+  if (id_text == NULL) return cli_usage_error(command, "which %s? give its ID", what);
   if (cli_parse_id(id_text, id) != 0) return cli_usage_error(command, "an ID is a positive number, not %s", id_text);
+  return CLI_PROCEED;
+}
+
+int cli_parse_id_command(const cli_global_t *global, const char *command, int argc, char **argv, long long *id,
+                         int *json) {
+  if (json != NULL && global->json) *json = 1;
+  const cli_flag_t flags[] = {{CLI_OPTION_JSON, json}, {0, NULL}};
+  return cli_parse_id_arguments(command, "experiment", argc, argv, id, flags);
+}
+
+/* `mapsage [OPTIONS]` up to the command: fills `global`; CLI_PROCEED with *next at the
+ * command, or the exit code (after --help, --version or a usage error). */
+static int cli_parse_global(int argc, char **argv, cli_global_t *global, int *next) {
+  options_t parser;
+  options_init(&parser, cli_global_options, ARRAY_SIZE(cli_global_options), argc, argv);
+  parser.stop_at_argument = 1;
+  int key;
+  while ((key = options_next(&parser)) != OPTIONS_END) {
+    switch (key) {
+    case CLI_OPTION_SERVER: global->server = parser.value; break;
+    case CLI_OPTION_TOKEN_FILE: global->token_file = parser.value; break;
+    case CLI_OPTION_JSON: global->json = 1; break;
+    case CLI_OPTION_HELP: printf("%s%s", cli_usage, cli_main_help); return CLI_EXIT_OK;
+    case CLI_OPTION_VERSION: printf("mapsage %s\n", MAPSAGE_VERSION); return CLI_EXIT_OK;
+    default: return cli_usage_error("", "%s", parser.error);
+    }
+  }
+  *next = parser.index;
   return CLI_PROCEED;
 }
 
 int main(int argc, char **argv) {
   cli_global_t global = {0};
   int i = 1;
-  for (; i < argc; i++) {
-    const char *value;
-    int matched;
-    if ((matched = cli_option_value(argc, argv, &i, "--server", &value)) != 0) {
-      if (matched < 0) return cli_usage_error("", "--server needs a URL, e.g. http://127.0.0.1:8787");
-      global.server = value;
-    } else if ((matched = cli_option_value(argc, argv, &i, "--token-file", &value)) != 0) {
-      if (matched < 0) return cli_usage_error("", "--token-file needs a FILE");
-      global.token_file = value;
-    } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      printf("%s%s", cli_usage, cli_main_help);
-      return CLI_EXIT_OK;
-    } else if (argv[i][0] == '-') {
-      return cli_usage_error("", "unknown option %s", argv[i]);
-    } else {
-      break;
-    }
-  }
+  int parsed = cli_parse_global(argc, argv, &global, &i);
+  if (parsed != CLI_PROCEED) return parsed;
   if (i == argc) {
     fprintf(stderr, "%s%s", cli_usage, cli_main_help);
     return CLI_EXIT_USAGE;
@@ -349,6 +586,7 @@ int main(int argc, char **argv) {
       printf("%s%s", cli_usage, cli_main_help);
       return CLI_EXIT_OK;
     }
+    if (strcmp(argv[i + 1], "--man") == 0 && i + 2 == argc) return cli_help_man();
     if (cli_find_command(argv[i + 1]) == NULL)
       return cli_usage_error("", "'%s' is not a mapsage command", argv[i + 1]);
     const cli_command_t *sub = i + 2 < argc ? cli_find_subcommand(argv[i + 1], argv[i + 2]) : NULL;

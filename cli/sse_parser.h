@@ -25,7 +25,7 @@
 
 #define SSE_PARSER_LIMIT (16u << 20)
 
-typedef struct {
+typedef struct sse_event {
   const char *type; /* "message" when the stream named none */
   const char *data; /* the data lines joined by "\n", NUL-terminated */
   size_t data_length;

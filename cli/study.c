@@ -20,25 +20,11 @@
 
 /* Parses `study COMMAND ID`, plus --json when `json` is not NULL and --all when `all` is
  * not NULL. Returns CLI_PROCEED with *id set, or the exit code to return at once. */
-int study_parse_id_command(const char *command, int argc, char **argv, long long *id, int *json, int *all) {
-  const char *id_text = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (json != NULL && strcmp(argv[i], "--json") == 0)
-      *json = 1;
-    else if (all != NULL && strcmp(argv[i], "--all") == 0)
-      *all = 1;
-    else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-      return cli_help(command);
-    else if (argv[i][0] == '-')
-      return cli_usage_error(command, "unknown option %s", argv[i]);
-    else if (id_text != NULL)
-      return cli_usage_error(command, "one study at a time: got %s and %s", id_text, argv[i]);
-    else
-      id_text = argv[i];
-  }
-  if (id_text == NULL) return cli_usage_error(command, "which study? give its ID");
-  if (cli_parse_id(id_text, id) != 0) return cli_usage_error(command, "an ID is a positive number, not %s", id_text);
-  return CLI_PROCEED;
+int study_parse_id_command(const cli_global_t *global, const char *command, int argc, char **argv, long long *id,
+                           int *json, int *all) {
+  if (json != NULL && global->json) *json = 1;
+  const cli_flag_t flags[] = {{CLI_OPTION_JSON, json}, {CLI_OPTION_ALL, all}, {0, NULL}};
+  return cli_parse_id_arguments(command, "study", argc, argv, id, flags);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -193,8 +179,11 @@ int study_append_counts(buffer_t *buffer, const json_t *counts) {
 int command_study(const cli_global_t *global, int argc, char **argv) {
   (void)global;
   if (argc < 2) return cli_usage_error("study", "which study command? submit, ls, show, watch or cancel");
-  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) return cli_help("study");
-  if (argv[1][0] == '-') return cli_usage_error("study", "unknown option %s", argv[1]);
+  if (argv[1][0] == '-') {
+    options_t parser;
+    cli_options_init(&parser, "study", argc, argv);
+    return cli_options_default(&parser, "study", options_next(&parser));
+  }
   return cli_usage_error("study", "'%s' is not a study command: submit, ls, show, watch or cancel", argv[1]);
 }
 
@@ -272,7 +261,7 @@ done:
 int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   const char *file = NULL;
   const char **assignments = calloc((size_t)argc, sizeof *assignments);
-  int n_assignments = 0, dry_run = 0, json = 0;
+  int n_assignments = 0, dry_run = 0, json = global->json;
   char *body = NULL;
   json_t *answer = NULL;
   client_t client = {0};
@@ -280,7 +269,7 @@ int command_study_submit(const cli_global_t *global, int argc, char **argv) {
   int exit_code = CLI_EXIT_FAILED;
   if (assignments == NULL) return cli_out_of_memory();
 
-  const cli_flag_t flags[] = {{"--dry-run", &dry_run}, {"--json", &json}, {NULL, NULL}};
+  const cli_flag_t flags[] = {{CLI_OPTION_DRY_RUN, &dry_run}, {CLI_OPTION_JSON, &json}, {0, NULL}};
   int parsed = submit_parse_arguments("study submit", "study", "seeds=5", argc, argv, flags, &file, assignments,
                                       &n_assignments);
   if (parsed != CLI_PROCEED) {
@@ -376,22 +365,19 @@ static int study_ls_add_row(table_t *table, const json_t *study, double now) {
 
 int command_study_ls(const cli_global_t *global, int argc, char **argv) {
   const char *limit = NULL;
-  int json = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *value;
-    int matched;
-    if ((matched = cli_option_value(argc, argv, &i, "--limit", &value)) != 0) {
-      long long count;
-      if (matched < 0 || cli_parse_id(value, &count) != 0)
-        return cli_usage_error("study ls", "--limit needs a positive number");
-      limit = value;
-    } else if (strcmp(argv[i], "--json") == 0) {
+  int json = global->json;
+  options_t parser;
+  cli_options_init(&parser, "study ls", argc, argv);
+  int key;
+  while ((key = options_next(&parser)) != OPTIONS_END) {
+    long long count;
+    if (key == CLI_OPTION_LIMIT) {
+      if (cli_parse_id(parser.value, &count) != 0) return cli_usage_error("study ls", "--limit needs a positive number");
+      limit = parser.value;
+    } else if (key == CLI_OPTION_JSON) {
       json = 1;
-    } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      return cli_help("study ls");
     } else {
-      return cli_usage_error("study ls", argv[i][0] == '-' ? "unknown option %s" : "unexpected argument %s",
-                             argv[i]);
+      return cli_options_default(&parser, "study ls", key);
     }
   }
 
@@ -634,7 +620,7 @@ static void show_stopped(const json_t *runs) {
 int command_study_show(const cli_global_t *global, int argc, char **argv) {
   long long id;
   int json = 0, all = 0;
-  int parsed = study_parse_id_command("study show", argc, argv, &id, &json, &all);
+  int parsed = study_parse_id_command(global, "study show", argc, argv, &id, &json, &all);
   if (parsed != CLI_PROCEED) return parsed;
 
   char path[64];
@@ -694,7 +680,8 @@ done:
 
 int command_study_cancel(const cli_global_t *global, int argc, char **argv) {
   long long id;
-  int parsed = study_parse_id_command("study cancel", argc, argv, &id, NULL, NULL);
+  int json = 0;
+  int parsed = study_parse_id_command(global, "study cancel", argc, argv, &id, &json, NULL);
   if (parsed != CLI_PROCEED) return parsed;
 
   char path[80];
@@ -709,7 +696,9 @@ int command_study_cancel(const cli_global_t *global, int argc, char **argv) {
   if (exit_code != CLI_EXIT_OK) goto done;
   const char *status = format_json_string(answer, "status");
   long long cancelled;
-  if (format_json_integer(answer, "cancelled_runs", &cancelled) == 0)
+  if (json)
+    client_print_raw(&response);
+  else if (format_json_integer(answer, "cancelled_runs", &cancelled) == 0)
     printf("study %lld: %s; %lld run%s cancelled or asked to stop\n", id, status != NULL ? status : "status unknown",
            cancelled, cancelled == 1 ? "" : "s");
   else

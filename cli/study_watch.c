@@ -199,6 +199,7 @@ static int study_watch_on_event(const sse_event_t *event, void *user_data) {
     return 0;
   }
   watch->new_events++;
+  if (watch->live.json) stream_print_event(event, data);
   int stop = 0;
   if (strcmp(event->type, "run") == 0) {
     study_watch_run(watch, data);
@@ -402,13 +403,15 @@ static int study_watch_finish(study_watch_t *watch, const client_t *client) {
 
 int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   long long id;
-  int parsed = study_parse_id_command("study watch", argc, argv, &id, NULL, NULL);
+  int json = 0;
+  int parsed = study_parse_id_command(global, "study watch", argc, argv, &id, &json, NULL);
   if (parsed != CLI_PROCEED) return parsed;
 
   client_t client = {0};
   json_t *study = NULL;
   buffer_t reason = {0};
-  study_watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO), .runs = json_object()};
+  study_watch_t watch = {.id = id, .live.tty = !json && isatty(STDOUT_FILENO), .live.json = json,
+                         .runs = json_object()};
   sse_parser_init(&watch.parser, study_watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
   struct sigaction previous;
@@ -451,6 +454,13 @@ int command_study_watch(const cli_global_t *global, int argc, char **argv) {
   buffer_free(&text);
   watch.live.dirty = 1;
   if (study_is_ended_status(status) && format_json_string(study, "finished_at") != NULL) {
+    /* No stream to print with --json: the study as it ended stands for it. */
+    if (json) {
+      json_t *line = json_pack("{s:s, s:O}", "event", "study", "data", study);
+      if (line != NULL) json_dumpf(line, stdout, JSON_COMPACT);
+      putchar('\n');
+      json_decref(line);
+    }
     exit_code = study_watch_finish(&watch, &client);
     goto done;
   }

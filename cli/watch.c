@@ -54,6 +54,15 @@ long stream_backoff_ms(long server_retry_ms, int failures) {
   return pause > STREAM_LONGEST_PAUSE_MS ? STREAM_LONGEST_PAUSE_MS : pause;
 }
 
+void stream_print_event(const sse_event_t *event, const json_t *data) {
+  json_t *line = json_pack("{s:s, s:s?, s:O}", "event", event->type, "id", event->id[0] ? event->id : NULL,
+                           "data", data);
+  if (line != NULL) json_dumpf(line, stdout, JSON_COMPACT);
+  putchar('\n');
+  fflush(stdout);
+  json_decref(line);
+}
+
 void stream_pause(long milliseconds) {
   struct timespec left = {milliseconds / 1000, milliseconds % 1000 * 1000000L};
   while (!watch_interrupted && nanosleep(&left, &left) != 0 && errno == EINTR) {
@@ -94,6 +103,7 @@ typedef struct {
 
   char end_status[32];
   int ended;
+  int json; /* --json: each event a JSON line on stdout instead of the lines for people */
 
   live_line_t live;
   double last_draw;
@@ -256,6 +266,21 @@ static int watch_on_event(const sse_event_t *event, void *user_data) {
     return 0;
   }
   int stop = 0;
+  if (watch->json) {
+    stream_print_event(event, data);
+    if (strcmp(event->type, "metric") == 0 || strcmp(event->type, "eval") == 0) watch->new_events++;
+    if (strcmp(event->type, "status") == 0) {
+      const char *status = format_json_string(data, "status");
+      snprintf(watch->status, sizeof watch->status, "%s", status != NULL ? status : "?");
+    }
+    if (strcmp(event->type, "end") == 0) {
+      const char *status = format_json_string(data, "status");
+      snprintf(watch->end_status, sizeof watch->end_status, "%s", status != NULL ? status : watch->status);
+      watch->ended = stop = 1;
+    }
+    json_decref(data);
+    return stop;
+  }
   if (strcmp(event->type, "status") == 0) {
     watch_on_status(watch, data);
   } else if (strcmp(event->type, "metric") == 0) {
@@ -456,13 +481,14 @@ static int watch_finish(watch_t *watch, const client_t *client) {
 
 int command_watch(const cli_global_t *global, int argc, char **argv) {
   long long id;
-  int parsed = cli_parse_id_command("watch", argc, argv, &id, NULL);
+  int json = 0;
+  int parsed = cli_parse_id_command(global, "watch", argc, argv, &id, &json);
   if (parsed != CLI_PROCEED) return parsed;
 
   client_t client = {0};
   json_t *experiment = NULL;
   buffer_t reason = {0};
-  watch_t watch = {.id = id, .live.tty = isatty(STDOUT_FILENO)};
+  watch_t watch = {.id = id, .live.tty = !json && isatty(STDOUT_FILENO), .live.json = json, .json = json};
   sse_parser_init(&watch.parser, watch_on_event, &watch);
   watch.refusal.limit = 64u << 10;
   struct sigaction previous;

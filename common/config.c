@@ -198,17 +198,136 @@ static int is_automatic_name(const char *name) {
 // sections
 
 static const char *const dataset_names[] = {"fashion-mnist", "synthetic", NULL};
+/* A built-in dataset's name even in a config built by hand (dataset.name left ""). */
+static const char *dataset_name(const cfg_experiment_t *config) {
+  return config->dataset.kind == CFG_DATASET_REGISTERED ? config->dataset.name : dataset_names[config->dataset.kind];
+}
+
+static const char *const dataset_formats[] = {"idx", "npy", "npz", "cifar10", "cifar100", "csv", NULL};
+static const char *const dataset_layouts[] = {"auto", "nchw", "nhwc", NULL};
+
+/* A list of 1 to CFG_DATASET_MAX_FILES paths; returns how many were read. */
+static int get_paths(const json_t *object, const char *prefix, const char *key, char (*out)[CFG_PATH_MAX],
+                     cfg_errors_t *errors) {
+  const json_t *list = json_object_get(object, key);
+  char path[128];
+  join(path, sizeof path, prefix, key);
+  if (!json_is_array(list) || json_array_size(list) < 1 || json_array_size(list) > CFG_DATASET_MAX_FILES) {
+    add_error(errors, path, "must be an array of 1 to %d file paths", CFG_DATASET_MAX_FILES);
+    return 0;
+  }
+  for (size_t i = 0; i < json_array_size(list); i++) {
+    const json_t *item = json_array_get(list, i);
+    if (!json_is_string(item) || json_string_length(item) == 0 || json_string_length(item) >= CFG_PATH_MAX ||
+        strlen(json_string_value(item)) != json_string_length(item)) {
+      add_error(errors, path, "item %zu must be a file path of 1 to %d characters", i, CFG_PATH_MAX - 1);
+      return 0;
+    }
+    util_strlcpy(out[i], json_string_value(item), CFG_PATH_MAX);
+  }
+  return (int)json_array_size(list);
+}
+
+void cfg_dataset_source_parse(const json_t *object, const char *path, cfg_dataset_source_t *source,
+                              cfg_errors_t *errors) {
+  memset(source, 0, sizeof *source);
+  int format = get_choice(object, path, "format", dataset_formats, -1, errors);
+  char format_path[128];
+  if (format < 0 && !json_object_get(object, "format"))
+    add_error(errors, join(format_path, sizeof format_path, path, "format"), "is required: one of idx, npy, npz, "
+              "cifar10, cifar100, csv");
+  if (format >= 0) util_strlcpy(source->format, dataset_formats[format], sizeof source->format);
+  source->n_train = get_paths(object, path, "train", source->train, errors);
+  source->n_test = get_paths(object, path, "test", source->test, errors);
+  if (!json_is_null(json_object_get(object, "names")))
+    get_string(object, path, "names", source->names, sizeof source->names, errors);
+  int layout = get_choice(object, path, "layout", dataset_layouts, 0, errors);
+  util_strlcpy(source->layout, dataset_layouts[layout], sizeof source->layout);
+  get_int(object, path, "classes", 0, CFG_MAX_CLASSES, &source->classes, errors);
+  static const char *const value_types[] = {"uint8", "float32", NULL};
+  source->float_values = get_choice(object, path, "values", value_types, 0, errors);
+  get_string(object, path, "checksum", source->checksum, sizeof source->checksum, errors);
+}
+
+void cfg_dataset_source_to_json(const cfg_dataset_source_t *source, json_t *object) {
+  json_t *train = json_array(), *test = json_array();
+  for (int i = 0; i < source->n_train; i++) json_array_append_new(train, json_string(source->train[i]));
+  for (int i = 0; i < source->n_test; i++) json_array_append_new(test, json_string(source->test[i]));
+  json_object_set_new(object, "format", json_string(source->format));
+  json_object_set_new(object, "train", train);
+  json_object_set_new(object, "test", test);
+  json_object_set_new(object, "names", source->names[0] ? json_string(source->names) : json_null());
+  json_object_set_new(object, "layout", json_string(source->layout[0] ? source->layout : "auto"));
+  json_object_set_new(object, "classes", json_integer(source->classes));
+  json_object_set_new(object, "values", json_string(source->float_values ? "float32" : "uint8"));
+  json_object_set_new(object, "checksum", json_string(source->checksum));
+}
+
+/* A registered dataset: everything but the split comes from mapsaged's registry, which
+ * fills it in at submission (daemon/dataset.c); a config without it names no dataset the
+ * daemon knows. */
+static void parse_registered_dataset(const json_t *dataset, cfg_experiment_t *config, cfg_errors_t *errors) {
+  if (!json_object_get(dataset, "format")) {
+    add_error(errors, "dataset.name", "\"%s\" is neither fashion-mnist, synthetic nor a registered dataset "
+              "(mapsage dataset add, GET /api/datasets)", config->dataset.name);
+    return;
+  }
+  cfg_dataset_source_parse(dataset, "dataset", &config->dataset.source, errors);
+  int classes = 0;
+  get_int(dataset, "dataset", "classes", 2, CFG_MAX_CLASSES, &classes, errors);
+  if (!classes) add_error(errors, "dataset.classes", "is required for a registered dataset (mapsaged fills it in)");
+  config->dataset.classes = classes ? classes : CFG_CLASSES;
+  const json_t *input = json_object_get(dataset, "input");
+  config->dataset.input = (cfg_shape_t){1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+  if (!json_is_array(input) || json_array_size(input) != 3) {
+    add_error(errors, "dataset.input", "must be [channels, height, width] (mapsaged fills it in)");
+  } else {
+    int dims[3];
+    for (int i = 0; i < 3; i++) {
+      const json_t *item = json_array_get(input, (size_t)i);
+      dims[i] = json_is_integer(item) ? (int)json_integer_value(item) : 0;
+      if (!json_is_integer(item) || json_integer_value(item) < 1 || json_integer_value(item) > 4096)
+        add_error(errors, "dataset.input", "item %d must be an integer in 1–4096", i);
+    }
+    if (dims[0] > 0 && dims[1] > 0 && dims[2] > 0 && (long long)dims[0] * dims[1] * dims[2] <= (1 << 24))
+      config->dataset.input = (cfg_shape_t){dims[0], dims[1], dims[2], 1};
+    else
+      add_error(errors, "dataset.input", "an example of at most %d values", 1 << 24);
+  }
+  config->dataset.train_size = 0;
+  config->dataset.test_size = 0;
+  get_int(dataset, "dataset", "train_size", 2, 100000000, &config->dataset.train_size, errors);
+  get_int(dataset, "dataset", "test_size", 1, 100000000, &config->dataset.test_size, errors);
+  if (!config->dataset.train_size || !config->dataset.test_size) {
+    add_error(errors, "dataset.train_size", "and test_size are required for a registered dataset (mapsaged fills "
+              "them in)");
+    config->dataset.train_size = config->dataset.train_size ? config->dataset.train_size : 2;
+  }
+}
 
 static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
   static const char *const known[] = {"name", "split_seed", "val_size", "train_limit", "train_size", "test_size",
                                       NULL};
+  static const char *const known_registered[] = {"name", "split_seed", "val_size", "train_limit", "train_size",
+                                                 "test_size", "format", "train", "test", "names", "layout",
+                                                 "classes", "values", "checksum", "input", NULL};
   const json_t *dataset = get_object(root, "", "dataset", errors);
   config->dataset.kind = CFG_DATASET_FASHION_MNIST;
-  if (dataset) {
-    check_known_keys(dataset, "dataset", known, errors);
-    config->dataset.kind = get_choice(dataset, "dataset", "name", dataset_names, CFG_DATASET_FASHION_MNIST, errors);
+  util_strlcpy(config->dataset.name, dataset_names[0], sizeof config->dataset.name);
+  if (dataset && get_string(dataset, "dataset", "name", config->dataset.name, sizeof config->dataset.name, errors)) {
+    config->dataset.kind = CFG_DATASET_REGISTERED;
+    for (int i = 0; dataset_names[i]; i++)
+      if (strcmp(config->dataset.name, dataset_names[i]) == 0) config->dataset.kind = (cfg_dataset_kind_t)i;
+    if (config->dataset.kind == CFG_DATASET_REGISTERED && !is_identifier(config->dataset.name)) {
+      add_error(errors, "dataset.name", "\"%s\" is not a dataset name (letters, digits, _ - .)", config->dataset.name);
+      config->dataset.kind = CFG_DATASET_FASHION_MNIST;
+    }
   }
+  if (dataset) check_known_keys(dataset, "dataset", config->dataset.kind == CFG_DATASET_REGISTERED ? known_registered
+                                                                                                   : known, errors);
   int synthetic = config->dataset.kind == CFG_DATASET_SYNTHETIC;
+  config->dataset.classes = CFG_CLASSES;
+  config->dataset.input = (cfg_shape_t){1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
   config->dataset.train_size = synthetic ? 2048 : FASHION_MNIST_TRAIN;
   config->dataset.test_size = synthetic ? 512 : 10000;
   config->dataset.val_size = synthetic ? 256 : 5000;
@@ -219,7 +338,11 @@ static void parse_dataset(const json_t *root, cfg_experiment_t *config, cfg_erro
   if (get_integer(dataset, "dataset", "split_seed", 0, INT64_MAX / 2, &split_seed, errors))
     config->dataset.split_seed = (uint64_t)split_seed;
 
-  if (synthetic) {
+  if (config->dataset.kind == CFG_DATASET_REGISTERED) {
+    parse_registered_dataset(dataset, config, errors);
+    /* A tenth held out by default, as Fashion-MNIST's 5000 of 60000 is about. */
+    config->dataset.val_size = config->dataset.train_size / 10 < 5000 ? config->dataset.train_size / 10 : 5000;
+  } else if (synthetic) {
     get_int(dataset, "dataset", "train_size", 16, 1000000, &config->dataset.train_size, errors);
     get_int(dataset, "dataset", "test_size", 1, 1000000, &config->dataset.test_size, errors);
   } else {
@@ -368,7 +491,7 @@ static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors
     return;
   }
   config->n_layers = (int)json_array_size(layers);
-  cfg_shape_t shape = {1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+  cfg_shape_t shape = cfg_input_shape(config);
   for (int i = 0; i < config->n_layers; i++) {
     parse_layer(json_array_get(layers, (size_t)i), i, config, &shape, errors);
     shape = config->layers[i].shape;
@@ -376,11 +499,14 @@ static void parse_model(const json_t *root, cfg_experiment_t *config, cfg_errors
   const cfg_layer_t *last = &config->layers[config->n_layers - 1];
   char path[96], out_path[128];
   snprintf(path, sizeof path, "model.layers[%d]", config->n_layers - 1);
+  const int classes = cfg_classes(config);
   if (last->kind != CFG_LAYER_LINEAR)
-    add_error(errors, path, "the last layer must be linear with out %d (one logit per class)", CFG_CLASSES);
-  else if (last->out != CFG_CLASSES && last->out != 0)
+    add_error(errors, path, "the last layer must be linear with out %d (one logit per class of %s)", classes,
+              config->dataset.name);
+  else if (last->out != classes && last->out != 0)
     add_error(errors, join(out_path, sizeof out_path, path, "out"),
-              "the last layer must output %d logits (one per class), not %d", CFG_CLASSES, last->out);
+              "the last layer must output %d logits (one per class of %s), not %d", classes, config->dataset.name,
+              last->out);
 }
 
 static const char *const optimizer_kinds[] = {"sgd", "adam", NULL};
@@ -496,12 +622,66 @@ static void parse_stages(const json_t *root, cfg_experiment_t *config, cfg_error
   if (total > 10000) add_error(errors, "stages", "may have at most 10000 epochs in all, not %lld", total);
 }
 
+/* teacher.model of a safetensors teacher: parsed as a config of its own (the student's with
+ * this model, so that the dataset's input and classes apply), its errors moved under
+ * "teacher.". */
+static void parse_teacher_model(const json_t *root, const json_t *teacher, cfg_experiment_t *config,
+                                cfg_errors_t *errors) {
+  const json_t *model = json_object_get(teacher, "model");
+  if (!model) {
+    add_error(errors, "teacher.model", "is required with safetensors: the teacher's layers, e.g. {\"layers\": "
+              "[{\"type\": \"linear\", \"out\": 10}]}");
+    return;
+  }
+  json_t *copy = json_pack("{s:O, s:i}", "model", model, "epochs", 1);
+  if (copy && json_object_get(root, "dataset")) json_object_set(copy, "dataset", json_object_get(root, "dataset"));
+  cfg_experiment_t *parsed = malloc(sizeof *parsed);
+  cfg_errors_t *found = malloc(sizeof *found);
+  if (copy && parsed && found) {
+    cfg_from_json(copy, parsed, found);
+    for (int i = 0; i < found->count && i < CFG_MAX_ERRORS; i++) {
+      if (strncmp(found->items[i].path, "model", 5) != 0) continue; /* the dataset's are the student's */
+      char path[160];
+      snprintf(path, sizeof path, "teacher.%s", found->items[i].path);
+      add_error(errors, path, "%s", found->items[i].message);
+    }
+    config->teacher.n_layers = parsed->n_layers;
+    memcpy(config->teacher.layers, parsed->layers, sizeof parsed->layers);
+  }
+  json_decref(copy);
+  free(parsed);
+  free(found);
+}
+
+void cfg_safetensors_teacher(const cfg_experiment_t *student, cfg_experiment_t *teacher) {
+  *teacher = *student;
+  teacher->n_layers = student->teacher.n_layers;
+  memcpy(teacher->layers, student->teacher.layers, sizeof teacher->layers);
+  teacher->teacher.kind = CFG_TEACHER_NONE;
+  teacher->teacher.n_layers = 0;
+  teacher->n_features = 0;
+  teacher->n_grow = 0;
+  teacher->adversarial.enabled = 0;
+}
+
 static void parse_teacher(const json_t *root, cfg_experiment_t *config, cfg_errors_t *errors) {
-  static const char *const known[] = {"experiment", "checkpoint", NULL};
+  static const char *const known[] = {"experiment", "checkpoint", "safetensors", "model", NULL};
   const json_t *teacher = get_object(root, "", "teacher", errors);
   config->teacher.kind = CFG_TEACHER_NONE;
   if (!teacher) return;
   check_known_keys(teacher, "teacher", known, errors);
+  if (json_object_get(teacher, "safetensors")) {
+    if (get_string(teacher, "teacher", "safetensors", config->teacher.checkpoint, sizeof config->teacher.checkpoint,
+                   errors) && config->teacher.checkpoint[0] == '\0')
+      add_error(errors, "teacher.safetensors", "must be the path of a .safetensors file");
+    if (json_object_get(teacher, "experiment") || json_object_get(teacher, "checkpoint"))
+      add_error(errors, "teacher", "give one of experiment, checkpoint or safetensors");
+    config->teacher.kind = CFG_TEACHER_SAFETENSORS;
+    parse_teacher_model(root, teacher, config, errors);
+    return;
+  }
+  if (json_object_get(teacher, "model"))
+    add_error(errors, "teacher.model", "is for a safetensors teacher: a checkpoint or an experiment has its own");
   long long experiment = 0;
   int has_experiment = get_integer(teacher, "teacher", "experiment", 1, INT64_MAX / 2, &experiment, errors);
   int has_checkpoint =
@@ -779,13 +959,19 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
                                             stage->distill_weight, "feature_weight", stage->feature_weight,
                                             "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
   }
-  json_t *dataset = json_pack("{s:s, s:I, s:i}", "name", dataset_names[config->dataset.kind], "split_seed",
+  json_t *dataset = json_pack("{s:s, s:I, s:i}", "name", dataset_name(config), "split_seed",
                               (json_int_t)config->dataset.split_seed, "val_size", config->dataset.val_size);
   json_object_set_new(dataset, "train_limit",
                       config->dataset.train_limit ? json_integer(config->dataset.train_limit) : json_null());
-  if (config->dataset.kind == CFG_DATASET_SYNTHETIC) {
+  if (config->dataset.kind != CFG_DATASET_FASHION_MNIST) {
     json_object_set_new(dataset, "train_size", json_integer(config->dataset.train_size));
     json_object_set_new(dataset, "test_size", json_integer(config->dataset.test_size));
+  }
+  if (config->dataset.kind == CFG_DATASET_REGISTERED) {
+    cfg_dataset_source_to_json(&config->dataset.source, dataset);
+    json_object_set_new(dataset, "classes", json_integer(config->dataset.classes));
+    json_object_set_new(dataset, "input", json_pack("[i, i, i]", config->dataset.input.channels,
+                                                    config->dataset.input.height, config->dataset.input.width));
   }
   const typeof(config->optimizer.schedule) *lr = &config->optimizer.schedule;
   json_t *schedule = json_pack("{s:s, s:f}", "type", lr_schedules[lr->kind], "warmup_epochs", lr->warmup_epochs);
@@ -813,7 +999,15 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
     json_t *teacher = json_object();
     if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)
       json_object_set_new(teacher, "experiment", json_integer(config->teacher.experiment));
-    if (config->teacher.checkpoint[0]) json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
+    if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) {
+      json_t *teacher_layers = json_array();
+      for (int i = 0; i < config->teacher.n_layers; i++)
+        json_array_append_new(teacher_layers, layer_to_json(&config->teacher.layers[i]));
+      json_object_set_new(teacher, "safetensors", json_string(config->teacher.checkpoint));
+      json_object_set_new(teacher, "model", json_pack("{s:o}", "layers", teacher_layers));
+    } else if (config->teacher.checkpoint[0]) {
+      json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
+    }
     json_object_set_new(root, "teacher", teacher);
     json_t *temperature = json_pack("{s:s, s:f}", "schedule", temperature_schedules[config->temperature.kind], "start",
                                     config->temperature.start);
@@ -870,9 +1064,12 @@ int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *t
   /* The same data (config.h says what that means): every difference in one error. */
   char differences[256] = "";
   const typeof(student->dataset) *mine = &student->dataset, *theirs = &teacher->dataset;
-  if (mine->kind != theirs->kind)
-    append(differences, sizeof differences, "name \"%s\" (here \"%s\")", dataset_names[theirs->kind],
-           dataset_names[mine->kind]);
+  if (mine->kind != theirs->kind || strcmp(dataset_name(student), dataset_name(teacher)) != 0)
+    append(differences, sizeof differences, "name \"%s\" (here \"%s\")", dataset_name(teacher),
+           dataset_name(student));
+  else if (strcmp(mine->source.checksum, theirs->source.checksum) != 0)
+    append(differences, sizeof differences, "content, checksum %.12s… (here %.12s…)", theirs->source.checksum,
+           mine->source.checksum);
   if (mine->split_seed != theirs->split_seed)
     append(differences, sizeof differences, "split_seed %llu (here %llu)", (unsigned long long)theirs->split_seed,
            (unsigned long long)mine->split_seed);
@@ -1027,6 +1224,20 @@ int cfg_uses_features(const cfg_experiment_t *config) {
 }
 int cfg_uses_adversarial(const cfg_experiment_t *config) {
   return any_stage_weight(config, offsetof(cfg_stage_t, adversarial_weight));
+}
+
+cfg_shape_t cfg_input_shape(const cfg_experiment_t *config) {
+  if (config->dataset.input.channels > 0) return config->dataset.input;
+  return (cfg_shape_t){1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+}
+
+int cfg_inputs(const cfg_experiment_t *config) {
+  cfg_shape_t shape = cfg_input_shape(config);
+  return cfg_shape_size(&shape);
+}
+
+int cfg_classes(const cfg_experiment_t *config) {
+  return config->dataset.classes > 0 ? config->dataset.classes : CFG_CLASSES;
 }
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind) {

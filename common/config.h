@@ -13,15 +13,19 @@
 
 #include <jansson.h>
 
+#define CFG_PATH_MAX 1024
+
 #define CFG_NAME_MAX 64     /* layer and stage names, including the NUL */
 #define CFG_TITLE_MAX 128   /* the experiment's name, including the NUL */
 #define CFG_MAX_LAYERS 64
 #define CFG_MAX_STAGES 32
-#define CFG_CLASSES 10      /* both datasets have ten classes */
-#define CFG_IMAGE_SIDE 28   /* and 28×28 single-channel images */
-#define CFG_INPUTS (CFG_IMAGE_SIDE * CFG_IMAGE_SIDE)
+#define CFG_CLASSES 10      /* the built-in datasets have ten classes */
+#define CFG_IMAGE_SIDE 28   /* and 28×28 single-channel images; a registered dataset has */
+#define CFG_INPUTS (CFG_IMAGE_SIDE * CFG_IMAGE_SIDE) /* its own (dataset.classes, .input) */
+#define CFG_MAX_CLASSES 1000 /* a registered dataset's labels are in 0 … 999 */
+#define CFG_DATASET_MAX_FILES 8
 
-typedef enum { CFG_DATASET_FASHION_MNIST, CFG_DATASET_SYNTHETIC } cfg_dataset_kind_t;
+typedef enum { CFG_DATASET_FASHION_MNIST, CFG_DATASET_SYNTHETIC, CFG_DATASET_REGISTERED } cfg_dataset_kind_t;
 typedef enum {
   CFG_LAYER_LINEAR,
   CFG_LAYER_RELU,
@@ -34,7 +38,7 @@ typedef enum {
 typedef enum { CFG_OPTIMIZER_SGD, CFG_OPTIMIZER_ADAM } cfg_optimizer_kind_t;
 typedef enum { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_COSINE } cfg_lr_schedule_t;
 typedef enum { CFG_TEMPERATURE_CONSTANT, CFG_TEMPERATURE_LINEAR, CFG_TEMPERATURE_COSINE, CFG_TEMPERATURE_STEP } cfg_temperature_schedule_t;
-typedef enum { CFG_TEACHER_NONE, CFG_TEACHER_EXPERIMENT, CFG_TEACHER_CHECKPOINT } cfg_teacher_kind_t;
+typedef enum { CFG_TEACHER_NONE, CFG_TEACHER_EXPERIMENT, CFG_TEACHER_CHECKPOINT, CFG_TEACHER_SAFETENSORS } cfg_teacher_kind_t;
 typedef enum { CFG_GATE_NONE, CFG_GATE_SOFTMAX, CFG_GATE_MEAN_ONE } cfg_gate_t;
 typedef enum { CFG_ADVERSARIAL_LSGAN, CFG_ADVERSARIAL_BCE } cfg_adversarial_loss_t;
 
@@ -95,9 +99,26 @@ typedef struct {
  * (and a teacher trained then with the default seed shares the split of a student now). */
 #define CFG_SPLIT_SEED 1
 
+/* Where a registered dataset's data is and how to read it (worker/dataset_formats.h reads
+ * it): mapsaged fills it in from its registry (daemon/dataset.c) when a run is submitted, so
+ * that the worker needs no registry and a run says exactly which files, and which content
+ * (the checksum), it trained on. */
+typedef struct {
+  char format[16];           /* "idx", "npy", "npz", "cifar10", "cifar100", "csv" */
+  int n_train, n_test;
+  char train[CFG_DATASET_MAX_FILES][CFG_PATH_MAX]; /* idx, npy: images then labels; npz,
+                                                       csv: one file; cifar: its batches */
+  char test[CFG_DATASET_MAX_FILES][CFG_PATH_MAX];
+  char names[CFG_PATH_MAX];  /* the class names, one a line; "" for none */
+  char layout[8];            /* npy, npz: "auto", "nchw" or "nhwc" */
+  int classes;               /* 0: from the names file or the format, else the largest label + 1 */
+  int float_values;          /* "values": "float32" (1) or "uint8" (0), as registration found
+                                them: what a run's memory estimate counts while loading */
+  char checksum[65];         /* SHA-256 of every file's bytes, in order; "" not yet known */
+} cfg_dataset_source_t;
+
 #define CFG_MAX_FEATURES 8
 #define CFG_MAX_GROW 8
-#define CFG_PATH_MAX 1024
 
 typedef struct {
   char name[CFG_TITLE_MAX];  /* free text for people; may be "" */
@@ -113,7 +134,12 @@ typedef struct {
     int val_size;            /* examples held out of the training set for validation */
     int train_limit;         /* use at most this many training examples; 0 = all */
     int train_size;          /* synthetic only: generated training examples */
-    int test_size;           /* synthetic only: generated test examples */
+    int test_size;           /* synthetic only: generated test examples; registered: the
+                                counts mapsaged filled in (train_size the training pool) */
+    char name[CFG_NAME_MAX]; /* the dataset's name: a built-in's or a registered one's */
+    int classes;             /* the logits the last layer outputs */
+    cfg_shape_t input;       /* one example's shape (channels × height × width) */
+    cfg_dataset_source_t source; /* CFG_DATASET_REGISTERED */
   } dataset;
 
   int n_layers;
@@ -138,7 +164,13 @@ typedef struct {
     cfg_teacher_kind_t kind;
     int64_t experiment;      /* CFG_TEACHER_EXPERIMENT */
     char checkpoint[CFG_PATH_MAX]; /* CFG_TEACHER_CHECKPOINT; for an experiment teacher, the
-                                      daemon fills in its final checkpoint when the run starts */
+                                      daemon fills in its final checkpoint when the run starts;
+                                      CFG_TEACHER_SAFETENSORS: the .safetensors file */
+    /* CFG_TEACHER_SAFETENSORS: a model trained elsewhere, whose layers teacher.model
+     * describes (in this config's dataset's input shape and classes); the file must hold
+     * exactly their tensors (worker/safetensors.h names them). */
+    int n_layers;
+    cfg_layer_t layers[CFG_MAX_LAYERS];
   } teacher;
 
   struct {
@@ -227,6 +259,11 @@ json_t *cfg_errors_to_json(const cfg_errors_t *errors);
  * with the config stored in a teacher checkpoint. */
 int cfg_check_teacher(const cfg_experiment_t *student, const cfg_experiment_t *teacher, cfg_errors_t *errors);
 
+/* A safetensors teacher's own config: the student's (same data, split, batch size) with the
+ * teacher's layers and nothing to distil. What the worker builds the teacher from and the
+ * daemon checks the feature pairs against. */
+void cfg_safetensors_teacher(const cfg_experiment_t *student, cfg_experiment_t *teacher);
+
 /* The index of the layer called `name` (its own name, or the automatic one: "linear1"), or
  * -1. */
 int cfg_layer_index(const cfg_experiment_t *config, const char *name);
@@ -255,6 +292,20 @@ int cfg_uses_features(const cfg_experiment_t *config);
 int cfg_uses_adversarial(const cfg_experiment_t *config);
 
 const char *cfg_layer_kind_name(cfg_layer_kind_t kind);
+
+/* The model's input shape, its floats and its class count: the dataset's, which validation
+ * fills in; Fashion-MNIST's (1×28×28, ten) for a config built by hand that leaves them 0. */
+cfg_shape_t cfg_input_shape(const cfg_experiment_t *config);
+int cfg_inputs(const cfg_experiment_t *config);
+int cfg_classes(const cfg_experiment_t *config);
+
+/* Reads a registered dataset's source from the config's "dataset" object (what mapsaged
+ * stores: format, train, test, names, layout, classes, checksum), adding errors under
+ * `path`; and writes it back. Shared with the daemon's registry, which keeps the same
+ * object. */
+void cfg_dataset_source_parse(const json_t *object, const char *path, cfg_dataset_source_t *source,
+                              cfg_errors_t *errors);
+void cfg_dataset_source_to_json(const cfg_dataset_source_t *source, json_t *object);
 
 /* ---------------------------------------------------------------------------------------
  * Memory: what a worker will need for a config, so that the daemon can refuse at

@@ -30,7 +30,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       config->n_grow > CFG_MAX_GROW || max_batch < 1)
     return -EINVAL;
   const size_t batch = (size_t)max_batch;
-  cfg_shape_t in = {1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+  cfg_shape_t in = cfg_input_shape(config);
   size_t n_params = 0, n_activations = 0, n_col = 0, n_scratch = 0, n_masks = 0, n_indices = 0;
   for (int l = 0; l < config->n_layers; l++) {
     const cfg_layer_t *spec = &config->layers[l];
@@ -139,7 +139,7 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
    * while loading the raw uint8 pool and test set and the shuffle order beside them. The raw
    * part is freed before the model is built: the baseline MLP's peak is there. */
   size_t pool = CFG_FASHION_TRAIN, test = CFG_FASHION_TEST;
-  if (config->dataset.kind == CFG_DATASET_SYNTHETIC) {
+  if (config->dataset.kind != CFG_DATASET_FASHION_MNIST) {
     pool = (size_t)config->dataset.train_size;
     test = (size_t)config->dataset.test_size;
   }
@@ -147,8 +147,13 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
   size_t train = pool > val ? pool - val : 0;
   if (config->dataset.train_limit > 0 && (size_t)config->dataset.train_limit < train)
     train = (size_t)config->dataset.train_limit;
-  out->dataset = (train + val + test) * (CFG_INPUTS * F + sizeof(int)) + train * sizeof(int) /* the trainer's order */;
-  out->loading = (pool + test) * (CFG_INPUTS + 1) + pool * sizeof(int) /* the shuffle */;
+  const size_t inputs = (size_t)cfg_inputs(config), classes = (size_t)cfg_classes(config);
+  /* A registered dataset's files are read whole (a gzipped one into a buffer grown by
+   * doubling) and decoded beside them: twice its values' bytes, 4 a value for float32 data. */
+  const size_t raw_bytes = config->dataset.kind != CFG_DATASET_REGISTERED ? 1
+                           : config->dataset.source.float_values ? 2 * F : 2;
+  out->dataset = (train + val + test) * (inputs * F + sizeof(int)) + train * sizeof(int) /* the trainer's order */;
+  out->loading = (pool + test) * (inputs * raw_bytes + sizeof(int)) + pool * sizeof(int) /* the shuffle */;
 
   cfg_slabs_t student;
   int rc = cfg_model_slabs(config, config->batch_size, 0, &student);
@@ -162,7 +167,7 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
   /* The trainer's batch buffers (inputs, labels, indices, probabilities, predictions), which
    * evaluation reuses. */
   out->activations = (2 * student.n_activations + student.n_workspace) * F + student.n_indices * sizeof(int32_t) +
-                     B * (CFG_INPUTS * F + 3 * sizeof(int) + CFG_CLASSES * F);
+                     B * (inputs * F + 3 * sizeof(int) + classes * F);
 
   cfg_shape_t shapes[CFG_MAX_FEATURES];
   for (int i = 0; i < config->n_features; i++) shapes[i] = config->layers[config->features[i].student_layer].shape;
@@ -175,24 +180,24 @@ int cfg_memory_estimate(const cfg_experiment_t *config, const cfg_experiment_t *
      * params and the optimizer state it was saved with. */
     const size_t teacher_optim = teacher->optimizer.kind == CFG_OPTIMIZER_ADAM ? 2 : 1;
     out->teacher = (slabs.n_params + slabs.n_activations + slabs.n_workspace) * F + slabs.n_indices * sizeof(int32_t) +
-                   B * (CFG_CLASSES * F + sizeof(int)) + (1 + teacher_optim) * slabs.n_params * F;
+                   B * (classes * F + sizeof(int)) + (1 + teacher_optim) * slabs.n_params * F;
     /* worker/train.c caches the training split (with the pairs' layers when a stage aligns
      * features) when the teacher is needed, then the test split's logits, each only if it
      * fits what is left of the budget. */
     const int needs = cfg_uses_distillation(config) || cfg_uses_features(config) || cfg_uses_adversarial(config);
     const int with_features = (cfg_uses_features(config) || cfg_uses_adversarial(config)) && config->n_features > 0;
     size_t used = 0;
-    const size_t train_bytes = train * (CFG_CLASSES + (with_features ? features : 0)) * F;
-    const size_t test_bytes = test * CFG_CLASSES * F;
+    const size_t train_bytes = train * (classes + (with_features ? features : 0)) * F;
+    const size_t test_bytes = test * classes * F;
     if (needs && train > 0 && train_bytes <= teacher_cache_budget) used += train_bytes;
     if (test > 0 && test_bytes <= teacher_cache_budget - used) used += test_bytes;
     out->teacher_cache = used;
-    if (used > 0) out->teacher += B * (CFG_CLASSES + features) * F; /* the gathered answers */
+    if (used > 0) out->teacher += B * (classes + features) * F; /* the gathered answers */
   }
   size_t distill_params = 0, distill_scratch = 0;
   if (has_teacher) {
     cfg__distill_floats(config, shapes, &distill_params, &distill_scratch);
-    out->distill = (4 * distill_params + distill_scratch) * F + B * (2 * CFG_CLASSES + 1) * F;
+    out->distill = (4 * distill_params + distill_scratch) * F + B * (2 * classes + 1) * F;
   }
   /* worker/checkpoint.c builds the whole file in one buffer before writing it (and a
    * resumed run maps the one it resumes from): the tensors of worker/train.c, and the meta. */

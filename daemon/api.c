@@ -11,10 +11,11 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "export.h"
 #include "report.h"
 #include "util.h"
+#include "version.h"
 
-#define MAPSAGE_VERSION "0.1.0"
 
 static api_t *app(const http_request_t *request) { return http_app(request); }
 
@@ -51,22 +52,23 @@ static int respond_no_experiment(http_request_t *request) {
 static void check_teacher_checkpoint(api_t *api, cfg_experiment_t *config, cfg_errors_t *errors) {
   char directory[PATH_MAX], file[PATH_MAX], joined[PATH_MAX * 2];
   const char *path = config->teacher.checkpoint;
+  const char *field = config->teacher.kind == CFG_TEACHER_SAFETENSORS ? "teacher.safetensors" : "teacher.checkpoint";
   struct stat info;
   if (path[0] != '/') { /* relative to the data directory */
     snprintf(joined, sizeof joined, "%s/%s", api->data_dir, path);
     path = joined;
   }
   if (realpath(api->data_dir, directory) == NULL || realpath(path, file) == NULL) {
-    cfg_add_error(errors, "teacher.checkpoint", "%s: %s", config->teacher.checkpoint, strerror(errno));
+    cfg_add_error(errors, field, "%s: %s", config->teacher.checkpoint, strerror(errno));
     return;
   }
   size_t length = strlen(directory);
   if (strncmp(file, directory, length) != 0 || file[length] != '/') {
-    cfg_add_error(errors, "teacher.checkpoint", "must be inside the daemon's data directory (%s)", directory);
+    cfg_add_error(errors, field, "must be inside the daemon's data directory (%s)", directory);
     return;
   }
   if (stat(file, &info) != 0 || !S_ISREG(info.st_mode)) { /* a FIFO would hang the worker */
-    cfg_add_error(errors, "teacher.checkpoint", "%s: not a regular file", config->teacher.checkpoint);
+    cfg_add_error(errors, field, "%s: not a regular file", config->teacher.checkpoint);
     return;
   }
   util_strlcpy(config->teacher.checkpoint, file, sizeof config->teacher.checkpoint);
@@ -102,6 +104,14 @@ void api_check_teacher(api_t *api, cfg_experiment_t *config, cfg_errors_t *error
   }
   if (config->teacher.kind != CFG_TEACHER_NONE && config->teacher.checkpoint[0])
     check_teacher_checkpoint(api, config, errors);
+  if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) { /* its layers against the feature pairs */
+    cfg_experiment_t *teacher_config = malloc(sizeof *teacher_config);
+    if (teacher_config) {
+      cfg_safetensors_teacher(config, teacher_config);
+      cfg_check_teacher(config, teacher_config, errors);
+    }
+    free(teacher_config);
+  }
 }
 
 
@@ -156,7 +166,14 @@ static int submit_experiment(http_request_t *request) {
   const char *body = http_body(request, &length);
   cfg_experiment_t config;
   cfg_errors_t errors;
-  if (cfg_parse(body, length, &config, &errors) == 0) api_check_teacher(app(request), &config, &errors);
+  /* A registered dataset's files, checksum and shape go into the config first (dataset.h). */
+  json_t *root = json_loadb(body, length, JSON_REJECT_DUPLICATES, NULL);
+  if (json_is_object(root)) dataset_fill_config(app(request)->datasets, root);
+  if ((json_is_object(root) ? cfg_from_json(root, &config, &errors) : cfg_parse(body, length, &config, &errors)) == 0) {
+    dataset_check_config(app(request)->datasets, &config, "", &errors);
+    api_check_teacher(app(request), &config, &errors);
+  }
+  json_decref(root);
   if (errors.count == 0) api_check_memory(app(request), &config, NULL, "", &errors);
   if (errors.count > 0) {
     json_t *answer = json_pack("{s:s, s:o}", "error", "invalid config", "errors", cfg_errors_to_json(&errors));
@@ -418,6 +435,19 @@ static int get_prometheus_metrics(http_request_t *request) {
   return http_respond_text(request, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, length);
 }
 
+/* The dataset registry's routes (dataset.h): 503 while a daemon runs without one. */
+static int with_datasets(http_request_t *request, int (*handler)(dataset_registry_t *, http_request_t *)) {
+  if (!app(request)->datasets) return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE, "no dataset registry");
+  return handler(app(request)->datasets, request);
+}
+static int register_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_register); }
+static int list_datasets(http_request_t *request) { return with_datasets(request, dataset_handle_list); }
+static int get_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_get); }
+static int get_dataset_samples(http_request_t *request) { return with_datasets(request, dataset_handle_samples); }
+
+static int download_checkpoint(http_request_t *request) { return export_handle_checkpoint(app(request)->db, request); }
+static int export_model(http_request_t *request) { return export_handle_export(app(request)->db, request); }
+
 /* What a body may be: a cross-site form or "simple" request can only claim text/plain,
  * multipart/form-data or application/x-www-form-urlencoded, so none of these passes. */
 #define JSON "application/json"
@@ -433,6 +463,8 @@ const http_route_t api_routes[] = {
     {"GET", "/api/experiments/{id}/stream", get_stream, NULL},
     {"GET", "/api/experiments/{id}/log", get_log, NULL},
     {"GET", "/api/experiments/{id}/report", get_report, NULL},
+    {"GET", "/api/experiments/{id}/checkpoints/{name}", download_checkpoint, NULL},
+    {"GET", "/api/experiments/{id}/export", export_model, NULL},
     {"GET", "/api/events", get_all_events, NULL},
     {"POST", "/api/studies", api_submit_study, JSON},
     {"GET", "/api/studies", api_list_studies, NULL},
@@ -440,6 +472,10 @@ const http_route_t api_routes[] = {
     {"POST", "/api/studies/{id}/cancel", api_cancel_study, JSON},
     {"GET", "/api/studies/{id}/stream", api_get_study_stream, NULL},
     {"GET", "/api/studies/{id}/curves", api_get_study_curves, NULL},
+    {"POST", "/api/datasets", register_dataset, JSON},
+    {"GET", "/api/datasets", list_datasets, NULL},
+    {"GET", "/api/datasets/{name}", get_dataset, NULL},
+    {"GET", "/api/datasets/{name}/samples", get_dataset_samples, NULL},
     {"POST", "/api/sql", run_sql, JSON},
     {"GET", "/api/health", get_health, NULL},
     {"GET", "/metrics", get_prometheus_metrics, NULL},

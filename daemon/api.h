@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "dataset.h"
 #include "db.h"
 #include "http.h"
 #include "scheduler.h"
@@ -21,6 +22,7 @@ typedef struct {
   double started_at;   /* util_monotonic() at start */
   size_t max_worker_memory;     /* --max-worker-memory in bytes; 0 = no check */
   size_t teacher_cache_budget;  /* the workers' teacher cache budget (MAPSAGE_TEACHER_CACHE_MB) */
+  dataset_registry_t *datasets; /* the dataset registry (dataset.h); NULL: built-in datasets only */
 } api_t;
 
 extern const http_route_t api_routes[];

@@ -24,6 +24,21 @@ static const char *arm_of(const study_plan_t *plan, int run) {
   return "?";
 }
 
+/* Every run on a registered dataset reads it as registered (dataset_check_config), whatever
+ * an arm patched. */
+static void check_datasets(api_t *api, study_plan_t *plan, cfg_errors_t *errors) {
+  cfg_experiment_t *config = malloc(sizeof *config);
+  cfg_errors_t *found = malloc(sizeof *found);
+  for (int r = 0; config && found && r < plan->n_runs && errors->count == 0; r++) {
+    if (cfg_from_json(plan->runs[r].config, config, found) != 0) continue; /* validated already */
+    char prefix[CFG_TITLE_MAX + 16];
+    snprintf(prefix, sizeof prefix, "arms.%s.", arm_of(plan, r));
+    dataset_check_config(api->datasets, config, prefix, errors);
+  }
+  free(config);
+  free(found);
+}
+
 /* What only the daemon can check of a study whose teacher is an existing experiment or a
  * checkpoint file: the same checks as a single experiment's (api_check_teacher), once per
  * distilling arm and cell (the seed changes nothing there). A checkpoint's path is written
@@ -108,8 +123,13 @@ int api_submit_study(http_request_t *request) {
                   json_error.text);
     return respond_invalid(request, &errors);
   }
+  /* A registered dataset's files, checksum and shape, into the configs runs are made from. */
+  if (json_is_object(json_object_get(spec, "base"))) dataset_fill_config(api->datasets, json_object_get(spec, "base"));
+  json_t *teacher_config = json_object_get(json_object_get(spec, "teacher"), "config");
+  if (json_is_object(teacher_config)) dataset_fill_config(api->datasets, teacher_config);
   study_plan_t *plan = NULL;
   int result = study_spec_expand(spec, &plan, &errors);
+  if (result == 0) check_datasets(api, plan, &errors);
   if (result == 0) check_teacher(api, plan, &errors);
   if (result == 0 && errors.count == 0) check_memory(api, plan, &errors);
   if (errors.count > 0 || result == -EINVAL) {

@@ -23,7 +23,7 @@
 extern const unsigned char schema_sql[];
 extern const size_t schema_sql_len;
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* What the config plans, from its JSON text: stored with the experiment so that showing one
  * does not parse its config (that was a third of the time of a GET). */
@@ -176,6 +176,38 @@ static void release_statement(db_t *db, sqlite3_stmt *done) {
   sqlite3_finalize(done);
 }
 
+/* → 4: the dataset a run trained on and its checksum (daemon/dataset.c), on the
+ * experiments table of any earlier database, decided by the table itself: run after
+ * schema.sql, which creates the table without them. */
+static int add_dataset_columns(db_t *db, char **message) {
+  sqlite3_stmt *statement = NULL;
+  int missing = 0;
+  if (sqlite3_prepare_v2(db->sql, "SELECT count(*) = 0 FROM pragma_table_info('experiments') "
+                         "WHERE name = 'dataset_checksum'", -1, &statement, NULL) != SQLITE_OK)
+    return SQLITE_ERROR;
+  if (sqlite3_step(statement) == SQLITE_ROW) missing = sqlite3_column_int(statement, 0);
+  sqlite3_finalize(statement);
+  if (missing && sqlite3_exec(db->sql,
+                              "ALTER TABLE experiments ADD COLUMN dataset TEXT; "
+                              "ALTER TABLE experiments ADD COLUMN dataset_checksum TEXT; "
+                              "UPDATE experiments SET dataset = coalesce(json_extract(config, '$.dataset.name'), "
+                              "'fashion-mnist');",
+                              NULL, NULL, message) != SQLITE_OK)
+    return SQLITE_ERROR;
+  /* Every insert, an experiment's or a study's runs', records its data: the name and the
+   * checksum in its config (a registered dataset's, filled in at submission), else the
+   * registry's (Fashion-MNIST's once it has been read). */
+  return sqlite3_exec(db->sql,
+                      "CREATE TRIGGER IF NOT EXISTS experiments_dataset AFTER INSERT ON experiments BEGIN "
+                      "UPDATE experiments SET dataset = coalesce(json_extract(NEW.config, '$.dataset.name'), "
+                      "'fashion-mnist'), dataset_checksum = coalesce(json_extract(NEW.config, '$.dataset.checksum'), "
+                      "(SELECT checksum FROM datasets WHERE name = coalesce(json_extract(NEW.config, "
+                      "'$.dataset.name'), 'fashion-mnist'))) WHERE id = NEW.id; END;",
+                      NULL, NULL, message);
+}
+
+sqlite3 *db_sqlite(db_t *db) { return db->sql; }
+
 static int apply_schema(db_t *db, char *error, size_t error_size) {
   sqlite3_stmt *statement = NULL;
   int version = 0;
@@ -210,6 +242,7 @@ static int apply_schema(db_t *db, char *error, size_t error_size) {
   if (sqlite3_exec(db->sql, "BEGIN IMMEDIATE", NULL, NULL, &message) != SQLITE_OK ||
       sqlite3_exec(db->sql, to_version_2, NULL, NULL, &message) != SQLITE_OK ||
       sqlite3_exec(db->sql, (const char *)schema_sql, NULL, NULL, &message) != SQLITE_OK ||
+      add_dataset_columns(db, &message) != SQLITE_OK ||
       sqlite3_exec(db->sql, set_version, NULL, NULL, &message) != SQLITE_OK ||
       sqlite3_exec(db->sql, "COMMIT", NULL, NULL, &message) != SQLITE_OK) {
     snprintf(error, error_size, "applying schema.sql: %s", message ? message : sqlite3_errmsg(db->sql));

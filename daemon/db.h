@@ -31,6 +31,9 @@ int db_status_is_terminal(const char *status);
  * On failure `error` says why. */
 int db_open(const char *path, db_t **out, char *error, size_t error_size);
 void db_close(db_t *db);
+/* The writable connection, for a module with a table of its own (daemon/dataset.c): on the
+ * loop thread only, like everything here. */
+sqlite3 *db_sqlite(db_t *db);
 
 /* --- experiments ----------------------------------------------------------------------- */
 

@@ -212,9 +212,17 @@ int http_respond_error(http_request_t *request, unsigned status, const char *for
 // ---------------------------------------------------------------------------------------
 // routing
 
-/* Whether `path` matches `pattern`; a "{id}" segment takes a positive integer. */
+/* Whether `path` matches `pattern`; a "{id}" segment takes a positive integer, a "{name}"
+ * segment one or more of [A-Za-z0-9_.-] (the handler reads it with http_path_segment). */
 static int route_matches(const char *pattern, const char *path, int64_t *id) {
   while (*pattern && *path) {
+    if (strncmp(pattern, "{name}", 6) == 0) {
+      size_t length = strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+      if (length == 0) return 0;
+      path += length;
+      pattern += 6;
+      continue;
+    }
     if (strncmp(pattern, "{id}", 4) == 0) {
       char *end;
       if (*path < '1' || *path > '9') return 0;
@@ -777,6 +785,22 @@ const char *http_header(const http_request_t *request, const char *name) {
 const char *http_body(const http_request_t *request, size_t *length) {
   *length = request->body_length;
   return request->body ? request->body : "";
+}
+
+int http_path_segment(const http_request_t *request, int index, char *out, size_t size) {
+  const char *p = http_path(request);
+  for (int i = 0; i <= index; i++) {
+    if (*p != '/') return -ENOENT;
+    const char *start = ++p;
+    p += strcspn(p, "/");
+    if (i == index) {
+      if ((size_t)(p - start) >= size) return -ENAMETOOLONG;
+      memcpy(out, start, (size_t)(p - start));
+      out[p - start] = 0;
+      return 0;
+    }
+  }
+  return -ENOENT;
 }
 
 void http_suspend(http_request_t *request, http_handler_cb on_resume) {

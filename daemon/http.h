@@ -80,6 +80,9 @@ struct MHD_Connection *http_connection(const http_request_t *request);
 const char *http_method(const http_request_t *request);
 const char *http_path(const http_request_t *request);
 int64_t http_path_id(const http_request_t *request);   /* the {id} of the route, or 0 */
+/* The path's segment `index` (0-based: "/api/datasets/x" → 0 "api", 2 "x"): a route's
+ * "{name}". Returns 0, -ENOENT or -ENAMETOOLONG. */
+int http_path_segment(const http_request_t *request, int index, char *out, size_t size);
 const char *http_query(const http_request_t *request, const char *key);
 const char *http_header(const http_request_t *request, const char *name);
 const char *http_body(const http_request_t *request, size_t *length);

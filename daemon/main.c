@@ -3,7 +3,6 @@
  * and stops them in order on SIGTERM or SIGINT. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "api.h"
 #include "db.h"
 #include "http.h"
+#include "options.h"
 #include "scheduler.h"
 #include "sql.h"
 #include "sse.h"
@@ -24,6 +24,7 @@
 #include "study.h"
 #include "token.h"
 #include "util.h"
+#include "version.h"
 
 /* SIGTERM to a worker, then SIGKILL after this long. Stopping, a worker finishes its step
  * (or an epoch's evaluation, seconds for a CNN) and writes a checkpoint; the systemd unit
@@ -34,6 +35,7 @@
 
 typedef struct {
   const char *listen, *db_path, *data_dir, *worker_bin, *dataset_dir, *token_file, *web_dir;
+  const char *datasets_dir;  /* the registry's files (dataset.h); NULL: <data dir>/datasets */
   int workers;
   unsigned sql_timeout_ms, sql_max_rows, request_timeout_s, remote_timeout_s;
   size_t max_worker_memory;  /* bytes; a run estimated above it is refused at submission */
@@ -52,45 +54,59 @@ typedef struct {
   char *token;
 } daemon_t;
 
+/* The options, their --help and their parsing in one table (common/options.h). To add a
+ * flag: a key below, a row in daemon_options, a case in parse_settings. */
+enum {
+  OPTION_LISTEN = 256, OPTION_DB, OPTION_DATA_DIR, OPTION_WORKERS, OPTION_WORKER_BIN, OPTION_DATASET_DIR,
+  OPTION_TOKEN_FILE, OPTION_ALLOWED_HOST, OPTION_SQL_TIMEOUT, OPTION_SQL_ROWS, OPTION_REQUEST_TIMEOUT,
+  OPTION_REMOTE_TIMEOUT, OPTION_MAX_WORKER_MEMORY, OPTION_WEB_DIR, OPTION_VERSION, OPTION_DATASETS_DIR,
+};
+
+static const option_t daemon_options[] = {
+  {OPTION_LISTEN, "listen", 0, "HOST:PORT", "where to serve HTTP (MAPSAGE_LISTEN; default 127.0.0.1:8787;\n"
+   "port 0 picks a free one). A non-loopback address needs a token."},
+  {OPTION_DB, "db", 0, "PATH", "the SQLite database (MAPSAGE_DB; default ./mapsage.db)"},
+  {OPTION_DATA_DIR, "data-dir", 0, "DIR", "checkpoints and run files (MAPSAGE_DATA_DIR; default ./mapsage-data)"},
+  {OPTION_WORKERS, "workers", 0, "N", "experiments run at once (MAPSAGE_WORKERS; default one per two cores)"},
+  {OPTION_WORKER_BIN, "worker-bin", 0, "PATH", "the worker program (MAPSAGE_WORKER_BIN; default mapsage-worker\n"
+   "beside mapsaged, else from PATH)"},
+  {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
+   "default /usr/share/datasets/fashion-mnist)"},
+  {OPTION_DATASETS_DIR, "datasets-dir", 0, "DIR", "registered datasets' files (MAPSAGE_DATASETS_DIR; default\n"
+   "DATA_DIR/datasets)"},
+  {OPTION_TOKEN_FILE, "token-file", 0, "FILE", "require \"Authorization: Bearer <token>\" on every request that\n"
+   "changes something (MAPSAGE_TOKEN_FILE); the file must be readable\nby its owner only (chmod 600)"},
+  {OPTION_ALLOWED_HOST, "allowed-host", 0, "NAME[:PORT]", "answer requests for this name too (a reverse proxy's, a DNS\n"
+   "name of this machine); without a port, on any port. Repeat it, or\n"
+   "separate names with commas (MAPSAGE_ALLOWED_HOST). Other names are\n"
+   "refused: a page of another site could use them (DNS rebinding)"},
+  {OPTION_SQL_TIMEOUT, "sql-timeout-ms", 0, "MS", "interrupt a POST /api/sql query after this long\n"
+   "(MAPSAGE_SQL_TIMEOUT_MS; default 5000)"},
+  {OPTION_SQL_ROWS, "sql-max-rows", 0, "N", "return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
+   "default 10000)"},
+  {OPTION_REQUEST_TIMEOUT, "request-timeout", 0, "S", "drop a client whose request has not arrived whole after S\n"
+   "seconds (MAPSAGE_REQUEST_TIMEOUT; default 30)"},
+  {OPTION_REMOTE_TIMEOUT, "remote-timeout", 0, "S", "interrupt a run whose remote worker (mapsage-worker --server)\n"
+   "has posted nothing for S seconds, to run again\n(MAPSAGE_REMOTE_TIMEOUT; default 600)"},
+  {OPTION_MAX_WORKER_MEMORY, "max-worker-memory", 0, "SIZE", "refuse at submission a run estimated to need more memory\n"
+   "than this (bytes, or with K, M, G: 4G, 512M), and limit each worker\n"
+   "to about its estimate (MAPSAGE_MAX_WORKER_MEMORY; default 80% of the\n"
+   "machine's memory divided among --workers; docs/config.md, Memory)"},
+  {OPTION_WEB_DIR, "web-dir", 0, "DIR", "serve the dashboard from DIR (web/ of a source tree) instead of the\n"
+   "copy built in, while developing it (MAPSAGE_WEB_DIR)"},
+  {'h', "help", 'h', NULL, "show this help"},
+  {OPTION_VERSION, "version", 0, NULL, "print the version and exit"},
+};
+
 static void usage(FILE *out) {
   fputs("usage: mapsaged [options]\n"
         "\n"
         "Runs the MapSage daemon: the HTTP API and its live streams, the experiment queue and\n"
         "the workers that train. Every option also reads an environment variable.\n"
         "\n"
-        "  --listen HOST:PORT   where to serve HTTP (MAPSAGE_LISTEN; default 127.0.0.1:8787;\n"
-        "                       port 0 picks a free one). A non-loopback address needs a token.\n"
-        "  --db PATH            the SQLite database (MAPSAGE_DB; default ./mapsage.db)\n"
-        "  --data-dir DIR       checkpoints and run files (MAPSAGE_DATA_DIR; default ./mapsage-data)\n"
-        "  --workers N          experiments run at once (MAPSAGE_WORKERS; default one per two cores)\n"
-        "  --worker-bin PATH    the worker program (MAPSAGE_WORKER_BIN; default mapsage-worker\n"
-        "                       beside mapsaged, else from PATH)\n"
-        "  --dataset-dir DIR    Fashion-MNIST's .gz files (MAPSAGE_DATASET_DIR;\n"
-        "                       default /usr/share/datasets/fashion-mnist)\n"
-        "  --token-file FILE    require \"Authorization: Bearer <token>\" on every request that\n"
-        "                       changes something (MAPSAGE_TOKEN_FILE); the file must be readable\n"
-        "                       by its owner only (chmod 600)\n"
-        "  --allowed-host NAME[:PORT]  answer requests for this name too (a reverse proxy's, a DNS\n"
-        "                       name of this machine); without a port, on any port. Repeat it, or\n"
-        "                       separate names with commas (MAPSAGE_ALLOWED_HOST). Other names are\n"
-        "                       refused: a page of another site could use them (DNS rebinding)\n"
-        "  --sql-timeout-ms MS  interrupt a POST /api/sql query after this long (MAPSAGE_SQL_TIMEOUT_MS;\n"
-        "                       default 5000)\n"
-        "  --sql-max-rows N     return at most this many rows from one query (MAPSAGE_SQL_MAX_ROWS;\n"
-        "                       default 10000)\n"
-        "  --request-timeout S  drop a client whose request has not arrived whole after S seconds\n"
-        "                       (MAPSAGE_REQUEST_TIMEOUT; default 30)\n"
-        "  --remote-timeout S   interrupt a run whose remote worker (mapsage-worker --server) has\n"
-        "                       posted nothing for S seconds, to run again (MAPSAGE_REMOTE_TIMEOUT;\n"
-        "                       default 600)\n"
-        "  --max-worker-memory SIZE  refuse at submission a run estimated to need more memory\n"
-        "                       than this (bytes, or with K, M, G: 4G, 512M), and limit each worker\n"
-        "                       to about its estimate (MAPSAGE_MAX_WORKER_MEMORY; default 80% of the\n"
-        "                       machine's memory divided among --workers; docs/config.md, Memory)\n"
-        "  --web-dir DIR        serve the dashboard from DIR (web/ of a source tree) instead of the\n"
-        "                       copy built in, while developing it (MAPSAGE_WEB_DIR)\n"
-        "  -h, --help           show this help\n",
+        "Options:\n",
         out);
+  options_print_help(daemon_options, ARRAY_SIZE(daemon_options), out);
 }
 
 static const char *env_or(const char *name, const char *fallback) {
@@ -132,6 +148,7 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   settings->data_dir = env_or("MAPSAGE_DATA_DIR", "./mapsage-data");
   settings->dataset_dir = env_or("MAPSAGE_DATASET_DIR", "/usr/share/datasets/fashion-mnist");
   settings->token_file = env_or("MAPSAGE_TOKEN_FILE", NULL);
+  settings->datasets_dir = env_or("MAPSAGE_DATASETS_DIR", NULL);
   settings->worker_bin = env_or("MAPSAGE_WORKER_BIN", NULL);
   settings->web_dir = env_or("MAPSAGE_WEB_DIR", NULL);
   const char *workers = env_or("MAPSAGE_WORKERS", NULL);
@@ -144,45 +161,41 @@ static int parse_settings(int argc, char **argv, settings_t *settings) {
   /* The flags replace the environment's names, as every other flag does. */
   int allowed_hosts_given = 0;
 
-  static const struct option options[] = {
-      {"listen", required_argument, NULL, 'l'},      {"db", required_argument, NULL, 'd'},
-      {"data-dir", required_argument, NULL, 'D'},    {"workers", required_argument, NULL, 'w'},
-      {"worker-bin", required_argument, NULL, 'W'},  {"dataset-dir", required_argument, NULL, 'S'},
-      {"token-file", required_argument, NULL, 't'},  {"help", no_argument, NULL, 'h'},
-      {"sql-timeout-ms", required_argument, NULL, 'T'}, {"sql-max-rows", required_argument, NULL, 'R'},
-      {"web-dir", required_argument, NULL, 'g'},      {"request-timeout", required_argument, NULL, 'q'},
-      {"remote-timeout", required_argument, NULL, 'r'}, {"allowed-host", required_argument, NULL, 'A'},
-      {"max-worker-memory", required_argument, NULL, 'M'},
-      {NULL, 0, NULL, 0},
-  };
+  options_t parser;
+  options_init(&parser, daemon_options, ARRAY_SIZE(daemon_options), argc, argv);
+  parser.abbreviations = 1; /* getopt_long's rule, which mapsaged had first */
   int option;
-  while ((option = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+  while ((option = options_next(&parser)) != OPTIONS_END) {
+    const char *value = parser.value;
     switch (option) {
-    case 'l': settings->listen = optarg; break;
-    case 'd': settings->db_path = optarg; break;
-    case 'D': settings->data_dir = optarg; break;
-    case 'w': workers = optarg; break;
-    case 'W': settings->worker_bin = optarg; break;
-    case 'S': settings->dataset_dir = optarg; break;
-    case 't': settings->token_file = optarg; break;
-    case 'T': sql_timeout = optarg; break;
-    case 'R': sql_rows = optarg; break;
-    case 'g': settings->web_dir = optarg; break;
-    case 'q': request_timeout = optarg; break;
-    case 'r': remote_timeout = optarg; break;
-    case 'M': max_worker_memory = optarg; break;
-    case 'A':
+    case OPTION_LISTEN: settings->listen = value; break;
+    case OPTION_DB: settings->db_path = value; break;
+    case OPTION_DATA_DIR: settings->data_dir = value; break;
+    case OPTION_WORKERS: workers = value; break;
+    case OPTION_WORKER_BIN: settings->worker_bin = value; break;
+    case OPTION_DATASET_DIR: settings->dataset_dir = value; break;
+    case OPTION_DATASETS_DIR: settings->datasets_dir = value; break;
+    case OPTION_TOKEN_FILE: settings->token_file = value; break;
+    case OPTION_SQL_TIMEOUT: sql_timeout = value; break;
+    case OPTION_SQL_ROWS: sql_rows = value; break;
+    case OPTION_WEB_DIR: settings->web_dir = value; break;
+    case OPTION_REQUEST_TIMEOUT: request_timeout = value; break;
+    case OPTION_REMOTE_TIMEOUT: remote_timeout = value; break;
+    case OPTION_MAX_WORKER_MEMORY: max_worker_memory = value; break;
+    case OPTION_ALLOWED_HOST:
       if (!allowed_hosts_given) settings->n_allowed_hosts = 0;
       allowed_hosts_given = 1;
-      if (add_allowed_hosts(settings, optarg) != 0) return -EINVAL;
+      if (add_allowed_hosts(settings, (char *)value) != 0) return -EINVAL;
       break;
     case 'h': usage(stdout); exit(0);
-    default: usage(stderr); return -EINVAL;
+    case OPTION_VERSION: printf("mapsaged %s\n", MAPSAGE_VERSION); exit(0);
+    case OPTIONS_ARGUMENT:
+      fprintf(stderr, "mapsaged: unexpected argument \"%s\"\n", value);
+      return -EINVAL;
+    default:
+      fprintf(stderr, "mapsaged: %s\nTry 'mapsaged --help' for more.\n", parser.error);
+      return -EINVAL;
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "mapsaged: unexpected argument \"%s\"\n", argv[optind]);
-    return -EINVAL;
   }
   if (!allowed_hosts_given && allowed_hosts && add_allowed_hosts(settings, allowed_hosts) != 0) return -EINVAL;
   int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -362,6 +375,14 @@ int main(int argc, char **argv) {
   sql_options_t sql = {.loop = daemon.loop, .db_path = settings->db_path, .timeout_ms = settings->sql_timeout_ms,
                        .max_rows = settings->sql_max_rows};
   if (sql_create(&sql, &daemon.api.sql) != 0) return 1;
+  char datasets_dir[PATH_MAX];
+  snprintf(datasets_dir, sizeof datasets_dir, "%s/datasets", settings->data_dir);
+  if ((result = dataset_registry_create(daemon.loop, daemon.api.db, settings->datasets_dir ? settings->datasets_dir
+                                                                                           : datasets_dir,
+                                        settings->dataset_dir, &daemon.api.datasets, error, sizeof error)) != 0) {
+    fprintf(stderr, "mapsaged: %s\n", error);
+    return 1;
+  }
 
   http_options_t http = {.listen = settings->listen, .routes = api_routes, .n_routes = api_route_count,
                          .fallback = static_serve, .token = daemon.token, .app = &daemon.api,
@@ -395,6 +416,7 @@ int main(int argc, char **argv) {
 
   db_close(daemon.api.db);
   sql_destroy(daemon.api.sql);
+  dataset_registry_free(daemon.api.datasets);
   uv_loop_close(daemon.loop);
   free(daemon.token);
   fprintf(stderr, "mapsaged: stopped\n");

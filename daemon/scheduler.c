@@ -718,7 +718,8 @@ static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
   json_t *config = json_loads(config_json, 0, NULL);
   json_t *teacher = json_object_get(config, "teacher");
   json_t *teacher_id = json_object_get(teacher, "experiment");
-  const char *given = json_string_value(json_object_get(teacher, "checkpoint"));
+  const char *key = json_object_get(teacher, "safetensors") ? "safetensors" : "checkpoint"; /* the file it reads */
+  const char *given = json_string_value(json_object_get(teacher, key));
   char path[4096], directory[4096], resolved[PATH_MAX], reason[PATH_MAX + 256], error[PATH_MAX + 512];
   if (json_is_integer(teacher_id)) {
     if (db_checkpoint_latest(sched->options.db, json_integer_value(teacher_id), path, sizeof path) != 0) {
@@ -738,7 +739,7 @@ static char *config_for_worker(sched_t *sched, int64_t id, char *config_json) {
     snprintf(error, sizeof error, "its teacher's checkpoint cannot be given to a worker: %s", reason);
     return fail_student(sched, id, config, config_json, error);
   }
-  json_object_set_new(teacher, "checkpoint", json_string(resolved));
+  json_object_set_new(teacher, key, json_string(resolved));
   char *checked = json_dumps(config, JSON_COMPACT);
   json_decref(config);
   free(config_json);

@@ -355,7 +355,7 @@ class StudyCliTest(unittest.TestCase):
         self.check(2, self.mapsage("study", "show"), "study show without an id")
         self.check(2, self.mapsage("study", "show", "seven"), "an id that is not a number")
         self.check(2, self.mapsage("study", "ls", "--limit", "0"), "--limit 0")
-        self.check(2, self.mapsage("study", "watch", "1", "--json"), "watch has no --json")
+        self.check(2, self.mapsage("study", "watch", "1", "--all"), "watch has no --all")
         self.check(2, self.mapsage("study", "cancel", "1", "2"), "two ids")
 
         url = "http://127.0.0.1:%d" % free_port()

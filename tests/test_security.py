@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mapsage_testlib import BIN_DIR, SOURCE_DIR, Daemon, synthetic_config  # noqa: E402
+from mapsage_testlib import BIN_DIR, Daemon, synthetic_config  # noqa: E402
 
 EVIL = "http://evil.example"
 
@@ -352,7 +352,8 @@ class TokenAndListen(unittest.TestCase):
 
 
 class Service(unittest.TestCase):
-    UNIT = os.path.join(SOURCE_DIR, "systemd", "mapsaged.service")
+    # The unit as CMake writes it for this build's prefix, from systemd/mapsaged.service.in.
+    UNIT = os.path.join(BIN_DIR, "systemd", "mapsaged.service")
 
     def test_limits(self):
         with open(self.UNIT) as f:

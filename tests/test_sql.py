@@ -157,7 +157,7 @@ class Sql(unittest.TestCase):
         self.assertEqual([[3.5, "text", None, 1]], answer["rows"])
         answer = self.sql("PRAGMA table_info(metrics)")
         self.assertIn("name", [row[1] for row in answer["rows"]])
-        self.assertEqual([[3]], self.sql("PRAGMA user_version")["rows"])
+        self.assertEqual([[4]], self.sql("PRAGMA user_version")["rows"])
         self.assertEqual([[0]], self.sql("PRAGMA foreign_keys")["rows"])  # per connection: reading is allowed
         answer = self.sql("SELECT * FROM pragma_table_info('metrics')", expected=403)
         self.assertIn("use PRAGMA table_info(t)", answer["error"])

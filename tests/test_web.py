@@ -111,8 +111,9 @@ class Serving(unittest.TestCase):
 
 
 class Browser(unittest.TestCase):
-    def run_in_chromium(self, name, workers, timeout):
-        """Runs tests/web/<name> against a daemon of its own (an empty database)."""
+    def run_in_chromium(self, name, workers, timeout, prepare=None):
+        """Runs tests/web/<name> against a daemon of its own (an empty database); `prepare`
+        (daemon) → extra environment, for a file that needs something in place first."""
         node = shutil.which("node")
         script = os.path.join(SOURCE_DIR, "tests", "web", name)
         missing = [what for what, ok in [("node", node), (CHROMIUM, os.access(CHROMIUM, os.X_OK)),
@@ -124,7 +125,8 @@ class Browser(unittest.TestCase):
         os.makedirs(artifacts, exist_ok=True)
         daemon = Daemon(workers=workers)
         try:
-            env = dict(os.environ, MAPSAGE_URL=daemon.url, MAPSAGE_ARTIFACTS=artifacts, MAPSAGE_CHROMIUM=CHROMIUM)
+            env = dict(os.environ, MAPSAGE_URL=daemon.url, MAPSAGE_ARTIFACTS=artifacts, MAPSAGE_CHROMIUM=CHROMIUM,
+                       **(prepare(daemon) if prepare else {}))
             result = subprocess.run([node, "--test-reporter=spec", script], env=env, timeout=timeout,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             output = result.stdout.decode(errors="replace")
@@ -140,6 +142,33 @@ class Browser(unittest.TestCase):
     def test_studies_in_chromium(self):
         # Two workers: a study's 400 one-epoch runs end in reasonable time under ASan.
         self.run_in_chromium("studies.test.mjs", workers=2, timeout=420)
+
+    def test_datasets_in_chromium(self):
+        self.run_in_chromium("datasets.test.mjs", workers=0, timeout=240, prepare=register_tiny_rgb)
+
+
+def register_tiny_rgb(daemon):
+    """A 3×8×8 dataset of three classes, class 2 rare, a test example copied from training."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    labels = np.array([0] * 20 + [1] * 16 + [2] * 4)
+    images = rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8)
+    test_labels = np.array([0, 1, 2] * 4)
+    test_images = rng.integers(0, 256, (12, 3, 8, 8), dtype=np.uint8)
+    test_images[0] = images[0]
+    directory = os.path.join(daemon.directory, "data", "datasets", "tiny")
+    os.makedirs(directory)
+    np.savez(os.path.join(directory, "tiny.npz"), x_train=images, y_train=labels, x_test=test_images,
+             y_test=test_labels)
+    with open(os.path.join(directory, "names.txt"), "w") as f:
+        f.write("red\ngreen\nblue\n")
+    status, _, answer = daemon.request("POST", "/api/datasets", {"name": "tiny-rgb", "files": ["tiny/tiny.npz"],
+                                                                 "names": "tiny/names.txt", "layout": "nchw"})
+    assert status == 201, answer
+    expected = os.path.join(daemon.directory, "expected.json")
+    with open(expected, "w") as f:
+        json.dump(images[0].ravel().tolist(), f)
+    return {"MAPSAGE_EXPECTED": expected}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
  * number of dimensions, 0x08 = unsigned bytes), N big-endian 32-bit sizes, then the bytes. */
 #include "data.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 
 #include <zlib.h>
 
+#include "dataset_formats.h"
 #include "rng.h"
 #include "util.h"
 
@@ -26,16 +28,20 @@
 #define IDX_MAGIC_LABELS 0x00000801u /* unsigned bytes, 1 dimension: count */
 #define IDX_MAX_COUNT (1 << 20)      /* refuse absurd headers before allocating for them */
 
-/* Raw examples as they come from a file or the generator. */
+/* Raw examples as they come from a file or the generator: `inputs` values per example
+ * (`channels` planes of them), 8-bit (pixels) or float (values). */
 typedef struct {
   int n;
-  uint8_t *pixels; /* n × CFG_INPUTS */
-  uint8_t *labels; /* n */
+  int inputs, channels;
+  uint8_t *pixels; /* n × inputs, or NULL */
+  float *values;   /* n × inputs when the data is float, else NULL */
+  int32_t *labels; /* n */
 } data__raw_t;
 
 
 static void data__raw_free(data__raw_t *raw) {
   free(raw->pixels);
+  free(raw->values);
   free(raw->labels);
   memset(raw, 0, sizeof *raw);
 }
@@ -172,11 +178,22 @@ static int data__idx_load_pair(const char *dir, const char *images_name,
                                const char *labels_name, data__raw_t *raw, char *error,
                                size_t error_size) {
   int n_images = 0, n_labels = 0;
+  uint8_t *label_bytes = NULL;
   memset(raw, 0, sizeof *raw);
+  raw->inputs = CFG_INPUTS;
+  raw->channels = 1;
   int rc = data__idx_load(dir, images_name, 1, &raw->pixels, &n_images, error, error_size);
   if (rc) goto fail;
-  rc = data__idx_load(dir, labels_name, 0, &raw->labels, &n_labels, error, error_size);
+  rc = data__idx_load(dir, labels_name, 0, &label_bytes, &n_labels, error, error_size);
   if (rc) goto fail;
+  raw->labels = malloc((size_t)n_labels * sizeof *raw->labels);
+  if (!raw->labels) {
+    rc = util_error(error, error_size, -ENOMEM, "%s/%s: out of memory", dir, labels_name);
+    goto fail;
+  }
+  for (int i = 0; i < n_labels; i++) raw->labels[i] = label_bytes[i];
+  free(label_bytes);
+  label_bytes = NULL;
   if (n_images != n_labels) {
     rc = util_error(error, error_size, -EINVAL, "%s/%s: %d labels for the %d images of %s", dir,
                      labels_name, n_labels, n_images, images_name);
@@ -186,6 +203,7 @@ static int data__idx_load_pair(const char *dir, const char *images_name,
   return 0;
 
 fail:
+  free(label_bytes);
   data__raw_free(raw);
   return rc;
 }
@@ -193,36 +211,98 @@ fail:
 /* ---------------------------------------------------------------------------------------
  * Split and standardise */
 
-static int data__split_alloc(data_split_t *split, int n) {
+static int data__split_alloc(data_split_t *split, int n, int inputs) {
   split->n = n;
   /* One more than needed so that an empty split still owns valid (non-NULL) arrays. */
-  split->images = malloc(((size_t)n * CFG_INPUTS + 1) * sizeof(float));
+  split->images = malloc(((size_t)n * (size_t)inputs + 1) * sizeof(float));
   split->labels = malloc(((size_t)n + 1) * sizeof(int));
   return split->images && split->labels ? 0 : -ENOMEM;
 }
 
-static void data__split_fill(data_split_t *split, const data__raw_t *raw, const int *indices,
-                             const float *table) {
+/* Converts examples to standardised floats: 8-bit ones through one 256-entry table per
+ * channel, float ones by (value − mean) / std of their channel. */
+/* The statistics' channel of plane `c`: channels past DATA_MAX_CHANNELS share the last. */
+static int data__channel(int c) { return c < DATA_MAX_CHANNELS ? c : DATA_MAX_CHANNELS - 1; }
+
+/* Converts examples to standardised floats, plane by plane: 8-bit ones through one
+ * 256-entry table per channel, float ones by (value − mean) / std of their channel. */
+static void data__split_fill(data_split_t *split, const data__raw_t *raw, const int *indices, const float *tables,
+                             const data_set_t *set) {
+  const int inputs = raw->inputs, plane = inputs / raw->channels;
   for (int i = 0; i < split->n; i++) {
     int source = indices ? indices[i] : i;
-    const uint8_t *pixels = raw->pixels + (size_t)source * CFG_INPUTS;
-    float *images = split->images + (size_t)i * CFG_INPUTS;
-    for (int p = 0; p < CFG_INPUTS; p++) images[p] = table[pixels[p]];
+    for (int c = 0; c < raw->channels; c++) {
+      float *images = split->images + (size_t)i * inputs + (size_t)c * plane;
+      const size_t from = (size_t)source * inputs + (size_t)c * plane;
+      if (raw->values) {
+        const float *values = raw->values + from;
+        const double mean = set->channel_mean[data__channel(c)], std = set->channel_std[data__channel(c)];
+        for (int p = 0; p < plane; p++) images[p] = (float)((values[p] - mean) / std);
+      } else {
+        const uint8_t *pixels = raw->pixels + from;
+        const float *table = tables + data__channel(c) * 256;
+        for (int p = 0; p < plane; p++) images[p] = table[pixels[p]];
+      }
+    }
     split->labels[i] = raw->labels[source];
   }
 }
 
-/* Takes the raw training pool and test set and fills `set`: the validation examples are
- * val_size of the pool drawn by a shuffle seeded with split_seed, or with `drawn` = 0 its
- * first val_size (the synthetic set generates them apart). The raw data stays the caller's. */
-static int data__finish(data_set_t *set, const char *name, const data__raw_t *pool,
-                        const data__raw_t *test, uint64_t split_seed, int drawn, int val_size, int train_limit,
-                        char *error, size_t error_size) {
-  int *order = NULL;
-  int rc;
+/* The per-channel mean and deviation of the training part (`indices`, n of them): exact
+ * integer sums for 8-bit data, so that they do not depend on summation order or precision
+ * (on the [0, 1] scale); double sums for float data. */
+static void data__statistics(data_set_t *set, const data__raw_t *pool, const int *indices, int n) {
+  const int inputs = pool->inputs, plane = inputs / pool->channels;
+  uint64_t sum[DATA_MAX_CHANNELS] = {0}, sum_squares[DATA_MAX_CHANNELS] = {0};
+  double fsum[DATA_MAX_CHANNELS] = {0}, fsum_squares[DATA_MAX_CHANNELS] = {0};
+  double count[DATA_MAX_CHANNELS] = {0};
+  for (int i = 0; i < n; i++) {
+    for (int c = 0; c < pool->channels; c++) {
+      const int k = data__channel(c);
+      const size_t from = (size_t)indices[i] * inputs + (size_t)c * plane;
+      if (pool->values) {
+        for (int p = 0; p < plane; p++) {
+          double v = pool->values[from + p];
+          fsum[k] += v;
+          fsum_squares[k] += v * v;
+        }
+      } else {
+        for (int p = 0; p < plane; p++) {
+          uint64_t v = pool->pixels[from + p];
+          sum[k] += v;
+          sum_squares[k] += v * v;
+        }
+      }
+    }
+  }
+  for (int c = 0; c < pool->channels; c++) count[data__channel(c)] += (double)n * plane;
+  for (int c = 0; c < pool->channels && c < DATA_MAX_CHANNELS; c++) {
+    double mean, variance;
+    if (pool->values) {
+      mean = fsum[c] / count[c];
+      variance = fsum_squares[c] / count[c] - mean * mean;
+    } else {
+      mean = (double)sum[c] / count[c] / 255.0;
+      variance = (double)sum_squares[c] / count[c] / (255.0 * 255.0) - mean * mean;
+    }
+    set->channel_mean[c] = mean;
+    set->channel_std[c] = variance > 1e-12 ? sqrt(variance) : 1.0; /* a blank channel stays finite */
+  }
+  set->mean = set->channel_mean[0];
+  set->std = set->channel_std[0];
+}
 
-  memset(set, 0, sizeof *set);
-  set->name = name;
+/* Takes the raw training pool and test set and fills `set` (whose name, shape and classes
+ * the caller has set): the validation examples are val_size of the pool drawn by a shuffle
+ * seeded with split_seed, or with `drawn` = 0 its first val_size (the synthetic set
+ * generates them apart). The raw data stays the caller's. */
+static int data__finish(data_set_t *set, const data__raw_t *pool, const data__raw_t *test, uint64_t split_seed,
+                        int drawn, int val_size, int train_limit, char *error, size_t error_size) {
+  int *order = NULL;
+  float *tables = NULL;
+  int rc;
+  const char *name = set->name;
+
   if (val_size < 0 || val_size >= pool->n) {
     return util_error(error, error_size, -EINVAL,
                        "dataset.val_size: %d leaves no training examples (%s has %d)", val_size,
@@ -233,7 +313,8 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
   if (train_limit > 0 && train_limit < n_train) n_train = train_limit;
 
   order = malloc((size_t)pool->n * sizeof *order);
-  if (!order) {
+  tables = malloc(DATA_MAX_CHANNELS * 256 * sizeof *tables);
+  if (!order || !tables) {
     rc = util_error(error, error_size, -ENOMEM, "%s: out of memory", name);
     goto fail;
   }
@@ -246,40 +327,37 @@ static int data__finish(data_set_t *set, const char *name, const data__raw_t *po
   const int *val_indices = order;
   const int *train_indices = order + val_size;
 
-  /* Exact integer sums: the statistics do not depend on summation order or precision. */
-  uint64_t sum = 0, sum_squares = 0;
-  for (int i = 0; i < n_part; i++) {
-    const uint8_t *pixels = pool->pixels + (size_t)train_indices[i] * CFG_INPUTS;
-    for (int p = 0; p < CFG_INPUTS; p++) {
-      sum += pixels[p];
-      sum_squares += (uint64_t)pixels[p] * pixels[p];
-    }
-  }
-  double count = (double)n_part * CFG_INPUTS;
-  double mean = (double)sum / count / 255.0;
-  double variance = (double)sum_squares / count / (255.0 * 255.0) - mean * mean;
-  double std = variance > 1e-12 ? sqrt(variance) : 1.0; /* a blank training set stays finite */
-  set->mean = mean;
-  set->std = std;
+  data__statistics(set, pool, train_indices, n_part);
+  for (int c = 0; c < DATA_MAX_CHANNELS && c < pool->channels; c++)
+    for (int v = 0; v < 256; v++)
+      tables[c * 256 + v] = (float)((v / 255.0 - set->channel_mean[c]) / set->channel_std[c]);
 
-  float table[256];
-  for (int v = 0; v < 256; v++) table[v] = (float)((v / 255.0 - mean) / std);
-
-  if (data__split_alloc(&set->train, n_train) || data__split_alloc(&set->val, val_size) ||
-      data__split_alloc(&set->test, test->n)) {
+  if (data__split_alloc(&set->train, n_train, pool->inputs) || data__split_alloc(&set->val, val_size, pool->inputs) ||
+      data__split_alloc(&set->test, test->n, pool->inputs)) {
     rc = util_error(error, error_size, -ENOMEM, "%s: out of memory for the float images", name);
     goto fail;
   }
-  data__split_fill(&set->train, pool, train_indices, table);
-  data__split_fill(&set->val, pool, val_indices, table);
-  data__split_fill(&set->test, test, NULL, table);
+  data__split_fill(&set->train, pool, train_indices, tables, set);
+  data__split_fill(&set->val, pool, val_indices, tables, set);
+  data__split_fill(&set->test, test, NULL, tables, set);
   free(order);
+  free(tables);
   return 0;
 
 fail:
   free(order);
+  free(tables);
   data_free(set);
   return rc;
+}
+
+/* The built-in sets: 1×28×28, ten classes. */
+static void data__builtin(data_set_t *set, const char *name) {
+  memset(set, 0, sizeof *set);
+  util_strlcpy(set->name, name, sizeof set->name);
+  set->input = (cfg_shape_t){1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+  set->inputs = CFG_INPUTS;
+  set->classes = CFG_CLASSES;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -289,15 +367,14 @@ int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_see
                             int train_limit, char *error, size_t error_size) {
   data__raw_t pool = {0}, test = {0};
   if (!dir) dir = DATA_DEFAULT_DIR;
-  memset(set, 0, sizeof *set);
+  data__builtin(set, "fashion-mnist");
   int rc = data__idx_load_pair(dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                &pool, error, error_size);
   if (rc) goto done;
   rc = data__idx_load_pair(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", &test,
                            error, error_size);
   if (rc) goto done;
-  rc = data__finish(set, "fashion-mnist", &pool, &test, split_seed, 1, val_size, train_limit, error,
-                    error_size);
+  rc = data__finish(set, &pool, &test, split_seed, 1, val_size, train_limit, error, error_size);
 done:
   data__raw_free(&pool);
   data__raw_free(&test);
@@ -322,7 +399,7 @@ static void data__generate(data__raw_t *raw, const float *prototypes, rng_t *rng
       v = v < 0.0 ? 0.0 : v > 1.0 ? 1.0 : v;
       pixels[p] = (uint8_t)lround(v * 255.0);
     }
-    raw->labels[i] = (uint8_t)label;
+    raw->labels[i] = label;
   }
 }
 
@@ -332,7 +409,7 @@ int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, in
   float *prototypes = NULL;
   int rc;
 
-  memset(set, 0, sizeof *set);
+  data__builtin(set, "synthetic");
   if (train_size < 1 || train_size > IDX_MAX_COUNT || test_size < 1 || test_size > IDX_MAX_COUNT)
     return util_error(error, error_size, -EINVAL,
                        "synthetic: train_size %d and test_size %d must be in 1–%d", train_size,
@@ -343,11 +420,13 @@ int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, in
                        "dataset.val_size: %d leaves no training examples (synthetic has %d)", val_size,
                        train_size);
   pool.n = train_size;
+  pool.inputs = test.inputs = CFG_INPUTS;
+  pool.channels = test.channels = 1;
   pool.pixels = malloc((size_t)train_size * CFG_INPUTS);
-  pool.labels = malloc((size_t)train_size);
+  pool.labels = malloc((size_t)train_size * sizeof *pool.labels);
   test.n = test_size;
   test.pixels = malloc((size_t)test_size * CFG_INPUTS);
-  test.labels = malloc((size_t)test_size);
+  test.labels = malloc((size_t)test_size * sizeof *test.labels);
   prototypes = malloc((size_t)CFG_CLASSES * CFG_INPUTS * sizeof *prototypes);
   if (!pool.pixels || !pool.labels || !test.pixels || !test.labels || !prototypes) {
     rc = util_error(error, error_size, -ENOMEM, "synthetic: out of memory");
@@ -371,12 +450,13 @@ int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, in
   rng_t test_rng, val_rng;
   rng_seed(&test_rng, split_seed, RNG_STREAM_SYNTHETIC, 1);
   rng_seed(&val_rng, split_seed, RNG_STREAM_SYNTHETIC, 2);
-  data__raw_t val = {val_size, pool.pixels, pool.labels};
-  data__raw_t train = {train_size - val_size, pool.pixels + (size_t)val_size * CFG_INPUTS, pool.labels + val_size};
+  data__raw_t val = {val_size, CFG_INPUTS, 1, pool.pixels, NULL, pool.labels};
+  data__raw_t train = {train_size - val_size, CFG_INPUTS, 1, pool.pixels + (size_t)val_size * CFG_INPUTS, NULL,
+                       pool.labels + val_size};
   data__generate(&train, prototypes, &rng);
   data__generate(&val, prototypes, &val_rng);
   data__generate(&test, prototypes, &test_rng);
-  rc = data__finish(set, "synthetic", &pool, &test, split_seed, 0, val_size, train_limit, error, error_size);
+  rc = data__finish(set, &pool, &test, split_seed, 0, val_size, train_limit, error, error_size);
 
 done:
   free(prototypes);
@@ -395,9 +475,77 @@ int data_load(data_set_t *set, const cfg_experiment_t *config, const char *dir, 
     return data_make_synthetic(set, config->dataset.split_seed, config->dataset.train_size,
                                config->dataset.test_size, config->dataset.val_size,
                                config->dataset.train_limit, error, error_size);
+  case CFG_DATASET_REGISTERED:
+    return data_load_registered(set, config, error, error_size);
   }
   return util_error(error, error_size, -EINVAL, "unknown dataset kind %d",
                      (int)config->dataset.kind);
+}
+
+/* "T-shirt/top" → "t_shirt_top": a class name as a metric name's last part. */
+static void data__slug(const char *name, char *out, size_t size) {
+  size_t n = 0;
+  for (const char *p = name; *p && n + 1 < size; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (isalnum(c))
+      out[n++] = (char)tolower(c);
+    else if (n > 0 && out[n - 1] != '_')
+      out[n++] = '_';
+  }
+  while (n > 0 && out[n - 1] == '_') n--;
+  out[n] = 0;
+}
+
+/* A registered split as the raw examples data__finish() takes (the arrays stay `split`'s). */
+static data__raw_t data__raw_of(const dataset_split_t *split, const dataset_t *source) {
+  return (data__raw_t){split->n, source->inputs, source->input.channels, split->bytes, split->values, split->labels};
+}
+
+int data_load_registered(data_set_t *set, const cfg_experiment_t *config, char *error, size_t error_size) {
+  const cfg_dataset_source_t *source = &config->dataset.source;
+  dataset_t read;
+  data__builtin(set, config->dataset.name);
+  int rc = dataset_read(&read, source, error, error_size);
+  if (rc) return rc;
+  if (source->checksum[0] && strcmp(read.checksum, source->checksum) != 0) {
+    rc = util_error(error, error_size, -ESTALE, "dataset \"%s\" changed since it was registered: its files' "
+                    "SHA-256 is %s, registered %s (register it again, under a new name, to train on the new "
+                    "content)", config->dataset.name, read.checksum, source->checksum);
+    goto done;
+  }
+  if (memcmp(&read.input, &config->dataset.input, sizeof read.input) != 0 || read.classes != config->dataset.classes) {
+    rc = util_error(error, error_size, -ESTALE, "dataset \"%s\": its files hold %d×%d×%d examples of %d classes, "
+                    "the config says %d×%d×%d and %d", config->dataset.name, read.input.channels, read.input.height,
+                    read.input.width, read.classes, config->dataset.input.channels, config->dataset.input.height,
+                    config->dataset.input.width, config->dataset.classes);
+    goto done;
+  }
+  set->input = read.input;
+  set->inputs = read.inputs;
+  set->classes = read.classes;
+  set->class_names = calloc((size_t)read.classes, sizeof *set->class_names);
+  if (!set->class_names) {
+    rc = util_error(error, error_size, -ENOMEM, "%s: out of memory", config->dataset.name);
+    goto done;
+  }
+  for (int c = 0; c < read.classes; c++) {
+    if (c < read.n_names) data__slug(read.names[c], set->class_names[c], CFG_NAME_MAX);
+    if (!set->class_names[c][0]) snprintf(set->class_names[c], CFG_NAME_MAX, "class%d", c);
+  }
+  data__raw_t pool = data__raw_of(&read.train, &read), test = data__raw_of(&read.test, &read);
+  char (*names)[CFG_NAME_MAX] = set->class_names;
+  set->class_names = NULL; /* data__finish frees the set on failure: keep the names apart */
+  rc = data__finish(set, &pool, &test, config->dataset.split_seed, 1, config->dataset.val_size,
+                    config->dataset.train_limit, error, error_size);
+  if (rc) {
+    free(names);
+    goto done;
+  }
+  set->class_names = names;
+done:
+  dataset_free(&read);
+  if (rc) data_free(set);
+  return rc;
 }
 
 void data_free(data_set_t *set) {
@@ -406,6 +554,7 @@ void data_free(data_set_t *set) {
     free(splits[i]->images);
     free(splits[i]->labels);
   }
+  free(set->class_names);
   memset(set, 0, sizeof *set);
 }
 
@@ -414,6 +563,8 @@ const char *data_class_name(const data_set_t *set, int label) {
                                                    "sandal", "shirt", "sneaker", "bag", "ankle_boot"};
   static const char *const synthetic[CFG_CLASSES] = {"class0", "class1", "class2", "class3", "class4",
                                                      "class5", "class6", "class7", "class8", "class9"};
-  if (label < 0 || label >= CFG_CLASSES) return "?";
-  return set->name && strcmp(set->name, "fashion-mnist") == 0 ? fashion[label] : synthetic[label];
+  if (label < 0 || label >= set->classes) return "?";
+  if (set->class_names) return set->class_names[label];
+  if (label >= CFG_CLASSES) return "?";
+  return strcmp(set->name, "fashion-mnist") == 0 ? fashion[label] : synthetic[label];
 }

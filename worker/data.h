@@ -1,6 +1,7 @@
-/* data.h — the datasets the worker trains on: Fashion-MNIST from its IDX .gz files, or a
- * small generated one for quick tests. Both end up as standardised float images
- * [N × CFG_INPUTS] and int labels, split into train / val / test.
+/* data.h — the datasets the worker trains on: Fashion-MNIST from its IDX .gz files, a
+ * small generated one for quick tests, or a registered one (dataset_formats.h reads it).
+ * All end up as standardised float images [N × inputs] and int labels, split into
+ * train / val / test.
  *
  * Loading happens once, before training; nothing here runs per step. Errors fill a
  * caller-supplied buffer that names the file and the reason. */
@@ -17,16 +18,23 @@
 /* One split: n examples, one allocation per array. */
 typedef struct {
   int n;
-  float *images; /* n × CFG_INPUTS, row-major, standardised */
-  int *labels;   /* n, each in [0, CFG_CLASSES) */
+  float *images; /* n × inputs, row-major, standardised */
+  int *labels;   /* n, each in [0, classes) */
 } data_split_t;
 
+#define DATA_MAX_CHANNELS 64 /* channels standardised apart; more share one statistic */
+
 typedef struct {
-  const char *name;  /* "fashion-mnist" or "synthetic" */
+  char name[CFG_NAME_MAX]; /* "fashion-mnist", "synthetic" or a registered dataset's */
   data_split_t train, val, test;
-  /* The training part's pixel statistics (on the [0, 1] scale, before train_limit) that
-   * every split was standardised with: x = (pixel / 255 − mean) / std. */
+  cfg_shape_t input;       /* one example: channels × height × width */
+  int inputs, classes;
+  /* The training part's statistics (before train_limit) that every split was standardised
+   * with, per channel: x = (pixel / 255 − mean) / std for 8-bit data (so on the [0, 1]
+   * scale), (value − mean) / std for float data. mean and std are channel 0's. */
   double mean, std;
+  double channel_mean[DATA_MAX_CHANNELS], channel_std[DATA_MAX_CHANNELS];
+  char (*class_names)[CFG_NAME_MAX]; /* metric-name slugs, classes of them; NULL: class<k> */
 } data_set_t;
 
 /* Loads what `config->dataset` asks for: Fashion-MNIST from `dir` (DATA_DEFAULT_DIR when
@@ -53,10 +61,16 @@ int data_load_fashion_mnist(data_set_t *set, const char *dir, uint64_t split_see
 int data_make_synthetic(data_set_t *set, uint64_t split_seed, int train_size, int test_size,
                         int val_size, int train_limit, char *error, size_t error_size);
 
+/* A registered dataset: reads config->dataset.source, refuses it when its content no longer
+ * has the checksum mapsaged registered (a file changed under the dataset's name), then
+ * splits and standardises it as the others. */
+int data_load_registered(data_set_t *set, const cfg_experiment_t *config, char *error, size_t error_size);
+
 void data_free(data_set_t *set);
 
 /* The class's name as metric names use it (test/accuracy/<name>): Fashion-MNIST's ten
- * garments as slugs (tshirt_top, trouser, …, ankle_boot), the synthetic set's class0…class9. */
+ * garments as slugs (tshirt_top, trouser, …, ankle_boot), the synthetic set's class0…class9,
+ * a registered set's names as slugs (lowercase letters, digits and _), else class<k>. */
 const char *data_class_name(const data_set_t *set, int label);
 
 #endif

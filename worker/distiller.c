@@ -17,6 +17,7 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
                      const teacher_t *teacher, char *error, size_t error_size) {
   memset(d, 0, sizeof *d);
   d->max_batch = student->max_batch;
+  d->classes = student->classes;
   if ((config->n_features > 0 || config->adversarial.enabled) && !teacher)
     return util_error(error, error_size, -EINVAL, "feature alignment needs a teacher");
   size_t n_params = 0, n_scratch = 0;
@@ -72,8 +73,8 @@ int distiller_create(distiller_t *d, const cfg_experiment_t *config, const nn_mo
   d->scratch = calloc(n_scratch + 1, sizeof(float));
   d->has_teacher = teacher != NULL;
   if (teacher) {
-    d->student_probs = calloc((size_t)d->max_batch * CFG_CLASSES, sizeof(float));
-    d->teacher_probs = calloc((size_t)d->max_batch * CFG_CLASSES, sizeof(float));
+    d->student_probs = calloc((size_t)d->max_batch * d->classes, sizeof(float));
+    d->teacher_probs = calloc((size_t)d->max_batch * d->classes, sizeof(float));
     d->gate_targets = calloc((size_t)d->max_batch, sizeof(float));
   }
   if (!d->params || !d->grads || !d->m || !d->v || !d->scratch ||
@@ -138,11 +139,11 @@ void distiller_forward(distiller_t *d, const nn_model_t *student, const teacher_
   if (distiller__gated(d, w)) {
     /* The gates' fixed target: is the teacher right about this example? */
     for (int b = 0; b < B; b++)
-      d->gate_targets[b] = distiller__argmax(teacher->logits + (size_t)b * CFG_CLASSES, CFG_CLASSES) == labels[b];
+      d->gate_targets[b] = distiller__argmax(teacher->logits + (size_t)b * d->classes, d->classes) == labels[b];
   }
   if (d->has_teacher && w->distill > 0.0f) {
     terms->kd = kd_loss_forward(d->student_probs, d->teacher_probs, student_logits, teacher->logits,
-                                T, B, CFG_CLASSES);
+                                T, B, d->classes);
     terms->distill = 1;
   }
   const int features = distiller__features_on(d, w), adversarial = distiller__adversarial_on(d, w);
@@ -177,7 +178,7 @@ void distiller_backward(distiller_t *d, nn_model_t *student, const teacher_outpu
   memset(d->grads, 0, d->n_trained * sizeof(float));
   if (terms->distill)
     kd_loss_backward(nn_dlogits(student), d->student_probs, d->teacher_probs, T, w->distill, B,
-                     CFG_CLASSES);
+                     d->classes);
   if (terms->adversarial)
     disc_generator_backward(&d->disc, distill_feature_daligned(&d->pairs[d->judged], d->scratch),
                             d->scratch, d->params, w->adversarial, B);
@@ -201,7 +202,7 @@ const char *distiller_term_name(distiller_term_t term) {
 float distiller_kd_probe(distiller_t *d, const teacher_outputs_t *teacher, const float *student_logits, float T,
                          int B) {
   assert(d->has_teacher && teacher && teacher->logits);
-  return kd_loss_forward(d->student_probs, d->teacher_probs, student_logits, teacher->logits, T, B, CFG_CLASSES);
+  return kd_loss_forward(d->student_probs, d->teacher_probs, student_logits, teacher->logits, T, B, d->classes);
 }
 
 /* The pairs' forward cleared their aligned outputs' gradients for the backward to accumulate
@@ -220,7 +221,7 @@ void distiller_backward_term(distiller_t *d, nn_model_t *student, const teacher_
   distiller__clear_daligned(d, terms, B);
   switch (term) {
   case DISTILLER_TERM_DISTILL:
-    kd_loss_backward(nn_dlogits(student), d->student_probs, d->teacher_probs, T, 1.0f, B, CFG_CLASSES);
+    kd_loss_backward(nn_dlogits(student), d->student_probs, d->teacher_probs, T, 1.0f, B, d->classes);
     break;
   case DISTILLER_TERM_FEATURE:
     for (int i = 0; i < d->n_pairs && terms->feature; i++) {

@@ -78,9 +78,10 @@ typedef struct {
   float *scratch;
   size_t n_scratch;
   int has_teacher;                         /* KD possible */
-  float *student_probs, *teacher_probs;   /* KD: max_batch × CFG_CLASSES each */
+  float *student_probs, *teacher_probs;   /* KD: max_batch × classes each */
   float *gate_targets;                    /* max_batch: 1 where the teacher's top-1 is right */
   int max_batch;
+  int classes;                           /* the student's logits */
 } distiller_t;
 
 /* Lays out and allocates the pieces `config` asks for, given the student model and its

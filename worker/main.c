@@ -15,7 +15,6 @@
  * stops as it would on the daemon's SIGTERM, with a checkpoint; its events then go nowhere. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -36,12 +35,13 @@
 #include "event.h"
 #include "kernels.h"
 #include "nn.h"
+#include "options.h"
 #include "report.h"
 #include "teacher.h"
 #include "train.h"
 #include "util.h"
+#include "version.h"
 
-#define WORKER_VERSION "0.1.0"
 #define WORKER_CONFIG_LIMIT (1 << 20)
 #define WORKER_MAX_THREADS 256
 
@@ -69,30 +69,42 @@ static void worker_on_signal(int signal_number) {
 /* Where events go: stdout under the daemon, the daemon's HTTP API with --server. */
 static FILE *worker_events;
 
+/* The options, their --help and their parsing in one table (common/options.h). */
+enum {
+  OPTION_CHECKPOINT_DIR = 256, OPTION_DATASET_DIR, OPTION_RESUME, OPTION_SERVER, OPTION_TOKEN_FILE,
+  OPTION_PARENT_PID, OPTION_MEMORY_LIMIT, OPTION_VERSION,
+};
+
+static const option_t worker_options[] = {
+  {'e', "experiment", 'e', "ID", "the experiment's id in the daemon (required)"},
+  {OPTION_SERVER, "server", 0, "URL", "run it for the daemon at URL (http://host:8787) from here:\n"
+   "the config from the daemon, the events to it over HTTP"},
+  {OPTION_TOKEN_FILE, "token-file", 0, "FILE", "the daemon's bearer token, with --server (env MAPSAGE_TOKEN_FILE)"},
+  {OPTION_CHECKPOINT_DIR, "checkpoint-dir", 0, "DIR", "write a checkpoint (epoch-NNNN.ckpt) there every\n"
+   "checkpoint_every epochs and after the last; none without it"},
+  {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
+   "default " DATA_DEFAULT_DIR ")"},
+  {'t', "threads", 't', "N", "OpenBLAS threads (default 1)"},
+  {OPTION_RESUME, "resume", 0, "PATH", "go on from this checkpoint of the same config"},
+  {OPTION_MEMORY_LIMIT, "memory-limit", 0, "SIZE", "limit the process's data (RLIMIT_DATA) to SIZE bytes (or 512M,\n"
+   "4G); the daemon passes one from the run's memory estimate"},
+  {OPTION_PARENT_PID, "parent-pid", 0, "PID", "stop (SIGTERM) when process PID, the daemon that started us,\n"
+   "dies; the daemon passes it"},
+  {'h', "help", 'h', NULL, "this text"},
+  {OPTION_VERSION, "version", 0, NULL, "print the version and exit"},
+};
+
 static void worker_usage(FILE *out) {
-  fprintf(out,
-          "usage: mapsage-worker --experiment ID [--checkpoint-dir DIR] [--dataset-dir DIR]\n"
-          "                      [--threads N] [--resume PATH] [--server URL [--token-file FILE]]\n"
-          "                      [--parent-pid PID]\n"
-          "\n"
-          "Runs one MapSage experiment. The experiment config (JSON) is read from stdin; events\n"
-          "(one JSON object per line) go to stdout; progress goes to stderr.\n"
-          "\n"
-          "  --experiment ID       the experiment's id in the daemon (required)\n"
-          "  --server URL          run it for the daemon at URL (http://host:8787) from here:\n"
-          "                        the config from the daemon, the events to it over HTTP\n"
-          "  --token-file FILE     the daemon's bearer token, with --server (env MAPSAGE_TOKEN_FILE)\n"
-          "  --checkpoint-dir DIR  write a checkpoint (epoch-NNNN.ckpt) there every\n"
-          "                        checkpoint_every epochs and after the last; none without it\n"
-          "  --dataset-dir DIR     Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
-          "                        default " DATA_DEFAULT_DIR ")\n"
-          "  --threads N           OpenBLAS threads (default 1)\n"
-          "  --resume PATH         go on from this checkpoint of the same config\n"
-          "  --memory-limit SIZE   limit the process's data (RLIMIT_DATA) to SIZE bytes (or 512M,\n"
-          "                        4G); the daemon passes one from the run's memory estimate\n"
-          "  --parent-pid PID      stop (SIGTERM) when process PID, the daemon that started us,\n"
-          "                        dies; the daemon passes it\n"
-          "  --help                this text\n");
+  fputs("usage: mapsage-worker --experiment ID [--checkpoint-dir DIR] [--dataset-dir DIR]\n"
+        "                      [--threads N] [--resume PATH] [--server URL [--token-file FILE]]\n"
+        "                      [--parent-pid PID]\n"
+        "\n"
+        "Runs one MapSage experiment. The experiment config (JSON) is read from stdin; events\n"
+        "(one JSON object per line) go to stdout; progress goes to stderr.\n"
+        "\n"
+        "Options:\n",
+        out);
+  options_print_help(worker_options, ARRAY_SIZE(worker_options), out);
 }
 
 /* --memory-limit in bytes, 0 without one: a failure for want of memory names it. */
@@ -142,81 +154,62 @@ static json_t *worker_teacher_json(const cfg_experiment_t *config, const teacher
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_CHECKPOINT_DIR = 256, OPT_DATASET_DIR, OPT_RESUME, OPT_SERVER, OPT_TOKEN_FILE, OPT_PARENT_PID,
-         OPT_MEMORY_LIMIT };
-  static const struct option options[] = {
-      {"experiment", required_argument, NULL, 'e'},
-      {"checkpoint-dir", required_argument, NULL, OPT_CHECKPOINT_DIR},
-      {"dataset-dir", required_argument, NULL, OPT_DATASET_DIR},
-      {"threads", required_argument, NULL, 't'},
-      {"resume", required_argument, NULL, OPT_RESUME},
-      {"server", required_argument, NULL, OPT_SERVER},
-      {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-      {"parent-pid", required_argument, NULL, OPT_PARENT_PID},
-      {"memory-limit", required_argument, NULL, OPT_MEMORY_LIMIT},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
-  };
   long long experiment = 0, threads = 1, parent = 0;
   const char *dataset_dir = getenv("MAPSAGE_DATASET_DIR");
   const char *resume = NULL, *checkpoint_dir = NULL, *server = NULL;
   const char *token_file = getenv("MAPSAGE_TOKEN_FILE");
+  options_t parser;
+  options_init(&parser, worker_options, ARRAY_SIZE(worker_options), argc, argv);
+  parser.abbreviations = 1; /* getopt_long's rule, which the worker had first */
   int option;
-  while ((option = getopt_long(argc, argv, "e:t:h", options, NULL)) != -1) {
+  while ((option = options_next(&parser)) != OPTIONS_END) {
+    const char *value = parser.value;
     switch (option) {
     case 'e':
-      if (worker_parse_integer(optarg, 1, INT64_MAX, &experiment) != 0) {
-        fprintf(stderr, "mapsage-worker: --experiment: expected a positive integer, not \"%s\"\n",
-                optarg);
+      if (worker_parse_integer(value, 1, INT64_MAX, &experiment) != 0) {
+        fprintf(stderr, "mapsage-worker: --experiment: expected a positive integer, not \"%s\"\n", value);
         return 2;
       }
       break;
     case 't':
-      if (worker_parse_integer(optarg, 1, WORKER_MAX_THREADS, &threads) != 0) {
+      if (worker_parse_integer(value, 1, WORKER_MAX_THREADS, &threads) != 0) {
         fprintf(stderr, "mapsage-worker: --threads: expected an integer in 1–%d, not \"%s\"\n",
-                WORKER_MAX_THREADS, optarg);
+                WORKER_MAX_THREADS, value);
         return 2;
       }
       break;
-    case OPT_CHECKPOINT_DIR:
-      checkpoint_dir = optarg;
-      break;
-    case OPT_DATASET_DIR:
-      dataset_dir = optarg;
-      break;
-    case OPT_RESUME:
-      resume = optarg;
-      break;
-    case OPT_SERVER:
-      server = optarg;
-      break;
-    case OPT_TOKEN_FILE:
-      token_file = optarg;
-      break;
-    case OPT_PARENT_PID:
-      if (worker_parse_integer(optarg, 1, INT32_MAX, &parent) != 0) {
-        fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", optarg);
+    case OPTION_CHECKPOINT_DIR: checkpoint_dir = value; break;
+    case OPTION_DATASET_DIR: dataset_dir = value; break;
+    case OPTION_RESUME: resume = value; break;
+    case OPTION_SERVER: server = value; break;
+    case OPTION_TOKEN_FILE: token_file = value; break;
+    case OPTION_PARENT_PID:
+      if (worker_parse_integer(value, 1, INT32_MAX, &parent) != 0) {
+        fprintf(stderr, "mapsage-worker: --parent-pid: expected a process id, not \"%s\"\n", value);
         return 2;
       }
       break;
-    case OPT_MEMORY_LIMIT:
-      if (util_parse_size(optarg, &worker_memory_limit) != 0) {
-        fprintf(stderr, "mapsage-worker: --memory-limit: expected a size (bytes, or 512M, 4G), not \"%s\"\n", optarg);
+    case OPTION_MEMORY_LIMIT:
+      if (util_parse_size(value, &worker_memory_limit) != 0) {
+        fprintf(stderr, "mapsage-worker: --memory-limit: expected a size (bytes, or 512M, 4G), not \"%s\"\n", value);
         return 2;
       }
       break;
     case 'h':
       worker_usage(stdout);
       return 0;
+    case OPTION_VERSION:
+      printf("mapsage-worker %s\n", MAPSAGE_VERSION);
+      return 0;
+    case OPTIONS_ARGUMENT:
+      fprintf(stderr, "mapsage-worker: unexpected argument \"%s\"\n", value);
+      worker_usage(stderr);
+      return 2;
     default:
+      fprintf(stderr, "mapsage-worker: %s\n", parser.error);
       worker_usage(stderr);
       return 2;
     }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "mapsage-worker: unexpected argument \"%s\"\n", argv[optind]);
-    worker_usage(stderr);
-    return 2;
   }
   if (experiment == 0) {
     fprintf(stderr, "mapsage-worker: --experiment ID is required\n");
@@ -342,7 +335,7 @@ int main(int argc, char **argv) {
   free(errors);
 
   fprintf(stderr, "mapsage-worker %s: experiment %lld \"%s\", %d OpenBLAS thread%s\n",
-          WORKER_VERSION, experiment, config->name, (int)threads, threads == 1 ? "" : "s");
+          MAPSAGE_VERSION, experiment, config->name, (int)threads, threads == 1 ? "" : "s");
   rc = data_load(&data, config, dataset_dir, error, sizeof error);
   if (rc) {
     status = worker_fail(0, "cannot load the dataset: %s", error);
@@ -402,11 +395,14 @@ int main(int argc, char **argv) {
 
   char host[256] = "";
   gethostname(host, sizeof host - 1);
-  json_t *dataset = json_pack("{s:s, s:i, s:i, s:i}", "name", data.name, "train", data.train.n,
-                              "val", data.val.n, "test", data.test.n);
+  json_t *dataset = json_pack("{s:s, s:i, s:i, s:i, s:i, s:[i, i, i]}", "name", data.name, "train", data.train.n,
+                              "val", data.val.n, "test", data.test.n, "classes", data.classes, "input",
+                              data.input.channels, data.input.height, data.input.width);
+  if (dataset && config->dataset.source.checksum[0])
+    json_object_set_new(dataset, "checksum", json_string(config->dataset.source.checksum));
   json_t *started = json_pack("{s:s, s:I, s:I, s:s, s:i, s:s, s:o, s:o}", "event", "started",
                               "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
-                              "host", host, "threads", (int)threads, "version", WORKER_VERSION,
+                              "host", host, "threads", (int)threads, "version", MAPSAGE_VERSION,
                               "params", train_params_json(&trainer), "dataset", dataset);
   if (started) {
     json_object_set_new(started, "blas", blas_kernels_json(&blas));

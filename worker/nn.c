@@ -549,7 +549,9 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
 
   /* First pass: shapes, names, weight offsets and every buffer's offset. Biases are placed
    * after every weight in a second pass, once the weights' total is known. */
-  cfg_shape_t shape = {1, CFG_IMAGE_SIDE, CFG_IMAGE_SIDE, 1};
+  cfg_shape_t shape = cfg_input_shape(config);
+  model->inputs = cfg_inputs(config);
+  model->classes = cfg_classes(config);
   size_t n_weights = 0, n_biases = 0, n_activations = 0, n_col = 0, n_scratch = 0, n_masks = 0;
   size_t n_indices = 0;
   for (int l = 0; l < config->n_layers; l++) {
@@ -617,7 +619,7 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
     }
     shape = layer->shape;
   }
-  if (cfg_shape_size(&shape) != CFG_CLASSES) return -EINVAL;
+  if (cfg_shape_size(&shape) != model->classes) return -EINVAL;
   model->n_layer_weights = n_weights;
   model->n_layer_biases = n_biases;
 

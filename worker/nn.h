@@ -172,6 +172,7 @@ typedef struct {
 } nn_optimizer_t;
 
 typedef struct {
+  int inputs, classes;    /* floats in one example's input; logits (the dataset's, config.h) */
   int n_layers;           /* the config's layers */
   int n_blocks;           /* the config's grow blocks, active or not */
   nn_layer_t layers[NN_MAX_NODES];
@@ -199,7 +200,7 @@ typedef struct {
   nn_optimizer_t optimizer;
 } nn_model_t;
 
-/* Builds the model the config describes (input 1×28×28, output CFG_CLASSES) with every
+/* Builds the model the config describes (input and classes the dataset's) with every
  * `grow` block allocated but inactive, for batches of up to max_batch examples, and
  * initialises its parameters from config->seed (nn_init_params). Returns 0, -EINVAL for a
  * layer list that does not fit, or -ENOMEM. On failure nothing needs freeing. */
@@ -222,7 +223,7 @@ void nn_init_params(nn_model_t *model, uint64_t seed);
  * call it with the epoch it resumes at. */
 int nn_model_grow(nn_model_t *model, int epoch);
 
-/* Runs B ≤ max_batch examples (B × CFG_INPUTS) forward; returns the logits (B × CFG_CLASSES),
+/* Runs B ≤ max_batch examples (B × inputs) forward; returns the logits (B × classes),
  * which live in the model until the next forward. training = 1 applies dropout with the mask
  * of (seed, optimizer.t, layer); 0 (evaluation, a teacher) makes dropout the identity. */
 const float *nn_forward(nn_model_t *model, const float *inputs, int B, int training);
@@ -231,7 +232,7 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
  * accumulate into nn_dlogits() (or into a hidden layer's nn_layer_doutput()) and
  * nn_backward() accumulates the rest. */
 void nn_zero_grad(nn_model_t *model);
-/* Where losses accumulate the gradient w.r.t. the logits (max_batch × CFG_CLASSES). */
+/* Where losses accumulate the gradient w.r.t. the logits (max_batch × classes). */
 float *nn_dlogits(nn_model_t *model);
 /* Back-propagates from nn_dlogits() and from whatever was added to hidden layers'
  * nn_layer_doutput() through the activations of the last nn_forward (with the same inputs

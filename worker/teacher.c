@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "safetensors.h"
 #include "util.h"
 
 
@@ -54,6 +55,83 @@ static void teacher__config_error(const cfg_errors_t *errors, char *out, size_t 
   snprintf(out, size, "%s%s%s", first->path, first->path[0] ? ": " : "", first->message);
 }
 
+/* Fills `params` (laid out as `config`'s network, `total` floats) from a safetensors file's
+ * tensors: every one the layers need, of exactly their shape, F32, and no other. */
+static int teacher__fill_from_safetensors(const safetensors_t *file, const char *path, const cfg_experiment_t *config,
+                                          float *params, size_t total, char *error, size_t error_size) {
+  model_tensor_t *tensors = malloc(MODEL_MAX_TENSORS * sizeof *tensors);
+  if (!tensors) return util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
+  size_t expected_total;
+  int n = model_tensors(config, tensors, &expected_total), rc = 0;
+  if (n < 0 || expected_total != total) {
+    rc = util_error(error, error_size, -EINVAL, "teacher %s: its layers do not lay out (%zu parameters, %zu built)",
+                    path, expected_total, total);
+    goto done;
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    const model_tensor_t *want = &tensors[i];
+    const safetensors_tensor_t *have = safetensors_find(file, want->name);
+    char want_shape[96] = "", have_shape[96] = "";
+    for (int d = 0; d < want->n_dims; d++)
+      snprintf(want_shape + strlen(want_shape), sizeof want_shape - strlen(want_shape), "%s%lld", d ? ", " : "",
+               (long long)want->shape[d]);
+    if (!have) {
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: no tensor \"%s\" (teacher.model's layers need it, "
+                      "shape [%s])", path, want->name, want_shape);
+      break;
+    }
+    for (int d = 0; d < have->n_dims; d++)
+      snprintf(have_shape + strlen(have_shape), sizeof have_shape - strlen(have_shape), "%s%lld", d ? ", " : "",
+               (long long)have->shape[d]);
+    int same = have->n_dims == want->n_dims;
+    for (int d = 0; same && d < want->n_dims; d++) same = have->shape[d] == want->shape[d];
+    if (!same)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" has shape [%s], teacher.model's layers "
+                      "need [%s]", path, want->name, have_shape, want_shape);
+    else if (strcmp(have->dtype, "F32") != 0)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" is %s, not F32 (save the model in "
+                      "float32)", path, want->name, have->dtype);
+    else
+      memcpy(params + want->offset, have->data, want->count * sizeof(float));
+  }
+  for (int i = 0; i < file->n && !rc; i++) {
+    int used = 0;
+    for (int k = 0; k < n && !used; k++) used = strcmp(file->tensors[i].name, tensors[k].name) == 0;
+    if (!used)
+      rc = util_error(error, error_size, -EINVAL, "teacher %s: tensor \"%s\" belongs to no layer of teacher.model "
+                      "(its layers' tensors are named <layer>.weight and <layer>.bias)", path, file->tensors[i].name);
+  }
+done:
+  free(tensors);
+  return rc;
+}
+
+/* A teacher trained elsewhere: its layers from student->teacher, its weights from the file. */
+static int teacher__load_safetensors(teacher_t *teacher, const cfg_experiment_t *student, int max_batch,
+                                     char *error, size_t error_size) {
+  const char *path = student->teacher.checkpoint;
+  char *data = NULL;
+  size_t length;
+  safetensors_t file = {0};
+  int rc = util_read_file(path, (size_t)4 << 30, &data, &length);
+  if (rc) return util_error(error, error_size, rc, "teacher %s: cannot read: %s", path, strerror(-rc));
+  rc = safetensors_parse((const uint8_t *)data, length, path, &file, error, error_size);
+  if (rc) goto done;
+  cfg_safetensors_teacher(student, &teacher->config);
+  rc = nn_model_create_inference(&teacher->model, &teacher->config, max_batch);
+  if (rc) {
+    rc = util_error(error, error_size, rc, "teacher %s: cannot build its network: %s", path, strerror(-rc));
+    goto done;
+  }
+  rc = teacher__fill_from_safetensors(&file, path, &teacher->config, teacher->model.params, teacher->model.n_params,
+                                      error, error_size);
+  if (rc) nn_model_free(&teacher->model);
+done:
+  safetensors_free(&file);
+  free(data);
+  return rc;
+}
+
 int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_batch, char *error,
                  size_t error_size) {
   memset(teacher, 0, sizeof *teacher);
@@ -67,12 +145,19 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
                           (long long)student->teacher.experiment);
   snprintf(teacher->path, sizeof teacher->path, "%s", path);
 
-  ckpt_t ckpt;
+  ckpt_t ckpt = {0};
   char reason[768];
-  int rc = ckpt_open(path, &ckpt, reason, sizeof reason);
+  cfg_errors_t *errors = NULL;
+  int rc;
+  if (student->teacher.kind == CFG_TEACHER_SAFETENSORS) {
+    rc = teacher__load_safetensors(teacher, student, max_batch, error, error_size);
+    if (rc) goto fail;
+    goto loaded;
+  }
+  rc = ckpt_open(path, &ckpt, reason, sizeof reason);
   if (rc) return util_error(error, error_size, rc, "teacher checkpoint %s", reason);
 
-  cfg_errors_t *errors = calloc(1, sizeof *errors);
+  errors = calloc(1, sizeof *errors);
   if (!errors) {
     rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
     goto fail;
@@ -111,6 +196,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
     rc = util_error(error, error_size, rc, "teacher checkpoint %s", reason);
     goto fail_model;
   }
+loaded:
   teacher->n_features = student->n_features;
   for (int i = 0; i < student->n_features; i++)
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
@@ -120,7 +206,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
     goto fail_model;
   }
   teacher__slots(teacher);
-  teacher->probs = malloc((size_t)max_batch * CFG_CLASSES * sizeof *teacher->probs);
+  teacher->probs = malloc((size_t)max_batch * teacher->model.classes * sizeof *teacher->probs);
   teacher->predictions = malloc((size_t)max_batch * sizeof *teacher->predictions);
   if (!teacher->probs || !teacher->predictions) {
     rc = util_error(error, error_size, -ENOMEM, "teacher %s: out of memory", path);
@@ -165,11 +251,11 @@ static const teacher_cache_t *teacher__cache_of(const teacher_t *teacher, const 
 int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_features,
                         teacher_cache_cost_t *cost) {
   with_features = with_features && teacher->n_slots > 0;
-  const size_t row = CFG_CLASSES + (with_features ? teacher->features_floats : 0);
+  const size_t row = teacher->model.classes + (with_features ? teacher->features_floats : 0);
   memset(cost, 0, sizeof *cost);
   cost->n = split->n;
-  cost->logits = CFG_CLASSES;
-  cost->features = row - CFG_CLASSES;
+  cost->logits = teacher->model.classes;
+  cost->features = row - teacher->model.classes;
   cost->bytes = (size_t)split->n * row * sizeof(float);
   const teacher_cache_t *cached = teacher__cache_of(teacher, split);
   if (cached) return cached->features || !with_features ? 0 : -EEXIST;
@@ -179,7 +265,7 @@ int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_
     /* What teacher_outputs answers from a cache, allocated with the first one: a run without
      * a cache does not carry it. */
     teacher->gathered = malloc((size_t)teacher->model.max_batch *
-                               (CFG_CLASSES + teacher->features_floats) * sizeof *teacher->gathered);
+                               (teacher->model.classes + teacher->features_floats) * sizeof *teacher->gathered);
     if (!teacher->gathered) return -ENOMEM;
   }
   float *rows = malloc(cost->bytes > 0 ? cost->bytes : 1);
@@ -192,14 +278,14 @@ int teacher_cache_split(teacher_t *teacher, const data_split_t *split, int with_
   nn_model_t *model = &teacher->model;
   for (int start = 0; start < split->n; start += model->max_batch) {
     const int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
+    const float *logits = nn_forward(model, split->images + (size_t)start * teacher->model.inputs, B, 0);
     for (int b = 0; b < B; b++) {
       float *r = rows + (size_t)(start + b) * row;
-      memcpy(r, logits + (size_t)b * CFG_CLASSES, CFG_CLASSES * sizeof *r);
+      memcpy(r, logits + (size_t)b * teacher->model.classes, teacher->model.classes * sizeof *r);
       if (!with_features) continue;
       for (int s = 0; s < teacher->n_slots; s++) {
         const size_t size = teacher->slot_floats[s];
-        memcpy(r + CFG_CLASSES + teacher->slot_offset[s],
+        memcpy(r + teacher->model.classes + teacher->slot_offset[s],
                nn_layer_output(model, teacher->slot_layer[s]) + (size_t)b * size, size * sizeof *r);
       }
     }
@@ -223,18 +309,18 @@ static void teacher__gather(teacher_t *teacher, const teacher_cache_t *cache, co
   for (int b = 0; b < B; b++) {
     assert(indices[b] >= 0 && indices[b] < cache->n);
     const float *r = cache->rows + (size_t)indices[b] * cache->row;
-    memcpy(logits + (size_t)b * CFG_CLASSES, r, CFG_CLASSES * sizeof *logits);
+    memcpy(logits + (size_t)b * teacher->model.classes, r, teacher->model.classes * sizeof *logits);
     if (!cache->features) continue;
     for (int s = 0; s < teacher->n_slots; s++) {
       const size_t size = teacher->slot_floats[s];
-      float *block = teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[s]);
-      memcpy(block + (size_t)b * size, r + CFG_CLASSES + teacher->slot_offset[s], size * sizeof *block);
+      float *block = teacher->gathered + MB * (teacher->model.classes + teacher->slot_offset[s]);
+      memcpy(block + (size_t)b * size, r + teacher->model.classes + teacher->slot_offset[s], size * sizeof *block);
     }
   }
   out->logits = logits;
   for (int i = 0; i < teacher->n_features; i++)
     out->features[i] = cache->features
-                           ? teacher->gathered + MB * (CFG_CLASSES + teacher->slot_offset[teacher->pair_slot[i]])
+                           ? teacher->gathered + MB * (teacher->model.classes + teacher->slot_offset[teacher->pair_slot[i]])
                            : NULL;
 }
 
@@ -247,8 +333,8 @@ void teacher_outputs(teacher_t *teacher, const data_split_t *split, const int *i
 #ifndef NDEBUG
     /* The cache answers for the split's own images: no augmentation may have changed them. */
     for (int b = 0; b < B; b++)
-      assert(memcmp(inputs + (size_t)b * CFG_INPUTS, split->images + (size_t)indices[b] * CFG_INPUTS,
-                    CFG_INPUTS * sizeof *inputs) == 0);
+      assert(memcmp(inputs + (size_t)b * teacher->model.inputs, split->images + (size_t)indices[b] * teacher->model.inputs,
+                    teacher->model.inputs * sizeof *inputs) == 0);
 #endif
     teacher__gather(teacher, cache, indices, B, out);
     return;
@@ -265,9 +351,9 @@ int teacher_evaluate(teacher_t *teacher, const data_split_t *split) {
   for (int start = 0; start < split->n; start += model->max_batch) {
     int B = split->n - start < model->max_batch ? split->n - start : model->max_batch;
     const int *labels = split->labels + start;
-    const float *logits = nn_forward(model, split->images + (size_t)start * CFG_INPUTS, B, 0);
+    const float *logits = nn_forward(model, split->images + (size_t)start * teacher->model.inputs, B, 0);
     total += (double)loss_crossentropy_forward(teacher->probs, teacher->predictions, logits, labels,
-                                               B, CFG_CLASSES) * B;
+                                               B, teacher->model.classes) * B;
     for (int b = 0; b < B; b++) correct += teacher->predictions[b] == labels[b];
   }
   int n = split->n > 0 ? split->n : 1;

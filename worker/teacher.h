@@ -15,7 +15,7 @@
  * epoch, and MapSage has no data augmentation (a split's images never change; a future
  * augmentation must not cache the split it alters). So teacher_cache_split runs the teacher
  * once over a whole split, in order, in batches of max_batch, and keeps per example one row:
- * its CFG_CLASSES logits, then (if asked) the output of each distinct teacher layer the pairs
+ * its model.classes logits, then (if asked) the output of each distinct teacher layer the pairs
  * read, in one allocation per split. teacher_outputs on a cached split then gathers the
  * batch's rows (a memcpy per row and output, no GEMM) into buffers of its own. A split is
  * cached only if it fits the budget, MAPSAGE_TEACHER_CACHE_MB (MiB, default
@@ -64,7 +64,7 @@ typedef struct {
   int layers[CFG_MAX_FEATURES]; /* pair i reads the output of this teacher layer */
   int evaluated;              /* teacher_evaluate has filled the two figures below */
   double test_accuracy, test_loss;
-  float *probs;               /* max_batch × CFG_CLASSES: evaluation scratch */
+  float *probs;               /* max_batch × classes: evaluation scratch */
   int *predictions;           /* max_batch */
   /* The cache (see the top of this file). The distinct layers the pairs read are its
    * "slots": slot s is layer slot_layer[s], slot_floats[s] floats per example, at
@@ -77,7 +77,7 @@ typedef struct {
   size_t features_floats;     /* Σ slot_floats */
   int n_caches;
   teacher_cache_t caches[TEACHER_CACHE_SPLITS];
-  float *gathered;            /* max_batch × (CFG_CLASSES + features_floats): a cached answer,
+  float *gathered;            /* max_batch × (classes + features_floats): a cached answer,
                                  logits then each slot, each block max_batch rows (allocated
                                  with the first cache) */
 } teacher_t;
@@ -112,7 +112,7 @@ void teacher_outputs(teacher_t *teacher, const data_split_t *split, const int *i
 /* What caching a split costs (filled whether it was cached or not). */
 typedef struct {
   int n;                      /* examples */
-  int logits;                 /* floats per example: CFG_CLASSES */
+  int logits;                 /* floats per example: the classes */
   size_t features;            /* and layer outputs (0 when not asked for) */
   size_t bytes;               /* n × (logits + features) × 4 */
   double seconds;             /* to build it (0 when it was not built now) */

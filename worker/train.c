@@ -63,7 +63,7 @@ static const char *train__nonfinite_word(double x) { return isnan(x) ? "nan" : "
 
 typedef struct {
   double accuracy, loss;
-  int64_t correct[CFG_CLASSES], count[CFG_CLASSES];
+  int64_t correct[CFG_MAX_CLASSES], count[CFG_MAX_CLASSES];
   int agreement_known;       /* with a teacher */
   double agreement;          /* top-1 teacher–student agreement */
 } train__eval_t;
@@ -78,10 +78,10 @@ static void train__evaluate_split(train_t *t, const data_split_t *split, int wit
   for (int start = 0; start < split->n; start += eval_batch) {
     const int B = split->n - start < eval_batch ? split->n - start : eval_batch;
     const int *labels = split->labels + start;
-    const float *inputs = split->images + (size_t)start * CFG_INPUTS;
+    const float *inputs = split->images + (size_t)start * t->model->inputs;
     const float *logits = nn_forward(t->model, inputs, B, 0);
     total += (double)loss_crossentropy_forward(t->probs, t->predictions, logits, labels, B,
-                                               CFG_CLASSES) * B;
+                                               t->model->classes) * B;
     for (int b = 0; b < B; b++) {
       out->count[labels[b]]++;
       out->correct[labels[b]] += t->predictions[b] == labels[b];
@@ -91,7 +91,7 @@ static void train__evaluate_split(train_t *t, const data_split_t *split, int wit
       teacher_outputs_t teacher;
       for (int b = 0; b < B; b++) t->indices[b] = start + b;
       teacher_outputs(t->teacher, split, t->indices, inputs, B, &teacher);
-      agree += kd_agreement(logits, teacher.logits, B, CFG_CLASSES);
+      agree += kd_agreement(logits, teacher.logits, B, t->model->classes);
     }
   }
   const int n = split->n > 0 ? split->n : 1;
@@ -191,7 +191,7 @@ void train_term_gradients(train_t *t, const teacher_outputs_t *teacher, const di
     if (!computed[k] || !t->term_grads[k]) continue;
     nn_zero_grad(model);
     if (k == DISTILLER_TERM_TASK)
-      loss_crossentropy_backward(nn_dlogits(model), t->probs, t->labels, 1.0f, B, CFG_CLASSES);
+      loss_crossentropy_backward(nn_dlogits(model), t->probs, t->labels, 1.0f, B, t->model->classes);
     else
       distiller_backward_term(d, model, teacher, (distiller_term_t)k, terms, T, B);
     nn_backward(model, t->inputs, B);
@@ -712,10 +712,10 @@ int train_init(train_t *t, nn_model_t *model, const cfg_experiment_t *config, co
   int rc = distiller_create(&t->distiller, config, model, t->teacher, error, error_size);
   if (rc) return rc;
 
-  t->inputs = malloc((size_t)batch_size * CFG_INPUTS * sizeof *t->inputs);
+  t->inputs = malloc((size_t)batch_size * model->inputs * sizeof *t->inputs);
   t->labels = malloc((size_t)batch_size * sizeof *t->labels);
   t->indices = malloc((size_t)model->max_batch * sizeof *t->indices);
-  t->probs = malloc((size_t)model->max_batch * CFG_CLASSES * sizeof *t->probs);
+  t->probs = malloc((size_t)model->max_batch * t->model->classes * sizeof *t->probs);
   t->predictions = malloc((size_t)model->max_batch * sizeof *t->predictions);
   t->order = malloc((size_t)data->train.n * sizeof *t->order);
   /* The per-term gradients: one slab per term the run can compute, in a run with a teacher
@@ -859,8 +859,8 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       const int B = train->n - start < batch_size ? train->n - start : batch_size;
       for (int b = 0; b < B; b++) {
         const int source = t->order[start + b];
-        memcpy(t->inputs + (size_t)b * CFG_INPUTS, train->images + (size_t)source * CFG_INPUTS,
-               CFG_INPUTS * sizeof *t->inputs);
+        memcpy(t->inputs + (size_t)b * t->model->inputs, train->images + (size_t)source * t->model->inputs,
+               t->model->inputs * sizeof *t->inputs);
         t->labels[b] = train->labels[source];
         t->indices[b] = source;
       }
@@ -875,7 +875,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       if (needs_teacher) teacher_outputs(t->teacher, train, t->indices, t->inputs, B, &teacher);
       const float *logits = nn_forward(model, t->inputs, B, 1);
       const float task = loss_crossentropy_forward(t->probs, t->predictions, logits, t->labels, B,
-                                                   CFG_CLASSES);
+                                                   t->model->classes);
       distiller_terms_t terms;
       distiller_forward(d, model, needs_teacher ? &teacher : NULL, logits, t->labels, &w, T, B, &terms);
       /* The total as reported: each term times its weight as configured (the gradients use
@@ -908,7 +908,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
       }
 
       nn_zero_grad(model);
-      loss_crossentropy_backward(nn_dlogits(model), t->probs, t->labels, w.task, B, CFG_CLASSES);
+      loss_crossentropy_backward(nn_dlogits(model), t->probs, t->labels, w.task, B, t->model->classes);
       distiller_backward(d, model, needs_teacher ? &teacher : NULL, &w, &terms, T, B);
       nn_backward(model, t->inputs, B);
       nn_optimizer_step(model, (float)lr);
@@ -972,7 +972,7 @@ int train_loop(train_t *t, train_summary_t *summary, char *error, size_t error_s
     train__values_init(&values);
     train__set(&values, "accuracy", test.accuracy);
     train__set(&values, "loss", test.loss);
-    for (int c = 0; c < CFG_CLASSES; c++) {
+    for (int c = 0; c < t->model->classes; c++) {
       char name[64];
       snprintf(name, sizeof name, "accuracy/%s", data_class_name(data, c));
       train__set(&values, name, test.count[c] ? (double)test.correct[c] / test.count[c] : 0.0);

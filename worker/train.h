@@ -80,9 +80,9 @@ typedef struct {
   int64_t resume_correct;
   train_summary_t summary;     /* the figures so far (restored by train_resume) */
   /* Buffers, allocated once. */
-  float *inputs;               /* batch_size × CFG_INPUTS */
+  float *inputs;               /* batch_size × inputs */
   int *labels, *indices;       /* batch_size */
-  float *probs;                /* max_batch × CFG_CLASSES */
+  float *probs;                /* max_batch × classes */
   int *predictions;            /* max_batch */
   int *order;                  /* the epoch's shuffle of the training set */
   /* The per-term gradients (model->n_params floats each) for the terms this run can compute,

@@ -75,6 +75,11 @@ export const api = {
   cancelStudy: (id) => call('POST', `/api/studies/${id}/cancel`),
   submitStudy: (specText, {dryRun = false} = {}) =>
     call('POST', `/api/studies${dryRun ? '?dry_run=1' : ''}`, {body: specText}),
+  // The dataset registry (docs/datasets.md): {datasets, datasets_dir}; one dataset with its
+  // statistics (the first look at one not read yet reads it); its sample images.
+  datasets: () => call('GET', '/api/datasets'),
+  dataset: (name) => call('GET', `/api/datasets/${encodeURIComponent(name)}`),
+  datasetSamples: (name) => call('GET', `/api/datasets/${encodeURIComponent(name)}/samples`),
   examples: () => call('GET', '/examples/index.json'),
   // The file as written (its layout is the template), not reparsed.
   example: (file) => call('GET', `/examples/${encodeURIComponent(file)}`, {text: true}),

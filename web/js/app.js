@@ -1,5 +1,5 @@
 // app.js — the dashboard's entry point: a hash router (#/experiments, #/experiments/7,
-// #/studies, #/studies/3, #/compare?ids=1,2, #/submit, #/sql) that mounts one view at a time
+// #/studies, #/studies/3, #/compare?ids=1,2, #/submit, #/sql, #/datasets, #/datasets/NAME) that mounts one view at a time
 // into <main>, keeping the site static. Each view module exports mount(root, {params, query})
 // and returns a function that stops whatever it started (streams, timers, charts).
 
@@ -11,6 +11,8 @@ import * as study from './views/study.js';
 import * as compare from './views/compare.js';
 import * as submit from './views/submit.js';
 import * as sql from './views/sql.js';
+import * as datasets from './views/datasets.js';
+import * as dataset from './views/dataset.js';
 
 const ROUTES = [
   {pattern: /^\/experiments\/(\d+)$/, view: experiment, nav: 'experiments'},
@@ -20,6 +22,8 @@ const ROUTES = [
   {pattern: /^\/compare$/, view: compare, nav: 'compare'},
   {pattern: /^\/submit$/, view: submit, nav: 'submit'},
   {pattern: /^\/sql$/, view: sql, nav: 'sql'},
+  {pattern: /^\/datasets\/([A-Za-z0-9_.%-]+)$/, view: dataset, nav: 'datasets'},
+  {pattern: /^\/datasets$/, view: datasets, nav: 'datasets'},
 ];
 
 const main = document.getElementById('view');
