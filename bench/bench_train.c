@@ -11,8 +11,13 @@
  * teacher is written to a checkpoint and loaded with teacher_load, the training split cached
  * once with teacher_cache_split (its cost is printed), and every batch asks teacher_outputs.
  *
- *   bench_train mlp|kd|cnn|kd-epoch|kd-epoch-cache [--seconds S] [--reps N] [--examples N]
- *               [--serve] */
+ * It starts as the worker does (blas_kernels.h: the same OpenBLAS kernel set, re-executing
+ * itself when OpenBLAS fell back to generic kernels; kernels.h's set) and prints both, with
+ * the FMA peak of one core at that vector width (measured: independent FMA chains).
+ *
+ *   bench_train mlp|kd|cnn|cnn-teacher|kd-epoch|kd-epoch-cache [--seconds S] [--reps N] [--examples N]
+ *               [--threads N] [--serve]
+ *   bench_train blas      the kernel sets only, as JSON */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -24,10 +29,12 @@
 
 #include <cblas.h>
 
+#include "blas_kernels.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "data.h"
 #include "distill.h"
+#include "kernels.h"
 #include "nn.h"
 #include "teacher.h"
 
@@ -50,6 +57,14 @@ static const char bench_teacher_json[] =
     " {\"type\": \"linear\", \"out\": 1200}, {\"type\": \"relu\", \"name\": \"hidden\"},"
     " {\"type\": \"linear\", \"out\": 10}]}, \"epochs\": 1, \"seed\": 2,"
     " \"dataset\": {\"name\": \"synthetic\"}}";
+/* examples/cnn-teacher.json's network (no padding, dropout 0.3 before fc1) and optimizer. */
+static const char bench_cnn_teacher_json[] =
+    "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3}, {\"type\": \"relu\"},"
+    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"conv2d\", \"out\": 64, \"kernel\": 3}, {\"type\": \"relu\"},"
+    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.3},"
+    " {\"type\": \"linear\", \"out\": 128}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]},"
+    " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01, \"momentum\": 0.9}, \"epochs\": 1,"
+    " \"dataset\": {\"name\": \"synthetic\"}}";
 static const char bench_cnn_json[] =
     "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3, \"padding\": 1},"
     " {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2},"
@@ -58,6 +73,14 @@ static const char bench_cnn_json[] =
     " {\"type\": \"linear\", \"out\": 128}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]},"
     " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01, \"momentum\": 0.9}, \"epochs\": 1,"
     " \"dataset\": {\"name\": \"synthetic\"}}";
+
+/* CPU time of the process: on a shared machine, time spent descheduled does not count (a
+ * steadier figure than wall time for comparing two builds; the table reports wall time). */
+static double bench_cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static double bench_now(void) {
   struct timespec ts;
@@ -201,6 +224,62 @@ static void bench_gemms_print(const bench_gemms_t *list, int reps, int B, FILE *
 }
 
 // ---------------------------------------------------------------------------------------
+// The FMA peak of one core: 12 independent chains of vector FMAs (more than latency × ports,
+// 4 × 2 on Zen 3 and Intel cores), at the width of the kernel set in use, over CPU time (a
+// shared machine's waits left out, as in samples_per_cpu_s).
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+/* Named accumulators: in an array GCC kept them in memory (a third of the rate). The
+ * function body is written once on PEAK_VEC / PEAK_FMA / PEAK_SET1 / PEAK_ADD. */
+#define BENCH_PEAK_CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define BENCH_PEAK_INIT(i) PEAK_VEC a##i = PEAK_SET1((float)(i));
+#define BENCH_PEAK_FMA(i) a##i = PEAK_FMA(a##i, m, c);
+#define BENCH_PEAK_SUM(i) sum = PEAK_ADD(sum, a##i);
+#define BENCH_PEAK_BODY                                                                       \
+  const PEAK_VEC m = PEAK_SET1(0.999f), c = PEAK_SET1(0.001f);                                \
+  BENCH_PEAK_CHAINS(BENCH_PEAK_INIT)                                                          \
+  double start = bench_cpu_now();                                                             \
+  for (long k = 0; k < iterations; k++) {                                                     \
+    BENCH_PEAK_CHAINS(BENCH_PEAK_FMA)                                                         \
+    __asm__ volatile("" : "+x"(a0));                                                          \
+  }                                                                                           \
+  double seconds = bench_cpu_now() - start;                                                   \
+  PEAK_VEC sum = PEAK_SET1(0.0f);                                                             \
+  BENCH_PEAK_CHAINS(BENCH_PEAK_SUM)                                                           \
+  if (sum[0] == 1234.5f) puts("");                                                            \
+  return (double)iterations * 12 * (sizeof(PEAK_VEC) / sizeof(float)) * 2 / seconds * 1e-9;
+
+#define PEAK_VEC __m256
+#define PEAK_FMA _mm256_fmadd_ps
+#define PEAK_SET1 _mm256_set1_ps
+#define PEAK_ADD _mm256_add_ps
+__attribute__((target("avx2,fma"))) static double bench_peak_avx2(long iterations) { BENCH_PEAK_BODY }
+#undef PEAK_VEC
+#undef PEAK_FMA
+#undef PEAK_SET1
+#undef PEAK_ADD
+#define PEAK_VEC __m512
+#define PEAK_FMA _mm512_fmadd_ps
+#define PEAK_SET1 _mm512_set1_ps
+#define PEAK_ADD _mm512_add_ps
+__attribute__((target("avx512f"))) static double bench_peak_avx512(long iterations) { BENCH_PEAK_BODY }
+#endif
+
+/* GFLOP/s, the best of 3 runs of ~0.1 s; 0 without AVX2 (no FMA to count). */
+static double bench_fma_peak(void) {
+  double best = 0.0;
+#if defined(__x86_64__) || defined(__i386__)
+  for (int run = 0; run < 3; run++) {
+    double rate = kernels_current() == KERNELS_AVX512 ? bench_peak_avx512(4000000)
+                  : kernels_current() == KERNELS_AVX2 ? bench_peak_avx2(8000000) : 0.0;
+    if (rate > best) best = rate;
+  }
+#endif
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------
 // Workloads
 
 typedef struct {
@@ -328,8 +407,9 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
   }
 
   static cfg_experiment_t student_config, teacher_config; /* large: not on the stack */
-  int cnn = strcmp(workload, "cnn") == 0;
-  bench_parse_config(cnn ? bench_cnn_json : bench_student_json, &student_config);
+  int cnn = strcmp(workload, "cnn") == 0, cnn_teacher = strcmp(workload, "cnn-teacher") == 0;
+  bench_parse_config(cnn ? bench_cnn_json : cnn_teacher ? bench_cnn_teacher_json : bench_student_json,
+                     &student_config);
   if (nn_model_create(&r->student, &student_config, r->B) != 0) bench_die("cannot build the student");
   if (strncmp(workload, "kd", 2) == 0) {
     bench_parse_config(bench_teacher_json, &teacher_config);
@@ -393,7 +473,8 @@ static void bench_epoch(bench_run_t *r) {
 }
 
 static void bench_usage(void) {
-  fputs("usage: bench_train mlp|kd|cnn|kd-epoch|kd-epoch-cache [--seconds S] [--reps N] [--examples N] [--serve]\n"
+  fputs("usage: bench_train mlp|kd|cnn|cnn-teacher|kd-epoch|kd-epoch-cache|blas [--seconds S] [--reps N] [--examples N]\n"
+        "       [--threads N] [--serve]\n"
         "Times one training workload (median of N repetitions of about S seconds each) and its\n"
         "GEMM-bound limit; prints JSON. kd-epoch: one repetition = one epoch of --examples.\n"
         "--serve: print \"ready\", then run one repetition per \"rep\" line on stdin (a JSON line\n"
@@ -406,7 +487,17 @@ int main(int argc, char **argv) {
     bench_usage();
     return 2;
   }
+  blas_report_t blas; /* as the worker starts: may re-execute us */
+  blas_kernels_start(argv, &blas, stderr);
+  char kernels_error[160];
+  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0) bench_die(kernels_error);
   const char *workload = argv[1];
+  if (strcmp(workload, "blas") == 0) {
+    printf("{\"core\": \"%s\", \"chosen_by\": \"%s\", \"reason\": \"%s\", \"self_check\": \"%s\", "
+           "\"kernels\": \"%s\"}\n", blas.core, blas.chosen_by, blas.reason, blas.self_check,
+           kernels_isa_name(kernels_current()));
+    return 0;
+  }
   double seconds = 1.0;
   int reps = 5, examples = 55000, serve = 0;
   for (int i = 2; i < argc; i += 2) {
@@ -419,6 +510,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--seconds") == 0) seconds = atof(argv[i + 1]);
     else if (strcmp(argv[i], "--reps") == 0) reps = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--examples") == 0) examples = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--threads") == 0) openblas_set_num_threads(atoi(argv[i + 1]));
     else {
       bench_usage();
       return 2;
@@ -429,7 +521,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   const int epoch = strcmp(workload, "kd-epoch") == 0 || strcmp(workload, "kd-epoch-cache") == 0;
-  if (!epoch && strcmp(workload, "mlp") && strcmp(workload, "kd") && strcmp(workload, "cnn")) {
+  if (!epoch && strcmp(workload, "mlp") && strcmp(workload, "kd") && strcmp(workload, "cnn") &&
+      strcmp(workload, "cnn-teacher")) {
     bench_usage();
     return 2;
   }
@@ -439,10 +532,17 @@ int main(int argc, char **argv) {
   const int B = run.B;
 
   bench_gemms_t gemms = {0};
+  /* FLOPs of the step's products that are not GEMMs (the few-taps first convolution). */
+  double other_flops = 0.0;
   if (strcmp(workload, "cnn") == 0) {
-    bench_gemm_conv(&gemms, B, 1, 28, 28, 32, 3, 0);
+    other_flops = 2 * (2.0 * 32 * B * 28 * 28 * 9); /* conv1 forward and weight gradient */
     bench_gemm_conv(&gemms, B, 32, 14, 14, 64, 3, 1);
     bench_gemm_linear(&gemms, B, 64 * 7 * 7, 128, 1, 1);
+    bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
+  } else if (strcmp(workload, "cnn-teacher") == 0) {
+    other_flops = 2 * (2.0 * 32 * B * 26 * 26 * 9);
+    bench_gemm_conv(&gemms, B, 32, 11, 11, 64, 3, 1); /* 13×13 in, 11×11 out: the limit's shapes */
+    bench_gemm_linear(&gemms, B, 64 * 5 * 5, 128, 1, 1);
     bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
   } else {
     if (run.has_teacher && !run.cached) { /* cached, the teacher runs once, before the epochs */
@@ -472,13 +572,13 @@ int main(int argc, char **argv) {
     fflush(stdout);
     reps = BENCH_MAX_REPS;
   }
-  double rates[BENCH_MAX_REPS], epoch_seconds[BENCH_MAX_REPS];
+  double rates[BENCH_MAX_REPS], cpu_rates[BENCH_MAX_REPS], epoch_seconds[BENCH_MAX_REPS];
   int64_t step = 0;
   int done = 0;
   for (int rep = 0; rep < reps; rep++) {
     char command[64];
     if (serve && (fgets(command, sizeof command, stdin) == NULL || strncmp(command, "rep", 3) != 0)) break;
-    double start = bench_now(), elapsed;
+    double start = bench_now(), cpu_start = bench_cpu_now(), elapsed;
     int64_t samples = 0;
     if (epoch) {
       bench_epoch(&run);
@@ -493,10 +593,12 @@ int main(int argc, char **argv) {
       } while (elapsed < seconds || samples < 3 * B);
     }
     rates[rep] = samples / elapsed;
+    cpu_rates[rep] = samples / (bench_cpu_now() - cpu_start);
     bench_gemms_time(&gemms, rep, epoch ? 0.01 : 0.02);
     done = rep + 1;
     if (serve) {
-      printf("{\"rep\": %d, \"samples_per_s\": %.1f}\n", rep, rates[rep]);
+      printf("{\"rep\": %d, \"samples_per_s\": %.1f, \"samples_per_cpu_s\": %.1f}\n", rep, rates[rep],
+             cpu_rates[rep]);
       fflush(stdout);
     }
   }
@@ -507,11 +609,15 @@ int main(int argc, char **argv) {
   printf("{\n  \"workload\": \"%s\",\n  \"batch\": %d,\n  \"reps\": %d,\n", workload, B, reps);
   printf("  \"samples_per_s\": %.1f,\n  \"samples_per_s_all\": [", bench_median(rates, reps));
   for (int i = 0; i < reps; i++) printf("%s%.1f", i ? ", " : "", rates[i]);
-  printf("],\n");
+  printf("],\n  \"samples_per_cpu_s\": %.1f,\n", bench_median(cpu_rates, reps));
   if (epoch) printf("  \"examples\": %d,\n  \"epoch_seconds\": %.4f,\n", run.pool, bench_median(epoch_seconds, reps));
   if (run.cached)
     printf("  \"cache_bytes\": %zu,\n  \"cache_seconds\": %.4f,\n", run.cache_cost.bytes, run.cache_cost.seconds);
   bench_gemms_print(&gemms, reps, B, stdout);
+  printf("  \"other_gflop\": %.4f,\n  \"fma_peak_gflops\": %.1f,\n  \"kernels\": \"%s\",\n", other_flops * 1e-9,
+         bench_fma_peak(), kernels_isa_name(kernels_current()));
+  printf("  \"blas\": {\"core\": \"%s\", \"chosen_by\": \"%s\", \"reason\": \"%s\"},\n", blas.core,
+         blas.chosen_by, blas.reason);
   printf("  \"student_bytes\": %zu,\n  \"teacher_bytes\": %zu,\n  \"adapter_bytes\": %zu,\n",
          bench_model_bytes(&run.student), run.has_teacher ? bench_model_bytes(&run.teacher) : (size_t)0,
          run.pair_n_params * 3 * sizeof(float));

@@ -175,6 +175,15 @@ class Suite:
         self.details = {}
         self.loads = {}
         self.train_env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        # The OpenBLAS kernel set bench_train runs, decided as the worker decides at start
+        # (worker/blas_kernels.h). When it is our choice, PyTorch gets it too, so that the
+        # ratios measure our code and not two kernel sets.
+        self.blas = {}
+        probe = os.path.join(self.bin, "bench_train")
+        if os.path.exists(probe):
+            self.blas = json.loads(run([probe, "blas"], env=self.train_env))
+            if self.blas.get("chosen_by") == "mapsage":
+                self.train_env["OPENBLAS_CORETYPE"] = self.blas["core"]
 
     def row(self, figure, ours, peer="—", ratio="—", target="—"):
         self.rows.append((figure, ours, peer, ratio, target))
@@ -213,12 +222,13 @@ class Suite:
             self.details[name] = {"ours": result, "pytorch": peer}
         return results
 
-    def alternate(self, cmds, reps):
+    def alternate(self, cmds, reps, envs=None):
         """Runs every side as a --serve process and asks them for repetitions in turn (the
         order reversed every other round), so that all see the same load on a shared machine;
         the others wait, idle, while one runs. Returns the final JSONs in cmds' order."""
-        procs = [subprocess.Popen(cmd + ["--serve"], env=self.train_env, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True) for cmd in cmds]
+        envs = envs or [self.train_env] * len(cmds)
+        procs = [subprocess.Popen(cmd + ["--serve"], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for cmd, env in zip(cmds, envs)]
         try:
             for proc in procs:
                 if proc.stdout.readline().strip() != "ready":
@@ -245,9 +255,10 @@ class Suite:
     def training(self):
         names = {"mlp": "student MLP 784-256-128-10 SGD step",
                  "kd": "KD step (teacher 784-1200-1200-10 fwd + student fwd/bwd + adapter 128→1200)",
-                 "cnn": "CNN (conv32-pool-conv64-pool-fc128-fc10) fwd/bwd + SGD"}
-        targets = {"mlp": 1.3, "kd": 1.2, "cnn": 2.0}
-        for workload in ("mlp", "kd", "cnn"):
+                 "cnn": "CNN (conv32-pool-conv64-pool-fc128-fc10) fwd/bwd + SGD",
+                 "cnn-teacher": "examples/cnn-teacher.json's CNN (no padding, dropout) fwd/bwd + SGD"}
+        targets = {"mlp": 1.3, "kd": 1.2, "cnn": 2.0, "cnn-teacher": 2.0}
+        for workload in ("mlp", "kd", "cnn", "cnn-teacher"):
             ours, peer = self.train_pair(workload)
             self.row(f"sgemm at the {workload.upper()} step's {len(ours['gemms'])} shapes, GFLOP/s "
                      f"(FLOP-weighted; {ours['step_gflop'] * 1e3:.0f} MFLOP/step)",
@@ -259,10 +270,47 @@ class Suite:
                      f"{ours['samples_per_s']:,.0f}", f"limit {ours['limit_samples_per_s']:,.0f}",
                      f"{ours['samples_per_s'] / ours['limit_samples_per_s']:.0%}",
                      f"PyTorch: {peer['samples_per_s'] / ours['limit_samples_per_s']:.0%}")
+            if workload == "cnn":
+                self.cnn_rows(ours, peer)
+            if workload == "cnn-teacher":
+                self.row("  the same per CPU-second", f"{ours['samples_per_cpu_s']:,.0f}",
+                         f"PyTorch {peer.get('samples_per_cpu_s', 0):,.0f}",
+                         f"{ours['samples_per_cpu_s'] / peer['samples_per_cpu_s']:.2f}×"
+                         if peer.get("samples_per_cpu_s") else "—", "≥ 2.0×")
         mlp, kd, cnn = (self.details[w]["ours"] for w in ("mlp", "kd", "cnn"))
         self.row("worker memory per model (slabs: params, grads, optimizer, activations, workspace)",
                  f"MLP {mlp['student_bytes'] / 2**20:.1f} MB; teacher {kd['teacher_bytes'] / 2**20:.1f} MB "
                  f"+ adapter {kd['adapter_bytes'] / 2**20:.1f} MB; CNN {cnn['student_bytes'] / 2**20:.1f} MB")
+
+    def cnn_rows(self, ours, peer):
+        """The CNN against one core's FMA peak, and on 2 threads: ours on 1 and 2 OpenBLAS
+        threads and PyTorch on 2 (torch.set_num_threads(2), OpenBLAS held to 1 as
+        docs/design.md says is its best), alternated in one more run."""
+        flops = (ours["step_gflop"] + ours["other_gflop"]) * 1e9 / ours["batch"]
+        peak = ours["fma_peak_gflops"]
+        # Per CPU-second (process CPU time, both sides): what the step costs when it has the
+        # core, the figure to set against a peak measured when the core was ours.
+        ours_cpu, peer_cpu = ours["samples_per_cpu_s"], peer.get("samples_per_cpu_s", 0)
+        self.row("  the same per CPU-second (process CPU time: descheduled time left out)", f"{ours_cpu:,.0f}",
+                 f"PyTorch {peer_cpu:,.0f}", f"{ours_cpu / peer_cpu:.2f}×" if peer_cpu else "—", "≥ 2.0×")
+        if peak > 0:
+            self.row(f"  per CPU-second in GFLOP/s ({flops / 1e6:.1f} MFLOP/example) vs one core's FMA peak "
+                     f"({ours['kernels']} FMA, measured)", f"{ours_cpu * flops * 1e-9:.1f}",
+                     f"peak {peak:.1f}", f"{ours_cpu * flops * 1e-9 / peak:.0%}",
+                     f"≥ 60% (PyTorch: {peer_cpu * flops * 1e-9 / peak:.0%})")
+        bench = os.path.join(self.bin, "bench_train")
+        common = ["--seconds", str(self.s["train_seconds"])]
+        torch_cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bench.py"), "cnn", "--threads", "2"]
+        one, two, torch2 = self.alternate([[bench, "cnn", "--threads", "1"] + common,
+                                           [bench, "cnn", "--threads", "2"] + common, torch_cmd + common],
+                                          self.s["train_reps"])
+        self.details["cnn-2-threads"] = {"ours_1": one, "ours": two, "pytorch": torch2}
+        self.row("CNN fwd/bwd + SGD on 2 threads, samples/s", f"{two['samples_per_s']:,.0f}",
+                 f"PyTorch (2 threads) {torch2['samples_per_s']:,.0f}",
+                 f"{two['samples_per_s'] / torch2['samples_per_s']:.2f}×", "≥ 2.0×")
+        self.row("  ours on 2 threads vs 1 thread (same run)", f"{two['samples_per_s']:,.0f}",
+                 f"1 thread {one['samples_per_s']:,.0f}", f"{two['samples_per_s'] / one['samples_per_s']:.2f}×",
+                 "≥ 1.7×")
 
     def kd_epoch(self):
         plain, cached, peer = self.train_pair("kd-epoch", ["kd-epoch", "kd-epoch-cache"])
@@ -575,7 +623,10 @@ PRAGMA wal_checkpoint(TRUNCATE);
             f"MapSage benchmarks, {'--quick smoke run' if self.args.quick else 'full run'}, "
             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
             f"machine: {cpu}, {os.cpu_count()} cores, {platform.platform()}",
-            f"OpenBLAS: {details.get('ours', {}).get('openblas', '?')}; "
+            f"OpenBLAS: {details.get('ours', {}).get('openblas', '?')}; kernel set: ours "
+            f"{self.blas.get('core', '?')} (chosen by {self.blas.get('chosen_by', '?')}: {self.blas.get('reason', '?')}), "
+            f"PyTorch's {details.get('pytorch', {}).get('openblas_core', '?')}; "
+            f"MapSage kernels {self.blas.get('kernels', '?')}; "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
             f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')} (as found); "
             f"OPENBLAS_NUM_THREADS=1 both sides",

@@ -44,6 +44,13 @@ def cnn():
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+def cnn_teacher():
+    """examples/cnn-teacher.json's network: no padding, dropout before fc1."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
 class KD:
     """Teacher 784-1200-1200-10 (frozen, no grad), student 784-256-128-10, a linear adapter
     128 → 1200 pulling the student's second hidden layer (after its ReLU) toward the
@@ -95,7 +102,7 @@ class Plain:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=["mlp", "kd", "cnn", "kd-epoch"])
+    parser.add_argument("workload", choices=["mlp", "kd", "cnn", "cnn-teacher", "kd-epoch"])
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--examples", type=int, default=55000)
@@ -107,13 +114,15 @@ def main():
     torch.manual_seed(1)
     epoch = args.workload == "kd-epoch"
     n = args.examples if epoch else POOL
-    shape = (n, 1, 28, 28) if args.workload == "cnn" else (n, 784)
+    shape = (n, 1, 28, 28) if args.workload.startswith("cnn") else (n, 784)
     images = torch.rand(shape)
     labels = torch.randint(0, 10, (n,))
     if args.workload == "mlp":
         runner = Plain(mlp([784, 256, 128, 10]))
     elif args.workload == "cnn":
         runner = Plain(cnn())
+    elif args.workload == "cnn-teacher":
+        runner = Plain(cnn_teacher())
     else:
         runner = KD()
     batches = n // B
@@ -136,7 +145,7 @@ def main():
     while i < 3 or (not epoch and time.perf_counter() - start < 0.2 * args.seconds):
         total += float(step(i).detach())
         i += 1
-    rates, epoch_seconds = [], []
+    rates, cpu_rates, epoch_seconds = [], [], []
     if args.serve:  # repetitions on request, alternated with ours by the driver
         print("ready", flush=True)
         commands = iter(lambda: sys.stdin.readline(), "")
@@ -145,7 +154,7 @@ def main():
     for command in commands:
         if not command.startswith("rep"):
             break
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         samples = 0
         if epoch:
             total += float(run_epoch().detach())
@@ -162,14 +171,27 @@ def main():
                     break
             total += float(loss.detach())
         rates.append(samples / elapsed)
+        # CPU time of the process (all its threads): on a shared machine, time spent waiting
+        # for a core does not count; bench_train reports the same.
+        cpu_rates.append(samples / max(time.process_time() - cpu_start, 1e-9))
         if args.serve:
-            print(json.dumps({"rep": len(rates) - 1, "samples_per_s": round(rates[-1], 1)}), flush=True)
+            print(json.dumps({"rep": len(rates) - 1, "samples_per_s": round(rates[-1], 1),
+                              "samples_per_cpu_s": round(cpu_rates[-1], 1)}), flush=True)
     blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()})
+    # The kernel set the OpenBLAS it loaded runs (bench/run gives both sides the same one).
+    core = "?"
+    for path in blas:
+        if "libopenblas" in path:
+            import ctypes
+            library = ctypes.CDLL(path)
+            library.openblas_get_corename.restype = ctypes.c_char_p
+            core = library.openblas_get_corename().decode()
     out = {
         "workload": args.workload, "batch": B, "reps": args.reps,
         "samples_per_s": statistics.median(rates), "samples_per_s_all": [round(r, 1) for r in rates],
+        "samples_per_cpu_s": statistics.median(cpu_rates),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "mkldnn": torch.backends.mkldnn.is_available(), "blas_loaded": blas,
+        "mkldnn": torch.backends.mkldnn.is_available(), "blas_loaded": blas, "openblas_core": core,
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "loss_finite": total == total,
     }
     if epoch:

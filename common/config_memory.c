@@ -20,6 +20,8 @@
 
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, int with_dinp) { return with_dinp ? ckk * p : 0; }
+
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
  * out): keep the two together. tests/test_nn.c checks that they agree. */
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out) {
@@ -45,9 +47,8 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       const size_t columns = batch * (size_t)shape->height * (size_t)shape->width;
       n_params += (size_t)spec->out * ckk + (size_t)spec->out;
       n_col = forward_only ? cfg__max(n_col, ckk * columns) : n_col + ckk * columns;
-      size_t scratch = (size_t)spec->out * columns;
-      if (!forward_only && l > 0) scratch += ckk * columns;
-      n_scratch = cfg__max(n_scratch, scratch);
+      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, columns / batch,
+                                                              !forward_only && l > 0));
       break;
     }
     case CFG_LAYER_MAXPOOL:

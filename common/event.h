@@ -4,7 +4,7 @@
  * (or from POST /api/experiments/{id}/events) and parses each with ev_parse(). Every event
  * has "event"; the other fields depend on it:
  *
- *   started     pid, host, threads, version, params, dataset
+ *   started     pid, host, threads, version, params, dataset, blas, kernels
  *   metric      step, epoch, stage, values {name: number}
  *   eval        step, epoch, stage, split ("train"|"val"|"test"|"teacher"), values {name: number}
  *   checkpoint  step, epoch, path, bytes

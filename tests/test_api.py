@@ -117,6 +117,13 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(3, experiment["progress"]["epoch"])
         self.assertAlmostEqual(final_test, experiment["summary"]["final_test_accuracy"], places=6)
         self.assertEqual("synthetic", experiment["worker"]["dataset"]["name"])
+        # The OpenBLAS kernel set and why (worker/blas_kernels.h), and the kernels.h set.
+        blas = experiment["worker"]["blas"]
+        self.assertTrue(blas["core"])
+        self.assertIn(blas["chosen_by"], ("openblas", "environment", "mapsage"))
+        self.assertTrue(blas["reason"])
+        self.assertEqual("passed", blas["self_check"])
+        self.assertIn(experiment["worker"]["kernels"]["set"], ("portable", "avx2", "avx512"))
         self.assertEqual(2048, experiment["config"]["dataset"]["train_size"], "defaults are stored")
         self.assertLessEqual({"loss/total", "lr", "test/accuracy", "val/loss"}, set(experiment["series"]))
         self.assertIsNone(experiment["teacher"])

@@ -29,9 +29,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "blas_kernels.h"
 #include "config.h"
 #include "data.h"
 #include "event.h"
+#include "kernels.h"
 #include "nn.h"
 #include "options.h"
 #include "report.h"
@@ -251,7 +253,15 @@ int main(int argc, char **argv) {
     if (getppid() != worker_parent) raise(SIGTERM);
   }
 
+  /* Before the config is read from stdin: this may re-execute the worker (blas_kernels.h). */
+  blas_report_t blas;
+  blas_kernels_start(argv, &blas, stderr);
   openblas_set_num_threads((int)threads);
+  char kernels_error[160];
+  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0) {
+    fprintf(stderr, "mapsage-worker: %s\n", kernels_error);
+    return 2;
+  }
   /* RLIMIT_DATA, not RLIMIT_AS: the address space counts what OpenBLAS and glibc reserve and
    * never touch, and would refuse healthy runs. RLIMIT_DATA counts private writable mappings
    * (the heap, malloc's mmaps): past it malloc returns NULL and the run fails through its
@@ -428,6 +438,11 @@ int main(int argc, char **argv) {
                               "experiment", (json_int_t)experiment, "pid", (json_int_t)getpid(),
                               "host", host, "threads", (int)threads, "version", MAPSAGE_VERSION,
                               "params", train_params_json(&trainer), "dataset", dataset);
+  if (started) {
+    json_object_set_new(started, "blas", blas_kernels_json(&blas));
+    json_object_set_new(started, "kernels", json_pack("{s:s, s:i}", "set", kernels_isa_name(kernels_current()),
+                                                      "floats_per_vector", kernels_isa_width(kernels_current())));
+  }
   if (started && have_teacher) json_object_set_new(started, "teacher", worker_teacher_json(config, &teacher));
   if (started && resume) json_object_set_new(started, "resumed_from", json_string(resume));
   if (ev_write(worker_events, started) != 0) {

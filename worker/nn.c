@@ -14,6 +14,7 @@
 
 #include <cblas.h>
 
+#include "kernels.h"
 #include "rng.h"
 
 /* GCC at -O2 vectorises a loop only when vector code can replace it entirely: a trip count
@@ -65,46 +66,57 @@ void linear_backward(float *dinp, float *dweight, float *restrict dbias,
 /* ---------------------------------------------------------------------------------------
  * ReLU */
 
+/* kernels.h's loops: vectorised per instruction set, and never inlined into nn_forward,
+ * where GCC -O3 made a scalar loop with a branch per element of them. */
 void relu_forward(float *restrict out, const float *restrict inp, int N) {
   // inp (N) -> out (N)
-  const size_t n = (size_t)N;
-  size_t i = 0;
-  for (; i + NN_BLOCK <= n; i += NN_BLOCK)
-    for (size_t k = i; k < i + NN_BLOCK; k++) out[k] = inp[k] > 0.0f ? inp[k] : 0.0f;
-  for (; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+  kernels_relu_forward(out, inp, (size_t)N);
 }
 
 void relu_backward(float *restrict dinp, const float *restrict dout, const float *restrict out,
                    int N) {
   // dout (N), out (N) -> dinp (N) +=
-  /* out > 0 exactly where inp > 0, so the forward's output is all backward needs. dout is
-   * loaded unconditionally: a load under the condition keeps GCC from vectorising. */
-  const size_t n = (size_t)N;
-  size_t i = 0;
-  for (; i + NN_BLOCK <= n; i += NN_BLOCK) {
-    for (size_t k = i; k < i + NN_BLOCK; k++) {
-      float d = dout[k];
-      dinp[k] += out[k] > 0.0f ? d : 0.0f;
-    }
-  }
-  for (; i < n; i++) dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
+  /* out > 0 exactly where inp > 0, so the forward's output is all backward needs. */
+  kernels_relu_backward(dinp, dout, out, (size_t)N);
 }
 
 /* ---------------------------------------------------------------------------------------
  * Conv2d
  *
- * im2col lays out every input patch of the whole batch as a column of
- * col (C·K·K, B·OH·OW), so that the convolution of the batch is ONE product
- * weight (OC, C·K·K) · col = (OC, B·OH·OW). That product is channel-major (OC, B, OH·OW);
- * one pass puts it in NCHW order and adds the bias. The backward does the same in reverse:
- * dout goes into channel-major order (summing dbias on the way), then one product for
- * dweight against the col the forward left, one for dcol, and col2im adds dcol back onto
- * the input's gradient. The alternative, a GEMM per example (on the same im2col) writing
- * NCHW directly, saves the two reorderings but runs B smaller products. Measured on one
- * OpenBLAS 0.3.21 thread at B = 128 (forward + backward, ms): 32→64 channels at 14×14,
- * batched 110 vs per example 112; 1→32 at 28×28 (K = 9: memory-bound, the reordering
- * shows), 11.6 vs 9.6. A wash overall, so one product per layer: fewer, larger calls, and
- * the shape that gains most when OpenBLAS gets more threads. */
+ * Example by example: im2col lays out the patches of example b as col_b (C·K·K, OH·OW)
+ * (col holds the batch as (B, C·K·K, OH·OW) and is left for the backward), and the output
+ * out_b (OC, OH·OW) = weight (OC, C·K·K) · col_b + bias is written in NCHW order by
+ * kernels.h's unpacked GEMM, while col_b is still in L2. The backward, per example: dbias
+ * += row sums of dout_b, dweight += dout_b · col_bᵀ (OpenBLAS; kernels.h's dot products
+ * when C·K·K is small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto
+ * the input's gradient.
+ *
+ * Measured on one core of the Zen 3 machine (OpenBLAS 0.3.21 "Zen", bench/README.md), the
+ * CNN step in samples per CPU-second, alternated in one run: the whole-batch layout (one
+ * OpenBLAS GEMM per product, reordering passes between NCHW and channel-major) 1,303; chunks
+ * of a few examples (the same passes, in cache) within noise of it whatever the chunk
+ * (128K floats to the whole batch); OpenBLAS per example writing NCHW (no reordering) 1,516
+ * against 1,607 for chunks; the unpacked GEMM per example (no packing, no zeroing of C, no
+ * reordering) 1,511 against 1,303 in one run. Then the per-example col layout took the B
+ * operand's rows from 100 KB apart (a TLB miss per row) to 784 B. OpenBLAS keeps the weight
+ * gradient (its packed NT product reached 80 GFLOP/s at K = 196, the unpacked form would
+ * need a reduction per output).
+ *
+ * With few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network) the weight
+ * gradient goes to kernels.h's dot products too: OpenBLAS reached 19–23 GFLOP/s with
+ * N = 9. */
+
+/* C·K·K at or below which the weight gradient is kernels.h's (the GEMM at K = 9:
+ * 2.8 ms per step of 128 against ~0.9 ms for the dot products; by 32 taps OpenBLAS's
+ * kernel starts to pay). */
+#define NN_FEW_TAPS 24
+
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+                             int with_dinp) {
+  (void)B, (void)OC;
+  const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
+  return cfg_conv_scratch_floats((size_t)C * K * K, P, with_dinp);
+}
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi). */
 static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int stride, int pad) {
@@ -117,35 +129,58 @@ static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int str
   *hi = end;
 }
 
-static void conv2d__im2col(float *restrict col, const float *restrict inp, int B, int C, int H,
-                           int W, int K, int stride, int pad, int OH, int OW) {
-  // inp (B,C,H,W) -> col (C·K·K, B·OH·OW)
-  /* Channel c of the whole batch (B planes) is read K² times in a row: it stays in cache. */
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
+static void conv2d__im2col(float *restrict col, const float *restrict inp, int C, int H, int W,
+                           int K, int stride, int pad, int OH, int OW) {
+  // inp (C,H,W) of one example -> col (C·K·K, OH·OW)
+  const size_t P = (size_t)OH * OW;
   for (int c = 0; c < C; c++) {
+    const float *plane = inp + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        float *row = col + ((size_t)(c * K + ki) * K + kj) * N;
+        float *dst = col + ((size_t)(c * K + ki) * K + kj) * P;
         int lo, hi;
         conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int b = 0; b < B; b++) {
-          const float *plane = inp + ((size_t)b * C + c) * H * W;
-          float *dst = row + (size_t)b * P;
-          for (int oh = 0; oh < OH; oh++, dst += OW) {
-            int ih = oh * stride - pad + ki;
-            if (ih < 0 || ih >= H) {
-              memset(dst, 0, (size_t)OW * sizeof *dst);
-              continue;
-            }
-            /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
-            ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-            for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-            if (stride == 1) {
-              memcpy(dst + lo, plane + base + lo, (size_t)(hi - lo) * sizeof *dst);
-            } else {
-              for (int ow = lo; ow < hi; ow++) dst[ow] = plane[base + (ptrdiff_t)ow * stride];
-            }
-            for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+        for (int oh = 0; oh < OH; oh++, dst += OW) {
+          int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) {
+            memset(dst, 0, (size_t)OW * sizeof *dst);
+            continue;
+          }
+          /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
+          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
+          for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+          if (stride == 1) {
+            memcpy(dst + lo, plane + base + lo, (size_t)(hi - lo) * sizeof *dst);
+          } else {
+            for (int ow = lo; ow < hi; ow++) dst[ow] = plane[base + (ptrdiff_t)ow * stride];
+          }
+          for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+static void conv2d__col2im(float *restrict dinp, const float *restrict col, int C, int H, int W,
+                           int K, int stride, int pad, int OH, int OW) {
+  // col (C·K·K, OH·OW) of one example -> dinp (C,H,W) +=
+  const size_t P = (size_t)OH * OW;
+  for (int c = 0; c < C; c++) {
+    float *plane = dinp + (size_t)c * H * W;
+    for (int ki = 0; ki < K; ki++) {
+      for (int kj = 0; kj < K; kj++) {
+        const float *src = col + ((size_t)(c * K + ki) * K + kj) * P;
+        int lo, hi;
+        conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
+        for (int oh = 0; oh < OH; oh++, src += OW) {
+          int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) continue; /* padding: its gradient goes nowhere */
+          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
+          if (stride == 1) {
+            float *restrict d = plane + base;
+            for (int ow = lo; ow < hi; ow++) d[ow] += src[ow];
+          } else {
+            for (int ow = lo; ow < hi; ow++) plane[base + (ptrdiff_t)ow * stride] += src[ow];
           }
         }
       }
@@ -153,98 +188,56 @@ static void conv2d__im2col(float *restrict col, const float *restrict inp, int B
   }
 }
 
-static void conv2d__col2im(float *restrict dinp, const float *restrict col, int B, int C, int H,
-                           int W, int K, int stride, int pad, int OH, int OW) {
-  // col (C·K·K, B·OH·OW) -> dinp (B,C,H,W) +=
-  const size_t P = (size_t)OH * OW, N = (size_t)B * P;
-  for (int c = 0; c < C; c++) {
-    for (int ki = 0; ki < K; ki++) {
-      for (int kj = 0; kj < K; kj++) {
-        const float *row = col + ((size_t)(c * K + ki) * K + kj) * N;
-        int lo, hi;
-        conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int b = 0; b < B; b++) {
-          float *plane = dinp + ((size_t)b * C + c) * H * W;
-          const float *src = row + (size_t)b * P;
-          for (int oh = 0; oh < OH; oh++, src += OW) {
-            int ih = oh * stride - pad + ki;
-            if (ih < 0 || ih >= H) continue; /* padding: its gradient goes nowhere */
-            ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-            if (stride == 1) {
-              float *restrict d = plane + base;
-              for (int ow = lo; ow < hi; ow++) d[ow] += src[ow];
-            } else {
-              for (int ow = lo; ow < hi; ow++) plane[base + (ptrdiff_t)ow * stride] += src[ow];
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-/* dst (n) = src (n), returning Σ src, summed in NN_BLOCK partial sums so that the loop
- * vectorises (in a fixed order: the same from run to run). */
-static float conv2d__copy_sum(float *restrict dst, const float *restrict src, size_t n) {
+/* Σ src (n), in NN_BLOCK partial sums (vectorised, a fixed order). */
+static float conv2d__sum(const float *restrict src, size_t n) {
   float partial[NN_BLOCK] = {0};
   size_t i = 0;
-  for (; i + NN_BLOCK <= n; i += NN_BLOCK) {
-    for (size_t k = 0; k < NN_BLOCK; k++) {
-      dst[i + k] = src[i + k];
-      partial[k] += src[i + k];
-    }
-  }
+  for (; i + NN_BLOCK <= n; i += NN_BLOCK)
+    for (size_t k = 0; k < NN_BLOCK; k++) partial[k] += src[i + k];
   float sum = 0.0f;
-  for (; i < n; i++) {
-    dst[i] = src[i];
-    sum += src[i];
-  }
+  for (; i < n; i++) sum += src[i];
   for (int k = 0; k < NN_BLOCK; k++) sum += partial[k];
   return sum;
-}
-
-static void conv2d__add_bias(float *restrict dst, const float *restrict src, float bias, size_t n) {
-  for (size_t i = 0; i < n; i++) dst[i] = src[i] + bias;
 }
 
 void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad) {
-  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (C·K·K, B·OH·OW)
+  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (B, C·K·K, OH·OW)
+  (void)scratch;
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K, N = B * OH * OW;
+  const int CKK = C * K * K;
   const size_t P = (size_t)OH * OW;
-  conv2d__im2col(col, inp, B, C, H, W, K, stride, pad, OH, OW);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, N, CKK, 1.0f, weight, CKK, col, N,
-              0.0f, scratch, N);
-  /* (OC, B, P) -> (B, OC, P), adding the bias: rows of P floats, both sides contiguous. */
-  for (int b = 0; b < B; b++)
-    for (int o = 0; o < OC; o++)
-      conv2d__add_bias(out + ((size_t)b * OC + o) * P, scratch + ((size_t)o * B + b) * P,
-                       bias ? bias[o] : 0.0f, P);
+  for (int b = 0; b < B; b++) {
+    float *col_b = col + (size_t)b * CKK * P;
+    conv2d__im2col(col_b, inp + (size_t)b * C * H * W, C, H, W, K, stride, pad, OH, OW);
+    kernels_gemm_unpacked(out + (size_t)b * OC * P, P, weight, (size_t)CKK, 1, col_b, P, bias, OC,
+                          (int)P, CKK);
+  }
 }
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
                      const float *col, const float *weight, int B, int C, int H, int W, int OC,
                      int K, int stride, int pad) {
-  // dout (B,OC,OH,OW), col (C·K·K, B·OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
+  // dout (B,OC,OH,OW), col (B, C·K·K, OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
   const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K, N = B * OH * OW;
+  const int CKK = C * K * K;
   const size_t P = (size_t)OH * OW;
-  float *dout_t = scratch; /* (OC, B·P) */
-  for (int o = 0; o < OC; o++) {
-    float sum = 0.0f;
-    for (int b = 0; b < B; b++)
-      sum += conv2d__copy_sum(dout_t + ((size_t)o * B + b) * P, dout + ((size_t)b * OC + o) * P, P);
-    if (dbias) dbias[o] += sum;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, N, 1.0f, dout_t, N, col, N, 1.0f,
-              dweight, CKK);
-  if (dinp) {
-    float *dcol = scratch + (size_t)OC * N; /* (C·K·K, B·P) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, N, OC, 1.0f, weight, CKK, dout_t, N,
-                0.0f, dcol, N);
-    conv2d__col2im(dinp, dcol, B, C, H, W, K, stride, pad, OH, OW);
+  for (int b = 0; b < B; b++) {
+    const float *dout_b = dout + (size_t)b * OC * P, *col_b = col + (size_t)b * CKK * P;
+    if (CKK <= NN_FEW_TAPS) {
+      kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+    } else {
+      if (dbias)
+        for (int o = 0; o < OC; o++) dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, (int)P, 1.0f, dout_b, (int)P,
+                  col_b, (int)P, 1.0f, dweight, CKK);
+    }
+    if (dinp) {
+      float *dcol = scratch; /* (C·K·K, P) */
+      kernels_gemm_unpacked(dcol, P, weight, 1, (size_t)CKK, dout_b, P, NULL, CKK, (int)P, OC);
+      conv2d__col2im(dinp + (size_t)b * C * H * W, dcol, C, H, W, K, stride, pad, OH, OW);
+    }
   }
 }
 
@@ -254,6 +247,10 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, 
 void maxpool_forward(float *out, int32_t *argmax, const float *inp, int B, int C, int H, int W,
                      int K, int stride) {
   // inp (B,C,H,W) -> out (B,C,OH,OW), argmax (B,C,OH,OW)
+  if (K == 2 && stride == 2) { /* the only pool of the teacher CNN: kernels.h's unrolled loop */
+    kernels_maxpool2_forward(out, argmax, inp, (size_t)B * C, H, W);
+    return;
+  }
   const int OH = conv2d_out_size(H, K, stride, 0), OW = conv2d_out_size(W, K, stride, 0);
   for (size_t bc = 0; bc < (size_t)B * C; bc++) {
     const float *plane = inp + bc * H * W;
@@ -589,11 +586,14 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
       /* Training keeps each conv's im2col for its backward; inference shares one. */
       layer->col = forward_only ? 0 : n_col;
       n_col = forward_only ? nn__max(n_col, ckk * columns) : n_col + ckk * columns;
-      /* The product before reordering, then (backward, if an input gradient may be wanted)
-       * dcol. l > 0 is enough: only the first layer never needs its input's gradient. */
-      size_t scratch = (size_t)spec->out * columns;
-      if (!forward_only && l > 0) scratch += ckk * columns;
-      n_scratch = nn__max(n_scratch, scratch);
+      /* One chunk's product before reordering, then (backward, if an input gradient may be
+       * wanted) its dcol. l > 0 is enough: only the first layer never needs its input's
+       * gradient. */
+      n_scratch = nn__max(n_scratch, conv2d_scratch_floats(max_batch, layer->in_shape.channels,
+                                                           layer->in_shape.height,
+                                                           layer->in_shape.width, spec->out,
+                                                           spec->kernel, spec->stride,
+                                                           spec->padding, !forward_only && l > 0));
       break;
     }
     case CFG_LAYER_MAXPOOL:

@@ -40,15 +40,18 @@ static inline int conv2d_out_size(int size, int K, int stride, int pad) {
 
 /* inp (B,C,H,W), weight (OC, C·K·K), bias (OC) or NULL -> out (B,OC,OH,OW), with
  * OH = conv2d_out_size(H, K, stride, pad) and likewise OW (zero padding, cross-correlation
- * as in PyTorch). As im2col + one GEMM for the whole batch:
- *   col (C·K·K, B·OH·OW) receives im2col(inp) and is left there for conv2d_backward;
- *   scratch (OC, B·OH·OW) holds the product before it is put in NCHW order. */
+ * as in PyTorch). As im2col + a product per example:
+ *   col (B, C·K·K, OH·OW) receives im2col(inp) and is left there for conv2d_backward;
+ *   scratch is not used by the forward (the parameter keeps the pair's signatures alike). */
 void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad);
+/* Floats of scratch conv2d_backward needs (one example's dcol when with_dinp, else 0). */
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+                             int with_dinp);
 /* dout (B,OC,OH,OW), col = im2col(inp) as conv2d_forward left it -> dweight (OC, C·K·K) +=,
  * dbias (OC) += (may be NULL), dinp (B,C,H,W) += (may be NULL: the first layer). scratch
- * holds OC·B·OH·OW floats, plus C·K·K·B·OH·OW more when dinp is wanted. col is only read,
+ * holds conv2d_scratch_floats(…, dinp != NULL) floats. col is only read,
  * so backward may run twice on one forward. */
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
                      const float *col, const float *weight, int B, int C, int H, int W, int OC,

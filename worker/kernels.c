@@ -1,0 +1,179 @@
+/* kernels.c — builds kernels_body.h once per instruction set and dispatches to one copy.
+ *
+ * Why these loops and not OpenBLAS: a convolution's products per example are small (the
+ * teacher's: 64 × 196 × 288), their B operand (the example's im2col) is already in cache,
+ * and the output must be NCHW; OpenBLAS packs both operands, zeroes C, and computes the
+ * channel-major product that then needs reordering. The first convolution's weight gradient
+ * has N = 9, where OpenBLAS 0.3.21 reached 19–23 GFLOP/s. Max-pool 2×2 is the only pool the
+ * teacher uses; the general K×K loop spent 5.8–9% of a CNN step there. nn.c, "Conv2d", and
+ * bench/README.md have the measurements.
+ *
+ * Dispatch: a table of function pointers, chosen on first use (MAPSAGE_KERNELS, else the
+ * widest set the CPU has) or by kernels_use(). The choice is process-wide; nothing runs two
+ * sets at once, and a set never changes what it computes between runs. */
+#include "kernels.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  void (*conv_few_taps_backward)(float *, float *, const float *, const float *, size_t, int, int,
+                                 int, int);
+  void (*maxpool2_forward)(float *, int32_t *, const float *, size_t, int, int);
+  void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
+                        const float *, int, int, int);
+  void (*relu_forward)(float *, const float *, size_t);
+  void (*relu_backward)(float *, const float *, const float *, size_t);
+} kernels_table_t;
+
+/* Portable: the compiler's baseline (SSE2 on x86-64), 4 floats a vector. */
+#define KERNELS_WIDTH 4
+#define KERNELS_SUFFIX portable
+#include "kernels_body.h"
+#undef KERNELS_WIDTH
+#undef KERNELS_SUFFIX
+
+#if defined(__x86_64__) || defined(__i386__)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define KERNELS_WIDTH 8
+#define KERNELS_SUFFIX avx2
+#include "kernels_body.h"
+#undef KERNELS_WIDTH
+#undef KERNELS_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#endif
+#define KERNELS_WIDTH 16
+#define KERNELS_SUFFIX avx512
+#include "kernels_body.h"
+#undef KERNELS_WIDTH
+#undef KERNELS_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+static const kernels_table_t *const kernels_tables[KERNELS_COUNT] = {
+    [KERNELS_PORTABLE] = &kernels_table_portable,
+#if defined(__x86_64__) || defined(__i386__)
+    [KERNELS_AVX2] = &kernels_table_avx2,
+    [KERNELS_AVX512] = &kernels_table_avx512,
+#endif
+};
+
+static const char *const kernels_names[KERNELS_COUNT] = {"portable", "avx2", "avx512"};
+
+static const kernels_table_t *kernels_table; /* NULL until chosen */
+static kernels_isa_t kernels_isa;
+
+const char *kernels_isa_name(kernels_isa_t isa) {
+  return isa >= 0 && isa < KERNELS_COUNT ? kernels_names[isa] : "unknown";
+}
+
+int kernels_isa_width(kernels_isa_t isa) {
+  static const int widths[KERNELS_COUNT] = {4, 8, 16};
+  return isa >= 0 && isa < KERNELS_COUNT ? widths[isa] : 0;
+}
+
+int kernels_isa_supported(kernels_isa_t isa) {
+  if (isa < 0 || isa >= KERNELS_COUNT || !kernels_tables[isa]) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  switch (isa) {
+  case KERNELS_AVX2:
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  case KERNELS_AVX512:
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  default:
+    return 1;
+  }
+#else
+  return isa == KERNELS_PORTABLE;
+#endif
+}
+
+kernels_isa_t kernels_isa_best(void) {
+  for (int isa = KERNELS_COUNT - 1; isa > KERNELS_PORTABLE; isa--)
+    if (kernels_isa_supported((kernels_isa_t)isa)) return (kernels_isa_t)isa;
+  return KERNELS_PORTABLE;
+}
+
+int kernels_use(kernels_isa_t isa) {
+  if (!kernels_isa_supported(isa)) return -ENOTSUP;
+  kernels_isa = isa;
+  kernels_table = kernels_tables[isa];
+  return 0;
+}
+
+int kernels_use_from_env(char *error, size_t error_size) {
+  const char *forced = getenv(KERNELS_ENV);
+  if (error_size) error[0] = '\0';
+  kernels_use(kernels_isa_best());
+  if (!forced || !forced[0]) return 0;
+  for (int isa = 0; isa < KERNELS_COUNT; isa++) {
+    if (strcmp(forced, kernels_names[isa]) != 0) continue;
+    if (kernels_use((kernels_isa_t)isa) == 0) return 0;
+    snprintf(error, error_size, "%s=%s: this CPU does not support it (best: %s)", KERNELS_ENV,
+             forced, kernels_isa_name(kernels_isa_best()));
+    return -EINVAL;
+  }
+  snprintf(error, error_size, "%s=%s: unknown kernel set (portable, avx2 or avx512)", KERNELS_ENV,
+           forced);
+  return -EINVAL;
+}
+
+static const kernels_table_t *kernels__table(void) {
+  if (!kernels_table) {
+    char error[160];
+    if (kernels_use_from_env(error, sizeof error) != 0) fprintf(stderr, "kernels: %s\n", error);
+  }
+  return kernels_table;
+}
+
+kernels_isa_t kernels_current(void) {
+  kernels__table();
+  return kernels_isa;
+}
+
+void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *dout,
+                                    const float *col, size_t col_stride, int B, int OC, int CKK,
+                                    int P) {
+  kernels__table()->conv_few_taps_backward(dweight, dbias, dout, col, col_stride, B, OC, CKK, P);
+}
+
+void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
+                              int W) {
+  kernels__table()->maxpool2_forward(out, argmax, inp, planes, H, W);
+}
+
+void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                           const float *B, size_t ldb, const float *bias, int M, int N, int K) {
+  kernels__table()->gemm_unpacked(C, ldc, A, a_row, a_col, B, ldb, bias, M, N, K);
+}
+
+void kernels_relu_forward(float *out, const float *inp, size_t n) {
+  kernels__table()->relu_forward(out, inp, n);
+}
+
+void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
+  kernels__table()->relu_backward(dinp, dout, out, n);
+}

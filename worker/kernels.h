@@ -1,0 +1,61 @@
+/* kernels.h — the hand-vectorised inner loops of worker/nn.c that OpenBLAS does not cover
+ * well, compiled once per instruction set (portable, AVX2+FMA, AVX-512) from one source
+ * (kernels_body.h) and chosen at run time: the best the CPU supports, or the one the
+ * environment forces with MAPSAGE_KERNELS=portable|avx2|avx512 (the test suite runs every
+ * one the machine has). nn.c calls these; they touch only the buffers given, never
+ * allocate, and give the same bits run to run on one path (a fixed summation order). */
+#ifndef MAPSAGE_KERNELS_H
+#define MAPSAGE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { KERNELS_PORTABLE, KERNELS_AVX2, KERNELS_AVX512, KERNELS_COUNT } kernels_isa_t;
+
+#define KERNELS_ENV "MAPSAGE_KERNELS"
+
+/* "portable", "avx2", "avx512". */
+const char *kernels_isa_name(kernels_isa_t isa);
+/* Whether this CPU (and its OS) runs the set, and whether this build has it at all. */
+int kernels_isa_supported(kernels_isa_t isa);
+/* The widest set the CPU supports. */
+kernels_isa_t kernels_isa_best(void);
+/* Switches every kernel to `isa`: 0, or -ENOTSUP when the CPU lacks it. */
+int kernels_use(kernels_isa_t isa);
+/* The set in use (chosen on first use if nobody chose: MAPSAGE_KERNELS, else the best). */
+kernels_isa_t kernels_current(void);
+/* Applies MAPSAGE_KERNELS if set (else the best set): 0, or -EINVAL with the variable, its
+ * value and the reason in `error` (an unknown name, or a set this CPU lacks). The worker
+ * calls it at start; on failure the set in use is the best one. */
+int kernels_use_from_env(char *error, size_t error_size);
+/* Floats per vector of the set: 4, 8, 16. */
+int kernels_isa_width(kernels_isa_t isa);
+
+/* The weight gradient of a convolution with few taps (C·K·K small: the first layer), from
+ * im2col columns: col holds CKK rows of `col_stride` floats, the B examples here being the
+ * B·P columns from col's start (B = 1 with col_stride = P: one example's col). */
+/* dout (B,OC,P) -> dweight (OC,CKK) += dout · colᵀ, dbias (OC) +=
+ * Σ dout (may be NULL). */
+void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *dout,
+                                    const float *col, size_t col_stride, int B, int OC, int CKK,
+                                    int P);
+
+/* C (M rows of ldc floats, the first N columns) = A · B + bias (per row; NULL: none), without
+ * packing: A(i,k) = A[i·a_row + k·a_col] (either orientation of a row-major matrix), B holds
+ * K rows of ldb floats. Register tiles of 6 rows × 2 vectors, read straight from B: for the
+ * convolutions' products, whose B (a few examples' im2col columns) is in cache, this skips
+ * OpenBLAS's packing and its zeroing of C, and writes NCHW directly. C is overwritten. */
+void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                           const float *B, size_t ldb, const float *bias, int M, int N, int K);
+
+/* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
+ * relu_backward, which call these). */
+void kernels_relu_forward(float *out, const float *inp, size_t n);
+void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+
+/* Max-pool with a 2×2 window and stride 2 over `planes` planes of H×W, with maxpool_forward's
+ * semantics (argmax in the plane, the first maximum in row-major order wins a tie). */
+void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
+                              int W);
+
+#endif
