@@ -207,7 +207,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       .data_dir = fuzz.data_dir,
       .cancel_grace_ms = 100,
   };
-  FUZZ_CHECK(sched_create(&scheduler, &fuzz.api.sched) == 0, "sched_create");
+  FUZZ_CHECK(sched_create(&scheduler, &fuzz.api.sched, error, sizeof error) == 0, "sched_create: %s", error);
   sql_options_t sql = {.loop = &fuzz.loop, .db_path = fuzz.db_path, .timeout_ms = FUZZ_SQL_TIMEOUT_MS, .max_rows = 200};
   FUZZ_CHECK(sql_create(&sql, &fuzz.api.sql) == 0, "sql_create");
   /* The dashboard from a directory, falling back to the built-in table: both paths of
