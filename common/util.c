@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -244,5 +245,20 @@ int util_parse_size(const char *text, size_t *out) {
   const double bytes = value * scale;
   if (!(bytes >= 1.0) || bytes >= 18446744073709551616.0) return -EINVAL;
   *out = (size_t)bytes;
+  return 0;
+}
+
+int util_random_hex(char *out, size_t bytes) {
+  unsigned char chunk[64];
+  size_t done = 0;
+  while (done < bytes) {
+    size_t want = bytes - done < sizeof chunk ? bytes - done : sizeof chunk;
+    ssize_t n = getrandom(chunk, want, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    for (ssize_t i = 0; i < n; i++) snprintf(out + 2 * (done + (size_t)i), 3, "%02x", chunk[i]);
+    done += (size_t)n;
+  }
+  out[2 * bytes] = '\0';
   return 0;
 }

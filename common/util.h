@@ -53,4 +53,8 @@ int util_parse_size(const char *text, size_t *out);
  * fsync, rename, fsync of the directory. */
 int util_write_file_atomic(const char *path, const void *data, size_t length);
 
+/* `bytes` bytes from getrandom(2) as 2 * bytes lowercase hex digits and a NUL in `out`
+ * (the runs' secrets). Returns 0 or -errno; never short: it waits for the kernel's pool. */
+int util_random_hex(char *out, size_t bytes);
+
 #endif

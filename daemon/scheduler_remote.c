@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "event.h"
 #include "util.h"
@@ -108,20 +107,6 @@ static int apply_line(void *context, const char *line, size_t length, int number
   return 0;
 }
 
-/* SCHED_SECRET_BYTES from getrandom(2), in hex. */
-static int make_secret(char *out) {
-  unsigned char bytes[SCHED_SECRET_BYTES];
-  size_t got = 0;
-  while (got < sizeof bytes) {
-    ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    got += (size_t)n;
-  }
-  for (size_t i = 0; i < sizeof bytes; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
-  return 0;
-}
-
 /* Compares in time that depends on the length only: a poster learns nothing from how long
  * a wrong guess took. */
 static int secrets_equal(const char *given, const char *expected) {
@@ -195,7 +180,7 @@ int sched_post_events(sched_t *sched, int64_t id, const char *body, size_t lengt
     remote->run.planned_epochs = sched_planned_epochs(json_object_get(experiment, "config"));
     json_decref(experiment);
     if (expected) util_strlcpy(remote->secret, expected, sizeof remote->secret);
-    if ((!expected && (result = make_secret(remote->secret)) != 0) ||
+    if ((!expected && (result = util_random_hex(remote->secret, SCHED_SECRET_BYTES)) != 0) ||
         (result = db_experiment_start(db, id, &remote->run.attempt)) != 0) {
       free(remote);
       return result;

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,19 +269,6 @@ static int write_private_file(const char *path, const char *text, mode_t mode) {
   return close(fd) == 0 ? 0 : -errno;
 }
 
-static int make_secret(char *out) {
-  unsigned char bytes[SECRET_BYTES];
-  size_t got = 0;
-  while (got < sizeof bytes) {
-    ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    got += (size_t)n;
-  }
-  for (size_t i = 0; i < sizeof bytes; i++) snprintf(out + 2 * i, 3, "%02x", bytes[i]);
-  return 0;
-}
-
 /* The last lines of the job's output, on one line: "; log tail: a | b", or "". */
 static void log_tail(const job_t *job, char *out, size_t size) {
   char path[PATH_MAX + 16], text[LOG_TAIL_BYTES + 1];
@@ -414,7 +400,7 @@ static int write_job_files(const slurm_t *slurm, job_t *job, const exec_plan_t *
     return util_error(error, error_size, -EINVAL,
                       "the data directory must be an absolute path the nodes see (shared storage), not %s",
                       plan->checkpoint_dir);
-  int result = make_secret(job->secret);
+  int result = util_random_hex(job->secret, SECRET_BYTES);
   if (result != 0) return util_error(error, error_size, result, "getrandom: %s", strerror(-result));
   const struct {
     const char *name, *text;
