@@ -38,6 +38,15 @@ static const option_t cli_ls_options[] = {
   CLI_HELP, CLI_JSON, CLI_LIMIT,
   {CLI_OPTION_STATUS, "status", 0, "STATUS", "only these statuses, separated by commas"},
   {CLI_OPTION_NAME, "name", 0, "TEXT", "only names containing TEXT"},
+  {CLI_OPTION_TAG, "tag", 0, "TAG", "only experiments with this tag; repeatable: any of them"},
+  {CLI_OPTION_WHERE, "where", 0, "COND", "only where FIELD OP VALUE holds; repeatable: all of them"},
+  {CLI_OPTION_ARCHIVED, "archived", 0, NULL, "only archived experiments"},
+  {CLI_OPTION_ALL, "all", 0, NULL, "archived experiments too"},
+  {CLI_OPTION_SORT, "sort", 0, "KEY", "sort by a column or a field (ascending)"},
+  {CLI_OPTION_DESC, "desc", 0, NULL, "sort descending"},
+  {CLI_OPTION_ORDER, "order", 0, "ORDER", "asc or desc"},
+  {CLI_OPTION_COLUMNS, "columns", 0, "LIST", "add columns: fields, separated by commas"},
+  {CLI_OPTION_OFFSET, "offset", 0, "N", "skip the first N rows"},
 };
 static const option_t cli_study_submit_options[] = {
   CLI_HELP, CLI_JSON, CLI_SET, {CLI_OPTION_DRY_RUN, "dry-run", 0, NULL, "create nothing: list the runs"}};
@@ -94,18 +103,39 @@ static const cli_command_t cli_commands[] = {
    "   ID=$(mapsage submit base.json --set name=lr-0.01 --set optimizer.lr=0.01)\n"
    "   generate-config | mapsage submit -\n",
    CLI_OPTIONS(cli_submit_options), "file"},
-  {"ls", command_ls, "ls [--status STATUS] [--name TEXT] [--limit N] [--json]",
+  {"ls", command_ls,
+   "ls [--status STATUS] [--name TEXT] [--tag TAG]... [--where COND]... [--archived|--all] "
+   "[--sort KEY [--desc|--order ORDER]] [--columns LIST] [--limit N] [--offset N] [--json]",
    "Lists experiments, newest first: ID, NAME, STATUS, EPOCH (done/total), TEST-ACC\n"
-   "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far).\n"
+   "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far),\n"
+   "then a column per field of --columns. Archived experiments are left out.\n"
    "\n"
    "   --status STATUS   only these: queued, running, succeeded, failed, cancelled,\n"
    "                     interrupted; several separated by commas\n"
    "   --name TEXT       only experiments whose name contains TEXT\n"
+   "   --tag TAG         only experiments with this tag; repeatable (or TAG,TAG):\n"
+   "                     those with any of them\n"
+   "   --where COND      only experiments where FIELD OP VALUE holds, OP one of = != <\n"
+   "                     <= > >=; repeatable: all must hold. A FIELD is a path into the\n"
+   "                     stored config (optimizer.lr, stages[0].epochs) or summary.NAME\n"
+   "                     (summary.final_test_accuracy)\n"
+   "   --archived        only archived experiments\n"
+   "   --all             archived experiments too\n"
+   "   --sort KEY        sort by a column (id, name, status, priority, teacher,\n"
+   "                     created_at, started_at, finished_at, attempts, progress, step,\n"
+   "                     duration, archived_at) or a FIELD; ascending, runs without the\n"
+   "                     value last\n"
+   "   --desc            sort descending (the same as --order desc)\n"
+   "   --order ORDER     asc or desc\n"
+   "   --columns LIST    add a column per FIELD of LIST, separated by commas (at most 16)\n"
    "   --limit N         at most N experiments (1 to 500; the server's default is 100)\n"
+   "   --offset N        skip the first N (the next page of a sorted list)\n"
    "   --json            print the server's JSON answer as it is\n"
    "\n"
-   "Example:\n"
-   "   mapsage ls --status queued,running --name kd\n",
+   "Examples:\n"
+   "   mapsage ls --status queued,running --name kd\n"
+   "   mapsage ls --tag baseline --where 'optimizer.lr>0.01' --sort summary.final_test_accuracy --desc\n"
+   "   mapsage ls --all --columns optimizer.lr,summary.best_val_accuracy\n",
    CLI_OPTIONS(cli_ls_options), NULL},
   {"show", command_show, "show ID [--json]",
    "Shows one experiment: name, status, error, times, attempts, progress, the summary\n"
