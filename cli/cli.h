@@ -304,6 +304,7 @@ int command_dataset(const cli_global_t *global, int argc, char **argv);
 int command_dataset_add(const cli_global_t *global, int argc, char **argv);
 int command_dataset_ls(const cli_global_t *global, int argc, char **argv);
 int command_dataset_show(const cli_global_t *global, int argc, char **argv);
+int command_dataset_rm(const cli_global_t *global, int argc, char **argv);
 int command_export(const cli_global_t *global, int argc, char **argv);
 /* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
  * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's

@@ -358,6 +358,7 @@ static const cli_command_t cli_commands[] = {
    "   dataset add NAME FILE...   register a dataset from its files\n"
    "   dataset ls                 list the registered datasets\n"
    "   dataset show NAME          one dataset's details and statistics (JSON)\n"
+   "   dataset rm NAME            forget a dataset (its files are kept)\n"
    "\n"
    "Example:\n"
    "   mapsage dataset add cifar10 cifar10/*.bin cifar10/batches.meta.txt\n",
@@ -391,6 +392,17 @@ static const cli_command_t cli_commands[] = {
    "Prints one dataset as the server describes it (JSON): files, checksum, class names,\n"
    "class counts per split, per-channel mean and deviation, duplicates, warnings.\n",
    CLI_OPTIONS(cli_help_options), NULL},
+  {"dataset rm", command_dataset_rm, "dataset rm NAME [--json]",
+   "Removes a dataset from the registry; its files stay in the datasets directory, and\n"
+   "runs that trained on it keep its name and checksum. Refused (exit 1) while a queued\n"
+   "or running experiment uses it (the server names them), and for fashion-mnist, the\n"
+   "default.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset rm cifar10\n",
+   CLI_OPTIONS(cli_id_options), NULL},
   {"export", command_export, "export ID [--epoch N] [--format safetensors|checkpoint] (-o | --output) FILE",
    "Writes a run's weights to FILE: as safetensors (default; the config's layer names in\n"
    "PyTorch's shapes, the config as metadata; docs/export.md loads it into PyTorch), or the\n"
@@ -455,7 +467,7 @@ static const char cli_main_help[] =
   "   report ID          the run's analysis: loss terms, teacher, baseline, findings\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
   "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
-  "   dataset COMMAND    the dataset registry: add, ls, show\n"
+  "   dataset COMMAND    the dataset registry: add, ls, show, rm\n"
   "   export ID -o FILE  a run's weights as safetensors (or its checkpoint)\n"
   "   completion SHELL   the bash or zsh completion script\n"
   "   help [COMMAND]     this help, or one command's\n"

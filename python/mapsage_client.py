@@ -380,6 +380,11 @@ class Client:
         """One dataset with its statistics."""
         return self.request("GET", "/api/datasets/%s" % urllib.parse.quote(name, safe=""))
 
+    def delete_dataset(self, name):
+        """Removes a dataset from the registry (its files stay): {"name", "deleted"}. Refused
+        (status 409) for fashion-mnist and while a queued or running run uses it."""
+        return self.request("DELETE", "/api/datasets/%s" % urllib.parse.quote(name, safe=""))
+
     # --- SQL -----------------------------------------------------------------------------
 
     def sql(self, statement, *params, frame=None):

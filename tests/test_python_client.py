@@ -226,6 +226,11 @@ class PythonClient(unittest.TestCase):
             client.add_dataset("bad", files=["tiny/bad.csv", "tiny/test.csv"])
         self.assertEqual(400, caught.exception.status)
         self.assertTrue(caught.exception.errors, "the reason comes as errors")
+        self.assertEqual({"name": "tiny", "deleted": True}, client.delete_dataset("tiny"))
+        self.assertNotIn("tiny", [d["name"] for d in client.datasets()])
+        with self.assertRaises(MapsageError) as caught:
+            client.delete_dataset("fashion-mnist")
+        self.assertEqual(409, caught.exception.status)
 
     def test_errors(self):
         daemon = self.start_daemon(workers=1)
