@@ -323,7 +323,8 @@ int submit_set(json_t *config, const char *assignment, char *error, size_t error
  * per item by `add_row` (given `context` as it is), with a note on stderr when more exist.
  * An exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
-                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
+                     size_t columns,
+                     int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
                      const void *context);
 /* Reconnecting a live stream, as `watch` and `study watch` do (watch.c): a connection that
  * breaks is tried again up to STREAM_RETRIES times in a row, after a pause that starts at

@@ -110,7 +110,8 @@ done:
 /* What `ls` and `study ls` share: the array `key` of a list answer as a table, a row per
  * item by `add_row`, and a note on stderr when the server has more. Returns an exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
-                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
+                     size_t columns,
+                     int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
                      const void *context) {
   const json_t *items = json_object_get(answer, key);
   if (!json_is_array(items)) {
@@ -180,55 +181,92 @@ static int ls_header(const ls_columns_t *columns, char ***header, table_align_t 
   return 0;
 }
 
-int command_ls(const cli_global_t *global, int argc, char **argv) {
-  const char *status = NULL, *name = NULL, *limit = NULL, *archived = NULL, *sort = NULL, *order = NULL;
-  const char *offset = NULL;
-  buffer_t tags = {0}, where = {0}, column_list = {0};
-  int json = global->json;
+/* What `ls` was asked for: the list's options as the server takes them, the repeatable
+ * flags joined with commas. */
+typedef struct {
+  const char *status, *name, *limit, *offset, *archived, *sort, *order;
+  buffer_t tags, where, columns;
+  int json;
+} ls_options_t;
+
+static void ls_options_free(ls_options_t *options) {
+  buffer_free(&options->tags);
+  buffer_free(&options->where);
+  buffer_free(&options->columns);
+}
+
+/* Parses ls's arguments; CLI_PROCEED, or the exit code to return at once. */
+static int ls_parse(ls_options_t *options, int argc, char **argv) {
   options_t parser;
   cli_options_init(&parser, "ls", argc, argv);
   int key, appended = 0;
   while ((key = options_next(&parser)) != OPTIONS_END && appended == 0) {
     long long count;
     if (key == CLI_OPTION_STATUS) {
-      status = parser.value;
+      options->status = parser.value;
     } else if (key == CLI_OPTION_NAME) {
-      name = parser.value;
+      options->name = parser.value;
     } else if (key == CLI_OPTION_LIMIT) {
       if (cli_parse_id(parser.value, &count) != 0) return cli_usage_error("ls", "--limit needs a positive number");
-      limit = parser.value;
+      options->limit = parser.value;
     } else if (key == CLI_OPTION_OFFSET) {
       if (cli_parse_id(parser.value, &count) != 0 && strcmp(parser.value, "0") != 0)
         return cli_usage_error("ls", "--offset needs a number of rows, 0 or more");
-      offset = parser.value;
+      options->offset = parser.value;
     } else if (key == CLI_OPTION_TAG) {
-      appended = ls_append_item(&tags, parser.value);
+      appended = ls_append_item(&options->tags, parser.value);
     } else if (key == CLI_OPTION_WHERE) {
-      appended = ls_append_item(&where, parser.value);
+      appended = ls_append_item(&options->where, parser.value);
     } else if (key == CLI_OPTION_COLUMNS) {
-      appended = ls_append_item(&column_list, parser.value);
+      appended = ls_append_item(&options->columns, parser.value);
     } else if (key == CLI_OPTION_ARCHIVED) {
-      archived = "1";
+      options->archived = "1";
     } else if (key == CLI_OPTION_ALL) {
-      archived = "all";
+      options->archived = "all";
     } else if (key == CLI_OPTION_SORT) {
-      sort = parser.value;
+      options->sort = parser.value;
     } else if (key == CLI_OPTION_DESC) {
-      order = "desc";
+      options->order = "desc";
     } else if (key == CLI_OPTION_ORDER) {
-      if (strcmp(parser.value, "asc") != 0 && strcmp(parser.value, "desc") != 0) {
-        buffer_free(&tags), buffer_free(&where), buffer_free(&column_list);
+      if (strcmp(parser.value, "asc") != 0 && strcmp(parser.value, "desc") != 0)
         return cli_usage_error("ls", "--order must be asc or desc, not '%s'", parser.value);
-      }
-      order = parser.value;
+      options->order = parser.value;
     } else if (key == CLI_OPTION_JSON) {
-      json = 1;
+      options->json = 1;
     } else {
-      buffer_free(&tags), buffer_free(&where), buffer_free(&column_list);
       return cli_options_default(&parser, "ls", key);
     }
   }
+  return appended == 0 ? CLI_PROCEED : cli_out_of_memory();
+}
 
+/* GET /api/experiments with the options as query parameters. They go to the server as they
+ * are: it knows the statuses, fields and limits, and words the error when one is wrong
+ * (naming the parameter and the field). 0 or -ENOMEM. */
+static int ls_path(const ls_options_t *options, buffer_t *path) {
+  const char *names[] = {"status", "name", "limit", "offset", "archived", "tag", "where", "columns", "sort", "order"};
+  const char *values[] = {options->status, options->name, options->limit, options->offset, options->archived,
+                          options->tags.length > 0 ? options->tags.data : NULL,
+                          options->where.length > 0 ? options->where.data : NULL,
+                          options->columns.length > 0 ? options->columns.data : NULL, options->sort, options->order};
+  char separator = '?';
+  int result = buffer_append_text(path, "/api/experiments");
+  for (size_t i = 0; i < ARRAY_SIZE(names) && result == 0; i++) {
+    if (values[i] == NULL) continue;
+    result = buffer_printf(path, "%c%s=", separator, names[i]);
+    if (result == 0) result = buffer_append_query_value(path, values[i]);
+    separator = '&';
+  }
+  return result;
+}
+
+int command_ls(const cli_global_t *global, int argc, char **argv) {
+  ls_options_t options = {.json = global->json};
+  int exit_code = ls_parse(&options, argc, argv);
+  if (exit_code != CLI_PROCEED) {
+    ls_options_free(&options);
+    return exit_code;
+  }
   buffer_t path = {0};
   client_t client = {0};
   client_response_t response = {0};
@@ -236,22 +274,8 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
   ls_columns_t columns = {0};
   char **header = NULL;
   table_align_t *align = NULL;
-  int exit_code = CLI_EXIT_FAILED;
-  /* The filters go to the server as they are: it knows the statuses, fields and limits, and
-   * words the error when one is wrong (naming the parameter and the field). */
-  char separator = '?';
-  const char *names[] = {"status", "name", "limit", "offset", "archived", "tag", "where", "columns", "sort", "order"};
-  const char *values[] = {status, name, limit, offset, archived,
-                          tags.length > 0 ? tags.data : NULL, where.length > 0 ? where.data : NULL,
-                          column_list.length > 0 ? column_list.data : NULL, sort, order};
-  int result = appended != 0 ? appended : buffer_append_text(&path, "/api/experiments");
-  for (size_t i = 0; i < ARRAY_SIZE(names) && result == 0; i++) {
-    if (values[i] == NULL) continue;
-    result = buffer_printf(&path, "%c%s=", separator, names[i]);
-    if (result == 0) result = buffer_append_query_value(&path, values[i]);
-    separator = '&';
-  }
-  if (result == 0) result = ls_split_columns(column_list.data, &columns);
+  int result = ls_path(&options, &path);
+  if (result == 0) result = ls_split_columns(options.columns.data, &columns);
   if (result == 0) result = ls_header(&columns, &header, &align);
   if (result != 0) {
     exit_code = cli_out_of_memory();
@@ -262,14 +286,14 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path.data, NULL, 0, &response);
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
-  if (json) {
+  if (options.json) {
     client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, "GET /api/experiments", &answer);
   if (exit_code != CLI_EXIT_OK) goto done;
-  exit_code = print_list_table(answer, "experiments", (const char *const *)header, align, LS_FIXED_COLUMNS + columns.count,
-                               ls_add_row, &columns);
+  exit_code = print_list_table(answer, "experiments", (const char *const *)header, align,
+                               LS_FIXED_COLUMNS + columns.count, ls_add_row, &columns);
 done:
   for (size_t i = 0; header != NULL && i < LS_FIXED_COLUMNS + columns.count; i++) free(header[i]);
   free(header);
@@ -280,9 +304,7 @@ done:
   client_response_free(&response);
   client_close(&client);
   buffer_free(&path);
-  buffer_free(&tags);
-  buffer_free(&where);
-  buffer_free(&column_list);
+  ls_options_free(&options);
   return exit_code;
 }
 
