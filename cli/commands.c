@@ -420,6 +420,13 @@ int command_show(const cli_global_t *global, int argc, char **argv) {
       snprintf(line + used, sizeof line - (size_t)used, ", stage %lld/%lld", stage + 1, stages);
     show_field("progress", line);
   }
+  const char *dataset = format_json_string(experiment, "dataset");
+  const char *checksum = format_json_string(experiment, "dataset_checksum");
+  if (dataset != NULL) {
+    snprintf(line, sizeof line, "%s%s%s%s", dataset, checksum != NULL ? " (SHA-256 " : "",
+             checksum != NULL ? checksum : "", checksum != NULL ? ")" : "");
+    show_field("dataset", line);
+  }
   show_object("summary", json_object_get(experiment, "summary"));
   show_object("worker", json_object_get(experiment, "worker"));
   const json_t *stored = json_object_get(experiment, "config");

@@ -138,9 +138,9 @@ static const cli_command_t cli_commands[] = {
    "   mapsage ls --all --columns optimizer.lr,summary.best_val_accuracy\n",
    CLI_OPTIONS(cli_ls_options), NULL},
   {"show", command_show, "show ID [--json]",
-   "Shows one experiment: name, status, error, times, attempts, progress, the summary\n"
-   "its worker reported, the worker's details and the stored config, with every\n"
-   "default filled in.\n"
+   "Shows one experiment: name, status, error, times, attempts, progress, the dataset\n"
+   "and its checksum, the summary its worker reported, the worker's details and the\n"
+   "stored config, with every default filled in.\n"
    "\n"
    "   --json   print the server's JSON answer as it is\n"
    "\n"

@@ -509,6 +509,9 @@ class Delete(unittest.TestCase):
         self.assertTrue(all(os.path.exists(path) for path in files))
         self.assertEqual("gone", self.daemon.experiment(user)["dataset"])  # a run keeps what it used
         self.assertEqual(registered["checksum"], self.daemon.experiment(user)["dataset_checksum"])
+        code, out, _ = self.mapsage("show", str(user))
+        self.assertEqual(0, code)
+        self.assertIn("\n  dataset    gone (SHA-256 %s)\n" % registered["checksum"], out)
         code, _, err = self.mapsage("dataset", "rm", "gone")
         self.assertEqual(1, code)
         self.assertIn("no dataset gone", err)
