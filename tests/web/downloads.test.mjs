@@ -98,7 +98,23 @@ test('a click downloads the bytes the API sends', async () => {
   assert.ok(!first.equals(second));
 });
 
+test('a run on synthetic data names it without a link (it has no page)', async () => {
+  const submitted = await call('POST', '/api/experiments', {name: 'on-synthetic', epochs: 1,
+    dataset: {name: 'synthetic', train_size: 256},
+    model: {layers: [{type: 'linear', out: 8}, {type: 'relu'}, {type: 'linear', out: 10}]}});
+  assert.equal(submitted.status, 201, JSON.stringify(submitted.body));
+  const synthetic = await waitEnded(submitted.body.id, 180);
+  assert.equal(synthetic.dataset, 'synthetic');
+  assert.equal(synthetic.dataset_checksum, null);
+  await go(page, `#/experiments/${synthetic.id}`);
+  const line = page.locator('.run-header .dataset-line');
+  await line.locator('.dataset-name').waitFor();
+  assert.equal(await line.textContent(), 'trained on synthetic');
+  assert.equal(await line.locator('a').count(), 0);
+});
+
 test('the dataset link opens the dataset page', async () => {
+  await go(page, `#/experiments/${run.id}`);
   await page.locator('.run-header a.dataset-link').click();
   await page.locator('.checksum code').waitFor();
   assert.equal(await page.locator('.checksum code').textContent(), dataset.checksum);

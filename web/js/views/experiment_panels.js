@@ -8,12 +8,13 @@ import {downloadUrl} from '../api.js';
 
 // "trained on fashion-mnist · 3f2a9c01b7de": the dataset (a link to its page) and the first
 // 12 hex digits of the checksum recorded at submission, the whole one in the title. Null for
-// a run that records none (one from before datasets were recorded).
+// a run that records none. Synthetic data is generated, not registered: no page to link.
 export function datasetLine(experiment) {
   const name = experiment.dataset;
   if (!name) return null;
   const checksum = experiment.dataset_checksum;
-  return ['trained on ', h('a', {href: `#/datasets/${encodeURIComponent(name)}`, class: 'dataset-link'}, name),
+  return ['trained on ', name === 'synthetic' ? h('span', {class: 'dataset-name'}, name)
+    : h('a', {href: `#/datasets/${encodeURIComponent(name)}`, class: 'dataset-link'}, name),
     checksum ? [' · ', h('code', {class: 'dataset-checksum', title: `SHA-256 ${checksum}`}, checksum.slice(0, 12))]
       : null];
 }
