@@ -209,6 +209,14 @@ enum {
   CLI_OPTION_REMOVE,
   CLI_OPTION_CLEAR,
   CLI_OPTION_UNDO,
+  CLI_OPTION_TAG,
+  CLI_OPTION_ARCHIVED,
+  CLI_OPTION_WHERE,
+  CLI_OPTION_SORT,
+  CLI_OPTION_DESC,
+  CLI_OPTION_ORDER,
+  CLI_OPTION_COLUMNS,
+  CLI_OPTION_OFFSET,
 };
 /* Starts parsing `command`'s arguments (argv[0] is its name) with its option table. */
 void cli_options_init(options_t *parser, const char *command, int argc, char **argv);
@@ -296,6 +304,7 @@ int command_dataset(const cli_global_t *global, int argc, char **argv);
 int command_dataset_add(const cli_global_t *global, int argc, char **argv);
 int command_dataset_ls(const cli_global_t *global, int argc, char **argv);
 int command_dataset_show(const cli_global_t *global, int argc, char **argv);
+int command_dataset_rm(const cli_global_t *global, int argc, char **argv);
 int command_export(const cli_global_t *global, int argc, char **argv);
 /* What study.c's commands and study_watch.c share: `study COMMAND ID [--json] [--all]`
  * parsed (CLI_PROCEED with *id, or the exit code); the runs that have ended in a study's
@@ -311,9 +320,12 @@ int study_append_counts(buffer_t *buffer, const json_t *counts);
  * with rules of its own. */
 int submit_set(json_t *config, const char *assignment, char *error, size_t error_size);
 /* The array `key` of a list answer (GET /api/experiments, /api/studies) as a table, a row
- * per item by `add_row`, with a note on stderr when older ones exist. An exit code. */
+ * per item by `add_row` (given `context` as it is), with a note on stderr when more exist.
+ * An exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
-                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now));
+                     size_t columns,
+                     int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
+                     const void *context);
 /* Reconnecting a live stream, as `watch` and `study watch` do (watch.c): a connection that
  * breaks is tried again up to STREAM_RETRIES times in a row, after a pause that starts at
  * the server's `retry` (else 500 ms), never under 100 ms, and doubles per failure up to 8 s;

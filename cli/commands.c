@@ -5,6 +5,7 @@
  * submit.c, sql in sql.c, watch in watch.c, rerun in rerun.c, logs in logs.c. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +16,40 @@
  * ls */
 
 #define LS_NAME_COLUMNS 40
+#define LS_FIXED_COLUMNS 7 /* ID NAME STATUS EPOCH TEST-ACC AGE DURATION */
 
-/* One experiment as the row ID NAME STATUS EPOCH TEST-ACC AGE DURATION. */
-static int ls_add_row(table_t *table, const json_t *experiment, double now) {
+/* The config values and summary figures `ls --columns` adds to each row, by the names the
+ * server keys them with in the row's "columns" (as they were asked for). */
+typedef struct {
+  char **names;
+  size_t count;
+} ls_columns_t;
+
+/* A value of a row's "columns" as a cell: numbers as format_number writes them, texts cut,
+ * booleans as words, a missing value as "-", anything else as compact JSON. */
+static int ls_append_value(buffer_t *cell, const json_t *value) {
+  char number[64];
+  if (value == NULL || json_is_null(value)) return buffer_append_text(cell, "-");
+  if (json_is_number(value)) {
+    format_number(value, number, sizeof number);
+    return buffer_append_text(cell, number);
+  }
+  if (json_is_string(value)) return format_append_cut(cell, json_string_value(value), LS_NAME_COLUMNS);
+  char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (text == NULL) return -ENOMEM;
+  int result = format_append_cut(cell, text, LS_NAME_COLUMNS);
+  free(text);
+  return result;
+}
+
+/* One experiment as the row ID NAME STATUS EPOCH TEST-ACC AGE DURATION, then its --columns. */
+static int ls_add_row(table_t *table, const json_t *experiment, double now, const void *context) {
+  const ls_columns_t *columns = context;
   char id[32], epoch[48], accuracy[32], age[32], duration[32];
   buffer_t name = {0};
+  buffer_t *extra = NULL;
+  const char **cells = NULL;
+  int result = -ENOMEM;
   long long number;
   if (format_json_integer(experiment, "id", &number) == 0)
     snprintf(id, sizeof id, "%lld", number);
@@ -28,10 +58,8 @@ static int ls_add_row(table_t *table, const json_t *experiment, double now) {
 
   const char *title = format_json_string(experiment, "name");
   if (buffer_append_text(&name, "") != 0 ||
-      format_append_cut(&name, title != NULL && title[0] != '\0' ? title : "-", LS_NAME_COLUMNS) != 0) {
-    buffer_free(&name);
-    return -ENOMEM;
-  }
+      format_append_cut(&name, title != NULL && title[0] != '\0' ? title : "-", LS_NAME_COLUMNS) != 0)
+    goto done;
 
   const char *status = format_json_string(experiment, "status");
   const json_t *progress = json_object_get(experiment, "progress");
@@ -59,17 +87,32 @@ static int ls_add_row(table_t *table, const json_t *experiment, double now) {
     snprintf(duration, sizeof duration, "-");
   }
 
-  const char *cells[] = {id, name.data, status != NULL ? status : "?", epoch, accuracy, age, duration};
-  int result = table_add_row(table, cells);
+  const char *fixed[] = {id, name.data, status != NULL ? status : "?", epoch, accuracy, age, duration};
+  extra = calloc(columns->count + 1, sizeof *extra);
+  cells = calloc(ARRAY_SIZE(fixed) + columns->count, sizeof *cells);
+  if (extra == NULL || cells == NULL) goto done;
+  memcpy(cells, fixed, sizeof fixed);
+  const json_t *values = json_object_get(experiment, "columns");
+  for (size_t i = 0; i < columns->count; i++) {
+    if (ls_append_value(&extra[i], json_object_get(values, columns->names[i])) != 0) goto done;
+    cells[ARRAY_SIZE(fixed) + i] = extra[i].data;
+  }
+  result = table_add_row(table, cells);
+done:
+  if (extra != NULL)
+    for (size_t i = 0; i < columns->count; i++) buffer_free(&extra[i]);
+  free(extra);
+  free(cells);
   buffer_free(&name);
   return result;
 }
 
 /* What `ls` and `study ls` share: the array `key` of a list answer as a table, a row per
- * item by `add_row`, and a note on stderr when the server has older ones. Returns an exit
- * code. */
+ * item by `add_row`, and a note on stderr when the server has more. Returns an exit code. */
 int print_list_table(const json_t *answer, const char *key, const char *const *header, const table_align_t *align,
-                     size_t columns, int (*add_row)(table_t *table, const json_t *item, double now)) {
+                     size_t columns,
+                     int (*add_row)(table_t *table, const json_t *item, double now, const void *context),
+                     const void *context) {
   const json_t *items = json_object_get(answer, key);
   if (!json_is_array(items)) {
     fprintf(stderr, "mapsage: the server's list has no \"%s\" array\n", key);
@@ -81,55 +124,159 @@ int print_list_table(const json_t *answer, const char *key, const char *const *h
   int result = table_add_row(&table, header);
   size_t i;
   const json_t *item;
-  json_array_foreach(items, i, item) if (result == 0) result = add_row(&table, item, now);
+  json_array_foreach(items, i, item) if (result == 0) result = add_row(&table, item, now, context);
   if (result == 0) table_print(&table, stdout);
   table_free(&table);
   if (result != 0) return cli_out_of_memory();
   const json_t *next_before = json_object_get(answer, "next_before");
+  const json_t *next_offset = json_object_get(answer, "next_offset");
   if (next_before != NULL && !json_is_null(next_before))
     fprintf(stderr, "mapsage: the newest %zu shown; older ones with --limit N (up to 500)\n", json_array_size(items));
+  else if (json_is_integer(next_offset))
+    fprintf(stderr, "mapsage: the first %zu shown; the next ones with --offset %lld (or --limit N, up to 500)\n",
+            json_array_size(items), (long long)json_integer_value(next_offset));
   return CLI_EXIT_OK;
 }
 
-int command_ls(const cli_global_t *global, int argc, char **argv) {
-  const char *status = NULL, *name = NULL, *limit = NULL;
-  int json = global->json;
+/* Appends ",item" (or "item" first) to a comma-separated list built from a repeated flag. */
+static int ls_append_item(buffer_t *list, const char *item) {
+  if (list->length > 0 && buffer_append_text(list, ",") != 0) return -ENOMEM;
+  return buffer_append_text(list, item);
+}
+
+/* Splits the comma-separated --columns into the names the rows carry their values under. */
+static int ls_split_columns(const char *list, ls_columns_t *columns) {
+  for (const char *item = list; item != NULL && *item != '\0';) {
+    const char *comma = strchr(item, ',');
+    size_t length = comma != NULL ? (size_t)(comma - item) : strlen(item);
+    if (length > 0) {
+      char **grown = realloc(columns->names, (columns->count + 1) * sizeof *grown);
+      if (grown == NULL) return -ENOMEM;
+      columns->names = grown;
+      if ((columns->names[columns->count] = strndup(item, length)) == NULL) return -ENOMEM;
+      columns->count++;
+    }
+    item = comma != NULL ? comma + 1 : NULL;
+  }
+  return 0;
+}
+
+/* The table's header and alignment: the seven fixed columns, then each of --columns by
+ * its name in capitals, right-aligned (they are mostly numbers). */
+static int ls_header(const ls_columns_t *columns, char ***header, table_align_t **align) {
+  static const table_align_t fixed_align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT,
+                                              TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
+  static const char *const fixed[] = {"ID", "NAME", "STATUS", "EPOCH", "TEST-ACC", "AGE", "DURATION"};
+  size_t total = ARRAY_SIZE(fixed) + columns->count;
+  *header = calloc(total, sizeof **header);
+  *align = calloc(total, sizeof **align);
+  if (*header == NULL || *align == NULL) return -ENOMEM;
+  for (size_t i = 0; i < total; i++) {
+    const char *text = i < ARRAY_SIZE(fixed) ? fixed[i] : columns->names[i - ARRAY_SIZE(fixed)];
+    if (((*header)[i] = strdup(text)) == NULL) return -ENOMEM;
+    if (i >= ARRAY_SIZE(fixed))
+      for (char *c = (*header)[i]; *c != '\0'; c++) *c = (char)toupper((unsigned char)*c);
+    (*align)[i] = i < ARRAY_SIZE(fixed) ? fixed_align[i] : TABLE_RIGHT;
+  }
+  return 0;
+}
+
+/* What `ls` was asked for: the list's options as the server takes them, the repeatable
+ * flags joined with commas. */
+typedef struct {
+  const char *status, *name, *limit, *offset, *archived, *sort, *order;
+  buffer_t tags, where, columns;
+  int json;
+} ls_options_t;
+
+static void ls_options_free(ls_options_t *options) {
+  buffer_free(&options->tags);
+  buffer_free(&options->where);
+  buffer_free(&options->columns);
+}
+
+/* Parses ls's arguments; CLI_PROCEED, or the exit code to return at once. */
+static int ls_parse(ls_options_t *options, int argc, char **argv) {
   options_t parser;
   cli_options_init(&parser, "ls", argc, argv);
-  int key;
-  while ((key = options_next(&parser)) != OPTIONS_END) {
+  int key, appended = 0;
+  while ((key = options_next(&parser)) != OPTIONS_END && appended == 0) {
     long long count;
     if (key == CLI_OPTION_STATUS) {
-      status = parser.value;
+      options->status = parser.value;
     } else if (key == CLI_OPTION_NAME) {
-      name = parser.value;
+      options->name = parser.value;
     } else if (key == CLI_OPTION_LIMIT) {
       if (cli_parse_id(parser.value, &count) != 0) return cli_usage_error("ls", "--limit needs a positive number");
-      limit = parser.value;
+      options->limit = parser.value;
+    } else if (key == CLI_OPTION_OFFSET) {
+      if (cli_parse_id(parser.value, &count) != 0 && strcmp(parser.value, "0") != 0)
+        return cli_usage_error("ls", "--offset needs a number of rows, 0 or more");
+      options->offset = parser.value;
+    } else if (key == CLI_OPTION_TAG) {
+      appended = ls_append_item(&options->tags, parser.value);
+    } else if (key == CLI_OPTION_WHERE) {
+      appended = ls_append_item(&options->where, parser.value);
+    } else if (key == CLI_OPTION_COLUMNS) {
+      appended = ls_append_item(&options->columns, parser.value);
+    } else if (key == CLI_OPTION_ARCHIVED) {
+      options->archived = "1";
+    } else if (key == CLI_OPTION_ALL) {
+      options->archived = "all";
+    } else if (key == CLI_OPTION_SORT) {
+      options->sort = parser.value;
+    } else if (key == CLI_OPTION_DESC) {
+      options->order = "desc";
+    } else if (key == CLI_OPTION_ORDER) {
+      if (strcmp(parser.value, "asc") != 0 && strcmp(parser.value, "desc") != 0)
+        return cli_usage_error("ls", "--order must be asc or desc, not '%s'", parser.value);
+      options->order = parser.value;
     } else if (key == CLI_OPTION_JSON) {
-      json = 1;
+      options->json = 1;
     } else {
       return cli_options_default(&parser, "ls", key);
     }
   }
+  return appended == 0 ? CLI_PROCEED : cli_out_of_memory();
+}
 
+/* GET /api/experiments with the options as query parameters. They go to the server as they
+ * are: it knows the statuses, fields and limits, and words the error when one is wrong
+ * (naming the parameter and the field). 0 or -ENOMEM. */
+static int ls_path(const ls_options_t *options, buffer_t *path) {
+  const char *names[] = {"status", "name", "limit", "offset", "archived", "tag", "where", "columns", "sort", "order"};
+  const char *values[] = {options->status, options->name, options->limit, options->offset, options->archived,
+                          options->tags.length > 0 ? options->tags.data : NULL,
+                          options->where.length > 0 ? options->where.data : NULL,
+                          options->columns.length > 0 ? options->columns.data : NULL, options->sort, options->order};
+  char separator = '?';
+  int result = buffer_append_text(path, "/api/experiments");
+  for (size_t i = 0; i < ARRAY_SIZE(names) && result == 0; i++) {
+    if (values[i] == NULL) continue;
+    result = buffer_printf(path, "%c%s=", separator, names[i]);
+    if (result == 0) result = buffer_append_query_value(path, values[i]);
+    separator = '&';
+  }
+  return result;
+}
+
+int command_ls(const cli_global_t *global, int argc, char **argv) {
+  ls_options_t options = {.json = global->json};
+  int exit_code = ls_parse(&options, argc, argv);
+  if (exit_code != CLI_PROCEED) {
+    ls_options_free(&options);
+    return exit_code;
+  }
   buffer_t path = {0};
   client_t client = {0};
   client_response_t response = {0};
   json_t *answer = NULL;
-  int exit_code = CLI_EXIT_FAILED;
-  /* The filters go to the server as they are: it knows the statuses and limits, and words
-   * the error when one is wrong. */
-  char separator = '?';
-  const char *names[] = {"status", "name", "limit"};
-  const char *values[] = {status, name, limit};
-  int result = buffer_append_text(&path, "/api/experiments");
-  for (size_t i = 0; i < ARRAY_SIZE(names) && result == 0; i++) {
-    if (values[i] == NULL) continue;
-    result = buffer_printf(&path, "%c%s=", separator, names[i]);
-    if (result == 0) result = buffer_append_query_value(&path, values[i]);
-    separator = '&';
-  }
+  ls_columns_t columns = {0};
+  char **header = NULL;
+  table_align_t *align = NULL;
+  int result = ls_path(&options, &path);
+  if (result == 0) result = ls_split_columns(options.columns.data, &columns);
+  if (result == 0) result = ls_header(&columns, &header, &align);
   if (result != 0) {
     exit_code = cli_out_of_memory();
     goto done;
@@ -139,21 +286,25 @@ int command_ls(const cli_global_t *global, int argc, char **argv) {
   if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "GET", path.data, NULL, 0, &response);
   if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
   if (exit_code != CLI_EXIT_OK) goto done;
-  if (json) {
+  if (options.json) {
     client_print_raw(&response);
     goto done;
   }
   exit_code = client_parse(&response, "GET /api/experiments", &answer);
   if (exit_code != CLI_EXIT_OK) goto done;
-  static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT,
-                                        TABLE_RIGHT, TABLE_RIGHT, TABLE_RIGHT};
-  static const char *const header[] = {"ID", "NAME", "STATUS", "EPOCH", "TEST-ACC", "AGE", "DURATION"};
-  exit_code = print_list_table(answer, "experiments", header, align, ARRAY_SIZE(header), ls_add_row);
+  exit_code = print_list_table(answer, "experiments", (const char *const *)header, align,
+                               LS_FIXED_COLUMNS + columns.count, ls_add_row, &columns);
 done:
+  for (size_t i = 0; header != NULL && i < LS_FIXED_COLUMNS + columns.count; i++) free(header[i]);
+  free(header);
+  free(align);
+  for (size_t i = 0; i < columns.count; i++) free(columns.names[i]);
+  free(columns.names);
   json_decref(answer);
   client_response_free(&response);
   client_close(&client);
   buffer_free(&path);
+  ls_options_free(&options);
   return exit_code;
 }
 
@@ -268,6 +419,13 @@ int command_show(const cli_global_t *global, int argc, char **argv) {
         format_json_integer(progress, "stages", &stages) == 0 && stages > 1 && used < (int)sizeof line)
       snprintf(line + used, sizeof line - (size_t)used, ", stage %lld/%lld", stage + 1, stages);
     show_field("progress", line);
+  }
+  const char *dataset = format_json_string(experiment, "dataset");
+  const char *checksum = format_json_string(experiment, "dataset_checksum");
+  if (dataset != NULL) {
+    snprintf(line, sizeof line, "%s%s%s%s", dataset, checksum != NULL ? " (SHA-256 " : "",
+             checksum != NULL ? checksum : "", checksum != NULL ? ")" : "");
+    show_field("dataset", line);
   }
   show_object("summary", json_object_get(experiment, "summary"));
   show_object("worker", json_object_get(experiment, "worker"));

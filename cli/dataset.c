@@ -13,9 +13,9 @@
 
 int command_dataset(const cli_global_t *global, int argc, char **argv) {
   (void)global;
-  if (argc < 2) return cli_usage_error("dataset", "which dataset command? add, ls or show");
+  if (argc < 2) return cli_usage_error("dataset", "which dataset command? add, ls, show or rm");
   if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) return cli_help("dataset");
-  return cli_usage_error("dataset", "'%s' is not a dataset command: add, ls or show", argv[1]);
+  return cli_usage_error("dataset", "'%s' is not a dataset command: add, ls, show or rm", argv[1]);
 }
 
 /* A path as the daemon should get it: absolute when it exists here (the daemon checks that
@@ -267,5 +267,41 @@ done:
   json_decref(experiment);
   client_response_free(&response);
   client_close(&client);
+  return exit_code;
+}
+
+/* `dataset rm NAME`: DELETE /api/datasets/NAME; the files stay where they are. */
+int command_dataset_rm(const cli_global_t *global, int argc, char **argv) {
+  const char *name = NULL;
+  int json = global->json;
+  options_t parser;
+  cli_options_init(&parser, "dataset rm", argc, argv);
+  int key;
+  while ((key = options_next(&parser)) != OPTIONS_END) {
+    if (key == CLI_OPTION_JSON) {
+      json = 1;
+      continue;
+    }
+    if (key != OPTIONS_ARGUMENT || name) return cli_options_default(&parser, "dataset rm", key);
+    name = parser.value;
+  }
+  if (!name) return cli_usage_error("dataset rm", "which dataset? give its NAME");
+  buffer_t path = {0};
+  if (buffer_append_text(&path, "/api/datasets/") != 0 || buffer_append_query_value(&path, name) != 0)
+    return cli_out_of_memory();
+  client_t client = {0};
+  client_response_t response = {0};
+  int exit_code = client_open(&client, global);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_request(&client, "DELETE", buffer_text(&path), NULL, 0, &response);
+  if (exit_code == CLI_EXIT_OK) exit_code = client_check(&response);
+  if (exit_code == CLI_EXIT_OK) {
+    if (json)
+      client_print_raw(&response);
+    else
+      printf("deleted dataset %s (its files are kept)\n", name);
+  }
+  client_response_free(&response);
+  client_close(&client);
+  buffer_free(&path);
   return exit_code;
 }

@@ -38,6 +38,15 @@ static const option_t cli_ls_options[] = {
   CLI_HELP, CLI_JSON, CLI_LIMIT,
   {CLI_OPTION_STATUS, "status", 0, "STATUS", "only these statuses, separated by commas"},
   {CLI_OPTION_NAME, "name", 0, "TEXT", "only names containing TEXT"},
+  {CLI_OPTION_TAG, "tag", 0, "TAG", "only experiments with this tag; repeatable: any of them"},
+  {CLI_OPTION_WHERE, "where", 0, "COND", "only where FIELD OP VALUE holds; repeatable: all of them"},
+  {CLI_OPTION_ARCHIVED, "archived", 0, NULL, "only archived experiments"},
+  {CLI_OPTION_ALL, "all", 0, NULL, "archived experiments too"},
+  {CLI_OPTION_SORT, "sort", 0, "KEY", "sort by a column or a field (ascending)"},
+  {CLI_OPTION_DESC, "desc", 0, NULL, "sort descending"},
+  {CLI_OPTION_ORDER, "order", 0, "ORDER", "asc or desc"},
+  {CLI_OPTION_COLUMNS, "columns", 0, "LIST", "add columns: fields, separated by commas"},
+  {CLI_OPTION_OFFSET, "offset", 0, "N", "skip the first N rows"},
 };
 static const option_t cli_study_submit_options[] = {
   CLI_HELP, CLI_JSON, CLI_SET, {CLI_OPTION_DRY_RUN, "dry-run", 0, NULL, "create nothing: list the runs"}};
@@ -94,23 +103,44 @@ static const cli_command_t cli_commands[] = {
    "   ID=$(mapsage submit base.json --set name=lr-0.01 --set optimizer.lr=0.01)\n"
    "   generate-config | mapsage submit -\n",
    CLI_OPTIONS(cli_submit_options), "file"},
-  {"ls", command_ls, "ls [--status STATUS] [--name TEXT] [--limit N] [--json]",
+  {"ls", command_ls,
+   "ls [--status STATUS] [--name TEXT] [--tag TAG]... [--where COND]... [--archived|--all] "
+   "[--sort KEY [--desc|--order ORDER]] [--columns LIST] [--limit N] [--offset N] [--json]",
    "Lists experiments, newest first: ID, NAME, STATUS, EPOCH (done/total), TEST-ACC\n"
-   "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far).\n"
+   "(final test accuracy), AGE (since it was submitted) and DURATION (its run so far),\n"
+   "then a column per field of --columns. Archived experiments are left out.\n"
    "\n"
    "   --status STATUS   only these: queued, running, succeeded, failed, cancelled,\n"
    "                     interrupted; several separated by commas\n"
    "   --name TEXT       only experiments whose name contains TEXT\n"
+   "   --tag TAG         only experiments with this tag; repeatable (or TAG,TAG):\n"
+   "                     those with any of them\n"
+   "   --where COND      only experiments where FIELD OP VALUE holds, OP one of = != <\n"
+   "                     <= > >=; repeatable: all must hold. A FIELD is a path into the\n"
+   "                     stored config (optimizer.lr, stages[0].epochs) or summary.NAME\n"
+   "                     (summary.final_test_accuracy)\n"
+   "   --archived        only archived experiments\n"
+   "   --all             archived experiments too\n"
+   "   --sort KEY        sort by a column (id, name, status, priority, teacher,\n"
+   "                     created_at, started_at, finished_at, attempts, progress, step,\n"
+   "                     duration, archived_at) or a FIELD; ascending, runs without the\n"
+   "                     value last\n"
+   "   --desc            sort descending (the same as --order desc)\n"
+   "   --order ORDER     asc or desc\n"
+   "   --columns LIST    add a column per FIELD of LIST, separated by commas (at most 16)\n"
    "   --limit N         at most N experiments (1 to 500; the server's default is 100)\n"
+   "   --offset N        skip the first N (the next page of a sorted list)\n"
    "   --json            print the server's JSON answer as it is\n"
    "\n"
-   "Example:\n"
-   "   mapsage ls --status queued,running --name kd\n",
+   "Examples:\n"
+   "   mapsage ls --status queued,running --name kd\n"
+   "   mapsage ls --tag baseline --where 'optimizer.lr>0.01' --sort summary.final_test_accuracy --desc\n"
+   "   mapsage ls --all --columns optimizer.lr,summary.best_val_accuracy\n",
    CLI_OPTIONS(cli_ls_options), NULL},
   {"show", command_show, "show ID [--json]",
-   "Shows one experiment: name, status, error, times, attempts, progress, the summary\n"
-   "its worker reported, the worker's details and the stored config, with every\n"
-   "default filled in.\n"
+   "Shows one experiment: name, status, error, times, attempts, progress, the dataset\n"
+   "and its checksum, the summary its worker reported, the worker's details and the\n"
+   "stored config, with every default filled in.\n"
    "\n"
    "   --json   print the server's JSON answer as it is\n"
    "\n"
@@ -328,6 +358,7 @@ static const cli_command_t cli_commands[] = {
    "   dataset add NAME FILE...   register a dataset from its files\n"
    "   dataset ls                 list the registered datasets\n"
    "   dataset show NAME          one dataset's details and statistics (JSON)\n"
+   "   dataset rm NAME            forget a dataset (its files are kept)\n"
    "\n"
    "Example:\n"
    "   mapsage dataset add cifar10 cifar10/*.bin cifar10/batches.meta.txt\n",
@@ -361,6 +392,17 @@ static const cli_command_t cli_commands[] = {
    "Prints one dataset as the server describes it (JSON): files, checksum, class names,\n"
    "class counts per split, per-channel mean and deviation, duplicates, warnings.\n",
    CLI_OPTIONS(cli_help_options), NULL},
+  {"dataset rm", command_dataset_rm, "dataset rm NAME [--json]",
+   "Removes a dataset from the registry; its files stay in the datasets directory, and\n"
+   "runs that trained on it keep its name and checksum. Refused (exit 1) while a queued\n"
+   "or running experiment uses it (the server names them), and for fashion-mnist, the\n"
+   "default.\n"
+   "\n"
+   "   --json   print the server's JSON answer as it is\n"
+   "\n"
+   "Example:\n"
+   "   mapsage dataset rm cifar10\n",
+   CLI_OPTIONS(cli_id_options), NULL},
   {"export", command_export, "export ID [--epoch N] [--format safetensors|checkpoint] (-o | --output) FILE",
    "Writes a run's weights to FILE: as safetensors (default; the config's layer names in\n"
    "PyTorch's shapes, the config as metadata; docs/export.md loads it into PyTorch), or the\n"
@@ -425,7 +467,7 @@ static const char cli_main_help[] =
   "   report ID          the run's analysis: loss terms, teacher, baseline, findings\n"
   "   sql STATEMENT|-    query the history with read-only SQL (table, --csv, --json)\n"
   "   study COMMAND      studies: submit (or --dry-run), ls, show, watch, cancel\n"
-  "   dataset COMMAND    the dataset registry: add, ls, show\n"
+  "   dataset COMMAND    the dataset registry: add, ls, show, rm\n"
   "   export ID -o FILE  a run's weights as safetensors (or its checkpoint)\n"
   "   completion SHELL   the bash or zsh completion script\n"
   "   help [COMMAND]     this help, or one command's\n"

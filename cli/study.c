@@ -335,7 +335,8 @@ long long study_ended_runs(const json_t *counts) {
 }
 
 /* One study as the row ID NAME STATUS RUNS AGE. */
-static int study_ls_add_row(table_t *table, const json_t *study, double now) {
+static int study_ls_add_row(table_t *table, const json_t *study, double now, const void *context) {
+  (void)context;
   char id[32], runs[64], age[32];
   buffer_t name = {0};
   long long number;
@@ -407,7 +408,7 @@ int command_study_ls(const cli_global_t *global, int argc, char **argv) {
   if (exit_code != CLI_EXIT_OK) goto done;
   static const table_align_t align[] = {TABLE_RIGHT, TABLE_LEFT, TABLE_LEFT, TABLE_RIGHT, TABLE_RIGHT};
   static const char *const header[] = {"ID", "NAME", "STATUS", "RUNS", "AGE"};
-  exit_code = print_list_table(answer, "studies", header, align, ARRAY_SIZE(header), study_ls_add_row);
+  exit_code = print_list_table(answer, "studies", header, align, ARRAY_SIZE(header), study_ls_add_row, NULL);
 done:
   json_decref(answer);
   client_response_free(&response);

@@ -465,6 +465,7 @@ static int register_dataset(http_request_t *request) { return with_datasets(requ
 static int list_datasets(http_request_t *request) { return with_datasets(request, dataset_handle_list); }
 static int get_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_get); }
 static int get_dataset_samples(http_request_t *request) { return with_datasets(request, dataset_handle_samples); }
+static int delete_dataset(http_request_t *request) { return with_datasets(request, dataset_handle_delete); }
 
 static int download_checkpoint(http_request_t *request) { return export_handle_checkpoint(app(request)->db, request); }
 static int export_model(http_request_t *request) { return export_handle_export(app(request)->db, request); }
@@ -500,6 +501,7 @@ const http_route_t api_routes[] = {
     {"GET", "/api/datasets", list_datasets, NULL},
     {"GET", "/api/datasets/{name}", get_dataset, NULL},
     {"GET", "/api/datasets/{name}/samples", get_dataset_samples, NULL},
+    {"DELETE", "/api/datasets/{name}", delete_dataset, NULL},
     {"POST", "/api/sql", run_sql, JSON},
     {"GET", "/api/health", get_health, NULL},
     {"GET", "/metrics", get_prometheus_metrics, NULL},

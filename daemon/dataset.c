@@ -551,6 +551,60 @@ int dataset_handle_samples(dataset_registry_t *registry, http_request_t *request
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Deleting */
+
+/* The runs that still need `name`'s files (queued, running, or interrupted and so runnable
+ * again), as "3, 5, 8" (the first 20), into `out`; 0 when there are none, 1 when there are,
+ * -EIO when the query failed. */
+static int dataset__users(dataset_registry_t *registry, const char *name, char *out, size_t out_size) {
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db_sqlite(registry->db),
+                         "SELECT group_concat(id, ', '), count(*) FROM (SELECT id FROM experiments WHERE dataset = ?1 "
+                         "AND status IN ('queued', 'running', 'interrupted') ORDER BY id LIMIT 20)",
+                         -1, &statement, NULL) != SQLITE_OK)
+    return -EIO;
+  sqlite3_bind_text(statement, 1, name, -1, SQLITE_STATIC);
+  int result = -EIO;
+  if (sqlite3_step(statement) == SQLITE_ROW) {
+    result = sqlite3_column_int(statement, 1) > 0;
+    if (result) util_strlcpy(out, (const char *)sqlite3_column_text(statement, 0), out_size);
+  }
+  sqlite3_finalize(statement);
+  return result;
+}
+
+int dataset_handle_delete(dataset_registry_t *registry, http_request_t *request) {
+  char name[DATASET_NAME_MAX], users[256];
+  if (dataset__path_name(request, name) != 0)
+    return http_respond_error(request, MHD_HTTP_NOT_FOUND, "no dataset %s", http_path(request) + 14);
+  if (strcmp(name, "fashion-mnist") == 0)
+    return http_respond_error(request, MHD_HTTP_CONFLICT, "fashion-mnist is the default dataset: it is not deleted");
+  json_t *row = dataset__row(registry, name, 0);
+  if (!row) return http_respond_error(request, MHD_HTTP_NOT_FOUND, "no dataset %s", name);
+  json_decref(row);
+  /* A read in progress writes its row when it ends (INSERT OR REPLACE), which would bring a
+   * deleted dataset back: wait for it. */
+  if (registry->running > 0)
+    return http_respond_error(request, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "a dataset is being read: delete %s when that is done", name);
+  int used = dataset__users(registry, name, users, sizeof users);
+  if (used < 0) return used;
+  if (used)
+    return http_respond_error(request, MHD_HTTP_CONFLICT,
+                              "dataset %s is used by experiments %s (queued or running): cancel them first, or wait "
+                              "for them to end", name, users);
+  sqlite3_stmt *statement = NULL;
+  if (sqlite3_prepare_v2(db_sqlite(registry->db), "DELETE FROM datasets WHERE name = ?1", -1, &statement, NULL) !=
+      SQLITE_OK)
+    return -EIO;
+  sqlite3_bind_text(statement, 1, name, -1, SQLITE_STATIC);
+  int done = sqlite3_step(statement) == SQLITE_DONE;
+  sqlite3_finalize(statement);
+  if (!done) return -EIO;
+  return http_respond_json(request, MHD_HTTP_OK, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
+}
+
+/* ---------------------------------------------------------------------------------------
  * Runs */
 
 void dataset_fill_config(dataset_registry_t *registry, json_t *root) {

@@ -35,6 +35,9 @@ int dataset_handle_register(dataset_registry_t *registry, http_request_t *reques
 int dataset_handle_list(dataset_registry_t *registry, http_request_t *request);
 int dataset_handle_get(dataset_registry_t *registry, http_request_t *request);
 int dataset_handle_samples(dataset_registry_t *registry, http_request_t *request);
+/* DELETE /api/datasets/{name}: the registry's row, never the files. Refused (409) for
+ * fashion-mnist, the default, and while a queued or running experiment uses the dataset. */
+int dataset_handle_delete(dataset_registry_t *registry, http_request_t *request);
 
 /* Before validation: when `root`'s dataset.name is a registered dataset, writes its
  * source, classes, input and sizes into root's "dataset" object (over whatever the client

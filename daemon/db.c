@@ -384,9 +384,10 @@ void db_close(db_t *db) {
   "step, stage, summary, "                                                                      \
   "planned_epochs, planned_stages, teacher_id, config, worker, note, archived_at, "              \
   "(SELECT json_group_array(tag) FROM (SELECT tag FROM experiment_tags "                         \
-  "                                    WHERE experiment_id = experiments.id ORDER BY tag))"
+  "                                    WHERE experiment_id = experiments.id ORDER BY tag)), "    \
+  "dataset, dataset_checksum"
 
-#define EXPERIMENT_COLUMN_COUNT 21
+#define EXPERIMENT_COLUMN_COUNT 23
 
 /* What the experiment's page needs beyond the list row, as JSON arrays SQLite builds in the
  * same statement (one read transaction instead of four): where each stage began, the names
@@ -448,6 +449,12 @@ static void write_experiment(json_text_t *out, sqlite3_stmt *row, int with_confi
   write_json_column(out, row, 20);
   json_text_literal(out, ",\"archived_at\":");
   write_column(out, row, 19);
+  /* The data it trained on and the checksum recorded at submission (issue 16), so that a
+   * result says which data it came from. */
+  json_text_literal(out, ",\"dataset\":");
+  write_column(out, row, 21);
+  json_text_literal(out, ",\"dataset_checksum\":");
+  write_column(out, row, 22);
 }
 
 /* EXPERIMENT_DETAIL_COLUMNS of a row, after write_experiment's fields. */

@@ -1,6 +1,7 @@
 """mapsage_client — a small client of the MapSage daemon's HTTP API (docs/api.md) for
 notebooks and scripts: submit an experiment or a study, wait for it, read its curves and
-any read-only SQL over the history.
+any read-only SQL over the history; tag, note, rename, archive and delete runs, list them
+filtered and sorted; register datasets; download checkpoints and exported weights.
 
 Python standard library only; one module, installed with the rest (docs/python.md). Where
 the server is and its token are found as `mapsage` finds them: the arguments, else
@@ -163,8 +164,9 @@ class Client:
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def request(self, method, path, body=None, query=None):
-        """One exchange: the decoded JSON answer (or text for text/plain)."""
+    def _open(self, method, path, body=None, query=None):
+        """One exchange: (payload bytes, Content-Type), or MapsageError with the server's
+        reason."""
         url = self.server + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -178,8 +180,7 @@ class Client:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-                kind = response.headers.get("Content-Type", "")
+                return response.read(), response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as error:
             payload = error.read()
             try:
@@ -192,9 +193,23 @@ class Client:
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise MapsageError("cannot reach %s: %s" % (self.server, reason)) from None
+
+    def request(self, method, path, body=None, query=None):
+        """One exchange: the decoded JSON answer (or text for text/plain)."""
+        payload, kind = self._open(method, path, body, query)
         if kind.startswith("application/json"):
             return json.loads(payload)
         return payload.decode("utf-8", errors="replace")
+
+    def _download(self, path, query, output):
+        """The bytes of a file the API sends; written to `output` (a path) when given, which
+        then is what is returned."""
+        payload, _ = self._open("GET", path, query=query)
+        if output is None:
+            return payload
+        with open(output, "wb") as f:
+            f.write(payload)
+        return output
 
     def health(self):
         return self.request("GET", "/api/health")
@@ -237,12 +252,67 @@ class Client:
     def experiment(self, experiment_id):
         return self.request("GET", "/api/experiments/%d" % experiment_id)
 
-    def experiments(self, status=None, name=None, limit=None):
-        """The newest experiments (at most `limit`, up to 500), as the list gives them."""
-        if isinstance(status, (list, tuple)):
-            status = ",".join(status)
-        answer = self.request("GET", "/api/experiments", query={"status": status, "name": name, "limit": limit})
-        return answer["experiments"]
+    def experiments(self, status=None, name=None, limit=None, tag=None, archived=None, where=None, columns=None,
+                    sort=None, order=None, offset=None):
+        """The experiments the list gives (docs/api.md, "The list's options"): newest first,
+        at most `limit` (up to 500). `status` and `tag` a name or a list (any of them);
+        `archived` False (the default: not archived), True (only archived) or "all";
+        `where` a condition or a list of them, all of which must hold ("optimizer.lr>0.01");
+        `columns` fields whose values each row carries in "columns"; `sort` a column or a
+        field, `order` "asc" or "desc"; `offset` rows to skip."""
+        def joined(value):
+            return ",".join(value) if isinstance(value, (list, tuple)) else value
+        if archived is not None and archived not in (True, False, "all"):
+            raise ValueError("archived: True, False or \"all\", not %r" % (archived,))
+        query = {"status": joined(status), "name": name, "limit": limit, "tag": joined(tag),
+                 "archived": {True: "1", False: "0"}.get(archived, archived), "where": joined(where),
+                 "columns": joined(columns), "sort": sort, "order": order, "offset": offset}
+        return self.request("GET", "/api/experiments", query=query)["experiments"]
+
+    # --- organising ----------------------------------------------------------------------
+
+    def change(self, experiment_id, **fields):
+        """PATCH /api/experiments/{id} with any of name, note, tags, add_tags, remove_tags,
+        archived; all apply or none. Returns the experiment as it now is."""
+        return self.request("PATCH", "/api/experiments/%d" % experiment_id, fields)
+
+    def tag(self, experiment_id, *tags):
+        """Adds tags (those already there stay); returns the experiment's tags, sorted."""
+        return self.change(experiment_id, add_tags=list(tags))["tags"]
+
+    def untag(self, experiment_id, *tags):
+        """Takes tags away (one not there is no fault); returns the tags left."""
+        return self.change(experiment_id, remove_tags=list(tags))["tags"]
+
+    def note(self, experiment_id, text):
+        """Replaces the note ("" clears it); returns the experiment."""
+        return self.change(experiment_id, note=text)
+
+    def rename(self, experiment_id, name):
+        return self.change(experiment_id, name=name)
+
+    def archive(self, experiment_id):
+        """Hides it from the default list, keeping everything; returns the experiment."""
+        return self.change(experiment_id, archived=True)
+
+    def unarchive(self, experiment_id):
+        return self.change(experiment_id, archived=False)
+
+    def delete(self, experiment_id):
+        """Deletes its rows and checkpoint files: {"id", "deleted", "files_removed"}. A
+        running run, a teacher and a study's run are refused (MapsageError, status 409)."""
+        return self.request("DELETE", "/api/experiments/%d" % experiment_id)
+
+    # --- models out ----------------------------------------------------------------------
+
+    def export(self, experiment_id, output=None, epoch=None, format="safetensors"):
+        """The weights of a checkpoint (the latest, or `epoch`'s) as safetensors
+        (docs/export.md): bytes, or written to the path `output`, which is returned."""
+        return self._download("/api/experiments/%d/export" % experiment_id, {"format": format, "epoch": epoch}, output)
+
+    def checkpoint(self, experiment_id, epoch, output=None):
+        """A checkpoint file as stored (docs/checkpoints.md): bytes, or written to `output`."""
+        return self._download("/api/experiments/%d/checkpoints/%d" % (experiment_id, epoch), None, output)
 
     def cancel(self, experiment_id):
         return self.request("POST", "/api/experiments/%d/cancel" % experiment_id)
@@ -289,6 +359,31 @@ class Client:
     def wait_study(self, study_id, timeout=None, poll=2.0, check=True):
         """Waits for every run of a study to end; returns the study with its statistics."""
         return self._wait(lambda: self.study(study_id), "study %d" % study_id, timeout, poll, check)
+
+    # --- datasets ------------------------------------------------------------------------
+
+    def add_dataset(self, name, files=None, train=None, test=None, format=None, names=None, layout=None,
+                    classes=None):
+        """Registers a dataset (docs/datasets.md): `files`, or `train` and `test` lists, as
+        paths relative to the daemon's datasets directory. The daemon reads and checks every
+        file first; returns the dataset with its checksum and statistics. A file that does
+        not hold what it claims raises MapsageError whose `errors` say why."""
+        body = {"name": name, "files": files, "train": train, "test": test, "format": format, "names": names,
+                "layout": layout, "classes": classes}
+        return self.request("POST", "/api/datasets", {k: v for k, v in body.items() if v is not None})
+
+    def datasets(self):
+        """The registered datasets, by name (without their statistics)."""
+        return self.request("GET", "/api/datasets")["datasets"]
+
+    def dataset(self, name):
+        """One dataset with its statistics."""
+        return self.request("GET", "/api/datasets/%s" % urllib.parse.quote(name, safe=""))
+
+    def delete_dataset(self, name):
+        """Removes a dataset from the registry (its files stay): {"name", "deleted"}. Refused
+        (status 409) for fashion-mnist and while a queued or running run uses it."""
+        return self.request("DELETE", "/api/datasets/%s" % urllib.parse.quote(name, safe=""))
 
     # --- SQL -----------------------------------------------------------------------------
 

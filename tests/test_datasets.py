@@ -4,7 +4,8 @@ at odd sizes, registered, and read back (shape, classes, names, class counts, pe
 mean and deviation, duplicates, checksum, sample images) against numpy's own figures; every
 validation error; a run on a 3-channel dataset with a learnable rule that beats chance and
 records its dataset and checksum; a file changed after registration fails its run; a model
-whose last layer does not match the dataset's classes is refused at submission."""
+whose last layer does not match the dataset's classes is refused at submission; deleting a
+dataset (API and `mapsage dataset rm`), refused for the default and while runs use it."""
 import base64
 import gzip
 import hashlib
@@ -12,6 +13,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import unittest
 import zipfile
@@ -19,7 +21,7 @@ import zipfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mapsage_testlib import Daemon  # noqa: E402
+from mapsage_testlib import BIN_DIR, Daemon, synthetic_config  # noqa: E402
 
 
 def idx_bytes(array):
@@ -448,6 +450,83 @@ class Runs(unittest.TestCase):
         self.assertIn("test/accuracy/class_42", per_class)
         self.assertEqual({"name": "c100", "train": 540, "val": 60, "test": 200, "classes": 100, "input": [3, 32, 32],
                           "checksum": answer["checksum"]}, done["worker"]["dataset"])
+
+
+class Delete(unittest.TestCase):
+    """DELETE /api/datasets/{name} and `mapsage dataset rm`: refused for the default and
+    while a queued or running run uses the dataset (naming the runs), the row gone after,
+    the files kept, the name free for a new registration."""
+
+    def mapsage(self, *arguments):
+        env = dict(os.environ, MAPSAGE_SERVER=self.daemon.url)
+        env.pop("MAPSAGE_TOKEN_FILE", None)
+        done = subprocess.run([os.path.join(BIN_DIR, "mapsage"), *arguments], capture_output=True, text=True, env=env,
+                              timeout=60)
+        return done.returncode, done.stdout, done.stderr
+
+    def test_delete_refusals_and_deleting(self):
+        self.daemon = Daemon(workers=1)
+        self.addCleanup(self.daemon.close)
+        rng = np.random.default_rng(3)
+        base = os.path.join(self.daemon.directory, "data", "datasets", "gone")
+        train_x = rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8)
+        train_y = np.arange(40) % 2
+        files = [write(base + "/train.csv", "".join("%d,%s\n" % (y, ",".join(map(str, x.ravel())))
+                                                    for x, y in zip(train_x, train_y)).encode()),
+                 write(base + "/test.csv", "".join("%d,%s\n" % (y, ",".join(map(str, x.ravel())))
+                                                   for x, y in zip(train_x[:6], train_y[:6])).encode())]
+        body = {"name": "gone", "files": ["gone/train.csv", "gone/test.csv"]}
+        code, _, registered = self.daemon.request("POST", "/api/datasets", body)
+        self.assertEqual(201, code, registered)
+
+        code, _, answer = self.daemon.request("DELETE", "/api/datasets/fashion-mnist")
+        self.assertEqual(409, code, answer)
+        self.assertIn("fashion-mnist is the default dataset", answer["error"])
+        code, _, answer = self.daemon.request("DELETE", "/api/datasets/never-registered")
+        self.assertEqual((404, "no dataset never-registered"), (code, answer["error"]))
+
+        # One worker busy with a long run; a run on the dataset waits in the queue.
+        blocker = self.daemon.submit(synthetic_config("blocker", epochs=3000))
+        self.daemon.wait_status(blocker, ["running"])
+        user = self.daemon.submit({"name": "on-gone", "dataset": {"name": "gone"}, "epochs": 1,
+                                   "model": {"layers": [{"type": "linear", "out": 2}]}})
+        self.assertEqual("queued", self.daemon.experiment(user)["status"])
+        code, _, answer = self.daemon.request("DELETE", "/api/datasets/gone")
+        self.assertEqual(409, code, answer)
+        self.assertIn("dataset gone is used by experiments %d (queued or running)" % user, answer["error"])
+        code, _, err = self.mapsage("dataset", "rm", "gone")
+        self.assertEqual(1, code)
+        self.assertIn("dataset gone is used by experiments %d" % user, err)
+        self.assertEqual(200, self.daemon.get("/api/datasets/gone")[0])  # refused: nothing changed
+
+        for experiment_id in (user, blocker):
+            self.daemon.request("POST", "/api/experiments/%d/cancel" % experiment_id)
+            self.daemon.wait_status(experiment_id, ["cancelled"])
+        self.assertEqual((0, "deleted dataset gone (its files are kept)\n", ""), self.mapsage("dataset", "rm", "gone"))
+        self.assertEqual(404, self.daemon.get("/api/datasets/gone")[0])
+        names = [d["name"] for d in self.daemon.get("/api/datasets")[2]["datasets"]]
+        self.assertEqual(["fashion-mnist"], names)
+        self.assertTrue(all(os.path.exists(path) for path in files))
+        self.assertEqual("gone", self.daemon.experiment(user)["dataset"])  # a run keeps what it used
+        self.assertEqual(registered["checksum"], self.daemon.experiment(user)["dataset_checksum"])
+        code, out, _ = self.mapsage("show", str(user))
+        self.assertEqual(0, code)
+        self.assertIn("\n  dataset    gone (SHA-256 %s)\n" % registered["checksum"], out)
+        code, _, err = self.mapsage("dataset", "rm", "gone")
+        self.assertEqual(1, code)
+        self.assertIn("no dataset gone", err)
+        code, _, err = self.mapsage("dataset", "rm", "fashion-mnist")
+        self.assertEqual(1, code)
+        self.assertIn("fashion-mnist is the default dataset", err)
+        code, _, err = self.mapsage("dataset", "rm")
+        self.assertEqual(2, code)
+        self.assertIn("which dataset? give its NAME", err)
+        # The name is free again, and the same files give the same checksum.
+        code, _, again = self.daemon.request("POST", "/api/datasets", body)
+        self.assertEqual(201, code, again)
+        self.assertEqual(registered["checksum"], again["checksum"])
+        code, out, _ = self.mapsage("dataset", "rm", "gone", "--json")
+        self.assertEqual((0, {"name": "gone", "deleted": True}), (code, json.loads(out)))
 
 
 class Migration(unittest.TestCase):

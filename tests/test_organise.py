@@ -21,6 +21,15 @@ def query(**parameters):
     return "?" + urllib.parse.urlencode(parameters)
 
 
+def run_mapsage(daemon, *arguments, stdin=None):
+    """`mapsage ARGUMENTS` against `daemon`: (exit code, stdout, stderr)."""
+    env = dict(os.environ, MAPSAGE_SERVER=daemon.url)
+    env.pop("MAPSAGE_TOKEN_FILE", None)
+    done = subprocess.run([os.path.join(BIN_DIR, "mapsage"), *arguments], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
 class Organise(unittest.TestCase):
     """One daemon with three finished runs of different learning rates (and a study that
     never runs: workers are busy with a long run by then)."""
@@ -277,6 +286,72 @@ class Organise(unittest.TestCase):
         self.assert_refused("GET", "/api/experiments?columns=optimizer.nope", None, 400,
                             r"^columns: optimizer.nope: no experiment's config has this field")
 
+    def test_cli_ls_filters_sorts_and_adds_columns(self):
+        """mapsage ls --tag/--where/--archived/--all/--sort/--desc/--order/--columns/--offset:
+        the rows, their order and the added cells are what the API's options give."""
+        def ls(*arguments, code=0):
+            exit_code, out, err = run_mapsage(self.daemon, "ls", *arguments)
+            self.assertEqual(code, exit_code, (arguments, out, err))
+            return out.splitlines(), err
+
+        def names(*arguments):
+            lines, _ = ls(*arguments)
+            self.assertRegex(lines[0], r"^ *ID +NAME +STATUS")
+            return [line.split()[1] for line in lines[1:]]
+
+        alpha, beta, gamma = (self.ids[n] for n in ("alpha", "beta", "gamma"))
+        for experiment_id in (alpha, beta, gamma):
+            self.patch("/api/experiments/%d" % experiment_id, {"add_tags": ["cli-ls"]})
+        self.patch("/api/experiments/%d" % beta, {"add_tags": ["cli-ls-beta"]})
+        try:
+            self.assertEqual(["gamma", "beta", "alpha"], names("--tag", "cli-ls"))  # newest first
+            self.assertEqual(["alpha", "beta", "gamma"], names("--tag", "cli-ls", "--sort", "optimizer.lr", "--desc"))
+            self.assertEqual(["alpha", "beta", "gamma"],
+                             names("--tag", "cli-ls", "--sort", "optimizer.lr", "--order", "desc"))
+            self.assertEqual(["gamma", "beta", "alpha"], names("--tag", "cli-ls", "--sort", "optimizer.lr"))
+            self.assertEqual(["alpha", "beta"], names("--tag", "cli-ls", "--where", "optimizer.lr>=0.01",
+                                                      "--sort", "name"))
+            self.assertEqual(["beta"], names("--tag", "cli-ls", "--where", "optimizer.lr>=0.01",
+                                             "--where", "optimizer.lr<0.1"))  # all must hold
+            self.assertEqual(["beta"], names("--tag", "cli-ls-beta", "--tag", "no-such-tag"))  # any of them
+            # Added columns: a header by the field's name, each row's value under it.
+            lines, _ = ls("--tag", "cli-ls", "--sort", "name", "--columns", "optimizer.lr,dataset.name",
+                          "--columns", "summary.final_test_accuracy")
+            header = lines[0].split()
+            self.assertEqual(["OPTIMIZER.LR", "DATASET.NAME", "SUMMARY.FINAL_TEST_ACCURACY"], header[-3:])
+            rows = {line.split()[1]: line.split() for line in lines[1:]}
+            self.assertEqual(["0.1", "synthetic"], rows["alpha"][-3:-1])
+            self.assertEqual(["0.001", "synthetic"], rows["gamma"][-3:-1])
+            accuracy = self.daemon.experiment(beta)["summary"]["final_test_accuracy"]
+            self.assertAlmostEqual(accuracy, float(rows["beta"][-1]), places=5)
+            # A sorted page says where the next one starts, and --offset goes there.
+            lines, err = ls("--tag", "cli-ls", "--sort", "name", "--limit", "2")
+            self.assertEqual(["alpha", "beta"], [line.split()[1] for line in lines[1:]])
+            self.assertIn("--offset 2", err)
+            self.assertEqual(["gamma"], names("--tag", "cli-ls", "--sort", "name", "--limit", "2", "--offset", "2"))
+            # Archived: out of the default list, alone with --archived, with the rest with --all.
+            self.patch("/api/experiments/%d" % gamma, {"archived": True})
+            self.assertEqual(["beta", "alpha"], names("--tag", "cli-ls"))
+            self.assertEqual(["gamma"], names("--tag", "cli-ls", "--archived"))
+            self.assertEqual(["gamma", "beta", "alpha"], names("--tag", "cli-ls", "--all"))
+            out = json.loads(run_mapsage(self.daemon, "ls", "--json", "--tag", "cli-ls", "--all",
+                                         "--columns", "optimizer.lr")[1])
+            self.assertEqual({alpha: 0.1, beta: 0.01, gamma: 0.001},
+                             {e["id"]: e["columns"]["optimizer.lr"] for e in out["experiments"]})
+            # The server's refusals name the parameter and the field; the CLI's own, the flag.
+            _, err = ls("--where", "optimizer.lrr>1", code=1)
+            self.assertIn("where: optimizer.lrr: no experiment's config has this field", err)
+            _, err = ls("--sort", "nmae", code=1)
+            self.assertIn('sort: "nmae" is neither a column', err)
+            _, err = ls("--order", "up", code=2)
+            self.assertIn("--order must be asc or desc, not 'up'", err)
+            _, err = ls("--where", code=2)
+            self.assertIn("--where needs a value", err)
+        finally:
+            self.patch("/api/experiments/%d" % gamma, {"archived": False})
+            for experiment_id in (alpha, beta, gamma):
+                self.patch("/api/experiments/%d" % experiment_id, {"remove_tags": ["cli-ls", "cli-ls-beta"]})
+
     # --- studies -------------------------------------------------------------------------
 
     def test_study_tags_note_name_and_archive(self):
@@ -328,11 +403,7 @@ class Cli(unittest.TestCase):
         cls.daemon.close()
 
     def mapsage(self, *arguments, stdin=None):
-        env = dict(os.environ, MAPSAGE_SERVER=self.daemon.url)
-        env.pop("MAPSAGE_TOKEN_FILE", None)
-        done = subprocess.run([os.path.join(BIN_DIR, "mapsage"), *arguments], input=stdin, capture_output=True,
-                              text=True, env=env, timeout=60)
-        return done.returncode, done.stdout, done.stderr
+        return run_mapsage(self.daemon, *arguments, stdin=stdin)
 
     def test_tag_note_rename_archive(self):
         experiment = str(self.id)

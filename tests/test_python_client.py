@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import unittest
+import urllib.request
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +116,121 @@ class PythonClient(unittest.TestCase):
         self.assertEqual(config["optimizer"]["lr"], 0.02)
         self.assertEqual([stage["lr"] for stage in config["stages"]], [0.02])
         client.wait(again, timeout=120, poll=0.05)
+
+    def test_organise_list_datasets_and_downloads(self):
+        """tag/untag, note, rename, archive/unarchive and delete as the API's PATCH and
+        DELETE routes do them; the list's filters; a dataset registered and listed; the
+        checkpoint and the safetensors export byte for byte as the API sends them."""
+        daemon = self.start_daemon(workers=1)
+        client = Client(daemon.url)
+        runs = {}
+        for name, lr in [("slow", 0.001), ("fast", 0.1)]:
+            runs[name] = client.submit(CONFIG, changes={"name": name, "optimizer.lr": lr})
+        for run in runs.values():
+            client.wait(run, timeout=120, poll=0.05)
+        slow, fast = runs["slow"], runs["fast"]
+
+        self.assertEqual(["py", "sweep"], client.tag(slow, "sweep", "py"))
+        self.assertEqual(["py", "sweep"], client.tag(slow, "py"))  # already there: once
+        self.assertEqual(["sweep"], client.tag(fast, "sweep"))
+        self.assertEqual(["sweep"], client.untag(slow, "py", "absent"))
+        self.assertEqual("first try", client.note(slow, "first try")["note"])
+        self.assertEqual("slow-renamed", client.rename(slow, "slow-renamed")["name"])
+        self.assertEqual(("first try", "slow-renamed", ["sweep"]),
+                         tuple(daemon.experiment(slow)[k] for k in ("note", "name", "tags")))
+        with self.assertRaises(MapsageError) as caught:
+            client.tag(slow, "has space")
+        self.assertEqual(400, caught.exception.status)
+        self.assertIn("add_tags: element 0 must be a tag", str(caught.exception))
+
+        # The list's filters, as the API takes them.
+        ids = lambda **options: [e["id"] for e in client.experiments(**options)]  # noqa: E731
+        self.assertEqual([fast, slow], ids(tag="sweep"))
+        self.assertEqual([fast, slow], ids(tag=["nothing", "sweep"]))
+        self.assertEqual([slow, fast], ids(sort="optimizer.lr"))
+        self.assertEqual([fast, slow], ids(sort="optimizer.lr", order="desc"))
+        self.assertEqual([fast], ids(where="optimizer.lr>0.01"))
+        self.assertEqual([slow], ids(where=["optimizer.lr<0.01", "stages[0].epochs=2"]))
+        self.assertEqual([fast], ids(sort="id", limit=1, offset=1))
+        listed = client.experiments(columns=["optimizer.lr", "summary.final_test_accuracy"], sort="id")
+        self.assertEqual([0.001, 0.1], [e["columns"]["optimizer.lr"] for e in listed])
+        with self.assertRaises(MapsageError) as caught:
+            client.experiments(where="optimizer.lrr>1")
+        self.assertIn("where: optimizer.lrr: no experiment's config has this field", str(caught.exception))
+        with self.assertRaises(ValueError):
+            client.experiments(archived="yes")
+
+        # Archive: out of the default list, kept, back again.
+        self.assertIsNotNone(client.archive(slow)["archived_at"])
+        self.assertEqual([fast], ids())
+        self.assertEqual([slow], ids(archived=True))
+        self.assertEqual([fast, slow], ids(archived="all"))
+        self.assertIsNone(client.unarchive(slow)["archived_at"])
+        self.assertEqual([fast, slow], ids())
+
+        # Downloads: the same bytes as the API's, to memory and to a file.
+        record = client.experiment(fast)
+        epochs = sorted(c["epoch"] for c in record["checkpoints"])
+        self.assertEqual([1, 2], epochs)
+        def api_bytes(path):  # the API's answer as it is sent, independently of the client
+            with urllib.request.urlopen(daemon.url + path, timeout=60) as response:
+                return response.read()
+        exported = api_bytes("/api/experiments/%d/export?format=safetensors" % fast)
+        self.assertGreater(len(exported), 8)
+        self.assertEqual(exported, client.export(fast))
+        output = os.path.join(self.directory, "fast.safetensors")
+        self.assertEqual(output, client.export(fast, output, epoch=1))
+        with open(output, "rb") as f:
+            first = f.read()
+        self.assertEqual(api_bytes("/api/experiments/%d/export?format=safetensors&epoch=1" % fast), first)
+        self.assertNotEqual(exported, first)  # epoch 1's weights, not the latest
+        header = json.loads(first[8:8 + int.from_bytes(first[:8], "little")])
+        self.assertIn("__metadata__", header)
+        stored = {c["epoch"]: c for c in record["checkpoints"]}
+        with open(stored[2]["path"], "rb") as f:
+            self.assertEqual(f.read(), client.checkpoint(fast, 2))
+        with self.assertRaises(MapsageError) as caught:
+            client.checkpoint(fast, 9)
+        self.assertEqual(404, caught.exception.status)
+        self.assertIn("(it has: 1, 2)", str(caught.exception))
+
+        # Delete: the rows go; again is a 404.
+        self.assertTrue(client.delete(slow)["deleted"])
+        self.assertEqual([fast], ids(archived="all"))
+        with self.assertRaises(MapsageError) as caught:
+            client.delete(slow)
+        self.assertEqual(404, caught.exception.status)
+
+        # A dataset registered from files in the daemon's datasets directory, then listed.
+        rows = ["%d,%s" % (i % 3, ",".join(str((i * 7 + k) % 256) for k in range(4))) for i in range(13)]
+        datasets = os.path.join(daemon.directory, "data", "datasets", "tiny")
+        os.makedirs(datasets, exist_ok=True)
+        with open(os.path.join(datasets, "train.csv"), "w") as f:
+            f.write("\n".join(rows[:10]) + "\n")
+        with open(os.path.join(datasets, "test.csv"), "w") as f:
+            f.write("\n".join(rows[10:]) + "\n")
+        added = client.add_dataset("tiny", files=["tiny/train.csv", "tiny/test.csv"])
+        self.assertEqual(("tiny", "csv", 3, 10, 3), (added["name"], added["source"]["format"], added["classes"],
+                                                   added["train_size"], added["test_size"]))
+        self.assertRegex(added["checksum"], r"^[0-9a-f]{64}$")
+        listed = {d["name"]: d for d in client.datasets()}
+        self.assertIn("tiny", listed)
+        self.assertEqual(added["checksum"], listed["tiny"]["checksum"])
+        self.assertEqual([4, 3, 3], client.dataset("tiny")["statistics"]["train"]["class_counts"])
+        with self.assertRaises(MapsageError) as caught:
+            client.add_dataset("tiny", files=["tiny/train.csv", "tiny/test.csv"])
+        self.assertEqual(409, caught.exception.status)
+        with open(os.path.join(datasets, "bad.csv"), "w") as f:
+            f.write("0,1,2,3,4\n1,1,2\n")
+        with self.assertRaises(MapsageError) as caught:
+            client.add_dataset("bad", files=["tiny/bad.csv", "tiny/test.csv"])
+        self.assertEqual(400, caught.exception.status)
+        self.assertTrue(caught.exception.errors, "the reason comes as errors")
+        self.assertEqual({"name": "tiny", "deleted": True}, client.delete_dataset("tiny"))
+        self.assertNotIn("tiny", [d["name"] for d in client.datasets()])
+        with self.assertRaises(MapsageError) as caught:
+            client.delete_dataset("fashion-mnist")
+        self.assertEqual(409, caught.exception.status)
 
     def test_errors(self):
         daemon = self.start_daemon(workers=1)

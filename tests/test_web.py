@@ -2,7 +2,8 @@
 to leave the root, --web-dir), then the dashboard itself in real headless Chromium
 (tests/web/dashboard.test.mjs, tests/web/organise.test.mjs for tags, notes, archive, delete,
 the list's sort and filters, compare and the chart tools, and tests/web/studies.test.mjs for
-the study views, each against a daemon of its own; driven by playwright-core from npm).
+the study views, tests/web/downloads.test.mjs for the experiment page's checkpoint
+downloads and dataset line, each against a daemon of its own; driven by playwright-core from npm).
 
 The browser part needs node, `npm ci` (playwright-core) and Debian's chromium, which
 scripts/install-deps installs; screenshots land in $MAPSAGE_BIN_DIR/artifacts/."""
@@ -149,6 +150,9 @@ class Browser(unittest.TestCase):
 
     def test_datasets_in_chromium(self):
         self.run_in_chromium("datasets.test.mjs", workers=0, timeout=240, prepare=register_tiny_rgb)
+
+    def test_downloads_in_chromium(self):
+        self.run_in_chromium("downloads.test.mjs", workers=1, timeout=300, prepare=register_tiny_rgb)
 
 
 def register_tiny_rgb(daemon):

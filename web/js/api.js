@@ -97,3 +97,10 @@ export const streamUrl = {
   events: () => '/api/events',
   study: (id) => `/api/studies/${id}/stream`,
 };
+
+// Files a link downloads (docs/api.md, "Models out"): GETs need no token, and the daemon
+// names each file in its Content-Disposition.
+export const downloadUrl = {
+  checkpoint: (id, epoch) => `/api/experiments/${id}/checkpoints/${epoch}`,
+  safetensors: (id, epoch) => `/api/experiments/${id}/export${query({format: 'safetensors', epoch})}`,
+};

@@ -23,7 +23,7 @@
 import {api, streamUrl} from '../api.js';
 import {openStream} from '../stream.js';
 import {organiseControls} from '../organise.js';
-import {checkpointsPanel, workerPanel} from './experiment_panels.js';
+import {checkpointsPanel, datasetLine, workerPanel} from './experiment_panels.js';
 import {CHARTS, ClassBars, EVALUATION, SPLIT_ORDER, referenceChart, routeOf} from './experiment_charts.js';
 import {LiveChart, colorFor} from '../charts.js';
 import {h, append, clear, confirmButton, formatAgo, formatCount, formatDuration, formatNumber,
@@ -51,6 +51,7 @@ export function mount(root, {params}) {
   const title = h('h1');
   const meta = h('p', {class: 'meta'});
   const teacherLine = h('p', {class: 'meta teacher-line', hidden: true});
+  const datasetView = h('p', {class: 'meta dataset-line', hidden: true});
   // Made once: the header is redrawn every frame while the run reports, and an armed button
   // must survive that.
   const cancelButton = confirmButton('Cancel', 'Really cancel?', () => api.cancel(id).catch((e) => showError(e.message)),
@@ -61,7 +62,7 @@ export function mount(root, {params}) {
     shownTitle = null;
     scheduleHeader();
   }, onError: (message) => showError(message)});
-  const header = h('div', {class: 'run-header'}, title, meta, teacherLine, organise.shown,
+  const header = h('div', {class: 'run-header'}, title, meta, datasetView, teacherLine, organise.shown,
     h('div', {class: 'actions'}, cancelButton, organise.buttons), organise.panel);
   let shownTitle = null;
   const figures = h('div', {class: 'figures'});
@@ -140,6 +141,7 @@ export function mount(root, {params}) {
     }
     meta.textContent = parts.join(' · ');
     organise.update(e);
+    renderDataset();
     renderTeacher();
     if (charts.size === 0) {
       waiting.textContent = ACTIVE.has(e.status) ? 'No points yet: the charts fill in as the run reports them.'
@@ -167,6 +169,15 @@ export function mount(root, {params}) {
     if (headerQueued) return;
     headerQueued = true;
     requestAnimationFrame(renderHeader);
+  }
+
+  function renderDataset() {
+    const key = `${experiment.dataset} ${experiment.dataset_checksum}`;
+    if (datasetView.dataset.shown === key) return;
+    datasetView.dataset.shown = key;
+    const line = datasetLine(experiment);
+    datasetView.hidden = !line;
+    clear(datasetView, line);
   }
 
   // "learns from #3 teacher-cnn (succeeded)", or a checkpoint file; while the run waits for

@@ -1,8 +1,23 @@
 // views/experiment_panels.js — the experiment page's panels that show what the API says as
-// it is: the checkpoints (newest first, where a run resumes) and the worker's start report.
+// it is: the checkpoints (newest first, where a run resumes, each downloadable as the file
+// and as safetensors), the dataset line of the header, and the worker's start report.
 // Pure functions of the run: the page calls them again when it changes.
 
 import {h, formatBytes, formatCount, formatTime, ACTIVE} from '../dom.js';
+import {downloadUrl} from '../api.js';
+
+// "trained on fashion-mnist · 3f2a9c01b7de": the dataset (a link to its page) and the first
+// 12 hex digits of the checksum recorded at submission, the whole one in the title. Null for
+// a run that records none. Synthetic data is generated, not registered: no page to link.
+export function datasetLine(experiment) {
+  const name = experiment.dataset;
+  if (!name) return null;
+  const checksum = experiment.dataset_checksum;
+  return ['trained on ', name === 'synthetic' ? h('span', {class: 'dataset-name'}, name)
+    : h('a', {href: `#/datasets/${encodeURIComponent(name)}`, class: 'dataset-link'}, name),
+    checksum ? [' · ', h('code', {class: 'dataset-checksum', title: `SHA-256 ${checksum}`}, checksum.slice(0, 12))]
+      : null];
+}
 
 // The checkpoints table, or a sentence saying why there is none (yet).
 export function checkpointsPanel(experiment) {
@@ -18,14 +33,19 @@ export function checkpointsPanel(experiment) {
   const rows = [...list].sort((a, b) => b.epoch - a.epoch); // newest first: where a run resumes
   return h('div', {class: 'table-wrap checkpoints-wrap'}, h('table', {class: 'checkpoints'},
     h('thead', {}, h('tr', {}, h('th', {class: 'num'}, 'epoch'), h('th', {class: 'num'}, 'step'),
-      h('th', {class: 'num'}, 'size'), h('th', {}, 'written'), h('th', {}, 'path'))),
+      h('th', {class: 'num'}, 'size'), h('th', {}, 'written'), h('th', {}, 'path'), h('th', {}, 'download'))),
     h('tbody', {}, rows.map((c, i) => h('tr', {dataset: {epoch: c.epoch}},
       h('td', {class: 'num', dataset: {label: 'epoch'}}, String(c.epoch),
         i === 0 && rows.length > 1 ? h('span', {class: 'muted'}, ' newest') : null),
       h('td', {class: 'num', dataset: {label: 'step'}}, formatCount(c.step)),
       h('td', {class: 'num', title: `${formatCount(c.bytes)} bytes`}, formatBytes(c.bytes)),
       h('td', {class: 'time', title: c.created_at || ''}, formatTime(c.created_at)),
-      h('td', {class: 'path'}, h('code', {}, c.path)))))));
+      h('td', {class: 'path'}, h('code', {}, c.path)),
+      h('td', {class: 'downloads'},
+        h('a', {href: downloadUrl.checkpoint(experiment.id, c.epoch), download: '', class: 'download-checkpoint',
+          'aria-label': `checkpoint file of epoch ${c.epoch}`}, 'checkpoint'), ' ',
+        h('a', {href: downloadUrl.safetensors(experiment.id, c.epoch), download: '', class: 'download-safetensors',
+          'aria-label': `weights of epoch ${c.epoch} as safetensors`}, 'safetensors')))))));
 }
 
 // What the worker reported when it started (pid, host, threads, parameter counts…), flat.
