@@ -677,13 +677,8 @@ int dataset_registry_create(uv_loop_t *loop, db_t *db, const char *datasets_dir,
     return rc;
   }
   /* Fashion-MNIST: its files where --dataset-dir says, read when first asked for. */
-  cfg_dataset_source_t source = {.n_train = 2, .n_test = 2, .classes = 10};
-  util_strlcpy(source.format, "idx", sizeof source.format);
-  util_strlcpy(source.layout, "auto", sizeof source.layout);
-  snprintf(source.train[0], CFG_PATH_MAX, "%.900s/train-images-idx3-ubyte.gz", fashion_dir);
-  snprintf(source.train[1], CFG_PATH_MAX, "%.900s/train-labels-idx1-ubyte.gz", fashion_dir);
-  snprintf(source.test[0], CFG_PATH_MAX, "%.900s/t10k-images-idx3-ubyte.gz", fashion_dir);
-  snprintf(source.test[1], CFG_PATH_MAX, "%.900s/t10k-labels-idx1-ubyte.gz", fashion_dir);
+  cfg_dataset_source_t source;
+  dataset_fashion_mnist_source(&source, fashion_dir);
   json_t *object = json_object(), *names = json_array();
   cfg_dataset_source_to_json(&source, object);
   for (size_t c = 0; c < ARRAY_SIZE(dataset__fashion_names); c++)

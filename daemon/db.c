@@ -875,7 +875,12 @@ int db_experiment_unstart(db_t *db, int64_t id, const char *error) {
 }
 
 int db_experiment_set_worker(db_t *db, int64_t id, const char *worker_json) {
-  return update_experiment(db, "UPDATE experiments SET worker = ?2 WHERE id = ?1", id, worker_json, NULL, NULL);
+  /* A run on Fashion-MNIST submitted before the registry had read it has no checksum yet:
+   * its worker reports the one of the files it read. */
+  return update_experiment(db,
+                           "UPDATE experiments SET worker = ?2, dataset_checksum = coalesce(dataset_checksum, "
+                           "json_extract(?2, '$.dataset.checksum')) WHERE id = ?1",
+                           id, worker_json, NULL, NULL);
 }
 
 int db_experiment_finish(db_t *db, int64_t id, const char *status, const char *error, const char *summary_json) {

@@ -452,6 +452,34 @@ class Runs(unittest.TestCase):
                           "checksum": answer["checksum"]}, done["worker"]["dataset"])
 
 
+class FashionMnistChecksum(unittest.TestCase):
+    """A Fashion-MNIST run records the checksum of the files its worker read, even when the
+    registry has not read Fashion-MNIST yet (it does so lazily, the first time it is shown)."""
+
+    def test_a_run_records_the_files_it_read_before_the_registry_has(self):
+        daemon = Daemon(workers=1)
+        try:
+            config = {"name": "fashion-checksum", "dataset": {"name": "fashion-mnist", "val_size": 500,
+                                                              "train_limit": 512},
+                      "model": {"layers": [{"type": "linear", "out": 10}]}, "epochs": 1}
+            experiment_id = daemon.submit(config)
+            experiment = daemon.wait_status(experiment_id, ["succeeded"])
+            digest = hashlib.sha256()
+            for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                         "t10k-labels-idx1-ubyte.gz"):
+                with open(os.path.join("/usr/share/datasets/fashion-mnist", name), "rb") as f:
+                    digest.update(f.read())
+            self.assertEqual("fashion-mnist", experiment["dataset"])
+            self.assertEqual(digest.hexdigest(), experiment["dataset_checksum"])
+            self.assertEqual(digest.hexdigest(), experiment["worker"]["dataset"]["checksum"])
+            # The registry, reading the files now, comes to the same checksum.
+            code, _, registered = daemon.get("/api/datasets/fashion-mnist")
+            self.assertEqual(200, code, registered)
+            self.assertEqual(digest.hexdigest(), registered["checksum"])
+        finally:
+            daemon.close()
+
+
 class Delete(unittest.TestCase):
     """DELETE /api/datasets/{name} and `mapsage dataset rm`: refused for the default and
     while a queued or running run uses the dataset (naming the runs), the row gone after,

@@ -117,6 +117,16 @@ int dataset_checksum(const cfg_dataset_source_t *source, char checksum[65], char
   return 0;
 }
 
+void dataset_fashion_mnist_source(cfg_dataset_source_t *source, const char *dir) {
+  *source = (cfg_dataset_source_t){.n_train = 2, .n_test = 2, .classes = 10};
+  util_strlcpy(source->format, "idx", sizeof source->format);
+  util_strlcpy(source->layout, "auto", sizeof source->layout);
+  snprintf(source->train[0], CFG_PATH_MAX, "%.900s/train-images-idx3-ubyte.gz", dir);
+  snprintf(source->train[1], CFG_PATH_MAX, "%.900s/train-labels-idx1-ubyte.gz", dir);
+  snprintf(source->test[0], CFG_PATH_MAX, "%.900s/t10k-images-idx3-ubyte.gz", dir);
+  snprintf(source->test[1], CFG_PATH_MAX, "%.900s/t10k-labels-idx1-ubyte.gz", dir);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Splits: what every reader fills */
 

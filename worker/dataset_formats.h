@@ -47,6 +47,10 @@ void dataset_free(dataset_t *set);
  * what dataset_read() puts in set->checksum, without parsing anything. */
 int dataset_checksum(const cfg_dataset_source_t *source, char checksum[65], char *error, size_t error_size);
 
+/* Fashion-MNIST's four IDX files in `dir` as a source: what the registry knows it by, and
+ * what a worker hashes to record which Fashion-MNIST a run read. */
+void dataset_fashion_mnist_source(cfg_dataset_source_t *source, const char *dir);
+
 /* Parsers over bytes already in memory: what dataset_read() uses and the fuzz targets call.
  * Each allocates its outputs (free them with free()). */
 /* A .npy array: its element type ("u1", "f4", "i8", …), shape and data (converted to the
