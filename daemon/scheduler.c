@@ -584,6 +584,13 @@ static void on_job_ended(void *context, int64_t id, const char *status, const ch
     return;
   }
   remote_t *remote = sched_find_remote(sched, id);
+  if (retry == SLURM_RETRY_SAID && remote == NULL && strcmp(current, DB_INTERRUPTED) == 0) {
+    /* The requeued attempt's end, counted when the requeue was: nothing ran since. Its job
+     * has ended, so the run is submitted again and resumes from its last checkpoint. */
+    fprintf(stderr, "mapsaged: experiment %lld stays interrupted: %s\n", (long long)id, error);
+    sched_kick(sched);
+    return;
+  }
   outcome_t outcome = {.experiment_id = id, .status = status, .error = (char *)error};
   char message[2400];
   /* A run that ran before and whose job ended without claiming it again (its worker gave

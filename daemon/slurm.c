@@ -36,6 +36,9 @@ typedef struct job {
   char job_id[32];           /* "" while sbatch runs */
   char state[32], reason[256], node[256];
   int restarts;
+  /* Slurm requeued it and no run of it has been seen RUNNING since: an end Slurm says now
+   * is the requeued attempt's, already said interrupted (and counted) once. */
+  int requeued;
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
   double hopeless_since;     /* util_monotonic() when its reason became one that never passes; 0 */
@@ -516,12 +519,22 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   char error[2048], tail[1400];
   const int64_t id = job->experiment_id;
   const int cancelling = job->cancelling;
+  /* The end of the attempt Slurm requeued, not of a new one: Slurm 22.05 was seen (once, in
+   * test_slurm) to end a requeued job FAILED (NonZeroExitCode), its log ending with the
+   * worker stopped by the requeue's SIGTERM, instead of starting it again. That attempt was
+   * counted when the requeue was seen; the run goes on from its checkpoint in a new job. A
+   * cancel from outside stays a cancel, and a COMPLETED one is a run that did go on. */
+  const int after_requeue = job->requeued && (state == NULL || (strcmp(state, "CANCELLED") != 0 &&
+                                                                 strcmp(state, "COMPLETED") != 0));
   log_tail(job, tail, sizeof tail);
   if (state == NULL) {
     snprintf(error, sizeof error, "Slurm no longer knows job %s; it is submitted again", job->job_id);
     snprintf(job->state, sizeof job->state, "VANISHED");
   } else if (strcmp(state, "CANCELLED") == 0) {
     snprintf(error, sizeof error, "its Slurm job %s was cancelled outside MapSage (scancel)", job->job_id);
+  } else if (after_requeue) {
+    snprintf(error, sizeof error, "its Slurm job %s ended %s after Slurm requeued it, before it ran again; it runs "
+             "again from its last checkpoint%s", job->job_id, state, tail);
   } else if (state_is(state, again)) {
     snprintf(error, sizeof error, "its Slurm job %s ended %s on %s; it runs again from its last checkpoint",
              job->job_id, state, job->node[0] ? job->node : "its node");
@@ -533,13 +546,17 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   end_job(slurm, job);
   if (cancelling) return; /* cancelled here: the scheduler has ended the run already */
   fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
-  if (state == NULL || (state && state_is(state, again)))
+  if (after_requeue)
+    say_ended(slurm, id, "interrupted", error, SLURM_RETRY_SAID);
+  else if (state == NULL || (state && state_is(state, again)))
     say_ended(slurm, id, "interrupted", error, 1);
   else if (strcmp(state, "CANCELLED") == 0)
     say_ended(slurm, id, "cancelled", error, 0);
   else
     say_ended(slurm, id, "failed", error, 0);
 }
+
+static const char *const REQUEUE_STATES[] = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", NULL};
 
 static const char *const TERMINAL_STATES[] = {"COMPLETED", "FAILED", "OUT_OF_MEMORY", "TIMEOUT", "CANCELLED",
                                               "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT",
@@ -566,21 +583,28 @@ static void apply_line(slurm_t *slurm, char *line) {
   const int restarts = atoi(fields[4]);
   const char *kept_reason = strcmp(reason, "None") ? reason : "";
   int changed = strcmp(job->state, state) || strcmp(job->reason, kept_reason) || strcmp(job->node, node);
-  if (restarts > job->restarts) {
+  /* Slurm's restart count grows as it requeues; a REQUEUED, REQUEUE_FED or REQUEUE_HOLD
+   * state (a job requeued while completing) may be shown before it does. */
+  const int requeue_state = state_is(state, REQUEUE_STATES);
+  if (restarts > job->restarts || (requeue_state && !job->requeued)) {
     /* Requeued (scontrol requeue, a node that failed, preemption): the attempt that ran is
      * over; the job's next start claims the run again and goes on from job.resume. */
     char error[512];
     snprintf(error, sizeof error, "Slurm requeued its job %s (%s%s%s); it runs again from its last checkpoint",
              job->job_id, state, reason[0] && strcmp(reason, "None") ? ", " : "",
              reason[0] && strcmp(reason, "None") ? reason : "");
-    job->restarts = restarts;
+    job->restarts = restarts > job->restarts ? restarts : job->restarts + 1;
+    const int said_before = job->requeued;
+    job->requeued = 1;
     store_job(slurm, job, 0);
     const int64_t id = job->experiment_id;
-    say_ended(slurm, id, "interrupted", error, 1);
+    say_ended(slurm, id, "interrupted", error, said_before ? SLURM_RETRY_SAID : 1);
     /* What the scheduler did about it may have cancelled the job (a study's rule). */
     if ((job = find_job(slurm, id)) == NULL) return;
     changed = 1;
   }
+  /* RUNNING after a requeue: the requeued job runs again, an attempt of its own. */
+  if (strcmp(state, "RUNNING") == 0) job->requeued = 0;
   const int hopeless_now = strcmp(state, "PENDING") == 0 && hopeless(kept_reason);
   if (!hopeless_now || changed) job->hopeless_since = hopeless_now ? util_monotonic() : 0;
   if (hopeless_now && !job->cancelling && util_monotonic() - job->hopeless_since >= HOPELESS_AFTER_S) {

@@ -19,6 +19,8 @@
 #define SLURM_POLL_MS 5000    /* squeue this often by default (--slurm-poll-ms) */
 #define SLURM_OUTPUT_LIMIT (4 << 20) /* bytes kept of a command's stdout or stderr */
 
+#define SLURM_RETRY_SAID 2     /* events.ended's `retry`: the interruption was said before */
+
 typedef struct slurm slurm_t;
 
 /* What mapsaged's --slurm-* flags say. */
@@ -36,7 +38,9 @@ typedef struct {
   void *context;
   /* The job ended, or was requeued, without the run's own `finished`: the run becomes
    * `status` (interrupted: it runs again from its last checkpoint when `retry`, within
-   * max_attempts), `error` saying why in Slurm's words. */
+   * max_attempts), `error` saying why in Slurm's words. `retry` is SLURM_RETRY_SAID when
+   * this is the end of an attempt already said interrupted (a requeued job that Slurm then
+   * ended before it ran again): not an attempt to count twice. */
   void (*ended)(void *context, int64_t id, const char *status, const char *error, int retry);
   /* Its job's state, reason or node changed: for the streams. */
   void (*changed)(void *context, int64_t id);
