@@ -36,8 +36,8 @@ typedef struct job {
   char job_id[32];           /* "" while sbatch runs */
   char state[32], reason[256], node[256];
   int restarts;
-  /* Slurm requeued it and no run of it has been seen RUNNING since: an end Slurm says now
-   * is the requeued attempt's, already said interrupted (and counted) once. */
+  /* Slurm has requeued it: an end it says before the run is claimed again is the requeued
+   * attempt's (events.ended's SLURM_AFTER_REQUEUE). */
   int requeued;
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
@@ -286,6 +286,22 @@ static int make_secret(char *out) {
   return 0;
 }
 
+/* A requeued job's next run claims the run with a new secret (its script reads job.secret
+ * as it starts): the requeued attempt's worker, still posting its last events as it stops,
+ * is refused rather than taking the run again as a new attempt while its job waits. */
+static void new_secret(job_t *job) {
+  char secret[sizeof job->secret], path[PATH_MAX + 16];
+  snprintf(path, sizeof path, "%s/job.secret", job->directory);
+  int result = make_secret(secret);
+  if (result == 0) result = write_private_file(path, secret, 0600);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: cannot renew %s: %s; the requeued attempt may claim its run again\n", path,
+            strerror(-result));
+    return;
+  }
+  memcpy(job->secret, secret, sizeof secret);
+}
+
 /* The last lines of the job's output, on one line: "; log tail: a | b", or "". */
 static void log_tail(const job_t *job, char *out, size_t size) {
   char path[PATH_MAX + 16], text[LOG_TAIL_BYTES + 1];
@@ -519,11 +535,13 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   char error[2048], tail[1400];
   const int64_t id = job->experiment_id;
   const int cancelling = job->cancelling;
-  /* The end of the attempt Slurm requeued, not of a new one: Slurm 22.05 was seen (once, in
-   * test_slurm) to end a requeued job FAILED (NonZeroExitCode), its log ending with the
-   * worker stopped by the requeue's SIGTERM, instead of starting it again. That attempt was
-   * counted when the requeue was seen; the run goes on from its checkpoint in a new job. A
-   * cancel from outside stays a cancel, and a COMPLETED one is a run that did go on. */
+  /* Slurm 22.05 was seen (in test_slurm) to end a requeued job FAILED (NonZeroExitCode), its
+   * log ending with the worker stopped by the requeue's SIGTERM and nothing of a new run:
+   * without slurmdbd, slurmctld does not drop the requeued attempt's late batch-completion
+   * (exit 143), and takes it for the end of the run started again (proc_req.c,
+   * _slurm_rpc_complete_batch_script). The scheduler tells it from a real end by whether
+   * the run was claimed since the requeue. A cancel from outside stays a cancel, and a
+   * COMPLETED job ran to its end. */
   const int after_requeue = job->requeued && (state == NULL || (strcmp(state, "CANCELLED") != 0 &&
                                                                  strcmp(state, "COMPLETED") != 0));
   log_tail(job, tail, sizeof tail);
@@ -532,9 +550,6 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
     snprintf(job->state, sizeof job->state, "VANISHED");
   } else if (strcmp(state, "CANCELLED") == 0) {
     snprintf(error, sizeof error, "its Slurm job %s was cancelled outside MapSage (scancel)", job->job_id);
-  } else if (after_requeue) {
-    snprintf(error, sizeof error, "its Slurm job %s ended %s after Slurm requeued it, before it ran again; it runs "
-             "again from its last checkpoint%s", job->job_id, state, tail);
   } else if (state_is(state, again)) {
     snprintf(error, sizeof error, "its Slurm job %s ended %s on %s; it runs again from its last checkpoint",
              job->job_id, state, job->node[0] ? job->node : "its node");
@@ -546,14 +561,13 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   end_job(slurm, job);
   if (cancelling) return; /* cancelled here: the scheduler has ended the run already */
   fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
-  if (after_requeue)
-    say_ended(slurm, id, "interrupted", error, SLURM_RETRY_SAID);
-  else if (state == NULL || (state && state_is(state, again)))
-    say_ended(slurm, id, "interrupted", error, 1);
+  const int requeued = after_requeue ? SLURM_AFTER_REQUEUE : 0;
+  if (state == NULL || (state && state_is(state, again)))
+    say_ended(slurm, id, "interrupted", error, 1 | requeued);
   else if (strcmp(state, "CANCELLED") == 0)
     say_ended(slurm, id, "cancelled", error, 0);
   else
-    say_ended(slurm, id, "failed", error, 0);
+    say_ended(slurm, id, "failed", error, requeued);
 }
 
 static const char *const REQUEUE_STATES[] = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", NULL};
@@ -594,17 +608,15 @@ static void apply_line(slurm_t *slurm, char *line) {
              job->job_id, state, reason[0] && strcmp(reason, "None") ? ", " : "",
              reason[0] && strcmp(reason, "None") ? reason : "");
     job->restarts = restarts > job->restarts ? restarts : job->restarts + 1;
-    const int said_before = job->requeued;
     job->requeued = 1;
     store_job(slurm, job, 0);
+    new_secret(job);
     const int64_t id = job->experiment_id;
-    say_ended(slurm, id, "interrupted", error, said_before ? SLURM_RETRY_SAID : 1);
+    say_ended(slurm, id, "interrupted", error, 1);
     /* What the scheduler did about it may have cancelled the job (a study's rule). */
     if ((job = find_job(slurm, id)) == NULL) return;
     changed = 1;
   }
-  /* RUNNING after a requeue: the requeued job runs again, an attempt of its own. */
-  if (strcmp(state, "RUNNING") == 0) job->requeued = 0;
   const int hopeless_now = strcmp(state, "PENDING") == 0 && hopeless(kept_reason);
   if (!hopeless_now || changed) job->hopeless_since = hopeless_now ? util_monotonic() : 0;
   if (hopeless_now && !job->cancelling && util_monotonic() - job->hopeless_since >= HOPELESS_AFTER_S) {
@@ -728,6 +740,7 @@ static void load_jobs(slurm_t *slurm) {
     util_strlcpy(job->reason, json_string_value(json_object_get(row, "reason")), sizeof job->reason);
     util_strlcpy(job->node, json_string_value(json_object_get(row, "node")), sizeof job->node);
     job->restarts = (int)json_integer_value(json_object_get(row, "restarts"));
+    job->requeued = job->restarts > 0;
     snprintf(job->directory, sizeof job->directory, "%s/experiments/%lld", slurm->options.data_dir,
              (long long)job->experiment_id);
     char path[PATH_MAX + 16], *secret = NULL;

@@ -19,7 +19,9 @@
 #define SLURM_POLL_MS 5000    /* squeue this often by default (--slurm-poll-ms) */
 #define SLURM_OUTPUT_LIMIT (4 << 20) /* bytes kept of a command's stdout or stderr */
 
-#define SLURM_RETRY_SAID 2     /* events.ended's `retry`: the interruption was said before */
+/* In events.ended's `retry`: the job had been requeued. If its run has not been claimed
+ * since, this end is the requeued attempt's, said and counted with the requeue. */
+#define SLURM_AFTER_REQUEUE 2
 
 typedef struct slurm slurm_t;
 
@@ -38,9 +40,8 @@ typedef struct {
   void *context;
   /* The job ended, or was requeued, without the run's own `finished`: the run becomes
    * `status` (interrupted: it runs again from its last checkpoint when `retry`, within
-   * max_attempts), `error` saying why in Slurm's words. `retry` is SLURM_RETRY_SAID when
-   * this is the end of an attempt already said interrupted (a requeued job that Slurm then
-   * ended before it ran again): not an attempt to count twice. */
+   * max_attempts), `error` saying why in Slurm's words; SLURM_AFTER_REQUEUE may be or'ed
+   * into `retry`. */
   void (*ended)(void *context, int64_t id, const char *status, const char *error, int retry);
   /* Its job's state, reason or node changed: for the streams. */
   void (*changed)(void *context, int64_t id);
