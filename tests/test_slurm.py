@@ -115,8 +115,10 @@ class SlurmTest(unittest.TestCase):
 
     def test_a_run_trains_through_slurm_and_its_curves_stream_live(self):
         d = self.daemon
-        experiment_id = d.submit(long_config("through-slurm", resources={"cpus": 1, "memory": "512M",
-                                                                         "time": "00:10:00"}))
+        # Long enough to be still running when the test reads its first metric (the worker
+        # posts every 250 ms; six epochs take 0.3 s in a non-sanitized build).
+        experiment_id = d.submit(long_config("through-slurm", epochs=30,
+                                             resources={"cpus": 1, "memory": "512M", "time": "00:10:00"}))
         stream = d.stream(experiment_id)
         metric_while_running = None
         steps = []
@@ -173,12 +175,12 @@ class SlurmTest(unittest.TestCase):
         other = d.submit(synthetic_config("other", epochs=1))
         self.job_id(teacher)
         # One job at a time: the others have none while the teacher's may still run.
+        deadline = time.time() + 180
         while d.experiment(teacher)["status"] != "succeeded":
             self.assertIsNone(self.job(student))
             self.assertIsNone(self.job(other))
+            self.assertLess(time.time(), deadline, "the teacher did not finish")
             time.sleep(0.1)
-            if time.time() > getattr(self, "_deadline", time.time() + 180):
-                self.fail("the teacher did not finish")
         for experiment_id in (student, other):
             experiment = d.wait_status(experiment_id, ("succeeded", "failed", "cancelled"), timeout=180)
             self.assertEqual("succeeded", experiment["status"], experiment.get("error"))
@@ -243,8 +245,15 @@ class SlurmTest(unittest.TestCase):
         status, _, body = d.request("POST", "/api/experiments/%d/cancel" % inside)
         self.assertIn(status, (200, 202), body)
         self.assertEqual("cancelled", d.wait_status(inside, ("cancelled",), timeout=60)["status"])
-        wait_for("Slurm cancelled job %s" % job_id,
-                 lambda: (self.squeue(job_id) or ("CANCELLED",))[0] == "CANCELLED", timeout=60)
+        self.assertIn("scancel %s" % job_id, d.log())
+        # The worker learns of the cancel from the answer to its next post and stops: when
+        # that is before scancel reaches slurmctld, Slurm ends the job FAILED (exit 3), not
+        # CANCELLED. Either way the job ends.
+        state = wait_for("Slurm ended job %s" % job_id, lambda: (lambda q: q[0] if q and q[0] in (
+            "CANCELLED", "FAILED") else None)(self.squeue(job_id) or ("CANCELLED",)), timeout=60)
+        if state == "FAILED":
+            with open(os.path.join(d.directory, "data", "experiments", str(inside), "job.log")) as f:
+                self.assertIn("the daemon takes no more events", f.read())
 
     def test_requeue_resumes_from_the_checkpoint_with_the_same_result(self):
         d = self.daemon
