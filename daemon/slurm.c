@@ -536,10 +536,11 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   const int64_t id = job->experiment_id;
   const int cancelling = job->cancelling;
   /* Slurm 22.05 was seen (in test_slurm) to end a requeued job FAILED (NonZeroExitCode), its
-   * log ending with the worker stopped by the requeue's SIGTERM and nothing of a new run:
-   * without slurmdbd, slurmctld does not drop the requeued attempt's late batch-completion
-   * (exit 143), and takes it for the end of the run started again (proc_req.c,
-   * _slurm_rpc_complete_batch_script). The scheduler tells it from a real end by whether
+   * log ending with the worker stopped by the requeue's SIGTERM and nothing of a new run;
+   * most likely because, without slurmdbd, slurmctld does not drop the requeued attempt's
+   * late batch completion (exit 143) and takes it for the end of the run started again
+   * (proc_req.c, _slurm_rpc_complete_batch_script: the check for a late one is only made
+   * with slurmdbd; read, not reproduced). The scheduler tells it from a real end by whether
    * the run was claimed since the requeue. A cancel from outside stays a cancel, and a
    * COMPLETED job ran to its end. */
   const int after_requeue = job->requeued && (state == NULL || (strcmp(state, "CANCELLED") != 0 &&
