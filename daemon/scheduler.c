@@ -583,6 +583,17 @@ static void on_job_ended(void *context, int64_t id, const char *status, const ch
     return;
   }
   remote_t *remote = sched_find_remote(sched, id);
+  if ((retry & SLURM_AFTER_REQUEUE) && remote == NULL &&
+      (strcmp(current, DB_INTERRUPTED) == 0 || strcmp(current, DB_QUEUED) == 0)) {
+    /* Not claimed since its job was requeued: the requeued attempt's end, counted with the
+     * requeue. Its job has ended, so the run is submitted again and resumes from its last
+     * checkpoint. */
+    fprintf(stderr, "mapsaged: experiment %lld stays interrupted (its job was requeued before): %s\n",
+            (long long)id, error);
+    sched_kick(sched);
+    return;
+  }
+  retry &= ~SLURM_AFTER_REQUEUE;
   outcome_t outcome = {.experiment_id = id, .status = status, .error = (char *)error};
   char message[2400];
   /* A run that ran before and whose job ended without claiming it again (its worker gave

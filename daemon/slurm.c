@@ -35,6 +35,9 @@ typedef struct job {
   char job_id[32];           /* "" while sbatch runs */
   char state[32], reason[256], node[256];
   int restarts;
+  /* Slurm has requeued it: an end it says before the run is claimed again is the requeued
+   * attempt's (events.ended's SLURM_AFTER_REQUEUE). */
+  int requeued;
   int seen;                  /* in the last squeue answer */
   int cancelling;            /* scancel sent by this daemon */
   double hopeless_since;     /* util_monotonic() when its reason became one that never passes; 0 */
@@ -267,6 +270,22 @@ static int write_private_file(const char *path, const char *text, mode_t mode) {
     done += (size_t)n;
   }
   return close(fd) == 0 ? 0 : -errno;
+}
+
+/* A requeued job's next run claims the run with a new secret (its script reads job.secret
+ * as it starts): the requeued attempt's worker, still posting its last events as it stops,
+ * is refused rather than taking the run again as a new attempt while its job waits. */
+static void new_secret(job_t *job) {
+  char secret[sizeof job->secret], path[PATH_MAX + 16];
+  snprintf(path, sizeof path, "%s/job.secret", job->directory);
+  int result = util_random_hex(secret, SECRET_BYTES);
+  if (result == 0) result = write_private_file(path, secret, 0600);
+  if (result != 0) {
+    fprintf(stderr, "mapsaged: cannot renew %s: %s; the requeued attempt may claim its run again\n", path,
+            strerror(-result));
+    return;
+  }
+  memcpy(job->secret, secret, sizeof secret);
 }
 
 /* The last lines of the job's output, on one line: "; log tail: a | b", or "". */
@@ -502,6 +521,16 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   char error[2048], tail[1400];
   const int64_t id = job->experiment_id;
   const int cancelling = job->cancelling;
+  /* Slurm 22.05 was seen (in test_slurm) to end a requeued job FAILED (NonZeroExitCode), its
+   * log ending with the worker stopped by the requeue's SIGTERM and nothing of a new run;
+   * most likely because, without slurmdbd, slurmctld does not drop the requeued attempt's
+   * late batch completion (exit 143) and takes it for the end of the run started again
+   * (proc_req.c, _slurm_rpc_complete_batch_script: the check for a late one is only made
+   * with slurmdbd; read, not reproduced). The scheduler tells it from a real end by whether
+   * the run was claimed since the requeue. A cancel from outside stays a cancel, and a
+   * COMPLETED job ran to its end. */
+  const int after_requeue = job->requeued && (state == NULL || (strcmp(state, "CANCELLED") != 0 &&
+                                                                 strcmp(state, "COMPLETED") != 0));
   log_tail(job, tail, sizeof tail);
   if (state == NULL) {
     snprintf(error, sizeof error, "Slurm no longer knows job %s; it is submitted again", job->job_id);
@@ -519,13 +548,16 @@ static void job_ended(slurm_t *slurm, job_t *job, const char *state) {
   end_job(slurm, job);
   if (cancelling) return; /* cancelled here: the scheduler has ended the run already */
   fprintf(stderr, "mapsaged: experiment %lld: %s\n", (long long)id, error);
+  const int requeued = after_requeue ? SLURM_AFTER_REQUEUE : 0;
   if (state == NULL || (state && state_is(state, again)))
-    say_ended(slurm, id, "interrupted", error, 1);
+    say_ended(slurm, id, "interrupted", error, 1 | requeued);
   else if (strcmp(state, "CANCELLED") == 0)
     say_ended(slurm, id, "cancelled", error, 0);
   else
-    say_ended(slurm, id, "failed", error, 0);
+    say_ended(slurm, id, "failed", error, requeued);
 }
+
+static const char *const REQUEUE_STATES[] = {"REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", NULL};
 
 static const char *const TERMINAL_STATES[] = {"COMPLETED", "FAILED", "OUT_OF_MEMORY", "TIMEOUT", "CANCELLED",
                                               "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT",
@@ -552,15 +584,20 @@ static void apply_line(slurm_t *slurm, char *line) {
   const int restarts = atoi(fields[4]);
   const char *kept_reason = strcmp(reason, "None") ? reason : "";
   int changed = strcmp(job->state, state) || strcmp(job->reason, kept_reason) || strcmp(job->node, node);
-  if (restarts > job->restarts) {
+  /* Slurm's restart count grows as it requeues; a REQUEUED, REQUEUE_FED or REQUEUE_HOLD
+   * state (a job requeued while completing) may be shown before it does. */
+  const int requeue_state = state_is(state, REQUEUE_STATES);
+  if (restarts > job->restarts || (requeue_state && !job->requeued)) {
     /* Requeued (scontrol requeue, a node that failed, preemption): the attempt that ran is
      * over; the job's next start claims the run again and goes on from job.resume. */
     char error[512];
     snprintf(error, sizeof error, "Slurm requeued its job %s (%s%s%s); it runs again from its last checkpoint",
              job->job_id, state, reason[0] && strcmp(reason, "None") ? ", " : "",
              reason[0] && strcmp(reason, "None") ? reason : "");
-    job->restarts = restarts;
+    job->restarts = restarts > job->restarts ? restarts : job->restarts + 1;
+    job->requeued = 1;
     store_job(slurm, job, 0);
+    new_secret(job);
     const int64_t id = job->experiment_id;
     say_ended(slurm, id, "interrupted", error, 1);
     /* What the scheduler did about it may have cancelled the job (a study's rule). */
@@ -690,6 +727,7 @@ static void load_jobs(slurm_t *slurm) {
     util_strlcpy(job->reason, json_string_value(json_object_get(row, "reason")), sizeof job->reason);
     util_strlcpy(job->node, json_string_value(json_object_get(row, "node")), sizeof job->node);
     job->restarts = (int)json_integer_value(json_object_get(row, "restarts"));
+    job->requeued = job->restarts > 0;
     snprintf(job->directory, sizeof job->directory, "%s/experiments/%lld", slurm->options.data_dir,
              (long long)job->experiment_id);
     char path[PATH_MAX + 16], *secret = NULL;

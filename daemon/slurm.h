@@ -19,6 +19,10 @@
 #define SLURM_POLL_MS 5000    /* squeue this often by default (--slurm-poll-ms) */
 #define SLURM_OUTPUT_LIMIT (4 << 20) /* bytes kept of a command's stdout or stderr */
 
+/* In events.ended's `retry`: the job had been requeued. If its run has not been claimed
+ * since, this end is the requeued attempt's, said and counted with the requeue. */
+#define SLURM_AFTER_REQUEUE 2
+
 typedef struct slurm slurm_t;
 
 /* What mapsaged's --slurm-* flags say. */
@@ -36,7 +40,8 @@ typedef struct {
   void *context;
   /* The job ended, or was requeued, without the run's own `finished`: the run becomes
    * `status` (interrupted: it runs again from its last checkpoint when `retry`, within
-   * max_attempts), `error` saying why in Slurm's words. */
+   * max_attempts), `error` saying why in Slurm's words; SLURM_AFTER_REQUEUE may be or'ed
+   * into `retry`. */
   void (*ended)(void *context, int64_t id, const char *status, const char *error, int retry);
   /* Its job's state, reason or node changed: for the streams. */
   void (*changed)(void *context, int64_t id);
