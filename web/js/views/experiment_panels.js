@@ -1,10 +1,12 @@
 // views/experiment_panels.js — the experiment page's panels that show what the API says as
 // it is: the checkpoints (newest first, where a run resumes, each downloadable as the file
-// and as safetensors), the dataset line of the header, and the worker's start report.
-// Pure functions of the run: the page calls them again when it changes.
+// and as safetensors), the dataset line of the header, the worker's start report, and
+// RunPanels, the folding panels under the charts (checkpoints, log, config, worker) that
+// hold them. The functions are pure functions of the run: the page calls them again when
+// it changes.
 
-import {h, formatBytes, formatCount, formatTime, ACTIVE} from '../dom.js';
-import {downloadUrl} from '../api.js';
+import {h, clear, formatBytes, formatCount, formatTime, ACTIVE} from '../dom.js';
+import {api, downloadUrl} from '../api.js';
 
 // "trained on fashion-mnist · 3f2a9c01b7de": the dataset (a link to its page) and the first
 // 12 hex digits of the checksum recorded at submission, the whole one in the title. Null for
@@ -56,4 +58,70 @@ export function workerPanel(worker) {
       : [[`${prefix}${key}`, value]]);
   return flat(worker, '').map(([key, value]) => [h('dt', {}, key),
     h('dd', {}, typeof value === 'number' ? formatCount(value) : String(value))]);
+}
+
+// The panels under the charts: the checkpoints, the run's log (Refresh), its config (Edit as
+// new: a draft for the submit page) and the worker's report.
+export class RunPanels {
+  // run: the page's state ({id, experiment, stopped}).
+  constructor(run) {
+    this.run = run;
+    this.shownCheckpoints = null;
+    this.checkpointsCount = h('span', {class: 'muted count'});
+    this.checkpointsView = h('div', {class: 'checkpoints'});
+    this.logView = h('pre', {class: 'log'}, '…');
+    this.configView = h('pre', {class: 'config'});
+    this.workerView = h('dl', {class: 'worker'});
+    this.elements = [
+      h('details', {class: 'panel', open: true, dataset: {panel: 'checkpoints'}},
+        h('summary', {}, 'Checkpoints ', this.checkpointsCount), this.checkpointsView),
+      h('details', {class: 'panel', open: true}, h('summary', {}, 'Log ',
+        h('button', {type: 'button', class: 'secondary small', onclick: () => this.fetchLog(true)}, 'Refresh')),
+      this.logView),
+      h('details', {class: 'panel'}, h('summary', {}, 'Config ',
+        h('button', {type: 'button', class: 'secondary small', onclick: (event) => this.editAsNew(event)},
+          'Edit as new')), this.configView),
+      h('details', {class: 'panel'}, h('summary', {}, 'Worker'), this.workerView)];
+  }
+
+  renderCheckpoints() {
+    const experiment = this.run.experiment;
+    const list = experiment.checkpoints || [];
+    const key = `${experiment.status} ${JSON.stringify(list)}`;
+    if (key === this.shownCheckpoints) return;
+    this.shownCheckpoints = key;
+    this.checkpointsCount.textContent = list.length ? `(${list.length})` : '';
+    clear(this.checkpointsView, checkpointsPanel(experiment));
+  }
+
+  renderConfig() {
+    this.configView.textContent = JSON.stringify(this.run.experiment.config, null, 2);
+  }
+
+  renderWorker(worker) {
+    clear(this.workerView, workerPanel(worker));
+  }
+
+  // force: scroll to the end even if the reader had scrolled up.
+  async fetchLog(force) {
+    const logView = this.logView;
+    try {
+      const text = await api.log(this.run.id);
+      if (this.run.stopped) return;
+      const atBottom = logView.scrollTop + logView.clientHeight >= logView.scrollHeight - 4;
+      logView.textContent = text || '(nothing logged yet)';
+      if (atBottom || force) logView.scrollTop = logView.scrollHeight;
+    } catch (e) {
+      logView.textContent = `could not read the log: ${e.message}`;
+    }
+  }
+
+  editAsNew(event) {
+    event.preventDefault(); // the button sits in a <summary>
+    const config = {...this.run.experiment.config};
+    try {
+      sessionStorage.setItem('mapsage.draft', JSON.stringify(config, null, 2));
+    } catch { /* the submit page then starts from a template */ }
+    location.hash = '#/submit';
+  }
 }
