@@ -1,5 +1,5 @@
 /* fuzz_event.c — libFuzzer target for the worker → daemon event protocol (common/event.c)
- * and for what the daemon does with an event it accepted (daemon/db.c).
+ * and for what the daemon does with an event it accepted (daemon/db_batch.c).
  *
  * A worker may be buggy or hostile, so every input is one line it could print. When
  * ev_parse() accepts it, the fields event.h promises must hold (asserted below), and the
