@@ -1200,6 +1200,20 @@ static void test_cnn_threads(void) {
                "thread's, two runs %s\n",
                kernels_isa_name((kernels_isa_t)isa), B, counts[ci], same_forward ? "identical" : "DIFFERS",
                same_dinp ? "identical" : "DIFFERS", worst, repeatable ? "bit-identical" : "DIFFER");
+        /* The ReLU and the 2×2 pool run inside the convolution's loop (nn_forward's
+         * epilogue): their outputs and argmaxes are what the layers compute on their own. */
+        const size_t n_pooled = (size_t)B * m->layers[2].out;
+        float *relu_alone = malloc(n_act * sizeof *relu_alone), *pool_alone = malloc(n_pooled * sizeof *pool_alone);
+        int32_t *argmax_alone = malloc(n_pooled * sizeof *argmax_alone);
+        const cfg_shape_t *pooled_in = &m->layers[2].in_shape;
+        relu_forward(relu_alone, nn_layer_output(m, 0), (int)n_act);
+        maxpool_forward(pool_alone, argmax_alone, relu_alone, B, pooled_in->channels, pooled_in->height,
+                        pooled_in->width, 2, 2);
+        const int same_epilogue = memcmp(relu_alone, nn_layer_output(m, 1), n_act * sizeof(float)) == 0 &&
+                                  memcmp(pool_alone, nn_layer_output(m, 2), n_pooled * sizeof(float)) == 0 &&
+                                  memcmp(argmax_alone, m->indices + m->layers[2].argmax, n_pooled * sizeof(int32_t)) == 0;
+        CHECK(same_epilogue);
+        free(relu_alone), free(pool_alone), free(argmax_alone);
         CHECK(same_forward);
         CHECK(same_dinp);
         CHECK(worst < 1e-4);

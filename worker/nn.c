@@ -223,6 +223,11 @@ typedef struct {
    * bench/README.md), else by kernels.h's (threads: OpenBLAS must not be entered from
    * several threads at once, and would start threads of its own). */
   int blas_weight_gradient;
+  /* Forward epilogue (the model's, NULL otherwise): the ReLU layer after the convolution
+   * into relu_out, and the 2×2 pool after that into pool_out and argmax, per example while
+   * its output is in cache and on the example's thread. */
+  float *relu_out, *pool_out;
+  int32_t *argmax;
 } conv2d__job_t;
 
 /* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
@@ -241,8 +246,17 @@ static void conv2d__forward_examples(const conv2d__job_t *job, int first, int en
     float *col_b = job->col + (size_t)b * CKK * P;
     conv2d__im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
                    job->K, job->stride, job->pad, OH, OW);
-    kernels_gemm_unpacked(job->out + (size_t)b * job->OC * P, P, job->weight, (size_t)CKK, 1, col_b,
-                          P, job->bias, job->OC, (int)P, CKK);
+    float *out_b = job->out + (size_t)b * job->OC * P;
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, job->OC,
+                          (int)P, CKK);
+    if (!job->relu_out) continue;
+    float *relu_b = job->relu_out + (size_t)b * job->OC * P;
+    kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
+    if (!job->pool_out) continue;
+    const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+    kernels_maxpool2_forward(job->pool_out + (size_t)b * job->OC * pooled,
+                             job->argmax + (size_t)b * job->OC * pooled, relu_b, (size_t)job->OC,
+                             OH, OW);
   }
 }
 
@@ -322,13 +336,19 @@ void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, 
  * helpers' weight gradients are added after the run, thread 1 first: a fixed order, so a
  * step gives the same bits run to run at one thread count (not across counts). */
 static void conv2d__forward_pooled(nn_model_t *model, const nn_layer_t *layer, float *out,
-                                   const float *inp, int B) {
+                                   const float *inp, int B, const nn_layer_t *relu,
+                                   const nn_layer_t *pool) {
   const cfg_shape_t *in = &layer->in_shape;
   conv2d__job_t job = {.out = out, .col = model->workspace + layer->col, .inp = inp,
                        .weight = model->params + layer->weight,
                        .bias = model->params + layer->bias, .B = B, .C = in->channels,
                        .H = in->height, .W = in->width, .OC = layer->shape.channels,
                        .K = layer->kernel, .stride = layer->stride, .pad = layer->padding};
+  if (relu) job.relu_out = model->activations + relu->activation;
+  if (pool) {
+    job.pool_out = model->activations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
   thread_pool_run(model->pool, conv2d__forward_task, &job);
 }
 
@@ -949,9 +969,25 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
     case CFG_LAYER_RELU:
       relu_forward(out, x, B * layer->in);
       break;
-    case CFG_LAYER_CONV2D:
-      conv2d__forward_pooled(model, layer, out, x, B);
+    case CFG_LAYER_CONV2D: {
+      /* A ReLU reading this output, and a 2×2 pool reading the ReLU's, run inside the
+       * convolution's per-example loop (each layer's output still written to its own
+       * buffer, so features and the backward see them as before). */
+      const nn_layer_t *relu = NULL, *pool = NULL;
+      if (i + 1 < model->n_order) {
+        const nn_layer_t *next = &model->layers[model->order[i + 1]];
+        if (next->kind == CFG_LAYER_RELU && next->input == layer->activation) relu = next;
+      }
+      if (relu && i + 2 < model->n_order) {
+        const nn_layer_t *next = &model->layers[model->order[i + 2]];
+        if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
+            next->input == relu->activation)
+          pool = next;
+      }
+      conv2d__forward_pooled(model, layer, out, x, B, relu, pool);
+      i += (relu != NULL) + (pool != NULL);
       break;
+    }
     case CFG_LAYER_MAXPOOL:
       maxpool_forward(out, model->indices + layer->argmax, x, B, in->channels, in->height,
                       in->width, layer->kernel, layer->stride);
