@@ -228,6 +228,11 @@ typedef struct {
    * its output is in cache and on the example's thread. */
   float *relu_out, *pool_out;
   int32_t *argmax;
+  /* Backward epilogue, the same layers in reverse, per example before its products: the
+   * pool's gradient (pool_dout, through argmax) added into the ReLU's (relu_dout), then the
+   * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
+  float *relu_dout, *conv_dout;
+  const float *pool_dout;
 } conv2d__job_t;
 
 /* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
@@ -276,8 +281,17 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *dweight, 
   const int OC = job->OC, CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
   float *dcol = scratch; /* (C·K·K, P) */
+  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
   for (int b = first; b < end; b++) {
     const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = job->col + (size_t)b * CKK * P;
+    if (job->relu_dout) {
+      float *relu_dout_b = job->relu_dout + (size_t)b * OC * P;
+      if (job->pool_dout)
+        maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * OC * pooled,
+                         job->argmax + (size_t)b * OC * pooled, 1, OC, OH, OW, 2, 2);
+      kernels_relu_backward(job->conv_dout + (size_t)b * OC * P, relu_dout_b,
+                            job->relu_out + (size_t)b * OC * P, (size_t)OC * P);
+    }
     if (CKK <= NN_FEW_TAPS) {
       kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
     } else {
@@ -353,7 +367,8 @@ static void conv2d__forward_pooled(nn_model_t *model, const nn_layer_t *layer, f
 }
 
 static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, float *dinp,
-                                    const float *dout, int B) {
+                                    float *dout, int B, const nn_layer_t *relu,
+                                    const nn_layer_t *pool) {
   const cfg_shape_t *in = &layer->in_shape;
   conv2d__job_t job = {.col = model->workspace + layer->col, .dinp = dinp,
                        .dweight = model->grads + layer->weight, .dbias = model->grads + layer->bias,
@@ -363,6 +378,15 @@ static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, 
                        .pad = layer->padding, .scratch = model->thread_scratch,
                        .gradient = model->thread_gradient,
                        .blas_weight_gradient = model->threads == 1};
+  if (relu) {
+    job.relu_out = model->activations + relu->activation;
+    job.relu_dout = model->dactivations + relu->activation;
+    job.conv_dout = dout;
+  }
+  if (pool) {
+    job.pool_dout = model->dactivations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
   thread_pool_run(model->pool, conv2d__backward_task, &job);
   const size_t n = layer->n_weight + layer->n_bias;
   for (int t = 1; t < model->threads; t++) {
@@ -951,6 +975,35 @@ int nn_model_grow(nn_model_t *model, int epoch) {
   return joined;
 }
 
+/* The layers a convolution at position i of the order runs in its own loop: a ReLU reading
+ * its output, and a 2×2 pool reading that ReLU's; NULL where there is none. */
+static void nn__conv_epilogue(const nn_model_t *model, int i, const nn_layer_t **relu,
+                              const nn_layer_t **pool) {
+  const nn_layer_t *conv = &model->layers[model->order[i]];
+  *relu = *pool = NULL;
+  if (i + 1 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 1]];
+    if (next->kind == CFG_LAYER_RELU && next->input == conv->activation) *relu = next;
+  }
+  if (*relu && i + 2 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 2]];
+    if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
+        next->input == (*relu)->activation)
+      *pool = next;
+  }
+}
+
+/* Whether the layer at position i runs inside an earlier convolution's loop. */
+static int nn__in_conv_epilogue(const nn_model_t *model, int i) {
+  const nn_layer_t *layer = &model->layers[model->order[i]], *relu, *pool;
+  for (int back = 1; back <= 2 && i - back >= 0; back++) {
+    if (model->layers[model->order[i - back]].kind != CFG_LAYER_CONV2D) continue;
+    nn__conv_epilogue(model, i - back, &relu, &pool);
+    if (relu == layer || pool == layer) return 1;
+  }
+  return 0;
+}
+
 const float *nn_forward(nn_model_t *model, const float *inputs, int B, int training) {
   if (model->forward_only) training = 0;
   float *const act = model->activations;
@@ -973,17 +1026,8 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
       /* A ReLU reading this output, and a 2×2 pool reading the ReLU's, run inside the
        * convolution's per-example loop (each layer's output still written to its own
        * buffer, so features and the backward see them as before). */
-      const nn_layer_t *relu = NULL, *pool = NULL;
-      if (i + 1 < model->n_order) {
-        const nn_layer_t *next = &model->layers[model->order[i + 1]];
-        if (next->kind == CFG_LAYER_RELU && next->input == layer->activation) relu = next;
-      }
-      if (relu && i + 2 < model->n_order) {
-        const nn_layer_t *next = &model->layers[model->order[i + 2]];
-        if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
-            next->input == relu->activation)
-          pool = next;
-      }
+      const nn_layer_t *relu, *pool;
+      nn__conv_epilogue(model, i, &relu, &pool);
       conv2d__forward_pooled(model, layer, out, x, B, relu, pool);
       i += (relu != NULL) + (pool != NULL);
       break;
@@ -1046,13 +1090,17 @@ void nn_backward(nn_model_t *model, const float *inputs, int B) {
       linear_backward(dx, dweight, dbias, dout, x, weight, B, layer->in, layer->out);
       break;
     case CFG_LAYER_RELU:
-      if (dx) relu_backward(dx, dout, act + layer->activation, B * layer->in);
+      if (dx && !nn__in_conv_epilogue(model, i))
+        relu_backward(dx, dout, act + layer->activation, B * layer->in);
       break;
-    case CFG_LAYER_CONV2D:
-      conv2d__backward_pooled(model, layer, dx, dout, B);
+    case CFG_LAYER_CONV2D: {
+      const nn_layer_t *relu, *pool;
+      nn__conv_epilogue(model, i, &relu, &pool);
+      conv2d__backward_pooled(model, layer, dx, dact + layer->activation, B, relu, pool);
       break;
+    }
     case CFG_LAYER_MAXPOOL:
-      if (dx)
+      if (dx && !nn__in_conv_epilogue(model, i))
         maxpool_backward(dx, dout, model->indices + layer->argmax, B, in->channels, in->height,
                          in->width, layer->kernel, layer->stride);
       break;
