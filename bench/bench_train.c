@@ -411,9 +411,14 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
   bench_parse_config(cnn ? bench_cnn_json : cnn_teacher ? bench_cnn_teacher_json : bench_student_json,
                      &student_config);
   if (nn_model_create(&r->student, &student_config, r->B) != 0) bench_die("cannot build the student");
+  char error[160];
+  if (nn_model_set_threads(&r->student, openblas_get_num_threads(), error, sizeof error) != 0)
+    bench_die(error);
   if (strncmp(workload, "kd", 2) == 0) {
     bench_parse_config(bench_teacher_json, &teacher_config);
     if (nn_model_create_inference(&r->teacher, &teacher_config, r->B) != 0) bench_die("cannot build the teacher");
+    if (nn_model_set_threads(&r->teacher, openblas_get_num_threads(), error, sizeof error) != 0)
+      bench_die(error);
     r->has_teacher = 1;
     r->student_hidden = cfg_layer_index(&student_config, "hidden");
     r->teacher_hidden = cfg_layer_index(&teacher_config, "hidden");

@@ -82,6 +82,38 @@ static void test_few_taps(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_few_taps_case(&cases[i]);
 }
 
+/* kernels_conv_weight_gradient: dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ against
+ * the double sum, accumulating onto what is there, the same bits twice. */
+static void test_weight_gradient_case(int OC, int CKK, int P) {
+  const size_t n_w = (size_t)OC * CKK;
+  float *dout = malloc((size_t)OC * P * sizeof *dout), *col = malloc((size_t)CKK * P * sizeof *col);
+  float *dweight = malloc(n_w * sizeof *dweight), *again = malloc(n_w * sizeof *again);
+  fill_uniform(dout, (size_t)OC * P, -1, 1);
+  fill_uniform(col, (size_t)CKK * P, -1, 1);
+  for (size_t i = 0; i < n_w; i++) dweight[i] = again[i] = 0.25f;
+  kernels_conv_weight_gradient(dweight, dout, col, OC, CKK, P);
+  kernels_conv_weight_gradient(again, dout, col, OC, CKK, P);
+  double worst = 0.0;
+  for (int o = 0; o < OC; o++)
+    for (int t = 0; t < CKK; t++) {
+      double sum = 0.25;
+      for (int p = 0; p < P; p++) sum += (double)dout[(size_t)o * P + p] * col[(size_t)t * P + p];
+      worst = fmax(worst, fabs(sum - dweight[(size_t)o * CKK + t]));
+    }
+  printf("    weight gradient OC=%d CKK=%d P=%d: max |error| %.2e\n", OC, CKK, P, worst);
+  CHECK(worst < 1e-6 * P + 1e-6);
+  CHECK(memcmp(dweight, again, n_w * sizeof *dweight) == 0);
+  free(dout), free(col), free(dweight), free(again);
+}
+
+static void test_weight_gradient(void) {
+  test_weight_gradient_case(1, 1, 1);     /* scalar tails only */
+  test_weight_gradient_case(64, 288, 196); /* the teacher's second convolution */
+  test_weight_gradient_case(7, 25, 72);   /* 3 rows and 1 tap left over */
+  test_weight_gradient_case(5, 26, 45);   /* 1 row and 2 taps left, a vector tail on every width */
+  test_weight_gradient_case(3, 2, 15);    /* fewer rows and taps than one tile; P under AVX-512's 16 */
+}
+
 typedef struct {
   int M, N, K;
   int transposed;   /* A read as the transpose of a row-major K×M matrix (dcol = weightᵀ · dout) */
@@ -249,6 +281,7 @@ int main(void) {
     test_gemm();
     test_relu();
     test_few_taps();
+    test_weight_gradient();
     test_maxpool2();
     ran++;
   }

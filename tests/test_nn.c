@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "nn.h"
 #include "rng.h"
+#include "thread_pool.h"
 
 static rng_t test_rng;
 
@@ -260,7 +261,9 @@ static void test_conv2d_case(const conv_case_t *k) {
          k->stride, k->pad, OH, OW);
   float *inp = malloc(n_in * sizeof *inp), *weight = malloc(n_w * sizeof *weight), *bias = malloc(k->OC * sizeof *bias);
   float *r = malloc(n_out * sizeof *r), *out = malloc(n_out * sizeof *out);
-  float *col = malloc((size_t)CKK * N * sizeof *col), *scratch = malloc((size_t)(k->OC + CKK) * N * sizeof *scratch);
+  float *col = malloc((size_t)CKK * N * sizeof *col);
+  float *scratch = malloc(conv2d_scratch_floats(k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad, 1) *
+                          sizeof *scratch);
   float *dinp = calloc(n_in, sizeof *dinp), *dweight = calloc(n_w, sizeof *dweight), *dbias = calloc(k->OC, sizeof *dbias);
   double *x = malloc(n_in * sizeof *x), *w = malloc(n_w * sizeof *w), *bb = malloc(k->OC * sizeof *bb);
   double *expected = malloc(n_out * sizeof *expected), *numeric = malloc((n_in > n_w ? n_in : n_w) * sizeof *numeric);
@@ -363,6 +366,11 @@ static void test_conv2d(void) {
        * multiple of the register blocks, rows that end in a vector tail; then 18 taps. */
       {1, 1, 12, 19, 5, 3, 1, 1, 0},
       {3, 2, 9, 11, 6, 3, 1, 1, 0},
+      /* kernels.h's weight-gradient tiles (4 output channels × 3 taps) and their remainders:
+       * 7 channels (a tile of 3 rows left), 25 taps (one left), P = 72; 5 channels (one
+       * row left), 27 taps, P = 45 (a vector tail on every width). */
+      {2, 1, 9, 8, 7, 5, 1, 2, 0},
+      {1, 3, 5, 9, 5, 3, 1, 1, 0},
       /* The teacher's second layer's size (32 channels, 288 taps: OpenBLAS's dweight, the
        * unpacked GEMM's 6-row tiles and their remainders): against the backward's
        * definition, too large for central differences. */
@@ -1091,6 +1099,153 @@ static void test_cnn_repeatable(void) {
   free(inputs);
 }
 
+/* The pool runs each share exactly once per run, on as many threads as asked. */
+typedef struct {
+  int hits[8];
+  int threads_seen;
+} pool_probe_t;
+
+static void pool_probe_task(void *context, int thread, int threads) {
+  pool_probe_t *probe = context;
+  probe->hits[thread]++; /* each thread its own slot: no race */
+  if (thread == 0) probe->threads_seen = threads;
+}
+
+static void test_thread_pool(void) {
+  char error[160] = "";
+  thread_pool_t *pool = NULL;
+  CHECK_INT(-EINVAL, thread_pool_create(&pool, 0, error, sizeof error));
+  CHECK(pool == NULL && strstr(error, "threads") != NULL);
+  for (int threads = 1; threads <= 8; threads *= 2) {
+    CHECK_INT(0, thread_pool_create(&pool, threads, error, sizeof error));
+    pool_probe_t probe = {{0}, 0};
+    for (int run = 0; run < 200; run++) thread_pool_run(pool, pool_probe_task, &probe);
+    CHECK_INT(threads, probe.threads_seen);
+    CHECK_INT(threads, thread_pool_threads(pool));
+    int exact = 1;
+    for (int t = 0; t < 8; t++) exact &= probe.hits[t] == (t < threads ? 200 : 0);
+    printf("thread pool of %d: 200 runs, every share once per run: %s\n", threads, exact ? "yes" : "NO");
+    CHECK(exact);
+    thread_pool_free(pool);
+  }
+}
+
+/* One SGD step of `model` on (inputs, labels); the logits, gradients and input-side
+ * activation gradients are left in the model. */
+static void train_step(nn_model_t *model, const float *inputs, const int *labels, int B) {
+  float probs[8 * CFG_CLASSES];
+  loss_crossentropy_forward(probs, NULL, nn_forward(model, inputs, B, 1), labels, B, CFG_CLASSES);
+  nn_zero_grad(model);
+  loss_crossentropy_backward(nn_dlogits(model), probs, labels, 1.0f, B, CFG_CLASSES);
+  nn_backward(model, inputs, B);
+}
+
+/* The batch split across threads (nn_model_set_threads): on every kernel set, at 2, 3 and
+ * 7 threads (more threads than examples: some get none) and batches of 1 and 5, the forward
+ * and the input gradients are those of one thread bit for bit (each example is computed
+ * alone), the weight gradients agree to rounding (summed in another order), and two runs
+ * at one count give the same bits. Then the small CNN, threaded, against the double
+ * reference and central differences. */
+static void test_cnn_threads(void) {
+  cfg_experiment_t config = parse_config(
+      "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 5, \"kernel\": 3, \"padding\": 1},"
+      " {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2},"
+      " {\"type\": \"conv2d\", \"out\": 11, \"kernel\": 3, \"padding\": 1}, {\"type\": \"relu\"},"
+      " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"},"
+      " {\"type\": \"linear\", \"out\": 16}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]},"
+      " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01, \"momentum\": 0.9}}");
+  char error[160] = "";
+  nn_model_t model;
+  CHECK_INT(0, nn_model_create(&model, &config, 5));
+  CHECK_INT(1, model.threads);
+  CHECK_INT(-EINVAL, nn_model_set_threads(&model, 0, error, sizeof error));
+  CHECK(strstr(error, "threads") != NULL);
+  CHECK_INT(-EINVAL, nn_model_set_threads(&model, NN_MAX_THREADS + 1, error, sizeof error));
+  CHECK_INT(1, model.threads); /* refused: still one thread, and it still runs */
+  nn_model_free(&model);
+
+  enum { MAX_B = 5 };
+  float *inputs = random_batch(MAX_B);
+  const int labels[MAX_B] = {4, 0, 9, 9, 2};
+  const int counts[] = {2, 3, 7}, batches[] = {1, 5};
+  int compared = 0;
+  for (int isa = 0; isa < KERNELS_COUNT; isa++) {
+    if (kernels_use((kernels_isa_t)isa) != 0) continue;
+    for (size_t bi = 0; bi < 2; bi++) {
+      const int B = batches[bi];
+      nn_model_t one;
+      CHECK_INT(0, nn_model_create(&one, &config, MAX_B));
+      perturb_biases(&one);
+      train_step(&one, inputs, labels, B);
+      for (size_t ci = 0; ci < 3; ci++) {
+        nn_model_t runs[2];
+        for (int r = 0; r < 2; r++) {
+          CHECK_INT(0, nn_model_create(&runs[r], &config, MAX_B));
+          CHECK_INT(0, nn_model_set_threads(&runs[r], counts[ci], error, sizeof error));
+          CHECK_INT(counts[ci], runs[r].threads);
+          memcpy(runs[r].params, one.params, one.n_params * sizeof(float));
+          train_step(&runs[r], inputs, labels, B);
+        }
+        nn_model_t *m = &runs[0];
+        const size_t n_act = (size_t)B * m->layers[0].out; /* conv1's output and its gradient */
+        const int same_forward = memcmp(nn_layer_output(m, 0), nn_layer_output(&one, 0), n_act * sizeof(float)) == 0 &&
+                                 memcmp(nn_layer_output(m, 9), nn_layer_output(&one, 9), (size_t)B * 10 * sizeof(float)) == 0;
+        const size_t n_pool = (size_t)B * m->layers[2].out; /* conv2's input gradient */
+        const int same_dinp = memcmp(nn_layer_doutput(m, 2), nn_layer_doutput(&one, 2), n_pool * sizeof(float)) == 0;
+        double worst = 0.0;
+        for (size_t i = 0; i < m->n_params; i++)
+          worst = fmax(worst, fabs((double)m->grads[i] - one.grads[i]) / fmax(1e-2, fabs((double)one.grads[i])));
+        const int repeatable = memcmp(runs[0].grads, runs[1].grads, m->n_params * sizeof(float)) == 0;
+        printf("  %s, B=%d, %d threads: forward %s, input gradient %s, weight gradients within %.1e of one "
+               "thread's, two runs %s\n",
+               kernels_isa_name((kernels_isa_t)isa), B, counts[ci], same_forward ? "identical" : "DIFFERS",
+               same_dinp ? "identical" : "DIFFERS", worst, repeatable ? "bit-identical" : "DIFFER");
+        /* The ReLU and the 2×2 pool run inside the convolution's loop (nn_forward's
+         * epilogue): their outputs and argmaxes are what the layers compute on their own. */
+        const size_t n_pooled = (size_t)B * m->layers[2].out;
+        float *relu_alone = malloc(n_act * sizeof *relu_alone), *pool_alone = malloc(n_pooled * sizeof *pool_alone);
+        int32_t *argmax_alone = malloc(n_pooled * sizeof *argmax_alone);
+        const cfg_shape_t *pooled_in = &m->layers[2].in_shape;
+        relu_forward(relu_alone, nn_layer_output(m, 0), (int)n_act);
+        maxpool_forward(pool_alone, argmax_alone, relu_alone, B, pooled_in->channels, pooled_in->height,
+                        pooled_in->width, 2, 2);
+        const int same_epilogue = memcmp(relu_alone, nn_layer_output(m, 1), n_act * sizeof(float)) == 0 &&
+                                  memcmp(pool_alone, nn_layer_output(m, 2), n_pooled * sizeof(float)) == 0 &&
+                                  memcmp(argmax_alone, m->indices + m->layers[2].argmax, n_pooled * sizeof(int32_t)) == 0;
+        CHECK(same_epilogue);
+        free(relu_alone), free(pool_alone), free(argmax_alone);
+        CHECK(same_forward);
+        CHECK(same_dinp);
+        CHECK(worst < 1e-4);
+        CHECK(repeatable);
+        compared++;
+        nn_model_free(&runs[0]);
+        nn_model_free(&runs[1]);
+      }
+      nn_model_free(&one);
+    }
+  }
+  CHECK(compared >= 6);
+  kernels_use(kernels_isa_best());
+
+  /* Threaded, against the double reference and central differences: 2 threads over 3
+   * examples (an uneven split) and 4 (more threads than examples). */
+  cfg_experiment_t small = parse_config(SMALL_CNN);
+  const int pool_sizes[] = {2, 4};
+  int labels3[3] = {5, 1, 8};
+  for (int i = 0; i < 2; i++) {
+    nn_model_t threaded;
+    CHECK_INT(0, nn_model_create(&threaded, &small, 3));
+    CHECK_INT(0, nn_model_set_threads(&threaded, pool_sizes[i], error, sizeof error));
+    perturb_biases(&threaded);
+    char what[96];
+    snprintf(what, sizeof what, "small CNN on %d threads, against the double reference", pool_sizes[i]);
+    check_model(what, &threaded, inputs, labels3, 3, 0, -1, NULL, 16);
+    nn_model_free(&threaded);
+  }
+  free(inputs);
+}
+
 static void test_linear_on_image(void) {
   cfg_experiment_t direct = parse_config(
       "{\"seed\": 3, \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"kernel\": 3, \"stride\": 2},"
@@ -1476,6 +1631,8 @@ int main(void) {
   CHECK(sets >= 1);
   kernels_use(kernels_isa_best());
   test_cnn_repeatable();
+  test_thread_pool();
+  test_cnn_threads();
   test_dropout();
   test_crossentropy();
   test_model();

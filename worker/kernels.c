@@ -24,6 +24,7 @@ typedef struct {
   void (*maxpool2_forward)(float *, int32_t *, const float *, size_t, int, int);
   void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
                         const float *, int, int, int);
+  void (*conv_weight_gradient)(float *, const float *, const float *, int, int, int);
   void (*relu_forward)(float *, const float *, size_t);
   void (*relu_backward)(float *, const float *, const float *, size_t);
 } kernels_table_t;
@@ -168,6 +169,11 @@ void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, siz
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
                            const float *B, size_t ldb, const float *bias, int M, int N, int K) {
   kernels__table()->gemm_unpacked(C, ldc, A, a_row, a_col, B, ldb, bias, M, N, K);
+}
+
+void kernels_conv_weight_gradient(float *dweight, const float *dout, const float *col, int OC,
+                                  int CKK, int P) {
+  kernels__table()->conv_weight_gradient(dweight, dout, col, OC, CKK, P);
 }
 
 void kernels_relu_forward(float *out, const float *inp, size_t n) {

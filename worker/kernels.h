@@ -48,6 +48,12 @@ void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *d
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
                            const float *B, size_t ldb, const float *bias, int M, int N, int K);
 
+/* dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ: one example's convolution weight
+ * gradient from its output gradient and its im2col, both read along P (tiles of 4 × 3
+ * dot products). Unlike OpenBLAS it can run on the model's own threads (nn.c, "Conv2d"). */
+void kernels_conv_weight_gradient(float *dweight, const float *dout, const float *col, int OC,
+                                  int CKK, int P);
+
 /* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
  * relu_backward, which call these). */
 void kernels_relu_forward(float *out, const float *inp, size_t n);

@@ -80,6 +80,118 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
   }
 }
 
+/* A tile of the weight gradient dweight (rows × taps of it, ≤ 4 × 3) += dout's `rows` rows ·
+ * col's `taps` rows, transposed: both run along P, so each of the twelve named
+ * accumulators is a dot product over P (7 loads feed 12 FMAs per vector of P), summed lane
+ * by lane at the end with the scalar tail: a fixed order. */
+static inline __attribute__((always_inline)) void
+KFN(weight_gradient_tile)(float *restrict dweight, size_t ldw, const float *restrict dout,
+                          const float *restrict col, size_t stride, int rows, int taps, int P) {
+  KFN(vec) a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0};
+  KFN(vec) a20 = {0}, a21 = {0}, a22 = {0}, a30 = {0}, a31 = {0}, a32 = {0};
+  const float *restrict d0 = dout, *restrict d1 = dout + (rows > 1 ? stride : 0);
+  const float *restrict d2 = dout + (rows > 2 ? 2 * stride : 0), *restrict d3 = dout + (rows > 3 ? 3 * stride : 0);
+  const float *restrict c0 = col, *restrict c1 = col + (taps > 1 ? stride : 0);
+  const float *restrict c2 = col + (taps > 2 ? 2 * stride : 0);
+  int p = 0;
+  for (; p + KW <= P; p += KW) {
+    const KFN(vec) x0 = KFN(load)(c0 + p), x1 = taps > 1 ? KFN(load)(c1 + p) : x0;
+    const KFN(vec) x2 = taps > 2 ? KFN(load)(c2 + p) : x0;
+    KFN(vec) y = KFN(load)(d0 + p);
+    a00 += y * x0;
+    if (taps > 1) a01 += y * x1;
+    if (taps > 2) a02 += y * x2;
+    if (rows > 1) {
+      y = KFN(load)(d1 + p);
+      a10 += y * x0;
+      if (taps > 1) a11 += y * x1;
+      if (taps > 2) a12 += y * x2;
+    }
+    if (rows > 2) {
+      y = KFN(load)(d2 + p);
+      a20 += y * x0;
+      if (taps > 1) a21 += y * x1;
+      if (taps > 2) a22 += y * x2;
+    }
+    if (rows > 3) {
+      y = KFN(load)(d3 + p);
+      a30 += y * x0;
+      if (taps > 1) a31 += y * x1;
+      if (taps > 2) a32 += y * x2;
+    }
+  }
+  if (p < P && P >= KW) {
+    /* The tail as one more vector ending at P, its lanes already counted zeroed in dout's
+     * (a scalar tail of 4 per accumulator cost ~15% of the teacher's P = 196). */
+    const int q = P - KW, skip = KW - (P - p);
+    KFN(ivec) keep;
+    for (int i = 0; i < KW; i++) keep[i] = i >= skip ? -1 : 0;
+    const KFN(vec) x0 = KFN(load)(c0 + q), x1 = taps > 1 ? KFN(load)(c1 + q) : x0;
+    const KFN(vec) x2 = taps > 2 ? KFN(load)(c2 + q) : x0;
+    KFN(vec) y = (KFN(vec))((KFN(ivec))KFN(load)(d0 + q) & keep);
+    a00 += y * x0;
+    if (taps > 1) a01 += y * x1;
+    if (taps > 2) a02 += y * x2;
+    if (rows > 1) {
+      y = (KFN(vec))((KFN(ivec))KFN(load)(d1 + q) & keep);
+      a10 += y * x0;
+      if (taps > 1) a11 += y * x1;
+      if (taps > 2) a12 += y * x2;
+    }
+    if (rows > 2) {
+      y = (KFN(vec))((KFN(ivec))KFN(load)(d2 + q) & keep);
+      a20 += y * x0;
+      if (taps > 1) a21 += y * x1;
+      if (taps > 2) a22 += y * x2;
+    }
+    if (rows > 3) {
+      y = (KFN(vec))((KFN(ivec))KFN(load)(d3 + q) & keep);
+      a30 += y * x0;
+      if (taps > 1) a31 += y * x1;
+      if (taps > 2) a32 += y * x2;
+    }
+    p = P;
+  }
+  const KFN(vec) accs[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
+  for (int i = 0; i < rows; i++)
+    for (int t = 0; t < taps; t++) {
+      float sum = KFN(lanes_sum)(accs[i][t]);
+      for (int r = p; r < P; r++) sum += dout[(size_t)i * stride + r] * col[(size_t)t * stride + r];
+      dweight[(size_t)i * ldw + t] += sum;
+    }
+}
+
+/* The rows [o, o + rows) of dweight over every tap: tiles of 3 taps, then 2 or 1. */
+static inline __attribute__((always_inline)) void
+KFN(weight_gradient_rows)(float *restrict dweight, const float *restrict dout,
+                          const float *restrict col, int rows, int CKK, int P) {
+  int k = 0;
+  for (; k + 3 <= CKK; k += 3)
+    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 3, P);
+  if (k + 2 <= CKK) {
+    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 2, P);
+    k += 2;
+  }
+  if (k < CKK)
+    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 1, P);
+}
+
+/* dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ: one example's weight gradient of a
+ * convolution, from its output gradient and its im2col, neither transposed. Rows in fours,
+ * then the remainder as one tile of 3, 2 or 1. */
+static void KFN(conv_weight_gradient)(float *dweight, const float *dout, const float *col, int OC,
+                                      int CKK, int P) {
+  int o = 0;
+  for (; o + 4 <= OC; o += 4)
+    KFN(weight_gradient_rows)(dweight + (size_t)o * CKK, dout + (size_t)o * P, col, 4, CKK, P);
+  const int rest = OC - o;
+  float *dw = dweight + (size_t)o * CKK;
+  const float *d = dout + (size_t)o * P;
+  if (rest == 3) KFN(weight_gradient_rows)(dw, d, col, 3, CKK, P);
+  if (rest == 2) KFN(weight_gradient_rows)(dw, d, col, 2, CKK, P);
+  if (rest == 1) KFN(weight_gradient_rows)(dw, d, col, 1, CKK, P);
+}
+
 /* One tile of C = A·B (+ bias per row): `rows` (≤ 6) rows × `vecs` (1 or 2) vectors of
  * columns, all constants after inlining. Twelve named accumulators at most (GCC at -O2 kept
  * an array of them in memory); per k, `vecs` loads of B and `rows` broadcasts of A feed
@@ -302,6 +414,7 @@ static const kernels_table_t KFN(kernels_table) = {
     .conv_few_taps_backward = KFN(conv_few_taps_backward),
     .maxpool2_forward = KFN(maxpool2_forward),
     .gemm_unpacked = KFN(gemm_unpacked),
+    .conv_weight_gradient = KFN(conv_weight_gradient),
     .relu_forward = KFN(relu_forward),
     .relu_backward = KFN(relu_backward),
 };

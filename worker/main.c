@@ -89,7 +89,7 @@ static const option_t worker_options[] = {
    "checkpoint_every epochs and after the last; none without it"},
   {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
    "default " DATA_DEFAULT_DIR ")"},
-  {'t', "threads", 't', "N", "OpenBLAS threads (default 1)"},
+  {'t', "threads", 't', "N", "threads for OpenBLAS and the convolutions (default 1)"},
   {OPTION_RESUME, "resume", 0, "PATH", "go on from this checkpoint of the same config"},
   {OPTION_MEMORY_LIMIT, "memory-limit", 0, "SIZE", "limit the process's data (RLIMIT_DATA) to SIZE bytes (or 512M,\n"
    "4G); the daemon passes one from the run's memory estimate"},
@@ -383,6 +383,12 @@ int main(int argc, char **argv) {
     goto out;
   }
   have_model = 1;
+  /* The convolutions split each batch across as many threads as OpenBLAS has. */
+  rc = nn_model_set_threads(&model, (int)threads, error, sizeof error);
+  if (rc) {
+    status = worker_fail(0, "cannot start the model's threads: %s", error);
+    goto out;
+  }
 
   /* Checkpoints go to the directory's real path, which the daemon records and hands back
    * (as --resume, or as a student's teacher) to workers that may not share our cwd. */

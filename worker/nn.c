@@ -16,6 +16,7 @@
 
 #include "kernels.h"
 #include "rng.h"
+#include "thread_pool.h"
 
 /* GCC at -O2 vectorises a loop only when vector code can replace it entirely: a trip count
  * it knows and pointers that cannot overlap. The element-wise kernels below therefore walk
@@ -104,7 +105,15 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
  *
  * With few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network) the weight
  * gradient goes to kernels.h's dot products too: OpenBLAS reached 19–23 GFLOP/s with
- * N = 9. */
+ * N = 9.
+ *
+ * On more than one thread (nn_model_set_threads) the model splits the batch's examples
+ * into contiguous shares, one per thread of a persistent pool: forward, input gradient and
+ * weight gradient alike, each thread's weight gradient in a buffer of its own added in
+ * thread order afterwards. There the weight gradient is kernels.h's dot-product tiles, not
+ * OpenBLAS (which must not be entered from two threads at once and starts threads of its
+ * own): one core, the teacher's second convolution, 128 examples, 27–33 GFLOP/s against
+ * OpenBLAS's 34–38 in the same run, which is why one thread keeps OpenBLAS. */
 
 /* C·K·K at or below which the weight gradient is kernels.h's (the GEMM at K = 9:
  * 2.8 ms per step of 128 against ~0.9 ms for the dot products; by 32 taps OpenBLAS's
@@ -200,44 +209,191 @@ static float conv2d__sum(const float *restrict src, size_t n) {
   return sum;
 }
 
+/* One convolution's operands, shared by the threads that split its batch. */
+typedef struct {
+  float *out, *col, *dinp, *dweight, *dbias;
+  const float *inp, *weight, *bias, *dout;
+  int B, C, H, W, OC, K, stride, pad;
+  /* Backward: thread t's scratch (conv2d_scratch_floats) at scratch[t], and for t ≥ 1 the
+   * weight and bias gradients of its examples at gradient[t] (OC·C·K·K + OC floats);
+   * thread 0 adds straight into dweight and dbias. */
+  float *const *scratch;
+  float *const *gradient;
+  /* The weight gradient by OpenBLAS (one thread: its packed product is faster, measured in
+   * bench/README.md), else by kernels.h's (threads: OpenBLAS must not be entered from
+   * several threads at once, and would start threads of its own). */
+  int blas_weight_gradient;
+  /* Forward epilogue (the model's, NULL otherwise): the ReLU layer after the convolution
+   * into relu_out, and the 2×2 pool after that into pool_out and argmax, per example while
+   * its output is in cache and on the example's thread. */
+  float *relu_out, *pool_out;
+  int32_t *argmax;
+  /* Backward epilogue, the same layers in reverse, per example before its products: the
+   * pool's gradient (pool_dout, through argmax) added into the ReLU's (relu_dout), then the
+   * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
+  float *relu_dout, *conv_dout;
+  const float *pool_dout;
+} conv2d__job_t;
+
+/* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
+ * step, so which thread sums which example never changes at a fixed thread count. */
+static void conv2d__share(int B, int thread, int threads, int *first, int *end) {
+  *first = (int)((long long)B * thread / threads);
+  *end = (int)((long long)B * (thread + 1) / threads);
+}
+
+static void conv2d__forward_examples(const conv2d__job_t *job, int first, int end) {
+  const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
+  const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  const int CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)OH * OW;
+  for (int b = first; b < end; b++) {
+    float *col_b = job->col + (size_t)b * CKK * P;
+    conv2d__im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
+                   job->K, job->stride, job->pad, OH, OW);
+    float *out_b = job->out + (size_t)b * job->OC * P;
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, job->OC,
+                          (int)P, CKK);
+    if (!job->relu_out) continue;
+    float *relu_b = job->relu_out + (size_t)b * job->OC * P;
+    kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
+    if (!job->pool_out) continue;
+    const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+    kernels_maxpool2_forward(job->pool_out + (size_t)b * job->OC * pooled,
+                             job->argmax + (size_t)b * job->OC * pooled, relu_b, (size_t)job->OC,
+                             OH, OW);
+  }
+}
+
+static void conv2d__forward_task(void *context, int thread, int threads) {
+  const conv2d__job_t *job = context;
+  int first, end;
+  conv2d__share(job->B, thread, threads, &first, &end);
+  conv2d__forward_examples(job, first, end);
+}
+
+/* Examples [first, end) of the backward, into dweight and dbias (this thread's), with
+ * `scratch` holding conv2d_scratch_floats(…, dinp != NULL). */
+static void conv2d__backward_examples(const conv2d__job_t *job, float *dweight, float *dbias,
+                                      float *scratch, int first, int end) {
+  const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
+  const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  const int OC = job->OC, CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)OH * OW;
+  float *dcol = scratch; /* (C·K·K, P) */
+  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  for (int b = first; b < end; b++) {
+    const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = job->col + (size_t)b * CKK * P;
+    if (job->relu_dout) {
+      float *relu_dout_b = job->relu_dout + (size_t)b * OC * P;
+      if (job->pool_dout)
+        maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * OC * pooled,
+                         job->argmax + (size_t)b * OC * pooled, 1, OC, OH, OW, 2, 2);
+      kernels_relu_backward(job->conv_dout + (size_t)b * OC * P, relu_dout_b,
+                            job->relu_out + (size_t)b * OC * P, (size_t)OC * P);
+    }
+    if (CKK <= NN_FEW_TAPS) {
+      kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+    } else {
+      if (dbias)
+        for (int o = 0; o < OC; o++) dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
+      if (job->blas_weight_gradient)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, (int)P, 1.0f, dout_b, (int)P,
+                    col_b, (int)P, 1.0f, dweight, CKK);
+      else
+        kernels_conv_weight_gradient(dweight, dout_b, col_b, OC, CKK, (int)P);
+    }
+    if (job->dinp) {
+      kernels_gemm_unpacked(dcol, P, job->weight, 1, (size_t)CKK, dout_b, P, NULL, CKK, (int)P, OC);
+      conv2d__col2im(job->dinp + (size_t)b * job->C * job->H * job->W, dcol, job->C, job->H, job->W,
+                     job->K, job->stride, job->pad, OH, OW);
+    }
+  }
+}
+
+static void conv2d__backward_task(void *context, int thread, int threads) {
+  const conv2d__job_t *job = context;
+  int first, end;
+  conv2d__share(job->B, thread, threads, &first, &end);
+  float *dweight = job->dweight, *dbias = job->dbias;
+  if (thread > 0) {
+    const size_t n_weight = (size_t)job->OC * job->C * job->K * job->K;
+    dweight = job->gradient[thread];
+    dbias = job->dbias ? dweight + n_weight : NULL;
+    memset(dweight, 0, (n_weight + (size_t)job->OC) * sizeof *dweight);
+  }
+  conv2d__backward_examples(job, dweight, dbias, job->scratch[thread], first, end);
+}
+
 void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad) {
   // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (B, C·K·K, OH·OW)
   (void)scratch;
-  const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K;
-  const size_t P = (size_t)OH * OW;
-  for (int b = 0; b < B; b++) {
-    float *col_b = col + (size_t)b * CKK * P;
-    conv2d__im2col(col_b, inp + (size_t)b * C * H * W, C, H, W, K, stride, pad, OH, OW);
-    kernels_gemm_unpacked(out + (size_t)b * OC * P, P, weight, (size_t)CKK, 1, col_b, P, bias, OC,
-                          (int)P, CKK);
-  }
+  const conv2d__job_t job = {.out = out, .col = col, .inp = inp, .weight = weight, .bias = bias,
+                             .B = B, .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
+                             .pad = pad};
+  conv2d__forward_examples(&job, 0, B);
 }
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
                      const float *col, const float *weight, int B, int C, int H, int W, int OC,
                      int K, int stride, int pad) {
   // dout (B,OC,OH,OW), col (B, C·K·K, OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
-  const int OH = conv2d_out_size(H, K, stride, pad), OW = conv2d_out_size(W, K, stride, pad);
-  const int CKK = C * K * K;
-  const size_t P = (size_t)OH * OW;
-  for (int b = 0; b < B; b++) {
-    const float *dout_b = dout + (size_t)b * OC * P, *col_b = col + (size_t)b * CKK * P;
-    if (CKK <= NN_FEW_TAPS) {
-      kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
-    } else {
-      if (dbias)
-        for (int o = 0; o < OC; o++) dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, (int)P, 1.0f, dout_b, (int)P,
-                  col_b, (int)P, 1.0f, dweight, CKK);
-    }
-    if (dinp) {
-      float *dcol = scratch; /* (C·K·K, P) */
-      kernels_gemm_unpacked(dcol, P, weight, 1, (size_t)CKK, dout_b, P, NULL, CKK, (int)P, OC);
-      conv2d__col2im(dinp + (size_t)b * C * H * W, dcol, C, H, W, K, stride, pad, OH, OW);
-    }
+  const conv2d__job_t job = {.col = (float *)col, .dinp = dinp, .weight = weight, .dout = dout,
+                             .B = B, .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
+                             .pad = pad, .blas_weight_gradient = 1};
+  conv2d__backward_examples(&job, dweight, dbias, scratch, 0, B);
+}
+
+/* The model's convolutions, the batch split across its pool (nn_model_set_threads). The
+ * helpers' weight gradients are added after the run, thread 1 first: a fixed order, so a
+ * step gives the same bits run to run at one thread count (not across counts). */
+static void conv2d__forward_pooled(nn_model_t *model, const nn_layer_t *layer, float *out,
+                                   const float *inp, int B, const nn_layer_t *relu,
+                                   const nn_layer_t *pool) {
+  const cfg_shape_t *in = &layer->in_shape;
+  conv2d__job_t job = {.out = out, .col = model->workspace + layer->col, .inp = inp,
+                       .weight = model->params + layer->weight,
+                       .bias = model->params + layer->bias, .B = B, .C = in->channels,
+                       .H = in->height, .W = in->width, .OC = layer->shape.channels,
+                       .K = layer->kernel, .stride = layer->stride, .pad = layer->padding};
+  if (relu) job.relu_out = model->activations + relu->activation;
+  if (pool) {
+    job.pool_out = model->activations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
+  thread_pool_run(model->pool, conv2d__forward_task, &job);
+}
+
+static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, float *dinp,
+                                    float *dout, int B, const nn_layer_t *relu,
+                                    const nn_layer_t *pool) {
+  const cfg_shape_t *in = &layer->in_shape;
+  conv2d__job_t job = {.col = model->workspace + layer->col, .dinp = dinp,
+                       .dweight = model->grads + layer->weight, .dbias = model->grads + layer->bias,
+                       .weight = model->params + layer->weight, .dout = dout, .B = B,
+                       .C = in->channels, .H = in->height, .W = in->width,
+                       .OC = layer->shape.channels, .K = layer->kernel, .stride = layer->stride,
+                       .pad = layer->padding, .scratch = model->thread_scratch,
+                       .gradient = model->thread_gradient,
+                       .blas_weight_gradient = model->threads == 1};
+  if (relu) {
+    job.relu_out = model->activations + relu->activation;
+    job.relu_dout = model->dactivations + relu->activation;
+    job.conv_dout = dout;
+  }
+  if (pool) {
+    job.pool_dout = model->dactivations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
+  thread_pool_run(model->pool, conv2d__backward_task, &job);
+  const size_t n = layer->n_weight + layer->n_bias;
+  for (int t = 1; t < model->threads; t++) {
+    const float *restrict g = model->thread_gradient[t];
+    float *restrict dw = job.dweight, *restrict db = job.dbias;
+    for (size_t i = 0; i < layer->n_weight; i++) dw[i] += g[i];
+    for (size_t i = layer->n_weight; i < n; i++) db[i - layer->n_weight] += g[i];
   }
 }
 
@@ -672,6 +828,7 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
   model->n_decayed = n_weights;
   model->n_activations = n_activations;
   model->scratch = n_col;
+  model->n_scratch = n_scratch;
   model->n_workspace = n_col + n_scratch + n_masks;
   for (int l = 0; l < config->n_layers; l++)
     if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += n_col + n_scratch;
@@ -701,6 +858,8 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
 
   nn__wire(model);
   nn_init_params(model, config->seed);
+  char error[128];
+  if (nn_model_set_threads(model, 1, error, sizeof error) != 0) goto fail;
   return 0;
 
 fail:
@@ -716,7 +875,57 @@ int nn_model_create_inference(nn_model_t *model, const cfg_experiment_t *config,
   return nn__build(model, config, max_batch, 1);
 }
 
+static void nn__free_threads(nn_model_t *model) {
+  thread_pool_free(model->pool);
+  free(model->thread_scratch);
+  free(model->thread_gradient);
+  free(model->thread_buffers);
+  model->pool = NULL;
+  model->thread_scratch = model->thread_gradient = NULL;
+  model->thread_buffers = NULL;
+  model->threads = 0;
+}
+
+static int nn__start_threads(nn_model_t *model, int threads, char *error, size_t error_size) {
+  size_t n_gradient = 0; /* the largest convolution's weights and biases */
+  for (int l = 0; l < model->n_layers && !model->forward_only; l++)
+    if (model->layers[l].kind == CFG_LAYER_CONV2D)
+      n_gradient = nn__max(n_gradient, model->layers[l].n_weight + model->layers[l].n_bias);
+  const size_t per_thread = model->n_scratch + n_gradient;
+  model->thread_scratch = calloc((size_t)threads, sizeof *model->thread_scratch);
+  model->thread_gradient = calloc((size_t)threads, sizeof *model->thread_gradient);
+  model->thread_buffers = calloc((size_t)(threads - 1) * per_thread + 1, sizeof(float));
+  if (!model->thread_scratch || !model->thread_gradient || !model->thread_buffers) {
+    snprintf(error, error_size, "threads: out of memory for %d threads' buffers", threads);
+    return -ENOMEM;
+  }
+  model->thread_scratch[0] = model->workspace + model->scratch;
+  for (int t = 1; t < threads; t++) {
+    model->thread_scratch[t] = model->thread_buffers + (size_t)(t - 1) * per_thread;
+    model->thread_gradient[t] = model->thread_scratch[t] + model->n_scratch;
+  }
+  int rc = threads > 1 ? thread_pool_create(&model->pool, threads, error, error_size) : 0;
+  if (rc == 0) model->threads = threads;
+  return rc;
+}
+
+int nn_model_set_threads(nn_model_t *model, int threads, char *error, size_t error_size) {
+  if (threads < 1 || threads > NN_MAX_THREADS) {
+    snprintf(error, error_size, "threads: expected 1–%d, not %d", NN_MAX_THREADS, threads);
+    return -EINVAL;
+  }
+  nn__free_threads(model);
+  int rc = nn__start_threads(model, threads, error, error_size);
+  if (rc != 0) { /* back to one thread: a few bytes, and the error above stands */
+    char ignored[160];
+    nn__free_threads(model);
+    nn__start_threads(model, 1, ignored, sizeof ignored);
+  }
+  return rc;
+}
+
 void nn_model_free(nn_model_t *model) {
+  nn__free_threads(model);
   free(model->params);
   free(model->grads);
   free(model->optim_state);
@@ -766,6 +975,35 @@ int nn_model_grow(nn_model_t *model, int epoch) {
   return joined;
 }
 
+/* The layers a convolution at position i of the order runs in its own loop: a ReLU reading
+ * its output, and a 2×2 pool reading that ReLU's; NULL where there is none. */
+static void nn__conv_epilogue(const nn_model_t *model, int i, const nn_layer_t **relu,
+                              const nn_layer_t **pool) {
+  const nn_layer_t *conv = &model->layers[model->order[i]];
+  *relu = *pool = NULL;
+  if (i + 1 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 1]];
+    if (next->kind == CFG_LAYER_RELU && next->input == conv->activation) *relu = next;
+  }
+  if (*relu && i + 2 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 2]];
+    if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
+        next->input == (*relu)->activation)
+      *pool = next;
+  }
+}
+
+/* Whether the layer at position i runs inside an earlier convolution's loop. */
+static int nn__in_conv_epilogue(const nn_model_t *model, int i) {
+  const nn_layer_t *layer = &model->layers[model->order[i]], *relu, *pool;
+  for (int back = 1; back <= 2 && i - back >= 0; back++) {
+    if (model->layers[model->order[i - back]].kind != CFG_LAYER_CONV2D) continue;
+    nn__conv_epilogue(model, i - back, &relu, &pool);
+    if (relu == layer || pool == layer) return 1;
+  }
+  return 0;
+}
+
 const float *nn_forward(nn_model_t *model, const float *inputs, int B, int training) {
   if (model->forward_only) training = 0;
   float *const act = model->activations;
@@ -784,11 +1022,16 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
     case CFG_LAYER_RELU:
       relu_forward(out, x, B * layer->in);
       break;
-    case CFG_LAYER_CONV2D:
-      conv2d_forward(out, model->workspace + layer->col, model->workspace + model->scratch, x,
-                     weight, bias, B, in->channels, in->height, in->width, layer->shape.channels,
-                     layer->kernel, layer->stride, layer->padding);
+    case CFG_LAYER_CONV2D: {
+      /* A ReLU reading this output, and a 2×2 pool reading the ReLU's, run inside the
+       * convolution's per-example loop (each layer's output still written to its own
+       * buffer, so features and the backward see them as before). */
+      const nn_layer_t *relu, *pool;
+      nn__conv_epilogue(model, i, &relu, &pool);
+      conv2d__forward_pooled(model, layer, out, x, B, relu, pool);
+      i += (relu != NULL) + (pool != NULL);
       break;
+    }
     case CFG_LAYER_MAXPOOL:
       maxpool_forward(out, model->indices + layer->argmax, x, B, in->channels, in->height,
                       in->width, layer->kernel, layer->stride);
@@ -847,16 +1090,17 @@ void nn_backward(nn_model_t *model, const float *inputs, int B) {
       linear_backward(dx, dweight, dbias, dout, x, weight, B, layer->in, layer->out);
       break;
     case CFG_LAYER_RELU:
-      if (dx) relu_backward(dx, dout, act + layer->activation, B * layer->in);
+      if (dx && !nn__in_conv_epilogue(model, i))
+        relu_backward(dx, dout, act + layer->activation, B * layer->in);
       break;
-    case CFG_LAYER_CONV2D:
-      conv2d_backward(dx, dweight, dbias, model->workspace + model->scratch, dout,
-                      model->workspace + layer->col, weight, B, in->channels, in->height,
-                      in->width, layer->shape.channels, layer->kernel, layer->stride,
-                      layer->padding);
+    case CFG_LAYER_CONV2D: {
+      const nn_layer_t *relu, *pool;
+      nn__conv_epilogue(model, i, &relu, &pool);
+      conv2d__backward_pooled(model, layer, dx, dact + layer->activation, B, relu, pool);
       break;
+    }
     case CFG_LAYER_MAXPOOL:
-      if (dx)
+      if (dx && !nn__in_conv_epilogue(model, i))
         maxpool_backward(dx, dout, model->indices + layer->argmax, B, in->channels, in->height,
                          in->width, layer->kernel, layer->stride);
       break;

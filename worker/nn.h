@@ -198,6 +198,15 @@ typedef struct {
   int32_t *indices;       /* max-pool argmaxes */
   size_t n_indices;
   nn_optimizer_t optimizer;
+  /* The threads that split a batch's examples in the convolutions (nn_model_set_threads;
+   * 1 from nn_model_create): the pool, and per thread its backward scratch (thread 0's is
+   * workspace + scratch, n_scratch floats) and, from thread 1 on, a buffer for the weight
+   * gradients of its examples. */
+  int threads;
+  struct thread_pool *pool;
+  size_t n_scratch;
+  float **thread_scratch, **thread_gradient;
+  float *thread_buffers;
 } nn_model_t;
 
 /* Builds the model the config describes (input and classes the dataset's) with every
@@ -210,6 +219,16 @@ int nn_model_create(nn_model_t *model, const cfg_experiment_t *config, int max_b
  * with training = 0 and the accessors below apply to it. */
 int nn_model_create_inference(nn_model_t *model, const cfg_experiment_t *config, int max_batch);
 void nn_model_free(nn_model_t *model);
+
+/* Splits each batch's examples across `threads` threads (1..NN_MAX_THREADS) in the
+ * convolutions' forward and backward, from now on: starts a persistent pool and allocates
+ * the helpers' buffers once, so a step neither creates a thread nor allocates. The worker
+ * passes its --threads (OpenBLAS's count too). Results are bit-identical run to run at one
+ * thread count; the weight gradients' summation order depends on the count. Returns 0, or
+ * -EINVAL / -ENOMEM / -errno with the reason in error; on failure the model keeps running on
+ * one thread. */
+#define NN_MAX_THREADS 256
+int nn_model_set_threads(nn_model_t *model, int threads, char *error, size_t error_size);
 
 /* Kaiming (He) uniform weights for ReLU networks, U(−b, b) with b = sqrt(6 / fan_in); zero
  * biases; zero optimizer state. Blocks: W1 Kaiming from a stream of their own, W2 = b1 =

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "checkpoint.h"
 #include "safetensors.h"
 #include "util.h"
@@ -123,6 +125,12 @@ static int teacher__load_safetensors(teacher_t *teacher, const cfg_experiment_t 
     rc = util_error(error, error_size, rc, "teacher %s: cannot build its network: %s", path, strerror(-rc));
     goto done;
   }
+  /* Its convolutions on the worker's threads (OpenBLAS's count: --threads). */
+  rc = nn_model_set_threads(&teacher->model, openblas_get_num_threads(), error, error_size);
+  if (rc) {
+    nn_model_free(&teacher->model);
+    goto done;
+  }
   rc = teacher__fill_from_safetensors(&file, path, &teacher->config, teacher->model.params, teacher->model.n_params,
                                       error, error_size);
   if (rc) nn_model_free(&teacher->model);
@@ -185,6 +193,12 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   if (rc) {
     rc = util_error(error, error_size, rc, "teacher %s: cannot build its network: %s", path,
                         strerror(-rc));
+    goto fail;
+  }
+  /* Its convolutions on the worker's threads (OpenBLAS's count: --threads). */
+  rc = nn_model_set_threads(&teacher->model, openblas_get_num_threads(), error, error_size);
+  if (rc) {
+    nn_model_free(&teacher->model);
     goto fail;
   }
   /* Blocks that never joined still have W2 = 0 and change nothing: joining them all builds
