@@ -1,10 +1,12 @@
 // common.mjs — what the browser tests share: the daemon's address (MAPSAGE_URL, from
 // tests/test_web.py) and where screenshots go, Debian's Chromium opened and closed, a JSON
-// call to the API, and a page that records its errors, with screenshots and navigation.
+// call to the API, submitting a run and waiting for its status, and a page that records its
+// errors, with screenshots and navigation.
 
 import {mkdtempSync, mkdirSync, rmSync} from 'node:fs';
 import {join} from 'node:path';
 import {tmpdir} from 'node:os';
+import assert from 'node:assert/strict';
 import {chromium} from 'playwright-core';
 
 export const BASE = process.env.MAPSAGE_URL;
@@ -19,6 +21,24 @@ export async function call(method, path, body) {
   const response = await fetch(BASE + path, {method, headers: body === undefined ? {} : {'Content-Type': 'application/json'},
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)});
   return {status: response.status, body: await response.json()};
+}
+
+// Submits a config; returns the new experiment's id (a refusal fails the test).
+export async function submit(config) {
+  const {status, body} = await call('POST', '/api/experiments', config);
+  assert.equal(status, 201, JSON.stringify(body));
+  return body.id;
+}
+
+// Waits until the experiment's status is one of `statuses`, with a deadline; returns it.
+export async function waitStatus(id, statuses, timeout = 120000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const {body} = await call('GET', `/api/experiments/${id}`);
+    if (statuses.includes(body.status)) return body;
+    if (Date.now() > deadline) throw new Error(`experiment ${id} still ${body.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 // Records a page's errors and console errors into `problems`, checked at the end. Chromium

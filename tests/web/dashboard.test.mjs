@@ -12,7 +12,7 @@
 
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
-import {BASE, CHROMIUM, call, go, openBrowser, shot, watch} from './common.mjs';
+import {BASE, CHROMIUM, call, go, openBrowser, shot, submit, waitStatus, watch} from './common.mjs';
 
 // Which node ran the tests, in the log: it is the one package.json's engines must accept.
 console.log(`node ${process.version} (${process.execPath}), chromium ${CHROMIUM}`);
@@ -39,22 +39,6 @@ const problems = []; // page errors and console errors, checked at the end
 const ids = {};
 
 // --- helpers -----------------------------------------------------------------------------
-
-async function submit(config) {
-  const {status, body} = await call('POST', '/api/experiments', config);
-  assert.equal(status, 201, JSON.stringify(body));
-  return body.id;
-}
-
-async function waitStatus(id, statuses, timeout = 120000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const {body} = await call('GET', `/api/experiments/${id}`);
-    if (statuses.includes(body.status)) return body;
-    if (Date.now() > deadline) throw new Error(`experiment ${id} still ${body.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 // The values of an experiment's `eval` event with split "teacher", read from its stream.
 async function teacherEvaluation(id) {

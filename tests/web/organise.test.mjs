@@ -11,7 +11,7 @@
 import {test, before, after} from 'node:test';
 import assert from 'node:assert/strict';
 import {readFileSync} from 'node:fs';
-import {call, go, openBrowser, shot, watch} from './common.mjs';
+import {call, go, openBrowser, shot, submit, waitStatus, watch} from './common.mjs';
 
 const MODEL = {layers: [{type: 'linear', out: 32}, {type: 'relu'}, {type: 'linear', out: 10}]};
 const run = (name, lr, epochs = 3) => ({name, dataset: {name: 'synthetic', train_size: 4096}, model: MODEL, epochs,
@@ -21,22 +21,6 @@ let browser;
 let page;
 const problems = [];
 const ids = {};
-
-async function submit(config) {
-  const {status, body} = await call('POST', '/api/experiments', config);
-  assert.equal(status, 201, JSON.stringify(body));
-  return body.id;
-}
-
-async function waitStatus(id, statuses, timeout = 120000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const {body} = await call('GET', `/api/experiments/${id}`);
-    if (statuses.includes(body.status)) return body;
-    if (Date.now() > deadline) throw new Error(`experiment ${id} still ${body.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 // The ids of the rows the list shows, in order, among `among`.
 async function listedIds(among) {
