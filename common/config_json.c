@@ -67,17 +67,8 @@ int cfg_parse(const char *text, size_t length, cfg_experiment_t *config, cfg_err
   return result;
 }
 
-json_t *cfg_to_json(const cfg_experiment_t *config) {
-  json_t *layers = json_array();
-  for (int i = 0; i < config->n_layers; i++) json_array_append_new(layers, cfg_layer_to_json(&config->layers[i]));
-  json_t *stages = json_array();
-  for (int i = 0; i < config->n_stages; i++) {
-    const cfg_stage_t *stage = &config->stages[i];
-    json_array_append_new(stages, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f}", "name", stage->name, "epochs",
-                                            stage->epochs, "task_weight", stage->task_weight, "distill_weight",
-                                            stage->distill_weight, "feature_weight", stage->feature_weight,
-                                            "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
-  }
+/* cfg_to_json's sections, each as the JSON it is read from. */
+static json_t *dataset_to_json(const cfg_experiment_t *config) {
   json_t *dataset = json_pack("{s:s, s:I, s:i}", "name", cfg_dataset_name(config), "split_seed",
                               (json_int_t)config->dataset.split_seed, "val_size", config->dataset.val_size);
   json_object_set_new(dataset, "train_limit",
@@ -92,6 +83,10 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
     json_object_set_new(dataset, "input", json_pack("[i, i, i]", config->dataset.input.channels,
                                                     config->dataset.input.height, config->dataset.input.width));
   }
+  return dataset;
+}
+
+static json_t *optimizer_to_json(const cfg_experiment_t *config) {
   const typeof(config->optimizer.schedule) *lr = &config->optimizer.schedule;
   json_t *schedule = json_pack("{s:s, s:f}", "type", cfg_lr_schedules[lr->kind], "warmup_epochs", lr->warmup_epochs);
   if (lr->kind == CFG_LR_STEP)
@@ -107,50 +102,53 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
   } else {
     json_object_set_new(optimizer, "momentum", json_real(config->optimizer.momentum));
   }
-  json_t *root = json_pack("{s:s, s:I, s:i, s:o, s:{s:o}, s:o, s:i, s:o, s:i, s:i}", "name", config->name, "seed",
-                           (json_int_t)config->seed, "priority", config->priority, "dataset", dataset, "model",
-                           "layers", layers, "optimizer", optimizer, "batch_size", config->batch_size, "stages",
-                           stages, "checkpoint_every", config->checkpoint_every, "grad_norm_every",
-                           config->grad_norm_every);
-  json_object_set_new(root, "checkpoint_keep", json_integer(config->checkpoint_keep));
-  json_object_set_new(root, "max_attempts", json_integer(config->max_attempts));
+  return optimizer;
+}
+
+/* NULL when the config asks for no resources. */
+static json_t *resources_to_json(const cfg_experiment_t *config) {
   const typeof(config->resources) *resources = &config->resources;
-  if (resources->cpus || resources->memory_mb || resources->time_seconds || resources->partition[0]) {
-    json_t *asked = json_object();
-    if (resources->cpus) json_object_set_new(asked, "cpus", json_integer(resources->cpus));
-    if (resources->memory_mb) json_object_set_new(asked, "memory", json_integer(resources->memory_mb));
-    if (resources->time_seconds) {
-      char time[48];
-      snprintf(time, sizeof time, "%lld-%02lld:%02lld:%02lld", (long long)(resources->time_seconds / 86400),
-               (long long)(resources->time_seconds / 3600 % 24), (long long)(resources->time_seconds / 60 % 60),
-               (long long)(resources->time_seconds % 60));
-      json_object_set_new(asked, "time", json_string(time));
-    }
-    if (resources->partition[0]) json_object_set_new(asked, "partition", json_string(resources->partition));
-    json_object_set_new(root, "resources", asked);
+  if (!resources->cpus && !resources->memory_mb && !resources->time_seconds && !resources->partition[0]) return NULL;
+  json_t *asked = json_object();
+  if (resources->cpus) json_object_set_new(asked, "cpus", json_integer(resources->cpus));
+  if (resources->memory_mb) json_object_set_new(asked, "memory", json_integer(resources->memory_mb));
+  if (resources->time_seconds) {
+    char time[48];
+    snprintf(time, sizeof time, "%lld-%02lld:%02lld:%02lld", (long long)(resources->time_seconds / 86400),
+             (long long)(resources->time_seconds / 3600 % 24), (long long)(resources->time_seconds / 60 % 60),
+             (long long)(resources->time_seconds % 60));
+    json_object_set_new(asked, "time", json_string(time));
   }
-  if (config->teacher.kind != CFG_TEACHER_NONE) {
-    json_t *teacher = json_object();
-    if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)
-      json_object_set_new(teacher, "experiment", json_integer(config->teacher.experiment));
-    if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) {
-      json_t *teacher_layers = json_array();
-      for (int i = 0; i < config->teacher.n_layers; i++)
-        json_array_append_new(teacher_layers, cfg_layer_to_json(&config->teacher.layers[i]));
-      json_object_set_new(teacher, "safetensors", json_string(config->teacher.checkpoint));
-      json_object_set_new(teacher, "model", json_pack("{s:o}", "layers", teacher_layers));
-    } else if (config->teacher.checkpoint[0]) {
-      json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
-    }
-    json_object_set_new(root, "teacher", teacher);
-    json_t *temperature = json_pack("{s:s, s:f}", "schedule", cfg_temperature_schedules[config->temperature.kind], "start",
-                                    config->temperature.start);
-    if (config->temperature.kind != CFG_TEMPERATURE_CONSTANT)
-      json_object_set_new(temperature, "end", json_real(config->temperature.end));
-    if (config->temperature.kind == CFG_TEMPERATURE_STEP)
-      json_object_set_new(temperature, "every_epochs", json_integer(config->temperature.every_epochs));
-    json_object_set_new(root, "temperature", temperature);
+  if (resources->partition[0]) json_object_set_new(asked, "partition", json_string(resources->partition));
+  return asked;
+}
+
+/* The teacher and the temperature, which come with it. */
+static void teacher_to_json(const cfg_experiment_t *config, json_t *root) {
+  json_t *teacher = json_object();
+  if (config->teacher.kind == CFG_TEACHER_EXPERIMENT)
+    json_object_set_new(teacher, "experiment", json_integer(config->teacher.experiment));
+  if (config->teacher.kind == CFG_TEACHER_SAFETENSORS) {
+    json_t *teacher_layers = json_array();
+    for (int i = 0; i < config->teacher.n_layers; i++)
+      json_array_append_new(teacher_layers, cfg_layer_to_json(&config->teacher.layers[i]));
+    json_object_set_new(teacher, "safetensors", json_string(config->teacher.checkpoint));
+    json_object_set_new(teacher, "model", json_pack("{s:o}", "layers", teacher_layers));
+  } else if (config->teacher.checkpoint[0]) {
+    json_object_set_new(teacher, "checkpoint", json_string(config->teacher.checkpoint));
   }
+  json_object_set_new(root, "teacher", teacher);
+  json_t *temperature = json_pack("{s:s, s:f}", "schedule", cfg_temperature_schedules[config->temperature.kind], "start",
+                                  config->temperature.start);
+  if (config->temperature.kind != CFG_TEMPERATURE_CONSTANT)
+    json_object_set_new(temperature, "end", json_real(config->temperature.end));
+  if (config->temperature.kind == CFG_TEMPERATURE_STEP)
+    json_object_set_new(temperature, "every_epochs", json_integer(config->temperature.every_epochs));
+  json_object_set_new(root, "temperature", temperature);
+}
+
+/* The feature pairs, the adversarial term and the grow blocks, where the config has them. */
+static void distill_extras_to_json(const cfg_experiment_t *config, json_t *root) {
   if (config->n_features > 0) {
     json_t *features = json_array();
     for (int i = 0; i < config->n_features; i++) {
@@ -175,5 +173,29 @@ json_t *cfg_to_json(const cfg_experiment_t *config) {
     }
     json_object_set_new(root, "grow", grow);
   }
+}
+
+json_t *cfg_to_json(const cfg_experiment_t *config) {
+  json_t *layers = json_array();
+  for (int i = 0; i < config->n_layers; i++) json_array_append_new(layers, cfg_layer_to_json(&config->layers[i]));
+  json_t *stages = json_array();
+  for (int i = 0; i < config->n_stages; i++) {
+    const cfg_stage_t *stage = &config->stages[i];
+    json_array_append_new(stages, json_pack("{s:s, s:i, s:f, s:f, s:f, s:f, s:f}", "name", stage->name, "epochs",
+                                            stage->epochs, "task_weight", stage->task_weight, "distill_weight",
+                                            stage->distill_weight, "feature_weight", stage->feature_weight,
+                                            "adversarial_weight", stage->adversarial_weight, "lr", stage->lr));
+  }
+  json_t *root = json_pack("{s:s, s:I, s:i, s:o, s:{s:o}, s:o, s:i, s:o, s:i, s:i}", "name", config->name, "seed",
+                           (json_int_t)config->seed, "priority", config->priority, "dataset", dataset_to_json(config),
+                           "model", "layers", layers, "optimizer", optimizer_to_json(config), "batch_size",
+                           config->batch_size, "stages", stages, "checkpoint_every", config->checkpoint_every,
+                           "grad_norm_every", config->grad_norm_every);
+  json_object_set_new(root, "checkpoint_keep", json_integer(config->checkpoint_keep));
+  json_object_set_new(root, "max_attempts", json_integer(config->max_attempts));
+  json_t *resources = resources_to_json(config);
+  if (resources) json_object_set_new(root, "resources", resources);
+  if (config->teacher.kind != CFG_TEACHER_NONE) teacher_to_json(config, root);
+  distill_extras_to_json(config, root);
   return root;
 }
