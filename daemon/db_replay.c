@@ -110,41 +110,75 @@ static ev_split_t event_split_of_phase(int phase) {
   return phase >= 1 && phase <= EV_SPLIT_COUNT ? (ev_split_t)(phase - 1) : EV_SPLIT_TRAIN;
 }
 
-int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context) {
-  sqlite3_stmt *metrics = NULL, *evals = NULL;
-  int result = 0;
-  /* An event's values, gathered from its rows: names are copied (a column's text lasts
-   * until the next step) into `names` at `name_at`, and pointed to once the event is whole. */
-  ev_value_t *values = NULL;
-  size_t *name_at = NULL, values_capacity = 0;
-  char *names = NULL;
-  size_t names_used = 0, names_capacity = 0;
+/* An event's values, gathered from its rows: names are copied (a column's text lasts until
+ * the next step) into `names` at `name_at`, and pointed to once the event is whole. The
+ * arrays grow by doubling and serve every event of one replay. */
+typedef struct {
+  ev_value_t *values;
+  size_t *name_at, count, capacity;
+  char *names;
+  size_t names_used, names_capacity;
+} replay_values_t;
+
+static int replay_values_add(replay_values_t *gathered, const char *name, double value) {
+  size_t length = strlen(name) + 1;
+  if (gathered->count == gathered->capacity || gathered->names_used + length > gathered->names_capacity) {
+    size_t capacity = gathered->capacity ? gathered->capacity * 2 : 64;
+    size_t names_size = gathered->names_capacity ? gathered->names_capacity * 2 : 4096;
+    while (gathered->names_used + length > names_size) names_size *= 2;
+    ev_value_t *more_values = realloc(gathered->values, capacity * sizeof *gathered->values);
+    if (more_values) gathered->values = more_values;
+    size_t *more_at = realloc(gathered->name_at, capacity * sizeof *gathered->name_at);
+    if (more_at) gathered->name_at = more_at;
+    char *more_names = realloc(gathered->names, names_size);
+    if (more_names) gathered->names = more_names;
+    if (!more_values || !more_at || !more_names) return -ENOMEM;
+    gathered->capacity = capacity;
+    gathered->names_capacity = names_size;
+  }
+  memcpy(gathered->names + gathered->names_used, name, length);
+  gathered->name_at[gathered->count] = gathered->names_used;
+  gathered->names_used += length;
+  gathered->values[gathered->count++].value = value;
+  return 0;
+}
+
+/* The two queries of a replay, bound: the metrics of (step, last_step], and the evaluations
+ * and stage starts after (step, phase). */
+static int replay_queries(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, sqlite3_stmt **metrics,
+                          sqlite3_stmt **evals) {
   /* Series first (CROSS JOIN fixes the order): one index range per curve, then a sort of
    * the window's rows by step. */
   if (db_cached_statement(db,
-                       "SELECT m.step, m.epoch, m.stage, m.name, m.value FROM series s CROSS JOIN metrics m "
-                       "ON m.experiment_id = s.experiment_id AND m.name = s.name "
-                       "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
-                       &metrics) != 0 ||
+                          "SELECT m.step, m.epoch, m.stage, m.name, m.value FROM series s CROSS JOIN metrics m "
+                          "ON m.experiment_id = s.experiment_id AND m.name = s.name "
+                          "WHERE s.experiment_id = ?1 AND m.step > ?2 AND m.step <= ?3 ORDER BY m.step",
+                          metrics) != 0 ||
       db_cached_statement(db,
-                       "SELECT step, epoch, stage, name, value, split_order + 1 AS phase FROM evals "
-                       "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
-                       "UNION ALL "
-                       "SELECT step, epoch, stage, name, NULL, ?5 FROM stage_starts "
-                       "WHERE experiment_id = ?1 AND (step, ?5) > (?2, ?4) AND step <= ?3 "
-                       "ORDER BY step, phase",
-                       &evals) != 0) {
-    result = db_fail_sql(db, "replay");
-    goto done;
-  }
-  sqlite3_bind_int64(metrics, 1, id);
-  sqlite3_bind_int64(metrics, 2, step);
-  sqlite3_bind_int64(metrics, 3, last_step);
-  sqlite3_bind_int64(evals, 1, id);
-  sqlite3_bind_int64(evals, 2, step);
-  sqlite3_bind_int64(evals, 3, last_step);
-  sqlite3_bind_int(evals, 4, phase);
-  sqlite3_bind_int(evals, 5, EV_PHASE_STAGE);
+                          "SELECT step, epoch, stage, name, value, split_order + 1 AS phase FROM evals "
+                          "WHERE experiment_id = ?1 AND (step, split_order + 1) > (?2, ?4) AND step <= ?3 "
+                          "UNION ALL "
+                          "SELECT step, epoch, stage, name, NULL, ?5 FROM stage_starts "
+                          "WHERE experiment_id = ?1 AND (step, ?5) > (?2, ?4) AND step <= ?3 "
+                          "ORDER BY step, phase",
+                          evals) != 0)
+    return db_fail_sql(db, "replay");
+  sqlite3_bind_int64(*metrics, 1, id);
+  sqlite3_bind_int64(*metrics, 2, step);
+  sqlite3_bind_int64(*metrics, 3, last_step);
+  sqlite3_bind_int64(*evals, 1, id);
+  sqlite3_bind_int64(*evals, 2, step);
+  sqlite3_bind_int64(*evals, 3, last_step);
+  sqlite3_bind_int(*evals, 4, phase);
+  sqlite3_bind_int(*evals, 5, EV_PHASE_STAGE);
+  return 0;
+}
+
+int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, db_replay_cb emit, void *context) {
+  sqlite3_stmt *metrics = NULL, *evals = NULL;
+  replay_values_t gathered = {0};
+  int result = replay_queries(db, id, step, phase, last_step, &metrics, &evals);
+  if (result != 0) goto done;
 
   int emitted = 0;
   /* Merge the two ordered streams by (step, phase), grouping rows into events: a metric
@@ -172,46 +206,26 @@ int db_replay(db_t *db, int64_t id, int64_t step, int phase, int64_t last_step, 
       continue;
     }
     int *have = take_metric ? &have_metric : &have_eval;
-    size_t count = 0;
-    names_used = 0;
+    gathered.count = 0;
+    gathered.names_used = 0;
     while (*have && sqlite3_column_int64(statement, 0) == event.step &&
            (take_metric || sqlite3_column_int(statement, 5) == row_phase)) {
-      const char *name = (const char *)sqlite3_column_text(statement, 3);
-      size_t length = strlen(name) + 1;
-      if (count == values_capacity || names_used + length > names_capacity) {
-        size_t capacity = values_capacity ? values_capacity * 2 : 64;
-        size_t names_size = names_capacity ? names_capacity * 2 : 4096;
-        while (names_used + length > names_size) names_size *= 2;
-        ev_value_t *more_values = realloc(values, capacity * sizeof *values);
-        if (more_values) values = more_values;
-        size_t *more_at = realloc(name_at, capacity * sizeof *name_at);
-        if (more_at) name_at = more_at;
-        char *more_names = realloc(names, names_size);
-        if (more_names) names = more_names;
-        if (!more_values || !more_at || !more_names) {
-          result = -ENOMEM;
-          goto done;
-        }
-        values_capacity = capacity;
-        names_capacity = names_size;
-      }
-      memcpy(names + names_used, name, length);
-      name_at[count] = names_used;
-      names_used += length;
-      values[count++].value = sqlite3_column_double(statement, 4);
+      if ((result = replay_values_add(&gathered, (const char *)sqlite3_column_text(statement, 3),
+                                      sqlite3_column_double(statement, 4))) != 0)
+        goto done;
       *have = sqlite3_step(statement) == SQLITE_ROW;
     }
-    for (size_t i = 0; i < count; i++) values[i].name = names + name_at[i];
-    event.values = values;
-    event.n_values = (int)count;
+    for (size_t i = 0; i < gathered.count; i++) gathered.values[i].name = gathered.names + gathered.name_at[i];
+    event.values = gathered.values;
+    event.n_values = (int)gathered.count;
     emit(context, &event);
     emitted++;
   }
   result = emitted;
 done:
-  free(values);
-  free(name_at);
-  free(names);
+  free(gathered.values);
+  free(gathered.name_at);
+  free(gathered.names);
   db_release_statement(db, metrics);
   db_release_statement(db, evals);
   return result;
