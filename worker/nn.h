@@ -156,6 +156,10 @@ typedef struct {
    * NN_INPUT), and whether anything before has parameters (else no input gradient). */
   size_t input;
   int backprop_input;
+  /* Its output gradient was left unzeroed by nn_zero_grad: a convolution's (or its ReLU's)
+   * whose only writer is the convolution's backward epilogue, which zeroes it per example
+   * on the example's thread; nn_layer_doutput zeroes it whole first (nn.c). */
+  int output_gradient_stale;
   /* Blocks only. */
   int grow_epoch;          /* joins at the start of this 1-based epoch */
   int after;               /* the config layer it follows */
