@@ -1248,6 +1248,12 @@ size_t nn_layer_param_count(const nn_layer_t *layer) { return layer->n_weight + 
 
 int nn_layer_active(const nn_layer_t *layer) { return layer->kind != NN_GROW_BLOCK || layer->active; }
 
+int nn_model_has_convolution(const nn_model_t *model) {
+  for (int i = 0; i < model->n_order; i++)
+    if (model->layers[model->order[i]].kind == CFG_LAYER_CONV2D) return 1;
+  return 0;
+}
+
 size_t nn_model_active_params(const nn_model_t *model) {
   size_t total = 0;
   for (int l = 0; l < model->n_layers + model->n_blocks; l++)

@@ -280,5 +280,8 @@ double nn_layer_grad_norm(const nn_model_t *model, int layer);
 int nn_layer_active(const nn_layer_t *layer);
 /* Parameters that take part in training now (inactive blocks excluded). */
 size_t nn_model_active_params(const nn_model_t *model);
+/* Whether anything that runs is a convolution (the worker then leaves OpenBLAS at one thread
+ * beside a pool of several: worker/main.c). */
+int nn_model_has_convolution(const nn_model_t *model);
 
 #endif
