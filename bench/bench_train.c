@@ -414,6 +414,8 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
   char error[160];
   if (nn_model_set_threads(&r->student, openblas_get_num_threads(), error, sizeof error) != 0)
     bench_die(error);
+  /* As the worker does (worker/main.c): a convolutional model's pool, OpenBLAS on one thread. */
+  if (nn_model_has_convolution(&r->student)) openblas_set_num_threads(1);
   if (strncmp(workload, "kd", 2) == 0) {
     bench_parse_config(bench_teacher_json, &teacher_config);
     if (nn_model_create_inference(&r->teacher, &teacher_config, r->B) != 0) bench_die("cannot build the teacher");

@@ -1246,6 +1246,80 @@ static void test_cnn_threads(void) {
   free(inputs);
 }
 
+/* nn_zero_grad leaves the output gradients of a convolution followed by a ReLU, and of that
+ * ReLU followed by a 2x2 pool, to the convolution's backward loop (zeroed per example). With
+ * a previous step's values (and garbage) left in every activation gradient, a step gives
+ * the same bits as zeroing everything first, at 1, 2, 3 and 7 threads, with no injected
+ * gradient and with one injected into the convolution's or the ReLU's output (as a feature
+ * loss would, through nn_layer_doutput). */
+static void test_lazy_zero_grad(void) {
+  cfg_experiment_t config = parse_config(
+      "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 5, \"kernel\": 3, \"padding\": 1},"
+      " {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2},"
+      " {\"type\": \"conv2d\", \"out\": 7, \"kernel\": 3, \"padding\": 1}, {\"type\": \"relu\"},"
+      " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"},"
+      " {\"type\": \"linear\", \"out\": 16}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]}}");
+  enum { B = 5 };
+  float *inputs = random_batch(B);
+  const int labels[B] = {3, 1, 4, 1, 5};
+  const int counts[] = {1, 2, 3, 7}, probes[] = {-1, 0, 1, 3, 4};
+  char error[160] = "";
+  int compared = 0;
+  for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++) {
+    nn_model_t model;
+    CHECK_INT(0, nn_model_create(&model, &config, B));
+    CHECK_INT(0, nn_model_set_threads(&model, counts[ci], error, sizeof error));
+    perturb_biases(&model);
+    float *probe_r = malloc((size_t)B * model.layers[0].out * sizeof *probe_r);
+    fill_uniform(probe_r, B * model.layers[0].out, -0.5f, 0.5f);
+    float *grads = malloc(model.n_params * sizeof *grads);
+    float *dact = malloc(model.n_activations * sizeof *dact);
+    float probs[B * CFG_CLASSES];
+    for (size_t pi = 0; pi < sizeof probes / sizeof *probes; pi++) {
+      const int probe = probes[pi];
+      for (int lazy = 0; lazy < 2; lazy++) {
+        train_step(&model, inputs, labels, B); /* leaves this step's gradients behind */
+        for (size_t i = 0; i < model.n_activations; i++) model.dactivations[i] += 7.0f;
+        loss_crossentropy_forward(probs, NULL, nn_forward(&model, inputs, B, 0), labels, B, CFG_CLASSES);
+        if (lazy) {
+          nn_zero_grad(&model);
+          /* The path under test is taken: both convolutions' and both ReLUs' left. */
+          CHECK(model.layers[0].output_gradient_stale && model.layers[1].output_gradient_stale &&
+                model.layers[3].output_gradient_stale && model.layers[4].output_gradient_stale);
+          CHECK(!model.layers[2].output_gradient_stale && !model.layers[7].output_gradient_stale);
+        } else { /* what nn_zero_grad did before */
+          memset(model.grads, 0, model.n_params * sizeof(float));
+          memset(model.dactivations, 0, model.n_activations * sizeof(float));
+        }
+        loss_crossentropy_backward(nn_dlogits(&model), probs, labels, 1.0f, B, CFG_CLASSES);
+        if (probe >= 0) {
+          float *d = nn_layer_doutput(&model, probe);
+          for (int i = 0; i < B * model.layers[probe].out; i++) d[i] += probe_r[i];
+        }
+        nn_backward(&model, inputs, B);
+        if (!lazy) {
+          memcpy(grads, model.grads, model.n_params * sizeof *grads);
+          memcpy(dact, model.dactivations, model.n_activations * sizeof *dact);
+          continue;
+        }
+        int same = memcmp(grads, model.grads, model.n_params * sizeof *grads) == 0;
+        for (int l = 0; l < model.n_layers; l++) {
+          const size_t at = model.layers[l].activation, n = (size_t)B * model.layers[l].out;
+          same &= memcmp(dact + at, model.dactivations + at, n * sizeof *dact) == 0;
+        }
+        printf("  %d threads, injected into %d: gradients %s those of zeroing everything\n", counts[ci],
+               probe, same ? "bit-identical to" : "DIFFER from");
+        CHECK(same);
+        compared++;
+      }
+    }
+    free(probe_r), free(grads), free(dact);
+    nn_model_free(&model);
+  }
+  CHECK_INT(20, compared);
+  free(inputs);
+}
+
 static void test_linear_on_image(void) {
   cfg_experiment_t direct = parse_config(
       "{\"seed\": 3, \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"kernel\": 3, \"stride\": 2},"
@@ -1633,6 +1707,7 @@ int main(void) {
   test_cnn_repeatable();
   test_thread_pool();
   test_cnn_threads();
+  test_lazy_zero_grad();
   test_dropout();
   test_crossentropy();
   test_model();

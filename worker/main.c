@@ -413,6 +413,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "teacher %s: %zu parameters, test accuracy %.4f, loss %.4f\n", teacher.path,
             teacher_params(&teacher), teacher.test_accuracy, teacher.test_loss);
   }
+  /* A convolutional model on several threads: its convolutions split the batch on the
+   * model's pool, and OpenBLAS (the dense layers) runs on one, on the calling thread. At 2
+   * threads OpenBLAS's own helper kept spinning after each dense product on the core the
+   * pool needs: bench's CNN went from 2,556-2,917 to 2,918-3,328 samples/s, 6 of 6 alternated
+   * rounds (bench/README.md). Not with a teacher, whose model took OpenBLAS's count at load
+   * and whose dense layers were not measured so. */
+  if (threads > 1 && !have_teacher && nn_model_has_convolution(&model)) openblas_set_num_threads(1);
   train_options_t train_options = {.events = worker_events,
                                    .log = stderr,
                                    .stop = &worker_stop,

@@ -233,6 +233,9 @@ typedef struct {
    * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
   float *relu_dout, *conv_dout;
   const float *pool_dout;
+  /* Whether relu_dout and conv_dout still hold a previous step's gradient (nn_zero_grad left
+   * them): zeroed per example before the epilogue adds into them. */
+  int zero_relu_dout, zero_conv_dout;
 } conv2d__job_t;
 
 /* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
@@ -286,6 +289,9 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *dweight, 
     const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = job->col + (size_t)b * CKK * P;
     if (job->relu_dout) {
       float *relu_dout_b = job->relu_dout + (size_t)b * OC * P;
+      if (job->zero_relu_dout) memset(relu_dout_b, 0, (size_t)OC * P * sizeof *relu_dout_b);
+      if (job->zero_conv_dout)
+        memset(job->conv_dout + (size_t)b * OC * P, 0, (size_t)OC * P * sizeof *job->conv_dout);
       if (job->pool_dout)
         maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * OC * pooled,
                          job->argmax + (size_t)b * OC * pooled, 1, OC, OH, OW, 2, 2);
@@ -382,12 +388,16 @@ static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, 
     job.relu_out = model->activations + relu->activation;
     job.relu_dout = model->dactivations + relu->activation;
     job.conv_dout = dout;
+    job.zero_relu_dout = relu->output_gradient_stale;
+    job.zero_conv_dout = layer->output_gradient_stale;
   }
   if (pool) {
     job.pool_dout = model->dactivations + pool->activation;
     job.argmax = model->indices + pool->argmax;
   }
   thread_pool_run(model->pool, conv2d__backward_task, &job);
+  if (relu) ((nn_layer_t *)relu)->output_gradient_stale = 0;
+  ((nn_layer_t *)layer)->output_gradient_stale = 0;
   const size_t n = layer->n_weight + layer->n_bias;
   for (int t = 1; t < model->threads; t++) {
     const float *restrict g = model->thread_gradient[t];
@@ -1060,10 +1070,58 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
   return act + model->layers[model->n_layers - 1].activation;
 }
 
+/* How many nodes that run read the output at activation offset `at`. */
+static int nn__readers(const nn_model_t *model, size_t at) {
+  int readers = 0;
+  for (int i = 0; i < model->n_order; i++) readers += model->layers[model->order[i]].input == at;
+  return readers;
+}
+
+/* Marks the output gradients only a convolution's backward epilogue writes (the
+ * convolution's when its ReLU is fused and is its only reader; the ReLU's when the pool is
+ * fused and is its only reader) and returns them as [start, end) offsets, in order. */
+static int nn__stale_gradients(nn_model_t *model, size_t start[], size_t end[]) {
+  int n = 0;
+  for (int l = 0; l < model->n_layers + model->n_blocks; l++)
+    model->layers[l].output_gradient_stale = 0;
+  for (int i = 0; i < model->n_order; i++) {
+    nn_layer_t *conv = &model->layers[model->order[i]];
+    if (conv->kind != CFG_LAYER_CONV2D) continue;
+    const nn_layer_t *relu, *pool;
+    nn__conv_epilogue(model, i, &relu, &pool);
+    nn_layer_t *const stale[2] = {
+        relu && nn__readers(model, conv->activation) == 1 ? conv : NULL,
+        pool && nn__readers(model, relu->activation) == 1 ? (nn_layer_t *)relu : NULL};
+    for (int k = 0; k < 2; k++) {
+      if (!stale[k]) continue;
+      stale[k]->output_gradient_stale = 1;
+      const size_t s = stale[k]->activation, e = s + (size_t)model->max_batch * stale[k]->out;
+      int at = n++;
+      for (; at > 0 && start[at - 1] > s; at--) { /* insertion: order by offset */
+        start[at] = start[at - 1];
+        end[at] = end[at - 1];
+      }
+      start[at] = s;
+      end[at] = e;
+    }
+  }
+  return n;
+}
+
+/* Zeroing every activation gradient cost 2.6-4.7% of a CNN step (bench/README.md), most of
+ * it the convolutions' and their ReLUs' outputs, which their backward epilogue now zeroes
+ * per example while they are in its cache. */
 void nn_zero_grad(nn_model_t *model) {
   if (model->forward_only) return;
   memset(model->grads, 0, model->n_params * sizeof(float));
-  memset(model->dactivations, 0, model->n_activations * sizeof(float));
+  size_t start[2 * NN_MAX_NODES], end[2 * NN_MAX_NODES];
+  const int n = nn__stale_gradients(model, start, end);
+  size_t from = 0;
+  for (int k = 0; k <= n; k++) {
+    const size_t to = k < n ? start[k] : model->n_activations;
+    if (to > from) memset(model->dactivations + from, 0, (to - from) * sizeof(float));
+    if (k < n && end[k] > from) from = end[k];
+  }
 }
 
 float *nn_dlogits(nn_model_t *model) { return nn_layer_doutput(model, model->n_layers - 1); }
@@ -1172,7 +1230,16 @@ const float *nn_layer_output(const nn_model_t *model, int layer) {
 }
 
 float *nn_layer_doutput(nn_model_t *model, int layer) {
-  return model->dactivations ? model->dactivations + model->layers[layer].activation : NULL;
+  if (!model->dactivations) return NULL;
+  const size_t at = model->layers[layer].activation;
+  /* A loss adding into a gradient nn_zero_grad left to the epilogue: zero it now. */
+  for (int i = 0; i < model->n_order; i++) {
+    nn_layer_t *node = &model->layers[model->order[i]];
+    if (!node->output_gradient_stale || node->activation != at) continue;
+    memset(model->dactivations + at, 0, (size_t)model->max_batch * node->out * sizeof(float));
+    node->output_gradient_stale = 0;
+  }
+  return model->dactivations + at;
 }
 
 cfg_shape_t nn_layer_shape(const nn_model_t *model, int layer) { return model->layers[layer].shape; }
@@ -1180,6 +1247,12 @@ cfg_shape_t nn_layer_shape(const nn_model_t *model, int layer) { return model->l
 size_t nn_layer_param_count(const nn_layer_t *layer) { return layer->n_weight + layer->n_bias; }
 
 int nn_layer_active(const nn_layer_t *layer) { return layer->kind != NN_GROW_BLOCK || layer->active; }
+
+int nn_model_has_convolution(const nn_model_t *model) {
+  for (int i = 0; i < model->n_order; i++)
+    if (model->layers[model->order[i]].kind == CFG_LAYER_CONV2D) return 1;
+  return 0;
+}
 
 size_t nn_model_active_params(const nn_model_t *model) {
   size_t total = 0;

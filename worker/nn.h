@@ -156,6 +156,10 @@ typedef struct {
    * NN_INPUT), and whether anything before has parameters (else no input gradient). */
   size_t input;
   int backprop_input;
+  /* Its output gradient was left unzeroed by nn_zero_grad: a convolution's (or its ReLU's)
+   * whose only writer is the convolution's backward epilogue, which zeroes it per example
+   * on the example's thread; nn_layer_doutput zeroes it whole first (nn.c). */
+  int output_gradient_stale;
   /* Blocks only. */
   int grow_epoch;          /* joins at the start of this 1-based epoch */
   int after;               /* the config layer it follows */
@@ -276,5 +280,8 @@ double nn_layer_grad_norm(const nn_model_t *model, int layer);
 int nn_layer_active(const nn_layer_t *layer);
 /* Parameters that take part in training now (inactive blocks excluded). */
 size_t nn_model_active_params(const nn_model_t *model);
+/* Whether anything that runs is a convolution (the worker then leaves OpenBLAS at one thread
+ * beside a pool of several: worker/main.c). */
+int nn_model_has_convolution(const nn_model_t *model);
 
 #endif
