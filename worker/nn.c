@@ -705,122 +705,155 @@ static int nn__infer_shape(cfg_shape_t *shape, const cfg_layer_t *spec, const cf
 
 static size_t nn__max(size_t a, size_t b) { return a > b ? a : b; }
 
+/* What nn__build counts while it lays the layers out: each slab's size in floats (ints for
+ * the pools' indices) so far. */
+typedef struct {
+  size_t weights, biases, activations, col, scratch, masks, indices;
+} nn__sizes_t;
+
+/* Layer l of the config: its shape from the one before (`*shape`, advanced), its name, and
+ * its weights' and buffers' offsets in the slabs. */
+static int nn__plan_layer(nn_model_t *model, const cfg_experiment_t *config, int l, cfg_shape_t *shape,
+                          int max_batch, int forward_only, nn__sizes_t *sizes) {
+  const size_t batch = (size_t)max_batch;
+  const cfg_layer_t *spec = &config->layers[l];
+  nn_layer_t *layer = &model->layers[l];
+  layer->kind = spec->kind;
+  layer->in_shape = *shape;
+  if (nn__infer_shape(&layer->shape, spec, shape) != 0) return -EINVAL;
+  /* Validation filled spec->shape the same way; a hand-built config may leave it zero. */
+  if (spec->shape.channels != 0 && memcmp(&spec->shape, &layer->shape, sizeof *shape) != 0) return -EINVAL;
+  layer->in = cfg_shape_size(&layer->in_shape);
+  layer->out = cfg_shape_size(&layer->shape);
+  layer->kernel = spec->kernel;
+  layer->stride = spec->stride;
+  layer->padding = spec->kind == CFG_LAYER_CONV2D ? spec->padding : 0;
+  layer->p = (float)spec->p;
+  cfg_layer_display_name(config, l, layer->name, sizeof layer->name);
+  const size_t out = batch * (size_t)layer->out;
+  /* Kernels count a batch's elements in int (as BLAS does). */
+  if (out > INT_MAX || batch * (size_t)layer->in > INT_MAX) return -EINVAL;
+  switch (spec->kind) {
+  case CFG_LAYER_LINEAR:
+    layer->n_weight = (size_t)layer->in * (size_t)layer->out;
+    layer->n_bias = (size_t)layer->out;
+    break;
+  case CFG_LAYER_CONV2D: {
+    const size_t ckk = (size_t)layer->in_shape.channels * spec->kernel * spec->kernel;
+    const size_t columns = batch * (size_t)layer->shape.height * (size_t)layer->shape.width;
+    layer->n_weight = (size_t)spec->out * ckk;
+    layer->n_bias = (size_t)spec->out;
+    /* Training keeps each conv's im2col for its backward; inference shares one. */
+    layer->col = forward_only ? 0 : sizes->col;
+    sizes->col = forward_only ? nn__max(sizes->col, ckk * columns) : sizes->col + ckk * columns;
+    /* One chunk's product before reordering, then (backward, if an input gradient may be
+     * wanted) its dcol. l > 0 is enough: only the first layer never needs its input's
+     * gradient. */
+    sizes->scratch = nn__max(sizes->scratch,
+                             conv2d_scratch_floats(max_batch, layer->in_shape.channels, layer->in_shape.height,
+                                                   layer->in_shape.width, spec->out, spec->kernel, spec->stride,
+                                                   spec->padding, !forward_only && l > 0));
+    break;
+  }
+  case CFG_LAYER_MAXPOOL:
+    layer->argmax = forward_only ? 0 : sizes->indices;
+    sizes->indices = forward_only ? nn__max(sizes->indices, out) : sizes->indices + out;
+    break;
+  case CFG_LAYER_DROPOUT:
+    if (!forward_only) {
+      layer->mask = sizes->masks;
+      sizes->masks += out;
+    }
+    break;
+  default:
+    break;
+  }
+  layer->weight = sizes->weights;
+  sizes->weights += layer->n_weight;
+  sizes->biases += layer->n_bias;
+  /* Flatten is a view of its input (nn__wire), unless its input is the data itself. */
+  if (spec->kind != CFG_LAYER_FLATTEN || l == 0) {
+    layer->activation = sizes->activations;
+    sizes->activations += out;
+  }
+  *shape = layer->shape;
+  return 0;
+}
+
+/* Grow block g, inactive until its epoch: a residual block after the layer it names. */
+static int nn__plan_block(nn_model_t *model, const cfg_experiment_t *config, int g, int max_batch,
+                          nn__sizes_t *sizes) {
+  const size_t batch = (size_t)max_batch;
+  const cfg_grow_t *spec = &config->grow[g];
+  nn_layer_t *block = &model->layers[config->n_layers + g];
+  /* Validation resolved the name into after_layer; a hand-built config may give either. */
+  int after = spec->after[0] ? cfg_layer_index(config, spec->after) : spec->after_layer;
+  if (after < 0 || after >= config->n_layers - 1 || model->layers[after].shape.image) return -EINVAL;
+  const int D = model->layers[after].out, H = spec->hidden > 0 ? spec->hidden : D;
+  if (batch * (size_t)H > INT_MAX) return -EINVAL;
+  block->kind = NN_GROW_BLOCK;
+  if (spec->name[0])
+    snprintf(block->name, sizeof block->name, "%s", spec->name);
+  else
+    snprintf(block->name, sizeof block->name, "grow%d", g + 1);
+  block->in_shape = block->shape = model->layers[after].shape;
+  block->in = block->out = D;
+  block->hidden = H;
+  block->grow_epoch = spec->epoch;
+  block->after = after;
+  block->weight = sizes->weights;
+  block->n_weight = 2 * (size_t)H * (size_t)D;
+  block->n_bias = (size_t)H + (size_t)D;
+  sizes->weights += block->n_weight;
+  sizes->biases += block->n_bias;
+  block->activation = sizes->activations;
+  sizes->activations += batch * (size_t)D;
+  block->hidden_activation = sizes->activations;
+  sizes->activations += batch * (size_t)H;
+  return 0;
+}
+
+/* The slabs, once, at the sizes the model now records. 0 or -ENOMEM (what was allocated
+ * stays for nn_model_free). */
+static int nn__allocate(nn_model_t *model) {
+  /* calloc(n + 1) also covers an empty slab (a model without parameters, pools or convs). */
+  model->params = calloc(model->n_params + 1, sizeof(float));
+  model->activations = calloc((model->forward_only ? 1 : 2) * model->n_activations + 1, sizeof(float));
+  model->workspace = calloc(model->n_workspace + 1, sizeof(float));
+  model->indices = calloc(model->n_indices + 1, sizeof(int32_t));
+  if (!model->params || !model->activations || !model->workspace || !model->indices) return -ENOMEM;
+  if (!model->forward_only) {
+    model->grads = calloc(model->n_params + 1, sizeof(float));
+    model->optim_state = calloc(model->n_optim_state + 1, sizeof(float));
+    if (!model->grads || !model->optim_state) return -ENOMEM;
+    model->dactivations = model->activations + model->n_activations;
+  }
+  return 0;
+}
+
 static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_batch,
                      int forward_only) {
   memset(model, 0, sizeof *model);
   if (config->n_layers < 1 || config->n_layers > CFG_MAX_LAYERS || config->n_grow < 0 ||
       config->n_grow > CFG_MAX_GROW || max_batch < 1)
     return -EINVAL;
-  const size_t batch = (size_t)max_batch;
 
-  /* First pass: shapes, names, weight offsets and every buffer's offset. Biases are placed
-   * after every weight in a second pass, once the weights' total is known. */
+  /* First the layers, then the grow blocks (all of them, inactive): shapes, names, weight
+   * offsets and every buffer's offset. Biases are placed after every weight in a second
+   * pass, once the weights' total is known. */
   cfg_shape_t shape = cfg_input_shape(config);
   model->inputs = cfg_inputs(config);
   model->classes = cfg_classes(config);
-  size_t n_weights = 0, n_biases = 0, n_activations = 0, n_col = 0, n_scratch = 0, n_masks = 0;
-  size_t n_indices = 0;
-  for (int l = 0; l < config->n_layers; l++) {
-    const cfg_layer_t *spec = &config->layers[l];
-    nn_layer_t *layer = &model->layers[l];
-    layer->kind = spec->kind;
-    layer->in_shape = shape;
-    if (nn__infer_shape(&layer->shape, spec, &shape) != 0) return -EINVAL;
-    /* Validation filled spec->shape the same way; a hand-built config may leave it zero. */
-    if (spec->shape.channels != 0 && memcmp(&spec->shape, &layer->shape, sizeof shape) != 0)
-      return -EINVAL;
-    layer->in = cfg_shape_size(&layer->in_shape);
-    layer->out = cfg_shape_size(&layer->shape);
-    layer->kernel = spec->kernel;
-    layer->stride = spec->stride;
-    layer->padding = spec->kind == CFG_LAYER_CONV2D ? spec->padding : 0;
-    layer->p = (float)spec->p;
-    cfg_layer_display_name(config, l, layer->name, sizeof layer->name);
-    const size_t out = batch * (size_t)layer->out;
-    /* Kernels count a batch's elements in int (as BLAS does). */
-    if (out > INT_MAX || batch * (size_t)layer->in > INT_MAX) return -EINVAL;
-    switch (spec->kind) {
-    case CFG_LAYER_LINEAR:
-      layer->n_weight = (size_t)layer->in * (size_t)layer->out;
-      layer->n_bias = (size_t)layer->out;
-      break;
-    case CFG_LAYER_CONV2D: {
-      const size_t ckk = (size_t)layer->in_shape.channels * spec->kernel * spec->kernel;
-      const size_t columns = batch * (size_t)layer->shape.height * (size_t)layer->shape.width;
-      layer->n_weight = (size_t)spec->out * ckk;
-      layer->n_bias = (size_t)spec->out;
-      /* Training keeps each conv's im2col for its backward; inference shares one. */
-      layer->col = forward_only ? 0 : n_col;
-      n_col = forward_only ? nn__max(n_col, ckk * columns) : n_col + ckk * columns;
-      /* One chunk's product before reordering, then (backward, if an input gradient may be
-       * wanted) its dcol. l > 0 is enough: only the first layer never needs its input's
-       * gradient. */
-      n_scratch = nn__max(n_scratch, conv2d_scratch_floats(max_batch, layer->in_shape.channels,
-                                                           layer->in_shape.height,
-                                                           layer->in_shape.width, spec->out,
-                                                           spec->kernel, spec->stride,
-                                                           spec->padding, !forward_only && l > 0));
-      break;
-    }
-    case CFG_LAYER_MAXPOOL:
-      layer->argmax = forward_only ? 0 : n_indices;
-      n_indices = forward_only ? nn__max(n_indices, out) : n_indices + out;
-      break;
-    case CFG_LAYER_DROPOUT:
-      if (!forward_only) {
-        layer->mask = n_masks;
-        n_masks += out;
-      }
-      break;
-    default:
-      break;
-    }
-    layer->weight = n_weights;
-    n_weights += layer->n_weight;
-    n_biases += layer->n_bias;
-    /* Flatten is a view of its input (nn__wire), unless its input is the data itself. */
-    if (spec->kind != CFG_LAYER_FLATTEN || l == 0) {
-      layer->activation = n_activations;
-      n_activations += out;
-    }
-    shape = layer->shape;
-  }
+  nn__sizes_t sizes = {0};
+  for (int l = 0; l < config->n_layers; l++)
+    if (nn__plan_layer(model, config, l, &shape, max_batch, forward_only, &sizes) != 0) return -EINVAL;
   if (cfg_shape_size(&shape) != model->classes) return -EINVAL;
-  model->n_layer_weights = n_weights;
-  model->n_layer_biases = n_biases;
+  model->n_layer_weights = sizes.weights;
+  model->n_layer_biases = sizes.biases;
+  for (int g = 0; g < config->n_grow; g++)
+    if (nn__plan_block(model, config, g, max_batch, &sizes) != 0) return -EINVAL;
 
-  /* The grow blocks, all of them, inactive. */
-  for (int g = 0; g < config->n_grow; g++) {
-    const cfg_grow_t *spec = &config->grow[g];
-    nn_layer_t *block = &model->layers[config->n_layers + g];
-    /* Validation resolved the name into after_layer; a hand-built config may give either. */
-    int after = spec->after[0] ? cfg_layer_index(config, spec->after) : spec->after_layer;
-    if (after < 0 || after >= config->n_layers - 1 || model->layers[after].shape.image)
-      return -EINVAL;
-    const int D = model->layers[after].out, H = spec->hidden > 0 ? spec->hidden : D;
-    if (batch * (size_t)H > INT_MAX) return -EINVAL;
-    block->kind = NN_GROW_BLOCK;
-    if (spec->name[0])
-      snprintf(block->name, sizeof block->name, "%s", spec->name);
-    else
-      snprintf(block->name, sizeof block->name, "grow%d", g + 1);
-    block->in_shape = block->shape = model->layers[after].shape;
-    block->in = block->out = D;
-    block->hidden = H;
-    block->grow_epoch = spec->epoch;
-    block->after = after;
-    block->weight = n_weights;
-    block->n_weight = 2 * (size_t)H * (size_t)D;
-    block->n_bias = (size_t)H + (size_t)D;
-    n_weights += block->n_weight;
-    n_biases += block->n_bias;
-    block->activation = n_activations;
-    n_activations += batch * (size_t)D;
-    block->hidden_activation = n_activations;
-    n_activations += batch * (size_t)H;
-  }
-
-  size_t bias_offset = n_weights;
+  size_t bias_offset = sizes.weights;
   for (int l = 0; l < config->n_layers + config->n_grow; l++) {
     nn_layer_t *layer = &model->layers[l];
     if (layer->n_bias) {
@@ -834,15 +867,15 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
   model->max_batch = max_batch;
   model->forward_only = forward_only;
   model->seed = config->seed;
-  model->n_params = n_weights + n_biases;
-  model->n_decayed = n_weights;
-  model->n_activations = n_activations;
-  model->scratch = n_col;
-  model->n_scratch = n_scratch;
-  model->n_workspace = n_col + n_scratch + n_masks;
+  model->n_params = sizes.weights + sizes.biases;
+  model->n_decayed = sizes.weights;
+  model->n_activations = sizes.activations;
+  model->scratch = sizes.col;
+  model->n_scratch = sizes.scratch;
+  model->n_workspace = sizes.col + sizes.scratch + sizes.masks;
   for (int l = 0; l < config->n_layers; l++)
-    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += n_col + n_scratch;
-  model->n_indices = n_indices;
+    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += sizes.col + sizes.scratch;
+  model->n_indices = sizes.indices;
   model->optimizer.kind = config->optimizer.kind;
   model->optimizer.momentum = (float)config->optimizer.momentum;
   model->optimizer.weight_decay = (float)config->optimizer.weight_decay;
@@ -853,22 +886,10 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
     model->n_optim_state = config->optimizer.kind == CFG_OPTIMIZER_ADAM ? 2 * model->n_params
                                                                          : model->n_params;
 
-  /* calloc(n + 1) also covers an empty slab (a model without parameters, pools or convs). */
-  model->params = calloc(model->n_params + 1, sizeof(float));
-  model->activations = calloc((forward_only ? 1 : 2) * n_activations + 1, sizeof(float));
-  model->workspace = calloc(model->n_workspace + 1, sizeof(float));
-  model->indices = calloc(n_indices + 1, sizeof(int32_t));
-  if (!model->params || !model->activations || !model->workspace || !model->indices) goto fail;
-  if (!forward_only) {
-    model->grads = calloc(model->n_params + 1, sizeof(float));
-    model->optim_state = calloc(model->n_optim_state + 1, sizeof(float));
-    if (!model->grads || !model->optim_state) goto fail;
-    model->dactivations = model->activations + n_activations;
-  }
-
+  char error[128];
+  if (nn__allocate(model) != 0) goto fail;
   nn__wire(model);
   nn_init_params(model, config->seed);
-  char error[128];
   if (nn_model_set_threads(model, 1, error, sizeof error) != 0) goto fail;
   return 0;
 
