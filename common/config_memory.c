@@ -20,7 +20,10 @@
 
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
-size_t cfg_conv_scratch_floats(size_t ckk, size_t p, int with_dinp) { return with_dinp ? ckk * p : 0; }
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward, int with_dinp) {
+  if (!backward) return ckk * p;
+  return ckk * p + oc * ckk + oc + p * oc + (with_dinp ? ckk * p : 0);
+}
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
  * out): keep the two together. tests/test_nn.c checks that they agree. */
@@ -31,7 +34,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
     return -EINVAL;
   const size_t batch = (size_t)max_batch;
   cfg_shape_t in = cfg_input_shape(config);
-  size_t n_params = 0, n_activations = 0, n_col = 0, n_scratch = 0, n_masks = 0, n_indices = 0;
+  size_t n_params = 0, n_activations = 0, n_scratch = 0, n_masks = 0, n_indices = 0;
   for (int l = 0; l < config->n_layers; l++) {
     const cfg_layer_t *spec = &config->layers[l];
     const cfg_shape_t *shape = &spec->shape; /* filled by validation */
@@ -44,11 +47,10 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       break;
     case CFG_LAYER_CONV2D: {
       const size_t ckk = (size_t)in.channels * (size_t)spec->kernel * (size_t)spec->kernel;
-      const size_t columns = batch * (size_t)shape->height * (size_t)shape->width;
+      const size_t pixels = (size_t)shape->height * (size_t)shape->width;
       n_params += (size_t)spec->out * ckk + (size_t)spec->out;
-      n_col = forward_only ? cfg__max(n_col, ckk * columns) : n_col + ckk * columns;
-      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, columns / batch,
-                                                              !forward_only && l > 0));
+      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, pixels, (size_t)spec->out,
+                                                              !forward_only, !forward_only && l > 0));
       break;
     }
     case CFG_LAYER_MAXPOOL:
@@ -75,7 +77,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
   out->n_optim_state =
       forward_only ? 0 : config->optimizer.kind == CFG_OPTIMIZER_ADAM ? 2 * n_params : n_params;
   out->n_activations = n_activations;
-  out->n_workspace = n_col + n_scratch + n_masks;
+  out->n_workspace = n_scratch + n_masks;
   out->n_indices = n_indices;
   return 0;
 }

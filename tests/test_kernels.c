@@ -82,43 +82,12 @@ static void test_few_taps(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_few_taps_case(&cases[i]);
 }
 
-/* kernels_conv_weight_gradient: dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ against
- * the double sum, accumulating onto what is there, the same bits twice. */
-static void test_weight_gradient_case(int OC, int CKK, int P) {
-  const size_t n_w = (size_t)OC * CKK;
-  float *dout = malloc((size_t)OC * P * sizeof *dout), *col = malloc((size_t)CKK * P * sizeof *col);
-  float *dweight = malloc(n_w * sizeof *dweight), *again = malloc(n_w * sizeof *again);
-  fill_uniform(dout, (size_t)OC * P, -1, 1);
-  fill_uniform(col, (size_t)CKK * P, -1, 1);
-  for (size_t i = 0; i < n_w; i++) dweight[i] = again[i] = 0.25f;
-  kernels_conv_weight_gradient(dweight, dout, col, OC, CKK, P);
-  kernels_conv_weight_gradient(again, dout, col, OC, CKK, P);
-  double worst = 0.0;
-  for (int o = 0; o < OC; o++)
-    for (int t = 0; t < CKK; t++) {
-      double sum = 0.25;
-      for (int p = 0; p < P; p++) sum += (double)dout[(size_t)o * P + p] * col[(size_t)t * P + p];
-      worst = fmax(worst, fabs(sum - dweight[(size_t)o * CKK + t]));
-    }
-  printf("    weight gradient OC=%d CKK=%d P=%d: max |error| %.2e\n", OC, CKK, P, worst);
-  CHECK(worst < 1e-6 * P + 1e-6);
-  CHECK(memcmp(dweight, again, n_w * sizeof *dweight) == 0);
-  free(dout), free(col), free(dweight), free(again);
-}
-
-static void test_weight_gradient(void) {
-  test_weight_gradient_case(1, 1, 1);     /* scalar tails only */
-  test_weight_gradient_case(64, 288, 196); /* the teacher's second convolution */
-  test_weight_gradient_case(7, 25, 72);   /* 3 rows and 1 tap left over */
-  test_weight_gradient_case(5, 26, 45);   /* 1 row and 2 taps left, a vector tail on every width */
-  test_weight_gradient_case(3, 2, 15);    /* fewer rows and taps than one tile; P under AVX-512's 16 */
-}
-
 typedef struct {
   int M, N, K;
   int transposed;   /* A read as the transpose of a row-major K×M matrix (dcol = weightᵀ · dout) */
   int extra;        /* ldb = N + extra, ldc = N + extra (a view into wider rows) */
   int with_bias;
+  int accumulate;   /* C += A·B (+ bias) onto C's values, as a convolution's weight gradient does */
 } gemm_case_t;
 
 static void test_gemm_case(const gemm_case_t *k) {
@@ -130,39 +99,52 @@ static void test_gemm_case(const gemm_case_t *k) {
   fill_uniform(a, (size_t)k->M * k->K, -1, 1);
   fill_uniform(b, (size_t)k->K * ldb, -1, 1);
   fill_uniform(bias, k->M, -1, 1);
-  for (size_t i = 0; i < (size_t)k->M * ldc; i++) c[i] = again[i] = NAN; /* all of C[:, :N] written */
+  /* Overwriting: every value of C[:, :N] written, none past it (NaN stays). Accumulating:
+   * C starts at values of its own, which the sum must include. */
+  float *start = malloc((size_t)k->M * ldc * sizeof *start);
+  fill_uniform(start, (size_t)k->M * ldc, -1, 1);
+  for (size_t i = 0; i < (size_t)k->M * ldc; i++) {
+    const int past_n = (int)(i % ldc) >= k->N;
+    c[i] = again[i] = k->accumulate && !past_n ? start[i] : NAN;
+  }
   const float *with = k->with_bias ? bias : NULL;
-  kernels_gemm_unpacked(c, ldc, a, a_row, a_col, b, ldb, with, k->M, k->N, k->K);
-  kernels_gemm_unpacked(again, ldc, a, a_row, a_col, b, ldb, with, k->M, k->N, k->K);
+  kernels_gemm_unpacked(c, ldc, a, a_row, a_col, b, ldb, with, k->accumulate, k->M, k->N, k->K);
+  kernels_gemm_unpacked(again, ldc, a, a_row, a_col, b, ldb, with, k->accumulate, k->M, k->N, k->K);
   double worst = 0.0;
   int outside = 1;
   for (int i = 0; i < k->M; i++) {
     for (int j = 0; j < k->N; j++) {
-      double sum = with ? with[i] : 0.0;
+      double sum = (with ? with[i] : 0.0) + (k->accumulate ? start[i * ldc + j] : 0.0);
       for (int t = 0; t < k->K; t++) sum += (double)a[i * a_row + t * a_col] * b[t * ldb + j];
       const float got = c[i * ldc + j];
       worst = fmax(worst, isnan(got) ? INFINITY : fabs(sum - got));
     }
     for (size_t j = (size_t)k->N; j < ldc; j++) outside &= isnan(c[i * ldc + j]); /* past N: untouched */
   }
-  printf("    unpacked GEMM %dx%dx%d%s%s: max |error| %.2e\n", k->M, k->N, k->K,
-         k->transposed ? ", A transposed" : "", with ? ", bias" : "", worst);
+  printf("    unpacked GEMM %dx%dx%d%s%s%s: max |error| %.2e\n", k->M, k->N, k->K,
+         k->transposed ? ", A transposed" : "", with ? ", bias" : "",
+         k->accumulate ? ", accumulating" : "", worst);
   CHECK(worst < 1e-6 * k->K + 1e-6);
   CHECK(outside);
   CHECK(memcmp(c, again, (size_t)k->M * ldc * sizeof *c) == 0);
-  free(a), free(b), free(bias), free(c), free(again);
+  free(a), free(b), free(bias), free(c), free(again), free(start);
 }
 
 static void test_gemm(void) {
   static const gemm_case_t cases[] = {
-      {1, 1, 1, 0, 0, 1},      /* scalar only */
-      {7, 5, 3, 0, 2, 0},      /* N under a vector on AVX2: scalar columns; 6 + 1 rows */
-      {64, 196, 288, 0, 0, 1}, /* the teacher's second convolution, one example */
-      {288, 196, 64, 1, 0, 0}, /* its dcol = weightᵀ · dout */
-      {13, 37, 9, 0, 13, 1},   /* 6 + 6 + 1 rows, a vector tail that overlaps, wider rows */
-      {5, 33, 17, 1, 3, 1},    /* 3 + 1 + 1 rows */
-      {6, 16, 2, 0, 0, 0},     /* exactly one tile on AVX2 */
-      {32, 784, 9, 0, 0, 1},   /* the teacher's first convolution, one example */
+      {1, 1, 1, 0, 0, 1, 0},      /* scalar only */
+      {7, 5, 3, 0, 2, 0, 0},      /* N under a vector on AVX2: scalar columns; 6 + 1 rows */
+      {64, 196, 288, 0, 0, 1, 0}, /* the teacher's second convolution, one example */
+      {288, 196, 64, 1, 0, 0, 0}, /* its dcol = weightᵀ · dout */
+      {13, 37, 9, 0, 13, 1, 0},   /* 6 + 6 + 1 rows, a vector tail that overlaps, wider rows */
+      {5, 33, 17, 1, 3, 1, 0},    /* 3 + 1 + 1 rows */
+      {6, 16, 2, 0, 0, 0, 0},     /* exactly one tile on AVX2 */
+      {32, 784, 9, 0, 0, 1, 0},   /* the teacher's first convolution, one example */
+      /* Accumulating: its weight gradient dweightᵀ (288, 64) += col (288, 196) · doutᵀ */
+      {288, 64, 196, 0, 0, 0, 1},
+      {13, 37, 9, 0, 13, 1, 1}, /* a partial last vector: scalar columns, not an overlap */
+      {7, 5, 3, 1, 2, 0, 1},    /* N under a vector on AVX2 */
+      {1, 1, 1, 0, 0, 0, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_gemm_case(&cases[i]);
 }
@@ -281,7 +263,6 @@ int main(void) {
     test_gemm();
     test_relu();
     test_few_taps();
-    test_weight_gradient();
     test_maxpool2();
     ran++;
   }

@@ -256,13 +256,12 @@ static double conv_objective(const conv_case_t *k, const double *inp, const doub
 static void test_conv2d_case(const conv_case_t *k) {
   const int OH = conv2d_out_size(k->H, k->K, k->stride, k->pad), OW = conv2d_out_size(k->W, k->K, k->stride, k->pad);
   const int n_in = k->B * k->C * k->H * k->W, n_w = k->OC * k->C * k->K * k->K, n_out = k->B * k->OC * OH * OW;
-  const int CKK = k->C * k->K * k->K, N = k->B * OH * OW;
+  const int N = k->B * OH * OW;
   printf("conv2d B=%d C=%d %dx%d -> OC=%d K=%d stride %d pad %d (%dx%d)\n", k->B, k->C, k->H, k->W, k->OC, k->K,
          k->stride, k->pad, OH, OW);
   float *inp = malloc(n_in * sizeof *inp), *weight = malloc(n_w * sizeof *weight), *bias = malloc(k->OC * sizeof *bias);
   float *r = malloc(n_out * sizeof *r), *out = malloc(n_out * sizeof *out);
-  float *col = malloc((size_t)CKK * N * sizeof *col);
-  float *scratch = malloc(conv2d_scratch_floats(k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad, 1) *
+  float *scratch = malloc(conv2d_scratch_floats(k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad, 1, 1) *
                           sizeof *scratch);
   float *dinp = calloc(n_in, sizeof *dinp), *dweight = calloc(n_w, sizeof *dweight), *dbias = calloc(k->OC, sizeof *dbias);
   double *x = malloc(n_in * sizeof *x), *w = malloc(n_w * sizeof *w), *bb = malloc(k->OC * sizeof *bb);
@@ -277,14 +276,14 @@ static void test_conv2d_case(const conv_case_t *k) {
 
   /* Poison the output buffers: the forward must write every element. */
   for (int i = 0; i < n_out; i++) out[i] = NAN;
-  conv2d_forward(out, col, scratch, inp, weight, bias, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  conv2d_forward(out, scratch, inp, weight, bias, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
   conv_objective(k, x, w, bb, r, expected);
   double worst = 0.0;
   for (int i = 0; i < n_out; i++) worst = fmax(worst, isnan(out[i]) ? INFINITY : fabs(expected[i] - out[i]));
   printf("  forward against the direct convolution: max |error| %.2e\n", worst);
   CHECK(worst < (k->by_definition ? 1e-4 : 1e-5));
 
-  conv2d_backward(dinp, dweight, dbias, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+  conv2d_backward(dinp, dweight, dbias, scratch, r, inp, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
                   k->pad);
   /* Σ out·R is linear in each argument: a central difference of 0.5 is exact in double. */
   const double step = 0.5;
@@ -322,24 +321,25 @@ static void test_conv2d_case(const conv_case_t *k) {
     check_gradient(names[v], analytic[v], numeric, sizes[v], 1e-4 * fmax(1.0, N / 32.0));
   }
 
-  /* Backward accumulates (col is only read: a second backward on one forward is fine), and
+  /* Backward accumulates (it reads the forward's input only: a second backward on one
+   * forward is fine), and
    * without dinp (a first layer) the parameter gradients are the same. */
   float *dweight1 = malloc(n_w * sizeof *dweight1), *dinp1 = malloc(n_in * sizeof *dinp1);
   memcpy(dweight1, dweight, n_w * sizeof *dweight1);
   memcpy(dinp1, dinp, n_in * sizeof *dinp1);
-  conv2d_backward(dinp, dweight, dbias, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+  conv2d_backward(dinp, dweight, dbias, scratch, r, inp, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
                   k->pad);
   int doubled = 1;
   for (int i = 0; i < n_w; i++) doubled &= fabsf(dweight[i] - 2 * dweight1[i]) <= 1e-5f * (1 + fabsf(dweight1[i]));
   for (int i = 0; i < n_in; i++) doubled &= fabsf(dinp[i] - 2 * dinp1[i]) <= 1e-5f * (1 + fabsf(dinp1[i]));
   CHECK(doubled);
   float *dweight2 = calloc(n_w, sizeof *dweight2);
-  conv2d_backward(NULL, dweight2, NULL, scratch, r, col, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
+  conv2d_backward(NULL, dweight2, NULL, scratch, r, inp, weight, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride,
                   k->pad);
   CHECK(memcmp(dweight2, dweight1, n_w * sizeof *dweight2) == 0);
 
   /* Without a bias the output is the bare convolution. */
-  conv2d_forward(out, col, scratch, inp, weight, NULL, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
+  conv2d_forward(out, scratch, inp, weight, NULL, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
   conv_reference(expected, x, w, NULL, k->B, k->C, k->H, k->W, k->OC, k->K, k->stride, k->pad);
   worst = 0.0;
   for (int i = 0; i < n_out; i++) worst = fmax(worst, fabs(expected[i] - out[i]));
@@ -348,7 +348,7 @@ static void test_conv2d_case(const conv_case_t *k) {
   free(dweight2);
   free(dweight1);
   free(dinp1);
-  free(inp), free(weight), free(bias), free(r), free(out), free(col), free(scratch);
+  free(inp), free(weight), free(bias), free(r), free(out), free(scratch);
   free(dinp), free(dweight), free(dbias), free(x), free(w), free(bb), free(expected), free(numeric);
 }
 
@@ -366,11 +366,16 @@ static void test_conv2d(void) {
        * multiple of the register blocks, rows that end in a vector tail; then 18 taps. */
       {1, 1, 12, 19, 5, 3, 1, 1, 0},
       {3, 2, 9, 11, 6, 3, 1, 1, 0},
-      /* kernels.h's weight-gradient tiles (4 output channels × 3 taps) and their remainders:
-       * 7 channels (a tile of 3 rows left), 25 taps (one left), P = 72; 5 channels (one
-       * row left), 27 taps, P = 45 (a vector tail on every width). */
+      /* The weight gradient's accumulating product, dweightᵀ (taps, channels): 25 taps (4
+       * six-row tiles and one row), 7 channels (scalar columns on AVX2), P = 72; 27 taps,
+       * 5 channels, P = 45. Both "same", so im2col and col2im take whole runs per tap. */
       {2, 1, 9, 8, 7, 5, 1, 2, 0},
       {1, 3, 5, 9, 5, 3, 1, 1, 0},
+      /* "Same" with 5 × 5 (two padding columns each side: against the definition, as its
+       * weight gradient's sums of 180 products cancel below the differences' relative
+       * tolerance), and a plane shorter than a vector (its runs scalar). */
+      {2, 3, 9, 10, 9, 5, 1, 2, 1},
+      {1, 2, 2, 3, 3, 3, 1, 1, 0},
       /* The teacher's second layer's size (32 channels, 288 taps: OpenBLAS's dweight, the
        * unpacked GEMM's 6-row tiles and their remainders): against the backward's
        * definition, too large for central differences. */

@@ -40,19 +40,23 @@ void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *d
                                     const float *col, size_t col_stride, int B, int OC, int CKK,
                                     int P);
 
-/* C (M rows of ldc floats, the first N columns) = A · B + bias (per row; NULL: none), without
- * packing: A(i,k) = A[i·a_row + k·a_col] (either orientation of a row-major matrix), B holds
- * K rows of ldb floats. Register tiles of 6 rows × 2 vectors, read straight from B: for the
- * convolutions' products, whose B (a few examples' im2col columns) is in cache, this skips
- * OpenBLAS's packing and its zeroing of C, and writes NCHW directly. C is overwritten. */
+/* C (M rows of ldc floats, the first N columns) = A · B + bias (per row; NULL: none), or
+ * C += A · B + bias when `accumulate`, without packing: A(i,k) = A[i·a_row + k·a_col] (either
+ * orientation of a row-major matrix), B holds K rows of ldb floats. Register tiles of 6 rows
+ * × 2 vectors, read straight from B: for the convolutions' products, whose B (one example's
+ * im2col columns, or its transposed output gradient) is in cache, this skips OpenBLAS's
+ * packing and its zeroing of C, and writes NCHW directly. */
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
-                           const float *B, size_t ldb, const float *bias, int M, int N, int K);
+                           const float *B, size_t ldb, const float *bias, int accumulate, int M,
+                           int N, int K);
 
-/* dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ: one example's convolution weight
- * gradient from its output gradient and its im2col, both read along P (tiles of 4 × 3
- * dot products). Unlike OpenBLAS it can run on the model's own threads (nn.c, "Conv2d"). */
-void kernels_conv_weight_gradient(float *dweight, const float *dout, const float *col, int OC,
-                                  int CKK, int P);
+/* One example's im2col, col (C·K·K, OH·OW) from inp (C, H, W) with zero padding `pad`, and
+ * its adjoint col2im, dinp (C, H, W) += col's taps at their input positions (nn.h's conv2d).
+ * Vectors along each output row when the stride is 1; element by element otherwise. */
+void kernels_im2col(float *col, const float *inp, int C, int H, int W, int K, int stride, int pad,
+                    int OH, int OW);
+void kernels_col2im(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
+                    int OH, int OW);
 
 /* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
  * relu_backward, which call these). */

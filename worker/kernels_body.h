@@ -80,135 +80,37 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
   }
 }
 
-/* A tile of the weight gradient dweight (rows × taps of it, ≤ 4 × 3) += dout's `rows` rows ·
- * col's `taps` rows, transposed: both run along P, so each of the twelve named
- * accumulators is a dot product over P (7 loads feed 12 FMAs per vector of P), summed lane
- * by lane at the end with the scalar tail: a fixed order. */
-static inline __attribute__((always_inline)) void
-KFN(weight_gradient_tile)(float *restrict dweight, size_t ldw, const float *restrict dout,
-                          const float *restrict col, size_t stride, int rows, int taps, int P) {
-  KFN(vec) a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0};
-  KFN(vec) a20 = {0}, a21 = {0}, a22 = {0}, a30 = {0}, a31 = {0}, a32 = {0};
-  const float *restrict d0 = dout, *restrict d1 = dout + (rows > 1 ? stride : 0);
-  const float *restrict d2 = dout + (rows > 2 ? 2 * stride : 0), *restrict d3 = dout + (rows > 3 ? 3 * stride : 0);
-  const float *restrict c0 = col, *restrict c1 = col + (taps > 1 ? stride : 0);
-  const float *restrict c2 = col + (taps > 2 ? 2 * stride : 0);
-  int p = 0;
-  for (; p + KW <= P; p += KW) {
-    const KFN(vec) x0 = KFN(load)(c0 + p), x1 = taps > 1 ? KFN(load)(c1 + p) : x0;
-    const KFN(vec) x2 = taps > 2 ? KFN(load)(c2 + p) : x0;
-    KFN(vec) y = KFN(load)(d0 + p);
-    a00 += y * x0;
-    if (taps > 1) a01 += y * x1;
-    if (taps > 2) a02 += y * x2;
-    if (rows > 1) {
-      y = KFN(load)(d1 + p);
-      a10 += y * x0;
-      if (taps > 1) a11 += y * x1;
-      if (taps > 2) a12 += y * x2;
-    }
-    if (rows > 2) {
-      y = KFN(load)(d2 + p);
-      a20 += y * x0;
-      if (taps > 1) a21 += y * x1;
-      if (taps > 2) a22 += y * x2;
-    }
-    if (rows > 3) {
-      y = KFN(load)(d3 + p);
-      a30 += y * x0;
-      if (taps > 1) a31 += y * x1;
-      if (taps > 2) a32 += y * x2;
-    }
-  }
-  if (p < P && P >= KW) {
-    /* The tail as one more vector ending at P, its lanes already counted zeroed in dout's
-     * (a scalar tail of 4 per accumulator cost ~15% of the teacher's P = 196). */
-    const int q = P - KW, skip = KW - (P - p);
-    KFN(ivec) keep;
-    for (int i = 0; i < KW; i++) keep[i] = i >= skip ? -1 : 0;
-    const KFN(vec) x0 = KFN(load)(c0 + q), x1 = taps > 1 ? KFN(load)(c1 + q) : x0;
-    const KFN(vec) x2 = taps > 2 ? KFN(load)(c2 + q) : x0;
-    KFN(vec) y = (KFN(vec))((KFN(ivec))KFN(load)(d0 + q) & keep);
-    a00 += y * x0;
-    if (taps > 1) a01 += y * x1;
-    if (taps > 2) a02 += y * x2;
-    if (rows > 1) {
-      y = (KFN(vec))((KFN(ivec))KFN(load)(d1 + q) & keep);
-      a10 += y * x0;
-      if (taps > 1) a11 += y * x1;
-      if (taps > 2) a12 += y * x2;
-    }
-    if (rows > 2) {
-      y = (KFN(vec))((KFN(ivec))KFN(load)(d2 + q) & keep);
-      a20 += y * x0;
-      if (taps > 1) a21 += y * x1;
-      if (taps > 2) a22 += y * x2;
-    }
-    if (rows > 3) {
-      y = (KFN(vec))((KFN(ivec))KFN(load)(d3 + q) & keep);
-      a30 += y * x0;
-      if (taps > 1) a31 += y * x1;
-      if (taps > 2) a32 += y * x2;
-    }
-    p = P;
-  }
-  const KFN(vec) accs[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
-  for (int i = 0; i < rows; i++)
-    for (int t = 0; t < taps; t++) {
-      float sum = KFN(lanes_sum)(accs[i][t]);
-      for (int r = p; r < P; r++) sum += dout[(size_t)i * stride + r] * col[(size_t)t * stride + r];
-      dweight[(size_t)i * ldw + t] += sum;
-    }
-}
-
-/* The rows [o, o + rows) of dweight over every tap: tiles of 3 taps, then 2 or 1. */
-static inline __attribute__((always_inline)) void
-KFN(weight_gradient_rows)(float *restrict dweight, const float *restrict dout,
-                          const float *restrict col, int rows, int CKK, int P) {
-  int k = 0;
-  for (; k + 3 <= CKK; k += 3)
-    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 3, P);
-  if (k + 2 <= CKK) {
-    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 2, P);
-    k += 2;
-  }
-  if (k < CKK)
-    KFN(weight_gradient_tile)(dweight + k, (size_t)CKK, dout, col + (size_t)k * P, (size_t)P, rows, 1, P);
-}
-
-/* dweight (OC, CKK) += dout (OC, P) · col (CKK, P)ᵀ: one example's weight gradient of a
- * convolution, from its output gradient and its im2col, neither transposed. Rows in fours,
- * then the remainder as one tile of 3, 2 or 1. */
-static void KFN(conv_weight_gradient)(float *dweight, const float *dout, const float *col, int OC,
-                                      int CKK, int P) {
-  int o = 0;
-  for (; o + 4 <= OC; o += 4)
-    KFN(weight_gradient_rows)(dweight + (size_t)o * CKK, dout + (size_t)o * P, col, 4, CKK, P);
-  const int rest = OC - o;
-  float *dw = dweight + (size_t)o * CKK;
-  const float *d = dout + (size_t)o * P;
-  if (rest == 3) KFN(weight_gradient_rows)(dw, d, col, 3, CKK, P);
-  if (rest == 2) KFN(weight_gradient_rows)(dw, d, col, 2, CKK, P);
-  if (rest == 1) KFN(weight_gradient_rows)(dw, d, col, 1, CKK, P);
-}
-
 /* One tile of C = A·B (+ bias per row): `rows` (≤ 6) rows × `vecs` (1 or 2) vectors of
  * columns, all constants after inlining. Twelve named accumulators at most (GCC at -O2 kept
  * an array of them in memory); per k, `vecs` loads of B and `rows` broadcasts of A feed
  * rows × vecs FMAs. A(i,k) = A[i·a_row + k·a_col]. */
 static inline __attribute__((always_inline)) void
 KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row, size_t a_col,
-               const float *restrict B, size_t ldb, const float *restrict bias, int rows, int vecs,
-               int K) {
+               const float *restrict B, size_t ldb, const float *restrict bias, int accumulate,
+               int rows, int vecs, int K) {
   KFN(vec) c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   KFN(vec) c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+  if (accumulate) {
+#define KERNELS_C_ROW(i, first, second)                                                         \
+  if (rows > i) {                                                                               \
+    first = KFN(load)(C + (size_t)i * ldc);                                                     \
+    if (vecs > 1) second = KFN(load)(C + (size_t)i * ldc + KW);                                 \
+  }
+    KERNELS_C_ROW(0, c00, c01)
+    KERNELS_C_ROW(1, c10, c11)
+    KERNELS_C_ROW(2, c20, c21)
+    KERNELS_C_ROW(3, c30, c31)
+    KERNELS_C_ROW(4, c40, c41)
+    KERNELS_C_ROW(5, c50, c51)
+#undef KERNELS_C_ROW
+  }
   if (bias) {
-    c00 = c01 = c00 + bias[0];
-    if (rows > 1) c10 = c11 = c10 + bias[1];
-    if (rows > 2) c20 = c21 = c20 + bias[2];
-    if (rows > 3) c30 = c31 = c30 + bias[3];
-    if (rows > 4) c40 = c41 = c40 + bias[4];
-    if (rows > 5) c50 = c51 = c50 + bias[5];
+    c00 += bias[0], c01 += bias[0];
+    if (rows > 1) c10 += bias[1], c11 += bias[1];
+    if (rows > 2) c20 += bias[2], c21 += bias[2];
+    if (rows > 3) c30 += bias[3], c31 += bias[3];
+    if (rows > 4) c40 += bias[4], c41 += bias[4];
+    if (rows > 5) c50 += bias[5], c51 += bias[5];
   }
   for (int k = 0; k < K; k++) {
     const float *restrict b = B + (size_t)k * ldb;
@@ -256,47 +158,198 @@ KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_
 static inline __attribute__((always_inline)) void
 KFN(gemm_columns)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row,
                   size_t a_col, const float *restrict B, size_t ldb, const float *restrict bias,
-                  int M, int n, int vecs, int K) {
+                  int accumulate, int M, int n, int vecs, int K) {
   int i = 0;
   for (; i + 6 <= M; i += 6)
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, 6, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 6, vecs, K);
   if (i + 4 <= M) {
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, 4, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 4, vecs, K);
     i += 4;
   }
   if (i + 2 <= M) {
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, 2, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 2, vecs, K);
     i += 2;
   }
   if (i < M)
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, 1, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 1, vecs, K);
 }
 
 /* Column panels of two vectors, one more of one vector, and the last partial vector
- * recomputed as a whole vector ending at column N (a tile overwrites C, so the overlap writes
- * the same values again). Narrower than a vector: scalar. */
+ * recomputed as a whole vector ending at column N (a tile that overwrites C writes the same
+ * values again there; one that accumulates would add twice, so it leaves those columns to
+ * the scalar loop). Narrower than a vector: scalar. */
 static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
-                               const float *B, size_t ldb, const float *bias, int M, int N, int K) {
+                               const float *B, size_t ldb, const float *bias, int accumulate,
+                               int M, int N, int K) {
   int n = 0;
-  for (; n + 2 * KW <= N; n += 2 * KW) KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, n, 2, K);
+  for (; n + 2 * KW <= N; n += 2 * KW)
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 2, K);
   if (n + KW <= N) {
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, n, 1, K);
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 1, K);
     n += KW;
   }
-  if (n < N && N >= KW) {
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, M, N - KW, 1, K);
+  if (n < N && N >= KW && !accumulate) {
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - KW, 1, K);
     n = N;
   }
   for (; n < N; n++)
     for (int i = 0; i < M; i++) {
       float sum = bias ? bias[i] : 0.0f;
       for (int k = 0; k < K; k++) sum += A[(size_t)i * a_row + (size_t)k * a_col] * B[(size_t)k * ldb + n];
-      C[(size_t)i * ldc + n] = sum;
+      C[(size_t)i * ldc + n] = accumulate ? C[(size_t)i * ldc + n] + sum : sum;
     }
+}
+
+/* dst[0, n) = src[0, n) for n ≥ KW: whole vectors, then the last one ending at n (it writes
+ * the overlap's values again). */
+static inline __attribute__((always_inline)) void KFN(copy_row)(float *restrict dst,
+                                                                const float *restrict src, int n) {
+  int i = 0;
+  for (; i + KW <= n; i += KW) KFN(store)(dst + i, KFN(load)(src + i));
+  if (i < n) KFN(store)(dst + n - KW, KFN(load)(src + n - KW));
+}
+
+/* dst[0, n) += src[0, n) for n ≥ KW: whole vectors, then the last one ending at n with the
+ * lanes already added kept as they are (selected bitwise, so nothing is added twice and no
+ * −0 turns into +0). */
+static inline __attribute__((always_inline)) void KFN(add_row)(float *restrict dst,
+                                                               const float *restrict src, int n) {
+  int i = 0;
+  for (; i + KW <= n; i += KW) KFN(store)(dst + i, KFN(load)(dst + i) + KFN(load)(src + i));
+  if (i < n) {
+    const int q = n - KW, skip = KW - (n - i);
+    KFN(ivec) keep;
+    for (int lane = 0; lane < KW; lane++) keep[lane] = lane >= skip ? -1 : 0;
+    const KFN(vec) old = KFN(load)(dst + q), sum = old + KFN(load)(src + q);
+    KFN(store)(dst + q, (KFN(vec))(((KFN(ivec))sum & keep) | ((KFN(ivec))old & ~keep)));
+  }
+}
+
+/* One tap's plane of a "same" convolution (stride 1, OH = H, OW = W): its output pixel i is
+ * input pixel i + shift with shift = (ki − pad)·W + kj − pad, so the valid rows [first, end)
+ * are one contiguous run of the input, clipped to the plane; what the clipping leaves out,
+ * and what the run wraps from a neighbouring row, are the columns outside [lo, hi) that the
+ * padding owns. */
+typedef struct {
+  int first, end;     /* output rows whose input row exists */
+  int start, stop;    /* output pixels [start, stop) of the contiguous run */
+  ptrdiff_t shift;    /* input pixel − output pixel */
+  int lo, hi;         /* columns inside the input */
+} KFN(same_tap_t);
+
+static inline __attribute__((always_inline)) KFN(same_tap_t)
+    KFN(same_tap)(int H, int W, int K, int pad, int ki, int kj) {
+  KFN(same_tap_t) tap;
+  const int rows = ki - pad;
+  tap.first = rows < 0 ? -rows : 0;
+  tap.end = rows > 0 ? H - rows : H;
+  if (tap.end < tap.first) tap.end = tap.first;
+  tap.shift = (ptrdiff_t)rows * W + kj - pad;
+  const ptrdiff_t plane = (ptrdiff_t)H * W;
+  ptrdiff_t start = (ptrdiff_t)tap.first * W, stop = (ptrdiff_t)tap.end * W;
+  if (start + tap.shift < 0) start = -tap.shift;
+  if (stop + tap.shift > plane) stop = plane - tap.shift;
+  tap.start = (int)start;
+  tap.stop = stop > start ? (int)stop : (int)start;
+  kernels__valid_range(&tap.lo, &tap.hi, kj, W, W, 1, pad);
+  (void)K;
+  return tap;
+}
+
+/* im2col of one example: col (C·K·K, OH·OW) from inp (C, H, W). Each row of col is a tap
+ * (c, ki, kj); its part of output row oh is input row oh·stride − pad + ki from column
+ * lo·stride − pad + kj on, zeros outside [lo, hi) (the padding). A "same" convolution copies
+ * each tap as one run (same_tap); any other goes row by row, in vectors when the stride is
+ * 1. One core, the teacher's second convolution (32 × 14 × 14, 3 × 3, padding 1): a memcpy
+ * per row 29 µs an example, vectors per row 28 µs, one run per tap ~~ µs. */
+static void KFN(im2col)(float *col, const float *inp, int C, int H, int W, int K, int stride,
+                        int pad, int OH, int OW) {
+  const size_t P = (size_t)OH * OW;
+  const int same = stride == 1 && OH == H && OW == W;
+  for (int c = 0; c < C; c++) {
+    const float *plane = inp + (size_t)c * H * W;
+    for (int ki = 0; ki < K; ki++) {
+      for (int kj = 0; kj < K; kj++) {
+        float *restrict dst = col + ((size_t)(c * K + ki) * K + kj) * P;
+        if (same) {
+          const KFN(same_tap_t) tap = KFN(same_tap)(H, W, K, pad, ki, kj);
+          for (int i = 0; i < tap.start; i++) dst[i] = 0.0f;
+          if (tap.stop - tap.start >= KW)
+            KFN(copy_row)(dst + tap.start, plane + tap.start + tap.shift, tap.stop - tap.start);
+          else
+            for (int i = tap.start; i < tap.stop; i++) dst[i] = plane[i + tap.shift];
+          for (size_t i = (size_t)tap.stop; i < P; i++) dst[i] = 0.0f;
+          for (int oh = tap.first; oh < tap.end; oh++) {
+            for (int ow = 0; ow < tap.lo; ow++) dst[(size_t)oh * OW + ow] = 0.0f;
+            for (int ow = tap.hi; ow < OW; ow++) dst[(size_t)oh * OW + ow] = 0.0f;
+          }
+          continue;
+        }
+        int lo, hi;
+        kernels__valid_range(&lo, &hi, kj, W, OW, stride, pad);
+        for (int oh = 0; oh < OH; oh++, dst += OW) {
+          const int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) {
+            for (int ow = 0; ow < OW; ow++) dst[ow] = 0.0f;
+            continue;
+          }
+          /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
+          const float *restrict row = plane + (ptrdiff_t)ih * W - pad + kj;
+          for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+          if (stride == 1 && hi - lo >= KW)
+            KFN(copy_row)(dst + lo, row + lo, hi - lo);
+          else
+            for (int ow = lo; ow < hi; ow++) dst[ow] = row[(ptrdiff_t)ow * stride];
+          for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+/* col2im of one example, im2col's adjoint: dinp (C, H, W) += each tap's row of col at the
+ * input position im2col took it from; the padding's part goes nowhere. A "same" convolution
+ * adds each tap as one run, after zeroing in col the padding's columns (which the run would
+ * otherwise add onto a neighbouring row): col is the caller's scratch. */
+static void KFN(col2im)(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
+                        int OH, int OW) {
+  const size_t P = (size_t)OH * OW;
+  const int same = stride == 1 && OH == H && OW == W;
+  for (int c = 0; c < C; c++) {
+    float *plane = dinp + (size_t)c * H * W;
+    for (int ki = 0; ki < K; ki++) {
+      for (int kj = 0; kj < K; kj++) {
+        float *restrict src = col + ((size_t)(c * K + ki) * K + kj) * P;
+        if (same) {
+          const KFN(same_tap_t) tap = KFN(same_tap)(H, W, K, pad, ki, kj);
+          for (int oh = tap.first; oh < tap.end; oh++) {
+            for (int ow = 0; ow < tap.lo; ow++) src[(size_t)oh * OW + ow] = 0.0f;
+            for (int ow = tap.hi; ow < OW; ow++) src[(size_t)oh * OW + ow] = 0.0f;
+          }
+          if (tap.stop - tap.start >= KW)
+            KFN(add_row)(plane + tap.start + tap.shift, src + tap.start, tap.stop - tap.start);
+          else
+            for (int i = tap.start; i < tap.stop; i++) plane[i + tap.shift] += src[i];
+          continue;
+        }
+        int lo, hi;
+        kernels__valid_range(&lo, &hi, kj, W, OW, stride, pad);
+        for (int oh = 0; oh < OH; oh++, src += OW) {
+          const int ih = oh * stride - pad + ki;
+          if (ih < 0 || ih >= H) continue;
+          float *restrict row = plane + (ptrdiff_t)ih * W - pad + kj;
+          if (stride == 1 && hi - lo >= KW)
+            KFN(add_row)(row + lo, src + lo, hi - lo);
+          else
+            for (int ow = lo; ow < hi; ow++) row[(ptrdiff_t)ow * stride] += src[ow];
+        }
+      }
+    }
+  }
 }
 
 /* ReLU, forward and backward, with the comparison's mask: x > 0 keeps x's bits, anything
@@ -414,9 +467,10 @@ static const kernels_table_t KFN(kernels_table) = {
     .conv_few_taps_backward = KFN(conv_few_taps_backward),
     .maxpool2_forward = KFN(maxpool2_forward),
     .gemm_unpacked = KFN(gemm_unpacked),
-    .conv_weight_gradient = KFN(conv_weight_gradient),
     .relu_forward = KFN(relu_forward),
     .relu_backward = KFN(relu_backward),
+    .im2col = KFN(im2col),
+    .col2im = KFN(col2im),
 };
 
 #undef KW

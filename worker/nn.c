@@ -120,81 +120,29 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
  * kernel starts to pay). */
 #define NN_FEW_TAPS 24
 
-size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward,
                              int with_dinp) {
-  (void)B, (void)OC;
   const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
-  return cfg_conv_scratch_floats((size_t)C * K * K, P, with_dinp);
+  return cfg_conv_scratch_floats((size_t)C * K * K, P, (size_t)OC, backward, with_dinp);
 }
 
-/* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi). */
-static void conv2d__valid_range(int *lo, int *hi, int kj, int W, int OW, int stride, int pad) {
-  int first = pad - kj > 0 ? (pad - kj + stride - 1) / stride : 0;
-  int last = W - 1 + pad - kj; /* the largest ow·stride allowed */
-  int end = last < 0 ? 0 : last / stride + 1;
-  if (end > OW) end = OW;
-  if (first > end) first = end;
-  *lo = first;
-  *hi = end;
-}
+/* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
+ * (CKK, P); for the backward, the weight and bias gradients of the thread's share of the
+ * batch (OC·CKK + OC; the weights as (CKK, OC) when the product makes them, as (OC, CKK) for
+ * few taps), one example's output gradient transposed (P, OC), then one example's dcol
+ * (CKK, P) when an input gradient is wanted. */
+typedef struct {
+  float *col, *dweight, *dbias, *dout_transposed, *dcol;
+} conv2d__scratch_t;
 
-static void conv2d__im2col(float *restrict col, const float *restrict inp, int C, int H, int W,
-                           int K, int stride, int pad, int OH, int OW) {
-  // inp (C,H,W) of one example -> col (C·K·K, OH·OW)
-  const size_t P = (size_t)OH * OW;
-  for (int c = 0; c < C; c++) {
-    const float *plane = inp + (size_t)c * H * W;
-    for (int ki = 0; ki < K; ki++) {
-      for (int kj = 0; kj < K; kj++) {
-        float *dst = col + ((size_t)(c * K + ki) * K + kj) * P;
-        int lo, hi;
-        conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int oh = 0; oh < OH; oh++, dst += OW) {
-          int ih = oh * stride - pad + ki;
-          if (ih < 0 || ih >= H) {
-            memset(dst, 0, (size_t)OW * sizeof *dst);
-            continue;
-          }
-          /* Input column of output column ow: base + ow·stride (≥ 0 from lo on). */
-          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-          for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-          if (stride == 1) {
-            memcpy(dst + lo, plane + base + lo, (size_t)(hi - lo) * sizeof *dst);
-          } else {
-            for (int ow = lo; ow < hi; ow++) dst[ow] = plane[base + (ptrdiff_t)ow * stride];
-          }
-          for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
-        }
-      }
-    }
-  }
-}
-
-static void conv2d__col2im(float *restrict dinp, const float *restrict col, int C, int H, int W,
-                           int K, int stride, int pad, int OH, int OW) {
-  // col (C·K·K, OH·OW) of one example -> dinp (C,H,W) +=
-  const size_t P = (size_t)OH * OW;
-  for (int c = 0; c < C; c++) {
-    float *plane = dinp + (size_t)c * H * W;
-    for (int ki = 0; ki < K; ki++) {
-      for (int kj = 0; kj < K; kj++) {
-        const float *src = col + ((size_t)(c * K + ki) * K + kj) * P;
-        int lo, hi;
-        conv2d__valid_range(&lo, &hi, kj, W, OW, stride, pad);
-        for (int oh = 0; oh < OH; oh++, src += OW) {
-          int ih = oh * stride - pad + ki;
-          if (ih < 0 || ih >= H) continue; /* padding: its gradient goes nowhere */
-          ptrdiff_t base = (ptrdiff_t)ih * W - pad + kj;
-          if (stride == 1) {
-            float *restrict d = plane + base;
-            for (int ow = lo; ow < hi; ow++) d[ow] += src[ow];
-          } else {
-            for (int ow = lo; ow < hi; ow++) plane[base + (ptrdiff_t)ow * stride] += src[ow];
-          }
-        }
-      }
-    }
-  }
+static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
+  conv2d__scratch_t parts;
+  parts.col = scratch;
+  parts.dweight = parts.col + (size_t)CKK * P;
+  parts.dbias = parts.dweight + (size_t)OC * CKK;
+  parts.dout_transposed = parts.dbias + OC;
+  parts.dcol = parts.dout_transposed + P * OC;
+  return parts;
 }
 
 /* Σ src (n), in NN_BLOCK partial sums (vectorised, a fixed order). */
@@ -211,18 +159,13 @@ static float conv2d__sum(const float *restrict src, size_t n) {
 
 /* One convolution's operands, shared by the threads that split its batch. */
 typedef struct {
-  float *out, *col, *dinp, *dweight, *dbias;
+  float *out, *dinp, *dweight, *dbias;
   const float *inp, *weight, *bias, *dout;
   int B, C, H, W, OC, K, stride, pad;
-  /* Backward: thread t's scratch (conv2d_scratch_floats) at scratch[t], and for t ≥ 1 the
-   * weight and bias gradients of its examples at gradient[t] (OC·C·K·K + OC floats);
-   * thread 0 adds straight into dweight and dbias. */
+  /* Thread t's scratch (conv2d_scratch_floats, laid out as conv2d__scratch says) at
+   * scratch[t]: its examples' im2col, one at a time, and in the backward the sums of their
+   * weight gradients, which the caller adds into dweight and dbias in thread order. */
   float *const *scratch;
-  float *const *gradient;
-  /* The weight gradient by OpenBLAS (one thread: its packed product is faster, measured in
-   * bench/README.md), else by kernels.h's (threads: OpenBLAS must not be entered from
-   * several threads at once, and would start threads of its own). */
-  int blas_weight_gradient;
   /* Forward epilogue (the model's, NULL otherwise): the ReLU layer after the convolution
    * into relu_out, and the 2×2 pool after that into pool_out and argmax, per example while
    * its output is in cache and on the example's thread. */
@@ -245,17 +188,17 @@ static void conv2d__share(int B, int thread, int threads, int *first, int *end) 
   *end = (int)((long long)B * (thread + 1) / threads);
 }
 
-static void conv2d__forward_examples(const conv2d__job_t *job, int first, int end) {
+static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
   const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
   const int CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
+  float *col_b = scratch;
   for (int b = first; b < end; b++) {
-    float *col_b = job->col + (size_t)b * CKK * P;
-    conv2d__im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
+    kernels_im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
                    job->K, job->stride, job->pad, OH, OW);
     float *out_b = job->out + (size_t)b * job->OC * P;
-    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, job->OC,
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, 0, job->OC,
                           (int)P, CKK);
     if (!job->relu_out) continue;
     float *relu_b = job->relu_out + (size_t)b * job->OC * P;
@@ -272,47 +215,67 @@ static void conv2d__forward_task(void *context, int thread, int threads) {
   const conv2d__job_t *job = context;
   int first, end;
   conv2d__share(job->B, thread, threads, &first, &end);
-  conv2d__forward_examples(job, first, end);
+  conv2d__forward_examples(job, job->scratch[thread], first, end);
 }
 
-/* Examples [first, end) of the backward, into dweight and dbias (this thread's), with
- * `scratch` holding conv2d_scratch_floats(…, dinp != NULL). */
-static void conv2d__backward_examples(const conv2d__job_t *job, float *dweight, float *dbias,
-                                      float *scratch, int first, int end) {
+/* dst (cols, rows) = src (rows, cols)ᵀ, in 8 × 8 blocks so that both sides stay within a
+ * few cache lines per block. */
+static void conv2d__transpose(float *restrict dst, const float *restrict src, int rows, int cols) {
+  for (int i0 = 0; i0 < rows; i0 += 8) {
+    const int i1 = i0 + 8 < rows ? i0 + 8 : rows;
+    for (int j0 = 0; j0 < cols; j0 += 8) {
+      const int j1 = j0 + 8 < cols ? j0 + 8 : cols;
+      for (int i = i0; i < i1; i++)
+        for (int j = j0; j < j1; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+    }
+  }
+}
+
+/* The pool's and the ReLU's backward for example b (the model's epilogue, see the job). */
+static void conv2d__backward_epilogue(const conv2d__job_t *job, int b, int OH, int OW) {
+  const size_t n = (size_t)job->OC * OH * OW;
+  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  float *relu_dout_b = job->relu_dout + (size_t)b * n;
+  if (job->zero_relu_dout) memset(relu_dout_b, 0, n * sizeof *relu_dout_b);
+  if (job->zero_conv_dout) memset(job->conv_dout + (size_t)b * n, 0, n * sizeof *job->conv_dout);
+  if (job->pool_dout)
+    maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * job->OC * pooled,
+                     job->argmax + (size_t)b * job->OC * pooled, 1, job->OC, OH, OW, 2, 2);
+  kernels_relu_backward(job->conv_dout + (size_t)b * n, relu_dout_b, job->relu_out + (size_t)b * n, n);
+}
+
+/* Examples [first, end) of the backward: their weight and bias gradients summed into the
+ * thread's `scratch` (zeroed here first), their input gradients added into dinp. */
+static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
   const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
   const int OC = job->OC, CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
-  float *dcol = scratch; /* (C·K·K, P) */
-  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  const conv2d__scratch_t parts = conv2d__scratch(scratch, OC, CKK, P);
+  memset(parts.dweight, 0, ((size_t)OC * CKK + OC) * sizeof *parts.dweight);
   for (int b = first; b < end; b++) {
-    const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = job->col + (size_t)b * CKK * P;
-    if (job->relu_dout) {
-      float *relu_dout_b = job->relu_dout + (size_t)b * OC * P;
-      if (job->zero_relu_dout) memset(relu_dout_b, 0, (size_t)OC * P * sizeof *relu_dout_b);
-      if (job->zero_conv_dout)
-        memset(job->conv_dout + (size_t)b * OC * P, 0, (size_t)OC * P * sizeof *job->conv_dout);
-      if (job->pool_dout)
-        maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * OC * pooled,
-                         job->argmax + (size_t)b * OC * pooled, 1, OC, OH, OW, 2, 2);
-      kernels_relu_backward(job->conv_dout + (size_t)b * OC * P, relu_dout_b,
-                            job->relu_out + (size_t)b * OC * P, (size_t)OC * P);
-    }
+    const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = parts.col;
+    /* im2col again rather than kept from the forward: written into this thread's L2 here
+     * (~9 µs an example for the teacher's second convolution) instead of read back from
+     * memory (the batch's 29 MB), which made the weight-gradient product ~15% slower. */
+    kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
+                   job->W, job->K, job->stride, job->pad, OH, OW);
+    if (job->relu_dout) conv2d__backward_epilogue(job, b, OH, OW);
     if (CKK <= NN_FEW_TAPS) {
-      kernels_conv_few_taps_backward(dweight, dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+      kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
     } else {
-      if (dbias)
-        for (int o = 0; o < OC; o++) dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
-      if (job->blas_weight_gradient)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, CKK, (int)P, 1.0f, dout_b, (int)P,
-                    col_b, (int)P, 1.0f, dweight, CKK);
-      else
-        kernels_conv_weight_gradient(dweight, dout_b, col_b, OC, CKK, (int)P);
+      for (int o = 0; o < OC; o++) parts.dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
+      /* dweightᵀ (CKK, OC) += col_b (CKK, P) · dout_bᵀ (P, OC): the unpacked product with
+       * its accumulators held over the whole of P (see "Conv2d" above). */
+      conv2d__transpose(parts.dout_transposed, dout_b, OC, (int)P);
+      kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, P, 1, parts.dout_transposed,
+                            (size_t)OC, NULL, 1, CKK, OC, (int)P);
     }
     if (job->dinp) {
-      kernels_gemm_unpacked(dcol, P, job->weight, 1, (size_t)CKK, dout_b, P, NULL, CKK, (int)P, OC);
-      conv2d__col2im(job->dinp + (size_t)b * job->C * job->H * job->W, dcol, job->C, job->H, job->W,
-                     job->K, job->stride, job->pad, OH, OW);
+      kernels_gemm_unpacked(parts.dcol, P, job->weight, 1, (size_t)CKK, dout_b, P, NULL, 0, CKK,
+                            (int)P, OC);
+      kernels_col2im(job->dinp + (size_t)b * job->C * job->H * job->W, parts.dcol, job->C, job->H,
+                     job->W, job->K, job->stride, job->pad, OH, OW);
     }
   }
 }
@@ -321,49 +284,62 @@ static void conv2d__backward_task(void *context, int thread, int threads) {
   const conv2d__job_t *job = context;
   int first, end;
   conv2d__share(job->B, thread, threads, &first, &end);
-  float *dweight = job->dweight, *dbias = job->dbias;
-  if (thread > 0) {
-    const size_t n_weight = (size_t)job->OC * job->C * job->K * job->K;
-    dweight = job->gradient[thread];
-    dbias = job->dbias ? dweight + n_weight : NULL;
-    memset(dweight, 0, (n_weight + (size_t)job->OC) * sizeof *dweight);
-  }
-  conv2d__backward_examples(job, dweight, dbias, job->scratch[thread], first, end);
+  conv2d__backward_examples(job, job->scratch[thread], first, end);
 }
 
-void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
+/* dweight and dbias (if any) += the `threads` threads' sums, thread 0 first: a fixed order,
+ * so a step gives the same bits run to run at one thread count (not across counts). */
+static void conv2d__add_gradients(const conv2d__job_t *job, int threads) {
+  const int OC = job->OC, CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)conv2d_out_size(job->H, job->K, job->stride, job->pad) *
+                   conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  for (int t = 0; t < threads; t++) {
+    const conv2d__scratch_t parts = conv2d__scratch(job->scratch[t], OC, CKK, P);
+    float *restrict dweight = job->dweight;
+    const float *restrict sum = parts.dweight;
+    if (CKK <= NN_FEW_TAPS) {
+      for (size_t i = 0; i < (size_t)OC * CKK; i++) dweight[i] += sum[i];
+    } else {
+      for (int o = 0; o < OC; o++)
+        for (int k = 0; k < CKK; k++) dweight[(size_t)o * CKK + k] += sum[(size_t)k * OC + o];
+    }
+    if (job->dbias)
+      for (int o = 0; o < OC; o++) job->dbias[o] += parts.dbias[o];
+  }
+}
+
+void conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad) {
-  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW); col (B, C·K·K, OH·OW)
-  (void)scratch;
-  const conv2d__job_t job = {.out = out, .col = col, .inp = inp, .weight = weight, .bias = bias,
-                             .B = B, .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
+  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW)
+  const conv2d__job_t job = {.out = out, .inp = inp, .weight = weight, .bias = bias, .B = B,
+                             .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
                              .pad = pad};
-  conv2d__forward_examples(&job, 0, B);
+  conv2d__forward_examples(&job, scratch, 0, B);
 }
 
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
-                     const float *col, const float *weight, int B, int C, int H, int W, int OC,
+                     const float *inp, const float *weight, int B, int C, int H, int W, int OC,
                      int K, int stride, int pad) {
-  // dout (B,OC,OH,OW), col (B, C·K·K, OH·OW) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
-  const conv2d__job_t job = {.col = (float *)col, .dinp = dinp, .weight = weight, .dout = dout,
-                             .B = B, .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
-                             .pad = pad, .blas_weight_gradient = 1};
-  conv2d__backward_examples(&job, dweight, dbias, scratch, 0, B);
+  // dout (B,OC,OH,OW), inp (B,C,H,W) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
+  float *const scratches[1] = {scratch};
+  const conv2d__job_t job = {.inp = inp, .dinp = dinp, .dweight = dweight, .dbias = dbias,
+                             .weight = weight, .dout = dout, .B = B, .C = C, .H = H, .W = W,
+                             .OC = OC, .K = K, .stride = stride, .pad = pad, .scratch = scratches};
+  conv2d__backward_examples(&job, scratch, 0, B);
+  conv2d__add_gradients(&job, 1);
 }
 
-/* The model's convolutions, the batch split across its pool (nn_model_set_threads). The
- * helpers' weight gradients are added after the run, thread 1 first: a fixed order, so a
- * step gives the same bits run to run at one thread count (not across counts). */
+/* The model's convolutions, the batch split across its pool (nn_model_set_threads). */
 static void conv2d__forward_pooled(nn_model_t *model, const nn_layer_t *layer, float *out,
                                    const float *inp, int B, const nn_layer_t *relu,
                                    const nn_layer_t *pool) {
   const cfg_shape_t *in = &layer->in_shape;
-  conv2d__job_t job = {.out = out, .col = model->workspace + layer->col, .inp = inp,
-                       .weight = model->params + layer->weight,
+  conv2d__job_t job = {.out = out, .inp = inp, .weight = model->params + layer->weight,
                        .bias = model->params + layer->bias, .B = B, .C = in->channels,
                        .H = in->height, .W = in->width, .OC = layer->shape.channels,
-                       .K = layer->kernel, .stride = layer->stride, .pad = layer->padding};
+                       .K = layer->kernel, .stride = layer->stride, .pad = layer->padding,
+                       .scratch = model->thread_scratch};
   if (relu) job.relu_out = model->activations + relu->activation;
   if (pool) {
     job.pool_out = model->activations + pool->activation;
@@ -373,17 +349,15 @@ static void conv2d__forward_pooled(nn_model_t *model, const nn_layer_t *layer, f
 }
 
 static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, float *dinp,
-                                    float *dout, int B, const nn_layer_t *relu,
+                                    float *dout, const float *inp, int B, const nn_layer_t *relu,
                                     const nn_layer_t *pool) {
   const cfg_shape_t *in = &layer->in_shape;
-  conv2d__job_t job = {.col = model->workspace + layer->col, .dinp = dinp,
+  conv2d__job_t job = {.inp = inp, .dinp = dinp,
                        .dweight = model->grads + layer->weight, .dbias = model->grads + layer->bias,
                        .weight = model->params + layer->weight, .dout = dout, .B = B,
                        .C = in->channels, .H = in->height, .W = in->width,
                        .OC = layer->shape.channels, .K = layer->kernel, .stride = layer->stride,
-                       .pad = layer->padding, .scratch = model->thread_scratch,
-                       .gradient = model->thread_gradient,
-                       .blas_weight_gradient = model->threads == 1};
+                       .pad = layer->padding, .scratch = model->thread_scratch};
   if (relu) {
     job.relu_out = model->activations + relu->activation;
     job.relu_dout = model->dactivations + relu->activation;
@@ -398,13 +372,7 @@ static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, 
   thread_pool_run(model->pool, conv2d__backward_task, &job);
   if (relu) ((nn_layer_t *)relu)->output_gradient_stale = 0;
   ((nn_layer_t *)layer)->output_gradient_stale = 0;
-  const size_t n = layer->n_weight + layer->n_bias;
-  for (int t = 1; t < model->threads; t++) {
-    const float *restrict g = model->thread_gradient[t];
-    float *restrict dw = job.dweight, *restrict db = job.dbias;
-    for (size_t i = 0; i < layer->n_weight; i++) dw[i] += g[i];
-    for (size_t i = layer->n_weight; i < n; i++) db[i - layer->n_weight] += g[i];
-  }
+  conv2d__add_gradients(&job, model->threads);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -708,7 +676,7 @@ static size_t nn__max(size_t a, size_t b) { return a > b ? a : b; }
 /* What nn__build counts while it lays the layers out: each slab's size in floats (ints for
  * the pools' indices) so far. */
 typedef struct {
-  size_t weights, biases, activations, col, scratch, masks, indices;
+  size_t weights, biases, activations, scratch, masks, indices;
 } nn__sizes_t;
 
 /* Layer l of the config: its shape from the one before (`*shape`, advanced), its name, and
@@ -740,19 +708,15 @@ static int nn__plan_layer(nn_model_t *model, const cfg_experiment_t *config, int
     break;
   case CFG_LAYER_CONV2D: {
     const size_t ckk = (size_t)layer->in_shape.channels * spec->kernel * spec->kernel;
-    const size_t columns = batch * (size_t)layer->shape.height * (size_t)layer->shape.width;
     layer->n_weight = (size_t)spec->out * ckk;
     layer->n_bias = (size_t)spec->out;
-    /* Training keeps each conv's im2col for its backward; inference shares one. */
-    layer->col = forward_only ? 0 : sizes->col;
-    sizes->col = forward_only ? nn__max(sizes->col, ckk * columns) : sizes->col + ckk * columns;
-    /* One chunk's product before reordering, then (backward, if an input gradient may be
-     * wanted) its dcol. l > 0 is enough: only the first layer never needs its input's
-     * gradient. */
+    /* Each thread's scratch (conv2d__scratch_t): an example's im2col, and the backward's
+     * buffers when training. */
     sizes->scratch = nn__max(sizes->scratch,
-                             conv2d_scratch_floats(max_batch, layer->in_shape.channels, layer->in_shape.height,
-                                                   layer->in_shape.width, spec->out, spec->kernel, spec->stride,
-                                                   spec->padding, !forward_only && l > 0));
+                             conv2d_scratch_floats(layer->in_shape.channels, layer->in_shape.height,
+                                                   layer->in_shape.width, spec->out, spec->kernel,
+                                                   spec->stride, spec->padding, !forward_only,
+                                                   !forward_only && l > 0));
     break;
   }
   case CFG_LAYER_MAXPOOL:
@@ -870,11 +834,10 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
   model->n_params = sizes.weights + sizes.biases;
   model->n_decayed = sizes.weights;
   model->n_activations = sizes.activations;
-  model->scratch = sizes.col;
   model->n_scratch = sizes.scratch;
-  model->n_workspace = sizes.col + sizes.scratch + sizes.masks;
+  model->n_workspace = sizes.scratch + sizes.masks;
   for (int l = 0; l < config->n_layers; l++)
-    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += sizes.col + sizes.scratch;
+    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += sizes.scratch;
   model->n_indices = sizes.indices;
   model->optimizer.kind = config->optimizer.kind;
   model->optimizer.momentum = (float)config->optimizer.momentum;
@@ -909,32 +872,24 @@ int nn_model_create_inference(nn_model_t *model, const cfg_experiment_t *config,
 static void nn__free_threads(nn_model_t *model) {
   thread_pool_free(model->pool);
   free(model->thread_scratch);
-  free(model->thread_gradient);
   free(model->thread_buffers);
   model->pool = NULL;
-  model->thread_scratch = model->thread_gradient = NULL;
+  model->thread_scratch = NULL;
   model->thread_buffers = NULL;
   model->threads = 0;
 }
 
 static int nn__start_threads(nn_model_t *model, int threads, char *error, size_t error_size) {
-  size_t n_gradient = 0; /* the largest convolution's weights and biases */
-  for (int l = 0; l < model->n_layers && !model->forward_only; l++)
-    if (model->layers[l].kind == CFG_LAYER_CONV2D)
-      n_gradient = nn__max(n_gradient, model->layers[l].n_weight + model->layers[l].n_bias);
-  const size_t per_thread = model->n_scratch + n_gradient;
+  const size_t per_thread = model->n_scratch;
   model->thread_scratch = calloc((size_t)threads, sizeof *model->thread_scratch);
-  model->thread_gradient = calloc((size_t)threads, sizeof *model->thread_gradient);
   model->thread_buffers = calloc((size_t)(threads - 1) * per_thread + 1, sizeof(float));
-  if (!model->thread_scratch || !model->thread_gradient || !model->thread_buffers) {
+  if (!model->thread_scratch || !model->thread_buffers) {
     snprintf(error, error_size, "threads: out of memory for %d threads' buffers", threads);
     return -ENOMEM;
   }
-  model->thread_scratch[0] = model->workspace + model->scratch;
-  for (int t = 1; t < threads; t++) {
+  model->thread_scratch[0] = model->workspace;
+  for (int t = 1; t < threads; t++)
     model->thread_scratch[t] = model->thread_buffers + (size_t)(t - 1) * per_thread;
-    model->thread_gradient[t] = model->thread_scratch[t] + model->n_scratch;
-  }
   int rc = threads > 1 ? thread_pool_create(&model->pool, threads, error, error_size) : 0;
   if (rc == 0) model->threads = threads;
   return rc;
@@ -1175,7 +1130,7 @@ void nn_backward(nn_model_t *model, const float *inputs, int B) {
     case CFG_LAYER_CONV2D: {
       const nn_layer_t *relu, *pool;
       nn__conv_epilogue(model, i, &relu, &pool);
-      conv2d__backward_pooled(model, layer, dx, dact + layer->activation, B, relu, pool);
+      conv2d__backward_pooled(model, layer, dx, dact + layer->activation, x, B, relu, pool);
       break;
     }
     case CFG_LAYER_MAXPOOL:

@@ -40,21 +40,23 @@ static inline int conv2d_out_size(int size, int K, int stride, int pad) {
 
 /* inp (B,C,H,W), weight (OC, C·K·K), bias (OC) or NULL -> out (B,OC,OH,OW), with
  * OH = conv2d_out_size(H, K, stride, pad) and likewise OW (zero padding, cross-correlation
- * as in PyTorch). As im2col + a product per example:
- *   col (B, C·K·K, OH·OW) receives im2col(inp) and is left there for conv2d_backward;
- *   scratch is not used by the forward (the parameter keeps the pair's signatures alike). */
-void conv2d_forward(float *out, float *col, float *scratch, const float *inp, const float *weight,
+ * as in PyTorch). As im2col + a product per example, the im2col in scratch, which holds
+ * conv2d_scratch_floats(…, backward = 0, 0) floats. */
+void conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad);
-/* Floats of scratch conv2d_backward needs (one example's dcol when with_dinp, else 0). */
-size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int K, int stride, int pad,
+/* Floats of scratch a convolution needs: one example's im2col and, for the backward, the
+ * weight and bias gradients' sums, one example's output gradient transposed and, when
+ * with_dinp, its dcol. */
+size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward,
                              int with_dinp);
-/* dout (B,OC,OH,OW), col = im2col(inp) as conv2d_forward left it -> dweight (OC, C·K·K) +=,
+/* dout (B,OC,OH,OW), inp (B,C,H,W) as the forward had it -> dweight (OC, C·K·K) +=,
  * dbias (OC) += (may be NULL), dinp (B,C,H,W) += (may be NULL: the first layer). scratch
- * holds conv2d_scratch_floats(…, dinp != NULL) floats. col is only read,
- * so backward may run twice on one forward. */
+ * holds conv2d_scratch_floats(…, 1, dinp != NULL) floats. The im2col is made again per
+ * example (cheaper than reading the forward's back from memory, see nn.c), so the forward
+ * leaves nothing behind but its output. */
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
-                     const float *col, const float *weight, int B, int C, int H, int W, int OC,
+                     const float *inp, const float *weight, int B, int C, int H, int W, int OC,
                      int K, int stride, int pad);
 
 /* inp (B,C,H,W) -> out (B,C,OH,OW), the max of each K×K window (no padding), and argmax
@@ -149,7 +151,6 @@ typedef struct {
    * buffer: its offset is its input's (a view, no copy), except as the very first layer. */
   size_t activation;
   size_t hidden_activation; /* block: relu(W1·h + b1), max_batch × hidden, same convention */
-  size_t col;              /* conv2d: its im2col buffer in model->workspace */
   size_t mask;             /* dropout: its mask in model->workspace */
   size_t argmax;           /* maxpool: its argmax in model->indices */
   /* Wiring, redone when blocks join: where the input comes from (an activation offset, or
@@ -197,19 +198,19 @@ typedef struct {
   float *activations;     /* slab 4: every layer's output (n_activations floats), then… */
   float *dactivations;    /* …their gradients (as many): activations + n_activations */
   size_t n_activations;
-  float *workspace;       /* im2col buffers, the conv scratch (at workspace + scratch), masks */
-  size_t n_workspace, scratch;
+  float *workspace;       /* thread 0's conv scratch (n_scratch floats), then the dropout masks */
+  size_t n_workspace;
   int32_t *indices;       /* max-pool argmaxes */
   size_t n_indices;
   nn_optimizer_t optimizer;
   /* The threads that split a batch's examples in the convolutions (nn_model_set_threads;
-   * 1 from nn_model_create): the pool, and per thread its backward scratch (thread 0's is
-   * workspace + scratch, n_scratch floats) and, from thread 1 on, a buffer for the weight
-   * gradients of its examples. */
+   * 1 from nn_model_create): the pool, and per thread its convolution scratch (an example's
+   * im2col, and the weight gradients of its examples; thread 0's at the workspace's start,
+   * the others' in thread_buffers, n_scratch floats each). */
   int threads;
   struct thread_pool *pool;
   size_t n_scratch;
-  float **thread_scratch, **thread_gradient;
+  float **thread_scratch;
   float *thread_buffers;
 } nn_model_t;
 
