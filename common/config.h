@@ -334,10 +334,10 @@ typedef struct {
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
 /* The scratch a convolution takes per thread (worker/nn.c, "Conv2d"): one example's im2col
- * (C·K·K = ckk taps × p output pixels) and, for the backward, its weight and bias gradients
- * (oc output channels), one example's output gradient transposed (p × oc), and one example's
- * dcol (ckk × p) when its input gradient is wanted. */
-size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward, int with_dinp);
+ * (C·K·K = ckk taps × p output pixels; its dcol in the backward) and, for the backward, its
+ * weight and bias gradients (oc output channels) and one example's output gradient as it is
+ * and transposed (p × oc each). */
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward);
 
 /* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak
  * RSS minus what it counts (Release build, OpenBLAS 0.3.21, 1 and 2 threads): 10.3 MiB for

@@ -20,9 +20,8 @@
 
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
-size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward, int with_dinp) {
-  if (!backward) return ckk * p;
-  return ckk * p + oc * ckk + oc + p * oc + (with_dinp ? ckk * p : 0);
+size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward) {
+  return ckk * p + (backward ? oc * ckk + oc + 2 * p * oc : 0);
 }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
@@ -49,8 +48,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       const size_t ckk = (size_t)in.channels * (size_t)spec->kernel * (size_t)spec->kernel;
       const size_t pixels = (size_t)shape->height * (size_t)shape->width;
       n_params += (size_t)spec->out * ckk + (size_t)spec->out;
-      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, pixels, (size_t)spec->out,
-                                                              !forward_only, !forward_only && l > 0));
+      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, pixels, (size_t)spec->out, !forward_only));
       break;
     }
     case CFG_LAYER_MAXPOOL:

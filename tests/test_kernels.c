@@ -197,7 +197,8 @@ static void test_maxpool2(void) {
   CHECK(windows > 0 && ties > 0);
 }
 
-/* ReLU bit for bit against `x > 0 ? x : 0` (−0 and NaN give +0), lengths with a vector tail. */
+/* ReLU bit for bit against `x > 0 ? x : 0` (−0 and NaN give +0), lengths with a vector tail;
+ * the backward accumulating, and writing in place of its own input. */
 static void test_relu(void) {
   static const size_t lengths[] = {1, 7, 64, 1001};
   int same = 1;
@@ -205,20 +206,24 @@ static void test_relu(void) {
   for (size_t l = 0; l < sizeof lengths / sizeof lengths[0]; l++) {
     const size_t n = lengths[l];
     float *inp = malloc(n * sizeof *inp), *out = malloc(n * sizeof *out), *dout = malloc(n * sizeof *dout);
-    float *dinp = malloc(n * sizeof *dinp);
+    float *dinp = malloc(n * sizeof *dinp), *in_place = malloc(n * sizeof *in_place);
     fill_uniform(inp, n, -1, 1);
     fill_uniform(dout, n, -1, 1);
     inp[0] = -0.0f;
     if (n > 3) inp[3] = NAN;
     for (size_t i = 0; i < n; i++) dinp[i] = 0.5f;
     kernels_relu_forward(out, inp, n);
-    kernels_relu_backward(dinp, dout, out, n);
+    kernels_relu_backward(dinp, dout, out, n, 1);
+    memcpy(in_place, dout, n * sizeof *in_place);
+    kernels_relu_backward(in_place, in_place, out, n, 0);
     for (size_t i = 0; i < n; i++) {
-      const float relu = inp[i] > 0.0f ? inp[i] : 0.0f, grad = 0.5f + (out[i] > 0.0f ? dout[i] : 0.0f);
-      same &= memcmp(&out[i], &relu, sizeof relu) == 0 && memcmp(&dinp[i], &grad, sizeof grad) == 0;
+      const float relu = inp[i] > 0.0f ? inp[i] : 0.0f, kept = out[i] > 0.0f ? dout[i] : 0.0f;
+      const float grad = 0.5f + kept;
+      same &= memcmp(&out[i], &relu, sizeof relu) == 0 && memcmp(&dinp[i], &grad, sizeof grad) == 0 &&
+              memcmp(&in_place[i], &kept, sizeof kept) == 0;
     }
     total += n;
-    free(inp), free(out), free(dout), free(dinp);
+    free(inp), free(out), free(dout), free(dinp), free(in_place);
   }
   printf("    relu: %zu values, forward and backward bit-identical to the definition: %s\n", total,
          same ? "yes" : "NO");

@@ -33,7 +33,7 @@ typedef struct {
   void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
                         const float *, int, int, int, int);
   void (*relu_forward)(float *, const float *, size_t);
-  void (*relu_backward)(float *, const float *, const float *, size_t);
+  void (*relu_backward)(float *, const float *, const float *, size_t, int);
   void (*im2col)(float *, const float *, int, int, int, int, int, int, int, int);
   void (*col2im)(float *, float *, int, int, int, int, int, int, int, int);
 } kernels_table_t;
@@ -198,8 +198,9 @@ void kernels_relu_forward(float *out, const float *inp, size_t n) {
   kernels__table()->relu_forward(out, inp, n);
 }
 
-void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
-  kernels__table()->relu_backward(dinp, dout, out, n);
+void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n,
+                           int accumulate) {
+  kernels__table()->relu_backward(dinp, dout, out, n, accumulate);
 }
 
 void kernels_im2col(float *col, const float *inp, int C, int H, int W, int K, int stride, int pad,

@@ -59,9 +59,11 @@ void kernels_col2im(float *dinp, float *col, int C, int H, int W, int K, int str
                     int OH, int OW);
 
 /* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
- * relu_backward, which call these). */
+ * relu_backward, which call these), or dinp = dout there and 0 elsewhere when not
+ * `accumulate` (dinp may then be dout itself). */
 void kernels_relu_forward(float *out, const float *inp, size_t n);
-void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n);
+void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n,
+                           int accumulate);
 
 /* Max-pool with a 2×2 window and stride 2 over `planes` planes of H×W, with maxpool_forward's
  * semantics (argmax in the plane, the first maximum in row-major order wins a tie). */

@@ -78,19 +78,20 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
                    int N) {
   // dout (N), out (N) -> dinp (N) +=
   /* out > 0 exactly where inp > 0, so the forward's output is all backward needs. */
-  kernels_relu_backward(dinp, dout, out, (size_t)N);
+  kernels_relu_backward(dinp, dout, out, (size_t)N, 1);
 }
 
 /* ---------------------------------------------------------------------------------------
  * Conv2d
  *
- * Example by example: im2col lays out the patches of example b as col_b (C·K·K, OH·OW)
- * (col holds the batch as (B, C·K·K, OH·OW) and is left for the backward), and the output
+ * Example by example, on the thread that owns the example: kernels.h's im2col lays out the
+ * patches of example b as col_b (C·K·K, OH·OW) in the thread's scratch, and the output
  * out_b (OC, OH·OW) = weight (OC, C·K·K) · col_b + bias is written in NCHW order by
- * kernels.h's unpacked GEMM, while col_b is still in L2. The backward, per example: dbias
- * += row sums of dout_b, dweight += dout_b · col_bᵀ (OpenBLAS; kernels.h's dot products
- * when C·K·K is small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto
- * the input's gradient.
+ * kernels.h's unpacked GEMM while col_b is in L2. The backward, per example: im2col again,
+ * dbias += row sums of dout_b, dweightᵀ (C·K·K, OC) += col_b · dout_bᵀ (the unpacked GEMM,
+ * accumulating, on dout_b transposed into the scratch; kernels.h's dot products when C·K·K is
+ * small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto the input's
+ * gradient.
  *
  * Measured on one core of the Zen 3 machine (OpenBLAS 0.3.21 "Zen", bench/README.md), the
  * CNN step in samples per CPU-second, alternated in one run: the whole-batch layout (one
@@ -98,50 +99,47 @@ void relu_backward(float *restrict dinp, const float *restrict dout, const float
  * of a few examples (the same passes, in cache) within noise of it whatever the chunk
  * (128K floats to the whole batch); OpenBLAS per example writing NCHW (no reordering) 1,516
  * against 1,607 for chunks; the unpacked GEMM per example (no packing, no zeroing of C, no
- * reordering) 1,511 against 1,303 in one run. Then the per-example col layout took the B
- * operand's rows from 100 KB apart (a TLB miss per row) to 784 B. OpenBLAS keeps the weight
- * gradient (its packed NT product reached 80 GFLOP/s at K = 196, the unpacked form would
- * need a reduction per output).
+ * reordering) 1,511 against 1,303 in one run. The weight gradient: OpenBLAS's packed NT
+ * product per example 58–66 GFLOP/s over a batch whose im2col came back from memory, the
+ * unpacked product on the transposed dout_b 56–58 from memory and 76 from an im2col just
+ * made in L2 (9 µs an example to make): hence no im2col is kept between forward and
+ * backward, which also saves the B·C·K·K·OH·OW floats per convolution it took.
  *
  * With few taps (C·K·K ≤ NN_FEW_TAPS: the first layer of an image network) the weight
- * gradient goes to kernels.h's dot products too: OpenBLAS reached 19–23 GFLOP/s with
- * N = 9.
+ * gradient goes to kernels.h's dot products: OpenBLAS reached 19–23 GFLOP/s with N = 9.
  *
  * On more than one thread (nn_model_set_threads) the model splits the batch's examples
- * into contiguous shares, one per thread of a persistent pool: forward, input gradient and
- * weight gradient alike, each thread's weight gradient in a buffer of its own added in
- * thread order afterwards. There the weight gradient is kernels.h's dot-product tiles, not
- * OpenBLAS (which must not be entered from two threads at once and starts threads of its
- * own): one core, the teacher's second convolution, 128 examples, 27–33 GFLOP/s against
- * OpenBLAS's 34–38 in the same run, which is why one thread keeps OpenBLAS. */
+ * into contiguous shares, one per thread of a persistent pool: forward and backward alike,
+ * each thread's weight gradients summed in its own scratch and added in thread order
+ * afterwards. */
 
-/* C·K·K at or below which the weight gradient is kernels.h's (the GEMM at K = 9:
- * 2.8 ms per step of 128 against ~0.9 ms for the dot products; by 32 taps OpenBLAS's
- * kernel starts to pay). */
+/* C·K·K at or below which the weight gradient is kernels.h's dot products (OpenBLAS's GEMM
+ * at K = 9: 2.8 ms per step of 128 against ~0.9 ms for them; the unpacked product in their
+ * place: the CNN step at 2,122–2,219 samples/s against 2,105–2,289, no better). */
 #define NN_FEW_TAPS 24
 
-size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward,
-                             int with_dinp) {
+size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward) {
   const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
-  return cfg_conv_scratch_floats((size_t)C * K * K, P, (size_t)OC, backward, with_dinp);
+  return cfg_conv_scratch_floats((size_t)C * K * K, P, (size_t)OC, backward);
 }
 
 /* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
- * (CKK, P); for the backward, the weight and bias gradients of the thread's share of the
- * batch (OC·CKK + OC; the weights as (CKK, OC) when the product makes them, as (OC, CKK) for
- * few taps), one example's output gradient transposed (P, OC), then one example's dcol
- * (CKK, P) when an input gradient is wanted. */
+ * (CKK, P), which its dcol replaces once the weight gradient has used it; for the backward,
+ * the weight and bias gradients of the thread's share of the batch (OC·CKK + OC; the
+ * weights as (CKK, OC) when the product makes them, as (OC, CKK) for few taps), one
+ * example's output gradient transposed (P, OC), and one example's output gradient (OC, P)
+ * when the epilogue makes it here rather than in the model's slab. */
 typedef struct {
-  float *col, *dweight, *dbias, *dout_transposed, *dcol;
+  float *col, *dcol, *dweight, *dbias, *dout_transposed, *dout;
 } conv2d__scratch_t;
 
 static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
   conv2d__scratch_t parts;
-  parts.col = scratch;
+  parts.col = parts.dcol = scratch;
   parts.dweight = parts.col + (size_t)CKK * P;
   parts.dbias = parts.dweight + (size_t)OC * CKK;
   parts.dout_transposed = parts.dbias + OC;
-  parts.dcol = parts.dout_transposed + P * OC;
+  parts.dout = parts.dout_transposed + P * OC;
   return parts;
 }
 
@@ -176,9 +174,10 @@ typedef struct {
    * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
   float *relu_dout, *conv_dout;
   const float *pool_dout;
-  /* Whether relu_dout and conv_dout still hold a previous step's gradient (nn_zero_grad left
-   * them): zeroed per example before the epilogue adds into them. */
-  int zero_relu_dout, zero_conv_dout;
+  /* Whether relu_dout and conv_dout are stale (nn__stale_gradients: nothing but this
+   * epilogue reads or adds to them): then they are made per example in the thread's scratch
+   * and the slab is left as it was. */
+  int relu_dout_in_scratch, conv_dout_in_scratch;
 } conv2d__job_t;
 
 /* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
@@ -231,17 +230,31 @@ static void conv2d__transpose(float *restrict dst, const float *restrict src, in
   }
 }
 
-/* The pool's and the ReLU's backward for example b (the model's epilogue, see the job). */
-static void conv2d__backward_epilogue(const conv2d__job_t *job, int b, int OH, int OW) {
+/* The pool's and the ReLU's backward for example b (the model's epilogue, see the job):
+ * returns the convolution's output gradient for b. A gradient nothing else reads or adds to
+ * (stale in the slab, see nn__stale_gradients) is made in the thread's `scratch` (OC, P)
+ * and never stored: writing the batch's slabs cost a pass over them through memory (~5% of
+ * the teacher's step, most of it zeroing them first). */
+static const float *conv2d__backward_epilogue(const conv2d__job_t *job, float *scratch, int b,
+                                              int OH, int OW) {
   const size_t n = (size_t)job->OC * OH * OW;
   const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
   float *relu_dout_b = job->relu_dout + (size_t)b * n;
-  if (job->zero_relu_dout) memset(relu_dout_b, 0, n * sizeof *relu_dout_b);
-  if (job->zero_conv_dout) memset(job->conv_dout + (size_t)b * n, 0, n * sizeof *job->conv_dout);
+  if (job->relu_dout_in_scratch) {
+    relu_dout_b = scratch;
+    memset(relu_dout_b, 0, n * sizeof *relu_dout_b);
+  }
   if (job->pool_dout)
     maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * job->OC * pooled,
                      job->argmax + (size_t)b * job->OC * pooled, 1, job->OC, OH, OW, 2, 2);
-  kernels_relu_backward(job->conv_dout + (size_t)b * n, relu_dout_b, job->relu_out + (size_t)b * n, n);
+  const float *relu_out_b = job->relu_out + (size_t)b * n;
+  if (job->conv_dout_in_scratch) { /* written, in place when the ReLU's gradient is in scratch too */
+    kernels_relu_backward(scratch, relu_dout_b, relu_out_b, n, 0);
+    return scratch;
+  }
+  float *conv_dout_b = job->conv_dout + (size_t)b * n;
+  kernels_relu_backward(conv_dout_b, relu_dout_b, relu_out_b, n, 1);
+  return conv_dout_b;
 }
 
 /* Examples [first, end) of the backward: their weight and bias gradients summed into the
@@ -260,7 +273,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
      * memory (the batch's 29 MB), which made the weight-gradient product ~15% slower. */
     kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
                    job->W, job->K, job->stride, job->pad, OH, OW);
-    if (job->relu_dout) conv2d__backward_epilogue(job, b, OH, OW);
+    if (job->relu_dout) dout_b = conv2d__backward_epilogue(job, parts.dout, b, OH, OW);
     if (CKK <= NN_FEW_TAPS) {
       kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
     } else {
@@ -362,16 +375,14 @@ static void conv2d__backward_pooled(nn_model_t *model, const nn_layer_t *layer, 
     job.relu_out = model->activations + relu->activation;
     job.relu_dout = model->dactivations + relu->activation;
     job.conv_dout = dout;
-    job.zero_relu_dout = relu->output_gradient_stale;
-    job.zero_conv_dout = layer->output_gradient_stale;
+    job.relu_dout_in_scratch = relu->output_gradient_stale;
+    job.conv_dout_in_scratch = layer->output_gradient_stale;
   }
   if (pool) {
     job.pool_dout = model->dactivations + pool->activation;
     job.argmax = model->indices + pool->argmax;
   }
   thread_pool_run(model->pool, conv2d__backward_task, &job);
-  if (relu) ((nn_layer_t *)relu)->output_gradient_stale = 0;
-  ((nn_layer_t *)layer)->output_gradient_stale = 0;
   conv2d__add_gradients(&job, model->threads);
 }
 
@@ -715,8 +726,7 @@ static int nn__plan_layer(nn_model_t *model, const cfg_experiment_t *config, int
     sizes->scratch = nn__max(sizes->scratch,
                              conv2d_scratch_floats(layer->in_shape.channels, layer->in_shape.height,
                                                    layer->in_shape.width, spec->out, spec->kernel,
-                                                   spec->stride, spec->padding, !forward_only,
-                                                   !forward_only && l > 0));
+                                                   spec->stride, spec->padding, !forward_only));
     break;
   }
   case CFG_LAYER_MAXPOOL:
@@ -1053,9 +1063,11 @@ static int nn__readers(const nn_model_t *model, size_t at) {
   return readers;
 }
 
-/* Marks the output gradients only a convolution's backward epilogue writes (the
+/* Marks the output gradients only a convolution's backward epilogue uses (the
  * convolution's when its ReLU is fused and is its only reader; the ReLU's when the pool is
- * fused and is its only reader) and returns them as [start, end) offsets, in order. */
+ * fused and is its only reader) and returns them as [start, end) offsets, in order. The
+ * epilogue makes them in scratch, so the slab keeps whatever it held until a loss asks for
+ * one (nn_layer_doutput zeroes it then, and from then on it is stored). */
 static int nn__stale_gradients(nn_model_t *model, size_t start[], size_t end[]) {
   int n = 0;
   for (int l = 0; l < model->n_layers + model->n_blocks; l++)
@@ -1085,8 +1097,8 @@ static int nn__stale_gradients(nn_model_t *model, size_t start[], size_t end[]) 
 }
 
 /* Zeroing every activation gradient cost 2.6-4.7% of a CNN step (bench/README.md), most of
- * it the convolutions' and their ReLUs' outputs, which their backward epilogue now zeroes
- * per example while they are in its cache. */
+ * it the convolutions' and their ReLUs' outputs, which their backward epilogue now makes per
+ * example in its thread's scratch and never stores. */
 void nn_zero_grad(nn_model_t *model) {
   if (model->forward_only) return;
   memset(model->grads, 0, model->n_params * sizeof(float));

@@ -41,18 +41,17 @@ static inline int conv2d_out_size(int size, int K, int stride, int pad) {
 /* inp (B,C,H,W), weight (OC, C·K·K), bias (OC) or NULL -> out (B,OC,OH,OW), with
  * OH = conv2d_out_size(H, K, stride, pad) and likewise OW (zero padding, cross-correlation
  * as in PyTorch). As im2col + a product per example, the im2col in scratch, which holds
- * conv2d_scratch_floats(…, backward = 0, 0) floats. */
+ * conv2d_scratch_floats(…, backward = 0) floats. */
 void conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
                     const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                     int pad);
-/* Floats of scratch a convolution needs: one example's im2col and, for the backward, the
- * weight and bias gradients' sums, one example's output gradient transposed and, when
- * with_dinp, its dcol. */
-size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward,
-                             int with_dinp);
+/* Floats of scratch a convolution needs: one example's im2col (its dcol in the backward) and,
+ * for the backward, the weight and bias gradients' sums and one example's output gradient,
+ * as it is and transposed. */
+size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward);
 /* dout (B,OC,OH,OW), inp (B,C,H,W) as the forward had it -> dweight (OC, C·K·K) +=,
  * dbias (OC) += (may be NULL), dinp (B,C,H,W) += (may be NULL: the first layer). scratch
- * holds conv2d_scratch_floats(…, 1, dinp != NULL) floats. The im2col is made again per
+ * holds conv2d_scratch_floats(…, backward = 1) floats. The im2col is made again per
  * example (cheaper than reading the forward's back from memory, see nn.c), so the forward
  * leaves nothing behind but its output. */
 void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
@@ -157,9 +156,10 @@ typedef struct {
    * NN_INPUT), and whether anything before has parameters (else no input gradient). */
   size_t input;
   int backprop_input;
-  /* Its output gradient was left unzeroed by nn_zero_grad: a convolution's (or its ReLU's)
-   * whose only writer is the convolution's backward epilogue, which zeroes it per example
-   * on the example's thread; nn_layer_doutput zeroes it whole first (nn.c). */
+  /* Its output gradient is not kept in the slab: a convolution's (or its ReLU's) whose only
+   * user is the convolution's backward epilogue, which makes it per example in its thread's
+   * scratch; nn_zero_grad leaves the slab as it is, and nn_layer_doutput zeroes it whole
+   * first when a loss asks for it (nn.c). */
   int output_gradient_stale;
   /* Blocks only. */
   int grow_epoch;          /* joins at the start of this 1-based epoch */
