@@ -89,7 +89,7 @@ static const option_t worker_options[] = {
    "checkpoint_every epochs and after the last; none without it"},
   {OPTION_DATASET_DIR, "dataset-dir", 0, "DIR", "Fashion-MNIST's IDX .gz files (env MAPSAGE_DATASET_DIR,\n"
    "default " DATA_DEFAULT_DIR ")"},
-  {'t', "threads", 't', "N", "threads for OpenBLAS and the convolutions (default 1)"},
+  {'t', "threads", 't', "N", "threads for the training step (default 1)"},
   {OPTION_RESUME, "resume", 0, "PATH", "go on from this checkpoint of the same config"},
   {OPTION_MEMORY_LIMIT, "memory-limit", 0, "SIZE", "limit the process's data (RLIMIT_DATA) to SIZE bytes (or 512M,\n"
    "4G); the daemon passes one from the run's memory estimate"},
@@ -414,11 +414,12 @@ int main(int argc, char **argv) {
             teacher_params(&teacher), teacher.test_accuracy, teacher.test_loss);
   }
   /* A convolutional model on several threads: its convolutions split the batch on the
-   * model's pool, and OpenBLAS (the dense layers) runs on one, on the calling thread. At 2
-   * threads OpenBLAS's own helper kept spinning after each dense product on the core the
-   * pool needs: bench's CNN went from 2,556-2,917 to 2,918-3,328 samples/s, 6 of 6 alternated
-   * rounds (bench/README.md). Not with a teacher, whose model took OpenBLAS's count at load
-   * and whose dense layers were not measured so. */
+   * model's pool, and OpenBLAS runs on one thread, called by each of the pool's threads for
+   * its share of a dense layer (nn.c, "Linear"). At 2 threads OpenBLAS's own helper kept
+   * spinning after each dense product on the core the pool needs: bench's CNN went from
+   * 2,556-2,917 to 2,918-3,328 samples/s, 6 of 6 alternated rounds, and the dense layers on
+   * the pool took it a further +5% (bench/README.md). Not with a teacher, whose model took
+   * OpenBLAS's count at load and whose dense layers were not measured so. */
   if (threads > 1 && !have_teacher && nn_model_has_convolution(&model)) openblas_set_num_threads(1);
   train_options_t train_options = {.events = worker_events,
                                    .log = stderr,
