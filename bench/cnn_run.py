@@ -10,13 +10,18 @@ step), batch 128, shuffled, dropout 0.3, the same evaluations (no_grad, batches 
 torch.save each epoch, 1 thread (OpenBLAS held to 1, as bench/run does). Prints one JSON object.
 A benchmark, never a test.
 
-    /usr/bin/python3 bench/cnn_run.py --worker build-release/mapsage-worker [--epochs N]
+    /usr/bin/python3 bench/cnn_run.py --worker build-release/mapsage-worker [--epochs N] [--rounds R]
+
+With --rounds R both sides run R times, in turns (ours first, then PyTorch first, …), each
+round's ratio printed: the machine's speed drifts over minutes, so one pair run one after the
+other can favour either side.
 """
 import argparse
 import gzip
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,15 +117,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", default=os.path.join(ROOT, "build-release", "mapsage-worker"))
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run both sides this many times, the order reversed every other round")
     args = parser.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before torch loads
-    load = os.getloadavg()[0]
-    a = ours(args.worker, args.epochs)
-    b = pytorch(args.epochs)
-    print(json.dumps({"epochs": args.epochs, "load": [load, os.getloadavg()[0]], "ours": a, "pytorch": b,
-                      "wall_ratio": b["wall_seconds"] / a["wall_seconds"],
-                      "step_ratio": b["step_seconds"] / a["step_seconds"] if a["step_seconds"] else None},
-                     indent=1))
+    rounds = []
+    for r in range(args.rounds):
+        load = os.getloadavg()[0]
+        if r % 2 == 0:
+            a = ours(args.worker, args.epochs)
+            b = pytorch(args.epochs)
+        else:
+            b = pytorch(args.epochs)
+            a = ours(args.worker, args.epochs)
+        rounds.append({"load": [load, os.getloadavg()[0]], "ours": a, "pytorch": b,
+                       "wall_ratio": b["wall_seconds"] / a["wall_seconds"],
+                       "step_ratio": b["step_seconds"] / a["step_seconds"] if a["step_seconds"] else None})
+    result = {"epochs": args.epochs, "rounds": rounds,
+              "wall_ratio_median": statistics.median(r["wall_ratio"] for r in rounds)}
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@
  * (28 µs an example where the copies themselves take a few). These loops are short by
  * design, so none of them becomes a call. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#pragma GCC optimize("no-tree-loop-distribute-patterns", "vect-cost-model=very-cheap")
 #endif
 
 #include <errno.h>

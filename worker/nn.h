@@ -3,8 +3,9 @@
  * float buffers (images NCHW, batch first), never allocate, log or exit, and every backward
  * ACCUMULATES into its gradients (the driver zeroes: nn_zero_grad). The model owns its
  * allocations, sized once at creation for the fully grown network: parameters, gradients,
- * optimizer state, activations with their gradients, and a workspace (im2col buffers,
- * dropout masks, max-pool argmaxes). Nothing is allocated per step. */
+ * optimizer state, activations with their gradients, and a workspace (the convolutions'
+ * per-thread scratch, dropout masks, max-pool argmaxes). Nothing is allocated per step. The
+ * convolution's code is in conv2d.c. */
 #ifndef MAPSAGE_NN_H
 #define MAPSAGE_NN_H
 

@@ -1,0 +1,317 @@
+/* conv2d.c — the convolution layer of nn.h: its forward and backward for any caller
+ * (conv2d_forward, conv2d_backward), and the model's convolutions (conv2d.h), which split a
+ * batch's examples over the model's thread pool and fuse the ReLU and 2×2 pool after them.
+ * The loops themselves are kernels.h's (im2col, col2im, the unpacked GEMM, ReLU, pool); this
+ * file decides what runs where, in which buffer, and in what order. Split from nn.c, whose
+ * model calls it from nn_forward and nn_backward. */
+#include "conv2d.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "thread_pool.h"
+
+/* Example by example, on the thread that owns the example: kernels.h's im2col lays out the
+ * patches of example b as col_b (C·K·K, OH·OW) in the thread's scratch, and the output
+ * out_b (OC, OH·OW) = weight (OC, C·K·K) · col_b + bias is written in NCHW order by
+ * kernels.h's unpacked GEMM while col_b is in L2. The backward, per example: im2col again,
+ * dbias += row sums of dout_b, dweightᵀ (C·K·K, OC) += col_b · dout_bᵀ (the unpacked GEMM,
+ * accumulating, on dout_b transposed into the scratch; kernels.h's dot products when C·K·K is
+ * small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto the input's
+ * gradient.
+ *
+ * Measured on one core of the Zen 3 machine (OpenBLAS 0.3.21 "Zen", bench/README.md), the
+ * CNN step in samples per CPU-second, alternated in one run: the whole-batch layout (one
+ * OpenBLAS GEMM per product, reordering passes between NCHW and channel-major) 1,303; chunks
+ * of a few examples (the same passes, in cache) within noise of it whatever the chunk
+ * (128K floats to the whole batch); OpenBLAS per example writing NCHW (no reordering) 1,516
+ * against 1,607 for chunks; the unpacked GEMM per example (no packing, no zeroing of C, no
+ * reordering) 1,511 against 1,303 in one run. The weight gradient: OpenBLAS's packed NT
+ * product per example 58–66 GFLOP/s over a batch whose im2col came back from memory, the
+ * unpacked product on the transposed dout_b 56–58 from memory and 76 from an im2col just
+ * made in L2 (9 µs an example to make): hence no im2col is kept between forward and
+ * backward, which also saves the B·C·K·K·OH·OW floats per convolution it took.
+ *
+ * With few taps (C·K·K ≤ CONV2D_FEW_TAPS: the first layer of an image network) the weight
+ * gradient goes to kernels.h's dot products: OpenBLAS reached 19–23 GFLOP/s with N = 9.
+ *
+ * On more than one thread (nn_model_set_threads) the model splits the batch's examples
+ * into contiguous shares, one per thread of a persistent pool: forward and backward alike,
+ * each thread's weight gradients summed in its own scratch and added in thread order
+ * afterwards. */
+
+/* C·K·K at or below which the weight gradient is kernels.h's dot products (OpenBLAS's GEMM
+ * at K = 9: 2.8 ms per step of 128 against ~0.9 ms for them; the unpacked product in their
+ * place: the CNN step at 2,122–2,219 samples/s against 2,105–2,289, no better). */
+#define CONV2D_FEW_TAPS 24
+
+size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward) {
+  const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
+  return cfg_conv_scratch_floats((size_t)C * K * K, P, (size_t)OC, backward);
+}
+
+/* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
+ * (CKK, P), which its dcol replaces once the weight gradient has used it; for the backward,
+ * the weight and bias gradients of the thread's share of the batch (OC·CKK + OC; the
+ * weights as (CKK, OC) when the product makes them, as (OC, CKK) for few taps), one
+ * example's output gradient transposed (P, OC), and one example's output gradient (OC, P)
+ * when the epilogue makes it here rather than in the model's slab. */
+typedef struct {
+  float *col, *dcol, *dweight, *dbias, *dout_transposed, *dout;
+} conv2d__scratch_t;
+
+static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
+  conv2d__scratch_t parts;
+  parts.col = parts.dcol = scratch;
+  parts.dweight = parts.col + (size_t)CKK * P;
+  parts.dbias = parts.dweight + (size_t)OC * CKK;
+  parts.dout_transposed = parts.dbias + OC;
+  parts.dout = parts.dout_transposed + P * OC;
+  return parts;
+}
+
+/* Σ src (n), in CONV2D_BLOCK partial sums: a loop GCC -O2 vectorises (a known trip count,
+ * as nn.c's NN_BLOCK loops), in a fixed order. */
+#define CONV2D_BLOCK 16
+static float conv2d__sum(const float *restrict src, size_t n) {
+  float partial[CONV2D_BLOCK] = {0};
+  size_t i = 0;
+  for (; i + CONV2D_BLOCK <= n; i += CONV2D_BLOCK)
+    for (size_t k = 0; k < CONV2D_BLOCK; k++) partial[k] += src[i + k];
+  float sum = 0.0f;
+  for (; i < n; i++) sum += src[i];
+  for (int k = 0; k < CONV2D_BLOCK; k++) sum += partial[k];
+  return sum;
+}
+
+/* One convolution's operands, shared by the threads that split its batch. */
+typedef struct {
+  float *out, *dinp, *dweight, *dbias;
+  const float *inp, *weight, *bias, *dout;
+  int B, C, H, W, OC, K, stride, pad;
+  /* Thread t's scratch (conv2d_scratch_floats, laid out as conv2d__scratch says) at
+   * scratch[t]: its examples' im2col, one at a time, and in the backward the sums of their
+   * weight gradients, which the caller adds into dweight and dbias in thread order. */
+  float *const *scratch;
+  /* Forward epilogue (the model's, NULL otherwise): the ReLU layer after the convolution
+   * into relu_out, and the 2×2 pool after that into pool_out and argmax, per example while
+   * its output is in cache and on the example's thread. */
+  float *relu_out, *pool_out;
+  int32_t *argmax;
+  /* Backward epilogue, the same layers in reverse, per example before its products: the
+   * pool's gradient (pool_dout, through argmax) added into the ReLU's (relu_dout), then the
+   * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
+  float *relu_dout, *conv_dout;
+  const float *pool_dout;
+  /* Whether relu_dout and conv_dout are stale (nn__stale_gradients: nothing but this
+   * epilogue reads or adds to them): then they are made per example in the thread's scratch
+   * and the slab is left as it was. */
+  int relu_dout_in_scratch, conv_dout_in_scratch;
+} conv2d__job_t;
+
+/* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
+ * step, so which thread sums which example never changes at a fixed thread count. */
+static void conv2d__share(int B, int thread, int threads, int *first, int *end) {
+  *first = (int)((long long)B * thread / threads);
+  *end = (int)((long long)B * (thread + 1) / threads);
+}
+
+static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
+  const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
+  const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  const int CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)OH * OW;
+  float *col_b = scratch;
+  for (int b = first; b < end; b++) {
+    kernels_im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
+                   job->K, job->stride, job->pad, OH, OW);
+    float *out_b = job->out + (size_t)b * job->OC * P;
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, 0, job->OC,
+                          (int)P, CKK);
+    if (!job->relu_out) continue;
+    float *relu_b = job->relu_out + (size_t)b * job->OC * P;
+    kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
+    if (!job->pool_out) continue;
+    const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+    kernels_maxpool2_forward(job->pool_out + (size_t)b * job->OC * pooled,
+                             job->argmax + (size_t)b * job->OC * pooled, relu_b, (size_t)job->OC,
+                             OH, OW);
+  }
+}
+
+static void conv2d__forward_task(void *context, int thread, int threads) {
+  const conv2d__job_t *job = context;
+  int first, end;
+  conv2d__share(job->B, thread, threads, &first, &end);
+  conv2d__forward_examples(job, job->scratch[thread], first, end);
+}
+
+/* dst (cols, rows) = src (rows, cols)ᵀ, in 8 × 8 blocks so that both sides stay within a
+ * few cache lines per block. */
+static void conv2d__transpose(float *restrict dst, const float *restrict src, int rows, int cols) {
+  for (int i0 = 0; i0 < rows; i0 += 8) {
+    const int i1 = i0 + 8 < rows ? i0 + 8 : rows;
+    for (int j0 = 0; j0 < cols; j0 += 8) {
+      const int j1 = j0 + 8 < cols ? j0 + 8 : cols;
+      for (int i = i0; i < i1; i++)
+        for (int j = j0; j < j1; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+    }
+  }
+}
+
+/* The pool's and the ReLU's backward for example b (the model's epilogue, see the job):
+ * returns the convolution's output gradient for b. A gradient nothing else reads or adds to
+ * (stale in the slab, see nn__stale_gradients) is made in the thread's `scratch` (OC, P)
+ * and never stored: writing the batch's slabs cost a pass over them through memory (~5% of
+ * the teacher's step, most of it zeroing them first). */
+static const float *conv2d__backward_epilogue(const conv2d__job_t *job, float *scratch, int b,
+                                              int OH, int OW) {
+  const size_t n = (size_t)job->OC * OH * OW;
+  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  float *relu_dout_b = job->relu_dout + (size_t)b * n;
+  if (job->relu_dout_in_scratch) {
+    relu_dout_b = scratch;
+    memset(relu_dout_b, 0, n * sizeof *relu_dout_b);
+  }
+  if (job->pool_dout)
+    maxpool_backward(relu_dout_b, job->pool_dout + (size_t)b * job->OC * pooled,
+                     job->argmax + (size_t)b * job->OC * pooled, 1, job->OC, OH, OW, 2, 2);
+  const float *relu_out_b = job->relu_out + (size_t)b * n;
+  if (job->conv_dout_in_scratch) { /* written, in place when the ReLU's gradient is in scratch too */
+    kernels_relu_backward(scratch, relu_dout_b, relu_out_b, n, 0);
+    return scratch;
+  }
+  float *conv_dout_b = job->conv_dout + (size_t)b * n;
+  kernels_relu_backward(conv_dout_b, relu_dout_b, relu_out_b, n, 1);
+  return conv_dout_b;
+}
+
+/* Examples [first, end) of the backward: their weight and bias gradients summed into the
+ * thread's `scratch` (zeroed here first), their input gradients added into dinp. */
+static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
+  const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
+  const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  const int OC = job->OC, CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)OH * OW;
+  const conv2d__scratch_t parts = conv2d__scratch(scratch, OC, CKK, P);
+  memset(parts.dweight, 0, ((size_t)OC * CKK + OC) * sizeof *parts.dweight);
+  for (int b = first; b < end; b++) {
+    const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = parts.col;
+    /* im2col again rather than kept from the forward: written into this thread's L2 here
+     * (~9 µs an example for the teacher's second convolution) instead of read back from
+     * memory (the batch's 29 MB), which made the weight-gradient product ~15% slower. */
+    kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
+                   job->W, job->K, job->stride, job->pad, OH, OW);
+    if (job->relu_dout) dout_b = conv2d__backward_epilogue(job, parts.dout, b, OH, OW);
+    if (CKK <= CONV2D_FEW_TAPS) {
+      kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+    } else {
+      for (int o = 0; o < OC; o++) parts.dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
+      /* dweightᵀ (CKK, OC) += col_b (CKK, P) · dout_bᵀ (P, OC): the unpacked product with
+       * its accumulators held over the whole of P (see "Conv2d" above). */
+      conv2d__transpose(parts.dout_transposed, dout_b, OC, (int)P);
+      kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, P, 1, parts.dout_transposed,
+                            (size_t)OC, NULL, 1, CKK, OC, (int)P);
+    }
+    if (job->dinp) {
+      kernels_gemm_unpacked(parts.dcol, P, job->weight, 1, (size_t)CKK, dout_b, P, NULL, 0, CKK,
+                            (int)P, OC);
+      kernels_col2im(job->dinp + (size_t)b * job->C * job->H * job->W, parts.dcol, job->C, job->H,
+                     job->W, job->K, job->stride, job->pad, OH, OW);
+    }
+  }
+}
+
+static void conv2d__backward_task(void *context, int thread, int threads) {
+  const conv2d__job_t *job = context;
+  int first, end;
+  conv2d__share(job->B, thread, threads, &first, &end);
+  conv2d__backward_examples(job, job->scratch[thread], first, end);
+}
+
+/* dweight and dbias (if any) += the `threads` threads' sums, thread 0 first: a fixed order,
+ * so a step gives the same bits run to run at one thread count (not across counts). */
+static void conv2d__add_gradients(const conv2d__job_t *job, int threads) {
+  const int OC = job->OC, CKK = job->C * job->K * job->K;
+  const size_t P = (size_t)conv2d_out_size(job->H, job->K, job->stride, job->pad) *
+                   conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  for (int t = 0; t < threads; t++) {
+    const conv2d__scratch_t parts = conv2d__scratch(job->scratch[t], OC, CKK, P);
+    float *restrict dweight = job->dweight;
+    const float *restrict sum = parts.dweight;
+    if (CKK <= CONV2D_FEW_TAPS) {
+      for (size_t i = 0; i < (size_t)OC * CKK; i++) dweight[i] += sum[i];
+    } else {
+      for (int o = 0; o < OC; o++)
+        for (int k = 0; k < CKK; k++) dweight[(size_t)o * CKK + k] += sum[(size_t)k * OC + o];
+    }
+    if (job->dbias)
+      for (int o = 0; o < OC; o++) job->dbias[o] += parts.dbias[o];
+  }
+}
+
+void conv2d_forward(float *out, float *scratch, const float *inp, const float *weight,
+                    const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                    int pad) {
+  // inp (B,C,H,W), weight (OC,C·K·K), bias (OC) -> out (B,OC,OH,OW)
+  const conv2d__job_t job = {.out = out, .inp = inp, .weight = weight, .bias = bias, .B = B,
+                             .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride,
+                             .pad = pad};
+  conv2d__forward_examples(&job, scratch, 0, B);
+}
+
+void conv2d_backward(float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
+                     const float *inp, const float *weight, int B, int C, int H, int W, int OC,
+                     int K, int stride, int pad) {
+  // dout (B,OC,OH,OW), inp (B,C,H,W) -> dinp (B,C,H,W) +=, dweight (OC,C·K·K) +=, dbias (OC) +=
+  float *const scratches[1] = {scratch};
+  const conv2d__job_t job = {.inp = inp, .dinp = dinp, .dweight = dweight, .dbias = dbias,
+                             .weight = weight, .dout = dout, .B = B, .C = C, .H = H, .W = W,
+                             .OC = OC, .K = K, .stride = stride, .pad = pad, .scratch = scratches};
+  conv2d__backward_examples(&job, scratch, 0, B);
+  conv2d__add_gradients(&job, 1);
+}
+
+/* The model's convolutions (conv2d.h). */
+void conv2d_forward_model(nn_model_t *model, const nn_layer_t *layer, float *out,
+                                   const float *inp, int B, const nn_layer_t *relu,
+                                   const nn_layer_t *pool) {
+  const cfg_shape_t *in = &layer->in_shape;
+  conv2d__job_t job = {.out = out, .inp = inp, .weight = model->params + layer->weight,
+                       .bias = model->params + layer->bias, .B = B, .C = in->channels,
+                       .H = in->height, .W = in->width, .OC = layer->shape.channels,
+                       .K = layer->kernel, .stride = layer->stride, .pad = layer->padding,
+                       .scratch = model->thread_scratch};
+  if (relu) job.relu_out = model->activations + relu->activation;
+  if (pool) {
+    job.pool_out = model->activations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
+  thread_pool_run(model->pool, conv2d__forward_task, &job);
+}
+
+void conv2d_backward_model(nn_model_t *model, const nn_layer_t *layer, float *dinp,
+                                    float *dout, const float *inp, int B, const nn_layer_t *relu,
+                                    const nn_layer_t *pool) {
+  const cfg_shape_t *in = &layer->in_shape;
+  conv2d__job_t job = {.inp = inp, .dinp = dinp,
+                       .dweight = model->grads + layer->weight, .dbias = model->grads + layer->bias,
+                       .weight = model->params + layer->weight, .dout = dout, .B = B,
+                       .C = in->channels, .H = in->height, .W = in->width,
+                       .OC = layer->shape.channels, .K = layer->kernel, .stride = layer->stride,
+                       .pad = layer->padding, .scratch = model->thread_scratch};
+  if (relu) {
+    job.relu_out = model->activations + relu->activation;
+    job.relu_dout = model->dactivations + relu->activation;
+    job.conv_dout = dout;
+    job.relu_dout_in_scratch = relu->output_gradient_stale;
+    job.conv_dout_in_scratch = layer->output_gradient_stale;
+  }
+  if (pool) {
+    job.pool_dout = model->dactivations + pool->activation;
+    job.argmax = model->indices + pool->argmax;
+  }
+  thread_pool_run(model->pool, conv2d__backward_task, &job);
+  conv2d__add_gradients(&job, model->threads);
+}
