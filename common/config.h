@@ -333,7 +333,7 @@ typedef struct {
   size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
-/* The scratch a convolution takes per thread (worker/nn.c, "Conv2d"): one example's im2col
+/* The scratch a convolution takes per thread (worker/conv2d.c): one example's im2col
  * (C·K·K = ckk taps × p output pixels; its dcol in the backward) and, for the backward, its
  * weight and bias gradients (oc output channels) and one example's output gradient as it is
  * and transposed (p × oc each). */

@@ -209,7 +209,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
     } else {
       for (int o = 0; o < OC; o++) parts.dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
       /* dweightᵀ (CKK, OC) += col_b (CKK, P) · dout_bᵀ (P, OC): the unpacked product with
-       * its accumulators held over the whole of P (see "Conv2d" above). */
+       * its accumulators held over the whole of P (see the file's opening comment). */
       conv2d__transpose(parts.dout_transposed, dout_b, OC, (int)P);
       kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, P, 1, parts.dout_transposed,
                             (size_t)OC, NULL, 1, CKK, OC, (int)P);

@@ -5,7 +5,7 @@
  * and the output must be NCHW; OpenBLAS packs both operands, zeroes C, and computes the
  * channel-major product that then needs reordering. The first convolution's weight gradient
  * has N = 9, where OpenBLAS 0.3.21 reached 19–23 GFLOP/s. Max-pool 2×2 is the only pool the
- * teacher uses; the general K×K loop spent 5.8–9% of a CNN step there. nn.c, "Conv2d", and
+ * teacher uses; the general K×K loop spent 5.8–9% of a CNN step there. conv2d.c and
  * bench/README.md have the measurements.
  *
  * Dispatch: a table of function pointers, chosen on first use (MAPSAGE_KERNELS, else the
