@@ -110,13 +110,6 @@ typedef struct {
   int relu_dout_in_scratch, conv_dout_in_scratch;
 } conv2d__job_t;
 
-/* Thread t of T takes examples [B·t/T, B·(t+1)/T): contiguous, and the same split every
- * step, so which thread sums which example never changes at a fixed thread count. */
-static void conv2d__share(int B, int thread, int threads, int *first, int *end) {
-  *first = (int)((long long)B * thread / threads);
-  *end = (int)((long long)B * (thread + 1) / threads);
-}
-
 static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
   const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
@@ -143,7 +136,7 @@ static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, i
 static void conv2d__forward_task(void *context, int thread, int threads) {
   const conv2d__job_t *job = context;
   int first, end;
-  conv2d__share(job->B, thread, threads, &first, &end);
+  thread_pool_share(job->B, thread, threads, &first, &end);
   conv2d__forward_examples(job, job->scratch[thread], first, end);
 }
 
@@ -226,7 +219,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
 static void conv2d__backward_task(void *context, int thread, int threads) {
   const conv2d__job_t *job = context;
   int first, end;
-  conv2d__share(job->B, thread, threads, &first, &end);
+  thread_pool_share(job->B, thread, threads, &first, &end);
   conv2d__backward_examples(job, job->scratch[thread], first, end);
 }
 

@@ -81,8 +81,8 @@ typedef struct {
 
 static void linear__forward_task(void *context, int thread, int threads) {
   const linear__job_t *job = context;
-  const int first = (int)((long long)job->B * thread / threads);
-  const int end = (int)((long long)job->B * (thread + 1) / threads);
+  int first, end;
+  thread_pool_share(job->B, thread, threads, &first, &end);
   if (end > first)
     linear_forward(job->out + (size_t)first * job->OUT, job->inp + (size_t)first * job->IN,
                    job->weight, job->bias, end - first, job->IN, job->OUT);
@@ -90,14 +90,13 @@ static void linear__forward_task(void *context, int thread, int threads) {
 
 static void linear__backward_task(void *context, int thread, int threads) {
   const linear__job_t *job = context;
-  const int first = (int)((long long)job->B * thread / threads);
-  const int end = (int)((long long)job->B * (thread + 1) / threads);
+  int first, end, o0, o1;
+  thread_pool_share(job->B, thread, threads, &first, &end);
   if (job->dinp && end > first)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, end - first, job->IN, job->OUT, 1.0f,
                 job->dout + (size_t)first * job->OUT, job->OUT, job->weight, job->IN, 1.0f,
                 job->dinp + (size_t)first * job->IN, job->IN);
-  const int o0 = (int)((long long)job->OUT * thread / threads);
-  const int o1 = (int)((long long)job->OUT * (thread + 1) / threads);
+  thread_pool_share(job->OUT, thread, threads, &o0, &o1);
   if (o1 == o0) return;
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, job->IN, job->B, 1.0f, job->dout + o0,
               job->OUT, job->inp, job->IN, 1.0f, job->dweight + (size_t)o0 * job->IN, job->IN);

@@ -11,6 +11,14 @@
 /* One share of a task: thread is in [0, threads). */
 typedef void (*thread_pool_task_t)(void *context, int thread, int threads);
 
+/* Thread t of T takes items [n·t/T, n·(t+1)/T) of n: contiguous, as even as they come, and
+ * the same split every time, so which thread handles which item never changes at a fixed
+ * thread count (what keeps a threaded step bit-identical run to run). */
+static inline void thread_pool_share(int n, int thread, int threads, int *first, int *end) {
+  *first = (int)((long long)n * thread / threads);
+  *end = (int)((long long)n * (thread + 1) / threads);
+}
+
 typedef struct thread_pool thread_pool_t;
 
 /* Starts threads − 1 threads (threads in 1..THREAD_POOL_MAX): 0, -EINVAL (with the reason
