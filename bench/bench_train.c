@@ -424,6 +424,8 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
     r->has_teacher = 1;
     r->student_hidden = cfg_layer_index(&student_config, "hidden");
     r->teacher_hidden = cfg_layer_index(&teacher_config, "hidden");
+    nn_model_keep_output(&r->student, r->student_hidden); /* the feature pair reads both */
+    nn_model_keep_output(&r->teacher, r->teacher_hidden);
     size_t n_params = 0, n_scratch = 0;
     const int cs = nn_layer_shape(&r->student, r->student_hidden).channels;
     const int ct = nn_layer_shape(&r->teacher, r->teacher_hidden).channels;

@@ -334,9 +334,9 @@ typedef struct {
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
 /* The scratch a convolution takes per thread (worker/conv2d.c): one example's im2col
- * (C·K·K = ckk taps × p output pixels; its dcol in the backward) and, for the backward, its
- * weight and bias gradients (oc output channels) and one example's output gradient as it is
- * and transposed (p × oc each). */
+ * (C·K·K = ckk taps × p output pixels; its dcol in the backward), one example's output (oc
+ * output channels × p; its output gradient in the backward) and, for the backward, its
+ * weight and bias gradients and the output gradient transposed (p × oc). */
 size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward);
 
 /* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak

@@ -21,7 +21,7 @@
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
 size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward) {
-  return ckk * p + (backward ? oc * ckk + oc + 2 * p * oc : 0);
+  return ckk * p + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
 }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays

@@ -1195,15 +1195,18 @@ static void test_cnn_threads(void) {
         nn_model_t runs[2];
         for (int r = 0; r < 2; r++) {
           CHECK_INT(0, nn_model_create(&runs[r], &config, MAX_B));
+          /* conv1's and its ReLU's outputs stored, for the epilogue's check below (`one`
+           * stores neither: its pooled output checks the transient path too). */
+          nn_model_keep_output(&runs[r], 0);
+          nn_model_keep_output(&runs[r], 1);
           CHECK_INT(0, nn_model_set_threads(&runs[r], counts[ci], error, sizeof error));
           CHECK_INT(counts[ci], runs[r].threads);
           memcpy(runs[r].params, one.params, one.n_params * sizeof(float));
           train_step(&runs[r], inputs, labels, B);
         }
         nn_model_t *m = &runs[0];
-        const size_t n_act = (size_t)B * m->layers[0].out; /* conv1's output and its gradient */
-        const int same_forward = memcmp(nn_layer_output(m, 0), nn_layer_output(&one, 0), n_act * sizeof(float)) == 0;
-        const size_t n_pool = (size_t)B * m->layers[2].out; /* conv2's input gradient */
+        const size_t n_pool = (size_t)B * m->layers[2].out; /* conv1's pooled output; conv2's input gradient */
+        const int same_forward = memcmp(nn_layer_output(m, 2), nn_layer_output(&one, 2), n_pool * sizeof(float)) == 0;
         const double logits_error = relative_difference(nn_layer_output(m, 9), nn_layer_output(&one, 9), (size_t)B * 10);
         const double dinp_error = relative_difference(nn_layer_doutput(m, 2), nn_layer_doutput(&one, 2), n_pool);
         const double worst = relative_difference(m->grads, one.grads, m->n_params);
@@ -1217,7 +1220,7 @@ static void test_cnn_threads(void) {
                logits_error, dinp_error, worst, repeatable ? "bit-identical" : "DIFFER");
         /* The ReLU and the 2×2 pool run inside the convolution's loop (nn_forward's
          * epilogue): their outputs and argmaxes are what the layers compute on their own. */
-        const size_t n_pooled = (size_t)B * m->layers[2].out;
+        const size_t n_pooled = (size_t)B * m->layers[2].out, n_act = (size_t)B * m->layers[0].out;
         float *relu_alone = malloc(n_act * sizeof *relu_alone), *pool_alone = malloc(n_pooled * sizeof *pool_alone);
         int32_t *argmax_alone = malloc(n_pooled * sizeof *argmax_alone);
         const cfg_shape_t *pooled_in = &m->layers[2].in_shape;
@@ -1293,6 +1296,9 @@ static void test_lazy_zero_grad(void) {
     float probs[B * CFG_CLASSES];
     for (size_t pi = 0; pi < sizeof probes / sizeof *probes; pi++) {
       const int probe = probes[pi];
+      /* A loss on an output declares it (nn_model_keep_output); the probes before it stay
+       * declared, so the outputs go from all transient to all stored over the probes. */
+      if (probe >= 0) nn_model_keep_output(&model, probe);
       for (int lazy = 0; lazy < 2; lazy++) {
         train_step(&model, inputs, labels, B); /* leaves this step's gradients behind */
         for (size_t i = 0; i < model.n_activations; i++) model.dactivations[i] += 7.0f;
@@ -1343,6 +1349,87 @@ static void test_lazy_zero_grad(void) {
   free(inputs);
 }
 
+/* The outputs nn_forward does not store (nn_layer_t.output_transient): a convolution's read
+ * only by its fused ReLU, and that ReLU's read only by its fused pool. A model storing them
+ * (nn_model_keep_output) and one not give the same bits for every parameter gradient, the
+ * pooled outputs and the logits, over two SGD steps, at 1 and 3 threads; the accessors give
+ * NULL for what was not stored, and the slab is left untouched there. A config's `features`
+ * declare their student layers. */
+static void test_transient_outputs(void) {
+  cfg_experiment_t config = parse_config(
+      "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 5, \"kernel\": 3},"
+      " {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2},"
+      " {\"type\": \"conv2d\", \"out\": 7, \"kernel\": 3, \"padding\": 1}, {\"type\": \"relu\"},"
+      " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"conv2d\", \"out\": 3, \"kernel\": 3},"
+      " {\"type\": \"relu\"}, {\"type\": \"flatten\"}, {\"type\": \"linear\", \"out\": 10}]},"
+      " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.05, \"momentum\": 0.9}}");
+  enum { B = 5 };
+  float *inputs = random_batch(B);
+  const int labels[B] = {2, 7, 1, 8, 2}, counts[] = {1, 3};
+  char error[160] = "";
+  int compared = 0;
+  for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++) {
+    nn_model_t transient, stored;
+    CHECK_INT(0, nn_model_create(&transient, &config, B));
+    CHECK_INT(0, nn_model_create(&stored, &config, B));
+    for (int l = 0; l < stored.n_layers; l++) nn_model_keep_output(&stored, l);
+    CHECK_INT(0, nn_model_set_threads(&transient, counts[ci], error, sizeof error));
+    CHECK_INT(0, nn_model_set_threads(&stored, counts[ci], error, sizeof error));
+    perturb_biases(&transient);
+    memcpy(stored.params, transient.params, transient.n_params * sizeof(float));
+    /* Both convolutions with a pool after their ReLU lose both outputs; the third (a ReLU,
+     * no pool) loses only its own; nothing is transient once declared. */
+    const int expected[10] = {1, 1, 0, 1, 1, 0, 1, 0, 0, 0};
+    int matches = 1;
+    for (int l = 0; l < 10; l++) {
+      matches &= transient.layers[l].output_transient == expected[l] && !stored.layers[l].output_transient;
+      matches &= (nn_layer_output(&transient, l) == NULL) == expected[l];
+      matches &= (nn_layer_doutput(&transient, l) == NULL) == expected[l];
+    }
+    CHECK(matches);
+    const size_t n_conv1 = (size_t)B * transient.layers[0].out;
+    float *untouched = transient.activations + transient.layers[0].activation;
+    for (size_t i = 0; i < n_conv1; i++) untouched[i] = -3.0f;
+    for (int step = 0; step < 2; step++) {
+      train_step(&transient, inputs, labels, B);
+      train_step(&stored, inputs, labels, B);
+      nn_optimizer_step(&transient, 0.05f);
+      nn_optimizer_step(&stored, 0.05f);
+    }
+    const int same = memcmp(transient.grads, stored.grads, stored.n_params * sizeof(float)) == 0 &&
+                     memcmp(transient.params, stored.params, stored.n_params * sizeof(float)) == 0 &&
+                     memcmp(nn_layer_output(&transient, 5), nn_layer_output(&stored, 5),
+                            (size_t)B * stored.layers[5].out * sizeof(float)) == 0 &&
+                     memcmp(nn_layer_output(&transient, 9), nn_layer_output(&stored, 9),
+                            (size_t)B * 10 * sizeof(float)) == 0;
+    int left = 1;
+    for (size_t i = 0; i < n_conv1; i++) left &= untouched[i] == -3.0f;
+    printf("  %d threads: outputs not stored vs stored: gradients, parameters, logits %s; "
+           "conv1's slab %s\n", counts[ci], same ? "bit-identical" : "DIFFER",
+           left ? "untouched" : "WRITTEN");
+    CHECK(same);
+    CHECK(left);
+    compared++;
+    nn_model_free(&transient);
+    nn_model_free(&stored);
+  }
+  CHECK_INT(2, compared);
+
+  /* A feature on conv1 (config.features) keeps its output, not its ReLU's. */
+  cfg_experiment_t featured = parse_config(
+      "{\"teacher\": {\"experiment\": 1}, \"features\": [{\"student\": \"conv1\", \"teacher\": \"conv1\"}],"
+      " \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 5, \"kernel\": 3, \"name\": \"conv1\"},"
+      " {\"type\": \"relu\"}, {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"},"
+      " {\"type\": \"linear\", \"out\": 10}]}}");
+  nn_model_t model;
+  CHECK_INT(1, featured.n_features);
+  CHECK_INT(0, nn_model_create(&model, &featured, 2));
+  CHECK(nn_layer_output(&model, 0) != NULL && nn_layer_doutput(&model, 0) != NULL);
+  CHECK(nn_layer_output(&model, 1) == NULL && model.layers[1].output_transient);
+  nn_model_free(&model);
+  free(inputs);
+}
+
 static void test_linear_on_image(void) {
   cfg_experiment_t direct = parse_config(
       "{\"seed\": 3, \"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 2, \"kernel\": 3, \"stride\": 2},"
@@ -1376,6 +1463,7 @@ static void test_injected_gradients(void) {
   nn_model_t model;
   CHECK_INT(0, nn_model_create(&model, &config, 2));
   if (!model.params) return;
+  nn_model_keep_output(&model, 1); /* as a feature loss on it would declare */
   perturb_biases(&model);
   enum { B = 2 };
   float *inputs = random_batch(B);
@@ -1731,6 +1819,7 @@ int main(void) {
   test_thread_pool();
   test_cnn_threads();
   test_lazy_zero_grad();
+  test_transient_outputs();
   test_dropout();
   test_crossentropy();
   test_model();

@@ -52,22 +52,23 @@ size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int
 }
 
 /* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
- * (CKK, P), which its dcol replaces once the weight gradient has used it; for the backward,
- * the weight and bias gradients of the thread's share of the batch (OC·CKK + OC; the
- * weights as (CKK, OC) when the product makes them, as (OC, CKK) for few taps), one
- * example's output gradient transposed (P, OC), and one example's output gradient (OC, P)
- * when the epilogue makes it here rather than in the model's slab. */
+ * (CKK, P), which its dcol replaces once the weight gradient has used it; one example's
+ * output (OC, P) when the forward does not store it (the convolution's, then its ReLU's in
+ * place), and in the backward its output gradient there when the epilogue makes it rather
+ * than the model's slab; for the backward, the weight and bias gradients of the thread's
+ * share of the batch (OC·CKK + OC; the weights as (CKK, OC) when the product makes them,
+ * as (OC, CKK) for few taps) and one example's output gradient transposed (P, OC). */
 typedef struct {
-  float *col, *dcol, *dweight, *dbias, *dout_transposed, *dout;
+  float *col, *dcol, *out, *dout, *dweight, *dbias, *dout_transposed;
 } conv2d__scratch_t;
 
 static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
   conv2d__scratch_t parts;
   parts.col = parts.dcol = scratch;
-  parts.dweight = parts.col + (size_t)CKK * P;
+  parts.out = parts.dout = parts.col + (size_t)CKK * P;
+  parts.dweight = parts.out + (size_t)OC * P;
   parts.dbias = parts.dweight + (size_t)OC * CKK;
   parts.dout_transposed = parts.dbias + OC;
-  parts.dout = parts.dout_transposed + P * OC;
   return parts;
 }
 
@@ -94,14 +95,18 @@ typedef struct {
    * scratch[t]: its examples' im2col, one at a time, and in the backward the sums of their
    * weight gradients, which the caller adds into dweight and dbias in thread order. */
   float *const *scratch;
-  /* Forward epilogue (the model's, NULL otherwise): the ReLU layer after the convolution
-   * into relu_out, and the 2×2 pool after that into pool_out and argmax, per example while
-   * its output is in cache and on the example's thread. */
+  /* Forward epilogue (the model's; none otherwise): the ReLU layer after the convolution
+   * (`relu`) into relu_out, and the 2×2 pool after that into pool_out and argmax (NULL when
+   * there is no pool), per example while its output is in cache and on the example's thread.
+   * An output the model does not store (nn_layer_t.output_transient: out, relu_out NULL) is
+   * made in the thread's scratch. */
+  int relu;
   float *relu_out, *pool_out;
   int32_t *argmax;
   /* Backward epilogue, the same layers in reverse, per example before its products: the
    * pool's gradient (pool_dout, through argmax) added into the ReLU's (relu_dout), then the
-   * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). */
+   * ReLU's, where relu_out > 0, into the convolution's own (conv_dout, which is dout). With
+   * relu_out not stored, the pool's gradient goes straight to conv_dout where pool_out > 0. */
   float *relu_dout, *conv_dout;
   const float *pool_dout;
   /* Whether relu_dout and conv_dout are stale (nn__stale_gradients: nothing but this
@@ -115,15 +120,15 @@ static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, i
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
   const int CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
-  float *col_b = scratch;
+  const conv2d__scratch_t parts = conv2d__scratch(scratch, job->OC, CKK, P);
   for (int b = first; b < end; b++) {
-    kernels_im2col(col_b, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H, job->W,
-                   job->K, job->stride, job->pad, OH, OW);
-    float *out_b = job->out + (size_t)b * job->OC * P;
-    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, col_b, P, job->bias, 0, job->OC,
-                          (int)P, CKK);
-    if (!job->relu_out) continue;
-    float *relu_b = job->relu_out + (size_t)b * job->OC * P;
+    kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
+                   job->W, job->K, job->stride, job->pad, OH, OW);
+    float *out_b = job->out ? job->out + (size_t)b * job->OC * P : parts.out;
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, P, job->bias, 0,
+                          job->OC, (int)P, CKK);
+    if (!job->relu) continue;
+    float *relu_b = job->relu_out ? job->relu_out + (size_t)b * job->OC * P : parts.out;
     kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
     if (!job->pool_out) continue;
     const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
@@ -153,6 +158,42 @@ static void conv2d__transpose(float *restrict dst, const float *restrict src, in
   }
 }
 
+/* The pool's and the ReLU's backward for example b when the ReLU's output was not stored:
+ * its gradient comes from the pool alone, at each window's argmax, where the ReLU's output
+ * was the pool's, so the ReLU passes it where pool_out > 0. The same bits as the stored path
+ * (maxpool_backward adding into zeros, then relu_backward: + 0.0f turns a −0 into +0 as that
+ * addition did), in one pass over the pooled outputs. Into the scratch's zeros a store, not
+ * an addition, and the mask as bits: GCC made the select a branch, and the branch and the
+ * load of `+=` took 4% of the CNN step. */
+__attribute__((noinline)) /* inlined, its loop ran out of registers (a reload per element) */
+static const float *conv2d__pool_relu_backward(const conv2d__job_t *job, float *scratch, int b,
+                                               int OH, int OW) {
+  const size_t plane = (size_t)OH * OW, n = (size_t)job->OC * plane;
+  const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  const float *restrict pool_out = job->pool_out + (size_t)b * job->OC * pooled;
+  const float *restrict pool_dout = job->pool_dout + (size_t)b * job->OC * pooled;
+  const int32_t *restrict argmax = job->argmax + (size_t)b * job->OC * pooled;
+  const int in_scratch = job->conv_dout_in_scratch;
+  float *restrict conv_dout = in_scratch ? scratch : job->conv_dout + (size_t)b * n;
+  if (in_scratch) memset(conv_dout, 0, n * sizeof *conv_dout);
+  for (int c = 0; c < job->OC; c++) {
+    float *restrict d = conv_dout + (size_t)c * plane;
+    for (size_t j = (size_t)c * pooled; j < (size_t)(c + 1) * pooled; j++) {
+      const float value = pool_dout[j] + 0.0f;
+      uint32_t bits;
+      memcpy(&bits, &value, sizeof bits);
+      bits &= -(uint32_t)(pool_out[j] > 0.0f);
+      float passed;
+      memcpy(&passed, &bits, sizeof passed);
+      if (in_scratch)
+        d[argmax[j]] = passed;
+      else
+        d[argmax[j]] += passed;
+    }
+  }
+  return conv_dout;
+}
+
 /* The pool's and the ReLU's backward for example b (the model's epilogue, see the job):
  * returns the convolution's output gradient for b. A gradient nothing else reads or adds to
  * (stale in the slab, see nn__stale_gradients) is made in the thread's `scratch` (OC, P)
@@ -162,6 +203,7 @@ static const float *conv2d__backward_epilogue(const conv2d__job_t *job, float *s
                                               int OH, int OW) {
   const size_t n = (size_t)job->OC * OH * OW;
   const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
+  if (!job->relu_out) return conv2d__pool_relu_backward(job, scratch, b, OH, OW);
   float *relu_dout_b = job->relu_dout + (size_t)b * n;
   if (job->relu_dout_in_scratch) {
     relu_dout_b = scratch;
@@ -276,7 +318,11 @@ void conv2d_forward_model(nn_model_t *model, const nn_layer_t *layer, float *out
                        .H = in->height, .W = in->width, .OC = layer->shape.channels,
                        .K = layer->kernel, .stride = layer->stride, .pad = layer->padding,
                        .scratch = model->thread_scratch};
-  if (relu) job.relu_out = model->activations + relu->activation;
+  if (layer->output_transient) job.out = NULL;
+  if (relu) {
+    job.relu = 1;
+    job.relu_out = relu->output_transient ? NULL : model->activations + relu->activation;
+  }
   if (pool) {
     job.pool_out = model->activations + pool->activation;
     job.argmax = model->indices + pool->argmax;
@@ -295,13 +341,15 @@ void conv2d_backward_model(nn_model_t *model, const nn_layer_t *layer, float *di
                        .OC = layer->shape.channels, .K = layer->kernel, .stride = layer->stride,
                        .pad = layer->padding, .scratch = model->thread_scratch};
   if (relu) {
-    job.relu_out = model->activations + relu->activation;
+    job.relu = 1;
+    job.relu_out = relu->output_transient ? NULL : model->activations + relu->activation;
     job.relu_dout = model->dactivations + relu->activation;
     job.conv_dout = dout;
     job.relu_dout_in_scratch = relu->output_gradient_stale;
     job.conv_dout_in_scratch = layer->output_gradient_stale;
   }
   if (pool) {
+    job.pool_out = model->activations + pool->activation;
     job.pool_dout = model->dactivations + pool->activation;
     job.argmax = model->indices + pool->argmax;
   }

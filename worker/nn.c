@@ -388,14 +388,68 @@ void optim_adam_update(float *params, const float *grads, float *m, float *v, si
  *                                       conv2d.c) | each dropout's mask
  *   indices:                            each max-pool's argmax
  * A forward-only model (a teacher) has no grads, optimizer state or dactivations, its conv
- * scratch is one example's im2col, and its pools share one argmax buffer: nothing reads
- * them later.
+ * scratch is one example's im2col and output, and its pools share one argmax buffer:
+ * nothing reads them later. The outputs nn__plan_outputs marks transient keep their place
+ * in the activations slab but are never written there.
  *
  * What runs is model->order: the config's layers, each followed by its active blocks.
  * nn__wire() recomputes it, with each node's input and whether it needs an input gradient,
  * whenever blocks join; forward and backward just walk it. */
 
 static int nn__has_params(const nn_layer_t *layer) { return layer->n_weight + layer->n_bias > 0; }
+
+/* How many nodes that run read the output at activation offset `at`. */
+static int nn__readers(const nn_model_t *model, size_t at) {
+  int readers = 0;
+  for (int i = 0; i < model->n_order; i++) readers += model->layers[model->order[i]].input == at;
+  return readers;
+}
+
+/* The layers a convolution at position i of the order runs in its own loop: a ReLU reading
+ * its output, and a 2×2 pool reading that ReLU's; NULL where there is none. */
+static void nn__conv_epilogue(const nn_model_t *model, int i, const nn_layer_t **relu,
+                              const nn_layer_t **pool) {
+  const nn_layer_t *conv = &model->layers[model->order[i]];
+  *relu = *pool = NULL;
+  if (i + 1 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 1]];
+    if (next->kind == CFG_LAYER_RELU && next->input == conv->activation) *relu = next;
+  }
+  if (*relu && i + 2 < model->n_order) {
+    const nn_layer_t *next = &model->layers[model->order[i + 2]];
+    if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
+        next->input == (*relu)->activation)
+      *pool = next;
+  }
+}
+
+/* Whether anything outside the model reads the output at activation offset `at` (a flatten
+ * layer is a view: its offset is its input's). */
+static int nn__read_outside(const nn_model_t *model, size_t at) {
+  for (int l = 0; l < model->n_layers + model->n_blocks; l++)
+    if (model->layers[l].output_read_outside && model->layers[l].activation == at) return 1;
+  return 0;
+}
+
+/* Marks the outputs the forward need not store (nn_layer_t.output_transient): a
+ * convolution's read only by its fused ReLU, and that ReLU's read only by its fused pool,
+ * unless read outside. The backward needs neither: the pool's output decides the ReLU's mask
+ * where the gradient flows (conv2d.c). Not storing them saves writing and reading back two
+ * of the largest buffers of a CNN's batch (bench/README.md, fifth round). */
+static void nn__plan_outputs(nn_model_t *model) {
+  for (int l = 0; l < model->n_layers + model->n_blocks; l++) model->layers[l].output_transient = 0;
+  for (int i = 0; i < model->n_order; i++) {
+    nn_layer_t *conv = &model->layers[model->order[i]];
+    if (conv->kind != CFG_LAYER_CONV2D) continue;
+    const nn_layer_t *relu, *pool;
+    nn__conv_epilogue(model, i, &relu, &pool);
+    if (!relu) continue;
+    conv->output_transient = nn__readers(model, conv->activation) == 1 &&
+                             !nn__read_outside(model, conv->activation);
+    if (pool && nn__readers(model, relu->activation) == 1 && !nn__read_outside(model, relu->activation))
+      model->layers[relu - model->layers].output_transient = 1;
+  }
+}
 
 static void nn__wire(nn_model_t *model) {
   size_t previous = NN_INPUT;
@@ -415,6 +469,7 @@ static void nn__wire(nn_model_t *model) {
     }
   }
   model->n_order = n;
+  nn__plan_outputs(model);
 }
 
 /* The output shape of `spec` on `in`, as config validation computes it; -EINVAL when the
@@ -628,6 +683,12 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
 
   char error[128];
   if (nn__allocate(model) != 0) goto fail;
+  /* The config's feature losses read their student layers' outputs and add into their
+   * gradients; an inference model's own config names layers of its own training, which
+   * nobody reads now. */
+  for (int f = 0; f < config->n_features && !forward_only; f++)
+    if (config->features[f].student_layer >= 0 && config->features[f].student_layer < config->n_layers)
+      model->layers[config->features[f].student_layer].output_read_outside = 1;
   nn__wire(model);
   nn_init_params(model, config->seed);
   if (nn_model_set_threads(model, 1, error, sizeof error) != 0) goto fail;
@@ -738,24 +799,6 @@ int nn_model_grow(nn_model_t *model, int epoch) {
   return joined;
 }
 
-/* The layers a convolution at position i of the order runs in its own loop: a ReLU reading
- * its output, and a 2×2 pool reading that ReLU's; NULL where there is none. */
-static void nn__conv_epilogue(const nn_model_t *model, int i, const nn_layer_t **relu,
-                              const nn_layer_t **pool) {
-  const nn_layer_t *conv = &model->layers[model->order[i]];
-  *relu = *pool = NULL;
-  if (i + 1 < model->n_order) {
-    const nn_layer_t *next = &model->layers[model->order[i + 1]];
-    if (next->kind == CFG_LAYER_RELU && next->input == conv->activation) *relu = next;
-  }
-  if (*relu && i + 2 < model->n_order) {
-    const nn_layer_t *next = &model->layers[model->order[i + 2]];
-    if (next->kind == CFG_LAYER_MAXPOOL && next->kernel == 2 && next->stride == 2 &&
-        next->input == (*relu)->activation)
-      *pool = next;
-  }
-}
-
 /* Whether the layer at position i runs inside an earlier convolution's loop. */
 static int nn__in_conv_epilogue(const nn_model_t *model, int i) {
   const nn_layer_t *layer = &model->layers[model->order[i]], *relu, *pool;
@@ -787,8 +830,8 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
       break;
     case CFG_LAYER_CONV2D: {
       /* A ReLU reading this output, and a 2×2 pool reading the ReLU's, run inside the
-       * convolution's per-example loop (each layer's output still written to its own
-       * buffer, so features and the backward see them as before). */
+       * convolution's per-example loop; each output is written to its own buffer unless
+       * nn__plan_outputs marked it transient. */
       const nn_layer_t *relu, *pool;
       nn__conv_epilogue(model, i, &relu, &pool);
       conv2d_forward_model(model, layer, out, x, B, relu, pool);
@@ -821,13 +864,6 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
   }
   model->training = training;
   return act + model->layers[model->n_layers - 1].activation;
-}
-
-/* How many nodes that run read the output at activation offset `at`. */
-static int nn__readers(const nn_model_t *model, size_t at) {
-  int readers = 0;
-  for (int i = 0; i < model->n_order; i++) readers += model->layers[model->order[i]].input == at;
-  return readers;
 }
 
 /* Marks the output gradients only a convolution's backward epilogue uses (the
@@ -981,11 +1017,12 @@ void nn_optimizer_step(nn_model_t *model, float lr) {
 }
 
 const float *nn_layer_output(const nn_model_t *model, int layer) {
+  if (model->layers[layer].output_transient) return NULL;
   return model->activations + model->layers[layer].activation;
 }
 
 float *nn_layer_doutput(nn_model_t *model, int layer) {
-  if (!model->dactivations) return NULL;
+  if (!model->dactivations || model->layers[layer].output_transient) return NULL;
   const size_t at = model->layers[layer].activation;
   /* A loss adding into a gradient nn_zero_grad left to the epilogue: zero it now. */
   for (int i = 0; i < model->n_order; i++) {
@@ -995,6 +1032,11 @@ float *nn_layer_doutput(nn_model_t *model, int layer) {
     node->output_gradient_stale = 0;
   }
   return model->dactivations + at;
+}
+
+void nn_model_keep_output(nn_model_t *model, int layer) {
+  model->layers[layer].output_read_outside = 1;
+  nn__plan_outputs(model);
 }
 
 cfg_shape_t nn_layer_shape(const nn_model_t *model, int layer) { return model->layers[layer].shape; }

@@ -162,6 +162,14 @@ typedef struct {
    * scratch; nn_zero_grad leaves the slab as it is, and nn_layer_doutput zeroes it whole
    * first when a loss asks for it (nn.c). */
   int output_gradient_stale;
+  /* Its output is read outside the model (a feature loss, the teacher's features: declared
+   * with nn_model_keep_output, or by the config's `features`), so the forward stores it. */
+  int output_read_outside;
+  /* Its output is not stored at all: a convolution's whose only reader is its fused ReLU,
+   * and a fused ReLU's whose only reader is its fused 2×2 pool, when nothing outside reads
+   * them. The forward makes them per example in the thread's scratch, and the backward
+   * needs neither (conv2d.c). nn_layer_output and nn_layer_doutput give NULL for it. */
+  int output_transient;
   /* Blocks only. */
   int grow_epoch;          /* joins at the start of this 1-based epoch */
   int after;               /* the config layer it follows */
@@ -270,9 +278,15 @@ void nn_optimizer_step(nn_model_t *model, float lr);
 
 /* A layer's (or block's) output from the last nn_forward: B × nn_layer_shape() floats, and
  * the buffer for the gradient w.r.t. it (NULL for an inference model). A block following
- * the layer does not change the layer's own output. */
+ * the layer does not change the layer's own output. Both are NULL for an output the forward
+ * did not store (output_transient): a caller that reads a convolution's output, or a ReLU's
+ * between a convolution and a pool, declares it first with nn_model_keep_output. */
 const float *nn_layer_output(const nn_model_t *model, int layer);
 float *nn_layer_doutput(nn_model_t *model, int layer);
+/* Declares that `layer`'s output is read outside the model (see nn_layer_output): every
+ * forward from now on stores it. The config's feature layers are declared by
+ * nn_model_create; a teacher's, by whoever reads them. */
+void nn_model_keep_output(nn_model_t *model, int layer);
 cfg_shape_t nn_layer_shape(const nn_model_t *model, int layer);
 
 /* Parameters of one layer (weights and biases), the L2 norm of their gradient, and whether

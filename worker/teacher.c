@@ -212,8 +212,11 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
   }
 loaded:
   teacher->n_features = student->n_features;
-  for (int i = 0; i < student->n_features; i++)
+  for (int i = 0; i < student->n_features; i++) {
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
+    /* The pairs and the cache read these outputs: the forward must store them. */
+    if (teacher->layers[i] >= 0) nn_model_keep_output(&teacher->model, teacher->layers[i]);
+  }
   if (teacher__cache_budget(&teacher->cache_budget) != 0) {
     rc = util_error(error, error_size, -EINVAL, "%s: expected a size in MiB (a number ≥ 0), not \"%s\"",
                         TEACHER_CACHE_ENV, getenv(TEACHER_CACHE_ENV));
