@@ -498,6 +498,31 @@ static void test_dropout(void) {
   /* p = 0 keeps everything unscaled. */
   dropout_forward(out, mask, inp, N, 0.0f, key);
   CHECK(memcmp(out, inp, N * sizeof *out) == 0);
+
+  /* Every kernel set draws the masks the definition gives (splitmix64's output function on
+   * key + (i + 1)·φ, its top 24 bits against ⌈p·2²⁴⌉), for lengths around the vector
+   * widths: the same runs on any CPU. */
+  const uint64_t threshold = (uint64_t)ceil(0.3 * 16777216.0);
+  int sets = 0, defined = 1;
+  for (int isa = 0; isa < KERNELS_COUNT; isa++) {
+    if (kernels_use((kernels_isa_t)isa) != 0) continue;
+    sets++;
+    static const int lengths[] = {1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 1001};
+    for (size_t k = 0; k < sizeof lengths / sizeof *lengths; k++) {
+      dropout_forward(out, mask, inp, lengths[k], 0.3f, key);
+      for (int i = 0; i < lengths[k]; i++) {
+        uint64_t z = key + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        const float expected = ((z ^ (z >> 31)) >> 40) < threshold ? 0.0f : 1.0f / (1.0f - 0.3f);
+        defined &= memcmp(&mask[i], &expected, sizeof expected) == 0 && out[i] == inp[i] * expected;
+      }
+    }
+  }
+  kernels_use(kernels_isa_best());
+  printf("  %d kernel sets draw the defined masks: %s\n", sets, defined ? "yes" : "NO");
+  CHECK(sets >= 2);
+  CHECK(defined);
   free(inp), free(out), free(mask), free(again), free(other), free(dinp);
 }
 

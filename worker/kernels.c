@@ -36,6 +36,7 @@ typedef struct {
   void (*relu_backward)(float *, const float *, const float *, size_t, int);
   void (*im2col)(float *, const float *, int, int, int, int, int, int, int, int);
   void (*col2im)(float *, float *, int, int, int, int, int, int, int, int);
+  void (*dropout_forward)(float *, float *, const float *, size_t, uint64_t, uint64_t, float);
 } kernels_table_t;
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi).
@@ -211,4 +212,9 @@ void kernels_im2col(float *col, const float *inp, int C, int H, int W, int K, in
 void kernels_col2im(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
                     int OH, int OW) {
   kernels__table()->col2im(dinp, col, C, H, W, K, stride, pad, OH, OW);
+}
+
+void kernels_dropout_forward(float *out, float *mask, const float *inp, size_t n, uint64_t key,
+                             uint64_t threshold, float scale) {
+  kernels__table()->dropout_forward(out, mask, inp, n, key, threshold, scale);
 }

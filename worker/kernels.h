@@ -67,6 +67,12 @@ void kernels_relu_forward(float *out, const float *inp, size_t n);
 void kernels_relu_backward(float *dinp, const float *dout, const float *out, size_t n,
                            int accumulate);
 
+/* Dropout (nn.h's dropout_forward, which calls this): mask (n) = 0 where element i's draw,
+ * the top 24 bits of splitmix64's output function on key + (i + 1)·0x9e3779b97f4a7c15, is
+ * below `threshold`, else `scale`; out (n) = inp · mask. */
+void kernels_dropout_forward(float *out, float *mask, const float *inp, size_t n, uint64_t key,
+                             uint64_t threshold, float scale);
+
 /* Max-pool with a 2×2 window and stride 2 over `planes` planes of H×W, with maxpool_forward's
  * semantics (argmax in the plane, the first maximum in row-major order wins a tie). */
 void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,

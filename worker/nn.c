@@ -217,24 +217,15 @@ uint64_t nn_dropout_key(uint64_t seed, int64_t step, int layer) {
   return rng_splitmix64(&state);
 }
 
-/* splitmix64's output function on key + i·φ: a counter-based generator, one independent
- * 64-bit draw per element with no state carried between elements (or between steps). */
-static inline uint64_t dropout__hash(uint64_t key, uint64_t i) {
-  uint64_t z = key + (i + 1) * 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
+/* The draw for element i is splitmix64's output function on key + (i + 1)·φ: a
+ * counter-based generator, one independent 64-bit draw per element with no state carried
+ * between elements (or between steps); kernels.h computes it, in vectors. */
 void dropout_forward(float *restrict out, float *restrict mask, const float *restrict inp, int N,
                      float p, uint64_t key) {
   // inp (N) -> out (N), mask (N)
   /* Dropped when the top 24 bits, as a fraction, are below p: P(drop) = ⌈p·2²⁴⌉ / 2²⁴. */
   const uint64_t threshold = (uint64_t)ceil((double)p * 16777216.0);
-  const float scale = 1.0f / (1.0f - p);
-  for (int i = 0; i < N; i++) mask[i] = (dropout__hash(key, (uint64_t)i) >> 40) < threshold ? 0.0f : scale;
-  const size_t n = (size_t)N;
-  for (size_t i = 0; i < n; i++) out[i] = inp[i] * mask[i];
+  kernels_dropout_forward(out, mask, inp, (size_t)N, key, threshold, 1.0f / (1.0f - p));
 }
 
 void dropout_backward(float *restrict dinp, const float *restrict dout,
