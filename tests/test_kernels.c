@@ -2,10 +2,11 @@
  * printed as it runs; the sets it lacks are named as not run): the few-taps convolution
  * weight gradient and the unpacked GEMM (both orientations of A, bias or none, rows and
  * columns that leave remainders) against a double-precision definition, the 2×2 max-pool
- * against the definition bit for bit (ties included), odd sizes that leave vector tails,
- * batch 1, channel counts that are not a multiple of the register block, column strides of
- * a chunk, and the same bits from one call to the next. MAPSAGE_KERNELS is checked too.
- * The convolutions' finite-difference checks through nn.h run per set in test_nn. */
+ * and its backward through a ReLU against the definition bit for bit (ties included), odd
+ * sizes that leave vector tails, batch 1, channel counts that are not a multiple of the
+ * register block, column strides of a chunk, and the same bits from one call to the next.
+ * MAPSAGE_KERNELS is checked too. The convolutions' finite-difference checks through nn.h,
+ * and dropout's masks, run per set in test_nn. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -197,6 +198,43 @@ static void test_maxpool2(void) {
   CHECK(windows > 0 && ties > 0);
 }
 
+/* The gradient through a 2×2 pool and a ReLU, bit for bit against its definition: dinp
+ * zeroed, dout (+0 for a −0) added at each window's argmax where the pool's output is > 0.
+ * The pool's outputs and argmaxes come from the reference pool on values of four levels
+ * (ties, zeros and negatives: most windows are not passed, or tie); dinp starts as garbage,
+ * which every element must overwrite (odd sizes leave rows and columns no window covers). */
+static void test_maxpool2_relu_backward(void) {
+  static const int sizes[][2] = {{2, 2}, {3, 5}, {5, 9}, {11, 11}, {26, 26}, {28, 28}, {7, 33}, {4, 67}};
+  int values = 0, passed = 0, same = 1;
+  for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+    const int H = sizes[s][0], W = sizes[s][1], OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
+    const size_t planes = 3, n_in = planes * H * W, n_out = planes * OH * OW;
+    float *inp = malloc(n_in * sizeof *inp), *out = malloc(n_out * sizeof *out);
+    float *dout = malloc(n_out * sizeof *dout), *dinp = malloc(n_in * sizeof *dinp);
+    float *expected = calloc(n_in, sizeof *expected);
+    int32_t *argmax = malloc(n_out * sizeof *argmax);
+    for (size_t i = 0; i < n_in; i++) inp[i] = (float)(int)(4.0f * rng_uniform(&test_rng)) - 1.5f;
+    maxpool2_reference(out, argmax, inp, planes, H, W);
+    for (size_t i = 0; i < n_out; i++) out[i] = out[i] > 0.0f ? out[i] : 0.0f; /* the ReLU after it */
+    fill_uniform(dout, n_out, -1, 1);
+    dout[0] = -0.0f;
+    for (size_t i = 0; i < n_out; i++) {
+      const size_t plane = i / ((size_t)OH * OW);
+      if (out[i] > 0.0f) expected[plane * H * W + (size_t)argmax[i]] += dout[i];
+      passed += out[i] > 0.0f;
+    }
+    for (size_t i = 0; i < n_in; i++) dinp[i] = 7.0f;
+    kernels_maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W);
+    same &= memcmp(dinp, expected, n_in * sizeof *dinp) == 0;
+    values += (int)n_in;
+    free(inp), free(out), free(dout), free(dinp), free(expected), free(argmax);
+  }
+  printf("    maxpool 2x2 + relu backward: %d values (%d pooled passed) bit-identical to the "
+         "definition: %s\n", values, passed, same ? "yes" : "NO");
+  CHECK(values > 0 && passed > 0);
+  CHECK(same);
+}
+
 /* ReLU bit for bit against `x > 0 ? x : 0` (−0 and NaN give +0), lengths with a vector tail;
  * the backward accumulating, and writing in place of its own input. */
 static void test_relu(void) {
@@ -269,6 +307,7 @@ int main(void) {
     test_relu();
     test_few_taps();
     test_maxpool2();
+    test_maxpool2_relu_backward();
     ran++;
   }
   /* The portable set runs everywhere; on x86-64 with AVX2 (any machine of the last decade)

@@ -98,8 +98,12 @@ typedef struct {
   /* Forward epilogue (the model's; none otherwise): the ReLU layer after the convolution
    * (`relu`) into relu_out, and the 2×2 pool after that into pool_out and argmax (NULL when
    * there is no pool), per example while its output is in cache and on the example's thread.
-   * An output the model does not store (nn_layer_t.output_transient: out, relu_out NULL) is
-   * made in the thread's scratch. */
+   * The convolution's output when the model does not store it (nn_layer_t.output_transient:
+   * out NULL) is made in the thread's scratch; the ReLU's (relu_out NULL, only with a pool)
+   * is never made: the pool takes the convolution's output and the ReLU the pool's, which
+   * gives the same pooled values (the ReLU is monotonic: max of ReLUs = ReLU of the max, for
+   * finite inputs) and the same argmax wherever the pooled value is > 0, the only places the
+   * backward reads it (conv2d__pool_relu_backward). */
   int relu;
   float *relu_out, *pool_out;
   int32_t *argmax;
@@ -128,13 +132,17 @@ static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, i
     kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, P, job->bias, 0,
                           job->OC, (int)P, CKK);
     if (!job->relu) continue;
-    float *relu_b = job->relu_out ? job->relu_out + (size_t)b * job->OC * P : parts.out;
-    kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
-    if (!job->pool_out) continue;
     const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
-    kernels_maxpool2_forward(job->pool_out + (size_t)b * job->OC * pooled,
-                             job->argmax + (size_t)b * job->OC * pooled, relu_b, (size_t)job->OC,
-                             OH, OW);
+    float *pool_b = job->pool_out ? job->pool_out + (size_t)b * job->OC * pooled : NULL;
+    int32_t *argmax_b = job->pool_out ? job->argmax + (size_t)b * job->OC * pooled : NULL;
+    if (job->relu_out) {
+      float *relu_b = job->relu_out + (size_t)b * job->OC * P;
+      kernels_relu_forward(relu_b, out_b, (size_t)job->OC * P);
+      if (pool_b) kernels_maxpool2_forward(pool_b, argmax_b, relu_b, (size_t)job->OC, OH, OW);
+    } else { /* the ReLU's output not stored: the pool first, the ReLU on a quarter as much */
+      kernels_maxpool2_forward(pool_b, argmax_b, out_b, (size_t)job->OC, OH, OW);
+      kernels_relu_forward(pool_b, pool_b, (size_t)job->OC * pooled);
+    }
   }
 }
 
@@ -161,11 +169,9 @@ static void conv2d__transpose(float *restrict dst, const float *restrict src, in
 /* The pool's and the ReLU's backward for example b when the ReLU's output was not stored:
  * its gradient comes from the pool alone, at each window's argmax, where the ReLU's output
  * was the pool's, so the ReLU passes it where pool_out > 0. The same bits as the stored path
- * (maxpool_backward adding into zeros, then relu_backward: + 0.0f turns a −0 into +0 as that
- * addition did), in one pass over the pooled outputs. Into the scratch's zeros a store, not
- * an addition, and the mask as bits: GCC made the select a branch, and the branch and the
- * load of `+=` took 4% of the CNN step. */
-__attribute__((noinline)) /* inlined, its loop ran out of registers (a reload per element) */
+ * (maxpool_backward adding into zeros, then relu_backward; + 0.0f turns a −0 into +0 as that
+ * addition did). Into the thread's scratch, kernels.h writes every element at once; added
+ * into a stored gradient (a loss on the convolution's output), one pooled value at a time. */
 static const float *conv2d__pool_relu_backward(const conv2d__job_t *job, float *scratch, int b,
                                                int OH, int OW) {
   const size_t plane = (size_t)OH * OW, n = (size_t)job->OC * plane;
@@ -173,23 +179,15 @@ static const float *conv2d__pool_relu_backward(const conv2d__job_t *job, float *
   const float *restrict pool_out = job->pool_out + (size_t)b * job->OC * pooled;
   const float *restrict pool_dout = job->pool_dout + (size_t)b * job->OC * pooled;
   const int32_t *restrict argmax = job->argmax + (size_t)b * job->OC * pooled;
-  const int in_scratch = job->conv_dout_in_scratch;
-  float *restrict conv_dout = in_scratch ? scratch : job->conv_dout + (size_t)b * n;
-  if (in_scratch) memset(conv_dout, 0, n * sizeof *conv_dout);
+  if (job->conv_dout_in_scratch) {
+    kernels_maxpool2_relu_backward(scratch, pool_dout, pool_out, argmax, (size_t)job->OC, OH, OW);
+    return scratch;
+  }
+  float *restrict conv_dout = job->conv_dout + (size_t)b * n;
   for (int c = 0; c < job->OC; c++) {
     float *restrict d = conv_dout + (size_t)c * plane;
-    for (size_t j = (size_t)c * pooled; j < (size_t)(c + 1) * pooled; j++) {
-      const float value = pool_dout[j] + 0.0f;
-      uint32_t bits;
-      memcpy(&bits, &value, sizeof bits);
-      bits &= -(uint32_t)(pool_out[j] > 0.0f);
-      float passed;
-      memcpy(&passed, &bits, sizeof passed);
-      if (in_scratch)
-        d[argmax[j]] = passed;
-      else
-        d[argmax[j]] += passed;
-    }
+    for (size_t j = (size_t)c * pooled; j < (size_t)(c + 1) * pooled; j++)
+      d[argmax[j]] += pool_out[j] > 0.0f ? pool_dout[j] + 0.0f : 0.0f;
   }
   return conv_dout;
 }

@@ -37,6 +37,8 @@ typedef struct {
   void (*im2col)(float *, const float *, int, int, int, int, int, int, int, int);
   void (*col2im)(float *, float *, int, int, int, int, int, int, int, int);
   void (*dropout_forward)(float *, float *, const float *, size_t, uint64_t, uint64_t, float);
+  void (*maxpool2_relu_backward)(float *, const float *, const float *, const int32_t *, size_t,
+                                 int, int);
 } kernels_table_t;
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi).
@@ -187,6 +189,11 @@ void kernels_conv_few_taps_backward(float *dweight, float *dbias, const float *d
 void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
                               int W) {
   kernels__table()->maxpool2_forward(out, argmax, inp, planes, H, W);
+}
+
+void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float *out,
+                                    const int32_t *argmax, size_t planes, int H, int W) {
+  kernels__table()->maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W);
 }
 
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,

@@ -78,4 +78,10 @@ void kernels_dropout_forward(float *out, float *mask, const float *inp, size_t n
 void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
                               int W);
 
+/* The gradient through that pool when a ReLU came after it (or before it: the same, see
+ * conv2d.c): dinp (planes, H, W) = dout (planes, OH, OW) at each window's argmax where out
+ * > 0, +0 everywhere else; every element of dinp is written. */
+void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float *out,
+                                    const int32_t *argmax, size_t planes, int H, int W);
+
 #endif

@@ -387,23 +387,34 @@ static void KFN(relu_backward)(float *dinp, const float *dout, const float *out,
 #if KERNELS_WIDTH == 4
 #define KERNELS_EVEN_LIST 0, 2, 4, 6
 #define KERNELS_ODD_LIST 1, 3, 5, 7
+#define KERNELS_ZIP_LOW_LIST 0, 4, 1, 5
+#define KERNELS_ZIP_HIGH_LIST 2, 6, 3, 7
 #define KERNELS_LANES {0, 1, 2, 3}
 #elif KERNELS_WIDTH == 8
 #define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14
 #define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15
+#define KERNELS_ZIP_LOW_LIST 0, 8, 1, 9, 2, 10, 3, 11
+#define KERNELS_ZIP_HIGH_LIST 4, 12, 5, 13, 6, 14, 7, 15
 #define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7}
 #else
 #define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define KERNELS_ZIP_LOW_LIST 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define KERNELS_ZIP_HIGH_LIST 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
 #define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 #endif
-/* The even or odd lanes of the 2·KW floats in (a, b): GCC's and clang's spellings. */
+/* The even or odd lanes of the 2·KW floats in (a, b), and their inverse: a's and b's lanes
+ * interleaved, the first KW of them (low) or the last (high). GCC's and clang's spellings. */
 #if defined(__clang__)
 #define KERNELS_EVEN(a, b) __builtin_shufflevector(a, b, KERNELS_EVEN_LIST)
 #define KERNELS_ODD(a, b) __builtin_shufflevector(a, b, KERNELS_ODD_LIST)
+#define KERNELS_ZIP_LOW(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_LOW_LIST)
+#define KERNELS_ZIP_HIGH(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_HIGH_LIST)
 #else
 #define KERNELS_EVEN(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_EVEN_LIST})
 #define KERNELS_ODD(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ODD_LIST})
+#define KERNELS_ZIP_LOW(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_LOW_LIST})
+#define KERNELS_ZIP_HIGH(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_HIGH_LIST})
 #endif
 
 /* Where v > max: max = v, best = at (a blend on the comparison's mask). */
@@ -463,6 +474,72 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
   }
 }
 
+/* dinp's planes (of plane floats) at each pooled value's argmax = dout where out > 0, +0
+ * elsewhere: a select on bits, since GCC's select on floats was a branch that mispredicted
+ * (which windows pass is data). */
+static inline __attribute__((always_inline)) void
+KFN(pool_relu_scatter)(float *dinp, const float *dout, const float *out, const int32_t *argmax,
+                       size_t planes, size_t plane, size_t pooled) {
+  for (size_t c = 0; c < planes; c++) {
+    float *restrict d = dinp + c * plane;
+    for (size_t j = c * pooled; j < (c + 1) * pooled; j++) {
+      const float value = dout[j] + 0.0f;
+      uint32_t bits;
+      memcpy(&bits, &value, sizeof bits);
+      bits &= -(uint32_t)(out[j] > 0.0f);
+      memcpy(&d[argmax[j]], &bits, sizeof bits);
+    }
+  }
+}
+
+/* The gradient through a 2×2, stride-2 pool whose output went through a ReLU (conv2d.c's
+ * epilogue when the ReLU's output is not stored): dinp (planes, H, W) = dout at each
+ * window's argmax where out > 0, +0 everywhere else (+ 0.0f turns a −0 into +0, as adding
+ * into zeros did). Every element written once, rows and columns no window covers included,
+ * in place of zeroing dinp and scattering into it (a scalar loop at ~1.7 ns a pooled value
+ * plus the memset: 4–5% of the CNN step). KW windows at a time: four candidates' values
+ * selected on the argmax, interleaved back into the two rows' columns; 2.1–2.2× faster
+ * than zeroing and scattering on the first convolution's 28×28 and 26×26 planes, 2× slower
+ * on the second's 14×14 and 11×11 (rows of 7 and 5 windows, scalar), which scatter. */
+static void KFN(maxpool2_relu_backward)(float *dinp, const float *dout, const float *out,
+                                        const int32_t *argmax, size_t planes, int H, int W) {
+  const int OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
+  if (OW < KW) { /* narrower than a vector of windows: zeroes, then one store per window */
+    memset(dinp, 0, planes * (size_t)H * W * sizeof *dinp);
+    KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW);
+    return;
+  }
+  const KFN(ivec) twice_lanes = (KFN(ivec))KERNELS_LANES * 2;
+  for (size_t plane = 0; plane < planes; plane++) {
+    float *d = dinp + plane * (size_t)H * W;
+    for (int oh = 0; oh < OH; oh++) {
+      float *restrict top = d + (size_t)(2 * oh) * W, *restrict bottom = top + W;
+      const size_t at_row = (plane * OH + oh) * OW;
+      const float *restrict o = out + at_row, *restrict g = dout + at_row;
+      const int32_t *restrict a = argmax + at_row;
+      const int32_t row = 2 * oh * W;
+      for (int ow = 0;;) { /* the last vector may overlap the one before, as in the forward */
+        if (ow + KW > OW) ow = OW - KW;
+        KFN(ivec) best;
+        memcpy(&best, a + ow, sizeof best);
+        const KFN(ivec) passed = (KFN(ivec))(KFN(load)(g + ow) + 0.0f) & (KFN(load)(o + ow) > 0.0f);
+        const KFN(ivec) at = twice_lanes + (row + 2 * ow);
+        const KFN(ivec) v0 = passed & (best == at), v1 = passed & (best == at + 1);
+        const KFN(ivec) v2 = passed & (best == at + W), v3 = passed & (best == at + W + 1);
+        KFN(store)(top + 2 * ow, (KFN(vec))KERNELS_ZIP_LOW(v0, v1));
+        KFN(store)(top + 2 * ow + KW, (KFN(vec))KERNELS_ZIP_HIGH(v0, v1));
+        KFN(store)(bottom + 2 * ow, (KFN(vec))KERNELS_ZIP_LOW(v2, v3));
+        KFN(store)(bottom + 2 * ow + KW, (KFN(vec))KERNELS_ZIP_HIGH(v2, v3));
+        ow += KW;
+        if (ow >= OW) break;
+      }
+      if (W > 2 * OW) top[W - 1] = bottom[W - 1] = 0.0f; /* an odd width's last column */
+    }
+    for (int h = 2 * OH; h < H; h++) /* an odd height's last row */
+      for (int w = 0; w < W; w++) d[(size_t)h * W + w] = 0.0f;
+  }
+}
+
 /* Dropout's forward (nn.h's dropout_forward, which calls this): mask (n) = 0 where the
  * element's draw falls below `threshold`, else `scale`, and out (n) = inp · mask. The draw
  * for element i is splitmix64's output function on key + (i + 1)·φ, its top 24 bits. The
@@ -514,8 +591,12 @@ static void KFN(dropout_forward)(float *out, float *mask, const float *inp, size
 
 #undef KERNELS_EVEN
 #undef KERNELS_ODD
+#undef KERNELS_ZIP_LOW
+#undef KERNELS_ZIP_HIGH
 #undef KERNELS_EVEN_LIST
 #undef KERNELS_ODD_LIST
+#undef KERNELS_ZIP_LOW_LIST
+#undef KERNELS_ZIP_HIGH_LIST
 #undef KERNELS_LANES
 
 static const kernels_table_t KFN(kernels_table) = {
@@ -527,6 +608,7 @@ static const kernels_table_t KFN(kernels_table) = {
     .im2col = KFN(im2col),
     .col2im = KFN(col2im),
     .dropout_forward = KFN(dropout_forward),
+    .maxpool2_relu_backward = KFN(maxpool2_relu_backward),
 };
 
 #undef KW
