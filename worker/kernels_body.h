@@ -425,6 +425,20 @@ static inline __attribute__((always_inline)) void KFN(take_greater)(KFN(vec) *ma
   *best = (at & greater) | (*best & ~greater);
 }
 
+/* KW windows of a pair of rows, from the 2·KW floats at top and at bottom: their maxima
+ * and argmaxes, `at` holding their top-left indices in the plane. */
+static inline __attribute__((always_inline)) void
+KFN(pool2_windows)(KFN(vec) *max, KFN(ivec) *best, const float *top, const float *bottom,
+                   KFN(ivec) at, int W) {
+  const KFN(vec) t0 = KFN(load)(top), t1 = KFN(load)(top + KW);
+  const KFN(vec) b0 = KFN(load)(bottom), b1 = KFN(load)(bottom + KW);
+  *max = KERNELS_EVEN(t0, t1);
+  *best = at;
+  KFN(take_greater)(max, best, KERNELS_ODD(t0, t1), at + 1);
+  KFN(take_greater)(max, best, KERNELS_EVEN(b0, b1), at + W);
+  KFN(take_greater)(max, best, KERNELS_ODD(b0, b1), at + W + 1);
+}
+
 static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp, size_t planes,
                                   int H, int W) {
   const int OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
@@ -436,39 +450,33 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
       float *restrict o = out + (plane * OH + oh) * OW;
       int32_t *restrict a = argmax + (plane * OH + oh) * OW;
       const int32_t row = 2 * oh * W;
+      KFN(vec) max;
+      KFN(ivec) best;
+      if (OW < KW) {
+        /* Narrower than KW windows (a second convolution's 7 or 5): KW windows computed
+         * from 2·KW floats of each row, which run on into the rows after (read, not used),
+         * OW kept; near the end of the planes, from a copy of the row pair in zeros. A
+         * scalar loop here took 6–10% of a cnn-teacher.json run (its selects became
+         * branches at -O3, mispredicted on real images). */
+        const float *from_top = top, *from_bottom = bottom;
+        float top_copy[2 * KW] = {0}, bottom_copy[2 * KW] = {0};
+        if ((size_t)(bottom - inp) + 2 * KW > planes * (size_t)H * W) {
+          for (int i = 0; i < 2 * OW; i++) top_copy[i] = top[i], bottom_copy[i] = bottom[i];
+          from_top = top_copy, from_bottom = bottom_copy;
+        }
+        KFN(pool2_windows)(&max, &best, from_top, from_bottom, twice_lanes + row, W);
+        for (int i = 0; i < OW; i++) o[i] = max[i], a[i] = best[i];
+        continue;
+      }
       /* Vectors of KW windows; the last one may overlap the one before (rewriting the same
-       * values), so only a row narrower than KW windows takes the scalar loop. */
-      int ow = 0;
-      while (OW >= KW) {
+       * values). */
+      for (int ow = 0;;) {
         if (ow + KW > OW) ow = OW - KW;
-        const KFN(vec) t0 = KFN(load)(top + 2 * ow), t1 = KFN(load)(top + 2 * ow + KW);
-        const KFN(vec) b0 = KFN(load)(bottom + 2 * ow), b1 = KFN(load)(bottom + 2 * ow + KW);
-        const KFN(ivec) at = twice_lanes + (row + 2 * ow);
-        KFN(vec) max = KERNELS_EVEN(t0, t1);
-        KFN(ivec) best = at;
-        KFN(take_greater)(&max, &best, KERNELS_ODD(t0, t1), at + 1);
-        KFN(take_greater)(&max, &best, KERNELS_EVEN(b0, b1), at + W);
-        KFN(take_greater)(&max, &best, KERNELS_ODD(b0, b1), at + W + 1);
+        KFN(pool2_windows)(&max, &best, top + 2 * ow, bottom + 2 * ow, twice_lanes + (row + 2 * ow), W);
         KFN(store)(o + ow, max);
         memcpy(a + ow, &best, sizeof best);
         ow += KW;
         if (ow >= OW) break;
-      }
-      /* The select pattern GCC turns into conditional moves (a branch here mispredicted on
-       * half the windows). */
-      for (; ow < OW; ow++) {
-        const int32_t at = row + 2 * ow;
-        const int32_t candidates[4] = {at, at + 1, at + W, at + W + 1};
-        float max = in[at];
-        int32_t best = at;
-        for (int i = 1; i < 4; i++) {
-          const float v = in[candidates[i]];
-          const int greater = v > max;
-          max = greater ? v : max;
-          best = greater ? candidates[i] : best;
-        }
-        o[ow] = max;
-        a[ow] = best;
       }
     }
   }
