@@ -30,31 +30,44 @@ static inline __attribute__((always_inline)) float KFN(lanes_sum)(KFN(vec) v) {
   return sum;
 }
 
-/* `taps` (4, or 1 for the remainder) consecutive rows of col against one row d of dout:
- * dweight[t] += Σ_p d[p] · col[t][p]. Named accumulators (see gemm_tile): independent
- * chains, so the FMAs overlap. */
+/* `taps` (0 to 9, a constant after inlining) consecutive rows of col against one row d of
+ * dout: dweight[t] += Σ_p d[p] · col[t][p], and *dbias += Σ_p d[p] unless dbias is NULL. One
+ * pass over d for a 3×3 kernel on one channel, every sum its own chain (named accumulators,
+ * see gemm_tile), so the FMAs overlap: taps of 4 then 1, and the bias apart, had read d three
+ * times and left two sums on a single chain each (3.3% of cnn-teacher.json's step). */
 static inline __attribute__((always_inline)) void
-KFN(few_taps_dots)(float *restrict dweight, const float *restrict d, const float *restrict col,
-                   size_t col_stride, int taps, int P) {
-  const float *restrict c0 = col, *restrict c1 = col + (taps > 1 ? col_stride : 0);
-  const float *restrict c2 = col + (taps > 2 ? 2 * col_stride : 0);
-  const float *restrict c3 = col + (taps > 3 ? 3 * col_stride : 0);
-  KFN(vec) acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
+KFN(few_taps_dots)(float *restrict dweight, float *restrict dbias, const float *restrict d,
+                   const float *restrict col, size_t col_stride, int taps, int P) {
+#define KERNELS_TAP(t) const float *restrict c##t = col + (size_t)(taps > t ? t : 0) * col_stride
+  KERNELS_TAP(0); KERNELS_TAP(1); KERNELS_TAP(2); KERNELS_TAP(3); KERNELS_TAP(4);
+  KERNELS_TAP(5); KERNELS_TAP(6); KERNELS_TAP(7); KERNELS_TAP(8);
+#undef KERNELS_TAP
+  KFN(vec) acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0}, acc4 = {0}, acc5 = {0}, acc6 = {0};
+  KFN(vec) acc7 = {0}, acc8 = {0}, bias = {0};
   int p = 0;
   for (; p + KW <= P; p += KW) {
     const KFN(vec) dv = KFN(load)(d + p);
-    acc0 += dv * KFN(load)(c0 + p);
-    if (taps == 4) {
-      acc1 += dv * KFN(load)(c1 + p);
-      acc2 += dv * KFN(load)(c2 + p);
-      acc3 += dv * KFN(load)(c3 + p);
-    }
+    if (taps > 0) acc0 += dv * KFN(load)(c0 + p);
+    if (taps > 1) acc1 += dv * KFN(load)(c1 + p);
+    if (taps > 2) acc2 += dv * KFN(load)(c2 + p);
+    if (taps > 3) acc3 += dv * KFN(load)(c3 + p);
+    if (taps > 4) acc4 += dv * KFN(load)(c4 + p);
+    if (taps > 5) acc5 += dv * KFN(load)(c5 + p);
+    if (taps > 6) acc6 += dv * KFN(load)(c6 + p);
+    if (taps > 7) acc7 += dv * KFN(load)(c7 + p);
+    if (taps > 8) acc8 += dv * KFN(load)(c8 + p);
+    if (dbias) bias += dv;
   }
-  const KFN(vec) accs[4] = {acc0, acc1, acc2, acc3};
+  const KFN(vec) accs[9] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7, acc8};
   for (int t = 0; t < taps; t++) {
     float sum = KFN(lanes_sum)(accs[t]);
     for (int q = p; q < P; q++) sum += d[q] * col[(size_t)t * col_stride + q];
     dweight[t] += sum;
+  }
+  if (dbias) {
+    float sum = KFN(lanes_sum)(bias);
+    for (int q = p; q < P; q++) sum += d[q];
+    *dbias += sum;
   }
 }
 
@@ -65,17 +78,18 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
     const float *col_b = col + (size_t)b * P;
     for (int o = 0; o < OC; o++) {
       const float *d = dout + ((size_t)b * OC + o) * P;
-      float *dw = dweight + (size_t)o * CKK;
+      float *dw = dweight + (size_t)o * CKK, *db = dbias ? dbias + o : NULL;
       int k = 0;
-      for (; k + 4 <= CKK; k += 4) KFN(few_taps_dots)(dw + k, d, col_b + (size_t)k * col_stride, col_stride, 4, P);
-      for (; k < CKK; k++) KFN(few_taps_dots)(dw + k, d, col_b + (size_t)k * col_stride, col_stride, 1, P);
-      if (dbias) {
-        KFN(vec) acc = {0};
-        int p = 0;
-        for (; p + KW <= P; p += KW) acc += KFN(load)(d + p);
-        float sum = KFN(lanes_sum)(acc);
-        for (; p < P; p++) sum += d[p];
-        dbias[o] += sum;
+      for (; k + 9 <= CKK; k += 9, db = NULL)
+        KFN(few_taps_dots)(dw + k, db, d, col_b + (size_t)k * col_stride, col_stride, 9, P);
+      const float *rest = col_b + (size_t)k * col_stride;
+      switch (CKK - k) { /* a constant count of taps for each */
+#define KERNELS_REST(n) case n: KFN(few_taps_dots)(dw + k, db, d, rest, col_stride, n, P); break;
+        KERNELS_REST(1) KERNELS_REST(2) KERNELS_REST(3) KERNELS_REST(4)
+        KERNELS_REST(5) KERNELS_REST(6) KERNELS_REST(7) KERNELS_REST(8)
+#undef KERNELS_REST
+      default: /* no taps left; the bias, if still due, in a pass of its own */
+        if (db) KFN(few_taps_dots)(dw, db, d, rest, col_stride, 0, P);
       }
     }
   }
