@@ -30,7 +30,7 @@ static inline __attribute__((always_inline)) float KFN(lanes_sum)(KFN(vec) v) {
   return sum;
 }
 
-/* `taps` (0 to 9, a constant after inlining) consecutive rows of col against one row d of
+/* `taps` (1 to 9, a constant after inlining) consecutive rows of col against one row d of
  * dout: dweight[t] += Σ_p d[p] · col[t][p], and *dbias += Σ_p d[p] unless dbias is NULL. One
  * pass over d for a 3×3 kernel on one channel, every sum its own chain (named accumulators,
  * see gemm_tile), so the FMAs overlap: taps of 4 then 1, and the bias apart, had read d three
@@ -47,7 +47,7 @@ KFN(few_taps_dots)(float *restrict dweight, float *restrict dbias, const float *
   int p = 0;
   for (; p + KW <= P; p += KW) {
     const KFN(vec) dv = KFN(load)(d + p);
-    if (taps > 0) acc0 += dv * KFN(load)(c0 + p);
+    acc0 += dv * KFN(load)(c0 + p);
     if (taps > 1) acc1 += dv * KFN(load)(c1 + p);
     if (taps > 2) acc2 += dv * KFN(load)(c2 + p);
     if (taps > 3) acc3 += dv * KFN(load)(c3 + p);
@@ -88,8 +88,8 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
         KERNELS_REST(1) KERNELS_REST(2) KERNELS_REST(3) KERNELS_REST(4)
         KERNELS_REST(5) KERNELS_REST(6) KERNELS_REST(7) KERNELS_REST(8)
 #undef KERNELS_REST
-      default: /* no taps left; the bias, if still due, in a pass of its own */
-        if (db) KFN(few_taps_dots)(dw, db, d, rest, col_stride, 0, P);
+      default: /* a multiple of nine: nothing left, the bias went with the first nine */
+        break;
       }
     }
   }
