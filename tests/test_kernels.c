@@ -202,16 +202,18 @@ static void test_maxpool2(void) {
  * zeroed, dout (+0 for a −0) added at each window's argmax where the pool's output is > 0.
  * The pool's outputs and argmaxes come from the reference pool on values of four levels
  * (ties, zeros and negatives: most windows are not passed, or tie); dinp starts as garbage,
- * which every element must overwrite (odd sizes leave rows and columns no window covers). */
+ * which every element must overwrite (odd sizes leave rows and columns no window covers).
+ * Accumulating, the same added onto a gradient already there. */
 static void test_maxpool2_relu_backward(void) {
   static const int sizes[][2] = {{2, 2}, {3, 5}, {5, 9}, {11, 11}, {26, 26}, {28, 28}, {7, 33}, {4, 67}};
-  int values = 0, passed = 0, same = 1;
+  int values = 0, passed = 0, same = 1, added = 1;
   for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
     const int H = sizes[s][0], W = sizes[s][1], OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
     const size_t planes = 3, n_in = planes * H * W, n_out = planes * OH * OW;
     float *inp = malloc(n_in * sizeof *inp), *out = malloc(n_out * sizeof *out);
     float *dout = malloc(n_out * sizeof *dout), *dinp = malloc(n_in * sizeof *dinp);
-    float *expected = calloc(n_in, sizeof *expected);
+    float *expected = calloc(n_in, sizeof *expected), *base = malloc(n_in * sizeof *base);
+    float *expected_sum = malloc(n_in * sizeof *expected_sum);
     int32_t *argmax = malloc(n_out * sizeof *argmax);
     for (size_t i = 0; i < n_in; i++) inp[i] = (float)(int)(4.0f * rng_uniform(&test_rng)) - 1.5f;
     maxpool2_reference(out, argmax, inp, planes, H, W);
@@ -224,15 +226,20 @@ static void test_maxpool2_relu_backward(void) {
       passed += out[i] > 0.0f;
     }
     for (size_t i = 0; i < n_in; i++) dinp[i] = 7.0f;
-    kernels_maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W);
+    kernels_maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W, 0);
     same &= memcmp(dinp, expected, n_in * sizeof *dinp) == 0;
+    fill_uniform(base, n_in, -1, 1);
+    for (size_t i = 0; i < n_in; i++) expected_sum[i] = base[i] + expected[i];
+    kernels_maxpool2_relu_backward(base, dout, out, argmax, planes, H, W, 1);
+    added &= memcmp(base, expected_sum, n_in * sizeof *base) == 0;
     values += (int)n_in;
-    free(inp), free(out), free(dout), free(dinp), free(expected), free(argmax);
+    free(inp), free(out), free(dout), free(dinp), free(expected), free(argmax), free(base), free(expected_sum);
   }
   printf("    maxpool 2x2 + relu backward: %d values (%d pooled passed) bit-identical to the "
-         "definition: %s\n", values, passed, same ? "yes" : "NO");
+         "definition: %s; accumulating: %s\n", values, passed, same ? "yes" : "NO", added ? "yes" : "NO");
   CHECK(values > 0 && passed > 0);
   CHECK(same);
+  CHECK(added);
 }
 
 /* ReLU bit for bit against `x > 0 ? x : 0` (−0 and NaN give +0), lengths with a vector tail;

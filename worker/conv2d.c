@@ -168,27 +168,17 @@ static void conv2d__transpose(float *restrict dst, const float *restrict src, in
 
 /* The pool's and the ReLU's backward for example b when the ReLU's output was not stored:
  * its gradient comes from the pool alone, at each window's argmax, where the ReLU's output
- * was the pool's, so the ReLU passes it where pool_out > 0. The same bits as the stored path
- * (maxpool_backward adding into zeros, then relu_backward; + 0.0f turns a −0 into +0 as that
- * addition did). Into the thread's scratch, kernels.h writes every element at once; added
- * into a stored gradient (a loss on the convolution's output), one pooled value at a time. */
+ * was the pool's, so the ReLU passes it where pool_out > 0 (kernels.h; the same bits as the
+ * stored path, maxpool_backward adding into zeros then relu_backward). Written whole into
+ * the thread's scratch, or added into a stored gradient (a loss on the convolution's
+ * output). */
 static const float *conv2d__pool_relu_backward(const conv2d__job_t *job, float *scratch, int b,
                                                int OH, int OW) {
-  const size_t plane = (size_t)OH * OW, n = (size_t)job->OC * plane;
   const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
-  const float *restrict pool_out = job->pool_out + (size_t)b * job->OC * pooled;
-  const float *restrict pool_dout = job->pool_dout + (size_t)b * job->OC * pooled;
-  const int32_t *restrict argmax = job->argmax + (size_t)b * job->OC * pooled;
-  if (job->conv_dout_in_scratch) {
-    kernels_maxpool2_relu_backward(scratch, pool_dout, pool_out, argmax, (size_t)job->OC, OH, OW);
-    return scratch;
-  }
-  float *restrict conv_dout = job->conv_dout + (size_t)b * n;
-  for (int c = 0; c < job->OC; c++) {
-    float *restrict d = conv_dout + (size_t)c * plane;
-    for (size_t j = (size_t)c * pooled; j < (size_t)(c + 1) * pooled; j++)
-      d[argmax[j]] += pool_out[j] > 0.0f ? pool_dout[j] + 0.0f : 0.0f;
-  }
+  const size_t at = (size_t)b * job->OC * pooled;
+  float *conv_dout = job->conv_dout_in_scratch ? scratch : job->conv_dout + (size_t)b * job->OC * OH * OW;
+  kernels_maxpool2_relu_backward(conv_dout, job->pool_dout + at, job->pool_out + at, job->argmax + at,
+                                 (size_t)job->OC, OH, OW, !job->conv_dout_in_scratch);
   return conv_dout;
 }
 
@@ -199,9 +189,9 @@ static const float *conv2d__pool_relu_backward(const conv2d__job_t *job, float *
  * the teacher's step, most of it zeroing them first). */
 static const float *conv2d__backward_epilogue(const conv2d__job_t *job, float *scratch, int b,
                                               int OH, int OW) {
+  if (!job->relu_out) return conv2d__pool_relu_backward(job, scratch, b, OH, OW);
   const size_t n = (size_t)job->OC * OH * OW;
   const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
-  if (!job->relu_out) return conv2d__pool_relu_backward(job, scratch, b, OH, OW);
   float *relu_dout_b = job->relu_dout + (size_t)b * n;
   if (job->relu_dout_in_scratch) {
     relu_dout_b = scratch;
@@ -236,7 +226,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
      * memory (the batch's 29 MB), which made the weight-gradient product ~15% slower. */
     kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
                    job->W, job->K, job->stride, job->pad, OH, OW);
-    if (job->relu_dout) dout_b = conv2d__backward_epilogue(job, parts.dout, b, OH, OW);
+    if (job->relu) dout_b = conv2d__backward_epilogue(job, parts.dout, b, OH, OW);
     if (CKK <= CONV2D_FEW_TAPS) {
       kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
     } else {

@@ -38,7 +38,7 @@ typedef struct {
   void (*col2im)(float *, float *, int, int, int, int, int, int, int, int);
   void (*dropout_forward)(float *, float *, const float *, size_t, uint64_t, uint64_t, float);
   void (*maxpool2_relu_backward)(float *, const float *, const float *, const int32_t *, size_t,
-                                 int, int);
+                                 int, int, int);
 } kernels_table_t;
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi).
@@ -192,8 +192,9 @@ void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, siz
 }
 
 void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float *out,
-                                    const int32_t *argmax, size_t planes, int H, int W) {
-  kernels__table()->maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W);
+                                    const int32_t *argmax, size_t planes, int H, int W,
+                                    int accumulate) {
+  kernels__table()->maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W, accumulate);
 }
 
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,

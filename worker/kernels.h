@@ -80,8 +80,10 @@ void kernels_maxpool2_forward(float *out, int32_t *argmax, const float *inp, siz
 
 /* The gradient through that pool when a ReLU came after it (or before it: the same, see
  * conv2d.c): dinp (planes, H, W) = dout (planes, OH, OW) at each window's argmax where out
- * > 0, +0 everywhere else; every element of dinp is written. */
+ * > 0, +0 everywhere else, every element of dinp written; or, when `accumulate`, dinp +=
+ * that (relu_backward's two modes). */
 void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float *out,
-                                    const int32_t *argmax, size_t planes, int H, int W);
+                                    const int32_t *argmax, size_t planes, int H, int W,
+                                    int accumulate);
 
 #endif

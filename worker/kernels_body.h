@@ -497,11 +497,11 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
 }
 
 /* dinp's planes (of plane floats) at each pooled value's argmax = dout where out > 0, +0
- * elsewhere: a select on bits, since GCC's select on floats was a branch that mispredicted
- * (which windows pass is data). */
+ * elsewhere (+= when `accumulate`): a select on bits, since GCC's select on floats was a
+ * branch that mispredicted (which windows pass is data). */
 static inline __attribute__((always_inline)) void
 KFN(pool_relu_scatter)(float *dinp, const float *dout, const float *out, const int32_t *argmax,
-                       size_t planes, size_t plane, size_t pooled) {
+                       size_t planes, size_t plane, size_t pooled, int accumulate) {
   for (size_t c = 0; c < planes; c++) {
     float *restrict d = dinp + c * plane;
     for (size_t j = c * pooled; j < (c + 1) * pooled; j++) {
@@ -509,7 +509,12 @@ KFN(pool_relu_scatter)(float *dinp, const float *dout, const float *out, const i
       uint32_t bits;
       memcpy(&bits, &value, sizeof bits);
       bits &= -(uint32_t)(out[j] > 0.0f);
-      memcpy(&d[argmax[j]], &bits, sizeof bits);
+      float passed;
+      memcpy(&passed, &bits, sizeof passed);
+      if (accumulate)
+        d[argmax[j]] += passed;
+      else
+        d[argmax[j]] = passed;
     }
   }
 }
@@ -524,11 +529,16 @@ KFN(pool_relu_scatter)(float *dinp, const float *dout, const float *out, const i
  * than zeroing and scattering on the first convolution's 28×28 and 26×26 planes, 2× slower
  * on the second's 14×14 and 11×11 (rows of 7 and 5 windows, scalar), which scatter. */
 static void KFN(maxpool2_relu_backward)(float *dinp, const float *dout, const float *out,
-                                        const int32_t *argmax, size_t planes, int H, int W) {
+                                        const int32_t *argmax, size_t planes, int H, int W,
+                                        int accumulate) {
   const int OH = (H - 2) / 2 + 1, OW = (W - 2) / 2 + 1;
+  if (accumulate) { /* into a gradient a loss stored: one addition per window */
+    KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW, 1);
+    return;
+  }
   if (OW < KW) { /* narrower than a vector of windows: zeroes, then one store per window */
     memset(dinp, 0, planes * (size_t)H * W * sizeof *dinp);
-    KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW);
+    KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW, 0);
     return;
   }
   const KFN(ivec) twice_lanes = (KFN(ivec))KERNELS_LANES * 2;
@@ -570,13 +580,6 @@ static void KFN(maxpool2_relu_backward)(float *dinp, const float *dout, const fl
  * vector (GCC builds the 64-bit products from 32-bit ones below AVX-512), masks narrowed to
  * the floats' lanes, the same bits in every set. */
 #define KERNELS_PHI 0x9e3779b97f4a7c15ULL
-static inline __attribute__((always_inline)) uint64_t KFN(dropout_draw)(uint64_t key, uint64_t i) {
-  uint64_t z = key + (i + 1) * KERNELS_PHI;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return (z ^ (z >> 31)) >> 40;
-}
-
 static inline __attribute__((always_inline)) KFN(u64vec) KFN(dropout_draws)(KFN(u64vec) z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -595,18 +598,19 @@ static void KFN(dropout_forward)(float *out, float *mask, const float *inp, size
   const KFN(ivec) scale_bits = (KFN(ivec))((KFN(vec)){0} + scale);
   const KFN(u64vec) limit = (KFN(u64vec)){0} + threshold;
   size_t i = 0;
-  for (; i + KW <= n; i += KW) {
+  for (;; i += KW, low += step, high += step) {
     const KFN(ivec) dropped = KERNELS_EVEN((KFN(ivec))(KFN(dropout_draws)(low) < limit),
                                            (KFN(ivec))(KFN(dropout_draws)(high) < limit));
     const KFN(vec) m = (KFN(vec))(scale_bits & ~dropped);
+    if (i + KW > n) { /* the last, partial vector: its first n − i lanes */
+      for (size_t lane = 0; lane < n - i; lane++) {
+        mask[i + lane] = m[lane];
+        out[i + lane] = inp[i + lane] * m[lane];
+      }
+      return;
+    }
     KFN(store)(mask + i, m);
     KFN(store)(out + i, KFN(load)(inp + i) * m);
-    low += step;
-    high += step;
-  }
-  for (; i < n; i++) {
-    mask[i] = KFN(dropout_draw)(key, i) < threshold ? 0.0f : scale;
-    out[i] = inp[i] * mask[i];
   }
 }
 #undef KERNELS_PHI
