@@ -78,6 +78,9 @@ static void test_npy(void) {
                 error, "element type '>f4' is not supported"));
 }
 
+static void put_le16(uint8_t *p, unsigned v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+static void put_le32(uint8_t *p, uint32_t v) { put_le16(p, v & 0xffffu), put_le16(p + 2, v >> 16); }
+
 static void test_zip_and_csv(void) {
   char error[512] = "";
   uint8_t *member = NULL;
@@ -89,6 +92,28 @@ static void test_zip_and_csv(void) {
   CHECK_INT(-ENOENT, dataset_zip_member(empty, sizeof empty, "f.npz", "x_train.npy", &member, &length, error,
                                         sizeof error));
   CHECK(strstr(error, "no member x_train.npy (it has: none)") != NULL);
+  /* A deflated member claiming more than deflate can make of its bytes (1032 to 1) is
+   * refused before anything of that size is allocated: 11 bytes that claim 1,000,000. */
+  uint8_t zip[160] = {0};
+  const char name[] = "x_train.npy";
+  const size_t name_length = sizeof name - 1, compressed = 11;
+  const size_t central = 30 + name_length + compressed, end = central + 46 + name_length;
+  put_le32(zip, 0x04034b50u); /* the local header */
+  put_le16(zip + 26, (unsigned)name_length);
+  memcpy(zip + 30, name, name_length);
+  put_le32(zip + central, 0x02014b50u); /* the central directory's one entry */
+  put_le16(zip + central + 10, 8);
+  put_le32(zip + central + 20, (uint32_t)compressed);
+  put_le32(zip + central + 24, 1000000u);
+  put_le16(zip + central + 28, (unsigned)name_length);
+  memcpy(zip + central + 46, name, name_length);
+  put_le32(zip + end, 0x06054b50u); /* the end record */
+  put_le16(zip + end + 8, 1);
+  put_le16(zip + end + 10, 1);
+  put_le32(zip + end + 12, (uint32_t)(46 + name_length));
+  put_le32(zip + end + 16, (uint32_t)central);
+  CHECK(refused(dataset_zip_member(zip, end + 22, "l.npz", "x_train.npy", &member, &length, error, sizeof error),
+                error, "l.npz: x_train.npy: corrupt zip entry sizes (1000000 bytes claimed from 11 compressed)"));
 
   dataset_split_t split;
   int features, is_float;

@@ -446,6 +446,9 @@ static uint32_t dataset__le32(const uint8_t *p) {
 static uint16_t dataset__le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* Inflates raw deflate data (a zip member) into exactly `size` bytes. */
+/* Deflate's largest expansion: a 258-byte match from a code of 2 bits. */
+#define DATASET_DEFLATE_MAX_RATIO 1032
+
 static int dataset__inflate(const uint8_t *data, size_t length, uint8_t *out, size_t size, const char *what,
                             char *error, size_t error_size) {
   z_stream stream;
@@ -536,6 +539,12 @@ int dataset_zip_member(const uint8_t *data, size_t length, const char *what, con
                         "deflated are)", what, name, method);
     if (method == 0 && compressed != size)
       return util_error(error, error_size, -EINVAL, "%s: %s: corrupt zip entry sizes", what, name);
+    /* Deflate expands at most 1032 to 1 (258 bytes from a 2-bit code): a member that claims
+     * more is corrupt, and is refused before its size is allocated (a 200-byte file that
+     * claimed 3.6 GiB took the fuzzer's worker past its memory limit). */
+    if (method == 8 && size / DATASET_DEFLATE_MAX_RATIO > compressed)
+      return util_error(error, error_size, -EINVAL, "%s: %s: corrupt zip entry sizes (%llu bytes claimed from %llu "
+                        "compressed)", what, name, (unsigned long long)size, (unsigned long long)compressed);
     uint8_t *out = malloc(size + 1);
     if (!out) return util_error(error, error_size, -ENOMEM, "%s: %s: out of memory", what, name);
     if (method == 0) {
