@@ -333,11 +333,19 @@ typedef struct {
   size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
-/* The scratch a convolution takes per thread (worker/conv2d.c): one example's im2col
- * (C·K·K = ckk taps × p output pixels; its dcol in the backward), one example's output (oc
+/* The scratch a convolution takes per thread (worker/conv2d.c): one example's im2col from
+ * the scratch's first 64-byte line (C·K·K = ckk taps × p output pixels, rows
+ * cfg_conv_col_stride(p) apart; its dcol in the backward), one example's output (oc
  * output channels × p; its output gradient in the backward) and, for the backward, its
  * weight and bias gradients and the output gradient transposed (p × oc). */
 size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward);
+/* The distance in floats between the rows of that im2col: p rounded up to whole 64-byte
+ * lines, an odd number of them. The forward's product reads the im2col in panels of 16
+ * columns, a row's part of which then is one aligned line (at p = 121, the teacher's second
+ * convolution, rows 484 bytes apart put three loads in four across two lines, and a panel's
+ * 288 rows over L1's 32 KiB), and an odd number of lines between rows spreads a panel over
+ * all of L1's sets (an even one would leave half of them, or fewer, to hold it). */
+size_t cfg_conv_col_stride(size_t p);
 
 /* What the process, libc and OpenBLAS hold beyond the counted allocations: a worker's peak
  * RSS minus what it counts (Release build, OpenBLAS 0.3.21, 1 and 2 threads): 10.3 MiB for

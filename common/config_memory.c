@@ -20,8 +20,15 @@
 
 static size_t cfg__max(size_t a, size_t b) { return a > b ? a : b; }
 
+size_t cfg_conv_col_stride(size_t p) {
+  size_t lines = (p + 15) / 16; /* 16 floats a 64-byte line */
+  if (lines % 2 == 0) lines++;
+  return lines * 16;
+}
+
 size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward) {
-  return ckk * p + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
+  const size_t line = 15; /* the im2col moved up to a 64-byte line */
+  return line + ckk * cfg_conv_col_stride(p) + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
 }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays

@@ -137,6 +137,11 @@ static void test_gemm(void) {
       {7, 5, 3, 0, 2, 0, 0},      /* N under a vector on AVX2: scalar columns; 6 + 1 rows */
       {64, 196, 288, 0, 0, 1, 0}, /* the teacher's second convolution, one example */
       {288, 196, 64, 1, 0, 0, 0}, /* its dcol = weightᵀ · dout */
+      /* cnn-teacher.json's second convolution (P = 121), rows as far apart as its im2col's
+       * (cfg_conv_col_stride: 144): more than a vector left after the panels of two (9 on
+       * AVX2, 25 on AVX-512), done as one more panel of two ending at N */
+      {64, 121, 288, 0, 23, 1, 0},
+      {288, 121, 64, 1, 0, 0, 0},
       {13, 37, 9, 0, 13, 1, 0},   /* 6 + 6 + 1 rows, a vector tail that overlaps, wider rows */
       {5, 33, 17, 1, 3, 1, 0},    /* 3 + 1 + 1 rows */
       {6, 16, 2, 0, 0, 0, 0},     /* exactly one tile on AVX2 */
@@ -144,6 +149,7 @@ static void test_gemm(void) {
       /* Accumulating: its weight gradient dweightᵀ (288, 64) += col (288, 196) · doutᵀ */
       {288, 64, 196, 0, 0, 0, 1},
       {13, 37, 9, 0, 13, 1, 1}, /* a partial last vector: scalar columns, not an overlap */
+      {20, 121, 30, 0, 0, 1, 1}, /* more than a vector left: panels that do not overlap */
       {7, 5, 3, 1, 2, 0, 1},    /* N under a vector on AVX2 */
       {1, 1, 1, 0, 0, 0, 1},
   };

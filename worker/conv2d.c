@@ -52,7 +52,8 @@ size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int
 }
 
 /* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
- * (CKK, P), which its dcol replaces once the weight gradient has used it; one example's
+ * (CKK, P; rows cfg_conv_col_stride(P) apart), which its dcol replaces once the weight
+ * gradient has used it; one example's
  * output (OC, P) when the forward does not store it (the convolution's, then its ReLU's in
  * place), and in the backward its output gradient there when the epilogue makes it rather
  * than the model's slab; for the backward, the weight and bias gradients of the thread's
@@ -60,12 +61,15 @@ size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int
  * as (OC, CKK) for few taps) and one example's output gradient transposed (P, OC). */
 typedef struct {
   float *col, *dcol, *out, *dout, *dweight, *dbias, *dout_transposed;
+  size_t col_stride; /* between the rows of col and dcol */
 } conv2d__scratch_t;
 
 static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
   conv2d__scratch_t parts;
-  parts.col = parts.dcol = scratch;
-  parts.out = parts.dout = parts.col + (size_t)CKK * P;
+  parts.col_stride = cfg_conv_col_stride(P);
+  /* col from the scratch's first 64-byte line (the allocator promises 16 bytes). */
+  parts.col = parts.dcol = scratch + (-((uintptr_t)scratch / sizeof *scratch) & 15);
+  parts.out = parts.dout = parts.col + (size_t)CKK * parts.col_stride;
   parts.dweight = parts.out + (size_t)OC * P;
   parts.dbias = parts.dweight + (size_t)OC * CKK;
   parts.dout_transposed = parts.dbias + OC;
@@ -126,11 +130,11 @@ static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, i
   const size_t P = (size_t)OH * OW;
   const conv2d__scratch_t parts = conv2d__scratch(scratch, job->OC, CKK, P);
   for (int b = first; b < end; b++) {
-    kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
-                   job->W, job->K, job->stride, job->pad, OH, OW);
+    kernels_im2col(parts.col, parts.col_stride, job->inp + (size_t)b * job->C * job->H * job->W,
+                   job->C, job->H, job->W, job->K, job->stride, job->pad, OH, OW);
     float *out_b = job->out ? job->out + (size_t)b * job->OC * P : parts.out;
-    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, P, job->bias, 0,
-                          job->OC, (int)P, CKK);
+    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, parts.col_stride,
+                          job->bias, 0, job->OC, (int)P, CKK);
     if (!job->relu) continue;
     const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
     float *pool_b = job->pool_out ? job->pool_out + (size_t)b * job->OC * pooled : NULL;
@@ -224,24 +228,25 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
     /* im2col again rather than kept from the forward: written into this thread's L2 here
      * (~9 µs an example for the teacher's second convolution) instead of read back from
      * memory (the batch's 29 MB), which made the weight-gradient product ~15% slower. */
-    kernels_im2col(parts.col, job->inp + (size_t)b * job->C * job->H * job->W, job->C, job->H,
-                   job->W, job->K, job->stride, job->pad, OH, OW);
+    kernels_im2col(parts.col, parts.col_stride, job->inp + (size_t)b * job->C * job->H * job->W,
+                   job->C, job->H, job->W, job->K, job->stride, job->pad, OH, OW);
     if (job->relu) dout_b = conv2d__backward_epilogue(job, parts.dout, b, OH, OW);
     if (CKK <= CONV2D_FEW_TAPS) {
-      kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, P, 1, OC, CKK, (int)P);
+      kernels_conv_few_taps_backward(parts.dweight, parts.dbias, dout_b, col_b, parts.col_stride, 1,
+                                     OC, CKK, (int)P);
     } else {
       for (int o = 0; o < OC; o++) parts.dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
       /* dweightᵀ (CKK, OC) += col_b (CKK, P) · dout_bᵀ (P, OC): the unpacked product with
        * its accumulators held over the whole of P (see the file's opening comment). */
       conv2d__transpose(parts.dout_transposed, dout_b, OC, (int)P);
-      kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, P, 1, parts.dout_transposed,
+      kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, parts.col_stride, 1, parts.dout_transposed,
                             (size_t)OC, NULL, 1, CKK, OC, (int)P);
     }
     if (job->dinp) {
-      kernels_gemm_unpacked(parts.dcol, P, job->weight, 1, (size_t)CKK, dout_b, P, NULL, 0, CKK,
-                            (int)P, OC);
-      kernels_col2im(job->dinp + (size_t)b * job->C * job->H * job->W, parts.dcol, job->C, job->H,
-                     job->W, job->K, job->stride, job->pad, OH, OW);
+      kernels_gemm_unpacked(parts.dcol, parts.col_stride, job->weight, 1, (size_t)CKK, dout_b, P,
+                            NULL, 0, CKK, (int)P, OC);
+      kernels_col2im(job->dinp + (size_t)b * job->C * job->H * job->W, parts.dcol, parts.col_stride,
+                     job->C, job->H, job->W, job->K, job->stride, job->pad, OH, OW);
     }
   }
 }

@@ -34,8 +34,8 @@ typedef struct {
                         const float *, int, int, int, int);
   void (*relu_forward)(float *, const float *, size_t);
   void (*relu_backward)(float *, const float *, const float *, size_t, int);
-  void (*im2col)(float *, const float *, int, int, int, int, int, int, int, int);
-  void (*col2im)(float *, float *, int, int, int, int, int, int, int, int);
+  void (*im2col)(float *, size_t, const float *, int, int, int, int, int, int, int, int);
+  void (*col2im)(float *, float *, size_t, int, int, int, int, int, int, int, int);
   void (*dropout_forward)(float *, float *, const float *, size_t, uint64_t, uint64_t, float);
   void (*maxpool2_relu_backward)(float *, const float *, const float *, const int32_t *, size_t,
                                  int, int, int);
@@ -212,14 +212,14 @@ void kernels_relu_backward(float *dinp, const float *dout, const float *out, siz
   kernels__table()->relu_backward(dinp, dout, out, n, accumulate);
 }
 
-void kernels_im2col(float *col, const float *inp, int C, int H, int W, int K, int stride, int pad,
-                    int OH, int OW) {
-  kernels__table()->im2col(col, inp, C, H, W, K, stride, pad, OH, OW);
+void kernels_im2col(float *col, size_t ld, const float *inp, int C, int H, int W, int K, int stride,
+                    int pad, int OH, int OW) {
+  kernels__table()->im2col(col, ld, inp, C, H, W, K, stride, pad, OH, OW);
 }
 
-void kernels_col2im(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
-                    int OH, int OW) {
-  kernels__table()->col2im(dinp, col, C, H, W, K, stride, pad, OH, OW);
+void kernels_col2im(float *dinp, float *col, size_t ld, int C, int H, int W, int K, int stride,
+                    int pad, int OH, int OW) {
+  kernels__table()->col2im(dinp, col, ld, C, H, W, K, stride, pad, OH, OW);
 }
 
 void kernels_dropout_forward(float *out, float *mask, const float *inp, size_t n, uint64_t key,

@@ -51,14 +51,15 @@ void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, s
                            int N, int K);
 
 /* One example's im2col, col (C·K·K, OH·OW) from inp (C, H, W) with zero padding `pad`, and
- * its adjoint col2im, dinp (C, H, W) += col's taps at their input positions (conv2d.c). A
- * "same" convolution (stride 1, OH = H, OW = W) moves each tap as one contiguous run; other
- * shapes go row by row, in vectors when the stride is 1. col2im may overwrite col's padding
- * entries (it zeroes them): col is the caller's scratch. */
-void kernels_im2col(float *col, const float *inp, int C, int H, int W, int K, int stride, int pad,
-                    int OH, int OW);
-void kernels_col2im(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
-                    int OH, int OW);
+ * its adjoint col2im, dinp (C, H, W) += col's taps at their input positions (conv2d.c). Row
+ * t of col (tap t) starts at col + t·ld (ld ≥ OH·OW; the floats between rows are neither
+ * written nor read). A "same" convolution (stride 1, OH = H, OW = W) moves each tap as one
+ * contiguous run; other shapes go row by row, in vectors when the stride is 1. col2im may
+ * overwrite col's padding entries (it zeroes them): col is the caller's scratch. */
+void kernels_im2col(float *col, size_t ld, const float *inp, int C, int H, int W, int K, int stride,
+                    int pad, int OH, int OW);
+void kernels_col2im(float *dinp, float *col, size_t ld, int C, int H, int W, int K, int stride,
+                    int pad, int OH, int OW);
 
 /* ReLU: out (n) = max(0, inp), and dinp (n) += dout where out > 0 (nn.h's relu_forward and
  * relu_backward, which call these), or dinp = dout there and 0 elsewhere when not

@@ -196,13 +196,19 @@ KFN(gemm_columns)(float *restrict C, size_t ldc, const float *restrict A, size_t
 /* Column panels of two vectors, one more of one vector, and the last partial vector
  * recomputed as a whole vector ending at column N (a tile that overwrites C writes the same
  * values again there; one that accumulates would add twice, so it leaves those columns to
- * the scalar loop). Narrower than a vector: scalar. */
+ * the scalar loop). Narrower than a vector: scalar. More than a vector left, overwriting:
+ * one panel of two vectors ending at N instead of two of one, whose 6 accumulators are 6
+ * FMAs in flight where the FMA's latency (4 cycles) at two a cycle needs 8. */
 static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
                                const float *B, size_t ldb, const float *bias, int accumulate,
                                int M, int N, int K) {
   int n = 0;
   for (; n + 2 * KW <= N; n += 2 * KW)
     KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 2, K);
+  if (n > 0 && N - n > KW && !accumulate) {
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - 2 * KW, 2, K);
+    n = N;
+  }
   if (n + KW <= N) {
     KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 1, K);
     n += KW;
@@ -275,21 +281,21 @@ static inline __attribute__((always_inline)) KFN(same_tap_t)
   return tap;
 }
 
-/* im2col of one example: col (C·K·K, OH·OW) from inp (C, H, W). Each row of col is a tap
+/* im2col of one example: col (C·K·K, OH·OW; rows `ld` floats apart) from inp (C, H, W). Each row of col is a tap
  * (c, ki, kj); its part of output row oh is input row oh·stride − pad + ki from column
  * lo·stride − pad + kj on, zeros outside [lo, hi) (the padding). A "same" convolution copies
  * each tap as one run (same_tap); any other goes row by row, in vectors when the stride is
  * 1. One core, the teacher's second convolution (32 × 14 × 14, 3 × 3, padding 1, into L2):
  * a memcpy per row 28–29 µs an example, one run per tap 9.4 µs. */
-static void KFN(im2col)(float *col, const float *inp, int C, int H, int W, int K, int stride,
-                        int pad, int OH, int OW) {
+static void KFN(im2col)(float *col, size_t ld, const float *inp, int C, int H, int W, int K,
+                        int stride, int pad, int OH, int OW) {
   const size_t P = (size_t)OH * OW;
   const int same = stride == 1 && OH == H && OW == W;
   for (int c = 0; c < C; c++) {
     const float *plane = inp + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        float *restrict dst = col + ((size_t)(c * K + ki) * K + kj) * P;
+        float *restrict dst = col + ((size_t)(c * K + ki) * K + kj) * ld;
         if (same) {
           const KFN(same_tap_t) tap = KFN(same_tap)(H, W, K, pad, ki, kj);
           for (int i = 0; i < tap.start; i++) dst[i] = 0.0f;
@@ -330,15 +336,14 @@ static void KFN(im2col)(float *col, const float *inp, int C, int H, int W, int K
  * input position im2col took it from; the padding's part goes nowhere. A "same" convolution
  * adds each tap as one run, after zeroing in col the padding's columns (which the run would
  * otherwise add onto a neighbouring row): col is the caller's scratch. */
-static void KFN(col2im)(float *dinp, float *col, int C, int H, int W, int K, int stride, int pad,
-                        int OH, int OW) {
-  const size_t P = (size_t)OH * OW;
+static void KFN(col2im)(float *dinp, float *col, size_t ld, int C, int H, int W, int K, int stride,
+                        int pad, int OH, int OW) {
   const int same = stride == 1 && OH == H && OW == W;
   for (int c = 0; c < C; c++) {
     float *plane = dinp + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
       for (int kj = 0; kj < K; kj++) {
-        float *restrict src = col + ((size_t)(c * K + ki) * K + kj) * P;
+        float *restrict src = col + ((size_t)(c * K + ki) * K + kj) * ld;
         if (same) {
           const KFN(same_tap_t) tap = KFN(same_tap)(H, W, K, pad, ki, kj);
           for (int oh = tap.first; oh < tap.end; oh++) {
