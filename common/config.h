@@ -333,12 +333,25 @@ typedef struct {
   size_t n_params, n_optim_state, n_activations, n_workspace, n_indices;
 } cfg_slabs_t;
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out);
-/* The scratch a convolution takes per thread (worker/conv2d.c): one example's im2col from
- * the scratch's first 64-byte line (C·K·K = ckk taps × p output pixels, rows
- * cfg_conv_col_stride(p) apart; its dcol in the backward), one example's output (oc
- * output channels × p; its output gradient in the backward) and, for the backward, its
- * weight and bias gradients and the output gradient transposed (p × oc). */
-size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward);
+/* The scratch a convolution of c input channels, a k × k kernel at `stride`, and oc output
+ * channels of oh × ow = p pixels takes per thread (worker/conv2d.c): from the scratch's
+ * first 64-byte line, one example's im2col (C·K·K = ckk taps × p, rows cfg_conv_col_stride(p)
+ * apart; its dcol in the backward) or, when larger and the forward takes Winograd, its
+ * transforms (cfg_conv_winograd); one example's output (oc × p; its output gradient in the
+ * backward) and, for the backward, its weight and bias gradients and the output gradient
+ * transposed (p × oc). */
+size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, size_t ow, size_t oc,
+                               int backward);
+/* Whether that convolution's forward takes Winograd F(2×2, 3×3) (worker/kernels.h): 3 × 3
+ * of stride 1 with at least 8 input channels (its 16 products per example have K = c; the
+ * first layer of an image network, c = 1 or 3, stays with im2col). Its rows of tiles are
+ * cfg_conv_winograd_ld(tiles) floats apart (room for a vector of the widest kernel set past
+ * the last tile); its work buffer takes cfg_conv_winograd_work_floats(th, tw) floats for
+ * th × tw tiles, the input's plane in rows of cfg_conv_winograd_pitch(tw). */
+int cfg_conv_winograd(size_t c, size_t k, size_t stride);
+size_t cfg_conv_winograd_ld(size_t tiles);
+size_t cfg_conv_winograd_pitch(size_t tw);
+size_t cfg_conv_winograd_work_floats(size_t th, size_t tw);
 /* The distance in floats between the rows of that im2col: p rounded up to whole 64-byte
  * lines, an odd number of them. The forward's product reads the im2col in panels of 16
  * columns, a row's part of which then is one aligned line (at p = 121, the teacher's second

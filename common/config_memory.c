@@ -26,9 +26,35 @@ size_t cfg_conv_col_stride(size_t p) {
   return lines * 16;
 }
 
-size_t cfg_conv_scratch_floats(size_t ckk, size_t p, size_t oc, int backward) {
+int cfg_conv_winograd(size_t c, size_t k, size_t stride) { return k == 3 && stride == 1 && c >= 8; }
+
+size_t cfg_conv_winograd_ld(size_t tiles) { return cfg_conv_col_stride(tiles + 16); }
+
+size_t cfg_conv_winograd_pitch(size_t tw) {
+  const size_t vectors = (tw + 15) / 16 * 16; /* tiles in whole vectors of the widest set */
+  return (2 * vectors + 2 + 31) / 32 * 32;
+}
+
+size_t cfg_conv_winograd_work_floats(size_t th, size_t tw) {
+  const size_t pitch = cfg_conv_winograd_pitch(tw);
+  const size_t input = (2 * th + 2) * pitch + 4 * pitch;      /* the plane, even and odd columns */
+  const size_t output = 4 * (th * tw + 16) + 2 * tw + 32;     /* four rows of outputs, one zipped */
+  return cfg__max(input, output);
+}
+
+/* U (16 · oc · c, to a whole line), V (16 · c rows) and M (16 · oc rows), then the work. */
+static size_t cfg__winograd_floats(size_t c, size_t oh, size_t ow, size_t oc) {
+  const size_t th = (oh + 1) / 2, tw = (ow + 1) / 2, ld = cfg_conv_winograd_ld(th * tw);
+  return (16 * oc * c + 15) / 16 * 16 + 16 * c * ld + 16 * oc * ld + cfg_conv_winograd_work_floats(th, tw);
+}
+
+size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, size_t ow, size_t oc,
+                               int backward) {
   const size_t line = 15; /* the im2col moved up to a 64-byte line */
-  return line + ckk * cfg_conv_col_stride(p) + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
+  const size_t ckk = c * k * k, p = oh * ow;
+  size_t first = ckk * cfg_conv_col_stride(p);
+  if (cfg_conv_winograd(c, k, stride)) first = cfg__max(first, cfg__winograd_floats(c, oh, ow, oc));
+  return line + first + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
 }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
@@ -53,9 +79,11 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
       break;
     case CFG_LAYER_CONV2D: {
       const size_t ckk = (size_t)in.channels * (size_t)spec->kernel * (size_t)spec->kernel;
-      const size_t pixels = (size_t)shape->height * (size_t)shape->width;
       n_params += (size_t)spec->out * ckk + (size_t)spec->out;
-      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats(ckk, pixels, (size_t)spec->out, !forward_only));
+      n_scratch = cfg__max(n_scratch, cfg_conv_scratch_floats((size_t)in.channels, (size_t)spec->kernel,
+                                                              (size_t)spec->stride, (size_t)shape->height,
+                                                              (size_t)shape->width, (size_t)spec->out,
+                                                              !forward_only));
       break;
     }
     case CFG_LAYER_MAXPOOL:

@@ -380,6 +380,15 @@ static void test_conv2d(void) {
        * unpacked GEMM's 6-row tiles and their remainders): against the backward's
        * definition, too large for central differences. */
       {3, 32, 26, 26, 14, 3, 1, 1, 1},
+      /* Winograd's forward (3 × 3, stride 1, 8 channels or more; kernels.h): fewer tiles than
+       * a vector and rows narrower than one (a lane at a time); cnn-teacher.json's 11 × 11
+       * (odd: half of the last tiles outside); rows of 19 tiles (more than a vector of the
+       * widest set, the last reaching into the next row); padding 2; a single output. */
+      {2, 8, 5, 7, 3, 3, 1, 0, 0},
+      {1, 9, 13, 13, 10, 3, 1, 0, 0},
+      {2, 8, 6, 37, 4, 3, 1, 1, 0},
+      {1, 8, 4, 4, 3, 3, 1, 2, 0},
+      {1, 8, 3, 3, 2, 3, 1, 0, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_conv2d_case(&cases[i]);
 }

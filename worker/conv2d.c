@@ -47,33 +47,9 @@
 #define CONV2D_FEW_TAPS 24
 
 size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward) {
-  const size_t P = (size_t)conv2d_out_size(H, K, stride, pad) * conv2d_out_size(W, K, stride, pad);
-  return cfg_conv_scratch_floats((size_t)C * K * K, P, (size_t)OC, backward);
-}
-
-/* A thread's scratch, in the order cfg_conv_scratch_floats counts it: one example's im2col
- * (CKK, P; rows cfg_conv_col_stride(P) apart), which its dcol replaces once the weight
- * gradient has used it; one example's
- * output (OC, P) when the forward does not store it (the convolution's, then its ReLU's in
- * place), and in the backward its output gradient there when the epilogue makes it rather
- * than the model's slab; for the backward, the weight and bias gradients of the thread's
- * share of the batch (OC·CKK + OC; the weights as (CKK, OC) when the product makes them,
- * as (OC, CKK) for few taps) and one example's output gradient transposed (P, OC). */
-typedef struct {
-  float *col, *dcol, *out, *dout, *dweight, *dbias, *dout_transposed;
-  size_t col_stride; /* between the rows of col and dcol */
-} conv2d__scratch_t;
-
-static conv2d__scratch_t conv2d__scratch(float *scratch, int OC, int CKK, size_t P) {
-  conv2d__scratch_t parts;
-  parts.col_stride = cfg_conv_col_stride(P);
-  /* col from the scratch's first 64-byte line (the allocator promises 16 bytes). */
-  parts.col = parts.dcol = scratch + (-((uintptr_t)scratch / sizeof *scratch) & 15);
-  parts.out = parts.dout = parts.col + (size_t)CKK * parts.col_stride;
-  parts.dweight = parts.out + (size_t)OC * P;
-  parts.dbias = parts.dweight + (size_t)OC * CKK;
-  parts.dout_transposed = parts.dbias + OC;
-  return parts;
+  return cfg_conv_scratch_floats((size_t)C, (size_t)K, (size_t)stride,
+                                 (size_t)conv2d_out_size(H, K, stride, pad),
+                                 (size_t)conv2d_out_size(W, K, stride, pad), (size_t)OC, backward);
 }
 
 /* Σ src (n), in CONV2D_BLOCK partial sums: a loop GCC -O2 vectorises (a known trip count,
@@ -123,18 +99,108 @@ typedef struct {
   int relu_dout_in_scratch, conv_dout_in_scratch;
 } conv2d__job_t;
 
+/* A thread's scratch, in the order cfg_conv_scratch_floats counts it: from its first 64-byte
+ * line, one example's im2col (CKK, P; rows cfg_conv_col_stride(P) apart), which its dcol
+ * replaces once the weight gradient has used it, or in its place, for a forward that takes
+ * Winograd, U, V, M and the transforms' work (kernels.h; rows of tiles
+ * cfg_conv_winograd_ld(T) apart); one example's output (OC, P) when the forward does not
+ * store it (the convolution's, then its ReLU's in place), and in the backward its output
+ * gradient there when the epilogue makes it rather than the model's slab; for the backward,
+ * the weight and bias gradients of the thread's share of the batch (OC·CKK + OC; the weights
+ * as (CKK, OC) when the product makes them, as (OC, CKK) for few taps) and one example's
+ * output gradient transposed (P, OC). */
+typedef struct {
+  float *col, *dcol, *out, *dout, *dweight, *dbias, *dout_transposed;
+  size_t col_stride; /* between the rows of col and dcol */
+  float *U, *V, *M, *work;
+  size_t tiles_stride; /* between the rows of V and M */
+} conv2d__scratch_t;
+
+static conv2d__scratch_t conv2d__scratch(float *scratch, const conv2d__job_t *job) {
+  const size_t OH = (size_t)conv2d_out_size(job->H, job->K, job->stride, job->pad);
+  const size_t OW = (size_t)conv2d_out_size(job->W, job->K, job->stride, job->pad);
+  const size_t P = OH * OW, C = (size_t)job->C, OC = (size_t)job->OC, CKK = C * job->K * job->K;
+  conv2d__scratch_t parts;
+  parts.col_stride = cfg_conv_col_stride(P);
+  /* col from the scratch's first 64-byte line (the allocator promises 16 bytes). */
+  parts.col = parts.dcol = scratch + (-((uintptr_t)scratch / sizeof *scratch) & 15);
+  size_t first = CKK * parts.col_stride;
+  parts.U = parts.V = parts.M = parts.work = NULL;
+  parts.tiles_stride = 0;
+  if (cfg_conv_winograd(C, (size_t)job->K, (size_t)job->stride)) {
+    const size_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    parts.tiles_stride = cfg_conv_winograd_ld(TH * TW);
+    parts.U = parts.col;
+    parts.V = parts.U + (16 * OC * C + 15) / 16 * 16;
+    parts.M = parts.V + 16 * C * parts.tiles_stride;
+    parts.work = parts.M + 16 * OC * parts.tiles_stride;
+    const size_t winograd = (size_t)(parts.work - parts.U) + cfg_conv_winograd_work_floats(TH, TW);
+    if (winograd > first) first = winograd;
+  }
+  parts.out = parts.dout = parts.col + first;
+  parts.dweight = parts.out + OC * P;
+  parts.dbias = parts.dweight + OC * CKK;
+  parts.dout_transposed = parts.dbias + OC;
+  return parts;
+}
+
+/* U[ξ][oc][c] = G g Gᵀ for each 3 × 3 kernel g = weight[oc][c], G = [1 0 0; ½ ½ ½; ½ −½ ½;
+ * 0 0 1]: Winograd's weights (kernels.h), made by each thread for its share of a batch
+ * (64 × 32 kernels: ~2,000 of them, once a step). */
+static void conv2d__winograd_weights(float *restrict U, const float *restrict weight, int OC, int C) {
+  const size_t xi_stride = (size_t)OC * C;
+  for (int o = 0; o < OC; o++)
+    for (int c = 0; c < C; c++) {
+      const float *g = weight + ((size_t)o * C + c) * 9;
+      float rows[4][3]; /* G g */
+      for (int j = 0; j < 3; j++) {
+        rows[0][j] = g[j];
+        rows[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        rows[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        rows[3][j] = g[6 + j];
+      }
+      float *u = U + (size_t)o * C + c;
+      for (int i = 0; i < 4; i++) { /* (G g) Gᵀ */
+        u[(size_t)(4 * i + 0) * xi_stride] = rows[i][0];
+        u[(size_t)(4 * i + 1) * xi_stride] = 0.5f * (rows[i][0] + rows[i][1] + rows[i][2]);
+        u[(size_t)(4 * i + 2) * xi_stride] = 0.5f * (rows[i][0] - rows[i][1] + rows[i][2]);
+        u[(size_t)(4 * i + 3) * xi_stride] = rows[i][2];
+      }
+    }
+}
+
+/* One example's output by Winograd: V from its input, M[ξ] = U[ξ] · V[ξ] by the unpacked
+ * product (OC × tiles × C each), out from M. */
+static void conv2d__winograd_forward(const conv2d__job_t *job, const conv2d__scratch_t *parts,
+                                     float *out_b, const float *inp_b, int OH, int OW) {
+  const int TH = (OH + 1) / 2, TW = (OW + 1) / 2, T = TH * TW, C = job->C, OC = job->OC;
+  const size_t ld = parts->tiles_stride;
+  kernels_winograd_input(parts->V, ld, parts->work, cfg_conv_winograd_pitch((size_t)TW), inp_b, C,
+                         job->H, job->W, job->pad, TH, TW);
+  for (int xi = 0; xi < 16; xi++)
+    kernels_gemm_unpacked(parts->M + (size_t)xi * OC * ld, ld, parts->U + (size_t)xi * OC * C,
+                          (size_t)C, 1, parts->V + (size_t)xi * C * ld, ld, NULL, 0, OC, T, C);
+  kernels_winograd_output(out_b, parts->work, parts->M, ld, job->bias, OC, OH, OW, TH, TW);
+}
+
 static void conv2d__forward_examples(const conv2d__job_t *job, float *scratch, int first, int end) {
   const int OH = conv2d_out_size(job->H, job->K, job->stride, job->pad);
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
   const int CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
-  const conv2d__scratch_t parts = conv2d__scratch(scratch, job->OC, CKK, P);
+  const conv2d__scratch_t parts = conv2d__scratch(scratch, job);
+  if (parts.U && first < end) conv2d__winograd_weights(parts.U, job->weight, job->OC, job->C);
   for (int b = first; b < end; b++) {
-    kernels_im2col(parts.col, parts.col_stride, job->inp + (size_t)b * job->C * job->H * job->W,
-                   job->C, job->H, job->W, job->K, job->stride, job->pad, OH, OW);
+    const float *inp_b = job->inp + (size_t)b * job->C * job->H * job->W;
     float *out_b = job->out ? job->out + (size_t)b * job->OC * P : parts.out;
-    kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, parts.col_stride,
-                          job->bias, 0, job->OC, (int)P, CKK);
+    if (parts.U) {
+      conv2d__winograd_forward(job, &parts, out_b, inp_b, OH, OW);
+    } else {
+      kernels_im2col(parts.col, parts.col_stride, inp_b, job->C, job->H, job->W, job->K,
+                     job->stride, job->pad, OH, OW);
+      kernels_gemm_unpacked(out_b, P, job->weight, (size_t)CKK, 1, parts.col, parts.col_stride,
+                            job->bias, 0, job->OC, (int)P, CKK);
+    }
     if (!job->relu) continue;
     const size_t pooled = (size_t)conv2d_out_size(OH, 2, 2, 0) * conv2d_out_size(OW, 2, 2, 0);
     float *pool_b = job->pool_out ? job->pool_out + (size_t)b * job->OC * pooled : NULL;
@@ -221,7 +287,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
   const int OW = conv2d_out_size(job->W, job->K, job->stride, job->pad);
   const int OC = job->OC, CKK = job->C * job->K * job->K;
   const size_t P = (size_t)OH * OW;
-  const conv2d__scratch_t parts = conv2d__scratch(scratch, OC, CKK, P);
+  const conv2d__scratch_t parts = conv2d__scratch(scratch, job);
   memset(parts.dweight, 0, ((size_t)OC * CKK + OC) * sizeof *parts.dweight);
   for (int b = first; b < end; b++) {
     const float *dout_b = job->dout + (size_t)b * OC * P, *col_b = parts.col;
@@ -262,10 +328,8 @@ static void conv2d__backward_task(void *context, int thread, int threads) {
  * so a step gives the same bits run to run at one thread count (not across counts). */
 static void conv2d__add_gradients(const conv2d__job_t *job, int threads) {
   const int OC = job->OC, CKK = job->C * job->K * job->K;
-  const size_t P = (size_t)conv2d_out_size(job->H, job->K, job->stride, job->pad) *
-                   conv2d_out_size(job->W, job->K, job->stride, job->pad);
   for (int t = 0; t < threads; t++) {
-    const conv2d__scratch_t parts = conv2d__scratch(job->scratch[t], OC, CKK, P);
+    const conv2d__scratch_t parts = conv2d__scratch(job->scratch[t], job);
     float *restrict dweight = job->dweight;
     const float *restrict sum = parts.dweight;
     if (CKK <= CONV2D_FEW_TAPS) {

@@ -39,6 +39,10 @@ typedef struct {
   void (*dropout_forward)(float *, float *, const float *, size_t, uint64_t, uint64_t, float);
   void (*maxpool2_relu_backward)(float *, const float *, const float *, const int32_t *, size_t,
                                  int, int, int);
+  void (*winograd_input)(float *, size_t, float *, size_t, const float *, int, int, int, int, int,
+                         int);
+  void (*winograd_output)(float *, float *, const float *, size_t, const float *, int, int, int,
+                          int, int);
 } kernels_table_t;
 
 /* The output columns ow whose input column ow·stride − pad + kj lies inside [0, W): [lo, hi).
@@ -195,6 +199,16 @@ void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float 
                                     const int32_t *argmax, size_t planes, int H, int W,
                                     int accumulate) {
   kernels__table()->maxpool2_relu_backward(dinp, dout, out, argmax, planes, H, W, accumulate);
+}
+
+void kernels_winograd_input(float *V, size_t ld, float *work, size_t pitch, const float *inp, int C,
+                            int H, int W, int pad, int TH, int TW) {
+  kernels__table()->winograd_input(V, ld, work, pitch, inp, C, H, W, pad, TH, TW);
+}
+
+void kernels_winograd_output(float *out, float *work, const float *M, size_t ld, const float *bias,
+                             int OC, int OH, int OW, int TH, int TW) {
+  kernels__table()->winograd_output(out, work, M, ld, bias, OC, OH, OW, TH, TW);
 }
 
 void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,

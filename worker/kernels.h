@@ -87,4 +87,15 @@ void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float 
                                     const int32_t *argmax, size_t planes, int H, int W,
                                     int accumulate);
 
+/* Winograd F(2×2, 3×3)'s transforms for the forward of a 3×3 convolution of stride 1
+ * (conv2d.c, which makes the weights' and runs the 16 products between these): V[ξ][c][t]
+ * (rows `ld` ≥ TH·TW + 16 floats apart) from one example's input (C, H, W) with zero padding
+ * `pad`, and out (OC, OH, OW) = Aᵀ M A + bias (NULL: none) from M[ξ][oc][t] (the same rows),
+ * over the TH × TW tiles of 2 × 2 outputs that cover (OH, OW). `work` holds what
+ * cfg_conv_winograd_work_floats counts; `pitch` is cfg_conv_winograd_pitch(TW). */
+void kernels_winograd_input(float *V, size_t ld, float *work, size_t pitch, const float *inp, int C,
+                            int H, int W, int pad, int TH, int TW);
+void kernels_winograd_output(float *out, float *work, const float *M, size_t ld, const float *bias,
+                             int OC, int OH, int OW, int TH, int TW);
+
 #endif

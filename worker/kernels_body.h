@@ -620,6 +620,123 @@ static void KFN(dropout_forward)(float *out, float *mask, const float *inp, size
 }
 #undef KERNELS_PHI
 
+/* Winograd F(2×2, 3×3) (Lavin and Gray, 2016) for conv2d.c's forward of a 3×3 convolution
+ * of stride 1: each 2×2 block of outputs (a tile) from the 4×4 input patch under it, as
+ * Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A, the sum over channels being 16 products (OC, C) · (C,
+ * tiles), one for each place ξ = 4i + j of the transformed patch: 16 multiplications for 4
+ * outputs where the direct convolution takes 36.
+ *   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  Aᵀ = [1 1 1 0; 0 1 −1 −1]
+ * V[ξ][c][t] and M[ξ][oc][t] hold rows `ld` floats apart over the TH × TW tiles, t = th·TW +
+ * tw, that cover (OH, OW) (half of the last row and column of tiles lies outside when OH or
+ * OW is odd). */
+
+/* V from one example's input (C, H, W) with zero padding `pad`: each channel copied into
+ * `work`'s zero-bordered plane (TH·2 + 2 rows of `pitch` floats), then per row of tiles Bᵀ d
+ * on four whole rows at once, its columns split into even and odd (the four rows of each
+ * after the plane, pitch / 2 floats), and · B on KW tiles at a time. A vector of tiles
+ * reaching past the row's last writes into the next row's first tiles, which are written
+ * after it (and V's rows hold T + KW floats for the last). */
+static void KFN(winograd_input)(float *restrict V, size_t ld, float *restrict work, size_t pitch,
+                                const float *restrict inp, int C, int H, int W, int pad, int TH,
+                                int TW) {
+  float *restrict plane = work, *restrict even = work + (size_t)(2 * TH + 2) * pitch;
+  float *restrict odd = even + 2 * pitch;
+  const size_t half = pitch / 2, xi_stride = (size_t)C * ld;
+  const int vectors = (TW + KW - 1) / KW;
+  const int width = ((2 * vectors * KW + 2) + 2 * KW - 1) / (2 * KW) * (2 * KW); /* ≤ pitch */
+  memset(plane, 0, (size_t)(2 * TH + 2) * pitch * sizeof *plane);
+  for (int c = 0; c < C; c++) {
+    for (int h = 0; h < H; h++)
+      memcpy(plane + (size_t)(h + pad) * pitch + pad, inp + ((size_t)c * H + h) * W, (size_t)W * sizeof *plane);
+    for (int th = 0; th < TH; th++) {
+      const float *r0 = plane + (size_t)2 * th * pitch, *r1 = r0 + pitch, *r2 = r1 + pitch, *r3 = r2 + pitch;
+      for (int q = 0; q < width; q += 2 * KW) {
+        const KFN(vec) a0 = KFN(load)(r0 + q), a1 = KFN(load)(r1 + q), a2 = KFN(load)(r2 + q);
+        const KFN(vec) a3 = KFN(load)(r3 + q), b0 = KFN(load)(r0 + q + KW);
+        const KFN(vec) b1 = KFN(load)(r1 + q + KW), b2 = KFN(load)(r2 + q + KW), b3 = KFN(load)(r3 + q + KW);
+        const KFN(vec) first[4] = {a0 - a2, a1 + a2, a2 - a1, a1 - a3};
+        const KFN(vec) second[4] = {b0 - b2, b1 + b2, b2 - b1, b1 - b3};
+        for (int i = 0; i < 4; i++) {
+          KFN(store)(even + i * half + q / 2, KERNELS_EVEN(first[i], second[i]));
+          KFN(store)(odd + i * half + q / 2, KERNELS_ODD(first[i], second[i]));
+        }
+      }
+      for (int tw = 0; tw < TW; tw += KW) {
+        float *restrict v = V + (size_t)c * ld + (size_t)th * TW + tw;
+        for (int i = 0; i < 4; i++) {
+          const KFN(vec) e0 = KFN(load)(even + i * half + tw), e1 = KFN(load)(even + i * half + tw + 1);
+          const KFN(vec) o0 = KFN(load)(odd + i * half + tw), o1 = KFN(load)(odd + i * half + tw + 1);
+          KFN(store)(v + (size_t)(4 * i + 0) * xi_stride, e0 - e1);
+          KFN(store)(v + (size_t)(4 * i + 1) * xi_stride, o0 + e1);
+          KFN(store)(v + (size_t)(4 * i + 2) * xi_stride, e1 - o0);
+          KFN(store)(v + (size_t)(4 * i + 3) * xi_stride, o0 - o1);
+        }
+      }
+    }
+  }
+}
+
+/* One vector of tiles from m[ξ] (each KW tiles of M's rows): Aᵀ m A + bias, the tiles'
+ * four outputs in y[0..3] (row 0 column 0, row 0 column 1, row 1 column 0, row 1 column 1). */
+static inline __attribute__((always_inline)) void KFN(winograd_tiles)(KFN(vec) y[4], const float *m,
+                                                                       size_t xi_stride, float bias) {
+  KFN(vec) top[4], bottom[4];
+  for (int j = 0; j < 4; j++) {
+    const KFN(vec) m0 = KFN(load)(m + (size_t)j * xi_stride), m1 = KFN(load)(m + (size_t)(4 + j) * xi_stride);
+    const KFN(vec) m2 = KFN(load)(m + (size_t)(8 + j) * xi_stride), m3 = KFN(load)(m + (size_t)(12 + j) * xi_stride);
+    top[j] = m0 + m1 + m2;
+    bottom[j] = m1 - m2 - m3;
+  }
+  y[0] = top[0] + top[1] + top[2] + bias;
+  y[1] = top[1] - top[2] - top[3] + bias;
+  y[2] = bottom[0] + bottom[1] + bottom[2] + bias;
+  y[3] = bottom[1] - bottom[2] - bottom[3] + bias;
+}
+
+/* out (OC, OH, OW) = Aᵀ M A + bias (NULL: none): per channel the tiles' four outputs, KW tiles
+ * at a time (the last vector ending at T; fewer than KW tiles in all go lane by lane), into
+ * `work` as four rows of T + KW floats, then each output row zipped from two of them
+ * (`work` after those) and copied, OW floats, into place. */
+static void KFN(winograd_output)(float *restrict out, float *restrict work, const float *restrict M,
+                                 size_t ld, const float *restrict bias, int OC, int OH, int OW,
+                                 int TH, int TW) {
+  const int T = TH * TW;
+  const size_t xi_stride = (size_t)OC * ld, rows = (size_t)T + KW;
+  float *restrict y = work, *restrict line = work + 4 * rows;
+  for (int o = 0; o < OC; o++) {
+    const float *m = M + (size_t)o * ld;
+    const float b = bias ? bias[o] : 0.0f;
+    KFN(vec) tile[4];
+    if (T < KW) { /* a vector over what there is, read through a copy */
+      float lanes[16][KW];
+      memset(lanes, 0, sizeof lanes);
+      for (int xi = 0; xi < 16; xi++) memcpy(lanes[xi], m + (size_t)xi * xi_stride, (size_t)T * sizeof(float));
+      KFN(winograd_tiles)(tile, &lanes[0][0], KW, b);
+      for (int k = 0; k < 4; k++) KFN(store)(y + k * rows, tile[k]);
+    } else {
+      for (int t = 0;; t += KW) {
+        if (t + KW > T) t = T - KW;
+        KFN(winograd_tiles)(tile, m + t, xi_stride, b);
+        for (int k = 0; k < 4; k++) KFN(store)(y + k * rows + t, tile[k]);
+        if (t + KW >= T) break;
+      }
+    }
+    for (int h = 0; h < OH; h++) {
+      const float *left = y + (size_t)(2 * (h & 1)) * rows + (size_t)(h / 2) * TW, *right = left + rows;
+      for (int tw = 0; tw < TW; tw += KW) {
+        const KFN(vec) l = KFN(load)(left + tw), r = KFN(load)(right + tw);
+        KFN(store)(line + 2 * tw, KERNELS_ZIP_LOW(l, r));
+        KFN(store)(line + 2 * tw + KW, KERNELS_ZIP_HIGH(l, r));
+      }
+      float *restrict dst = out + ((size_t)o * OH + h) * OW;
+      if (OW >= KW)
+        KFN(copy_row)(dst, line, OW);
+      else
+        memcpy(dst, line, (size_t)OW * sizeof *dst);
+    }
+  }
+}
+
 #undef KERNELS_EVEN
 #undef KERNELS_ODD
 #undef KERNELS_ZIP_LOW
@@ -640,6 +757,8 @@ static const kernels_table_t KFN(kernels_table) = {
     .col2im = KFN(col2im),
     .dropout_forward = KFN(dropout_forward),
     .maxpool2_relu_backward = KFN(maxpool2_relu_backward),
+    .winograd_input = KFN(winograd_input),
+    .winograd_output = KFN(winograd_output),
 };
 
 #undef KW
