@@ -169,8 +169,9 @@ static void conv2d__winograd_weights(float *restrict U, const float *restrict we
     }
 }
 
-/* One example's output by Winograd: V from its input, M[ξ] = U[ξ] · V[ξ] by the unpacked
- * product (OC × tiles × C each), out from M. */
+/* One example's output by Winograd: V from its input, M[·][ξ] = U[ξ] · V[ξ] by the unpacked
+ * product (OC × tiles × C each), out from M. M holds each channel's 16 rows together, so the
+ * output's transform reads one block per channel (rows 16·ld apart for the products). */
 static void conv2d__winograd_forward(const conv2d__job_t *job, const conv2d__scratch_t *parts,
                                      float *out_b, const float *inp_b, int OH, int OW) {
   const int TH = (OH + 1) / 2, TW = (OW + 1) / 2, T = TH * TW, C = job->C, OC = job->OC;
@@ -178,7 +179,7 @@ static void conv2d__winograd_forward(const conv2d__job_t *job, const conv2d__scr
   kernels_winograd_input(parts->V, ld, parts->work, cfg_conv_winograd_pitch((size_t)TW), inp_b, C,
                          job->H, job->W, job->pad, TH, TW);
   for (int xi = 0; xi < 16; xi++)
-    kernels_gemm_unpacked(parts->M + (size_t)xi * OC * ld, ld, parts->U + (size_t)xi * OC * C,
+    kernels_gemm_unpacked(parts->M + (size_t)xi * ld, 16 * ld, parts->U + (size_t)xi * OC * C,
                           (size_t)C, 1, parts->V + (size_t)xi * C * ld, ld, NULL, 0, OC, T, C);
   kernels_winograd_output(out_b, parts->work, parts->M, ld, job->bias, OC, OH, OW, TH, TW);
 }

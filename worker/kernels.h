@@ -90,7 +90,8 @@ void kernels_maxpool2_relu_backward(float *dinp, const float *dout, const float 
 /* Winograd F(2×2, 3×3)'s transforms for the forward of a 3×3 convolution of stride 1
  * (conv2d.c, which makes the weights' and runs the 16 products between these): V[ξ][c][t]
  * (rows `ld` ≥ TH·TW + 16 floats apart) from one example's input (C, H, W) with zero padding
- * `pad`, and out (OC, OH, OW) = Aᵀ M A + bias (NULL: none) from M[ξ][oc][t] (the same rows),
+ * `pad`, and out (OC, OH, OW) = Aᵀ M A + bias (NULL: none) from M[oc][ξ][t] (the same rows:
+ * each channel's 16 together, read as one block),
  * over the TH × TW tiles of 2 × 2 outputs that cover (OH, OW). `work` holds what
  * cfg_conv_winograd_work_floats counts; `pitch` is cfg_conv_winograd_pitch(TW). */
 void kernels_winograd_input(float *V, size_t ld, float *work, size_t pitch, const float *inp, int C,

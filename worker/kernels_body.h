@@ -626,7 +626,7 @@ static void KFN(dropout_forward)(float *out, float *mask, const float *inp, size
  * tiles), one for each place ξ = 4i + j of the transformed patch: 16 multiplications for 4
  * outputs where the direct convolution takes 36.
  *   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1],  Aᵀ = [1 1 1 0; 0 1 −1 −1]
- * V[ξ][c][t] and M[ξ][oc][t] hold rows `ld` floats apart over the TH × TW tiles, t = th·TW +
+ * V[ξ][c][t] and M[oc][ξ][t] hold rows `ld` floats apart over the TH × TW tiles, t = th·TW +
  * tw, that cover (OH, OW) (half of the last row and column of tiles lies outside when OH or
  * OW is odd). */
 
@@ -701,10 +701,10 @@ static void KFN(winograd_output)(float *restrict out, float *restrict work, cons
                                  size_t ld, const float *restrict bias, int OC, int OH, int OW,
                                  int TH, int TW) {
   const int T = TH * TW;
-  const size_t xi_stride = (size_t)OC * ld, rows = (size_t)T + KW;
+  const size_t xi_stride = ld, rows = (size_t)T + KW;
   float *restrict y = work, *restrict line = work + 4 * rows;
   for (int o = 0; o < OC; o++) {
-    const float *m = M + (size_t)o * ld;
+    const float *m = M + (size_t)o * 16 * ld;
     const float b = bias ? bias[o] : 0.0f;
     KFN(vec) tile[4];
     if (T < KW) { /* a vector over what there is, read through a copy */
