@@ -1,16 +1,16 @@
 """cnn_run.py — the whole examples/cnn-teacher.json run against the same training in PyTorch.
 
 Ours: mapsage-worker (a Release build) on the config, its epochs possibly shortened with
---epochs, on Fashion-MNIST, 1 thread, checkpoints every epoch into a temporary directory; wall
+--epochs, on Fashion-MNIST, 1 thread (or --threads), checkpoints every epoch into a temporary directory; wall
 time around the process, and from its `finished` summary the time inside training steps
 (examples / examples_per_s), so that the rest — the evaluations of the validation and test
 splits after every epoch, checkpoints, loading — is the difference. PyTorch: the same network,
 SGD (lr 0.05, momentum 0.9, weight decay 5e-4, cosine schedule after a half-epoch warm-up, per
 step), batch 128, shuffled, dropout 0.3, the same evaluations (no_grad, batches of 1,000) and a
-torch.save each epoch, 1 thread (OpenBLAS held to 1, as bench/run does). Prints one JSON object.
-A benchmark, never a test.
+torch.save each epoch, on as many threads (torch.set_num_threads; OpenBLAS held to 1, as
+bench/run does). Prints one JSON object. A benchmark, never a test.
 
-    /usr/bin/python3 bench/cnn_run.py --worker build-release/mapsage-worker [--epochs N] [--rounds R]
+    /usr/bin/python3 bench/cnn_run.py --worker build-release/mapsage-worker [--epochs N] [--rounds R] [--threads T]
 
 With --rounds R both sides run R times, in turns (ours first, then PyTorch first, …), each
 round's ratio printed: the machine's speed drifts over minutes, so one pair run one after the
@@ -31,13 +31,13 @@ DATA = "/usr/share/datasets/fashion-mnist"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ours(worker, epochs):
+def ours(worker, epochs, threads):
     config = json.load(open(os.path.join(ROOT, "examples", "cnn-teacher.json")))
     config["epochs"] = epochs
     with tempfile.TemporaryDirectory() as checkpoints:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
         start = time.monotonic()
-        run = subprocess.run([worker, "--experiment", "1", "--threads", "1", "--dataset-dir", DATA,
+        run = subprocess.run([worker, "--experiment", "1", "--threads", str(threads), "--dataset-dir", DATA,
                               "--checkpoint-dir", checkpoints], input=json.dumps(config), env=env,
                              capture_output=True, text=True, timeout=7200)
         wall = time.monotonic() - start
@@ -62,11 +62,11 @@ def idx(name):
     return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
 
 
-def pytorch(epochs):
+def pytorch(epochs, threads):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(1)
     start = time.monotonic()
     train_x, train_y = torch.from_numpy(idx("train-images-idx3-ubyte.gz")), torch.from_numpy(idx("train-labels-idx1-ubyte.gz"))
@@ -119,21 +119,23 @@ def main():
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=1,
                         help="run both sides this many times, the order reversed every other round")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads on both sides (the worker's --threads, torch.set_num_threads)")
     args = parser.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before torch loads
     rounds = []
     for r in range(args.rounds):
         load = os.getloadavg()[0]
         if r % 2 == 0:
-            a = ours(args.worker, args.epochs)
-            b = pytorch(args.epochs)
+            a = ours(args.worker, args.epochs, args.threads)
+            b = pytorch(args.epochs, args.threads)
         else:
-            b = pytorch(args.epochs)
-            a = ours(args.worker, args.epochs)
+            b = pytorch(args.epochs, args.threads)
+            a = ours(args.worker, args.epochs, args.threads)
         rounds.append({"load": [load, os.getloadavg()[0]], "ours": a, "pytorch": b,
                        "wall_ratio": b["wall_seconds"] / a["wall_seconds"],
                        "step_ratio": b["step_seconds"] / a["step_seconds"] if a["step_seconds"] else None})
-    result = {"epochs": args.epochs, "rounds": rounds,
+    result = {"epochs": args.epochs, "threads": args.threads, "rounds": rounds,
               "wall_ratio_median": statistics.median(r["wall_ratio"] for r in rounds)}
     print(json.dumps(result, indent=1))
 
