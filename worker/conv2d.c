@@ -15,7 +15,11 @@
 /* Example by example, on the thread that owns the example: kernels.h's im2col lays out the
  * patches of example b as col_b (C·K·K, OH·OW) in the thread's scratch, and the output
  * out_b (OC, OH·OW) = weight (OC, C·K·K) · col_b + bias is written in NCHW order by
- * kernels.h's unpacked GEMM while col_b is in L2. The backward, per example: im2col again,
+ * kernels.h's unpacked GEMM while col_b is in L2; a 3×3 convolution of stride 1 over 8
+ * channels or more (cfg_conv_winograd) makes out_b by Winograd F(2×2, 3×3) instead
+ * (conv2d__winograd_forward: kernels.h's transforms around 16 unpacked products; one
+ * example of cnn-teacher.json's second convolution 70 → 59 µs, the issue's CNN's 102 → 76).
+ * The backward, per example: im2col again,
  * dbias += row sums of dout_b, dweightᵀ (C·K·K, OC) += col_b · dout_bᵀ (the unpacked GEMM,
  * accumulating, on dout_b transposed into the scratch; kernels.h's dot products when C·K·K is
  * small), dcol = weightᵀ · dout_b (the unpacked GEMM) and col2im adds dcol onto the input's

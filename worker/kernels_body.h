@@ -646,8 +646,14 @@ static void KFN(winograd_input)(float *restrict V, size_t ld, float *restrict wo
   const int width = ((2 * vectors * KW + 2) + 2 * KW - 1) / (2 * KW) * (2 * KW); /* ≤ pitch */
   memset(plane, 0, (size_t)(2 * TH + 2) * pitch * sizeof *plane);
   for (int c = 0; c < C; c++) {
-    for (int h = 0; h < H; h++)
-      memcpy(plane + (size_t)(h + pad) * pitch + pad, inp + ((size_t)c * H + h) * W, (size_t)W * sizeof *plane);
+    for (int h = 0; h < H; h++) { /* in vectors, as im2col's rows (kernels.c: no call per row) */
+      float *restrict row = plane + (size_t)(h + pad) * pitch + pad;
+      const float *restrict from = inp + ((size_t)c * H + h) * W;
+      if (W >= KW)
+        KFN(copy_row)(row, from, W);
+      else
+        for (int w = 0; w < W; w++) row[w] = from[w];
+    }
     for (int th = 0; th < TH; th++) {
       const float *r0 = plane + (size_t)2 * th * pitch, *r1 = r0 + pitch, *r2 = r1 + pitch, *r3 = r2 + pitch;
       for (int q = 0; q < width; q += 2 * KW) {
@@ -732,7 +738,7 @@ static void KFN(winograd_output)(float *restrict out, float *restrict work, cons
       if (OW >= KW)
         KFN(copy_row)(dst, line, OW);
       else
-        memcpy(dst, line, (size_t)OW * sizeof *dst);
+        for (int w = 0; w < OW; w++) dst[w] = line[w];
     }
   }
 }
