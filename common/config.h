@@ -352,6 +352,14 @@ int cfg_conv_winograd(size_t c, size_t k, size_t stride);
 size_t cfg_conv_winograd_ld(size_t tiles);
 size_t cfg_conv_winograd_pitch(size_t tw);
 size_t cfg_conv_winograd_work_floats(size_t th, size_t tw);
+/* Where that forward's buffers lie, in floats from U (U[16][oc][c], then V[16][c][ld],
+ * M[oc][16][ld] and the work), over tiles_high × tiles_wide tiles: the one layout both the
+ * estimate above and worker/conv2d.c's scratch read. */
+typedef struct {
+  size_t tiles_high, tiles_wide, ld;
+  size_t v, m, work, total;
+} cfg_winograd_layout_t;
+cfg_winograd_layout_t cfg_conv_winograd_layout(size_t c, size_t oh, size_t ow, size_t oc);
 /* The distance in floats between the rows of that im2col: p rounded up to whole 64-byte
  * lines, an odd number of them. The forward's product reads the im2col in panels of 16
  * columns, a row's part of which then is one aligned line (at p = 121, the teacher's second

@@ -42,10 +42,16 @@ size_t cfg_conv_winograd_work_floats(size_t th, size_t tw) {
   return cfg__max(input, output);
 }
 
-/* U (16 · oc · c, to a whole line), V (16 · c rows) and M (16 · oc rows), then the work. */
-static size_t cfg__winograd_floats(size_t c, size_t oh, size_t ow, size_t oc) {
-  const size_t th = (oh + 1) / 2, tw = (ow + 1) / 2, ld = cfg_conv_winograd_ld(th * tw);
-  return (16 * oc * c + 15) / 16 * 16 + 16 * c * ld + 16 * oc * ld + cfg_conv_winograd_work_floats(th, tw);
+cfg_winograd_layout_t cfg_conv_winograd_layout(size_t c, size_t oh, size_t ow, size_t oc) {
+  cfg_winograd_layout_t layout;
+  layout.tiles_high = (oh + 1) / 2;
+  layout.tiles_wide = (ow + 1) / 2;
+  layout.ld = cfg_conv_winograd_ld(layout.tiles_high * layout.tiles_wide);
+  layout.v = (16 * oc * c + 15) / 16 * 16; /* after U, from a whole line */
+  layout.m = layout.v + 16 * c * layout.ld;
+  layout.work = layout.m + 16 * oc * layout.ld;
+  layout.total = layout.work + cfg_conv_winograd_work_floats(layout.tiles_high, layout.tiles_wide);
+  return layout;
 }
 
 size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, size_t ow, size_t oc,
@@ -53,7 +59,7 @@ size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, siz
   const size_t line = 15; /* the im2col moved up to a 64-byte line */
   const size_t ckk = c * k * k, p = oh * ow;
   size_t first = ckk * cfg_conv_col_stride(p);
-  if (cfg_conv_winograd(c, k, stride)) first = cfg__max(first, cfg__winograd_floats(c, oh, ow, oc));
+  if (cfg_conv_winograd(c, k, stride)) first = cfg__max(first, cfg_conv_winograd_layout(c, oh, ow, oc).total);
   return line + first + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
 }
 

@@ -132,14 +132,13 @@ static conv2d__scratch_t conv2d__scratch(float *scratch, const conv2d__job_t *jo
   parts.U = parts.V = parts.M = parts.work = NULL;
   parts.tiles_stride = 0;
   if (cfg_conv_winograd(C, (size_t)job->K, (size_t)job->stride)) {
-    const size_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    parts.tiles_stride = cfg_conv_winograd_ld(TH * TW);
+    const cfg_winograd_layout_t layout = cfg_conv_winograd_layout(C, OH, OW, OC);
+    parts.tiles_stride = layout.ld;
     parts.U = parts.col;
-    parts.V = parts.U + (16 * OC * C + 15) / 16 * 16;
-    parts.M = parts.V + 16 * C * parts.tiles_stride;
-    parts.work = parts.M + 16 * OC * parts.tiles_stride;
-    const size_t winograd = (size_t)(parts.work - parts.U) + cfg_conv_winograd_work_floats(TH, TW);
-    if (winograd > first) first = winograd;
+    parts.V = parts.U + layout.v;
+    parts.M = parts.U + layout.m;
+    parts.work = parts.U + layout.work;
+    if (layout.total > first) first = layout.total;
   }
   parts.out = parts.dout = parts.col + first;
   parts.dweight = parts.out + OC * P;
