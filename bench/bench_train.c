@@ -32,11 +32,13 @@
 #include "blas_kernels.h"
 #include "checkpoint.h"
 #include "config.h"
+#include "conv2d.h"
 #include "data.h"
 #include "distill.h"
 #include "kernels.h"
 #include "nn.h"
 #include "teacher.h"
+#include "util.h"
 
 #define BENCH_BATCH 128
 #define BENCH_POOL 4096      /* distinct examples the step workloads cycle through */
@@ -56,14 +58,6 @@ static const char bench_teacher_json[] =
     "{\"model\": {\"layers\": [{\"type\": \"linear\", \"out\": 1200}, {\"type\": \"relu\"},"
     " {\"type\": \"linear\", \"out\": 1200}, {\"type\": \"relu\", \"name\": \"hidden\"},"
     " {\"type\": \"linear\", \"out\": 10}]}, \"epochs\": 1, \"seed\": 2,"
-    " \"dataset\": {\"name\": \"synthetic\"}}";
-/* examples/cnn-teacher.json's network (no padding, dropout 0.3 before fc1) and optimizer. */
-static const char bench_cnn_teacher_json[] =
-    "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3}, {\"type\": \"relu\"},"
-    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"conv2d\", \"out\": 64, \"kernel\": 3}, {\"type\": \"relu\"},"
-    " {\"type\": \"maxpool\", \"size\": 2}, {\"type\": \"flatten\"}, {\"type\": \"dropout\", \"p\": 0.3},"
-    " {\"type\": \"linear\", \"out\": 128}, {\"type\": \"relu\"}, {\"type\": \"linear\", \"out\": 10}]},"
-    " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01, \"momentum\": 0.9}, \"epochs\": 1,"
     " \"dataset\": {\"name\": \"synthetic\"}}";
 static const char bench_cnn_json[] =
     "{\"model\": {\"layers\": [{\"type\": \"conv2d\", \"out\": 32, \"kernel\": 3, \"padding\": 1},"
@@ -174,12 +168,36 @@ static void bench_gemm_linear(bench_gemms_t *list, int B, int in, int out, int w
   bench_gemm_add(list, "linear dweight", 1, 0, out, in, B, 1.0f);
 }
 
-/* The products of conv2d_forward / conv2d_backward. */
-static void bench_gemm_conv(bench_gemms_t *list, int B, int C, int H, int W, int OC, int K, int with_dinp) {
-  const int CKK = C * K * K, N = B * H * W; /* stride 1, same padding */
+/* The products of conv2d_forward / conv2d_backward, whole-batch: OH × OW the output plane. */
+static void bench_gemm_conv(bench_gemms_t *list, int B, int C, int OH, int OW, int OC, int K, int with_dinp,
+                            int backward) {
+  const int CKK = C * K * K, N = B * OH * OW;
   bench_gemm_add(list, "conv fwd", 0, 0, OC, N, CKK, 0.0f);
+  if (!backward) return;
   bench_gemm_add(list, "conv dweight", 0, 1, OC, CKK, N, 1.0f);
   if (with_dinp) bench_gemm_add(list, "conv dcol", 1, 0, CKK, N, OC, 0.0f);
+}
+
+/* The limit's products for a model, read off its layers (so that they are the shapes the
+ * model runs): each linear layer's and each convolution's, the input gradient's only where
+ * the layer passes one back. A convolution of few taps (conv2d.h) is no GEMM: its FLOPs,
+ * forward and weight gradient, go to *other_flops. */
+static void bench_gemms_model(bench_gemms_t *list, const nn_model_t *model, int B, int backward,
+                              double *other_flops) {
+  for (int i = 0; i < model->n_order; i++) {
+    const nn_layer_t *layer = &model->layers[model->order[i]];
+    const cfg_shape_t *out = &layer->shape;
+    if (layer->kind == CFG_LAYER_LINEAR) {
+      bench_gemm_linear(list, B, layer->in, layer->out, layer->backprop_input, backward);
+    } else if (layer->kind == CFG_LAYER_CONV2D) {
+      const int C = layer->in_shape.channels, CKK = C * layer->kernel * layer->kernel;
+      if (CKK <= CONV2D_FEW_TAPS)
+        *other_flops += (backward ? 2 : 1) * 2.0 * out->channels * B * out->height * out->width * CKK;
+      else
+        bench_gemm_conv(list, B, C, out->height, out->width, out->channels, layer->kernel,
+                        layer->backprop_input, backward);
+    }
+  }
 }
 
 static void bench_gemm_call(const bench_gemm_t *g) {
@@ -407,9 +425,19 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
   }
 
   static cfg_experiment_t student_config, teacher_config; /* large: not on the stack */
-  int cnn = strcmp(workload, "cnn") == 0, cnn_teacher = strcmp(workload, "cnn-teacher") == 0;
-  bench_parse_config(cnn ? bench_cnn_json : cnn_teacher ? bench_cnn_teacher_json : bench_student_json,
-                     &student_config);
+  if (strcmp(workload, "cnn-teacher") == 0) {
+    /* examples/cnn-teacher.json itself (its network, momentum and weight decay), as
+     * torch_bench.py reads it: a copy here once said "no padding" where the file's layers
+     * take the default, kernel / 2, and the peer trained a smaller network. */
+    char *text = NULL;
+    size_t length = 0;
+    if (util_read_file(BENCH_CNN_TEACHER_CONFIG, 1 << 20, &text, &length) != 0)
+      bench_die("cannot read " BENCH_CNN_TEACHER_CONFIG);
+    bench_parse_config(text, &student_config);
+    free(text);
+  } else {
+    bench_parse_config(strcmp(workload, "cnn") == 0 ? bench_cnn_json : bench_student_json, &student_config);
+  }
   if (nn_model_create(&r->student, &student_config, r->B) != 0) bench_die("cannot build the student");
   char error[160];
   if (nn_model_set_threads(&r->student, openblas_get_num_threads(), error, sizeof error) != 0)
@@ -543,27 +571,10 @@ int main(int argc, char **argv) {
   bench_gemms_t gemms = {0};
   /* FLOPs of the step's products that are not GEMMs (the few-taps first convolution). */
   double other_flops = 0.0;
-  if (strcmp(workload, "cnn") == 0) {
-    other_flops = 2 * (2.0 * 32 * B * 28 * 28 * 9); /* conv1 forward and weight gradient */
-    bench_gemm_conv(&gemms, B, 32, 14, 14, 64, 3, 1);
-    bench_gemm_linear(&gemms, B, 64 * 7 * 7, 128, 1, 1);
-    bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
-  } else if (strcmp(workload, "cnn-teacher") == 0) {
-    other_flops = 2 * (2.0 * 32 * B * 26 * 26 * 9);
-    bench_gemm_conv(&gemms, B, 32, 11, 11, 64, 3, 1); /* 13×13 in, 11×11 out: the limit's shapes */
-    bench_gemm_linear(&gemms, B, 64 * 5 * 5, 128, 1, 1);
-    bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
-  } else {
-    if (run.has_teacher && !run.cached) { /* cached, the teacher runs once, before the epochs */
-      bench_gemm_linear(&gemms, B, CFG_INPUTS, 1200, 0, 0);
-      bench_gemm_linear(&gemms, B, 1200, 1200, 0, 0);
-      bench_gemm_linear(&gemms, B, 1200, 10, 0, 0);
-    }
-    if (run.has_teacher) bench_gemm_linear(&gemms, B, 128, 1200, 1, 1); /* the adapter */
-    bench_gemm_linear(&gemms, B, CFG_INPUTS, 256, 0, 1);
-    bench_gemm_linear(&gemms, B, 256, 128, 1, 1);
-    bench_gemm_linear(&gemms, B, 128, 10, 1, 1);
-  }
+  if (run.has_teacher && !run.cached) /* cached, the teacher runs once, before the epochs */
+    bench_gemms_model(&gemms, &run.teacher, B, 0, &other_flops);
+  if (run.has_teacher) bench_gemm_linear(&gemms, B, 128, 1200, 1, 1); /* the adapter */
+  bench_gemms_model(&gemms, &run.student, B, 1, &other_flops);
 
   /* Warm up: page in every buffer, let OpenBLAS allocate its own. */
   if (epoch) {

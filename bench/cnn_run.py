@@ -1,14 +1,16 @@
 """cnn_run.py — the whole examples/cnn-teacher.json run against the same training in PyTorch.
 
 Ours: mapsage-worker (a Release build) on the config, its epochs possibly shortened with
---epochs, on Fashion-MNIST, 1 thread (or --threads), checkpoints every epoch into a temporary directory; wall
-time around the process, and from its `finished` summary the time inside training steps
-(examples / examples_per_s), so that the rest — the evaluations of the validation and test
-splits after every epoch, checkpoints, loading — is the difference. PyTorch: the same network,
-SGD (lr 0.05, momentum 0.9, weight decay 5e-4, cosine schedule after a half-epoch warm-up, per
-step), batch 128, shuffled, dropout 0.3, the same evaluations (no_grad, batches of 1,000) and a
-torch.save each epoch, on as many threads (torch.set_num_threads; OpenBLAS held to 1, as
-bench/run does). Prints one JSON object. A benchmark, never a test.
+--epochs, on Fashion-MNIST, 1 thread (or --threads), checkpoints every epoch into a temporary
+directory; wall time around the process, and from its `finished` summary the time inside
+training steps (examples / examples_per_s), so that the rest — the evaluations of the
+validation and test splits after every epoch, checkpoints, loading — is the difference.
+PyTorch: the same network and SGD, built from the same file (torch_bench.network_from_config
+and optimizer_from_config: padding kernel // 2 where the config names none, as ours; lr 0.05,
+momentum 0.9, weight decay 5e-4), a cosine schedule after a half-epoch warm-up, per step,
+batch 128, shuffled, the same evaluations (no_grad, batches of 1,000) and a torch.save each
+epoch, on as many threads (torch.set_num_threads; OpenBLAS held to 1, as bench/run does).
+Prints one JSON object. A benchmark, never a test.
 
     /usr/bin/python3 bench/cnn_run.py --worker build-release/mapsage-worker [--epochs N] [--rounds R] [--threads T]
 
@@ -64,7 +66,6 @@ def idx(name):
 
 def pytorch(epochs, threads):
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
     torch.set_num_threads(threads)
     torch.manual_seed(1)
@@ -72,10 +73,12 @@ def pytorch(epochs, threads):
     train_x, train_y = torch.from_numpy(idx("train-images-idx3-ubyte.gz")), torch.from_numpy(idx("train-labels-idx1-ubyte.gz"))
     test_x, test_y = torch.from_numpy(idx("t10k-images-idx3-ubyte.gz")), torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz"))
     val_x, val_y, train_x, train_y = train_x[55000:], train_y[55000:], train_x[:55000], train_y[:55000]
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_bench import network_from_config, optimizer_from_config
+    config = os.path.join(ROOT, "examples", "cnn-teacher.json")
+    model = network_from_config(config)
+    sgd = optimizer_from_config(config)
+    optimizer = torch.optim.SGD(model.parameters(), **sgd)
     steps_per_epoch = math.ceil(55000 / 128)
     total, warmup = epochs * steps_per_epoch, 0.5 * steps_per_epoch
     step_seconds, step, accuracy = 0.0, 0, 0.0
@@ -94,7 +97,7 @@ def pytorch(epochs, threads):
             order = torch.randperm(55000)
             began = time.monotonic()
             for i in range(0, 55000, 128):
-                lr = 0.05 * (step / warmup if step < warmup else
+                lr = sgd["lr"] * (step / warmup if step < warmup else
                              0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
                 for group in optimizer.param_groups:
                     group["lr"] = lr

@@ -256,7 +256,7 @@ class Suite:
         names = {"mlp": "student MLP 784-256-128-10 SGD step",
                  "kd": "KD step (teacher 784-1200-1200-10 fwd + student fwd/bwd + adapter 128→1200)",
                  "cnn": "CNN (conv32-pool-conv64-pool-fc128-fc10) fwd/bwd + SGD",
-                 "cnn-teacher": "examples/cnn-teacher.json's CNN (no padding, dropout) fwd/bwd + SGD"}
+                 "cnn-teacher": "examples/cnn-teacher.json's CNN (the CNN's shapes, dropout 0.3) fwd/bwd + SGD"}
         targets = {"mlp": 1.3, "kd": 1.2, "cnn": 2.0, "cnn-teacher": 2.0}
         for workload in ("mlp", "kd", "cnn", "cnn-teacher"):
             ours, peer = self.train_pair(workload)

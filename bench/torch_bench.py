@@ -1,14 +1,16 @@
 """torch_bench.py — the peer: the same training workloads in PyTorch, timed the same way.
 
 Mirrors bench_train.c workload for workload: the same layer sizes, batch 128, SGD with
-momentum 0.9 at lr 0.01, random data of the same shape, the median of several repetitions
-of about --seconds each after a warm-up (with --serve, one repetition per "rep" line on
-stdin, so that the driver can alternate them with bench_train's). PyTorch at its best, as docs/design.md asks: run under
-/usr/bin/python3 with OPENBLAS_NUM_THREADS=1 (set by bench/run, before torch loads) and
-torch.set_num_threads(--threads); gradients set to None rather than zeroed. Prints one
-JSON object. A benchmark, never a test.
+momentum 0.9 at lr 0.01 (cnn-teacher: examples/cnn-teacher.json's network and SGD, read from
+the file as bench_train reads it), random data of the same shape, the median of several
+repetitions of about --seconds each after a warm-up (with --serve, one repetition per "rep"
+line on stdin, so that the driver can alternate them with bench_train's). PyTorch at its
+best, as docs/design.md asks: run under /usr/bin/python3 with OPENBLAS_NUM_THREADS=1 (set by
+bench/run, before torch loads) and torch.set_num_threads(--threads); gradients set to None
+rather than zeroed. Prints one JSON object. A benchmark, never a test.
 
-    /usr/bin/python3 bench/torch_bench.py mlp|kd|cnn|kd-epoch [--seconds S] [--reps N] [--examples N] [--serve]
+    /usr/bin/python3 bench/torch_bench.py mlp|kd|cnn|cnn-teacher|kd-epoch [--seconds S] [--reps N]
+        [--examples N] [--serve]
 """
 import argparse
 import json
@@ -44,11 +46,62 @@ def cnn():
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+def network_from_config(path):
+    """The network a MapSage config's `model.layers` describe, with MapSage's defaults
+    (docs/config.md, "Layers": conv2d kernel 3, stride 1, padding kernel // 2; maxpool size 2,
+    stride size; dropout p 0.5), on Fashion-MNIST's 1 × 28 × 28 images. Built from the file
+    rather than written out, so that the peer trains the very network our side reads."""
+    with open(path) as f:
+        layers = json.load(f)["model"]["layers"]
+    modules, channels, height, width, features = [], 1, 28, 28, None
+    for layer in layers:
+        kind = layer["type"]
+        if kind == "conv2d":
+            kernel, stride = layer.get("kernel", 3), layer.get("stride", 1)
+            padding = layer.get("padding", kernel // 2)
+            modules.append(nn.Conv2d(channels, layer["out"], kernel, stride=stride, padding=padding))
+            channels = layer["out"]
+            height = (height + 2 * padding - kernel) // stride + 1
+            width = (width + 2 * padding - kernel) // stride + 1
+        elif kind == "maxpool":
+            size = layer.get("size", 2)
+            stride = layer.get("stride", size)
+            modules.append(nn.MaxPool2d(size, stride=stride))
+            height, width = (height - size) // stride + 1, (width - size) // stride + 1
+        elif kind == "relu":
+            modules.append(nn.ReLU())
+        elif kind == "dropout":
+            modules.append(nn.Dropout(layer.get("p", 0.5)))
+        elif kind == "flatten" or kind == "linear":
+            if features is None:
+                modules.append(nn.Flatten())
+                features = channels * height * width
+            if kind == "linear":
+                modules.append(nn.Linear(features, layer["out"]))
+                features = layer["out"]
+        else:
+            raise ValueError(f"{path}: layer type {kind!r} has no PyTorch counterpart here")
+    return nn.Sequential(*modules)
+
+
+CNN_TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "examples", "cnn-teacher.json")
+
+
+def optimizer_from_config(path):
+    """torch.optim.SGD's settings from a MapSage config's `optimizer` (sgd only)."""
+    with open(path) as f:
+        optimizer = json.load(f)["optimizer"]
+    if optimizer["type"] != "sgd":
+        raise ValueError(f"{path}: optimizer {optimizer['type']!r}: only sgd here")
+    return {"lr": optimizer["lr"], "momentum": optimizer.get("momentum", 0.0),
+            "weight_decay": optimizer.get("weight_decay", 0.0)}
+
+
 def cnn_teacher():
-    """examples/cnn-teacher.json's network: no padding, dropout before fc1."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+    """examples/cnn-teacher.json's network (its padding is the default, kernel // 2: 28 × 28
+    and 14 × 14 planes, as the issue's CNN, plus dropout 0.3 before fc1)."""
+    return network_from_config(CNN_TEACHER_CONFIG)
 
 
 class KD:
@@ -88,9 +141,9 @@ class KD:
 
 
 class Plain:
-    def __init__(self, model):
+    def __init__(self, model, **sgd):
         self.model = model
-        self.opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.opt = torch.optim.SGD(model.parameters(), **(sgd or {"lr": LR, "momentum": MOMENTUM}))
 
     def step(self, x, y):
         loss = F.cross_entropy(self.model(x), y)
@@ -122,7 +175,7 @@ def main():
     elif args.workload == "cnn":
         runner = Plain(cnn())
     elif args.workload == "cnn-teacher":
-        runner = Plain(cnn_teacher())
+        runner = Plain(cnn_teacher(), **optimizer_from_config(CNN_TEACHER_CONFIG))
     else:
         runner = KD()
     batches = n // B

@@ -362,8 +362,8 @@ typedef struct {
 cfg_winograd_layout_t cfg_conv_winograd_layout(size_t c, size_t oh, size_t ow, size_t oc);
 /* The distance in floats between the rows of that im2col: p rounded up to whole 64-byte
  * lines, an odd number of them. The forward's product reads the im2col in panels of 16
- * columns, a row's part of which then is one aligned line (at p = 121, the teacher's second
- * convolution, rows 484 bytes apart put three loads in four across two lines, and a panel's
+ * columns, a row's part of which then is one aligned line (at p = 121, an 11 × 11 output,
+ * rows 484 bytes apart put three loads in four across two lines, and a panel's
  * 288 rows over L1's 32 KiB), and an odd number of lines between rows spreads a panel over
  * all of L1's sets (an even one would leave half of them, or fewer, to hold it). */
 size_t cfg_conv_col_stride(size_t p);

@@ -137,7 +137,7 @@ static void test_gemm(void) {
       {7, 5, 3, 0, 2, 0, 0},      /* N under a vector on AVX2: scalar columns; 6 + 1 rows */
       {64, 196, 288, 0, 0, 1, 0}, /* the teacher's second convolution, one example */
       {288, 196, 64, 1, 0, 0, 0}, /* its dcol = weightᵀ · dout */
-      /* cnn-teacher.json's second convolution (P = 121), rows as far apart as its im2col's
+      /* A second convolution on 13 × 13 without padding (P = 121), rows as far apart as its im2col's
        * (cfg_conv_col_stride: 144): more than a vector left after the panels of two (9 on
        * AVX2, 25 on AVX-512), done as one more panel of two ending at N */
       {64, 121, 288, 0, 23, 1, 0},

@@ -381,7 +381,7 @@ static void test_conv2d(void) {
        * definition, too large for central differences. */
       {3, 32, 26, 26, 14, 3, 1, 1, 1},
       /* Winograd's forward (3 × 3, stride 1, 8 channels or more; kernels.h): fewer tiles than
-       * a vector and rows narrower than one (a lane at a time); cnn-teacher.json's 11 × 11
+       * a vector and rows narrower than one (a lane at a time); an 11 × 11 output
        * (odd: half of the last tiles outside); rows of 19 tiles (more than a vector of the
        * widest set, the last reaching into the next row); padding 2; a single output. */
       {2, 8, 5, 7, 3, 3, 1, 0, 0},

@@ -18,7 +18,8 @@
  * kernels.h's unpacked GEMM while col_b is in L2; a 3×3 convolution of stride 1 over 8
  * channels or more (cfg_conv_winograd) makes out_b by Winograd F(2×2, 3×3) instead
  * (conv2d__winograd_forward: kernels.h's transforms around 16 unpacked products; one
- * example of cnn-teacher.json's second convolution 70 → 59 µs, the issue's CNN's 102 → 76).
+ * example of the second convolution of the issue's CNN and cnn-teacher.json, 32 × 14 × 14
+ * padded, 102 → 76 µs; 32 × 13 × 13 without padding 70 → 59).
  * The backward, per example: im2col again,
  * dbias += row sums of dout_b, dweightᵀ (C·K·K, OC) += col_b · dout_bᵀ (the unpacked GEMM,
  * accumulating, on dout_b transposed into the scratch; kernels.h's dot products when C·K·K is
@@ -44,11 +45,6 @@
  * into contiguous shares, one per thread of a persistent pool: forward and backward alike,
  * each thread's weight gradients summed in its own scratch and added in thread order
  * afterwards. */
-
-/* C·K·K at or below which the weight gradient is kernels.h's dot products (OpenBLAS's GEMM
- * at K = 9: 2.8 ms per step of 128 against ~0.9 ms for them; the unpacked product in their
- * place: the CNN step at 2,122–2,219 samples/s against 2,105–2,289, no better). */
-#define CONV2D_FEW_TAPS 24
 
 size_t conv2d_scratch_floats(int C, int H, int W, int OC, int K, int stride, int pad, int backward) {
   return cfg_conv_scratch_floats((size_t)C, (size_t)K, (size_t)stride,

@@ -8,6 +8,12 @@
 
 #include "nn.h"
 
+/* C·K·K at or below which a convolution's weight gradient is kernels.h's dot products rather
+ * than a product (OpenBLAS's GEMM at K = 9: 2.8 ms per step of 128 against ~0.9 ms for them;
+ * the unpacked product in their place: the CNN step at 2,122–2,219 samples/s against
+ * 2,105–2,289, no better). bench_train counts such a layer's FLOPs apart from its GEMMs. */
+#define CONV2D_FEW_TAPS 24
+
 /* inp (B, the layer's input shape) -> out (B, its output shape), and the fused layers'
  * outputs (and the pool's argmax) in their own activations. */
 void conv2d_forward_model(nn_model_t *model, const nn_layer_t *layer, float *out,
