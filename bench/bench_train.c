@@ -431,8 +431,11 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
      * take the default, kernel / 2, and the peer trained a smaller network. */
     char *text = NULL;
     size_t length = 0;
-    if (util_read_file(BENCH_CNN_TEACHER_CONFIG, 1 << 20, &text, &length) != 0)
-      bench_die("cannot read " BENCH_CNN_TEACHER_CONFIG);
+    const int rc = util_read_file(BENCH_CNN_TEACHER_CONFIG, 1 << 20, &text, &length);
+    if (rc != 0) {
+      fprintf(stderr, "bench_train: %s: %s\n", BENCH_CNN_TEACHER_CONFIG, strerror(-rc));
+      exit(1);
+    }
     bench_parse_config(text, &student_config);
     free(text);
   } else {
@@ -573,7 +576,9 @@ int main(int argc, char **argv) {
   double other_flops = 0.0;
   if (run.has_teacher && !run.cached) /* cached, the teacher runs once, before the epochs */
     bench_gemms_model(&gemms, &run.teacher, B, 0, &other_flops);
-  if (run.has_teacher) bench_gemm_linear(&gemms, B, 128, 1200, 1, 1); /* the adapter */
+  if (run.has_teacher) /* the adapter, student's hidden layer → teacher's */
+    bench_gemm_linear(&gemms, B, nn_layer_shape(&run.student, run.student_hidden).channels,
+                      nn_layer_shape(&run.teacher, run.teacher_hidden).channels, 1, 1);
   bench_gemms_model(&gemms, &run.student, B, 1, &other_flops);
 
   /* Warm up: page in every buffer, let OpenBLAS allocate its own. */

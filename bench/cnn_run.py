@@ -31,10 +31,11 @@ import time
 
 DATA = "/usr/share/datasets/fashion-mnist"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CNN_TEACHER_CONFIG = os.path.join(ROOT, "examples", "cnn-teacher.json")
 
 
 def ours(worker, epochs, threads):
-    config = json.load(open(os.path.join(ROOT, "examples", "cnn-teacher.json")))
+    config = json.load(open(CNN_TEACHER_CONFIG))
     config["epochs"] = epochs
     with tempfile.TemporaryDirectory() as checkpoints:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
@@ -73,9 +74,8 @@ def pytorch(epochs, threads):
     train_x, train_y = torch.from_numpy(idx("train-images-idx3-ubyte.gz")), torch.from_numpy(idx("train-labels-idx1-ubyte.gz"))
     test_x, test_y = torch.from_numpy(idx("t10k-images-idx3-ubyte.gz")), torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz"))
     val_x, val_y, train_x, train_y = train_x[55000:], train_y[55000:], train_x[:55000], train_y[:55000]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_bench import network_from_config, optimizer_from_config
-    config = os.path.join(ROOT, "examples", "cnn-teacher.json")
+    from torch_bench import network_from_config, optimizer_from_config  # imports torch: not before main sets OPENBLAS_NUM_THREADS
+    config = json.load(open(CNN_TEACHER_CONFIG))
     model = network_from_config(config)
     sgd = optimizer_from_config(config)
     optimizer = torch.optim.SGD(model.parameters(), **sgd)

@@ -46,13 +46,13 @@ def cnn():
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def network_from_config(path):
-    """The network a MapSage config's `model.layers` describe, with MapSage's defaults
-    (docs/config.md, "Layers": conv2d kernel 3, stride 1, padding kernel // 2; maxpool size 2,
-    stride size; dropout p 0.5), on Fashion-MNIST's 1 × 28 × 28 images. Built from the file
-    rather than written out, so that the peer trains the very network our side reads."""
-    with open(path) as f:
-        layers = json.load(f)["model"]["layers"]
+def network_from_config(config):
+    """The network a MapSage config's `model.layers` describe (config: the parsed JSON), with
+    MapSage's defaults (docs/config.md, "Layers": conv2d kernel 3, stride 1, padding
+    kernel // 2; maxpool size 2, stride size; dropout p 0.5), on Fashion-MNIST's 1 × 28 × 28
+    images. Built from the file rather than written out, so that the peer trains the very
+    network our side reads."""
+    layers = config["model"]["layers"]
     modules, channels, height, width, features = [], 1, 28, 28, None
     for layer in layers:
         kind = layer["type"]
@@ -80,7 +80,7 @@ def network_from_config(path):
                 modules.append(nn.Linear(features, layer["out"]))
                 features = layer["out"]
         else:
-            raise ValueError(f"{path}: layer type {kind!r} has no PyTorch counterpart here")
+            raise ValueError(f"model.layers: type {kind!r} has no PyTorch counterpart here")
     return nn.Sequential(*modules)
 
 
@@ -88,20 +88,18 @@ CNN_TEACHER_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
                                   "examples", "cnn-teacher.json")
 
 
-def optimizer_from_config(path):
+def optimizer_from_config(config):
     """torch.optim.SGD's settings from a MapSage config's `optimizer` (sgd only)."""
-    with open(path) as f:
-        optimizer = json.load(f)["optimizer"]
+    optimizer = config["optimizer"]
     if optimizer["type"] != "sgd":
-        raise ValueError(f"{path}: optimizer {optimizer['type']!r}: only sgd here")
+        raise ValueError(f"optimizer.type: {optimizer['type']!r}: only sgd here")
     return {"lr": optimizer["lr"], "momentum": optimizer.get("momentum", 0.0),
             "weight_decay": optimizer.get("weight_decay", 0.0)}
 
 
-def cnn_teacher():
-    """examples/cnn-teacher.json's network (its padding is the default, kernel // 2: 28 × 28
-    and 14 × 14 planes, as the issue's CNN, plus dropout 0.3 before fc1)."""
-    return network_from_config(CNN_TEACHER_CONFIG)
+def read_config(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 class KD:
@@ -175,7 +173,10 @@ def main():
     elif args.workload == "cnn":
         runner = Plain(cnn())
     elif args.workload == "cnn-teacher":
-        runner = Plain(cnn_teacher(), **optimizer_from_config(CNN_TEACHER_CONFIG))
+        # examples/cnn-teacher.json's network: its padding is the default, kernel // 2 (28 × 28
+        # and 14 × 14 planes, as the issue's CNN), plus dropout 0.3 before fc1.
+        config = read_config(CNN_TEACHER_CONFIG)
+        runner = Plain(network_from_config(config), **optimizer_from_config(config))
     else:
         runner = KD()
     batches = n // B
