@@ -126,6 +126,12 @@ void cfg_parse_stages(const json_t *root, cfg_experiment_t *config, cfg_errors_t
 // ---------------------------------------------------------------------------------------
 // resources: what a cluster job asks for
 
+/* Minutes → seconds; -1 when negative or beyond any limit (a million minutes is 694 days),
+ * before the product could overflow. */
+static int64_t minutes_to_seconds(long long minutes) {
+  return minutes >= 0 && minutes <= 1000000 ? minutes * 60 : -1;
+}
+
 /* "[days-]hours:minutes:seconds" or "minutes" → seconds; -1 when it is neither. */
 static int64_t parse_duration(const char *text) {
   long long days = 0, hours = 0, minutes = 0, seconds = 0;
@@ -136,7 +142,7 @@ static int64_t parse_duration(const char *text) {
              sscanf(text, "%lld:%lld:%lld%n", &hours, &minutes, &seconds, &used) == 3 && text[used] == '\0') {
   } else if (hours = minutes = seconds = 0, used = 0,
              sscanf(text, "%lld%n", &minutes, &used) == 1 && text[used] == '\0') {
-    return minutes >= 0 && minutes <= 1000000 ? minutes * 60 : -1;
+    return minutes_to_seconds(minutes);
   } else {
     return -1;
   }
@@ -180,13 +186,13 @@ void cfg_parse_resources(const json_t *root, cfg_experiment_t *config, cfg_error
   }
   const json_t *time = json_object_get(resources, "time");
   if (time) {
-    const int64_t seconds = json_is_integer(time)  ? json_integer_value(time) * 60
+    const int64_t seconds = json_is_integer(time)  ? minutes_to_seconds(json_integer_value(time))
                             : json_is_string(time) ? parse_duration(json_string_value(time))
                                                    : -1;
     if (seconds < 60 || seconds > (int64_t)366 * 24 * 3600)
       add_error(errors, "resources.time",
-                "must be a time limit of at least a minute: minutes (an integer or \"30\"), \"hours:minutes:seconds\" "
-                "or \"days-hours:minutes:seconds\"");
+                "must be a time limit of at least a minute and at most 366 days: minutes (an integer or \"30\"), "
+                "\"hours:minutes:seconds\" or \"days-hours:minutes:seconds\"");
     else
       config->resources.time_seconds = seconds;
   }

@@ -569,6 +569,11 @@ static void test_resources(void) {
   CHECK_INT(-EINVAL, parse("{\"resources\": {\"time\": \"1:99:00\", \"memory\": \"5X\"}," MLP "}"));
   CHECK(has_error("resources.time", "hours:minutes:seconds"));
   CHECK(has_error("resources.memory", "integer of MiB"));
+  /* Minutes as an integer too large to be seconds (the fuzzer's find: it overflowed). */
+  CHECK_INT(-EINVAL, parse("{\"resources\": {\"time\": 900719925474099390}," MLP "}"));
+  CHECK(has_error("resources.time", "at most 366 days"));
+  CHECK_INT(-EINVAL, parse("{\"resources\": {\"time\": -5}," MLP "}"));
+  CHECK(has_error("resources.time", "at least a minute"));
   CHECK_INT(-EINVAL, parse("{\"resources\": [1]," MLP "}"));
   CHECK(has_error("resources", "must be an object"));
 }
