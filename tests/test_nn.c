@@ -762,7 +762,7 @@ static void test_model(void) {
       numeric[s] = (plus - minus) / (2.0 * step);
       analytic[s] = model.grads[index[s]];
     }
-    char name[64];
+    char name[96]; /* a layer's name is up to 63 bytes */
     snprintf(name, sizeof name, "d%s (weights and biases)", layer->name);
     check_gradient(name, analytic, numeric, n, 2e-3);
   }
@@ -1514,7 +1514,7 @@ static void test_injected_gradients(void) {
     int layer = probes[p], n = B * model.layers[layer].out;
     float *r = malloc(n * sizeof *r);
     fill_uniform(r, n, -0.05f, 0.05f);
-    char what[128];
+    char what[192];
     snprintf(what, sizeof what, "cross-entropy + Σ r·%s, r injected into nn_layer_doutput(%s)", model.layers[layer].name,
              model.layers[layer].name);
     check_model(what, &model, inputs, labels, B, 1, layer, r, 16);
