@@ -3,6 +3,8 @@
  * weight gradient and the unpacked GEMM (both orientations of A, bias or none, rows and
  * columns that leave remainders) against a double-precision definition, the 2×2 max-pool
  * and its backward through a ReLU against the definition bit for bit (ties included), odd
+ * the packed GEMM of the linear layers (its panels from rows or columns, padded with zeros;
+ * blocks of K and of rows; accumulating; rows split as threads split them), odd
  * sizes that leave vector tails, batch 1, channel counts that are not a multiple of the
  * register block, column strides of a chunk, and the same bits from one call to the next.
  * MAPSAGE_KERNELS is checked too. The convolutions' finite-difference checks through nn.h,
@@ -154,6 +156,86 @@ static void test_gemm(void) {
       {1, 1, 1, 0, 0, 0, 1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_gemm_case(&cases[i]);
+}
+
+typedef struct {
+  int M, N, K;
+  int b_columns;    /* B read from its columns: a row-major N×K source (a layer's weights as Wᵀ) */
+  int a_transposed; /* A read as the transpose of a row-major K×M matrix (the weight gradient's doutᵀ) */
+  int accumulate;
+} packed_case_t;
+
+/* The packed product against the definition: panels written in two ranges (as two threads
+ * split them) with zeros past N, C's rows in two calls giving the bits of one, nothing past
+ * N written, the same bits from one call to the next. */
+static void test_packed_case(const packed_case_t *k) {
+  const size_t ldc = (size_t)k->N + 3;
+  const size_t a_row = k->a_transposed ? 1 : (size_t)k->K, a_col = k->a_transposed ? (size_t)k->M : 1;
+  const size_t b_row = k->b_columns ? 1 : (size_t)k->N, b_col = k->b_columns ? (size_t)k->K : 1;
+  const size_t n_panels = (size_t)(k->N + 31) / 32 * 32 * k->K; /* cfg_panel_floats */
+  float *a = malloc((size_t)k->M * k->K * sizeof *a), *b = malloc((size_t)k->K * k->N * sizeof *b);
+  float *panels = malloc((n_panels + 1) * sizeof *panels), *start = malloc((size_t)k->M * ldc * sizeof *start);
+  float *c = malloc((size_t)k->M * ldc * sizeof *c), *again = malloc((size_t)k->M * ldc * sizeof *again);
+  fill_uniform(a, (size_t)k->M * k->K, -1, 1);
+  fill_uniform(b, (size_t)k->K * k->N, -1, 1);
+  fill_uniform(start, (size_t)k->M * ldc, -1, 1);
+  for (size_t i = 0; i <= n_panels; i++) panels[i] = NAN;
+  const int count = kernels_gemm_panels(k->N), half = count / 2;
+  kernels_gemm_pack(panels, b, b_row, b_col, k->K, k->N, half, count);
+  kernels_gemm_pack(panels, b, b_row, b_col, k->K, k->N, 0, half);
+  const int width = 2 * kernels_isa_width(kernels_current());
+  int padded = 1;
+  for (int p = 0; p < count; p++)
+    for (int t = 0; t < k->K; t++)
+      for (int j = 0; j < width; j++) {
+        const float got = panels[((size_t)p * k->K + t) * width + j];
+        const int n = p * width + j;
+        padded &= n < k->N ? got == b[t * b_row + n * b_col] : got == 0.0f;
+      }
+  CHECK(padded);
+  CHECK(isnan(panels[n_panels])); /* within cfg_panel_floats on every set */
+  for (size_t i = 0; i < (size_t)k->M * ldc; i++) {
+    const int past_n = (int)(i % ldc) >= k->N;
+    c[i] = again[i] = k->accumulate && !past_n ? start[i] : NAN;
+  }
+  kernels_gemm_packed(c, ldc, a, a_row, a_col, panels, k->accumulate, k->M, k->N, k->K);
+  const int split = k->M / 3;
+  kernels_gemm_packed(again, ldc, a, a_row, a_col, panels, k->accumulate, split, k->N, k->K);
+  kernels_gemm_packed(again + (size_t)split * ldc, ldc, a + (size_t)split * a_row, a_row, a_col, panels,
+                      k->accumulate, k->M - split, k->N, k->K);
+  double worst = 0.0;
+  int outside = 1;
+  for (int i = 0; i < k->M; i++) {
+    for (int j = 0; j < k->N; j++) {
+      double sum = k->accumulate ? start[i * ldc + j] : 0.0;
+      for (int t = 0; t < k->K; t++) sum += (double)a[i * a_row + t * a_col] * b[t * b_row + j * b_col];
+      const float got = c[i * ldc + j];
+      worst = fmax(worst, isnan(got) ? INFINITY : fabs(sum - got));
+    }
+    for (size_t j = (size_t)k->N; j < ldc; j++) outside &= isnan(c[i * ldc + j]);
+  }
+  printf("    packed GEMM %dx%dx%d%s%s%s: max |error| %.2e\n", k->M, k->N, k->K,
+         k->b_columns ? ", B from columns" : "", k->a_transposed ? ", A transposed" : "",
+         k->accumulate ? ", accumulating" : "", worst);
+  CHECK(worst < 1e-6 * k->K + 1e-6);
+  CHECK(outside);
+  CHECK(memcmp(c, again, (size_t)k->M * ldc * sizeof *c) == 0);
+  free(a), free(b), free(panels), free(start), free(c), free(again);
+}
+
+static void test_packed(void) {
+  static const packed_case_t cases[] = {
+      {1, 1, 1, 0, 0, 0},
+      {1, 1, 1, 1, 0, 1},
+      {128, 10, 128, 1, 0, 0},  /* an output layer's forward: ten columns, one-vector tiles */
+      {10, 128, 128, 0, 1, 1},  /* its weight gradient: doutᵀ · inp, ten rows */
+      {7, 37, 300, 0, 0, 1},    /* two blocks of K; a last panel wider than a vector on AVX2 */
+      {200, 50, 20, 1, 1, 0},   /* two blocks of rows, both operands read across */
+      {13, 64, 17, 1, 0, 0},    /* K not a multiple of any vector: the transpose's scalar tail */
+      {5, 33, 530, 1, 1, 1},
+      {32, 200, 78, 1, 0, 1},   /* 78 = 64 + 14: whole transposes, then a tail */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_packed_case(&cases[i]);
 }
 
 /* The definition: the first strict maximum of the window in row-major order. */
@@ -317,6 +399,7 @@ int main(void) {
     CHECK_INT(0, kernels_use(set));
     CHECK_INT(set, kernels_current());
     test_gemm();
+    test_packed();
     test_relu();
     test_few_taps();
     test_maxpool2();

@@ -32,6 +32,9 @@ typedef struct {
   void (*maxpool2_forward)(float *, int32_t *, const float *, size_t, int, int);
   void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
                         const float *, int, int, int, int);
+  void (*gemm_pack)(float *, const float *, size_t, size_t, int, int, int, int);
+  void (*gemm_packed)(float *, size_t, const float *, size_t, size_t, const float *, int, int, int,
+                      int);
   void (*relu_forward)(float *, const float *, size_t);
   void (*relu_backward)(float *, const float *, const float *, size_t, int);
   void (*im2col)(float *, size_t, const float *, int, int, int, int, int, int, int, int);
@@ -215,6 +218,21 @@ void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, s
                            const float *B, size_t ldb, const float *bias, int accumulate, int M,
                            int N, int K) {
   kernels__table()->gemm_unpacked(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N, K);
+}
+
+int kernels_gemm_panels(int N) {
+  const int width = 2 * kernels_isa_width(kernels_current());
+  return (N + width - 1) / width;
+}
+
+void kernels_gemm_pack(float *panels, const float *B, size_t b_row, size_t b_col, int K, int N,
+                       int first, int end) {
+  kernels__table()->gemm_pack(panels, B, b_row, b_col, K, N, first, end);
+}
+
+void kernels_gemm_packed(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                         const float *panels, int accumulate, int M, int N, int K) {
+  kernels__table()->gemm_packed(C, ldc, A, a_row, a_col, panels, accumulate, M, N, K);
 }
 
 void kernels_relu_forward(float *out, const float *inp, size_t n) {

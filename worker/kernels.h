@@ -50,6 +50,21 @@ void kernels_gemm_unpacked(float *C, size_t ldc, const float *A, size_t a_row, s
                            const float *B, size_t ldb, const float *bias, int accumulate, int M,
                            int N, int K);
 
+/* The linear layers' products (nn.c, where OpenBLAS's kernel set is narrower than ours):
+ * B(k,n) = B[k·b_row + n·b_col] (K × N; b_col = 1 reads B's rows, b_row = 1 its columns,
+ * as a layer's weights (OUT, IN) are read for the forward's Wᵀ) packed into panels of two
+ * vectors of columns, each K rows long and zero-padded past N, then C (M rows of ldc floats,
+ * N columns) = A · B, or += when `accumulate`, A(i,k) = A[i·a_row + k·a_col], in
+ * kernels_gemm_unpacked's register tiles with K and the rows blocked for L1 and L2.
+ * kernels_gemm_pack writes panels [first, end) of the kernels_gemm_panels(N) there are (threads
+ * split them); the panels of the widest set, ⌈N/32⌉·32·K floats (cfg_dense_panel_floats),
+ * hold any set's. Pack and product must run on the same set. */
+int kernels_gemm_panels(int N);
+void kernels_gemm_pack(float *panels, const float *B, size_t b_row, size_t b_col, int K, int N,
+                       int first, int end);
+void kernels_gemm_packed(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                         const float *panels, int accumulate, int M, int N, int K);
+
 /* One example's im2col, col (C·K·K, OH·OW) from inp (C, H, W) with zero padding `pad`, and
  * its adjoint col2im, dinp (C, H, W) += col's taps at their input positions (conv2d.c). Row
  * t of col (tap t) starts at col + t·ld (ld ≥ OH·OW; the floats between rows are neither

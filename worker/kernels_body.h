@@ -30,6 +30,40 @@ static inline __attribute__((always_inline)) float KFN(lanes_sum)(KFN(vec) v) {
   return sum;
 }
 
+/* Lane lists of the shuffles below, for each width. */
+#if KERNELS_WIDTH == 4
+#define KERNELS_EVEN_LIST 0, 2, 4, 6
+#define KERNELS_ODD_LIST 1, 3, 5, 7
+#define KERNELS_ZIP_LOW_LIST 0, 4, 1, 5
+#define KERNELS_ZIP_HIGH_LIST 2, 6, 3, 7
+#define KERNELS_LANES {0, 1, 2, 3}
+#elif KERNELS_WIDTH == 8
+#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14
+#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15
+#define KERNELS_ZIP_LOW_LIST 0, 8, 1, 9, 2, 10, 3, 11
+#define KERNELS_ZIP_HIGH_LIST 4, 12, 5, 13, 6, 14, 7, 15
+#define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7}
+#else
+#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define KERNELS_ZIP_LOW_LIST 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define KERNELS_ZIP_HIGH_LIST 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+#endif
+/* The even or odd lanes of the 2·KW floats in (a, b), and their inverse: a's and b's lanes
+ * interleaved, the first KW of them (low) or the last (high). GCC's and clang's spellings. */
+#if defined(__clang__)
+#define KERNELS_EVEN(a, b) __builtin_shufflevector(a, b, KERNELS_EVEN_LIST)
+#define KERNELS_ODD(a, b) __builtin_shufflevector(a, b, KERNELS_ODD_LIST)
+#define KERNELS_ZIP_LOW(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_LOW_LIST)
+#define KERNELS_ZIP_HIGH(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_HIGH_LIST)
+#else
+#define KERNELS_EVEN(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_EVEN_LIST})
+#define KERNELS_ODD(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ODD_LIST})
+#define KERNELS_ZIP_LOW(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_LOW_LIST})
+#define KERNELS_ZIP_HIGH(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_HIGH_LIST})
+#endif
+
 /* `taps` (1 to 9, a constant after inlining) consecutive rows of col against one row d of
  * dout: dweight[t] += Σ_p d[p] · col[t][p], and *dbias += Σ_p d[p] unless dbias is NULL. One
  * pass over d for a 3×3 kernel on one channel, every sum its own chain (named accumulators,
@@ -96,29 +130,18 @@ static void KFN(conv_few_taps_backward)(float *dweight, float *dbias, const floa
 }
 
 /* One tile of C = A·B (+ bias per row): `rows` (≤ 6) rows × `vecs` (1 or 2) vectors of
- * columns, all constants after inlining. Twelve named accumulators at most (GCC at -O2 kept
- * an array of them in memory); per k, `vecs` loads of B and `rows` broadcasts of A feed
- * rows × vecs FMAs. A(i,k) = A[i·a_row + k·a_col]. */
+ * columns, all constants after inlining, of which C has `cols` (vecs·KW, or fewer at a
+ * packed operand's last panel, whose padding B has as zeros: those columns are computed and
+ * not stored). Twelve named accumulators at most (GCC at -O2 kept an array of them in
+ * memory); per k, `vecs` loads of B and `rows` broadcasts of A feed rows × vecs FMAs.
+ * A(i,k) = A[i·a_row + k·a_col]. */
 static inline __attribute__((always_inline)) void
 KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row, size_t a_col,
                const float *restrict B, size_t ldb, const float *restrict bias, int accumulate,
-               int rows, int vecs, int K) {
+               int rows, int vecs, int cols, int K) {
   KFN(vec) c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   KFN(vec) c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
-  if (accumulate) {
-#define KERNELS_C_ROW(i, first, second)                                                         \
-  if (rows > i) {                                                                               \
-    first = KFN(load)(C + (size_t)i * ldc);                                                     \
-    if (vecs > 1) second = KFN(load)(C + (size_t)i * ldc + KW);                                 \
-  }
-    KERNELS_C_ROW(0, c00, c01)
-    KERNELS_C_ROW(1, c10, c11)
-    KERNELS_C_ROW(2, c20, c21)
-    KERNELS_C_ROW(3, c30, c31)
-    KERNELS_C_ROW(4, c40, c41)
-    KERNELS_C_ROW(5, c50, c51)
-#undef KERNELS_C_ROW
-  }
+  float edge[2 * KW]; /* a row of C narrower than the tile, through memory */
   if (bias) {
     c00 += bias[0], c01 += bias[0];
     if (rows > 1) c10 += bias[1], c11 += bias[1];
@@ -161,9 +184,20 @@ KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_
     }
   }
   const KFN(vec) first[6] = {c00, c10, c20, c30, c40, c50}, second[6] = {c01, c11, c21, c31, c41, c51};
+  /* C's old value joins after the chain, as BLAS's beta = 1 adds it: a second pass with
+   * twice the operands then adds exactly twice the first's product, rounded once. */
   for (int i = 0; i < rows; i++) {
-    KFN(store)(C + (size_t)i * ldc, first[i]);
-    if (vecs > 1) KFN(store)(C + (size_t)i * ldc + KW, second[i]);
+    float *restrict c = C + (size_t)i * ldc;
+    if (cols == vecs * KW) {
+      KFN(store)(c, accumulate ? KFN(load)(c) + first[i] : first[i]);
+      if (vecs > 1) KFN(store)(c + KW, accumulate ? KFN(load)(c + KW) + second[i] : second[i]);
+    } else {
+      if (accumulate) memcpy(edge, c, (size_t)cols * sizeof(float));
+      for (int j = 0; j < cols; j++) {
+        const float product = j < KW ? first[i][j] : second[i][j - KW];
+        c[j] = accumulate ? edge[j] + product : product;
+      }
+    }
   }
 }
 
@@ -173,24 +207,24 @@ KFN(gemm_tile)(float *restrict C, size_t ldc, const float *restrict A, size_t a_
 static inline __attribute__((always_inline)) void
 KFN(gemm_columns)(float *restrict C, size_t ldc, const float *restrict A, size_t a_row,
                   size_t a_col, const float *restrict B, size_t ldb, const float *restrict bias,
-                  int accumulate, int M, int n, int vecs, int K) {
+                  int accumulate, int M, int n, int vecs, int cols, int K) {
   int i = 0;
   for (; i + 6 <= M; i += 6)
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, accumulate, 6, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 6, vecs, cols, K);
   if (i + 4 <= M) {
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, accumulate, 4, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 4, vecs, cols, K);
     i += 4;
   }
   if (i + 2 <= M) {
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, accumulate, 2, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 2, vecs, cols, K);
     i += 2;
   }
   if (i < M)
     KFN(gemm_tile)(C + (size_t)i * ldc + n, ldc, A + (size_t)i * a_row, a_row, a_col, B + n, ldb,
-                   bias ? bias + i : NULL, accumulate, 1, vecs, K);
+                   bias ? bias + i : NULL, accumulate, 1, vecs, cols, K);
 }
 
 /* Column panels of two vectors, one more of one vector, and the last partial vector
@@ -204,17 +238,17 @@ static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_ro
                                int M, int N, int K) {
   int n = 0;
   for (; n + 2 * KW <= N; n += 2 * KW)
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 2, K);
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 2, 2 * KW, K);
   if (n > 0 && N - n > KW && !accumulate) {
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - 2 * KW, 2, K);
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - 2 * KW, 2, 2 * KW, K);
     n = N;
   }
   if (n + KW <= N) {
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 1, K);
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, n, 1, KW, K);
     n += KW;
   }
   if (n < N && N >= KW && !accumulate) {
-    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - KW, 1, K);
+    KFN(gemm_columns)(C, ldc, A, a_row, a_col, B, ldb, bias, accumulate, M, N - KW, 1, KW, K);
     n = N;
   }
   for (; n < N; n++)
@@ -223,6 +257,90 @@ static void KFN(gemm_unpacked)(float *C, size_t ldc, const float *A, size_t a_ro
       for (int k = 0; k < K; k++) sum += A[(size_t)i * a_row + (size_t)k * a_col] * B[(size_t)k * ldb + n];
       C[(size_t)i * ldc + n] = accumulate ? C[(size_t)i * ldc + n] + sum : sum;
     }
+}
+
+/* KW × KW floats transposed in registers: log2(KW) rounds, each zipping row i with row
+ * i + KW/2 (a round moves one bit of the column index into the row index). */
+static inline __attribute__((always_inline)) void KFN(transpose)(KFN(vec) rows[KW]) {
+#pragma GCC unroll 4
+  for (int round = KW; round > 1; round /= 2) {
+    KFN(vec) zipped[KW];
+#pragma GCC unroll 8
+    for (int i = 0; i < KW / 2; i++) {
+      zipped[2 * i] = KERNELS_ZIP_LOW(rows[i], rows[i + KW / 2]);
+      zipped[2 * i + 1] = KERNELS_ZIP_HIGH(rows[i], rows[i + KW / 2]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < KW; i++) rows[i] = zipped[i];
+  }
+}
+
+/* Panels [first, end) of B(k,n) = B[k·b_row + n·b_col] (K × N) for gemm_packed: panel p
+ * holds columns [p·2KW, p·2KW + 2KW) as K rows of 2KW floats, zeros past N. B's rows
+ * (b_col = 1) are copied a vector at a time; its columns (b_row = 1: a linear layer's
+ * weights read as Wᵀ) KW × KW at a time through the transpose, KW rows of the source read
+ * along memory. */
+static void KFN(gemm_pack)(float *panels, const float *B, size_t b_row, size_t b_col, int K,
+                           int N, int first, int end) {
+  const int width = 2 * KW;
+  for (int p = first; p < end; p++) {
+    float *restrict panel = panels + (size_t)p * width * K;
+    const int n0 = p * width, cols = N - n0 < width ? N - n0 : width;
+    if (b_col == 1 && cols == width) {
+      for (int k = 0; k < K; k++) {
+        const float *restrict src = B + (size_t)k * b_row + n0;
+        KFN(store)(panel + (size_t)k * width, KFN(load)(src));
+        KFN(store)(panel + (size_t)k * width + KW, KFN(load)(src + KW));
+      }
+    } else if (b_row == 1) {
+      for (int half = 0; half < 2; half++) {
+        const int c0 = half * KW, n = cols - c0 < 0 ? 0 : cols - c0 > KW ? KW : cols - c0;
+        const float *restrict src = B + (size_t)(n0 + c0) * b_col;
+        int k = 0;
+        for (; k + KW <= K; k += KW) {
+          KFN(vec) rows[KW];
+#pragma GCC unroll 16
+          for (int j = 0; j < KW; j++) rows[j] = j < n ? KFN(load)(src + (size_t)j * b_col + k) : (KFN(vec)){0};
+          KFN(transpose)(rows);
+#pragma GCC unroll 16
+          for (int t = 0; t < KW; t++) KFN(store)(panel + (size_t)(k + t) * width + c0, rows[t]);
+        }
+        for (; k < K; k++)
+          for (int j = 0; j < KW; j++) panel[(size_t)k * width + c0 + j] = j < n ? src[(size_t)j * b_col + k] : 0.0f;
+      }
+    } else {
+      for (int k = 0; k < K; k++)
+        for (int j = 0; j < width; j++)
+          panel[(size_t)k * width + j] = j < cols ? B[(size_t)k * b_row + (size_t)(n0 + j) * b_col] : 0.0f;
+    }
+  }
+}
+
+/* C (M rows of ldc floats, N columns) = A · B, or += when `accumulate`, with B in
+ * gemm_pack's panels. K goes in blocks of 256, rows in blocks of 192: a panel's block (32
+ * KiB at AVX-512) stays in L1 while the row tiles pass over it, A's block (192 KiB) in L2.
+ * A panel of at most KW columns (the output layer's ten) takes one-vector tiles. */
+static void KFN(gemm_packed)(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
+                             const float *panels, int accumulate, int M, int N, int K) {
+  enum { depth_block = 256, row_block = 192, width = 2 * KW };
+  for (int k0 = 0; k0 < K; k0 += depth_block) {
+    const int depth = K - k0 < depth_block ? K - k0 : depth_block, add = accumulate || k0 > 0;
+    for (int i0 = 0; i0 < M; i0 += row_block) {
+      const int rows = M - i0 < row_block ? M - i0 : row_block;
+      float *c = C + (size_t)i0 * ldc;
+      const float *a = A + (size_t)i0 * a_row + (size_t)k0 * a_col;
+      for (int n0 = 0; n0 < N; n0 += width) {
+        const float *panel = panels + (size_t)n0 * K + (size_t)k0 * width;
+        const int cols = N - n0 < width ? N - n0 : width;
+        if (cols == width)
+          KFN(gemm_columns)(c + n0, ldc, a, a_row, a_col, panel, width, NULL, add, rows, 0, 2, width, depth);
+        else if (cols > KW)
+          KFN(gemm_columns)(c + n0, ldc, a, a_row, a_col, panel, width, NULL, add, rows, 0, 2, cols, depth);
+        else
+          KFN(gemm_columns)(c + n0, ldc, a, a_row, a_col, panel, width, NULL, add, rows, 0, 1, cols, depth);
+      }
+    }
+  }
 }
 
 /* dst[0, n) = src[0, n) for n ≥ KW: whole vectors, then the last one ending at n (it writes
@@ -403,38 +521,6 @@ static void KFN(relu_backward)(float *dinp, const float *dout, const float *out,
  * best so far only when strictly greater: a tie keeps the first, as maxpool_forward does.
  * Selects on values, not branches (which element wins is data). KW windows at a time: two
  * row vectors de-interleaved into their even and odd columns. */
-#if KERNELS_WIDTH == 4
-#define KERNELS_EVEN_LIST 0, 2, 4, 6
-#define KERNELS_ODD_LIST 1, 3, 5, 7
-#define KERNELS_ZIP_LOW_LIST 0, 4, 1, 5
-#define KERNELS_ZIP_HIGH_LIST 2, 6, 3, 7
-#define KERNELS_LANES {0, 1, 2, 3}
-#elif KERNELS_WIDTH == 8
-#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14
-#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15
-#define KERNELS_ZIP_LOW_LIST 0, 8, 1, 9, 2, 10, 3, 11
-#define KERNELS_ZIP_HIGH_LIST 4, 12, 5, 13, 6, 14, 7, 15
-#define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7}
-#else
-#define KERNELS_EVEN_LIST 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define KERNELS_ODD_LIST 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#define KERNELS_ZIP_LOW_LIST 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
-#define KERNELS_ZIP_HIGH_LIST 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
-#define KERNELS_LANES {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
-#endif
-/* The even or odd lanes of the 2·KW floats in (a, b), and their inverse: a's and b's lanes
- * interleaved, the first KW of them (low) or the last (high). GCC's and clang's spellings. */
-#if defined(__clang__)
-#define KERNELS_EVEN(a, b) __builtin_shufflevector(a, b, KERNELS_EVEN_LIST)
-#define KERNELS_ODD(a, b) __builtin_shufflevector(a, b, KERNELS_ODD_LIST)
-#define KERNELS_ZIP_LOW(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_LOW_LIST)
-#define KERNELS_ZIP_HIGH(a, b) __builtin_shufflevector(a, b, KERNELS_ZIP_HIGH_LIST)
-#else
-#define KERNELS_EVEN(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_EVEN_LIST})
-#define KERNELS_ODD(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ODD_LIST})
-#define KERNELS_ZIP_LOW(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_LOW_LIST})
-#define KERNELS_ZIP_HIGH(a, b) __builtin_shuffle(a, b, (KFN(ivec)){KERNELS_ZIP_HIGH_LIST})
-#endif
 
 /* Where v > max: max = v, best = at (a blend on the comparison's mask). */
 static inline __attribute__((always_inline)) void KFN(take_greater)(KFN(vec) *max, KFN(ivec) *best,
@@ -757,6 +843,8 @@ static const kernels_table_t KFN(kernels_table) = {
     .conv_few_taps_backward = KFN(conv_few_taps_backward),
     .maxpool2_forward = KFN(maxpool2_forward),
     .gemm_unpacked = KFN(gemm_unpacked),
+    .gemm_pack = KFN(gemm_pack),
+    .gemm_packed = KFN(gemm_packed),
     .relu_forward = KFN(relu_forward),
     .relu_backward = KFN(relu_backward),
     .im2col = KFN(im2col),
