@@ -5,7 +5,10 @@
  * and between those repetitions times the same step's matrix products alone, one
  * cblas_sgemm call per product with the transposes nn.c uses: their sum is the GEMM-bound
  * limit of the step (FLOPs ÷ the rate OpenBLAS reaches on these very shapes, same process,
- * same thread count). Prints one JSON object on stdout. A benchmark, never a test.
+ * same thread count), what a step made of OpenBLAS products would reach: above 100% where
+ * our own kernels run the products (the convolutions; the linear layers' too where
+ * nn_dense_default picks kernels.h's, as `bench_train blas` says under "dense"). Prints one
+ * JSON object on stdout. A benchmark, never a test.
  *
  * kd-epoch-cache is the same epoch with the worker's teacher cache (worker/teacher.h): the
  * teacher is written to a checkpoint and loaded with teacher_load, the training split cached
@@ -530,12 +533,15 @@ int main(int argc, char **argv) {
   blas_report_t blas; /* as the worker starts: may re-execute us */
   blas_kernels_start(argv, &blas, stderr);
   char kernels_error[160];
-  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0) bench_die(kernels_error);
+  nn_dense_t dense;
+  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0 ||
+      nn_dense_from_env(&dense, kernels_error, sizeof kernels_error) != 0)
+    bench_die(kernels_error);
   const char *workload = argv[1];
   if (strcmp(workload, "blas") == 0) {
     printf("{\"core\": \"%s\", \"chosen_by\": \"%s\", \"reason\": \"%s\", \"self_check\": \"%s\", "
-           "\"kernels\": \"%s\"}\n", blas.core, blas.chosen_by, blas.reason, blas.self_check,
-           kernels_isa_name(kernels_current()));
+           "\"kernels\": \"%s\", \"dense\": \"%s\"}\n", blas.core, blas.chosen_by, blas.reason, blas.self_check,
+           kernels_isa_name(kernels_current()), nn_dense_name(dense));
     return 0;
   }
   double seconds = 1.0;

@@ -626,7 +626,8 @@ PRAGMA wal_checkpoint(TRUNCATE);
             f"OpenBLAS: {details.get('ours', {}).get('openblas', '?')}; kernel set: ours "
             f"{self.blas.get('core', '?')} (chosen by {self.blas.get('chosen_by', '?')}: {self.blas.get('reason', '?')}), "
             f"PyTorch's {details.get('pytorch', {}).get('openblas_core', '?')}; "
-            f"MapSage kernels {self.blas.get('kernels', '?')}; "
+            f"MapSage kernels {self.blas.get('kernels', '?')}, linear layers' products on "
+            f"{self.blas.get('dense', '?')} (the GEMM-bound limits below are OpenBLAS's on the step's shapes); "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
             f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')} (as found); "
             f"OPENBLAS_NUM_THREADS=1 both sides",

@@ -63,6 +63,13 @@ size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, siz
   return line + first + oc * p + (backward ? oc * ckk + oc + p * oc : 0);
 }
 
+size_t cfg_panel_floats(size_t k, size_t n) { return (n + 31) / 32 * 32 * k; }
+
+size_t cfg_linear_panel_floats(size_t in, size_t out, size_t batch, int forward_only) {
+  const size_t forward = cfg_panel_floats(in, out);
+  return forward_only ? forward : cfg__max(forward, cfg_panel_floats(out, in) + cfg_panel_floats(batch, in));
+}
+
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
  * out): keep the two together. tests/test_nn.c checks that they agree. */
 int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_only, cfg_slabs_t *out) {
@@ -72,7 +79,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
     return -EINVAL;
   const size_t batch = (size_t)max_batch;
   cfg_shape_t in = cfg_input_shape(config);
-  size_t n_params = 0, n_activations = 0, n_scratch = 0, n_masks = 0, n_indices = 0;
+  size_t n_params = 0, n_activations = 0, n_scratch = 0, n_panels = 0, n_masks = 0, n_indices = 0;
   for (int l = 0; l < config->n_layers; l++) {
     const cfg_layer_t *spec = &config->layers[l];
     const cfg_shape_t *shape = &spec->shape; /* filled by validation */
@@ -82,6 +89,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
     switch (spec->kind) {
     case CFG_LAYER_LINEAR:
       n_params += n_in * n_out + n_out;
+      n_panels = cfg__max(n_panels, cfg_linear_panel_floats(n_in, n_out, batch, forward_only));
       break;
     case CFG_LAYER_CONV2D: {
       const size_t ckk = (size_t)in.channels * (size_t)spec->kernel * (size_t)spec->kernel;
@@ -116,7 +124,7 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
   out->n_optim_state =
       forward_only ? 0 : config->optimizer.kind == CFG_OPTIMIZER_ADAM ? 2 * n_params : n_params;
   out->n_activations = n_activations;
-  out->n_workspace = n_scratch + n_masks;
+  out->n_workspace = n_scratch + (n_panels ? 15 + n_panels : 0) + n_masks;
   out->n_indices = n_indices;
   return 0;
 }
@@ -157,6 +165,7 @@ static void cfg__distill_floats(const cfg_experiment_t *config, const cfg_shape_
     if (f->gate != CFG_GATE_NONE) s += 4 * MB;
     if ((size_t)st->height != h || (size_t)st->width != w) s += 2 * MB * (size_t)st->channels * h * w;
     if ((size_t)te->height != h || (size_t)te->width != w) s += MB * D;
+    if (h * w == 1) s += cfg_linear_panel_floats((size_t)st->channels, (size_t)te->channels, MB, 0);
     if (i == config->adversarial.feature) judged = D;
   }
   if (config->adversarial.enabled) {

@@ -124,6 +124,7 @@ class EndToEnd(unittest.TestCase):
         self.assertTrue(blas["reason"])
         self.assertEqual("passed", blas["self_check"])
         self.assertIn(experiment["worker"]["kernels"]["set"], ("portable", "avx2", "avx512"))
+        self.assertIn(experiment["worker"]["kernels"]["dense"], ("openblas", "kernels"))
         self.assertEqual(2048, experiment["config"]["dataset"]["train_size"], "defaults are stored")
         self.assertLessEqual({"loss/total", "lr", "test/accuracy", "val/loss"}, set(experiment["series"]))
         self.assertIsNone(experiment["teacher"])

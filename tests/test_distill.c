@@ -1077,7 +1077,16 @@ int main(void) {
   test_kd_gradient();
   test_conv1x1();
   test_avgpool();
+  /* A flat pair's linear adapter on both of nn.h's paths (nn_dense_t), whichever this
+   * machine's rule picks, on the same data (the gate's checks read properties of it). */
+  const rng_t before_pairs = test_rng;
+  setenv(NN_DENSE_ENV, "openblas", 1);
   test_feature_pairs();
+  test_rng = before_pairs;
+  setenv(NN_DENSE_ENV, "kernels", 1);
+  printf("(linear adapters on kernels.h's packed GEMM)\n");
+  test_feature_pairs();
+  unsetenv(NN_DENSE_ENV);
   test_feature_scale();
   test_gate_cannot_collapse();
   test_gate_learns();

@@ -1854,17 +1854,32 @@ int main(void) {
   }
   CHECK(sets >= 1);
   kernels_use(kernels_isa_best());
-  test_cnn_repeatable();
   test_thread_pool();
-  test_cnn_threads();
   test_lazy_zero_grad();
   test_transient_outputs();
   test_dropout();
   test_crossentropy();
-  test_model();
-  test_cnn();
-  test_linear_on_image();
-  test_injected_gradients();
+  /* The models' linear layers on both of their paths (nn.h's nn_dense_t), whichever this
+   * machine's rule picks: finite differences, repeatability and thread counts on each. */
+  static const char *const dense_paths[] = {"openblas", "kernels"};
+  for (int path = 0; path < 2; path++) {
+    setenv(NN_DENSE_ENV, dense_paths[path], 1);
+    CHECK_INT(path, (int)nn_dense_default());
+    printf("linear layers on %s (%s=%s)\n", nn_dense_name(nn_dense_default()), NN_DENSE_ENV, dense_paths[path]);
+    test_cnn_repeatable();
+    test_cnn_threads();
+    test_model();
+    test_cnn();
+    test_linear_on_image();
+    test_injected_gradients();
+  }
+  setenv(NN_DENSE_ENV, "fast", 1);
+  nn_dense_t dense;
+  char error[96];
+  CHECK_INT(-EINVAL, nn_dense_from_env(&dense, error, sizeof error));
+  CHECK_STR("MAPSAGE_DENSE=fast: expected openblas or kernels", error);
+  unsetenv(NN_DENSE_ENV);
+  CHECK_INT(0, nn_dense_from_env(&dense, error, sizeof error));
   test_grow();
   test_grad_norms();
   test_sgd();

@@ -401,6 +401,12 @@ int distill_feature_layout_maps(distill_feature_t *f, const cfg_shape_t *student
   }
   if (f->height != teacher->height || f->width != teacher->width)
     f->pooled_teacher = distill__take(n_scratch, MB * D);
+  f->panels = DISTILL_UNUSED;
+  if (pixels == 1) {
+    f->panels = distill__take(n_scratch, cfg_linear_panel_floats((size_t)student_channels,
+                                                                 (size_t)teacher_channels, MB, 0));
+    f->packed = nn_dense_default() == NN_DENSE_KERNELS;
+  }
   f->n_scratch = *n_scratch - f->first_scratch;
   return 0;
 }
@@ -459,7 +465,10 @@ float distill_feature_forward(const distill_feature_t *f, float *scratch, const 
     teacher = scratch + f->pooled_teacher;
   }
   float *adapted = scratch + f->adapted;
-  if (P == 1)
+  if (P == 1 && f->packed)
+    linear_forward_packed(scratch + f->panels, adapted, student, params + f->adapter_weight,
+                          params + f->adapter_bias, B, Cs, Ct);
+  else if (P == 1)
     linear_forward(adapted, student, params + f->adapter_weight, params + f->adapter_bias, B, Cs, Ct);
   else
     feature_conv1x1_forward(adapted, student, params + f->adapter_weight, params + f->adapter_bias, B,
@@ -522,7 +531,10 @@ void distill_feature_backward(const distill_feature_t *f, float *dstudent, float
     memset(dadapted, 0, (size_t)B * D * sizeof(float));
     feature_normalize_backward(dadapted, dy, y, scratch + f->student_norm, B, D);
   }
-  if (P == 1)
+  if (P == 1 && f->packed)
+    linear_backward_packed(scratch + f->panels, dstudent, grads + f->adapter_weight, grads + f->adapter_bias,
+                           dadapted, student, params + f->adapter_weight, B, Cs, Ct);
+  else if (P == 1)
     linear_backward(dstudent, grads + f->adapter_weight, grads + f->adapter_bias, dadapted, student,
                     params + f->adapter_weight, B, Cs, Ct);
   else

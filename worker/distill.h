@@ -219,6 +219,7 @@ typedef struct {
   int normalize;
   cfg_gate_t gate;
   int max_batch;
+  int packed;            /* a linear adapter's products on kernels.h's packed GEMM (nn_dense_t) */
   /* Parameters: offsets in floats into the caller's parameter slab; the gradients are at
    * the same offsets in its gradient slab, and [first_param, first_param + n_params) is the
    * whole piece. */
@@ -236,6 +237,8 @@ typedef struct {
   /* Pooling, (size_t)-1 when that side is not larger: the student's map pooled and its
    * gradient (max_batch × Cs·pixels each), the teacher's pooled (max_batch × D). */
   size_t pooled_student, dpooled_student, pooled_teacher;
+  /* A linear adapter's packed operands (cfg_linear_panel_floats), (size_t)-1 for a 1×1 one. */
+  size_t panels;
   size_t first_scratch, n_scratch;
 } distill_feature_t;
 

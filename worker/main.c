@@ -259,7 +259,9 @@ int main(int argc, char **argv) {
   blas_kernels_start(argv, &blas, stderr);
   openblas_set_num_threads((int)threads);
   char kernels_error[160];
-  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0) {
+  nn_dense_t dense;
+  if (kernels_use_from_env(kernels_error, sizeof kernels_error) != 0 ||
+      nn_dense_from_env(&dense, kernels_error, sizeof kernels_error) != 0) {
     fprintf(stderr, "mapsage-worker: %s\n", kernels_error);
     return 2;
   }
@@ -466,8 +468,9 @@ int main(int argc, char **argv) {
                               "params", train_params_json(&trainer), "dataset", dataset);
   if (started) {
     json_object_set_new(started, "blas", blas_kernels_json(&blas));
-    json_object_set_new(started, "kernels", json_pack("{s:s, s:i}", "set", kernels_isa_name(kernels_current()),
-                                                      "floats_per_vector", kernels_isa_width(kernels_current())));
+    json_object_set_new(started, "kernels",
+                        json_pack("{s:s, s:i, s:s}", "set", kernels_isa_name(kernels_current()), "floats_per_vector",
+                                  kernels_isa_width(kernels_current()), "dense", nn_dense_name(dense)));
   }
   if (started && have_teacher) json_object_set_new(started, "teacher", worker_teacher_json(config, &teacher));
   if (started && resume) json_object_set_new(started, "resumed_from", json_string(resume));

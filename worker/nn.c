@@ -8,12 +8,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
 
+#include "blas_kernels.h"
 #include "conv2d.h"
 #include "kernels.h"
 #include "rng.h"
@@ -42,6 +44,19 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
               out, OUT);
 }
 
+/* dbias (OUT) += Σ over the batch of dout (B,OUT), row by row so the inner loop runs along
+ * memory and vectorises. */
+static void linear__bias_gradient(float *restrict dbias, const float *restrict dout, int B, int OUT) {
+  const size_t n = (size_t)OUT;
+  for (int b = 0; b < B; b++) {
+    const float *restrict row = dout + (size_t)b * n;
+    size_t o = 0;
+    for (; o + NN_BLOCK <= n; o += NN_BLOCK)
+      for (size_t k = o; k < o + NN_BLOCK; k++) dbias[k] += row[k];
+    for (; o < n; o++) dbias[o] += row[o];
+  }
+}
+
 void linear_backward(float *dinp, float *dweight, float *restrict dbias,
                      const float *restrict dout, const float *inp, const float *weight, int B,
                      int IN, int OUT) {
@@ -52,17 +67,126 @@ void linear_backward(float *dinp, float *dweight, float *restrict dbias,
   }
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN, 1.0f,
               dweight, IN);
-  if (dbias) {
-    /* Row by row so the inner loop runs along memory and vectorises. */
-    const size_t n = (size_t)OUT;
-    for (int b = 0; b < B; b++) {
-      const float *restrict row = dout + (size_t)b * n;
-      size_t o = 0;
-      for (; o + NN_BLOCK <= n; o += NN_BLOCK)
-        for (size_t k = o; k < o + NN_BLOCK; k++) dbias[k] += row[k];
-      for (; o < n; o++) dbias[o] += row[o];
+  if (dbias) linear__bias_gradient(dbias, dout, B, OUT);
+}
+
+/* The model's linear layers on kernels.h's packed GEMM (model->dense, nn_dense_default): each
+ * product's B operand packed into model->panels, its panels split across the pool's threads,
+ * then C's rows split as below (the batch for the forward and the input gradient, the
+ * outputs for the weight gradient). An element's sum runs over k in the same order whatever
+ * the split, so the bits do not depend on the thread count. */
+const char *nn_dense_name(nn_dense_t dense) { return dense == NN_DENSE_KERNELS ? "kernels" : "openblas"; }
+
+int nn_dense_from_env(nn_dense_t *dense, char *error, size_t error_size) {
+  /* kernels.h's sets on blas_kernels_core_level's scale: portable 0, AVX2 1, AVX-512 2. */
+  static const int levels[KERNELS_COUNT] = {0, 1, 2};
+  const int ours_wider = levels[kernels_current()] > blas_kernels_core_level(openblas_get_corename());
+  *dense = ours_wider ? NN_DENSE_KERNELS : NN_DENSE_OPENBLAS;
+  if (error_size) error[0] = '\0';
+  const char *forced = getenv(NN_DENSE_ENV);
+  if (!forced || !forced[0]) return 0;
+  for (int choice = NN_DENSE_OPENBLAS; choice <= NN_DENSE_KERNELS; choice++)
+    if (strcmp(forced, nn_dense_name((nn_dense_t)choice)) == 0) {
+      *dense = (nn_dense_t)choice;
+      return 0;
     }
+  snprintf(error, error_size, "%s=%s: expected openblas or kernels", NN_DENSE_ENV, forced);
+  return -EINVAL;
+}
+
+nn_dense_t nn_dense_default(void) {
+  nn_dense_t dense;
+  char ignored[96];
+  nn_dense_from_env(&dense, ignored, sizeof ignored);
+  return dense;
+}
+
+typedef struct {
+  float *C;
+  size_t ldc;
+  const float *A;
+  size_t a_row, a_col;
+  const float *B; /* packed into `panels` */
+  size_t b_row, b_col;
+  float *panels;
+  int accumulate, M, N, K;
+} linear__product_t;
+
+typedef struct {
+  const linear__product_t *products;
+  int n;
+} linear__products_t;
+
+static void linear__pack_task(void *context, int thread, int threads) {
+  const linear__products_t *job = context;
+  for (int i = 0; i < job->n; i++) {
+    const linear__product_t *p = &job->products[i];
+    int first, end;
+    thread_pool_share(kernels_gemm_panels(p->N), thread, threads, &first, &end);
+    if (end > first) kernels_gemm_pack(p->panels, p->B, p->b_row, p->b_col, p->K, p->N, first, end);
   }
+}
+
+static void linear__multiply_task(void *context, int thread, int threads) {
+  const linear__products_t *job = context;
+  for (int i = 0; i < job->n; i++) {
+    const linear__product_t *p = &job->products[i];
+    int first, end;
+    thread_pool_share(p->M, thread, threads, &first, &end);
+    if (end > first)
+      kernels_gemm_packed(p->C + (size_t)first * p->ldc, p->ldc, p->A + (size_t)first * p->a_row, p->a_row,
+                          p->a_col, p->panels, p->accumulate, end - first, p->N, p->K);
+  }
+}
+
+/* On `pool` (NULL: the calling thread). */
+static void linear__run_packed(struct thread_pool *pool, const linear__product_t *products, int n) {
+  linear__products_t job = {.products = products, .n = n};
+  if (pool) {
+    thread_pool_run(pool, linear__pack_task, &job);
+    thread_pool_run(pool, linear__multiply_task, &job);
+  } else {
+    linear__pack_task(&job, 0, 1);
+    linear__multiply_task(&job, 0, 1);
+  }
+}
+
+static void linear__forward_packed(struct thread_pool *pool, float *panels, float *out, const float *inp,
+                                   const float *weight, const float *bias, int B, int IN, int OUT) {
+  if (bias)
+    for (int b = 0; b < B; b++) memcpy(out + (size_t)b * OUT, bias, (size_t)OUT * sizeof *out);
+  const linear__product_t product = {.C = out, .ldc = (size_t)OUT, .A = inp, .a_row = (size_t)IN, .a_col = 1,
+                                     .B = weight, .b_row = 1, .b_col = (size_t)IN, .panels = panels,
+                                     .accumulate = bias != NULL, .M = B, .N = OUT, .K = IN};
+  linear__run_packed(pool, &product, 1);
+}
+
+static void linear__backward_packed(struct thread_pool *pool, float *panels, float *dinp, float *dweight,
+                                    float *dbias, const float *dout, const float *inp, const float *weight, int B,
+                                    int IN, int OUT) {
+  linear__product_t products[2];
+  int n = 0;
+  if (dinp) /* dinp (B,IN) += dout (B,OUT) · W (OUT,IN) */
+    products[n++] = (linear__product_t){.C = dinp, .ldc = (size_t)IN, .A = dout, .a_row = (size_t)OUT, .a_col = 1,
+                                        .B = weight, .b_row = (size_t)IN, .b_col = 1, .panels = panels,
+                                        .accumulate = 1, .M = B, .N = IN, .K = OUT};
+  /* dweight (OUT,IN) += doutᵀ (OUT,B) · inp (B,IN) */
+  products[n++] = (linear__product_t){.C = dweight, .ldc = (size_t)IN, .A = dout, .a_row = 1, .a_col = (size_t)OUT,
+                                      .B = inp, .b_row = (size_t)IN, .b_col = 1,
+                                      .panels = panels + cfg_panel_floats((size_t)OUT, (size_t)IN),
+                                      .accumulate = 1, .M = OUT, .N = IN, .K = B};
+  linear__run_packed(pool, products, n);
+  if (dbias) linear__bias_gradient(dbias, dout, B, OUT);
+}
+
+void linear_forward_packed(float *panels, float *out, const float *inp, const float *weight, const float *bias,
+                           int B, int IN, int OUT) {
+  linear__forward_packed(NULL, panels, out, inp, weight, bias, B, IN, OUT);
+}
+
+void linear_backward_packed(float *panels, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int B, int IN, int OUT) {
+  linear__backward_packed(NULL, panels, dinp, dweight, dbias, dout, inp, weight, B, IN, OUT);
 }
 
 /* The model's linear layers on its pool (nn_model_set_threads), when OpenBLAS runs on the
@@ -114,6 +238,11 @@ static int linear__pooled(const nn_model_t *model) {
 
 static void linear__forward_pooled(nn_model_t *model, float *out, const float *inp,
                                    const float *weight, const float *bias, int B, int IN, int OUT) {
+  if (model->dense == NN_DENSE_KERNELS) {
+    linear__forward_packed(model->threads > 1 ? model->pool : NULL, model->panels, out, inp, weight, bias, B, IN,
+                           OUT);
+    return;
+  }
   if (!linear__pooled(model)) {
     linear_forward(out, inp, weight, bias, B, IN, OUT);
     return;
@@ -126,6 +255,11 @@ static void linear__forward_pooled(nn_model_t *model, float *out, const float *i
 static void linear__backward_pooled(nn_model_t *model, float *dinp, float *dweight, float *dbias,
                                     const float *dout, const float *inp, const float *weight, int B,
                                     int IN, int OUT) {
+  if (model->dense == NN_DENSE_KERNELS) {
+    linear__backward_packed(model->threads > 1 ? model->pool : NULL, model->panels, dinp, dweight, dbias, dout,
+                            inp, weight, B, IN, OUT);
+    return;
+  }
   if (!linear__pooled(model)) {
     linear_backward(dinp, dweight, dbias, dout, inp, weight, B, IN, OUT);
     return;
@@ -500,7 +634,7 @@ static size_t nn__max(size_t a, size_t b) { return a > b ? a : b; }
 /* What nn__build counts while it lays the layers out: each slab's size in floats (ints for
  * the pools' indices) so far. */
 typedef struct {
-  size_t weights, biases, activations, scratch, masks, indices;
+  size_t weights, biases, activations, scratch, panels, masks, indices;
 } nn__sizes_t;
 
 /* Layer l of the config: its shape from the one before (`*shape`, advanced), its name, and
@@ -529,6 +663,8 @@ static int nn__plan_layer(nn_model_t *model, const cfg_experiment_t *config, int
   case CFG_LAYER_LINEAR:
     layer->n_weight = (size_t)layer->in * (size_t)layer->out;
     layer->n_bias = (size_t)layer->out;
+    sizes->panels = nn__max(sizes->panels, cfg_linear_panel_floats((size_t)layer->in, (size_t)layer->out,
+                                                                   batch, forward_only));
     break;
   case CFG_LAYER_CONV2D: {
     const size_t ckk = (size_t)layer->in_shape.channels * spec->kernel * spec->kernel;
@@ -658,9 +794,11 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
   model->n_decayed = sizes.weights;
   model->n_activations = sizes.activations;
   model->n_scratch = sizes.scratch;
-  model->n_workspace = sizes.scratch + sizes.masks;
+  model->n_panels = sizes.panels;
+  const size_t panel_area = sizes.panels ? 15 + sizes.panels : 0; /* from a 64-byte line */
+  model->n_workspace = sizes.scratch + panel_area + sizes.masks;
   for (int l = 0; l < config->n_layers; l++)
-    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += sizes.scratch;
+    if (model->layers[l].kind == CFG_LAYER_DROPOUT) model->layers[l].mask += sizes.scratch + panel_area;
   model->n_indices = sizes.indices;
   model->optimizer.kind = config->optimizer.kind;
   model->optimizer.momentum = (float)config->optimizer.momentum;
@@ -674,6 +812,11 @@ static int nn__build(nn_model_t *model, const cfg_experiment_t *config, int max_
 
   char error[128];
   if (nn__allocate(model) != 0) goto fail;
+  if (model->n_panels) {
+    const uintptr_t at = (uintptr_t)(model->workspace + model->n_scratch);
+    model->panels = (float *)((at + 63) & ~(uintptr_t)63);
+  }
+  model->dense = nn_dense_default();
   /* The config's feature losses read their student layers' outputs and add into their
    * gradients; an inference model's own config names layers of its own training, which
    * nobody reads now. */

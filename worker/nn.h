@@ -27,6 +27,12 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
 void linear_backward(float *dinp, float *dweight, float *restrict dbias,
                      const float *restrict dout, const float *inp, const float *weight, int B,
                      int IN, int OUT);
+/* The same two on kernels.h's packed GEMM (nn_dense_t), on the calling thread: `panels`
+ * holds cfg_linear_panel_floats(IN, OUT, B, 0) floats (the operands packed; overwritten). */
+void linear_forward_packed(float *panels, float *out, const float *inp, const float *weight,
+                           const float *bias, int B, int IN, int OUT);
+void linear_backward_packed(float *panels, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int B, int IN, int OUT);
 
 /* inp (N) -> out (N) = max(0, inp). */
 void relu_forward(float *restrict out, const float *restrict inp, int N);
@@ -178,6 +184,21 @@ typedef struct {
                               as PyTorch keeps a step count per parameter) */
 } nn_layer_t;
 
+/* What runs the linear layers' products: OpenBLAS, or kernels.h's packed GEMM. Models
+ * start with nn_dense_default(): kernels.h's where OpenBLAS's loaded kernel set is narrower
+ * than the set kernels.h runs (AVX2 kernels, an environment's OPENBLAS_CORETYPE=Haswell, on
+ * a CPU with AVX-512), else OpenBLAS. On AMD family 26 with that setting ours ran a linear
+ * layer's three products at 1.7–2.0× OpenBLAS's (bench/README.md); at equal widths the two
+ * measured the same. */
+typedef enum { NN_DENSE_OPENBLAS, NN_DENSE_KERNELS } nn_dense_t;
+#define NN_DENSE_ENV "MAPSAGE_DENSE"
+/* MAPSAGE_DENSE=openblas|kernels forces the choice (the test suite runs both), unset or empty
+ * leaves it to the rule: 0 with the choice in *dense, or -EINVAL with the variable, its value
+ * and the reason in `error` (and the rule's choice). The worker checks it at start. */
+int nn_dense_from_env(nn_dense_t *dense, char *error, size_t error_size);
+nn_dense_t nn_dense_default(void); /* nn_dense_from_env's choice, an invalid value ignored */
+const char *nn_dense_name(nn_dense_t dense); /* "openblas", "kernels" */
+
 typedef struct {
   cfg_optimizer_kind_t kind;
   float momentum, weight_decay; /* sgd: momentum; both: weight decay */
@@ -207,10 +228,14 @@ typedef struct {
   float *activations;     /* slab 4: every layer's output (n_activations floats), then… */
   float *dactivations;    /* …their gradients (as many): activations + n_activations */
   size_t n_activations;
-  float *workspace;       /* thread 0's conv scratch (n_scratch floats), then the dropout masks */
+  float *workspace;       /* thread 0's conv scratch (n_scratch floats), the linear layers'
+                           * packed operands (n_panels, from a 64-byte line), the dropout masks */
   size_t n_workspace;
   int32_t *indices;       /* max-pool argmaxes */
   size_t n_indices;
+  float *panels;          /* in the workspace: the linear layers' packed operands */
+  size_t n_panels;
+  nn_dense_t dense;       /* what runs the linear layers' products (nn_dense_default) */
   nn_optimizer_t optimizer;
   /* The threads that split a batch's examples in the convolutions (nn_model_set_threads;
    * 1 from nn_model_create): the pool, and per thread its convolution scratch (an example's
