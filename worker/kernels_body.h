@@ -570,7 +570,14 @@ static void KFN(maxpool2_forward)(float *out, int32_t *argmax, const float *inp,
           from_top = top_copy, from_bottom = bottom_copy;
         }
         KFN(pool2_windows)(&max, &best, from_top, from_bottom, twice_lanes + row, W);
-        for (int i = 0; i < OW; i++) o[i] = max[i], a[i] = best[i];
+        if ((plane * OH + oh) * OW + KW <= planes * (size_t)OH * OW) {
+          /* Whole vectors, running into rows this call writes later (not past its planes:
+           * another thread's may follow): 2 stores for 2·OW extracted lanes. */
+          KFN(store)(o, max);
+          memcpy(a, &best, sizeof best);
+        } else {
+          for (int i = 0; i < OW; i++) o[i] = max[i], a[i] = best[i];
+        }
         continue;
       }
       /* Vectors of KW windows; the last one may overlap the one before (rewriting the same
@@ -627,12 +634,8 @@ static void KFN(maxpool2_relu_backward)(float *dinp, const float *dout, const fl
     KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW, 1);
     return;
   }
-  if (OW < KW) { /* narrower than a vector of windows: zeroes, then one store per window */
-    memset(dinp, 0, planes * (size_t)H * W * sizeof *dinp);
-    KFN(pool_relu_scatter)(dinp, dout, out, argmax, planes, (size_t)H * W, (size_t)OH * OW, 0);
-    return;
-  }
   const KFN(ivec) twice_lanes = (KFN(ivec))KERNELS_LANES * 2;
+  const size_t pooled = planes * (size_t)OH * OW, total = planes * (size_t)H * W;
   for (size_t plane = 0; plane < planes; plane++) {
     float *d = dinp + plane * (size_t)H * W;
     for (int oh = 0; oh < OH; oh++) {
@@ -641,8 +644,23 @@ static void KFN(maxpool2_relu_backward)(float *dinp, const float *dout, const fl
       const float *restrict o = out + at_row, *restrict g = dout + at_row;
       const int32_t *restrict a = argmax + at_row;
       const int32_t row = 2 * oh * W;
+      if (OW < KW && (at_row + KW > pooled || (size_t)(bottom - dinp) + 2 * KW > total)) {
+        /* Narrower than a vector of windows near the end of the planes: zeroes, then one
+         * store per window. */
+        memset(top, 0, 2 * (size_t)W * sizeof *top);
+        for (int i = 0; i < OW; i++) {
+          const float value = g[i] + 0.0f;
+          d[a[i]] = o[i] > 0.0f ? value : 0.0f;
+        }
+        continue;
+      }
+      /* Narrower than a vector of windows elsewhere (the first convolution's 14 on AVX-512,
+       * the second's 7): one vector of windows running into the next row's, stored running
+       * into the rows after: what the top row's stores put in the bottom row the bottom
+       * row's rewrite, and what those put further the next pair (or the plane's odd last
+       * row, or the next plane's first pair) rewrites after. */
       for (int ow = 0;;) { /* the last vector may overlap the one before, as in the forward */
-        if (ow + KW > OW) ow = OW - KW;
+        if (ow + KW > OW && OW >= KW) ow = OW - KW;
         KFN(ivec) best;
         memcpy(&best, a + ow, sizeof best);
         const KFN(ivec) passed = (KFN(ivec))(KFN(load)(g + ow) + 0.0f) & (KFN(load)(o + ow) > 0.0f);
