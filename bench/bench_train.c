@@ -455,6 +455,7 @@ static void bench_setup(bench_run_t *r, const char *workload, int pool) {
     if (nn_model_create_inference(&r->teacher, &teacher_config, r->B) != 0) bench_die("cannot build the teacher");
     if (nn_model_set_threads(&r->teacher, openblas_get_num_threads(), error, sizeof error) != 0)
       bench_die(error);
+    nn_model_pack_weights(&r->teacher); /* as teacher_load does */
     r->has_teacher = 1;
     r->student_hidden = cfg_layer_index(&student_config, "hidden");
     r->teacher_hidden = cfg_layer_index(&teacher_config, "hidden");

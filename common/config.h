@@ -344,11 +344,12 @@ size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, siz
                                int backward);
 /* The floats of a k × n operand in worker/kernels.h's panels on any set: ⌈n/32⌉·32·k. */
 size_t cfg_panel_floats(size_t k, size_t n);
-/* The packed operands of a linear layer of `in` inputs and `out` outputs on batches of up
- * to `batch` (cfg_panel_floats each): its
- * forward's Wᵀ, and when training its input gradient's W beside its weight gradient's input.
- * The model keeps the largest layer's, from a 64-byte line (15 floats more). */
-size_t cfg_linear_panel_floats(size_t in, size_t out, size_t batch, int forward_only);
+/* The packed operands of a training model's linear layer of `in` inputs and `out` outputs
+ * on batches of up to `batch` (cfg_panel_floats each): its forward's Wᵀ, or its input
+ * gradient's W beside its weight gradient's input, the larger. A training model keeps the
+ * largest layer's, an inference model every layer's Wᵀ (packed once: cfg_panel_floats(in,
+ * out) each); both from a 64-byte line (15 floats more). */
+size_t cfg_linear_panel_floats(size_t in, size_t out, size_t batch);
 /* Whether that convolution's forward takes Winograd F(2×2, 3×3) (worker/kernels.h): 3 × 3
  * of stride 1 with at least 8 input channels (its 16 products per example have K = c; the
  * first layer of an image network, c = 1 or 3, stays with im2col). Its rows of tiles are

@@ -65,9 +65,8 @@ size_t cfg_conv_scratch_floats(size_t c, size_t k, size_t stride, size_t oh, siz
 
 size_t cfg_panel_floats(size_t k, size_t n) { return (n + 31) / 32 * 32 * k; }
 
-size_t cfg_linear_panel_floats(size_t in, size_t out, size_t batch, int forward_only) {
-  const size_t forward = cfg_panel_floats(in, out);
-  return forward_only ? forward : cfg__max(forward, cfg_panel_floats(out, in) + cfg_panel_floats(batch, in));
+size_t cfg_linear_panel_floats(size_t in, size_t out, size_t batch) {
+  return cfg__max(cfg_panel_floats(in, out), cfg_panel_floats(out, in) + cfg_panel_floats(batch, in));
 }
 
 /* Mirrors worker/nn.c's nn__build line for line in what it counts (not in what it lays
@@ -89,7 +88,10 @@ int cfg_model_slabs(const cfg_experiment_t *config, int max_batch, int forward_o
     switch (spec->kind) {
     case CFG_LAYER_LINEAR:
       n_params += n_in * n_out + n_out;
-      n_panels = cfg__max(n_panels, cfg_linear_panel_floats(n_in, n_out, batch, forward_only));
+      if (forward_only) /* each layer's Wᵀ, packed once (nn_model_pack_weights) */
+        n_panels += cfg_panel_floats(n_in, n_out);
+      else
+        n_panels = cfg__max(n_panels, cfg_linear_panel_floats(n_in, n_out, batch));
       break;
     case CFG_LAYER_CONV2D: {
       const size_t ckk = (size_t)in.channels * (size_t)spec->kernel * (size_t)spec->kernel;
@@ -165,7 +167,7 @@ static void cfg__distill_floats(const cfg_experiment_t *config, const cfg_shape_
     if (f->gate != CFG_GATE_NONE) s += 4 * MB;
     if ((size_t)st->height != h || (size_t)st->width != w) s += 2 * MB * (size_t)st->channels * h * w;
     if ((size_t)te->height != h || (size_t)te->width != w) s += MB * D;
-    if (h * w == 1) s += cfg_linear_panel_floats((size_t)st->channels, (size_t)te->channels, MB, 0);
+    if (h * w == 1) s += cfg_linear_panel_floats((size_t)st->channels, (size_t)te->channels, MB);
     if (i == config->adversarial.feature) judged = D;
   }
   if (config->adversarial.enabled) {

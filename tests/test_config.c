@@ -504,7 +504,7 @@ static void test_memory_estimate(void) {
   CHECK_INT(3 * params * 4, m.student); /* params, grads, velocity */
   /* The layer's packed operands: its forward's Wᵀ, 784 rows of 10 columns padded to 32 (more
    * than its gradients' 10 + 10 rows of 784 → 800), from a 64-byte line. */
-  CHECK_INT(32 * 784, (long long)cfg_linear_panel_floats(784, 10, 10, 0));
+  CHECK_INT(32 * 784, (long long)cfg_linear_panel_floats(784, 10, 10));
   CHECK_INT(2 * 10 * 10 * 4 + (15 + 32 * 784) * 4 + 10 * (784 * 4 + 3 * 4 + 10 * 4), m.activations);
   CHECK_INT(2 * params * 4 + (64 << 10), m.checkpoint);
   CHECK_INT(0, m.teacher + m.teacher_cache + m.distill);

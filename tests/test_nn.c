@@ -1076,6 +1076,19 @@ static void test_cnn(void) {
   const float *student_logits = nn_forward(&model, inputs, B, 0);
   const float *teacher_logits = nn_forward(&teacher, inputs, B, 1); /* training is ignored */
   CHECK(memcmp(student_logits, teacher_logits, B * CFG_CLASSES * sizeof(float)) == 0);
+  /* Its weights packed once (nn_model_pack_weights, on the packed path): the same bits. */
+  nn_model_pack_weights(&teacher);
+  CHECK_INT(teacher.dense == NN_DENSE_KERNELS ? (int)kernels_current() + 1 : 0, teacher.weights_packed);
+  teacher_logits = nn_forward(&teacher, inputs, B, 0);
+  CHECK(memcmp(student_logits, teacher_logits, B * CFG_CLASSES * sizeof(float)) == 0);
+  if (teacher.weights_packed && kernels_current() != KERNELS_PORTABLE) {
+    /* Panels of another set's width: a forward on the portable set packs per call again. */
+    kernels_use(KERNELS_PORTABLE);
+    float portable[B * CFG_CLASSES];
+    memcpy(portable, nn_forward(&model, inputs, B, 0), sizeof portable);
+    CHECK(memcmp(portable, nn_forward(&teacher, inputs, B, 0), sizeof portable) == 0);
+    kernels_use(kernels_isa_best());
+  }
   CHECK(memcmp(nn_layer_output(&model, 9), nn_layer_output(&teacher, 9), B * 16 * sizeof(float)) == 0);
   CHECK(teacher.grads == NULL && teacher.optim_state == NULL && teacher.dactivations == NULL);
   CHECK(nn_layer_doutput(&teacher, 3) == NULL);

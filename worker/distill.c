@@ -404,7 +404,7 @@ int distill_feature_layout_maps(distill_feature_t *f, const cfg_shape_t *student
   f->panels = DISTILL_UNUSED;
   if (pixels == 1) {
     f->panels = distill__take(n_scratch, cfg_linear_panel_floats((size_t)student_channels,
-                                                                 (size_t)teacher_channels, MB, 0));
+                                                                 (size_t)teacher_channels, MB));
     f->packed = nn_dense_default() == NN_DENSE_KERNELS;
   }
   f->n_scratch = *n_scratch - f->first_scratch;

@@ -139,26 +139,27 @@ static void linear__multiply_task(void *context, int thread, int threads) {
   }
 }
 
-/* On `pool` (NULL: the calling thread). */
-static void linear__run_packed(struct thread_pool *pool, const linear__product_t *products, int n) {
+/* On `pool` (NULL: the calling thread); `packed`: the operands are in their panels already. */
+static void linear__run_packed(struct thread_pool *pool, const linear__product_t *products, int n, int packed) {
   linear__products_t job = {.products = products, .n = n};
   if (pool) {
-    thread_pool_run(pool, linear__pack_task, &job);
+    if (!packed) thread_pool_run(pool, linear__pack_task, &job);
     thread_pool_run(pool, linear__multiply_task, &job);
   } else {
-    linear__pack_task(&job, 0, 1);
+    if (!packed) linear__pack_task(&job, 0, 1);
     linear__multiply_task(&job, 0, 1);
   }
 }
 
-static void linear__forward_packed(struct thread_pool *pool, float *panels, float *out, const float *inp,
-                                   const float *weight, const float *bias, int B, int IN, int OUT) {
+static void linear__forward_packed(struct thread_pool *pool, float *panels, int packed, float *out,
+                                   const float *inp, const float *weight, const float *bias, int B, int IN,
+                                   int OUT) {
   if (bias)
     for (int b = 0; b < B; b++) memcpy(out + (size_t)b * OUT, bias, (size_t)OUT * sizeof *out);
   const linear__product_t product = {.C = out, .ldc = (size_t)OUT, .A = inp, .a_row = (size_t)IN, .a_col = 1,
                                      .B = weight, .b_row = 1, .b_col = (size_t)IN, .panels = panels,
                                      .accumulate = bias != NULL, .M = B, .N = OUT, .K = IN};
-  linear__run_packed(pool, &product, 1);
+  linear__run_packed(pool, &product, 1, packed);
 }
 
 static void linear__backward_packed(struct thread_pool *pool, float *panels, float *dinp, float *dweight,
@@ -175,13 +176,13 @@ static void linear__backward_packed(struct thread_pool *pool, float *panels, flo
                                       .B = inp, .b_row = (size_t)IN, .b_col = 1,
                                       .panels = panels + cfg_panel_floats((size_t)OUT, (size_t)IN),
                                       .accumulate = 1, .M = OUT, .N = IN, .K = B};
-  linear__run_packed(pool, products, n);
+  linear__run_packed(pool, products, n, 0);
   if (dbias) linear__bias_gradient(dbias, dout, B, OUT);
 }
 
 void linear_forward_packed(float *panels, float *out, const float *inp, const float *weight, const float *bias,
                            int B, int IN, int OUT) {
-  linear__forward_packed(NULL, panels, out, inp, weight, bias, B, IN, OUT);
+  linear__forward_packed(NULL, panels, 0, out, inp, weight, bias, B, IN, OUT);
 }
 
 void linear_backward_packed(float *panels, float *dinp, float *dweight, float *dbias, const float *dout,
@@ -236,11 +237,12 @@ static int linear__pooled(const nn_model_t *model) {
   return model->threads > 1 && openblas_get_num_threads() == 1;
 }
 
-static void linear__forward_pooled(nn_model_t *model, float *out, const float *inp,
+static void linear__forward_pooled(nn_model_t *model, const nn_layer_t *layer, float *out, const float *inp,
                                    const float *weight, const float *bias, int B, int IN, int OUT) {
   if (model->dense == NN_DENSE_KERNELS) {
-    linear__forward_packed(model->threads > 1 ? model->pool : NULL, model->panels, out, inp, weight, bias, B, IN,
-                           OUT);
+    const int packed = model->weights_packed == (int)kernels_current() + 1;
+    linear__forward_packed(model->threads > 1 ? model->pool : NULL, model->panels + layer->panels, packed, out, inp,
+                           weight, bias, B, IN, OUT);
     return;
   }
   if (!linear__pooled(model)) {
@@ -663,8 +665,13 @@ static int nn__plan_layer(nn_model_t *model, const cfg_experiment_t *config, int
   case CFG_LAYER_LINEAR:
     layer->n_weight = (size_t)layer->in * (size_t)layer->out;
     layer->n_bias = (size_t)layer->out;
-    sizes->panels = nn__max(sizes->panels, cfg_linear_panel_floats((size_t)layer->in, (size_t)layer->out,
-                                                                   batch, forward_only));
+    /* A training model's layers take turns in one buffer; an inference model keeps each
+     * layer's Wᵀ (nn_model_pack_weights). */
+    layer->panels = forward_only ? sizes->panels : 0;
+    if (forward_only)
+      sizes->panels += cfg_panel_floats((size_t)layer->in, (size_t)layer->out);
+    else
+      sizes->panels = nn__max(sizes->panels, cfg_linear_panel_floats((size_t)layer->in, (size_t)layer->out, batch));
     break;
   case CFG_LAYER_CONV2D: {
     const size_t ckk = (size_t)layer->in_shape.channels * spec->kernel * spec->kernel;
@@ -867,6 +874,18 @@ static int nn__start_threads(nn_model_t *model, int threads, char *error, size_t
   return rc;
 }
 
+void nn_model_pack_weights(nn_model_t *model) {
+  model->weights_packed = 0;
+  if (!model->forward_only || model->dense != NN_DENSE_KERNELS) return;
+  for (int l = 0; l < model->n_layers; l++) {
+    const nn_layer_t *layer = &model->layers[l];
+    if (layer->kind != CFG_LAYER_LINEAR) continue;
+    kernels_gemm_pack(model->panels + layer->panels, model->params + layer->weight, 1, (size_t)layer->in,
+                      layer->in, layer->out, 0, kernels_gemm_panels(layer->out));
+  }
+  model->weights_packed = (int)kernels_current() + 1;
+}
+
 int nn_model_set_threads(nn_model_t *model, int threads, char *error, size_t error_size) {
   if (threads < 1 || threads > NN_MAX_THREADS) {
     snprintf(error, error_size, "threads: expected 1–%d, not %d", NN_MAX_THREADS, threads);
@@ -957,7 +976,7 @@ const float *nn_forward(nn_model_t *model, const float *inputs, int B, int train
     const cfg_shape_t *in = &layer->in_shape;
     switch (layer->kind) {
     case CFG_LAYER_LINEAR:
-      linear__forward_pooled(model, out, x, weight, bias, B, layer->in, layer->out);
+      linear__forward_pooled(model, layer, out, x, weight, bias, B, layer->in, layer->out);
       break;
     case CFG_LAYER_RELU:
       relu_forward(out, x, B * layer->in);

@@ -28,7 +28,7 @@ void linear_backward(float *dinp, float *dweight, float *restrict dbias,
                      const float *restrict dout, const float *inp, const float *weight, int B,
                      int IN, int OUT);
 /* The same two on kernels.h's packed GEMM (nn_dense_t), on the calling thread: `panels`
- * holds cfg_linear_panel_floats(IN, OUT, B, 0) floats (the operands packed; overwritten). */
+ * holds cfg_linear_panel_floats(IN, OUT, B) floats (the operands packed; overwritten). */
 void linear_forward_packed(float *panels, float *out, const float *inp, const float *weight,
                            const float *bias, int B, int IN, int OUT);
 void linear_backward_packed(float *panels, float *dinp, float *dweight, float *dbias, const float *dout,
@@ -158,6 +158,7 @@ typedef struct {
   size_t activation;
   size_t hidden_activation; /* block: relu(W1·h + b1), max_batch × hidden, same convention */
   size_t mask;             /* dropout: its mask in model->workspace */
+  size_t panels;           /* linear, inference model: its packed Wᵀ in model->panels */
   size_t argmax;           /* maxpool: its argmax in model->indices */
   /* Wiring, redone when blocks join: where the input comes from (an activation offset, or
    * NN_INPUT), and whether anything before has parameters (else no input gradient). */
@@ -233,8 +234,10 @@ typedef struct {
   size_t n_workspace;
   int32_t *indices;       /* max-pool argmaxes */
   size_t n_indices;
-  float *panels;          /* in the workspace: the linear layers' packed operands */
+  float *panels;          /* in the workspace: the linear layers' packed operands (an
+                           * inference model's: each layer's Wᵀ, at the layer's `panels`) */
   size_t n_panels;
+  int weights_packed;     /* nn_model_pack_weights ran: kernels.h's set then, +1 (0: not) */
   nn_dense_t dense;       /* what runs the linear layers' products (nn_dense_default) */
   nn_optimizer_t optimizer;
   /* The threads that split a batch's examples in the convolutions (nn_model_set_threads;
@@ -258,6 +261,13 @@ int nn_model_create(nn_model_t *model, const cfg_experiment_t *config, int max_b
  * with training = 0 and the accessors below apply to it. */
 int nn_model_create_inference(nn_model_t *model, const cfg_experiment_t *config, int max_batch);
 void nn_model_free(nn_model_t *model);
+
+/* For an inference model whose parameters will not change again (a teacher, once loaded):
+ * packs each linear layer's Wᵀ once, so that its forwards stop packing them per call (a
+ * KD step's teacher was ~5% of the step in packing). On models that run their linear layers
+ * on OpenBLAS (nn_dense_t), and on training models, it does nothing. After any change to
+ * the parameters, call it again; a forward on another kernels.h set packs per call again. */
+void nn_model_pack_weights(nn_model_t *model);
 
 /* Splits each batch's examples across `threads` threads (1..NN_MAX_THREADS) in the
  * convolutions' forward and backward, from now on: starts a persistent pool and allocates

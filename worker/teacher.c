@@ -211,6 +211,7 @@ int teacher_load(teacher_t *teacher, const cfg_experiment_t *student, int max_ba
     goto fail_model;
   }
 loaded:
+  nn_model_pack_weights(&teacher->model); /* its weights are final now */
   teacher->n_features = student->n_features;
   for (int i = 0; i < student->n_features; i++) {
     teacher->layers[i] = cfg_layer_index(&teacher->config, student->features[i].teacher);
