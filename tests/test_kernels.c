@@ -238,6 +238,23 @@ static void test_packed(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_packed_case(&cases[i]);
 }
 
+/* The transpose bit for bit, on shapes with whole blocks, edges of either side, and one row. */
+static void test_transpose(void) {
+  static const int shapes[][2] = {{64, 196}, {17, 33}, {1, 5}, {40, 16}, {3, 70}};
+  int same = 1;
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const int rows = shapes[s][0], cols = shapes[s][1];
+    float *src = malloc((size_t)rows * cols * sizeof *src), *dst = malloc((size_t)rows * cols * sizeof *dst);
+    fill_uniform(src, (size_t)rows * cols, -1, 1);
+    kernels_transpose(dst, src, rows, cols);
+    for (int i = 0; i < rows; i++)
+      for (int j = 0; j < cols; j++) same &= dst[(size_t)j * rows + i] == src[(size_t)i * cols + j];
+    free(src), free(dst);
+  }
+  printf("    transpose: %s\n", same ? "every element in place" : "WRONG");
+  CHECK(same);
+}
+
 /* The definition: the first strict maximum of the window in row-major order. */
 static void maxpool2_reference(float *out, int32_t *argmax, const float *inp, size_t planes, int H,
                                int W) {
@@ -400,6 +417,7 @@ int main(void) {
     CHECK_INT(set, kernels_current());
     test_gemm();
     test_packed();
+    test_transpose();
     test_relu();
     test_few_taps();
     test_maxpool2();

@@ -223,19 +223,6 @@ static void conv2d__forward_task(void *context, int thread, int threads) {
   conv2d__forward_examples(job, job->scratch[thread], first, end);
 }
 
-/* dst (cols, rows) = src (rows, cols)ᵀ, in 8 × 8 blocks so that both sides stay within a
- * few cache lines per block. */
-static void conv2d__transpose(float *restrict dst, const float *restrict src, int rows, int cols) {
-  for (int i0 = 0; i0 < rows; i0 += 8) {
-    const int i1 = i0 + 8 < rows ? i0 + 8 : rows;
-    for (int j0 = 0; j0 < cols; j0 += 8) {
-      const int j1 = j0 + 8 < cols ? j0 + 8 : cols;
-      for (int i = i0; i < i1; i++)
-        for (int j = j0; j < j1; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
-    }
-  }
-}
-
 /* The pool's and the ReLU's backward for example b when the ReLU's output was not stored:
  * its gradient comes from the pool alone, at each window's argmax, where the ReLU's output
  * was the pool's, so the ReLU passes it where pool_out > 0 (kernels.h; the same bits as the
@@ -304,7 +291,7 @@ static void conv2d__backward_examples(const conv2d__job_t *job, float *scratch, 
       for (int o = 0; o < OC; o++) parts.dbias[o] += conv2d__sum(dout_b + (size_t)o * P, P);
       /* dweightᵀ (CKK, OC) += col_b (CKK, P) · dout_bᵀ (P, OC): the unpacked product with
        * its accumulators held over the whole of P (see the file's opening comment). */
-      conv2d__transpose(parts.dout_transposed, dout_b, OC, (int)P);
+      kernels_transpose(parts.dout_transposed, dout_b, OC, (int)P);
       kernels_gemm_unpacked(parts.dweight, (size_t)OC, col_b, parts.col_stride, 1, parts.dout_transposed,
                             (size_t)OC, NULL, 1, CKK, OC, (int)P);
     }

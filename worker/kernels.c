@@ -33,6 +33,7 @@ typedef struct {
   void (*gemm_unpacked)(float *, size_t, const float *, size_t, size_t, const float *, size_t,
                         const float *, int, int, int, int);
   void (*gemm_pack)(float *, const float *, size_t, size_t, int, int, int, int);
+  void (*transpose_matrix)(float *, const float *, int, int);
   void (*gemm_packed)(float *, size_t, const float *, size_t, size_t, const float *, int, int, int,
                       int);
   void (*relu_forward)(float *, const float *, size_t);
@@ -228,6 +229,10 @@ int kernels_gemm_panels(int N) {
 void kernels_gemm_pack(float *panels, const float *B, size_t b_row, size_t b_col, int K, int N,
                        int first, int end) {
   kernels__table()->gemm_pack(panels, B, b_row, b_col, K, N, first, end);
+}
+
+void kernels_transpose(float *dst, const float *src, int rows, int cols) {
+  kernels__table()->transpose_matrix(dst, src, rows, cols);
 }
 
 void kernels_gemm_packed(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,

@@ -65,6 +65,10 @@ void kernels_gemm_pack(float *panels, const float *B, size_t b_row, size_t b_col
 void kernels_gemm_packed(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col,
                          const float *panels, int accumulate, int M, int N, int K);
 
+/* dst (cols × rows) = srcᵀ, src rows × cols, both row-major and apart: a convolution's
+ * output gradient per example (OC × P) for its weight gradient's product (conv2d.c). */
+void kernels_transpose(float *dst, const float *src, int rows, int cols);
+
 /* One example's im2col, col (C·K·K, OH·OW) from inp (C, H, W) with zero padding `pad`, and
  * its adjoint col2im, dinp (C, H, W) += col's taps at their input positions (conv2d.c). Row
  * t of col (tap t) starts at col + t·ld (ld ≥ OH·OW; the floats between rows are neither

@@ -275,6 +275,27 @@ static inline __attribute__((always_inline)) void KFN(transpose)(KFN(vec) rows[K
   }
 }
 
+/* dst (cols × rows) = srcᵀ (src rows × cols, both row-major): KW × KW blocks through the
+ * register transpose, the edges element by element. */
+static void KFN(transpose_matrix)(float *restrict dst, const float *restrict src, int rows, int cols) {
+  int i0 = 0;
+  for (; i0 + KW <= rows; i0 += KW) {
+    int j0 = 0;
+    for (; j0 + KW <= cols; j0 += KW) {
+      KFN(vec) block[KW];
+#pragma GCC unroll 16
+      for (int i = 0; i < KW; i++) block[i] = KFN(load)(src + (size_t)(i0 + i) * cols + j0);
+      KFN(transpose)(block);
+#pragma GCC unroll 16
+      for (int j = 0; j < KW; j++) KFN(store)(dst + (size_t)(j0 + j) * rows + i0, block[j]);
+    }
+    for (; j0 < cols; j0++)
+      for (int i = i0; i < i0 + KW; i++) dst[(size_t)j0 * rows + i] = src[(size_t)i * cols + j0];
+  }
+  for (; i0 < rows; i0++)
+    for (int j = 0; j < cols; j++) dst[(size_t)j * rows + i0] = src[(size_t)i0 * cols + j];
+}
+
 /* Panels [first, end) of B(k,n) = B[k·b_row + n·b_col] (K × N) for gemm_packed: panel p
  * holds columns [p·2KW, p·2KW + 2KW) as K rows of 2KW floats, zeros past N. B's rows
  * (b_col = 1) are copied a vector at a time; its columns (b_row = 1: a linear layer's
@@ -862,6 +883,7 @@ static const kernels_table_t KFN(kernels_table) = {
     .maxpool2_forward = KFN(maxpool2_forward),
     .gemm_unpacked = KFN(gemm_unpacked),
     .gemm_pack = KFN(gemm_pack),
+    .transpose_matrix = KFN(transpose_matrix),
     .gemm_packed = KFN(gemm_packed),
     .relu_forward = KFN(relu_forward),
     .relu_backward = KFN(relu_backward),
