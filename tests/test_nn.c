@@ -1779,6 +1779,36 @@ static void test_adam(void) {
 
 /* nn_optimizer_step dispatches on the config's optimizer and keeps Adam's moments in the
  * optimizer slab (m, then v). */
+/* The update split across a pool (nn.c's blocks of 4,096 floats, the decayed range's end
+ * inside a block) gives the bits of one thread, for SGD with momentum and decay and for Adam. */
+static void test_optimizer_threads(void) {
+  for (int kind = 0; kind < 2; kind++) {
+    cfg_experiment_t config = test_config(8);
+    config.optimizer.kind = kind ? CFG_OPTIMIZER_ADAM : CFG_OPTIMIZER_SGD;
+    config.optimizer.weight_decay = 0.01;
+    config.optimizer.beta1 = 0.9, config.optimizer.beta2 = 0.999, config.optimizer.eps = 1e-8;
+    nn_model_t one, two;
+    char error[160];
+    CHECK_INT(0, nn_model_create(&one, &config, 2));
+    CHECK_INT(0, nn_model_create(&two, &config, 2));
+    CHECK_INT(0, nn_model_set_threads(&two, 2, error, sizeof error));
+    CHECK(one.n_params > 2 * 4096 && one.n_decayed % 4096 != 0);
+    for (int step = 0; step < 3; step++) {
+      fill_uniform(one.grads, one.n_params, -1, 1);
+      memcpy(two.grads, one.grads, one.n_params * sizeof(float));
+      nn_optimizer_step(&one, 0.05f);
+      nn_optimizer_step(&two, 0.05f);
+    }
+    const int same = memcmp(one.params, two.params, one.n_params * sizeof(float)) == 0 &&
+                     memcmp(one.optim_state, two.optim_state, one.n_optim_state * sizeof(float)) == 0;
+    printf("  %s, %zu parameters, 3 steps on 2 threads: %s one thread's\n", kind ? "adam" : "sgd", one.n_params,
+           same ? "bit-identical to" : "DIFFERENT from");
+    CHECK(same);
+    nn_model_free(&one);
+    nn_model_free(&two);
+  }
+}
+
 static void test_optimizer_step(void) {
   printf("nn_optimizer_step\n");
   cfg_experiment_t config = test_config(5);
@@ -1898,6 +1928,7 @@ int main(void) {
   test_sgd();
   test_adam();
   test_optimizer_step();
+  test_optimizer_threads();
   test_memory_slabs();
   return check_summary();
 }

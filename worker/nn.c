@@ -869,27 +869,57 @@ void nn_backward(nn_model_t *model, const float *inputs, int B) {
 
 /* One update of the weights [weight, weight + n_weight) (decayed) and of the biases
  * [bias, bias + n_bias), at step t. */
+/* One optimizer update over params [start, start + n), the first `decayed` with weight decay,
+ * split across the model's pool in blocks of 4,096 floats: every element's update is its
+ * own, so the split changes no bit. Serial, it was the largest part of a CNN step on 2
+ * threads that one thread did alone (1.3% of that thread's time, 421k parameters). */
+typedef struct {
+  nn_model_t *model;
+  size_t start, n, decayed;
+  float lr;
+  int64_t t;
+} nn__update_job_t;
+
+enum { NN_UPDATE_BLOCK = 4096 };
+
+static void nn__update_task(void *context, int thread, int threads) {
+  const nn__update_job_t *job = context;
+  const nn_model_t *model = job->model;
+  const nn_optimizer_t *o = &model->optimizer;
+  int first_block, end_block;
+  thread_pool_share((int)((job->n + NN_UPDATE_BLOCK - 1) / NN_UPDATE_BLOCK), thread, threads, &first_block,
+                    &end_block);
+  const size_t first = (size_t)first_block * NN_UPDATE_BLOCK;
+  const size_t end = (size_t)end_block * NN_UPDATE_BLOCK < job->n ? (size_t)end_block * NN_UPDATE_BLOCK : job->n;
+  if (end <= first) return;
+  const size_t n = end - first, decayed = job->decayed > first ? job->decayed - first : 0;
+  const size_t at = job->start + first;
+  float *p = model->params + at, *s = model->optim_state + at;
+  const float *g = model->grads + at;
+  switch (o->kind) {
+  case CFG_OPTIMIZER_SGD:
+    optim_sgd_update(p, g, s, n, decayed < n ? decayed : n, job->lr, o->momentum, o->weight_decay);
+    break;
+  case CFG_OPTIMIZER_ADAM:
+    optim_adam_update(p, g, s, s + model->n_params, n, decayed < n ? decayed : n, job->lr, o->beta1, o->beta2,
+                      o->eps, o->weight_decay, job->t);
+    break;
+  }
+}
+
 static void nn__update(nn_model_t *model, size_t weight, size_t n_weight, size_t bias,
                        size_t n_bias, float lr, int64_t t) {
-  const nn_optimizer_t *o = &model->optimizer;
-  /* Contiguous ranges (a model without blocks) go in one call. */
+  /* Contiguous ranges (a model without blocks) go in one run. */
   size_t ranges = weight + n_weight == bias ? 1 : 2;
   for (size_t r = 0; r < ranges; r++) {
-    size_t start = r == 0 ? weight : bias;
-    size_t n = r == 0 ? (ranges == 1 ? n_weight + n_bias : n_weight) : n_bias;
-    size_t decayed = r == 0 ? n_weight : 0;
-    float *p = model->params + start;
-    const float *g = model->grads + start;
-    float *s = model->optim_state + start;
-    switch (o->kind) {
-    case CFG_OPTIMIZER_SGD:
-      optim_sgd_update(p, g, s, n, decayed, lr, o->momentum, o->weight_decay);
-      break;
-    case CFG_OPTIMIZER_ADAM:
-      optim_adam_update(p, g, s, s + model->n_params, n, decayed, lr, o->beta1, o->beta2, o->eps,
-                        o->weight_decay, t);
-      break;
-    }
+    nn__update_job_t job = {.model = model, .lr = lr, .t = t};
+    job.start = r == 0 ? weight : bias;
+    job.n = r == 0 ? (ranges == 1 ? n_weight + n_bias : n_weight) : n_bias;
+    job.decayed = r == 0 ? n_weight : 0;
+    if (model->threads > 1 && job.n >= 2 * NN_UPDATE_BLOCK)
+      thread_pool_run(model->pool, nn__update_task, &job);
+    else
+      nn__update_task(&job, 0, 1);
   }
 }
 
