@@ -1,7 +1,8 @@
 /* distill.c — the distillation terms, read top to bottom like nn.c: soft targets, the
  * feature kernels (1×1 adapter, normalisation, MSE), the gate, the feature pair that strings
- * them together, and the discriminator. Matrix products go through nn.c's linear_forward /
- * linear_backward wherever they fit; kernels touch only the buffers they are given. Sums
+ * them together, and the discriminator. Matrix products go through linear.c's linear_forward /
+ * linear_backward wherever they fit (a flat pair's adapter through their packed pair where
+ * nn_dense_default says); kernels touch only the buffers they are given. Sums
  * that become a reported loss are accumulated in double. */
 #include "distill.h"
 
