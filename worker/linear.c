@@ -1,6 +1,6 @@
 /* linear.c — the linear layer (nn.h's linear_forward / linear_backward and their packed pair)
  * and the model's linear layers (linear.h): each product on OpenBLAS, or on kernels.h's packed
- * GEMM where OpenBLAS's kernel set is narrower than ours (nn_dense_t), split across the
+ * GEMM where OpenBLAS's kernel set is narrower than ours or both are AVX-512 (nn_dense_t), split across the
  * model's pool; and an inference model's weights packed once (nn_model_pack_weights).
  * Forward and backward side by side; nothing here allocates: the panels are the model's. */
 #include "linear.h"
@@ -65,10 +65,11 @@ void linear_backward(float *dinp, float *dweight, float *restrict dbias,
 const char *nn_dense_name(nn_dense_t dense) { return dense == NN_DENSE_KERNELS ? "kernels" : "openblas"; }
 
 int nn_dense_from_env(nn_dense_t *dense, char *error, size_t error_size) {
-  /* kernels.h's sets on blas_kernels_core_level's scale: portable 0, AVX2 1, AVX-512 2. */
+  /* kernels.h's sets on blas_kernels_core_level's scale: portable 0, AVX2 1, AVX-512 2. The
+   * rule and its measurements: nn.h. */
   static const int levels[KERNELS_COUNT] = {0, 1, 2};
-  const int ours_wider = levels[kernels_current()] > blas_kernels_core_level(openblas_get_corename());
-  *dense = ours_wider ? NN_DENSE_KERNELS : NN_DENSE_OPENBLAS;
+  const int ours = levels[kernels_current()], theirs = blas_kernels_core_level(openblas_get_corename());
+  *dense = ours > theirs || ours == 2 ? NN_DENSE_KERNELS : NN_DENSE_OPENBLAS; /* 2: AVX-512 */
   if (error_size) error[0] = '\0';
   const char *forced = getenv(NN_DENSE_ENV);
   if (!forced || !forced[0]) return 0;

@@ -194,9 +194,10 @@ typedef struct {
 /* What runs the linear layers' products: OpenBLAS, or kernels.h's packed GEMM. Models
  * start with nn_dense_default(): kernels.h's where OpenBLAS's loaded kernel set is narrower
  * than the set kernels.h runs (AVX2 kernels, an environment's OPENBLAS_CORETYPE=Haswell, on
- * a CPU with AVX-512), else OpenBLAS. On AMD family 26 with that setting ours ran a linear
- * layer's three products at 1.7–2.0× OpenBLAS's (bench/README.md); at equal widths the two
- * measured the same. */
+ * a CPU with AVX-512) or both are AVX-512, else OpenBLAS. Measured on AMD family 26
+ * (bench/README.md, eighth round): against OpenBLAS's AVX2 kernels ours ran a layer's three
+ * products at 1.7–2.0×; both AVX-512 (Cooperlake), the KD step +8.5% with ours (a teacher's
+ * weights packed once) and the MLP step +5%; both AVX2, the KD step −3%. */
 typedef enum { NN_DENSE_OPENBLAS, NN_DENSE_KERNELS } nn_dense_t;
 #define NN_DENSE_ENV "MAPSAGE_DENSE"
 /* MAPSAGE_DENSE=openblas|kernels forces the choice (the test suite runs both), unset or empty
